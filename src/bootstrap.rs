@@ -1,0 +1,160 @@
+//! Recognising a worker before `main`, and the worker's loop.
+//!
+//! A worker is this executable started again (`/proc/self/exe`) with
+//! [`ENV_WORKER`] in its environment (the parent's pid) and its end of the control
+//! socketpair as stdin. The library constructor ([`crate::sys::ctor`]) calls
+//! [`run_if_worker`] before `main`; in a worker it never returns, so user `main` never
+//! runs there. [`crate::init`] calls the same function for users who prefer an explicit
+//! call (and as a fallback on a platform where the constructor would not run).
+//!
+//! The constructor runs before std's own start-up, so the worker sets up what it needs
+//! itself: `SIGPIPE` ignored (a write to a closed socket must fail, not kill), its
+//! panic hook, and the parent-death signal.
+
+use std::io::{BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::sys;
+use crate::task::{self, WorkerCtx};
+use crate::wire::{self, Failure, Hello, Kind, ReadError, Ready};
+
+/// Environment variable that marks a worker; its value is the parent's pid.
+pub(crate) const ENV_WORKER: &str = "__PROCPOOL_WORKER_OF";
+
+/// Exit codes of a worker that stops for a reason of its own (the parent reads the
+/// reason from the socket when it can; these make `ps`/logs readable otherwise).
+mod code {
+    pub(super) const OK: i32 = 0;
+    pub(super) const SETUP: i32 = 101;
+    pub(super) const ORPHANED: i32 = 102;
+    pub(super) const REFUSED: i32 = 103;
+    pub(super) const INIT_FAILED: i32 = 104;
+    pub(super) const PROTOCOL: i32 = 105;
+    pub(super) const PANICKED: i32 = 106;
+}
+
+static STARTED: AtomicBool = AtomicBool::new(false);
+
+/// If this process is a procpool worker, runs the worker and exits; otherwise returns
+/// at once (one environment look-up).
+pub(crate) fn run_if_worker() {
+    let Some(parent) = std::env::var_os(ENV_WORKER) else {
+        return;
+    };
+    if STARTED.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    // Children this worker starts (a pool inside a task) must not take themselves for
+    // workers of our parent. We are single-threaded here: nothing reads the environment
+    // concurrently.
+    std::env::remove_var(ENV_WORKER);
+    let parent: Option<u32> = parent.to_str().and_then(|s| s.parse().ok());
+    let code = match panic::catch_unwind(AssertUnwindSafe(|| worker_main(parent))) {
+        Ok(code) => code,
+        Err(_) => code::PANICKED,
+    };
+    std::process::exit(code);
+}
+
+fn worker_main(parent: Option<u32>) -> i32 {
+    sys::proc::ignore_sigpipe();
+    // The parent-death signal is tied to the spawning thread, which procpool keeps
+    // alive for the life of the parent. If the parent already died between spawn and
+    // here, the signal will never come: check the parent is still ours.
+    if sys::proc::kill_me_when_parent_dies().is_err() {
+        return code::SETUP;
+    }
+    if parent != Some(sys::proc::parent_pid()) {
+        return code::ORPHANED;
+    }
+    let socket = match sys::proc::take_socket_from_stdin() {
+        Ok(fd) => UnixStream::from(fd),
+        Err(_) => return code::SETUP,
+    };
+    task::install_panic_hook();
+    match serve(socket) {
+        Ok(code) => code,
+        Err(_) => code::PROTOCOL,
+    }
+}
+
+/// The worker loop: handshake, then one task at a time until EOF or `Shutdown`.
+fn serve(socket: UnixStream) -> std::io::Result<i32> {
+    let mut writer = socket.try_clone()?;
+    let mut reader = BufReader::with_capacity(64 * 1024, socket);
+    let mut body = Vec::new();
+
+    // Handshake. Until the fingerprint matches, nothing from the parent is trusted as
+    // a function name.
+    let header = match wire::read_blocking(&mut reader, u64::MAX, &mut body) {
+        Ok(h) if h.kind == Kind::Hello => h,
+        Ok(_) | Err(ReadError::Protocol(_)) => return Ok(code::PROTOCOL),
+        Err(ReadError::Eof) => return Ok(code::OK),
+        Err(ReadError::Io(e)) => return Err(e),
+    };
+    let _ = header;
+    let Ok(hello) = wire::decode_control::<Hello>(&body) else {
+        return Ok(code::PROTOCOL);
+    };
+    let mine = task::fingerprint();
+    if hello.fingerprint != mine {
+        writer.write_all(&wire::control(Kind::Refused, &mine))?;
+        return Ok(code::REFUSED);
+    }
+    let mut ctx = WorkerCtx::new(hello.max_frame);
+    let mut out = Vec::with_capacity(64 * 1024);
+    if let Some((func, arg)) = &hello.initializer {
+        let outcome = task::resolve(task::image(), *func).and_then(|t| t(&mut ctx, arg, &mut out));
+        if let Err(failure) = outcome {
+            writer.write_all(&wire::control(Kind::InitFailed, &failure))?;
+            return Ok(code::INIT_FAILED);
+        }
+    }
+    let ready = Ready {
+        pid: std::process::id(),
+        fingerprint: mine,
+    };
+    writer.write_all(&wire::control(Kind::Ready, &ready))?;
+
+    loop {
+        let header = match wire::read_blocking(&mut reader, hello.max_frame, &mut body) {
+            Ok(h) => h,
+            Err(ReadError::Eof) => return Ok(code::OK),
+            Err(ReadError::Protocol(_)) => return Ok(code::PROTOCOL),
+            Err(ReadError::Io(e)) => return Err(e),
+        };
+        match header.kind {
+            Kind::Run => {
+                wire::begin(&mut out);
+                let func = wire::TaskRef::from_header(header.flags, header.func);
+                let outcome =
+                    task::resolve(task::image(), func).and_then(|t| t(&mut ctx, &body, &mut out));
+                let flags = match outcome {
+                    Ok(()) => 0,
+                    Err(failure) => {
+                        wire::begin(&mut out);
+                        encode_failure(&failure, &mut out);
+                        wire::FLAG_FAILED
+                    }
+                };
+                wire::finish(&mut out, Kind::Done, flags, header.id, 0);
+                writer.write_all(&out)?;
+                // Do not keep a huge result buffer alive between tasks.
+                if out.capacity() > 16 << 20 {
+                    out = Vec::with_capacity(64 * 1024);
+                }
+            }
+            Kind::Shutdown => return Ok(code::OK),
+            _ => return Ok(code::PROTOCOL),
+        }
+    }
+}
+
+fn encode_failure(failure: &Failure, out: &mut Vec<u8>) {
+    if postcard::to_io(failure, &mut *out).is_err() {
+        // Only strings inside; cannot fail, but never panic in the worker loop.
+        wire::begin(out);
+    }
+}

@@ -1,0 +1,94 @@
+//! Python's `multiprocessing` and `concurrent.futures.ProcessPoolExecutor`, rebuilt for
+//! tokio.
+//!
+//! A [`ProcessPoolExecutor`] runs functions of *this* binary in helper processes, and
+//! every task is a future you `.await`. CPU-bound work leaves the runtime's threads
+//! free; a crash (a segfault in a native library, an `abort`, an `exit`) fails only the
+//! task that caused it, and the pool replaces the worker.
+//!
+//! ```
+//! use procpool::{ProcessPoolExecutor, TaskError};
+//!
+//! fn count_primes(limit: u64) -> usize {
+//!     (2..limit).filter(|n| (2..*n).take_while(|d| d * d <= *n).all(|d| n % d != 0)).count()
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let pool = ProcessPoolExecutor::builder().workers(2).build()?;
+//! assert_eq!(pool.submit(count_primes, 100).await?, 25);
+//! assert_eq!(pool.map(count_primes, [10, 20, 30]).await?, [4, 8, 10]);
+//!
+//! // A panic is an error value; the worker goes on.
+//! let err = pool.run(|x: u32| -> u32 { panic!("bad input {x}") }, 7).await.unwrap_err();
+//! assert!(matches!(err, TaskError::Panicked { ref message, .. } if message == "bad input 7"));
+//! pool.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # How workers start
+//! A worker is this executable started again (`/proc/self/exe`). procpool recognises
+//! it *before `main`*, in a library constructor, so binaries, examples, integration
+//! tests and doc tests need no set-up code, and user `main` never runs in a worker.
+//! [`init`] does the same check explicitly for those who prefer it.
+//!
+//! Because the constructor runs before std's own start-up, a worker sets up for itself
+//! what std would: `SIGPIPE` is ignored, as in a normal Rust `main`. Two differences
+//! remain: the worker's main thread has no name, and a stack overflow in a task kills
+//! the worker with a plain `SIGSEGV` (reported as [`TaskError::WorkerDied`]) instead of
+//! printing std's message.
+//!
+//! # What a task can be
+//! Any function that captures nothing — a fn item or a non-capturing closure — of one
+//! argument (use a tuple for several) whose argument and result are serde types. The
+//! pool sends the *address* of a small trampoline as an offset into the executable
+//! (both processes run the same build, which a fingerprint checks in the handshake), so
+//! nothing is registered by hand. A capturing closure does not compile.
+//!
+//! # Lifetimes of processes
+//! Workers never outlive the pool's process: they exit when their control socket
+//! closes, and the kernel kills them if the parent dies (`PR_SET_PDEATHSIG`). Every
+//! worker that ends is reaped.
+//!
+//! # Platform
+//! Linux 5.3 or later (pidfds), x86_64 and aarch64. All system calls are in one
+//! private module, so other Unixes can follow.
+
+#![deny(unsafe_code)]
+
+mod bootstrap;
+mod error;
+mod pool;
+mod supervisor;
+mod sys;
+mod task;
+mod wire;
+
+pub use error::{Error, Exit, ProtocolError, TaskError};
+pub use pool::{
+    Builder, Map, MapFuture, MapStream, PoolStats, ProcessPoolExecutor, TaskHandle,
+    DEFAULT_MAX_FRAME, DEFAULT_QUEUE_CAPACITY,
+};
+
+/// Runs the worker if this process was started as a procpool worker; does nothing
+/// otherwise.
+///
+/// Not needed: procpool already does this before `main`. Call it first thing in `main`
+/// if you prefer the hand-off to be visible in your code; in a worker it never returns.
+///
+/// ```
+/// fn main() {
+///     procpool::init();
+///     // ... only the parent gets here
+/// }
+/// ```
+pub fn init() {
+    bootstrap::run_if_worker();
+}
+
+/// Number of CPUs this process may use (`std::thread::available_parallelism`), at
+/// least 1. Python's `os.cpu_count()`, respecting CPU affinity and cgroup quotas.
+pub fn cpu_count() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}

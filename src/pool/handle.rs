@@ -1,0 +1,238 @@
+//! [`TaskHandle`]: the future of one submitted task.
+
+use std::fmt;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use serde::de::DeserializeOwned;
+use tokio::sync::{oneshot, Notify};
+
+use crate::error::TaskError;
+
+const QUEUED: u8 = 0;
+const RUNNING: u8 = 1;
+const DONE: u8 = 2;
+const CANCELLED: u8 = 3;
+
+/// What a handle and the driver running its task share.
+#[derive(Debug)]
+pub(crate) struct TaskShared {
+    state: AtomicU8,
+    pid: AtomicU32,
+    cancel: Notify,
+}
+
+impl TaskShared {
+    fn new(state: u8) -> Arc<Self> {
+        Arc::new(TaskShared {
+            state: AtomicU8::new(state),
+            pid: AtomicU32::new(0),
+            cancel: Notify::new(),
+        })
+    }
+
+    /// Claims a queued task for `pid`; false if it was cancelled first.
+    pub(crate) fn start(&self, pid: u32) -> bool {
+        self.pid.store(pid, Ordering::Release);
+        self.state
+            .compare_exchange(QUEUED, RUNNING, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    pub(crate) fn finish(&self) {
+        self.state.store(DONE, Ordering::Release);
+    }
+
+    /// Resolves when [`TaskHandle::cancel`] is called on a running task.
+    pub(crate) async fn cancelled(&self) {
+        self.cancel.notified().await
+    }
+}
+
+/// The parent's end of a queued task: its encoded frame and where the reply goes.
+#[derive(Debug)]
+pub(crate) struct Job {
+    pub(crate) frame: Vec<u8>,
+    pub(crate) id: u64,
+    pub(crate) shared: Arc<TaskShared>,
+    pub(crate) reply: oneshot::Sender<Result<Vec<u8>, TaskError>>,
+}
+
+impl Job {
+    pub(crate) fn new(id: u64, frame: Vec<u8>) -> (Job, RawTask) {
+        let shared = TaskShared::new(QUEUED);
+        let (reply, rx) = oneshot::channel();
+        (
+            Job {
+                frame,
+                id,
+                shared: shared.clone(),
+                reply,
+            },
+            RawTask { rx, shared },
+        )
+    }
+
+    /// Resolves the task with `result`.
+    pub(crate) fn resolve(self, result: Result<Vec<u8>, TaskError>) {
+        self.shared.finish();
+        let _ = self.reply.send(result);
+    }
+
+    /// Whether nobody waits for the result any more (the handle was dropped).
+    pub(crate) fn abandoned(&self) -> bool {
+        self.reply.is_closed()
+    }
+}
+
+/// A task's result as bytes, before decoding into `R`.
+#[derive(Debug)]
+pub(crate) struct RawTask {
+    rx: oneshot::Receiver<Result<Vec<u8>, TaskError>>,
+    shared: Arc<TaskShared>,
+}
+
+impl RawTask {
+    /// A task that failed before it was queued.
+    pub(crate) fn failed(error: TaskError) -> RawTask {
+        let (reply, rx) = oneshot::channel();
+        let _ = reply.send(Err(error));
+        RawTask {
+            rx,
+            shared: TaskShared::new(DONE),
+        }
+    }
+
+    pub(crate) fn cancel(&self) {
+        match self.shared.state.compare_exchange(
+            QUEUED,
+            CANCELLED,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => {}
+            Err(RUNNING) => self.shared.cancel.notify_one(),
+            Err(_) => {}
+        }
+    }
+}
+
+impl Future for RawTask {
+    type Output = Result<Vec<u8>, TaskError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if self.shared.state.load(Ordering::Acquire) == CANCELLED {
+            return Poll::Ready(Err(TaskError::Cancelled));
+        }
+        match Pin::new(&mut self.rx).poll(cx) {
+            Poll::Ready(Ok(result)) => Poll::Ready(result),
+            // The job was dropped unanswered: the pool went away with it queued.
+            Poll::Ready(Err(_)) => Poll::Ready(Err(TaskError::Cancelled)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// The future of a task submitted with
+/// [`ProcessPoolExecutor::submit`](crate::ProcessPoolExecutor::submit): resolves to the
+/// function's return value, or a [`TaskError`] saying why there is none.
+///
+/// Python's `concurrent.futures.Future`, awaited.
+///
+/// # Dropping
+/// Dropping the handle of a task that is still queued means the task is never run.
+/// Dropping the handle of a running task does *not* stop it: the worker finishes it and
+/// the result is discarded. Use [`cancel`](Self::cancel) to stop a running task.
+///
+/// # Cancel safety
+/// Awaiting is cancel safe: a `select!` that drops the `&mut handle` future loses
+/// nothing, and the handle can be awaited again.
+///
+/// # Panics
+/// Polling the handle again after it returned `Ready` panics.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let pool = procpool::ProcessPoolExecutor::builder().workers(1).build()?;
+/// let handle = pool.submit(|s: String| s.len(), "hello".to_string());
+/// assert_eq!(handle.await?, 5);
+/// # pool.shutdown().await;
+/// # Ok(())
+/// # }
+/// ```
+#[must_use = "a TaskHandle does nothing unless awaited; dropping it while queued drops the task"]
+pub struct TaskHandle<R> {
+    raw: RawTask,
+    returned: bool,
+    _result: PhantomData<fn() -> R>,
+}
+
+impl<R> TaskHandle<R> {
+    pub(crate) fn new(raw: RawTask) -> Self {
+        TaskHandle {
+            raw,
+            returned: false,
+            _result: PhantomData,
+        }
+    }
+
+    /// Cancels the task. A queued task is dropped and never runs; a running task's
+    /// worker is killed (`SIGKILL`) and replaced. Either way the handle then resolves
+    /// to [`TaskError::Cancelled`]. A task that already finished keeps its result.
+    pub fn cancel(&self) {
+        self.raw.cancel();
+    }
+
+    /// The pid of the worker running (or that ran) the task; `None` while it is queued.
+    pub fn worker_pid(&self) -> Option<u32> {
+        match self.raw.shared.pid.load(Ordering::Acquire) {
+            0 => None,
+            pid => Some(pid),
+        }
+    }
+
+    /// Whether the task has finished (with a value or an error) or was cancelled.
+    pub fn is_finished(&self) -> bool {
+        self.returned
+            || matches!(
+                self.raw.shared.state.load(Ordering::Acquire),
+                DONE | CANCELLED
+            )
+    }
+}
+
+impl<R: DeserializeOwned> Future for TaskHandle<R> {
+    type Output = Result<R, TaskError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        assert!(!self.returned, "TaskHandle polled after it returned Ready");
+        let result = match Pin::new(&mut self.raw).poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(r) => r,
+        };
+        self.returned = true;
+        Poll::Ready(result.and_then(|bytes| decode::<R>(&bytes)))
+    }
+}
+
+/// Decodes a result in the parent.
+pub(crate) fn decode<R: DeserializeOwned>(bytes: &[u8]) -> Result<R, TaskError> {
+    postcard::from_bytes(bytes).map_err(|e| TaskError::Decode {
+        type_name: std::any::type_name::<R>().to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+impl<R> fmt::Debug for TaskHandle<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskHandle")
+            .field("worker_pid", &self.worker_pid())
+            .field("is_finished", &self.is_finished())
+            .finish()
+    }
+}

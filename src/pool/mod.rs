@@ -1,0 +1,660 @@
+//! [`ProcessPoolExecutor`]: Python's `concurrent.futures.ProcessPoolExecutor`, awaited.
+//!
+//! - [`builder`](ProcessPoolExecutor::builder) sets the pool up; workers start eagerly
+//!   in the background when it is built, and [`ready`](ProcessPoolExecutor::ready)
+//!   waits for them.
+//! - [`submit`](ProcessPoolExecutor::submit) queues one task and returns its
+//!   [`TaskHandle`] at once; [`run`](ProcessPoolExecutor::run) submits and awaits.
+//! - [`map`](ProcessPoolExecutor::map), [`map_unordered`](ProcessPoolExecutor::map_unordered)
+//!   and [`map_ordered_stream`](ProcessPoolExecutor::map_ordered_stream) (Python's
+//!   `imap`) run a function over an iterator in chunks, lazily.
+//! - [`shutdown`](ProcessPoolExecutor::shutdown) drains;
+//!   [`shutdown_now`](ProcessPoolExecutor::shutdown_now) cancels.
+
+mod driver;
+mod handle;
+mod map;
+mod worker;
+
+use std::any::type_name;
+use std::ffi::OsString;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+pub use handle::TaskHandle;
+pub use map::{Map, MapFuture, MapStream};
+
+use crate::error::{Error, TaskError};
+use crate::task::{self, Trampoline};
+use crate::wire::{self, Kind, TaskRef, HEADER_LEN};
+use handle::{Job, RawTask};
+
+/// Default frame size limit: 1 GiB, for an argument, a result or a chunk.
+pub const DEFAULT_MAX_FRAME: u64 = 1 << 30;
+/// Default capacity of the queue of pending tasks.
+pub const DEFAULT_QUEUE_CAPACITY: usize = 1 << 16;
+
+/// Rejects functions with a size (capturing closures, fn pointers) at the user's call
+/// site, with a message that says what to do.
+macro_rules! assert_zero_sized {
+    ($f:ty) => {
+        const {
+            assert!(
+                std::mem::size_of::<$f>() == 0,
+                "procpool can only send functions that capture nothing (fn items and \
+                 non-capturing closures): a worker process cannot see the captured \
+                 variables. Pass the captured data in the argument instead."
+            )
+        }
+    };
+}
+
+/// Settings shared by the pool and its drivers.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) workers: usize,
+    pub(crate) max_tasks_per_worker: Option<u64>,
+    pub(crate) task_timeout: Option<Duration>,
+    pub(crate) queue_capacity: usize,
+    pub(crate) max_frame: u64,
+    pub(crate) initializer: Option<(TaskRef, Vec<u8>)>,
+    pub(crate) fingerprint: u64,
+    pub(crate) env: Vec<(OsString, OsString)>,
+}
+
+/// Counters a service can export; see [`ProcessPoolExecutor::stats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PoolStats {
+    /// Tasks (or `map` chunks) waiting in the queue, including cancelled ones not yet
+    /// skipped by a worker.
+    pub queued: u64,
+    /// Tasks running in a worker right now.
+    pub running: u64,
+    /// Tasks that returned a value.
+    pub completed: u64,
+    /// Tasks that ended with an error other than cancellation (panics included).
+    pub failed: u64,
+    /// Tasks cancelled, or skipped because their handle was dropped while queued.
+    pub cancelled: u64,
+    /// Workers started to replace one that died, timed out or was cancelled.
+    pub worker_restarts: u64,
+    /// Workers retired after `max_tasks_per_worker` tasks.
+    pub workers_recycled: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    running: AtomicU64,
+    completed: AtomicU64,
+    failed: AtomicU64,
+    cancelled: AtomicU64,
+    restarts: AtomicU64,
+    recycled: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Startup {
+    ready: usize,
+    error: Option<Error>,
+}
+
+/// State the pool handle and its drivers share.
+#[derive(Debug)]
+pub(crate) struct Inner {
+    config: Config,
+    jobs: async_channel::Receiver<Job>,
+    abort: CancellationToken,
+    fatal: OnceLock<Error>,
+    counters: Counters,
+    startup: watch::Sender<Startup>,
+    /// Drivers still running; `shutdown` waits for zero.
+    alive: watch::Sender<usize>,
+}
+
+impl Inner {
+    /// The pool cannot start workers: remember why, stop taking tasks, and fail every
+    /// queued one with the reason.
+    fn fail(&self, error: Error) {
+        let _ = self.fatal.set(error.clone());
+        self.startup.send_modify(|s| {
+            s.error.get_or_insert(error);
+        });
+        self.jobs.close();
+        let error = self.fatal.get().expect("set above");
+        while let Ok(job) = self.jobs.try_recv() {
+            self.counters.failed.fetch_add(1, Ordering::Relaxed);
+            job.resolve(Err(TaskError::WorkerStart(error.clone())));
+        }
+    }
+
+    /// Cancels every queued task.
+    fn cancel_queued(&self) {
+        while let Ok(job) = self.jobs.try_recv() {
+            self.counters.cancelled.fetch_add(1, Ordering::Relaxed);
+            job.resolve(Err(TaskError::Cancelled));
+        }
+    }
+}
+
+/// Sets up a [`ProcessPoolExecutor`]. Every setting has a default; see each method.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+/// let pool = procpool::ProcessPoolExecutor::builder()
+///     .workers(2)
+///     .max_tasks_per_worker(1000)
+///     .task_timeout(Duration::from_secs(30))
+///     .build()?;
+/// assert_eq!(pool.run(|x: u64| x + 1, 41).await?, 42);
+/// # pool.shutdown().await;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+#[must_use = "a Builder does nothing until `build` is called"]
+pub struct Builder {
+    workers: Option<usize>,
+    max_tasks_per_worker: Option<u64>,
+    task_timeout: Option<Duration>,
+    queue_capacity: usize,
+    max_frame: u64,
+    initializer: Option<(TaskRef, Result<Vec<u8>, TaskError>)>,
+    fingerprint: Option<u64>,
+    env: Vec<(OsString, OsString)>,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder {
+            workers: None,
+            max_tasks_per_worker: None,
+            task_timeout: None,
+            queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            max_frame: DEFAULT_MAX_FRAME,
+            initializer: None,
+            fingerprint: None,
+            env: Vec::new(),
+        }
+    }
+}
+
+impl Builder {
+    /// Number of worker processes. Default: [`crate::cpu_count`] (available
+    /// parallelism).
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = Some(n);
+        self
+    }
+
+    /// Retire a worker after it finished `n` tasks and start a fresh one (Python's
+    /// `max_tasks_per_child`): contains leaks in native code. Default: never.
+    pub fn max_tasks_per_worker(mut self, n: u64) -> Self {
+        self.max_tasks_per_worker = Some(n);
+        self
+    }
+
+    /// Kill a task's worker when the task has run this long in it; the task fails with
+    /// [`TaskError::TimedOut`] and the worker is replaced. The clock starts when the
+    /// task is sent to a worker, not when it is queued. Default: no timeout.
+    pub fn task_timeout(mut self, timeout: Duration) -> Self {
+        self.task_timeout = Some(timeout);
+        self
+    }
+
+    /// How many tasks may wait in the queue; `submit` beyond that fails at once with
+    /// [`TaskError::QueueFull`]. Default: [`DEFAULT_QUEUE_CAPACITY`] (65,536).
+    pub fn queue_capacity(mut self, n: usize) -> Self {
+        self.queue_capacity = n;
+        self
+    }
+
+    /// Largest frame (an encoded argument, result or `map` chunk) either side accepts.
+    /// Default: [`DEFAULT_MAX_FRAME`] (1 GiB).
+    pub fn max_frame_size(mut self, bytes: u64) -> Self {
+        self.max_frame = bytes;
+        self
+    }
+
+    /// Runs `f(arg)` once in every worker, before its first task (Python's
+    /// `initializer`/`initargs`), for example to load a model into a global. If it
+    /// returns `Err` or panics, the pool starts no more workers:
+    /// [`ProcessPoolExecutor::ready`] returns [`Error::Initializer`] and every task
+    /// fails with [`TaskError::WorkerStart`].
+    ///
+    /// `f` must capture nothing, as for [`ProcessPoolExecutor::submit`].
+    pub fn initializer<F, A, E>(mut self, f: F, arg: A) -> Self
+    where
+        F: Fn(A) -> Result<(), E> + Copy + Send + 'static,
+        A: Serialize + DeserializeOwned + Send + 'static,
+        E: std::fmt::Display,
+    {
+        assert_zero_sized!(F);
+        let _ = f;
+        let func = task::local_ref(task::call_init::<F, A, E>);
+        let arg = postcard::to_allocvec(&arg).map_err(|e| TaskError::Encode {
+            type_name: type_name::<A>().to_owned(),
+            reason: e.to_string(),
+        });
+        self.initializer = Some((func, arg));
+        self
+    }
+
+    /// Sets an environment variable for every worker process (on top of this process's
+    /// environment, which workers inherit).
+    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Makes the pool expect workers with this build fingerprint instead of its own.
+    /// Only for testing the refusal of a mismatched worker.
+    #[doc(hidden)]
+    pub fn expect_fingerprint_for_testing(mut self, fingerprint: u64) -> Self {
+        self.fingerprint = Some(fingerprint);
+        self
+    }
+
+    /// Builds the pool and starts its workers in the background (eagerly: the first
+    /// task does not pay for a process start). Returns at once; await
+    /// [`ProcessPoolExecutor::ready`] to wait until every worker has finished its
+    /// handshake and initializer.
+    ///
+    /// Must be called inside a tokio runtime (either flavour): the pool's drivers are
+    /// tasks on it.
+    ///
+    /// # Errors
+    /// [`Error::NoRuntime`] outside a runtime; [`Error::InvalidConfig`] for zero
+    /// workers, a zero queue capacity or a frame limit under 1 KiB;
+    /// [`Error::Spawn`] if the supervisor thread cannot be started.
+    pub fn build(self) -> Result<ProcessPoolExecutor, Error> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
+        let workers = self.workers.unwrap_or_else(crate::cpu_count);
+        if workers == 0 {
+            return Err(Error::InvalidConfig {
+                what: "workers must be at least 1",
+            });
+        }
+        if self.queue_capacity == 0 {
+            return Err(Error::InvalidConfig {
+                what: "queue_capacity must be at least 1",
+            });
+        }
+        if self.max_frame < 1024 {
+            return Err(Error::InvalidConfig {
+                what: "max_frame_size must be at least 1024 bytes",
+            });
+        }
+        if self.max_tasks_per_worker == Some(0) {
+            return Err(Error::InvalidConfig {
+                what: "max_tasks_per_worker must be at least 1",
+            });
+        }
+        let initializer = match self.initializer {
+            None => None,
+            Some((func, Ok(arg))) => Some((func, arg)),
+            Some((_, Err(e))) => {
+                return Err(Error::Initializer {
+                    message: e.to_string(),
+                    location: None,
+                })
+            }
+        };
+        crate::sys::ctor::keep_linked();
+        let config = Config {
+            workers,
+            max_tasks_per_worker: self.max_tasks_per_worker,
+            task_timeout: self.task_timeout,
+            queue_capacity: self.queue_capacity,
+            max_frame: self.max_frame,
+            initializer,
+            fingerprint: self.fingerprint.unwrap_or_else(task::fingerprint),
+            env: self.env,
+        };
+        let (jobs_tx, jobs) = async_channel::bounded(config.queue_capacity);
+        let (startup, _) = watch::channel(Startup::default());
+        let inner = Arc::new(Inner {
+            config,
+            jobs,
+            abort: CancellationToken::new(),
+            fatal: OnceLock::new(),
+            counters: Counters::default(),
+            startup,
+            alive: watch::channel(workers).0,
+        });
+        for _ in 0..workers {
+            // Detached: a driver ends by itself once the queue is closed and drained,
+            // or on abort, after reaping its worker.
+            drop(runtime.spawn(driver::drive(inner.clone())));
+        }
+        Ok(ProcessPoolExecutor {
+            inner,
+            jobs: jobs_tx,
+            next_id: AtomicU64::new(1),
+            closed: AtomicBool::new(false),
+        })
+    }
+}
+
+/// A pool of worker processes running functions of this binary, each task a future.
+///
+/// Workers are this executable started again and recognised before `main` (see the
+/// crate docs), so nothing else is needed to use it in a binary, an example, a test or
+/// a doc test. A task is a function that captures nothing (a fn item or a
+/// non-capturing closure) and a serialisable argument; its result comes back
+/// serialised.
+///
+/// A worker that crashes fails only the task it was running
+/// ([`TaskError::WorkerDied`]) and is replaced; a panic fails only its task and the
+/// worker goes on.
+///
+/// # Dropping
+/// Dropping the pool without [`shutdown`](Self::shutdown) cancels queued tasks, kills
+/// the workers (`SIGKILL`) and reaps them, without blocking the runtime. Workers also
+/// exit on their own if this process dies, even by `SIGKILL`: they watch their control
+/// socket, and the kernel sends them `SIGKILL` when the parent goes
+/// (`PR_SET_PDEATHSIG`).
+///
+/// ```
+/// use procpool::ProcessPoolExecutor;
+///
+/// fn fib(n: u64) -> u64 {
+///     if n < 2 { n } else { fib(n - 1) + fib(n - 2) }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let pool = ProcessPoolExecutor::builder().workers(2).build()?;
+/// assert_eq!(pool.submit(fib, 20).await?, 6765);
+/// assert_eq!(pool.run(|(a, b): (u64, u64)| a * b, (6, 7)).await?, 42);
+/// assert_eq!(pool.map(fib, 0..10).await?, [0, 1, 1, 2, 3, 5, 8, 13, 21, 34]);
+/// pool.shutdown().await;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct ProcessPoolExecutor {
+    inner: Arc<Inner>,
+    jobs: async_channel::Sender<Job>,
+    next_id: AtomicU64,
+    closed: AtomicBool,
+}
+
+impl ProcessPoolExecutor {
+    /// A pool with every [`Builder`] default.
+    ///
+    /// # Errors
+    /// As [`Builder::build`].
+    pub fn new() -> Result<Self, Error> {
+        Builder::default().build()
+    }
+
+    /// Starts setting up a pool.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// Number of worker processes.
+    pub fn workers(&self) -> usize {
+        self.inner.config.workers
+    }
+
+    /// Waits until every worker has started and run the initializer.
+    ///
+    /// # Errors
+    /// The first start-up failure: [`Error::Spawn`], [`Error::FingerprintMismatch`],
+    /// [`Error::Initializer`] or [`Error::Handshake`].
+    ///
+    /// # Cancel safety
+    /// Cancel safe; it only observes.
+    pub async fn ready(&self) -> Result<(), Error> {
+        let mut rx = self.inner.startup.subscribe();
+        let workers = self.inner.config.workers;
+        let state = rx
+            .wait_for(|s| s.error.is_some() || s.ready >= workers)
+            .await
+            .map_err(|_| Error::Handshake {
+                reason: "the pool was dropped".into(),
+            })?;
+        match &state.error {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        }
+    }
+
+    /// Queues `f(arg)` to run in a worker and returns its handle at once.
+    ///
+    /// `f` must be zero-sized: a fn item (`fib`) or a closure that captures nothing
+    /// (`|x: u64| x * 2`). A capturing closure does not compile. The argument is
+    /// serialised here, so an encoding error is reported by the handle immediately.
+    /// Several arguments travel as a tuple.
+    ///
+    /// The handle resolves with an error instead of running the task if the pool is
+    /// shut down ([`TaskError::Shutdown`]), its queue is full
+    /// ([`TaskError::QueueFull`]), or it cannot start workers
+    /// ([`TaskError::WorkerStart`]).
+    pub fn submit<F, A, R>(&self, f: F, arg: A) -> TaskHandle<R>
+    where
+        F: Fn(A) -> R + Copy + Send + 'static,
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        assert_zero_sized!(F);
+        let _ = f;
+        TaskHandle::new(self.enqueue_value(task::call::<F, A, R>, &arg))
+    }
+
+    /// Queues the async function `f(arg)`; the worker runs the future to completion on
+    /// its own current-thread tokio runtime (timers and I/O work there; the future need
+    /// not be `Send`).
+    pub fn submit_async<F, A, Fut, R>(&self, f: F, arg: A) -> TaskHandle<R>
+    where
+        F: Fn(A) -> Fut + Copy + Send + 'static,
+        Fut: Future<Output = R> + 'static,
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        assert_zero_sized!(F);
+        let _ = f;
+        TaskHandle::new(self.enqueue_value(task::call_async::<F, A, Fut, R>, &arg))
+    }
+
+    /// Submits `f(arg)` and waits for its result: `submit(f, arg).await`.
+    ///
+    /// # Errors
+    /// Every [`TaskError`].
+    ///
+    /// # Cancel safety
+    /// Dropping the future while the task is queued drops the task; once it runs, the
+    /// worker finishes it and the result is discarded.
+    pub async fn run<F, A, R>(&self, f: F, arg: A) -> Result<R, TaskError>
+    where
+        F: Fn(A) -> R + Copy + Send + 'static,
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        assert_zero_sized!(F);
+        self.submit(f, arg).await
+    }
+
+    /// Runs `f` over every item and returns the results in input order (Python's
+    /// `map`). Await it; `.chunk_size(n)` first to choose how many items travel per
+    /// message. The first error wins: it is returned, queued chunks are dropped, and
+    /// running chunks finish with their results discarded. For Python's `starmap`, use a
+    /// function of a tuple.
+    ///
+    /// The input is consumed lazily with a bounded number of chunks in flight, so a
+    /// very long iterator runs in bounded memory.
+    pub fn map<F, I, A, R>(&self, f: F, items: I) -> Map<'_, F, I::IntoIter, R>
+    where
+        F: Fn(A) -> R + Copy + Send + 'static,
+        I: IntoIterator<Item = A>,
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        assert_zero_sized!(F);
+        Map::new(MapStream::new(self, f, items.into_iter(), true))
+    }
+
+    /// Runs `f` over every item and yields each result as soon as it is ready, in any
+    /// order: a `Stream` of `Result<R, TaskError>`, one per item. A failing item does
+    /// not stop the others.
+    pub fn map_unordered<F, I, A, R>(&self, f: F, items: I) -> MapStream<'_, F, I::IntoIter, R>
+    where
+        F: Fn(A) -> R + Copy + Send + 'static,
+        I: IntoIterator<Item = A>,
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        assert_zero_sized!(F);
+        MapStream::new(self, f, items.into_iter(), false)
+    }
+
+    /// Like [`map_unordered`](Self::map_unordered), but yields results in input order
+    /// (Python's `imap`).
+    pub fn map_ordered_stream<F, I, A, R>(&self, f: F, items: I) -> MapStream<'_, F, I::IntoIter, R>
+    where
+        F: Fn(A) -> R + Copy + Send + 'static,
+        I: IntoIterator<Item = A>,
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        assert_zero_sized!(F);
+        MapStream::new(self, f, items.into_iter(), true)
+    }
+
+    /// Stops accepting tasks, lets queued and running tasks finish, then stops the
+    /// workers and reaps them.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: the pool is closed as soon as this is first polled, and the drain
+    /// goes on in the background; calling it again waits again.
+    pub async fn shutdown(&self) {
+        self.close();
+        self.join_drivers().await;
+    }
+
+    /// Stops accepting tasks, cancels queued ones ([`TaskError::Cancelled`]), kills
+    /// the running ones' workers, and reaps every worker.
+    ///
+    /// # Cancel safety
+    /// Cancel safe, as [`shutdown`](Self::shutdown).
+    pub async fn shutdown_now(&self) {
+        self.close();
+        self.inner.abort.cancel();
+        self.inner.cancel_queued();
+        self.join_drivers().await;
+        self.inner.cancel_queued();
+    }
+
+    /// Whether [`shutdown`](Self::shutdown) or [`shutdown_now`](Self::shutdown_now)
+    /// was called.
+    pub fn is_shutdown(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// A snapshot of the pool's counters.
+    pub fn stats(&self) -> PoolStats {
+        let c = &self.inner.counters;
+        PoolStats {
+            queued: self.jobs.len() as u64,
+            running: c.running.load(Ordering::Relaxed),
+            completed: c.completed.load(Ordering::Relaxed),
+            failed: c.failed.load(Ordering::Relaxed),
+            cancelled: c.cancelled.load(Ordering::Relaxed),
+            worker_restarts: c.restarts.load(Ordering::Relaxed),
+            workers_recycled: c.recycled.load(Ordering::Relaxed),
+        }
+    }
+
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.jobs.close();
+    }
+
+    async fn join_drivers(&self) {
+        let mut alive = self.inner.alive.subscribe();
+        // The sender lives in `inner`, which we hold: this cannot fail.
+        let _ = alive.wait_for(|n| *n == 0).await;
+    }
+
+    /// Encodes `arg` for `trampoline` and queues it.
+    fn enqueue_value<A: Serialize>(&self, trampoline: Trampoline, arg: &A) -> RawTask {
+        self.enqueue(task::local_ref(trampoline), |buf| {
+            postcard::to_io(arg, &mut *buf)
+                .map(drop)
+                .map_err(|e| TaskError::Encode {
+                    type_name: type_name::<A>().to_owned(),
+                    reason: e.to_string(),
+                })
+        })
+    }
+
+    /// Builds a `Run` frame whose body `encode` appends, and queues it.
+    fn enqueue(
+        &self,
+        func: TaskRef,
+        encode: impl FnOnce(&mut Vec<u8>) -> Result<(), TaskError>,
+    ) -> RawTask {
+        if let Some(e) = self.inner.fatal.get() {
+            return RawTask::failed(TaskError::WorkerStart(e.clone()));
+        }
+        if self.is_shutdown() {
+            return RawTask::failed(TaskError::Shutdown);
+        }
+        let mut frame = Vec::new();
+        wire::begin(&mut frame);
+        if let Err(e) = encode(&mut frame) {
+            return RawTask::failed(e);
+        }
+        self.queue_frame(func, frame)
+    }
+
+    /// Queues a `Run` frame whose body is already in place after the header.
+    fn queue_frame(&self, func: TaskRef, mut frame: Vec<u8>) -> RawTask {
+        let body = (frame.len() - HEADER_LEN) as u64;
+        if body > self.inner.config.max_frame {
+            return RawTask::failed(TaskError::Encode {
+                type_name: "task argument".to_owned(),
+                reason: format!(
+                    "{body} bytes is over the frame size limit of {} bytes",
+                    self.inner.config.max_frame
+                ),
+            });
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (flags, func) = func.to_header();
+        wire::finish(&mut frame, Kind::Run, flags, id, func);
+        let (job, raw) = Job::new(id, frame);
+        match self.jobs.try_send(job) {
+            Ok(()) => raw,
+            Err(async_channel::TrySendError::Full(_)) => RawTask::failed(TaskError::QueueFull {
+                capacity: self.inner.config.queue_capacity,
+            }),
+            Err(async_channel::TrySendError::Closed(_)) => match self.inner.fatal.get() {
+                Some(e) => RawTask::failed(TaskError::WorkerStart(e.clone())),
+                None => RawTask::failed(TaskError::Shutdown),
+            },
+        }
+    }
+}
+
+impl Drop for ProcessPoolExecutor {
+    fn drop(&mut self) {
+        // Drivers see the abort, kill their workers and reap them through their pidfds
+        // on the runtime; a worker whose driver can no longer run is killed and reaped
+        // by the supervisor thread when its handle drops.
+        self.close();
+        self.inner.abort.cancel();
+        self.inner.cancel_queued();
+    }
+}

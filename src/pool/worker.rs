@@ -1,0 +1,253 @@
+//! One worker process as the parent sees it: the child, its pidfd, its socket.
+
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::process::{Child, Command, Stdio};
+
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::UnixStream;
+
+use crate::bootstrap::ENV_WORKER;
+use crate::error::{Error, Exit, ProtocolError};
+use crate::pool::Config;
+use crate::supervisor;
+use crate::sys;
+use crate::wire::{self, Failure, Header, Hello, Kind, ReadError, Ready};
+
+/// Why a worker could not be brought to `Ready`.
+#[derive(Debug)]
+pub(crate) enum StartError {
+    /// The OS refused to start the process.
+    Spawn(io::Error),
+    /// No worker can ever start (different build, failing initializer).
+    Fatal(Error),
+    /// This one failed (died early, spoke garbage); another may succeed.
+    Transient(String),
+}
+
+/// A running worker. Dropping it kills the process and has it reaped.
+#[derive(Debug)]
+pub(crate) struct Worker {
+    pid: u32,
+    child: Option<Child>,
+    pidfd: AsyncFd<OwnedFd>,
+    reader: BufReader<OwnedReadHalf>,
+    writer: OwnedWriteHalf,
+    /// Tasks this worker has finished (for `max_tasks_per_worker`).
+    pub(crate) tasks_done: u64,
+}
+
+impl Worker {
+    /// Starts a worker and completes the handshake (fingerprint, initializer).
+    pub(crate) async fn start(config: &Config) -> Result<Worker, StartError> {
+        let (ours, theirs) = StdUnixStream::pair().map_err(StartError::Spawn)?;
+        let mut cmd = Command::new("/proc/self/exe");
+        cmd.env(ENV_WORKER, std::process::id().to_string())
+            .stdin(Stdio::from(OwnedFd::from(theirs)));
+        for (k, v) in &config.env {
+            cmd.env(k, v);
+        }
+        // No `pre_exec`: std then starts the child with posix_spawn (vfork semantics),
+        // whose cost does not grow with the parent's memory.
+        let child = supervisor::spawn(cmd).await.map_err(StartError::Spawn)?;
+        let pid = child.id();
+        let mut worker = match Self::attach(child, ours) {
+            Ok(w) => w,
+            Err((mut child, e)) => {
+                let _ = child.kill();
+                supervisor::reap_later(child);
+                return Err(StartError::Spawn(e));
+            }
+        };
+        let hello = Hello {
+            fingerprint: config.fingerprint,
+            max_frame: config.max_frame,
+            initializer: config.initializer.clone(),
+        };
+        if worker
+            .writer
+            .write_all(&wire::control(Kind::Hello, &hello))
+            .await
+            .is_err()
+        {
+            let exit = worker.wait().await;
+            return Err(StartError::Transient(format!(
+                "worker {pid} ended before the handshake ({exit})"
+            )));
+        }
+        match worker.recv(config.max_frame).await {
+            Ok((h, body)) => match h.kind {
+                Kind::Ready => {
+                    let ready: Ready = match wire::decode_control(&body) {
+                        Ok(r) => r,
+                        Err(e) => {
+                            worker.kill().await;
+                            return Err(StartError::Transient(e.to_string()));
+                        }
+                    };
+                    if ready.fingerprint != config.fingerprint || ready.pid != pid {
+                        worker.kill().await;
+                        return Err(StartError::Fatal(Error::FingerprintMismatch {
+                            expected: config.fingerprint,
+                            found: ready.fingerprint,
+                        }));
+                    }
+                    Ok(worker)
+                }
+                Kind::Refused => {
+                    let found: u64 = wire::decode_control(&body).unwrap_or(0);
+                    worker.wait().await;
+                    Err(StartError::Fatal(Error::FingerprintMismatch {
+                        expected: config.fingerprint,
+                        found,
+                    }))
+                }
+                Kind::InitFailed => {
+                    let failure: Result<Failure, ProtocolError> = wire::decode_control(&body);
+                    worker.wait().await;
+                    let (message, location) = match failure {
+                        Ok(Failure::InitializerFailed { message }) => (message, None),
+                        Ok(Failure::Panicked { message, location }) => (message, location),
+                        Ok(other) => (format!("{:?}", other), None),
+                        Err(e) => (e.to_string(), None),
+                    };
+                    Err(StartError::Fatal(Error::Initializer { message, location }))
+                }
+                other => {
+                    worker.kill().await;
+                    Err(StartError::Transient(format!(
+                        "unexpected {other:?} in the handshake"
+                    )))
+                }
+            },
+            Err(ReadError::Eof) | Err(ReadError::Io(_)) => {
+                let exit = worker.wait().await;
+                Err(StartError::Transient(format!(
+                    "worker {pid} ended before it was ready ({exit})"
+                )))
+            }
+            Err(ReadError::Protocol(e)) => {
+                worker.kill().await;
+                Err(StartError::Transient(e.to_string()))
+            }
+        }
+    }
+
+    fn attach(child: Child, ours: StdUnixStream) -> Result<Worker, (Child, io::Error)> {
+        let pid = child.id();
+        let setup = (|| -> io::Result<_> {
+            let pidfd = sys::proc::async_readable(sys::proc::pidfd_open(pid)?)?;
+            ours.set_nonblocking(true)?;
+            let (r, w) = UnixStream::from_std(ours)?.into_split();
+            Ok((pidfd, r, w))
+        })();
+        match setup {
+            Ok((pidfd, r, w)) => Ok(Worker {
+                pid,
+                child: Some(child),
+                pidfd,
+                reader: BufReader::with_capacity(64 * 1024, r),
+                writer: w,
+                tasks_done: 0,
+            }),
+            Err(e) => Err((child, e)),
+        }
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Sends a frame, then reads the answer.
+    ///
+    /// Not cancel safe: a dropped exchange leaves the stream mid-frame, so the caller
+    /// kills the worker whenever it abandons one.
+    pub(crate) async fn exchange(
+        &mut self,
+        frame: &[u8],
+        limit: u64,
+    ) -> Result<(Header, Vec<u8>), ReadError> {
+        self.writer.write_all(frame).await?;
+        self.recv(limit).await
+    }
+
+    async fn recv(&mut self, limit: u64) -> Result<(Header, Vec<u8>), ReadError> {
+        wire::read_async(&mut self.reader, limit).await
+    }
+
+    /// Resolves once the process has exited (without reaping it).
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it only waits for readiness.
+    pub(crate) async fn exited(&self) {
+        loop {
+            match self.pidfd.readable().await {
+                Ok(mut guard) => {
+                    // A pidfd stays readable once the process has exited.
+                    guard.retain_ready();
+                    return;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        }
+    }
+
+    /// Waits for the process to exit and reaps it.
+    pub(crate) async fn wait(&mut self) -> Exit {
+        loop {
+            let Some(child) = self.child.as_mut() else {
+                return Exit::Code(0);
+            };
+            match child.try_wait() {
+                Ok(Some(status)) => {
+                    self.child = None;
+                    return Exit::from_status(status);
+                }
+                Ok(None) => {}
+                Err(_) => {
+                    // Cannot happen for our own unreaped child; do not spin.
+                    let child = self.child.take().expect("checked above");
+                    supervisor::reap_later(child);
+                    return Exit::Signal(libc::SIGKILL);
+                }
+            }
+            if let Ok(mut guard) = self.pidfd.readable().await {
+                guard.clear_ready();
+            }
+        }
+    }
+
+    /// Kills the process (`SIGKILL`) and reaps it.
+    pub(crate) async fn kill(&mut self) -> Exit {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+        }
+        self.wait().await
+    }
+
+    /// Asks the worker to finish, then reaps it. Used for recycling and graceful
+    /// shutdown: the worker is idle, so it exits at once.
+    pub(crate) async fn retire(mut self) -> Exit {
+        let frame = {
+            let mut buf = Vec::with_capacity(wire::HEADER_LEN);
+            wire::begin(&mut buf);
+            wire::finish(&mut buf, Kind::Shutdown, 0, 0, 0);
+            buf
+        };
+        let _ = self.writer.write_all(&frame).await;
+        let _ = self.writer.shutdown().await;
+        self.wait().await
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            supervisor::reap_later(child);
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! Process-level calls: pidfds, signal dispositions, the parent-death signal, and
+//! moving the control socket off stdin in a freshly started worker.
+//!
+//! Each function documents the invariant its unsafe block relies on. None of them runs
+//! between `fork` and `exec`: workers are started with `posix_spawn` semantics (std's
+//! `Command` without `pre_exec`), and everything a worker sets up for itself happens
+//! after `exec`, in the worker.
+//!
+//! # References
+//! - <https://man7.org/linux/man-pages/man2/pidfd_open.2.html>
+//! - <https://man7.org/linux/man-pages/man2/PR_SET_PDEATHSIG.2const.html>
+//! - <https://man7.org/linux/man-pages/man2/fcntl.2.html>
+
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd};
+
+use super::cvt;
+
+/// Ignores `SIGPIPE`, as std does for a normal `main`: a write to a closed socket then
+/// fails with `EPIPE` instead of killing the process.
+pub(crate) fn ignore_sigpipe() {
+    // SAFETY: `signal` with `SIG_IGN` installs no handler code; it only changes the
+    // disposition, which is process-wide state nothing else in a fresh worker relies on.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+}
+
+/// Asks the kernel to send `SIGKILL` to this process when the thread that spawned it
+/// exits. procpool spawns from one thread that lives as long as the process.
+pub(crate) fn kill_me_when_parent_dies() -> io::Result<()> {
+    // SAFETY: PR_SET_PDEATHSIG takes a signal number by value; no pointers are passed.
+    cvt(unsafe {
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    })?;
+    Ok(())
+}
+
+/// The pid of this process's parent (`getppid(2)`).
+pub(crate) fn parent_pid() -> u32 {
+    // SAFETY: getppid has no preconditions and cannot fail.
+    let pid = unsafe { libc::getppid() };
+    pid as u32
+}
+
+/// Takes the socket a worker inherited as its stdin: moves it to a fresh close-on-exec
+/// fd and puts `/dev/null` on fd 0, so the task code sees an ordinary empty stdin.
+///
+/// # Errors
+/// Fails if fd 0 is not a socket (the process was not started by procpool) or a call
+/// fails.
+pub(crate) fn take_socket_from_stdin() -> io::Result<OwnedFd> {
+    // SAFETY: `stat` is a plain-old-data struct; zeroed is a valid value for it, and
+    // fstat writes into it only through the pointer we pass for this call.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fd 0 is only inspected; `st` is a valid, writable `stat`.
+    cvt(unsafe { libc::fstat(0, &mut st) })?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "procpool worker: stdin is not the control socket",
+        ));
+    }
+    // SAFETY: F_DUPFD_CLOEXEC duplicates fd 0 (open, checked above) to a new fd >= 3.
+    let moved = cvt(unsafe { libc::fcntl(0, libc::F_DUPFD_CLOEXEC, 3) })?;
+    // SAFETY: `moved` was just returned by fcntl and is owned by nobody else.
+    let socket = unsafe { OwnedFd::from_raw_fd(moved) };
+    // SAFETY: the path is a valid NUL-terminated C string.
+    let null = cvt(unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) })?;
+    // SAFETY: `null` is a valid fd we own; dup2 atomically replaces fd 0 (our copy of
+    // the socket, already duplicated above) with it. `null` is closed right after.
+    let dup = unsafe { libc::dup2(null, 0) };
+    // SAFETY: `null` is ours and no longer needed (fd 0 now refers to the same file).
+    unsafe { libc::close(null) };
+    cvt(dup)?;
+    Ok(socket)
+}
+
+/// Opens a pidfd for `pid`, a child of this process that has not been reaped yet (so
+/// the pid cannot have been reused). It becomes readable when the child exits.
+pub(crate) fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags by value and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0 as libc::c_uint) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel returned a fresh fd (opened with O_CLOEXEC) that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
+}
+
+/// The conventional name of a signal (`"SIGKILL"`), or `None` for an unusual number.
+pub(crate) fn signal_name(signal: i32) -> Option<&'static str> {
+    Some(match signal {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGILL => "SIGILL",
+        libc::SIGTRAP => "SIGTRAP",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGUSR1 => "SIGUSR1",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGUSR2 => "SIGUSR2",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGALRM => "SIGALRM",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGXCPU => "SIGXCPU",
+        libc::SIGXFSZ => "SIGXFSZ",
+        libc::SIGSYS => "SIGSYS",
+        _ => return None,
+    })
+}
+
+/// Registers an owned fd with the current tokio reactor for readiness to read.
+///
+/// # Errors
+/// Fails outside a runtime with I/O enabled, or if epoll refuses the fd.
+pub(crate) fn async_readable(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+    // SAFETY: an `OwnedFd` is a valid open fd that only it closes, and its `as_raw_fd`
+    // always returns that same fd; the `AsyncFd` takes ownership of it, so the fd stays
+    // open and unchanged for as long as it is registered.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+        .map_err(|e| e.into())
+}

@@ -1,0 +1,293 @@
+//! Naming functions across the process boundary.
+//!
+//! Rust cannot serialise a closure, and need not: every function the pool runs is a
+//! zero-sized type (a fn item or a non-capturing closure), so knowing the type is
+//! knowing the value. For each `(F, A, R)` a *trampoline* is monomorphised: it decodes
+//! `A`, produces `F` out of nothing ([`conjure`](conjure::conjure)), calls it under
+//! `catch_unwind` and encodes `R` into the reply frame. The parent sends the
+//! trampoline's address as an offset from the executable's load base; the worker, the
+//! same executable, adds its own base, checks the address is code, and calls it.
+//!
+//! The [build fingerprint](fingerprint) makes sure "same executable" holds.
+
+mod conjure;
+
+use std::any::{type_name, Any};
+use std::cell::RefCell;
+use std::future::Future;
+use std::hash::{Hash, Hasher};
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::OnceLock;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+pub(crate) use conjure::{conjure, resolve};
+
+use crate::sys::image::{self, Image};
+use crate::wire::{Failure, TaskRef, HEADER_LEN};
+
+/// What the worker calls for a `Run` frame: the encoded argument in, the encoded
+/// result appended to the reply buffer.
+pub(crate) type Trampoline = fn(&mut WorkerCtx, &[u8], &mut Vec<u8>) -> Result<(), Failure>;
+
+/// The executable as mapped in this process, read once.
+pub(crate) fn image() -> &'static Image {
+    static IMAGE: OnceLock<Image> = OnceLock::new();
+    IMAGE.get_or_init(image::main_image)
+}
+
+/// This build's fingerprint: a hash of procpool's version, the executable's program
+/// headers, its build-id note (if any) and the first bytes of each code segment. Two
+/// processes agree on it only if they run the same build of the same executable.
+pub(crate) fn fingerprint() -> u64 {
+    static FINGERPRINT: OnceLock<u64> = OnceLock::new();
+    *FINGERPRINT.get_or_init(|| {
+        let image = image();
+        // `DefaultHasher::new` uses fixed keys: the same bytes hash the same in every
+        // process of one build, which is all the fingerprint needs.
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        env!("CARGO_PKG_VERSION").hash(&mut h);
+        image.segments.hash(&mut h);
+        image.build_id.hash(&mut h);
+        image.code_sample.hash(&mut h);
+        h.finish()
+    })
+}
+
+/// The wire name of a trampoline in this process.
+pub(crate) fn local_ref(t: Trampoline) -> TaskRef {
+    TaskRef::Local((t as *const () as usize).wrapping_sub(image().base) as u64)
+}
+
+/// State a worker keeps between tasks.
+#[derive(Debug)]
+pub(crate) struct WorkerCtx {
+    runtime: Option<tokio::runtime::Runtime>,
+    max_frame: u64,
+}
+
+impl WorkerCtx {
+    pub(crate) fn new(max_frame: u64) -> Self {
+        WorkerCtx {
+            runtime: None,
+            max_frame,
+        }
+    }
+
+    /// The worker's current-thread runtime, built on first use.
+    fn runtime(&mut self) -> Result<&tokio::runtime::Runtime, Failure> {
+        if self.runtime.is_none() {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| Failure::Runtime {
+                    reason: e.to_string(),
+                })?;
+            self.runtime = Some(rt);
+        }
+        Ok(self.runtime.as_ref().expect("set above"))
+    }
+}
+
+thread_local! {
+    static PANIC_LOCATION: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Installs the worker's panic hook: it records where a panic happened for the
+/// [`Failure::Panicked`] report, and prints nothing (the parent gets the message).
+pub(crate) fn install_panic_hook() {
+    panic::set_hook(Box::new(|info| {
+        let loc = info
+            .location()
+            .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
+        PANIC_LOCATION.with(|cell| *cell.borrow_mut() = loc);
+    }));
+}
+
+fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&'static str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "Box<dyn Any> (a panic payload that is not a string)".to_owned()
+    }
+}
+
+/// Runs `f`, turning a panic into [`Failure::Panicked`].
+fn catch<T>(f: impl FnOnce() -> T) -> Result<T, Failure> {
+    PANIC_LOCATION.with(|cell| cell.borrow_mut().take());
+    panic::catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
+        let message = panic_message(&*payload);
+        // A payload whose destructor panics would abort; leaking it is harmless.
+        std::mem::forget(payload);
+        Failure::Panicked {
+            message,
+            location: PANIC_LOCATION.with(|cell| cell.borrow_mut().take()),
+        }
+    })
+}
+
+fn decode<A: DeserializeOwned>(input: &[u8]) -> Result<A, Failure> {
+    postcard::from_bytes(input).map_err(|e| Failure::Decode {
+        type_name: type_name::<A>().to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+/// Appends `value` to `out`, or leaves `out` as it was and reports why not.
+pub(crate) fn encode_into<T: Serialize>(
+    value: &T,
+    out: &mut Vec<u8>,
+    max_frame: u64,
+) -> Result<(), Failure> {
+    let start = out.len();
+    if let Err(e) = postcard::to_io(value, &mut *out) {
+        out.truncate(start);
+        return Err(Failure::Encode {
+            type_name: type_name::<T>().to_owned(),
+            reason: e.to_string(),
+        });
+    }
+    let body = (out.len() - HEADER_LEN.min(out.len())) as u64;
+    if body > max_frame {
+        out.truncate(start);
+        return Err(Failure::Encode {
+            type_name: type_name::<T>().to_owned(),
+            reason: format!("{body} bytes is over the frame size limit of {max_frame} bytes"),
+        });
+    }
+    Ok(())
+}
+
+/// Trampoline for a plain function `F: Fn(A) -> R`.
+pub(crate) fn call<F, A, R>(
+    ctx: &mut WorkerCtx,
+    input: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), Failure>
+where
+    F: Fn(A) -> R + Copy,
+    A: DeserializeOwned,
+    R: Serialize,
+{
+    let arg: A = decode(input)?;
+    let f: F = conjure();
+    let result = catch(move || f(arg))?;
+    encode_into(&result, out, ctx.max_frame)
+}
+
+/// Trampoline for an async function, run to completion on the worker's runtime.
+pub(crate) fn call_async<F, A, Fut, R>(
+    ctx: &mut WorkerCtx,
+    input: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), Failure>
+where
+    F: Fn(A) -> Fut + Copy,
+    Fut: Future<Output = R>,
+    A: DeserializeOwned,
+    R: Serialize,
+{
+    let arg: A = decode(input)?;
+    let f: F = conjure();
+    let max_frame = ctx.max_frame;
+    let rt = ctx.runtime()?;
+    let result = catch(move || rt.block_on(f(arg)))?;
+    encode_into(&result, out, max_frame)
+}
+
+/// Trampoline for a chunk of `map`: the input is the items' encodings back to back;
+/// the output is one encoded `Result<R, Failure>` per item, back to back. A panic fails
+/// only its item. An item that does not decode ends the chunk (the rest of the bytes
+/// cannot be trusted); the parent fails the items that got no answer.
+pub(crate) fn call_batch<F, A, R>(
+    ctx: &mut WorkerCtx,
+    mut input: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), Failure>
+where
+    F: Fn(A) -> R + Copy,
+    A: DeserializeOwned,
+    R: Serialize,
+{
+    let f: F = conjure();
+    while !input.is_empty() {
+        let (arg, rest) = match postcard::take_from_bytes::<A>(input) {
+            Ok(x) => x,
+            Err(e) => {
+                let failure: Result<R, Failure> = Err(Failure::Decode {
+                    type_name: type_name::<A>().to_owned(),
+                    reason: e.to_string(),
+                });
+                encode_into(&failure, out, ctx.max_frame)?;
+                break;
+            }
+        };
+        input = rest;
+        let item = catch(move || f(arg));
+        if let Err(failure) = encode_into(&item, out, ctx.max_frame) {
+            encode_into::<Result<R, Failure>>(&Err(failure), out, ctx.max_frame)?;
+        }
+    }
+    Ok(())
+}
+
+/// Trampoline for the pool initializer `F: Fn(A) -> Result<(), E>`.
+pub(crate) fn call_init<F, A, E>(
+    _ctx: &mut WorkerCtx,
+    input: &[u8],
+    _out: &mut Vec<u8>,
+) -> Result<(), Failure>
+where
+    F: Fn(A) -> Result<(), E> + Copy,
+    A: DeserializeOwned,
+    E: std::fmt::Display,
+{
+    let arg: A = decode(input)?;
+    let f: F = conjure();
+    catch(move || f(arg))?.map_err(|e| Failure::InitializerFailed {
+        message: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn double(x: u32) -> u32 {
+        x * 2
+    }
+
+    #[test]
+    fn a_trampoline_resolves_to_itself_and_runs() {
+        fn item_trampoline<F: Fn(u32) -> u32 + Copy>(_: F) -> Trampoline {
+            call::<F, u32, u32>
+        }
+        let t = item_trampoline(double);
+        let r = local_ref(t);
+        let back = resolve(image(), r).expect("resolves");
+        let mut ctx = WorkerCtx::new(1 << 20);
+        let mut out = Vec::new();
+        back(&mut ctx, &postcard::to_allocvec(&21u32).unwrap(), &mut out).unwrap();
+        assert_eq!(postcard::from_bytes::<u32>(&out).unwrap(), 42);
+    }
+
+    #[test]
+    fn addresses_outside_the_code_are_refused() {
+        assert!(matches!(
+            resolve(image(), TaskRef::Local(u64::MAX / 2)),
+            Err(Failure::UnknownFunction { .. })
+        ));
+        assert!(matches!(
+            resolve(image(), TaskRef::Registered(1)),
+            Err(Failure::UnknownFunction { .. })
+        ));
+    }
+
+    #[test]
+    fn fingerprint_is_stable_within_a_process() {
+        assert_eq!(fingerprint(), fingerprint());
+    }
+}

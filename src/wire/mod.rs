@@ -1,0 +1,363 @@
+//! The wire between a parent and one worker: a unix socketpair carrying frames.
+//!
+//! A frame is a fixed 32-byte header followed by a body:
+//!
+//! | bytes  | field | meaning                                                        |
+//! |--------|-------|----------------------------------------------------------------|
+//! | 0..8   | len   | body length (little endian), checked against the frame limit  |
+//! | 8..12  | kind  | which message (see [`Kind`])                                   |
+//! | 12..16 | flags | per kind: [`FLAG_FAILED`] on `Done`, [`FLAG_REGISTERED`] on `Run` |
+//! | 16..24 | id    | the task id a `Run`/`Done` belongs to                           |
+//! | 24..32 | func  | the task reference of a `Run`                                  |
+//!
+//! Bodies are postcard: a task's argument or result is serialised straight into the
+//! frame buffer after the header (no intermediate copy), and control messages
+//! ([`Hello`], [`Ready`], [`Failure`]) are postcard-encoded structs. A header that
+//! does not parse, a kind that is unknown or a length over the limit is a
+//! [`ProtocolError`], never a panic; the connection is then dropped.
+//!
+//! The fixed header keeps the hot path free of a second encoding pass: the header is
+//! patched in place once the body's length is known.
+
+use std::io::{self, Read};
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use crate::error::ProtocolError;
+
+/// Size of the fixed frame header.
+pub(crate) const HEADER_LEN: usize = 32;
+/// On `Done`: the body is a [`Failure`], not the result.
+pub(crate) const FLAG_FAILED: u32 = 1;
+/// On `Run`: `func` is a registered id, not a local offset.
+pub(crate) const FLAG_REGISTERED: u32 = 2;
+/// Control messages are small; anything bigger is garbage.
+const MAX_CONTROL_BODY: u64 = 1 << 20;
+
+/// The message a frame carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub(crate) enum Kind {
+    /// Parent → worker, first frame: [`Hello`].
+    Hello = 1,
+    /// Parent → worker: run `func` on the body (the encoded argument).
+    Run = 2,
+    /// Parent → worker: finish and exit 0.
+    Shutdown = 3,
+    /// Worker → parent, answer to `Hello`: [`Ready`].
+    Ready = 10,
+    /// Worker → parent, answer to `Hello`: the worker's fingerprint (u64), then it exits.
+    Refused = 11,
+    /// Worker → parent, answer to `Hello`: the initializer's [`Failure`], then it exits.
+    InitFailed = 12,
+    /// Worker → parent: the result of `Run` `id` (or a [`Failure`] with [`FLAG_FAILED`]).
+    Done = 13,
+}
+
+impl Kind {
+    fn from_u32(v: u32) -> Option<Kind> {
+        Some(match v {
+            1 => Kind::Hello,
+            2 => Kind::Run,
+            3 => Kind::Shutdown,
+            10 => Kind::Ready,
+            11 => Kind::Refused,
+            12 => Kind::InitFailed,
+            13 => Kind::Done,
+            _ => return None,
+        })
+    }
+
+    fn is_control(self) -> bool {
+        !matches!(self, Kind::Run | Kind::Done)
+    }
+}
+
+/// A parsed frame header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Header {
+    pub(crate) len: u64,
+    pub(crate) kind: Kind,
+    pub(crate) flags: u32,
+    pub(crate) id: u64,
+    pub(crate) func: u64,
+}
+
+impl Header {
+    /// Parses and validates a header against the frame size limit.
+    pub(crate) fn parse(raw: &[u8; HEADER_LEN], limit: u64) -> Result<Header, ProtocolError> {
+        let u64_at = |i: usize| u64::from_le_bytes(raw[i..i + 8].try_into().expect("8 bytes"));
+        let u32_at = |i: usize| u32::from_le_bytes(raw[i..i + 4].try_into().expect("4 bytes"));
+        let len = u64_at(0);
+        let kind = Kind::from_u32(u32_at(8)).ok_or_else(|| ProtocolError::Malformed {
+            reason: format!("unknown frame kind {}", u32_at(8)),
+        })?;
+        let limit = if kind.is_control() {
+            limit.min(MAX_CONTROL_BODY)
+        } else {
+            limit
+        };
+        if len > limit {
+            return Err(ProtocolError::FrameTooLarge { len, limit });
+        }
+        Ok(Header {
+            len,
+            kind,
+            flags: u32_at(12),
+            id: u64_at(16),
+            func: u64_at(24),
+        })
+    }
+}
+
+/// Clears `buf` and reserves room for a header; append the body, then call [`finish`].
+pub(crate) fn begin(buf: &mut Vec<u8>) {
+    buf.clear();
+    buf.extend_from_slice(&[0u8; HEADER_LEN]);
+}
+
+/// Writes the header of a frame whose body has been appended after [`begin`].
+pub(crate) fn finish(buf: &mut [u8], kind: Kind, flags: u32, id: u64, func: u64) {
+    let len = (buf.len() - HEADER_LEN) as u64;
+    buf[0..8].copy_from_slice(&len.to_le_bytes());
+    buf[8..12].copy_from_slice(&(kind as u32).to_le_bytes());
+    buf[12..16].copy_from_slice(&flags.to_le_bytes());
+    buf[16..24].copy_from_slice(&id.to_le_bytes());
+    buf[24..32].copy_from_slice(&func.to_le_bytes());
+}
+
+/// A whole control frame with a postcard body.
+pub(crate) fn control<T: Serialize>(kind: Kind, body: &T) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(64);
+    begin(&mut buf);
+    // Serialising our own plain structs into a Vec cannot fail.
+    postcard::to_io(body, &mut buf).expect("control messages always encode");
+    finish(&mut buf, kind, 0, 0, 0);
+    buf
+}
+
+/// Decodes a control body.
+pub(crate) fn decode_control<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ProtocolError> {
+    postcard::from_bytes(body).map_err(|e| ProtocolError::Malformed {
+        reason: format!("control message {}: {e}", std::any::type_name::<T>()),
+    })
+}
+
+/// Why reading a frame failed.
+#[derive(Debug)]
+pub(crate) enum ReadError {
+    /// The peer closed the connection (at or inside a frame).
+    Eof,
+    /// Another I/O error.
+    Io(io::Error),
+    /// The bytes are not a frame we accept.
+    Protocol(ProtocolError),
+}
+
+impl From<io::Error> for ReadError {
+    fn from(e: io::Error) -> Self {
+        match e.kind() {
+            io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::BrokenPipe => ReadError::Eof,
+            _ => ReadError::Io(e),
+        }
+    }
+}
+
+/// Reads one frame with blocking I/O, the body into `body` (reused between calls).
+pub(crate) fn read_blocking(
+    reader: &mut impl Read,
+    limit: u64,
+    body: &mut Vec<u8>,
+) -> Result<Header, ReadError> {
+    let mut raw = [0u8; HEADER_LEN];
+    reader.read_exact(&mut raw)?;
+    let header = Header::parse(&raw, limit).map_err(ReadError::Protocol)?;
+    body.clear();
+    body.resize(header.len as usize, 0);
+    reader.read_exact(body)?;
+    Ok(header)
+}
+
+/// Reads one frame from an async reader into a fresh body buffer.
+///
+/// Not cancel safe: dropping the future mid-frame loses the stream's position, so the
+/// caller drops the whole connection when it abandons a read.
+pub(crate) async fn read_async(
+    reader: &mut (impl AsyncRead + Unpin),
+    limit: u64,
+) -> Result<(Header, Vec<u8>), ReadError> {
+    let mut raw = [0u8; HEADER_LEN];
+    reader.read_exact(&mut raw).await?;
+    let header = Header::parse(&raw, limit).map_err(ReadError::Protocol)?;
+    let mut body = vec![0u8; header.len as usize];
+    reader.read_exact(&mut body).await?;
+    Ok((header, body))
+}
+
+/// How a task names its function: an offset into this executable (a same-binary
+/// worker), or a registered id (reserved for workers on other machines).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum TaskRef {
+    /// Address of a trampoline minus the executable's load base.
+    Local(u64),
+    /// A stable id from an explicit registry (not yet served by workers).
+    Registered(u64),
+}
+
+impl TaskRef {
+    pub(crate) fn to_header(self) -> (u32, u64) {
+        match self {
+            TaskRef::Local(off) => (0, off),
+            TaskRef::Registered(id) => (FLAG_REGISTERED, id),
+        }
+    }
+
+    pub(crate) fn from_header(flags: u32, func: u64) -> TaskRef {
+        if flags & FLAG_REGISTERED != 0 {
+            TaskRef::Registered(func)
+        } else {
+            TaskRef::Local(func)
+        }
+    }
+}
+
+/// First frame from the parent.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Hello {
+    /// The parent's build fingerprint; the worker refuses to go on if its own differs.
+    pub(crate) fingerprint: u64,
+    /// Frame size limit the worker must respect for results.
+    pub(crate) max_frame: u64,
+    /// The initializer and its encoded argument, run before `Ready`.
+    pub(crate) initializer: Option<(TaskRef, Vec<u8>)>,
+}
+
+/// The worker's answer once it is set up and its initializer has run.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Ready {
+    pub(crate) pid: u32,
+    pub(crate) fingerprint: u64,
+}
+
+/// Why a task (or an item of a batch) produced no value, as the worker reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Failure {
+    Panicked {
+        message: String,
+        location: Option<String>,
+    },
+    Encode {
+        type_name: String,
+        reason: String,
+    },
+    Decode {
+        type_name: String,
+        reason: String,
+    },
+    UnknownFunction {
+        reason: String,
+    },
+    Runtime {
+        reason: String,
+    },
+    InitializerFailed {
+        message: String,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(kind: u32, len: u64) -> [u8; HEADER_LEN] {
+        let mut raw = [0u8; HEADER_LEN];
+        raw[0..8].copy_from_slice(&len.to_le_bytes());
+        raw[8..12].copy_from_slice(&kind.to_le_bytes());
+        raw
+    }
+
+    #[test]
+    fn header_round_trips() {
+        let mut buf = Vec::new();
+        begin(&mut buf);
+        buf.extend_from_slice(b"hello");
+        finish(&mut buf, Kind::Done, FLAG_FAILED, 7, 99);
+        let h = Header::parse(buf[..HEADER_LEN].try_into().unwrap(), 1 << 30).unwrap();
+        assert_eq!(
+            h,
+            Header {
+                len: 5,
+                kind: Kind::Done,
+                flags: FLAG_FAILED,
+                id: 7,
+                func: 99
+            }
+        );
+    }
+
+    #[test]
+    fn unknown_kind_and_oversized_frames_are_typed_errors() {
+        assert!(matches!(
+            Header::parse(&frame(77, 0), 100),
+            Err(ProtocolError::Malformed { .. })
+        ));
+        assert_eq!(
+            Header::parse(&frame(Kind::Done as u32, 101), 100),
+            Err(ProtocolError::FrameTooLarge {
+                len: 101,
+                limit: 100
+            })
+        );
+        // Control frames have their own, small limit whatever the pool's limit is.
+        assert!(matches!(
+            Header::parse(&frame(Kind::Ready as u32, 1 << 40), u64::MAX),
+            Err(ProtocolError::FrameTooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn truncated_stream_is_eof_and_garbage_is_protocol() {
+        let mut body = Vec::new();
+        let mut short: &[u8] = &[1, 2, 3];
+        assert!(matches!(
+            read_blocking(&mut short, 100, &mut body),
+            Err(ReadError::Eof)
+        ));
+        let garbage = [0xffu8; 64];
+        let mut g: &[u8] = &garbage;
+        assert!(matches!(
+            read_blocking(&mut g, 100, &mut body),
+            Err(ReadError::Protocol(_))
+        ));
+        let bad_ready = control(Kind::Ready, &"not a Ready");
+        assert!(decode_control::<Ready>(&bad_ready[HEADER_LEN..]).is_err());
+    }
+
+    #[tokio::test]
+    async fn async_reader_on_a_real_socket_rejects_garbage_without_panicking() {
+        use tokio::io::AsyncWriteExt;
+        let (mut a, mut b) = tokio::net::UnixStream::pair().unwrap();
+        let mut raw = frame(Kind::Done as u32, 10);
+        raw[0..8].copy_from_slice(&(u64::MAX).to_le_bytes());
+        a.write_all(&raw).await.unwrap();
+        match read_async(&mut b, 1 << 30).await {
+            Err(ReadError::Protocol(ProtocolError::FrameTooLarge { len, .. })) => {
+                assert_eq!(len, u64::MAX)
+            }
+            other => panic!("expected FrameTooLarge, got {other:?}"),
+        }
+        let mut ok = Vec::new();
+        begin(&mut ok);
+        ok.extend_from_slice(&[1, 2, 3]);
+        finish(&mut ok, Kind::Done, 0, 5, 0);
+        a.write_all(&ok[..HEADER_LEN + 1]).await.unwrap();
+        drop(a);
+        assert!(matches!(
+            read_async(&mut b, 1 << 30).await,
+            Err(ReadError::Eof)
+        ));
+    }
+}
