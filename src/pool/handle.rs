@@ -24,6 +24,8 @@ pub(crate) struct TaskShared {
     state: AtomicU8,
     pid: AtomicU32,
     cancel: Notify,
+    /// Woken when the task leaves the queue (dispatched, finished or cancelled).
+    moved: Notify,
 }
 
 impl TaskShared {
@@ -32,19 +34,27 @@ impl TaskShared {
             state: AtomicU8::new(state),
             pid: AtomicU32::new(0),
             cancel: Notify::new(),
+            moved: Notify::new(),
         })
     }
 
     /// Claims a queued task for `pid`; false if it was cancelled first.
     pub(crate) fn start(&self, pid: u32) -> bool {
         self.pid.store(pid, Ordering::Release);
-        self.state
+        let started = self
+            .state
             .compare_exchange(QUEUED, RUNNING, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
+            .is_ok();
+        if !started {
+            self.pid.store(0, Ordering::Release);
+        }
+        self.moved.notify_waiters();
+        started
     }
 
     pub(crate) fn finish(&self) {
         self.state.store(DONE, Ordering::Release);
+        self.moved.notify_waiters();
     }
 
     /// Resolves when [`TaskHandle::cancel`] is called on a running task.
@@ -114,7 +124,7 @@ impl RawTask {
             Ordering::AcqRel,
             Ordering::Acquire,
         ) {
-            Ok(_) => {}
+            Ok(_) => self.shared.moved.notify_waiters(),
             Err(RUNNING) => self.shared.cancel.notify_one(),
             Err(_) => {}
         }
@@ -193,6 +203,30 @@ impl<R> TaskHandle<R> {
         match self.raw.shared.pid.load(Ordering::Acquire) {
             0 => None,
             pid => Some(pid),
+        }
+    }
+
+    /// Whether a worker is running the task right now (Python's `Future.running()`).
+    pub fn is_running(&self) -> bool {
+        !self.returned && self.raw.shared.state.load(Ordering::Acquire) == RUNNING
+    }
+
+    /// Waits until the task has left the queue: returns the pid of the worker it was
+    /// sent to, or `None` if it finished or was cancelled without running.
+    ///
+    /// # Cancel safety
+    /// Cancel safe; it only observes.
+    pub async fn started(&self) -> Option<u32> {
+        let shared = &self.raw.shared;
+        loop {
+            let moved = shared.moved.notified();
+            tokio::pin!(moved);
+            moved.as_mut().enable();
+            match shared.state.load(Ordering::Acquire) {
+                QUEUED => moved.await,
+                RUNNING => return self.worker_pid(),
+                _ => return self.worker_pid(),
+            }
         }
     }
 

@@ -1,0 +1,113 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code, unreachable_pub)]
+// Tests watch processes from outside (pidfd_open, kill), which std does not wrap.
+#![allow(unsafe_code)]
+
+use std::time::Duration;
+
+/// Whether a process with this pid exists at all (running or zombie).
+pub fn exists(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// The state letter from `/proc/<pid>/stat` (`R`, `S`, `Z`, ...), if the pid exists.
+pub fn state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_comm = stat.rsplit_once(") ")?.1;
+    after_comm.chars().next()
+}
+
+/// The parent pid from `/proc/<pid>/stat`.
+pub fn ppid(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(") ")?.1.split(' ').nth(1)?.parse().ok()
+}
+
+/// Children of this process that are zombies (exited, not reaped).
+pub fn zombie_children() -> Vec<u32> {
+    let me = std::process::id();
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if ppid(pid) == Some(me) && state(pid) == Some('Z') {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Waits until `pid` has exited and been reaped (its `/proc` entry is gone).
+///
+/// The exit itself is awaited as an event (a pidfd becomes readable). Reaping is done
+/// by whoever is the parent right after that event, so what is left is a short wait
+/// for the entry to disappear, polled with a small back-off. The deadline only guards
+/// against a hang: a pid still present after it is a real failure (a zombie or an
+/// orphan), reported with its state.
+pub async fn wait_gone(pid: u32) {
+    if let Ok(fd) = pidfd(pid) {
+        // SAFETY: an OwnedFd is open and only it closes it; the AsyncFd owns it from here.
+        let fd = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+        };
+        if let Ok(fd) = fd {
+            let exited = tokio::time::timeout(Duration::from_secs(60), fd.readable()).await;
+            assert!(
+                exited.is_ok(),
+                "pid {pid} is still running (state {:?})",
+                state(pid)
+            );
+        }
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut backoff = Duration::from_micros(100);
+    while exists(pid) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pid {pid} was never reaped (state {:?})",
+            state(pid)
+        );
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_millis(50));
+    }
+}
+
+fn pidfd(pid: u32) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open takes plain integers and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd from the kernel, owned by nobody else.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Sends `signal` to `pid`.
+pub fn signal(pid: u32, signal: i32) {
+    // SAFETY: kill takes plain integers.
+    let rc = unsafe { libc::kill(pid as libc::pid_t, signal) };
+    assert_eq!(
+        rc,
+        0,
+        "kill({pid}, {signal}): {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// Returns this process's pid: a task that tells which worker ran it.
+pub fn whoami(_: ()) -> u32 {
+    std::process::id()
+}
+
+/// Spins until the worker is killed.
+pub fn spin_forever(_: ()) -> u32 {
+    loop {
+        std::hint::spin_loop();
+    }
+}

@@ -1,0 +1,230 @@
+//! Submitting single tasks: functions, closures, argument types, concurrency, runtimes.
+
+mod common;
+
+use procpool::{ProcessPoolExecutor, TaskError};
+use serde::{Deserialize, Serialize};
+
+fn fib(n: u64) -> u64 {
+    if n < 2 {
+        n
+    } else {
+        fib(n - 1) + fib(n - 2)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Order {
+    id: u32,
+    item: String,
+    quantities: Vec<u16>,
+    express: Option<bool>,
+}
+
+fn summarise(o: Order) -> (u32, usize, u32, bool) {
+    (
+        o.id,
+        o.item.len(),
+        o.quantities.iter().map(|&q| u32::from(q)).sum(),
+        o.express.unwrap_or(false),
+    )
+}
+
+fn checksum(data: Vec<u8>) -> (usize, u64) {
+    (data.len(), data.iter().map(|&b| u64::from(b)).sum())
+}
+
+fn shout(s: String) -> String {
+    format!("{}!", s.to_uppercase())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fn_items_and_closures_run_in_another_process() {
+    let pool = ProcessPoolExecutor::builder().workers(2).build().unwrap();
+    assert_eq!(pool.submit(fib, 20).await.unwrap(), 6765);
+    let product = pool
+        .submit(|(x, y): (u64, u64)| x * y, (6, 7))
+        .await
+        .unwrap();
+    assert_eq!(product, 42);
+    let pid = pool.run(common::whoami, ()).await.unwrap();
+    assert_ne!(
+        pid,
+        std::process::id(),
+        "the task must not run in the parent"
+    );
+    pool.shutdown().await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn structs_strings_and_a_64_mib_vec_round_trip() {
+    let pool = ProcessPoolExecutor::builder().workers(1).build().unwrap();
+    let order = Order {
+        id: 7,
+        item: "grüner Tee".into(),
+        quantities: vec![1, 2, 300],
+        express: Some(true),
+    };
+    assert_eq!(
+        pool.run(summarise, order.clone()).await.unwrap(),
+        (7, 11, 303, true)
+    );
+    // The struct itself comes back intact.
+    assert_eq!(pool.run(|o: Order| o, order.clone()).await.unwrap(), order);
+    assert_eq!(
+        pool.run(shout, "hello".to_string()).await.unwrap(),
+        "HELLO!"
+    );
+
+    let big: Vec<u8> = (0..64 * 1024 * 1024).map(|i| (i % 251) as u8).collect();
+    let expected: u64 = big.iter().map(|&b| u64::from(b)).sum();
+    assert_eq!(pool.run(checksum, big).await.unwrap(), (64 << 20, expected));
+    // And 64 MiB coming back.
+    let back = pool.run(|n: usize| vec![3u8; n], 64 << 20).await.unwrap();
+    assert_eq!(back.len(), 64 << 20);
+    assert!(back.iter().all(|&b| b == 3));
+    pool.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_submits_are_all_correct() {
+    let pool = ProcessPoolExecutor::builder().workers(2).build().unwrap();
+    let handles: Vec<_> = (0..1000u64)
+        .map(|i| pool.submit(|x: u64| x * x + 1, i))
+        .collect();
+    let results = futures::future::join_all(handles).await;
+    for (i, r) in results.into_iter().enumerate() {
+        let i = i as u64;
+        assert_eq!(r.unwrap(), i * i + 1);
+    }
+    let stats = pool.stats();
+    assert_eq!(stats.completed, 1000);
+    assert_eq!(stats.failed, 0);
+    pool.shutdown().await;
+}
+
+async fn fetch_and_double(x: u32) -> u32 {
+    // Real async work on the worker's runtime: a timer and a spawned task.
+    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    let h = tokio::spawn(async move { x * 2 });
+    h.await.unwrap()
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn submit_async_runs_on_the_workers_runtime() {
+    let pool = ProcessPoolExecutor::builder().workers(1).build().unwrap();
+    assert_eq!(pool.submit_async(fetch_and_double, 21).await.unwrap(), 42);
+    let r = pool
+        .submit_async(|s: String| async move { s.len() }, "four".to_string())
+        .await
+        .unwrap();
+    assert_eq!(r, 4);
+    pool.shutdown().await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn handles_report_their_worker_and_completion() {
+    let pool = ProcessPoolExecutor::builder().workers(1).build().unwrap();
+    let h = pool.submit(common::whoami, ());
+    let dispatched = h.started().await.expect("ran in a worker");
+    assert_eq!(h.worker_pid(), Some(dispatched));
+    let pid = h.await.unwrap();
+    assert_eq!(pid, dispatched);
+    pool.shutdown().await;
+}
+
+/// A type whose `Serialize` and `Deserialize` disagree: the parent cannot decode the
+/// worker's result.
+#[derive(Debug)]
+struct Lopsided;
+
+impl Serialize for Lopsided {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u8(200)
+    }
+}
+
+impl<'de> Deserialize<'de> for Lopsided {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let b = bool::deserialize(d)?;
+        let _ = b;
+        Ok(Lopsided)
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn encode_and_decode_failures_are_typed_and_name_the_type() {
+    let pool = ProcessPoolExecutor::builder()
+        .workers(1)
+        .max_frame_size(4096)
+        .build()
+        .unwrap();
+    match pool.run(|_: ()| Lopsided, ()).await {
+        Err(TaskError::Decode { type_name, .. }) => {
+            assert!(type_name.ends_with("Lopsided"), "{type_name}")
+        }
+        other => panic!("expected Decode, got {other:?}"),
+    }
+    // An argument over the frame limit is refused in the parent.
+    match pool.run(checksum, vec![0u8; 10_000]).await {
+        Err(TaskError::Encode { reason, .. }) => assert!(reason.contains("limit"), "{reason}"),
+        other => panic!("expected Encode, got {other:?}"),
+    }
+    // A result over the frame limit is refused in the worker, which goes on.
+    let pid = pool.run(common::whoami, ()).await.unwrap();
+    match pool.run(|n: usize| vec![1u8; n], 10_000).await {
+        Err(TaskError::Encode { type_name, reason }) => {
+            assert!(type_name.contains("Vec<u8>"), "{type_name}");
+            assert!(reason.contains("limit"), "{reason}");
+        }
+        other => panic!("expected Encode, got {other:?}"),
+    }
+    assert_eq!(pool.run(common::whoami, ()).await.unwrap(), pid);
+    pool.shutdown().await;
+}
+
+#[test]
+fn building_outside_a_runtime_is_a_typed_error() {
+    match ProcessPoolExecutor::builder().workers(1).build() {
+        Err(procpool::Error::NoRuntime) => {}
+        other => panic!("expected NoRuntime, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn invalid_settings_are_typed_errors() {
+    for builder in [
+        ProcessPoolExecutor::builder().workers(0),
+        ProcessPoolExecutor::builder().queue_capacity(0),
+        ProcessPoolExecutor::builder().max_frame_size(10),
+        ProcessPoolExecutor::builder().max_tasks_per_worker(0),
+    ] {
+        assert!(matches!(
+            builder.build(),
+            Err(procpool::Error::InvalidConfig { .. })
+        ));
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_full_queue_is_reported_not_blocked_on() {
+    let pool = ProcessPoolExecutor::builder()
+        .workers(1)
+        .queue_capacity(2)
+        .build()
+        .unwrap();
+    let blocker = pool.submit(common::spin_forever, ());
+    blocker.started().await.expect("dispatched");
+    let a = pool.submit(|x: u8| x, 1);
+    let b = pool.submit(|x: u8| x, 2);
+    let c = pool.submit(|x: u8| x, 3);
+    match c.await {
+        Err(TaskError::QueueFull { capacity }) => assert_eq!(capacity, 2),
+        other => panic!("expected QueueFull, got {other:?}"),
+    }
+    blocker.cancel();
+    assert!(matches!(blocker.await, Err(TaskError::Cancelled)));
+    assert_eq!(a.await.unwrap(), 1);
+    assert_eq!(b.await.unwrap(), 2);
+    pool.shutdown().await;
+}
