@@ -83,10 +83,7 @@ pub(crate) async fn drive(inner: Arc<Inner>) {
         let job = tokio::select! {
             biased;
             _ = inner.abort.cancelled() => break,
-            job = inner.jobs.recv() => match job {
-                Ok(job) => job,
-                Err(_) => break, // closed and drained: shutdown
-            },
+            // Before taking a job: a worker already known dead must not be handed one.
             _ = idle_exit(worker.as_ref()) => {
                 // The worker died while idle (killed from outside); no task is lost.
                 if let Some(mut dead) = worker.take() {
@@ -95,6 +92,10 @@ pub(crate) async fn drive(inner: Arc<Inner>) {
                 replacing = true;
                 continue;
             }
+            job = inner.jobs.recv() => match job {
+                Ok(job) => job,
+                Err(_) => break, // closed and drained: shutdown
+            },
         };
 
         if let Some(e) = spawn_error.take() {
@@ -146,6 +147,14 @@ pub(crate) async fn drive(inner: Arc<Inner>) {
             Outcome::TimedOut(after) => (Err(TaskError::TimedOut { after }), false),
         };
 
+        if !keep_worker {
+            // Kill and reap before resolving: when the handle says Cancelled or
+            // TimedOut, the worker that ran the task is gone.
+            if let Some(mut w) = worker.take() {
+                w.kill().await;
+            }
+            replacing = true;
+        }
         let counter = match &result {
             Ok(_) => &inner.counters.completed,
             Err(TaskError::Cancelled) => &inner.counters.cancelled,
@@ -153,12 +162,7 @@ pub(crate) async fn drive(inner: Arc<Inner>) {
         };
         counter.fetch_add(1, Ordering::Relaxed);
         job.resolve(result);
-
         if !keep_worker {
-            if let Some(mut w) = worker.take() {
-                w.kill().await;
-            }
-            replacing = true;
             continue;
         }
         if let Some(w) = worker.as_mut() {

@@ -50,6 +50,23 @@ pub fn zombie_children() -> Vec<u32> {
 /// against a hang: a pid still present after it is a real failure (a zombie or an
 /// orphan), reported with its state.
 pub async fn wait_gone(pid: u32) {
+    wait_gone_or_zombie(pid).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut backoff = Duration::from_micros(100);
+    while exists(pid) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pid {pid} was never reaped (state {:?})",
+            state(pid)
+        );
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// Waits until `pid` has exited (it may still be a zombie), as an event: a pidfd
+/// becomes readable when the process exits.
+pub async fn wait_gone_or_zombie(pid: u32) {
     if let Ok(fd) = pidfd(pid) {
         // SAFETY: an OwnedFd is open and only it closes it; the AsyncFd owns it from here.
         let fd = unsafe {
@@ -63,17 +80,6 @@ pub async fn wait_gone(pid: u32) {
                 state(pid)
             );
         }
-    }
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let mut backoff = Duration::from_micros(100);
-    while exists(pid) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "pid {pid} was never reaped (state {:?})",
-            state(pid)
-        );
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_millis(50));
     }
 }
 

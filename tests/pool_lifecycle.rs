@@ -1,0 +1,224 @@
+//! Start-up, recycling, initializers, shutdown and the build fingerprint.
+
+mod common;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use procpool::{Error, ProcessPoolExecutor, TaskError};
+
+#[tokio::test(flavor = "current_thread")]
+async fn max_tasks_per_worker_recycles_every_two_tasks() {
+    let pool = ProcessPoolExecutor::builder()
+        .workers(1)
+        .max_tasks_per_worker(2)
+        .build()
+        .unwrap();
+    let mut pids = Vec::new();
+    for _ in 0..6 {
+        pids.push(pool.run(common::whoami, ()).await.unwrap());
+    }
+    assert_eq!(pids[0], pids[1]);
+    assert_eq!(pids[2], pids[3]);
+    assert_eq!(pids[4], pids[5]);
+    assert_ne!(pids[1], pids[2]);
+    assert_ne!(pids[3], pids[4]);
+    assert_ne!(pids[0], pids[4]);
+    pool.shutdown().await;
+    let stats = pool.stats();
+    assert_eq!(stats.workers_recycled, 3);
+    assert_eq!(stats.worker_restarts, 0);
+    for pid in pids {
+        assert!(!common::exists(pid), "recycled worker {pid} was not reaped");
+    }
+}
+
+static INIT_RUNS: AtomicU32 = AtomicU32::new(0);
+static INIT_VALUE: AtomicU32 = AtomicU32::new(0);
+
+fn init_worker(value: u32) -> Result<(), String> {
+    INIT_RUNS.fetch_add(1, Ordering::SeqCst);
+    INIT_VALUE.store(value, Ordering::SeqCst);
+    Ok(())
+}
+
+fn observe_init(_: ()) -> (u32, u32, u32) {
+    (
+        std::process::id(),
+        INIT_RUNS.load(Ordering::SeqCst),
+        INIT_VALUE.load(Ordering::SeqCst),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_initializer_runs_once_in_every_worker_before_its_tasks() {
+    let pool = ProcessPoolExecutor::builder()
+        .workers(2)
+        .max_tasks_per_worker(5)
+        .initializer(init_worker, 77)
+        .build()
+        .unwrap();
+    pool.ready().await.unwrap();
+    let seen = futures::future::join_all((0..40).map(|_| pool.submit(observe_init, ()))).await;
+    let mut pids = std::collections::HashSet::new();
+    for r in seen {
+        let (pid, runs, value) = r.unwrap();
+        assert_eq!(runs, 1, "initializer ran {runs} times in worker {pid}");
+        assert_eq!(value, 77);
+        pids.insert(pid);
+    }
+    // 40 tasks at 5 per worker: recycled workers ran the initializer too.
+    assert!(pids.len() >= 8, "only {} workers seen", pids.len());
+    // The parent never ran it.
+    assert_eq!(INIT_RUNS.load(Ordering::SeqCst), 0);
+    pool.shutdown().await;
+}
+
+fn failing_init(reason: String) -> Result<(), String> {
+    Err(reason)
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_failing_initializer_is_reported_by_ready_and_by_every_task() {
+    let pool = ProcessPoolExecutor::builder()
+        .workers(2)
+        .initializer(failing_init, "no model file".to_string())
+        .build()
+        .unwrap();
+    match pool.ready().await {
+        Err(Error::Initializer { message, .. }) => assert_eq!(message, "no model file"),
+        other => panic!("expected Initializer, got {other:?}"),
+    }
+    match pool.run(common::whoami, ()).await {
+        Err(TaskError::WorkerStart(Error::Initializer { message, .. })) => {
+            assert_eq!(message, "no model file")
+        }
+        other => panic!("expected WorkerStart, got {other:?}"),
+    }
+    pool.shutdown().await;
+}
+
+fn panicking_init(_: ()) -> Result<(), String> {
+    panic!("initializer exploded")
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_panicking_initializer_is_reported_with_its_location() {
+    let pool = ProcessPoolExecutor::builder()
+        .workers(1)
+        .initializer(panicking_init, ())
+        .build()
+        .unwrap();
+    match pool.ready().await {
+        Err(Error::Initializer { message, location }) => {
+            assert_eq!(message, "initializer exploded");
+            assert!(location.unwrap().starts_with("tests/pool_lifecycle.rs:"));
+        }
+        other => panic!("expected Initializer, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_worker_of_another_build_is_refused() {
+    let pool = ProcessPoolExecutor::builder()
+        .workers(1)
+        .expect_fingerprint_for_testing(0x5eed)
+        .build()
+        .unwrap();
+    match pool.ready().await {
+        Err(Error::FingerprintMismatch { expected, found }) => {
+            assert_eq!(expected, 0x5eed);
+            assert_ne!(found, 0x5eed);
+        }
+        other => panic!("expected FingerprintMismatch, got {other:?}"),
+    }
+    let err = pool.run(common::whoami, ()).await.unwrap_err();
+    assert!(matches!(
+        err,
+        TaskError::WorkerStart(Error::FingerprintMismatch { .. })
+    ));
+    assert!(err.to_string().contains("restart"), "{err}");
+    pool.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_drains_queued_and_running_tasks_then_reaps() {
+    let pool = ProcessPoolExecutor::builder().workers(2).build().unwrap();
+    let pids: Vec<u32> = futures::future::join_all((0..2).map(|_| pool.submit(common::whoami, ())))
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let handles: Vec<_> = (0..50u64).map(|i| pool.submit(|x: u64| x * 3, i)).collect();
+    pool.shutdown().await;
+    assert!(pool.is_shutdown());
+    for (i, h) in handles.into_iter().enumerate() {
+        assert_eq!(h.await.unwrap(), i as u64 * 3);
+    }
+    for pid in pids {
+        assert!(
+            !common::exists(pid),
+            "worker {pid} left behind after shutdown"
+        );
+    }
+    assert!(matches!(
+        pool.run(|x: u8| x, 1).await,
+        Err(TaskError::Shutdown)
+    ));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn shutdown_now_cancels_running_and_queued_tasks() {
+    let pool = ProcessPoolExecutor::builder().workers(1).build().unwrap();
+    let running = pool.submit(common::spin_forever, ());
+    let pid = running.started().await.expect("dispatched");
+    let queued: Vec<_> = (0..5u8).map(|i| pool.submit(|x: u8| x, i)).collect();
+    pool.shutdown_now().await;
+    assert!(matches!(running.await, Err(TaskError::Cancelled)));
+    for h in queued {
+        assert!(matches!(h.await, Err(TaskError::Cancelled)));
+    }
+    assert!(
+        !common::exists(pid),
+        "worker left behind after shutdown_now"
+    );
+    assert!(matches!(
+        pool.submit(|x: u8| x, 1).await,
+        Err(TaskError::Shutdown)
+    ));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn dropping_the_pool_kills_and_reaps_workers_and_cancels_queued_tasks() {
+    let pool = ProcessPoolExecutor::builder().workers(2).build().unwrap();
+    let busy = pool.submit(common::spin_forever, ());
+    let busy_pid = busy.started().await.expect("dispatched");
+    let idle_pid = pool.run(common::whoami, ()).await.unwrap();
+    let queued = pool.submit(common::spin_forever, ());
+    let queued2 = pool.submit(common::spin_forever, ());
+    drop(pool);
+    assert!(matches!(busy.await, Err(TaskError::Cancelled)));
+    assert!(matches!(queued.await, Err(TaskError::Cancelled)));
+    assert!(matches!(queued2.await, Err(TaskError::Cancelled)));
+    common::wait_gone(busy_pid).await;
+    common::wait_gone(idle_pid).await;
+}
+
+#[test]
+fn a_pool_dropped_after_its_runtime_leaves_no_zombie() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (pool, pid) = rt.block_on(async {
+        let pool = ProcessPoolExecutor::builder().workers(1).build().unwrap();
+        let pid = pool.run(common::whoami, ()).await.unwrap();
+        (pool, pid)
+    });
+    drop(rt); // the drivers are gone with it
+    drop(pool); // the worker handle's Drop kills it and the supervisor reaps it
+    let check = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    check.block_on(common::wait_gone(pid));
+}

@@ -1,0 +1,84 @@
+//! A parent killed with SIGKILL leaves no worker behind.
+//!
+//! The helper parent is a real process: a worker of this test's pool that builds two
+//! pools of its own (one with an idle worker, one with a worker spinning in a task),
+//! reports their pids and is then killed with SIGKILL. This test process makes itself
+//! the orphans' subreaper so that it can see how the grandchildren end and reap them.
+//! It is the only test in this binary, because being a subreaper is process-wide.
+
+// prctl(PR_SET_CHILD_SUBREAPER) and waitpid on reparented grandchildren.
+#![allow(unsafe_code)]
+
+mod common;
+
+use procpool::{Exit, ProcessPoolExecutor, TaskError};
+
+/// Runs in the helper parent: starts one idle and one busy grandchild and leaks both
+/// pools so they outlive the task.
+async fn start_grandchildren(_: ()) -> (u32, u32) {
+    let idle_pool = ProcessPoolExecutor::builder().workers(1).build().unwrap();
+    let idle = idle_pool.run(common::whoami, ()).await.unwrap();
+    let busy_pool = ProcessPoolExecutor::builder().workers(1).build().unwrap();
+    let busy = busy_pool.submit(common::spin_forever, ());
+    let busy_pid = busy.started().await.unwrap();
+    std::mem::forget(busy);
+    std::mem::forget(idle_pool);
+    std::mem::forget(busy_pool);
+    (idle, busy_pid)
+}
+
+fn reap(pid: u32) -> Exit {
+    let mut status = 0;
+    // SAFETY: waitpid writes the status through a valid pointer to a local.
+    let rc = unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) };
+    assert_eq!(
+        rc,
+        pid as libc::pid_t,
+        "waitpid({pid}): {}",
+        std::io::Error::last_os_error()
+    );
+    if libc::WIFSIGNALED(status) {
+        Exit::Signal(libc::WTERMSIG(status))
+    } else {
+        Exit::Code(libc::WEXITSTATUS(status))
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn workers_of_a_parent_killed_with_sigkill_are_gone() {
+    // SAFETY: prctl with integer arguments only.
+    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    assert_eq!(rc, 0);
+
+    let pool = ProcessPoolExecutor::builder().workers(1).build().unwrap();
+    let helper = pool.submit_async(start_grandchildren, ());
+    let (idle, busy) = helper.await.unwrap();
+    let helper_pid = pool.run(common::whoami, ()).await.unwrap();
+    assert_eq!(common::ppid(idle), Some(helper_pid));
+    assert_eq!(common::ppid(busy), Some(helper_pid));
+    assert_eq!(
+        common::state(busy),
+        Some('R'),
+        "the busy grandchild is spinning"
+    );
+
+    // Kill the helper parent while it is running a task, so its pool sees it die.
+    let victim = pool.submit(common::spin_forever, ());
+    assert_eq!(victim.started().await, Some(helper_pid));
+    common::signal(helper_pid, libc::SIGKILL);
+    match victim.await {
+        Err(TaskError::WorkerDied { exit }) => assert_eq!(exit, Exit::Signal(libc::SIGKILL)),
+        other => panic!("expected WorkerDied, got {other:?}"),
+    }
+
+    // The busy grandchild never reads its socket: only PR_SET_PDEATHSIG can end it.
+    // The idle one sees EOF on its control socket and exits by itself.
+    common::wait_gone_or_zombie(busy).await;
+    common::wait_gone_or_zombie(idle).await;
+    assert_eq!(reap(busy), Exit::Signal(libc::SIGKILL));
+    assert!(
+        matches!(reap(idle), Exit::Code(0) | Exit::Signal(libc::SIGKILL)),
+        "the idle grandchild ended"
+    );
+    pool.shutdown().await;
+}
