@@ -1,1 +1,120 @@
-fn main() {}
+//! Round trip of a trivial task and `map` throughput, each beside its references in the
+//! same run:
+//! - `pool`: procpool, one worker per measured stream of tasks;
+//! - `spawn_blocking`: tokio's blocking pool doing the same work in-process (what a
+//!   service would do without process isolation);
+//! - `socketpair_threads`: an 8-byte ping-pong over a unix socketpair between two
+//!   threads, the floor any cross-process round trip is measured against.
+//!
+//! ```text
+//! cargo bench --bench pool_roundtrip
+//! ```
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use procpool::ProcessPoolExecutor;
+
+fn trivial(x: u64) -> u64 {
+    x.wrapping_mul(2654435761)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn roundtrip(c: &mut Criterion) {
+    let rt = runtime();
+    let pool = rt.block_on(async {
+        let pool = ProcessPoolExecutor::builder().workers(1).build().unwrap();
+        pool.ready().await.unwrap();
+        pool
+    });
+    let mut group = c.benchmark_group("roundtrip_trivial_task");
+    group.bench_function("pool", |b| {
+        b.to_async(&rt)
+            .iter(|| async { pool.run(trivial, 7).await.unwrap() })
+    });
+    group.bench_function("spawn_blocking", |b| {
+        b.to_async(&rt)
+            .iter(|| async { tokio::task::spawn_blocking(|| trivial(7)).await.unwrap() })
+    });
+
+    let (mut a, mut peer) = UnixStream::pair().unwrap();
+    let echo = std::thread::spawn(move || {
+        let mut buf = [0u8; 8];
+        while peer.read_exact(&mut buf).is_ok() {
+            if peer.write_all(&buf).is_err() {
+                break;
+            }
+        }
+    });
+    group.bench_function("socketpair_threads", |b| {
+        b.iter(|| {
+            let mut buf = 7u64.to_le_bytes();
+            a.write_all(&buf).unwrap();
+            a.read_exact(&mut buf).unwrap();
+            u64::from_le_bytes(buf)
+        })
+    });
+    group.finish();
+    drop(a);
+    echo.join().unwrap();
+    rt.block_on(pool.shutdown());
+}
+
+fn map_throughput(c: &mut Criterion) {
+    const ITEMS: u64 = 10_000;
+    let rt = runtime();
+    let pool = rt.block_on(async {
+        let pool = ProcessPoolExecutor::builder().workers(2).build().unwrap();
+        pool.ready().await.unwrap();
+        pool
+    });
+    let mut group = c.benchmark_group("map_10k_trivial_items");
+    group.throughput(Throughput::Elements(ITEMS));
+    for chunk in [1usize, 64, 512] {
+        group.bench_with_input(
+            BenchmarkId::new("pool_chunk", chunk),
+            &chunk,
+            |b, &chunk| {
+                b.to_async(&rt)
+                    .iter(|| async { pool.map(trivial, 0..ITEMS).chunk_size(chunk).await.unwrap() })
+            },
+        );
+    }
+    group.bench_function("pool_chunk_auto", |b| {
+        b.to_async(&rt)
+            .iter(|| async { pool.map(trivial, 0..ITEMS).await.unwrap() })
+    });
+    group.bench_function("spawn_blocking_per_item", |b| {
+        b.to_async(&rt).iter(|| async {
+            let handles: Vec<_> = (0..ITEMS)
+                .map(|i| tokio::task::spawn_blocking(move || trivial(i)))
+                .collect();
+            let mut out = Vec::with_capacity(ITEMS as usize);
+            for h in handles {
+                out.push(h.await.unwrap());
+            }
+            out
+        })
+    });
+    group.finish();
+    rt.block_on(pool.shutdown());
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(30);
+    targets = roundtrip, map_throughput
+}
+criterion_main!(benches);

@@ -136,7 +136,9 @@ where
     fn fill(&mut self) {
         let chunk_size = self.effective_chunk_size();
         let func = task::local_ref(task::call_batch::<F, A, R>);
-        while self.in_flight.len() < self.max_in_flight() {
+        // Finished chunks parked for ordering count too: memory stays bounded even
+        // when the oldest chunk is the slowest.
+        while self.in_flight.len() + self.parked.len() < self.max_in_flight() {
             let mut frame = Vec::new();
             wire::begin(&mut frame);
             let mut count = 0;

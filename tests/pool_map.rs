@@ -1,0 +1,178 @@
+//! `map`, `map_unordered` and `map_ordered_stream`.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use futures::StreamExt;
+use procpool::{ProcessPoolExecutor, TaskError};
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+fn fails_on_7(x: u32) -> u32 {
+    if x == 7 {
+        panic!("seven");
+    }
+    x
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn map_returns_results_in_input_order_for_every_chunk_size() {
+    let pool = ProcessPoolExecutor::builder().workers(2).build().unwrap();
+    let expected: Vec<u64> = (0..1000).map(square).collect();
+    assert_eq!(pool.map(square, 0..1000).await.unwrap(), expected);
+    for chunk in [1, 3, 64, 5000] {
+        assert_eq!(
+            pool.map(square, 0..1000).chunk_size(chunk).await.unwrap(),
+            expected
+        );
+    }
+    // An iterator with no length hint.
+    let unknown = (0..1000u64).filter(|_| true);
+    assert_eq!(pool.map(square, unknown).await.unwrap(), expected);
+    // Empty input.
+    assert_eq!(
+        pool.map(square, Vec::<u64>::new()).await.unwrap(),
+        Vec::<u64>::new()
+    );
+    // starmap is map over tuples.
+    let sums = pool
+        .map(|(a, b): (u32, u32)| a + b, [(1, 2), (3, 4)])
+        .await
+        .unwrap();
+    assert_eq!(sums, [3, 7]);
+    pool.shutdown().await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn map_unordered_yields_every_result_exactly_once() {
+    let pool = ProcessPoolExecutor::builder().workers(2).build().unwrap();
+    let mut seen: Vec<u64> = pool
+        .map_unordered(square, 0..2000)
+        .chunk_size(7)
+        .map(Result::unwrap)
+        .collect()
+        .await;
+    seen.sort_unstable();
+    let expected: Vec<u64> = (0..2000).map(square).collect();
+    assert_eq!(seen, expected);
+    pool.shutdown().await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_ordered_stream_is_in_order_and_keeps_going_past_a_panic() {
+    let pool = ProcessPoolExecutor::builder().workers(2).build().unwrap();
+    let results: Vec<Result<u32, TaskError>> = pool
+        .map_ordered_stream(fails_on_7, 0..20)
+        .chunk_size(3)
+        .collect()
+        .await;
+    assert_eq!(results.len(), 20);
+    for (i, r) in results.into_iter().enumerate() {
+        match r {
+            Ok(v) => assert_eq!(v as usize, i),
+            Err(TaskError::Panicked { message, .. }) => {
+                assert_eq!(i, 7);
+                assert_eq!(message, "seven");
+            }
+            Err(e) => panic!("item {i}: {e}"),
+        }
+    }
+    pool.shutdown().await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn map_returns_the_first_error() {
+    let pool = ProcessPoolExecutor::builder().workers(2).build().unwrap();
+    match pool.map(fails_on_7, 0..100).chunk_size(5).await {
+        Err(TaskError::Panicked { message, .. }) => assert_eq!(message, "seven"),
+        other => panic!("expected Panicked, got {other:?}"),
+    }
+    // The pool is fine afterwards.
+    assert_eq!(pool.map(fails_on_7, 0..5).await.unwrap(), [0, 1, 2, 3, 4]);
+    pool.shutdown().await;
+}
+
+fn die_on_3(x: u32) -> u32 {
+    if x == 3 {
+        std::process::abort();
+    }
+    x
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_crash_fails_the_items_of_its_chunk_only() {
+    let pool = ProcessPoolExecutor::builder().workers(2).build().unwrap();
+    let results: Vec<Result<u32, TaskError>> = pool
+        .map_ordered_stream(die_on_3, 0..12)
+        .chunk_size(2)
+        .collect()
+        .await;
+    for (i, r) in results.iter().enumerate() {
+        if i == 2 || i == 3 {
+            assert!(
+                matches!(r, Err(TaskError::WorkerDied { .. })),
+                "item {i}: {r:?}"
+            );
+        } else {
+            assert_eq!(*r.as_ref().unwrap() as usize, i);
+        }
+    }
+    pool.shutdown().await;
+}
+
+/// An iterator that counts how many items were taken from it.
+struct Counted {
+    next: u64,
+    end: u64,
+    taken: Arc<AtomicUsize>,
+}
+
+impl Iterator for Counted {
+    type Item = u64;
+    fn next(&mut self) -> Option<u64> {
+        if self.next == self.end {
+            return None;
+        }
+        self.taken.fetch_add(1, Ordering::SeqCst);
+        self.next += 1;
+        Some(self.next - 1)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_input_is_consumed_lazily_with_bounded_chunks_in_flight() {
+    const ITEMS: u64 = 1_000_000;
+    const CHUNK: usize = 1000;
+    let workers = 2;
+    let pool = ProcessPoolExecutor::builder()
+        .workers(workers)
+        .build()
+        .unwrap();
+    let taken = Arc::new(AtomicUsize::new(0));
+    let input = Counted {
+        next: 0,
+        end: ITEMS,
+        taken: taken.clone(),
+    };
+    let mut stream = pool
+        .map_ordered_stream(|x: u64| x ^ 0x55, input)
+        .chunk_size(CHUNK);
+    let mut received = 0usize;
+    // Never more than 2 chunks per worker in flight, plus the chunk being handed out.
+    let bound = (2 * workers + 1) * CHUNK;
+    let mut max_ahead = 0;
+    while let Some(r) = stream.next().await {
+        assert_eq!(r.unwrap(), received as u64 ^ 0x55);
+        received += 1;
+        let ahead = taken.load(Ordering::SeqCst) - received;
+        max_ahead = max_ahead.max(ahead);
+        assert!(ahead <= bound, "{ahead} items taken but not yet yielded");
+    }
+    assert_eq!(received as u64, ITEMS);
+    assert!(max_ahead > 0);
+    pool.shutdown().await;
+}
