@@ -10,6 +10,9 @@
 //! cargo bench --bench pool_roundtrip
 //! ```
 
+// criterion_group! generates an undocumented pub fn.
+#![allow(missing_docs)]
+
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;

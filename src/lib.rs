@@ -83,6 +83,8 @@ pub use pool::{
 ///     // ... only the parent gets here
 /// }
 /// ```
+// The example is about what goes first in `main`, so it shows `main`.
+#[allow(clippy::needless_doctest_main)]
 pub fn init() {
     bootstrap::run_if_worker();
 }

@@ -9,8 +9,6 @@
 //! accepted) and checks that the offset lands inside its own code.
 #![allow(unsafe_code)]
 
-use std::mem::MaybeUninit;
-
 use super::Trampoline;
 use crate::sys::image::Image;
 use crate::wire::{Failure, TaskRef};
@@ -49,11 +47,16 @@ pub(crate) fn resolve(image: &Image, func: TaskRef) -> Result<Trampoline, Failur
 /// Fails to compile for any `F` with a size; the public entry points check the same
 /// thing first so the user sees the error at their call site.
 pub(crate) fn conjure<F: Copy>() -> F {
-    const { assert!(std::mem::size_of::<F>() == 0) };
-    // SAFETY: `F` is zero-sized (asserted at compile time), so it has no bytes that
-    // could be uninitialised. It is a fn item or closure type whose value carries no
+    const {
+        assert!(
+            std::mem::size_of::<F>() == 0,
+            "procpool: only zero-sized functions can be named across processes"
+        )
+    };
+    // SAFETY: `F` is zero-sized (asserted at compile time), so it has no bytes and the
+    // "all-zero" value is its only value. It is a fn item or closure type whose value carries no
     // state (the parent held one, and `Copy` means duplicating it is allowed); types
     // users can call through `Fn` on stable Rust are exactly fn items, closures and
     // pointers, and pointers are not zero-sized.
-    unsafe { MaybeUninit::<F>::uninit().assume_init() }
+    unsafe { std::mem::zeroed::<F>() }
 }

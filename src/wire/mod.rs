@@ -332,8 +332,16 @@ mod tests {
             read_blocking(&mut g, 100, &mut body),
             Err(ReadError::Protocol(_))
         ));
-        let bad_ready = control(Kind::Ready, &"not a Ready");
-        assert!(decode_control::<Ready>(&bad_ready[HEADER_LEN..]).is_err());
+        // A varint longer than any u32 and a body cut short are both refused.
+        assert!(decode_control::<Ready>(&[0xff; 16]).is_err());
+        let ready = control(
+            Kind::Ready,
+            &Ready {
+                pid: 1,
+                fingerprint: u64::MAX,
+            },
+        );
+        assert!(decode_control::<Ready>(&ready[HEADER_LEN..ready.len() - 1]).is_err());
     }
 
     #[tokio::test]
