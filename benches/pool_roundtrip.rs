@@ -3,6 +3,7 @@
 //! - `pool`: procpool, one worker per measured stream of tasks;
 //! - `spawn_blocking`: tokio's blocking pool doing the same work in-process (what a
 //!   service would do without process isolation);
+//! - `pool_startup`: building a pool, waiting for its workers and shutting it down.
 //! - `socketpair_threads`: an 8-byte ping-pong over a unix socketpair between two
 //!   threads, the floor any cross-process round trip is measured against.
 //!
@@ -112,12 +113,31 @@ fn map_throughput(c: &mut Criterion) {
     rt.block_on(pool.shutdown());
 }
 
+fn startup(c: &mut Criterion) {
+    let rt = runtime();
+    let mut group = c.benchmark_group("pool_startup");
+    for workers in [1usize, 2] {
+        group.bench_with_input(
+            BenchmarkId::new("build_ready_shutdown", workers),
+            &workers,
+            |b, &n| {
+                b.to_async(&rt).iter(|| async move {
+                    let pool = ProcessPoolExecutor::builder().workers(n).build().unwrap();
+                    pool.ready().await.unwrap();
+                    pool.shutdown().await;
+                })
+            },
+        );
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3))
         .sample_size(30);
-    targets = roundtrip, map_throughput
+    targets = roundtrip, map_throughput, startup
 }
 criterion_main!(benches);

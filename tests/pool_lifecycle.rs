@@ -222,3 +222,32 @@ fn a_pool_dropped_after_its_runtime_leaves_no_zombie() {
         .unwrap();
     check.block_on(common::wait_gone(pid));
 }
+
+fn read_env(key: String) -> Option<String> {
+    std::env::var(key).ok()
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn workers_get_extra_environment_and_not_the_worker_marker() {
+    let pool = ProcessPoolExecutor::builder()
+        .workers(1)
+        .env("PROCPOOL_TEST_SETTING", "on")
+        .build()
+        .unwrap();
+    assert_eq!(
+        pool.run(read_env, "PROCPOOL_TEST_SETTING".into())
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("on")
+    );
+    // The marker that routes a worker is removed before any task runs, so a pool built
+    // inside a task starts real workers of its own.
+    assert_eq!(
+        pool.run(read_env, "__PROCPOOL_WORKER_OF".into())
+            .await
+            .unwrap(),
+        None
+    );
+    pool.shutdown().await;
+}

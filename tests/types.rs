@@ -1,0 +1,55 @@
+//! Public types are `Send`/`Sync` where a service needs them to be.
+
+use procpool::{
+    Builder, Error, Exit, PoolStats, ProcessPoolExecutor, ProtocolError, TaskError, TaskHandle,
+};
+
+fn send<T: Send>() {}
+fn sync<T: Sync>() {}
+fn unpin<T: Unpin>() {}
+
+fn double(x: u32) -> u32 {
+    x * 2
+}
+
+#[test]
+fn public_types_are_send_and_sync() {
+    send::<ProcessPoolExecutor>();
+    sync::<ProcessPoolExecutor>();
+    send::<TaskHandle<Vec<u8>>>();
+    sync::<TaskHandle<Vec<u8>>>();
+    unpin::<TaskHandle<Vec<u8>>>();
+    send::<Builder>();
+    sync::<Builder>();
+    send::<TaskError>();
+    sync::<TaskError>();
+    send::<Error>();
+    sync::<Error>();
+    send::<Exit>();
+    send::<PoolStats>();
+    send::<ProtocolError>();
+    // A pool can be shared by spawned tasks, and map streams over Send inputs are Send.
+    fn map_stream_is_send(pool: &ProcessPoolExecutor) -> impl Send + '_ {
+        pool.map_unordered(double, vec![1u32, 2, 3])
+    }
+    fn map_future_is_send(pool: &ProcessPoolExecutor) -> impl Send + '_ {
+        std::future::IntoFuture::into_future(pool.map(double, 0..3u32))
+    }
+    let _ = map_stream_is_send;
+    let _ = map_future_is_send;
+}
+
+#[test]
+fn errors_say_what_happened() {
+    let e = TaskError::WorkerDied {
+        exit: Exit::Signal(libc::SIGABRT),
+    };
+    assert_eq!(
+        e.to_string(),
+        "the worker running the task died (killed by signal 6 (SIGABRT)); it was replaced, the pool goes on"
+    );
+    let e = TaskError::QueueFull { capacity: 8 };
+    assert!(e.to_string().contains("queue_capacity"));
+    let cloned = TaskError::Spawn(std::io::Error::from_raw_os_error(libc::EAGAIN)).clone();
+    assert!(matches!(cloned, TaskError::Spawn(ref io) if io.raw_os_error() == Some(libc::EAGAIN)));
+}
