@@ -129,7 +129,24 @@ fn startup(c: &mut Criterion) {
             },
         );
     }
+    // The same with 1 GiB of touched heap in the parent: workers are started with
+    // posix_spawn (vfork semantics), so the cost must not grow with the parent's size.
+    let heap: Vec<u8> = vec![1u8; 1 << 30];
+    group.bench_function("build_ready_shutdown_1gib_parent/1", |b| {
+        b.to_async(&rt).iter(|| async {
+            let pool = ProcessPoolExecutor::builder().workers(1).build().unwrap();
+            pool.ready().await.unwrap();
+            pool.shutdown().await;
+        })
+    });
     group.finish();
+    assert_eq!(
+        heap.iter()
+            .step_by(4096)
+            .map(|&b| b as usize)
+            .sum::<usize>(),
+        1 << 18
+    );
 }
 
 criterion_group! {

@@ -69,9 +69,12 @@ impl fmt::Display for Exit {
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
-    /// The pool was built outside a tokio runtime. Call `build` from inside one (for
-    /// example in `#[tokio::main]`), or enter one with `Runtime::enter`.
+    /// The pool was built outside a tokio runtime, or in one without I/O and timers.
+    /// Call `build` from inside one built with `enable_all` (as `#[tokio::main]` is),
+    /// or enter one with `Runtime::enter`.
     NoRuntime,
+    /// The pool was shut down before all its workers were ready.
+    Shutdown,
     /// A builder setting is out of range; the field names which.
     InvalidConfig {
         /// The setting at fault and the range it accepts.
@@ -108,7 +111,12 @@ impl fmt::Display for Error {
         match self {
             Error::NoRuntime => write!(
                 f,
-                "procpool: no tokio runtime here; build the pool inside one (e.g. #[tokio::main])"
+                "procpool: no tokio runtime with I/O and timers here; build the pool inside one \
+                 (e.g. #[tokio::main], or a Builder with enable_all)"
+            ),
+            Error::Shutdown => write!(
+                f,
+                "procpool: the pool was shut down before its workers were ready"
             ),
             Error::InvalidConfig { what } => write!(f, "procpool: invalid pool setting: {what}"),
             Error::Spawn(e) => write!(f, "procpool: could not start a worker process: {e}"),
@@ -150,6 +158,7 @@ impl Clone for Error {
     fn clone(&self) -> Self {
         match self {
             Error::NoRuntime => Error::NoRuntime,
+            Error::Shutdown => Error::Shutdown,
             Error::InvalidConfig { what } => Error::InvalidConfig { what },
             Error::Spawn(e) => Error::Spawn(clone_io(e)),
             Error::FingerprintMismatch { expected, found } => Error::FingerprintMismatch {

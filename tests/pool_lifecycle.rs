@@ -251,3 +251,11 @@ async fn workers_get_extra_environment_and_not_the_worker_marker() {
     );
     pool.shutdown().await;
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn ready_after_shutdown_now_does_not_hang() {
+    let pool = ProcessPoolExecutor::builder().workers(2).build().unwrap();
+    pool.shutdown_now().await;
+    // Either the workers made it before the abort, or `ready` says the pool is gone.
+    assert!(matches!(pool.ready().await, Ok(()) | Err(Error::Shutdown)));
+}

@@ -228,3 +228,16 @@ async fn a_full_queue_is_reported_not_blocked_on() {
     assert_eq!(b.await.unwrap(), 2);
     pool.shutdown().await;
 }
+
+#[test]
+fn a_runtime_without_io_is_refused_with_a_typed_error() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    match ProcessPoolExecutor::builder().workers(1).build() {
+        Err(procpool::Error::NoRuntime) => {}
+        other => panic!("expected NoRuntime, got {other:?}"),
+    }
+}

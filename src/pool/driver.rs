@@ -180,6 +180,9 @@ pub(crate) async fn drive(inner: Arc<Inner>) {
     }
 
     // Leaving: graceful (queue closed and drained) or abort (shutdown_now, drop).
+    if !announced {
+        inner.startup.send_modify(|s| s.gave_up += 1);
+    }
     if let Some(w) = worker.take() {
         if inner.abort.is_cancelled() {
             let mut w = w;

@@ -102,7 +102,10 @@ pub(crate) struct Counters {
 
 #[derive(Debug, Default)]
 pub(crate) struct Startup {
+    /// Slots whose first worker finished its handshake.
     ready: usize,
+    /// Slots whose driver ended before its first worker was ready (shutdown).
+    gave_up: usize,
     error: Option<Error>,
 }
 
@@ -269,15 +272,19 @@ impl Builder {
     /// [`ProcessPoolExecutor::ready`] to wait until every worker has finished its
     /// handshake and initializer.
     ///
-    /// Must be called inside a tokio runtime (either flavour): the pool's drivers are
-    /// tasks on it.
+    /// Must be called inside a tokio runtime (either flavour) with I/O and timers
+    /// enabled (`enable_all`, as `#[tokio::main]` and `#[tokio::test]` do): the pool's
+    /// drivers are tasks on it, watching sockets and pidfds.
     ///
     /// # Errors
-    /// [`Error::NoRuntime`] outside a runtime; [`Error::InvalidConfig`] for zero
+    /// [`Error::NoRuntime`] outside a runtime, or in one without I/O or timers; [`Error::InvalidConfig`] for zero
     /// workers, a zero queue capacity or a frame limit under 1 KiB;
     /// [`Error::Spawn`] if the supervisor thread cannot be started.
     pub fn build(self) -> Result<ProcessPoolExecutor, Error> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
+        if !runtime_has_io_and_time() {
+            return Err(Error::NoRuntime);
+        }
         let workers = self.workers.unwrap_or_else(crate::cpu_count);
         if workers == 0 {
             return Err(Error::InvalidConfig {
@@ -343,6 +350,17 @@ impl Builder {
             closed: AtomicBool::new(false),
         })
     }
+}
+
+/// Whether the current runtime can register fds and run timers. tokio panics (rather
+/// than returning an error) when a driver is disabled, so probe under `catch_unwind`.
+fn runtime_has_io_and_time() -> bool {
+    std::panic::catch_unwind(|| {
+        let io = tokio::net::UnixStream::pair().is_ok();
+        let _timer = tokio::time::sleep(Duration::ZERO);
+        io
+    })
+    .unwrap_or(false)
 }
 
 /// A pool of worker processes running functions of this binary, each task a future.
@@ -412,21 +430,22 @@ impl ProcessPoolExecutor {
     ///
     /// # Errors
     /// The first start-up failure: [`Error::Spawn`], [`Error::FingerprintMismatch`],
-    /// [`Error::Initializer`] or [`Error::Handshake`].
+    /// [`Error::Initializer`] or [`Error::Handshake`]; [`Error::Shutdown`] if the pool
+    /// was shut down before every worker was ready.
     ///
     /// # Cancel safety
     /// Cancel safe; it only observes.
     pub async fn ready(&self) -> Result<(), Error> {
         let mut rx = self.inner.startup.subscribe();
         let workers = self.inner.config.workers;
+        // The sender lives in `inner`, which `self` holds: this cannot fail.
         let state = rx
-            .wait_for(|s| s.error.is_some() || s.ready >= workers)
+            .wait_for(|s| s.error.is_some() || s.ready + s.gave_up >= workers)
             .await
-            .map_err(|_| Error::Handshake {
-                reason: "the pool was dropped".into(),
-            })?;
+            .map_err(|_| Error::Shutdown)?;
         match &state.error {
             Some(e) => Err(e.clone()),
+            None if state.gave_up > 0 => Err(Error::Shutdown),
             None => Ok(()),
         }
     }
