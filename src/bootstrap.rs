@@ -88,13 +88,13 @@ fn serve(socket: UnixStream) -> std::io::Result<i32> {
 
     // Handshake. Until the fingerprint matches, nothing from the parent is trusted as
     // a function name.
-    let header = match wire::read_blocking(&mut reader, u64::MAX, &mut body) {
-        Ok(h) if h.kind == Kind::Hello => h,
+    // The parent checked the Hello against its frame limit, which we learn from it.
+    match wire::read_blocking(&mut reader, u64::MAX, &mut body) {
+        Ok(h) if h.kind == Kind::Hello => {}
         Ok(_) | Err(ReadError::Protocol(_)) => return Ok(code::PROTOCOL),
         Err(ReadError::Eof) => return Ok(code::OK),
         Err(ReadError::Io(e)) => return Err(e),
-    };
-    let _ = header;
+    }
     let Ok(hello) = wire::decode_control::<Hello>(&body) else {
         return Ok(code::PROTOCOL);
     };

@@ -259,3 +259,23 @@ async fn ready_after_shutdown_now_does_not_hang() {
     // Either the workers made it before the abort, or `ready` says the pool is gone.
     assert!(matches!(pool.ready().await, Ok(()) | Err(Error::Shutdown)));
 }
+
+fn remember_table(table: Vec<u32>) -> Result<(), String> {
+    INIT_VALUE.store(table.iter().sum(), Ordering::SeqCst);
+    Ok(())
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_initializer_argument_of_several_mib_is_delivered() {
+    let table: Vec<u32> = (0..2_000_000).map(|i| i % 3).collect();
+    let expected: u32 = table.iter().sum();
+    let pool = ProcessPoolExecutor::builder()
+        .workers(1)
+        .initializer(remember_table, table)
+        .build()
+        .unwrap();
+    pool.ready().await.unwrap();
+    let (_, _, value) = pool.run(observe_init, ()).await.unwrap();
+    assert_eq!(value, expected);
+    pool.shutdown().await;
+}

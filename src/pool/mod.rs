@@ -308,6 +308,11 @@ impl Builder {
         }
         let initializer = match self.initializer {
             None => None,
+            Some((_, Ok(arg))) if arg.len() as u64 > self.max_frame => {
+                return Err(Error::InvalidConfig {
+                    what: "the initializer's argument is larger than max_frame_size",
+                })
+            }
             Some((func, Ok(arg))) => Some((func, arg)),
             Some((_, Err(e))) => {
                 return Err(Error::Initializer {

@@ -69,8 +69,10 @@ impl Kind {
         })
     }
 
+    /// Small fixed-purpose messages, held to their own 1 MiB limit. `Hello` is not one:
+    /// it carries the initializer's argument, held to the pool's frame limit.
     fn is_control(self) -> bool {
-        !matches!(self, Kind::Run | Kind::Done)
+        !matches!(self, Kind::Hello | Kind::Run | Kind::Done)
     }
 }
 
