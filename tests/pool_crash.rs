@@ -177,3 +177,24 @@ async fn queued_tasks_that_are_cancelled_or_dropped_never_run() {
     pool.shutdown().await;
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+fn recurse(depth: u64) -> u64 {
+    let frame = std::hint::black_box([depth as u8; 4096]);
+    if depth == u64::MAX {
+        return 0;
+    }
+    recurse(depth + 1) + u64::from(frame[0])
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_stack_overflow_is_a_worker_death_by_sigsegv() {
+    let pool = ProcessPoolExecutor::builder().workers(1).build().unwrap();
+    match pool.run(recurse, 0).await {
+        // The worker runs before std's start-up, which installs the handler that
+        // turns an overflow into a message and SIGABRT; here it is a plain SIGSEGV.
+        Err(TaskError::WorkerDied { exit }) => assert_eq!(exit, Exit::Signal(libc::SIGSEGV)),
+        other => panic!("expected WorkerDied(SIGSEGV), got {other:?}"),
+    }
+    assert_eq!(pool.run(panics, 1).await.unwrap(), 1);
+    pool.shutdown().await;
+}

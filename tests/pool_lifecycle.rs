@@ -279,3 +279,13 @@ async fn an_initializer_argument_of_several_mib_is_delivered() {
     assert_eq!(value, expected);
     pool.shutdown().await;
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn workers_lead_their_own_process_group() {
+    let pool = ProcessPoolExecutor::builder().workers(1).build().unwrap();
+    let pid = pool.run(common::whoami, ()).await.unwrap();
+    // So a terminal's Ctrl-C, sent to the parent's group, does not hit the workers.
+    assert_eq!(common::pgrp(pid), Some(pid));
+    assert_ne!(common::pgrp(pid), common::pgrp(std::process::id()));
+    pool.shutdown().await;
+}

@@ -3,6 +3,7 @@
 use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream as StdUnixStream;
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 
 use tokio::io::unix::AsyncFd;
@@ -46,7 +47,10 @@ impl Worker {
         let (ours, theirs) = StdUnixStream::pair().map_err(StartError::Spawn)?;
         let mut cmd = Command::new("/proc/self/exe");
         cmd.env(ENV_WORKER, std::process::id().to_string())
-            .stdin(Stdio::from(OwnedFd::from(theirs)));
+            .stdin(Stdio::from(OwnedFd::from(theirs)))
+            // A process group of its own: a terminal's Ctrl-C (SIGINT to the foreground
+            // group) reaches only the parent, which decides whether to drain or stop.
+            .process_group(0);
         for (k, v) in &config.env {
             cmd.env(k, v);
         }

@@ -23,6 +23,12 @@ pub fn ppid(pid: u32) -> Option<u32> {
     stat.rsplit_once(") ")?.1.split(' ').nth(1)?.parse().ok()
 }
 
+/// The process group from `/proc/<pid>/stat`.
+pub fn pgrp(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(") ")?.1.split(' ').nth(2)?.parse().ok()
+}
+
 /// Children of this process that are zombies (exited, not reaped).
 pub fn zombie_children() -> Vec<u32> {
     let me = std::process::id();
