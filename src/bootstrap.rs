@@ -20,13 +20,20 @@ use crate::sys;
 use crate::task::{self, WorkerCtx};
 use crate::wire::{self, Failure, Hello, Kind, ReadError, Ready};
 
-/// Environment variable that marks a worker; its value is the parent's pid.
+/// Environment variable that marks a worker; its value is `<parent pid>:<d|n>`, `d`
+/// for a daemonic child (killed with its parent), `n` for one that may outlive it.
 pub(crate) const ENV_WORKER: &str = "__PROCPOOL_WORKER_OF";
+
+/// The value of [`ENV_WORKER`] for a child of this process.
+pub(crate) fn marker(daemon: bool) -> String {
+    format!("{}:{}", std::process::id(), if daemon { 'd' } else { 'n' })
+}
 
 /// Exit codes of a worker that stops for a reason of its own (the parent reads the
 /// reason from the socket when it can; these make `ps`/logs readable otherwise).
 mod code {
     pub(super) const OK: i32 = 0;
+    pub(super) const FAILED: i32 = 1;
     pub(super) const SETUP: i32 = 101;
     pub(super) const ORPHANED: i32 = 102;
     pub(super) const REFUSED: i32 = 103;
@@ -50,25 +57,32 @@ pub(crate) fn run_if_worker() {
     // workers of our parent. We are single-threaded here: nothing reads the environment
     // concurrently.
     std::env::remove_var(ENV_WORKER);
-    let parent: Option<u32> = parent.to_str().and_then(|s| s.parse().ok());
-    let code = match panic::catch_unwind(AssertUnwindSafe(|| worker_main(parent))) {
+    let parsed = parent.to_str().and_then(|s| {
+        let (pid, kind) = s.split_once(':')?;
+        Some((pid.parse::<u32>().ok()?, kind == "d"))
+    });
+    let code = match panic::catch_unwind(AssertUnwindSafe(|| worker_main(parsed))) {
         Ok(code) => code,
         Err(_) => code::PANICKED,
     };
     std::process::exit(code);
 }
 
-fn worker_main(parent: Option<u32>) -> i32 {
+fn worker_main(marker: Option<(u32, bool)>) -> i32 {
     sys::proc::ignore_sigpipe();
+    let Some((parent, daemon)) = marker else {
+        return code::SETUP;
+    };
     // The parent-death signal is tied to the spawning thread, which procpool keeps
     // alive for the life of the parent. If the parent already died between spawn and
     // here, the signal will never come: check the parent is still ours.
-    if sys::proc::kill_me_when_parent_dies().is_err() {
+    if daemon && sys::proc::kill_me_when_parent_dies().is_err() {
         return code::SETUP;
     }
-    if parent != Some(sys::proc::parent_pid()) {
+    if parent != sys::proc::parent_pid() {
         return code::ORPHANED;
     }
+    crate::process::set_identity_parent(parent, daemon);
     let socket = match sys::proc::take_socket_from_stdin() {
         Ok(fd) => UnixStream::from(fd),
         Err(_) => return code::SETUP,
@@ -103,6 +117,7 @@ fn serve(socket: UnixStream) -> std::io::Result<i32> {
         writer.write_all(&wire::control(Kind::Refused, &mine))?;
         return Ok(code::REFUSED);
     }
+    crate::process::set_identity_name(hello.name.clone(), hello.one_shot);
     let mut ctx = WorkerCtx::new(hello.max_frame);
     let mut out = Vec::with_capacity(64 * 1024);
     if let Some((func, arg)) = &hello.initializer {
@@ -141,6 +156,11 @@ fn serve(socket: UnixStream) -> std::io::Result<i32> {
                 };
                 wire::finish(&mut out, Kind::Done, flags, header.id, 0);
                 writer.write_all(&out)?;
+                if hello.one_shot {
+                    // A `Process` child: like Python's, exit code 1 when the target
+                    // raised (panicked), 0 when it returned.
+                    return Ok(if flags == 0 { code::OK } else { code::FAILED });
+                }
                 // Do not keep a huge result buffer alive between tasks.
                 if out.capacity() > 16 << 20 {
                     out = Vec::with_capacity(64 * 1024);

@@ -75,6 +75,18 @@ pub enum Error {
     NoRuntime,
     /// The pool was shut down before all its workers were ready.
     Shutdown,
+    /// This process is daemonic (a pool worker, or a `Process` built with
+    /// `daemon(true)`) and may not start children: they would be killed with it
+    /// without a chance to finish (Python: "daemonic processes are not allowed to have
+    /// children"). Start them from the parent instead.
+    DaemonicParent,
+    /// The argument of a `Process` could not be serialised.
+    Encode {
+        /// `std::any::type_name` of the value.
+        type_name: String,
+        /// The serializer's message.
+        reason: String,
+    },
     /// A builder setting is out of range; the field names which.
     InvalidConfig {
         /// The setting at fault and the range it accepts.
@@ -118,6 +130,13 @@ impl fmt::Display for Error {
                 f,
                 "procpool: the pool was shut down before its workers were ready"
             ),
+            Error::DaemonicParent => write!(
+                f,
+                "procpool: daemonic processes are not allowed to have children; start them from the parent"
+            ),
+            Error::Encode { type_name, reason } => {
+                write!(f, "procpool: could not serialise a value of type {type_name}: {reason}")
+            }
             Error::InvalidConfig { what } => write!(f, "procpool: invalid pool setting: {what}"),
             Error::Spawn(e) => write!(f, "procpool: could not start a worker process: {e}"),
             Error::FingerprintMismatch { expected, found } => write!(
@@ -159,6 +178,11 @@ impl Clone for Error {
         match self {
             Error::NoRuntime => Error::NoRuntime,
             Error::Shutdown => Error::Shutdown,
+            Error::DaemonicParent => Error::DaemonicParent,
+            Error::Encode { type_name, reason } => Error::Encode {
+                type_name: type_name.clone(),
+                reason: reason.clone(),
+            },
             Error::InvalidConfig { what } => Error::InvalidConfig { what },
             Error::Spawn(e) => Error::Spawn(clone_io(e)),
             Error::FingerprintMismatch { expected, found } => Error::FingerprintMismatch {

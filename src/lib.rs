@@ -57,9 +57,25 @@
 
 #![deny(unsafe_code)]
 
+/// Rejects functions with a size (capturing closures, fn pointers) at the user's call
+/// site, with a message that says what to do.
+macro_rules! assert_zero_sized {
+    ($f:ty) => {
+        const {
+            assert!(
+                std::mem::size_of::<$f>() == 0,
+                "procpool can only send functions that capture nothing (fn items and \
+                 non-capturing closures): a worker process cannot see the captured \
+                 variables. Pass the captured data in the argument instead."
+            )
+        }
+    };
+}
+
 mod bootstrap;
 mod error;
 mod pool;
+mod process;
 mod supervisor;
 mod sys;
 mod task;
@@ -69,6 +85,10 @@ pub use error::{Error, Exit, ProtocolError, TaskError};
 pub use pool::{
     Builder, Map, MapFuture, MapStream, PoolStats, ProcessPoolExecutor, TaskHandle,
     DEFAULT_MAX_FRAME, DEFAULT_QUEUE_CAPACITY,
+};
+pub use process::{
+    active_children, current_process, parent_process, Builder as ProcessBuilder, ChildOutput,
+    Process, ProcessError, ProcessInfo, ProcessKind, Stdio,
 };
 
 /// Runs the worker if this process was started as a procpool worker; does nothing

@@ -1,69 +1,61 @@
-//! The one long-lived thread that starts and reaps worker processes.
+//! The one long-lived thread that starts, watches and reaps child processes.
 //!
 //! `PR_SET_PDEATHSIG` fires when the *thread* that spawned a child exits, not the
 //! process. tokio's blocking threads come and go, and a user may drop a runtime while
-//! the process lives on, so every worker is spawned from this thread, which lives as
-//! long as the process. It also reaps workers that were killed while no runtime was
-//! left to await them (a pool dropped after its runtime), so no zombie is left behind.
+//! the process lives on, so every child is spawned from this thread, which lives as
+//! long as the process. It runs a current-thread tokio runtime of its own, so it can
+//! also await children through their pidfds: it reaps pool workers that were killed
+//! after their own runtime was gone, and it runs the watcher of every
+//! [`Process`](crate::Process), which therefore works whether or not the caller has a
+//! runtime, and keeps reaping after the caller's runtime is dropped.
 
+use std::future::Future;
 use std::io;
 use std::process::{Child, Command};
-use std::sync::mpsc;
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 
-enum Request {
-    Spawn(Command, tokio::sync::oneshot::Sender<io::Result<Child>>),
-    Reap(Child),
-}
+use tokio::runtime::Handle;
 
-fn requests() -> io::Result<&'static Mutex<mpsc::Sender<Request>>> {
-    static TX: OnceLock<Mutex<mpsc::Sender<Request>>> = OnceLock::new();
-    if let Some(tx) = TX.get() {
-        return Ok(tx);
-    }
-    let (tx, rx) = mpsc::channel::<Request>();
-    let mut started = None;
-    let tx = TX.get_or_init(|| {
-        started = Some(
-            std::thread::Builder::new()
+/// The supervisor's runtime handle, starting the thread on first use.
+///
+/// # Errors
+/// If the thread or its runtime cannot be created (out of threads or fds).
+pub(crate) fn handle() -> io::Result<&'static Handle> {
+    static HANDLE: OnceLock<Option<Handle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            // The runtime is built and dropped on its own thread only: never inside a
+            // caller's runtime, where dropping one would panic.
+            let (tx, rx) = std::sync::mpsc::channel();
+            let spawned = std::thread::Builder::new()
                 .name("procpool-supervisor".into())
-                .spawn(move || serve(rx)),
-        );
-        Mutex::new(tx)
-    });
-    match started {
-        Some(Err(e)) => Err(e),
-        _ => Ok(tx),
-    }
+                .spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build();
+                    match rt {
+                        Ok(rt) => {
+                            let _ = tx.send(Some(rt.handle().clone()));
+                            rt.block_on(std::future::pending::<()>());
+                        }
+                        Err(_) => {
+                            let _ = tx.send(None);
+                        }
+                    }
+                });
+            spawned.ok().and_then(|_| rx.recv().ok().flatten())
+        })
+        .as_ref()
+        .ok_or_else(|| io::Error::other("procpool could not start its supervisor thread"))
 }
 
-fn serve(rx: mpsc::Receiver<Request>) {
-    while let Ok(req) = rx.recv() {
-        match req {
-            Request::Spawn(mut cmd, reply) => {
-                let spawned = cmd.spawn();
-                // Close the parent's copies of the child's stdio right away.
-                drop(cmd);
-                if let Err(Ok(mut orphan)) = reply.send(spawned) {
-                    // Nobody waits for this child any more: stop and reap it here.
-                    let _ = orphan.kill();
-                    let _ = orphan.wait();
-                }
-            }
-            Request::Reap(mut child) => {
-                // The child was sent SIGKILL before it was handed over; this returns
-                // as soon as the kernel has torn it down.
-                let _ = child.wait();
-            }
-        }
-    }
-}
-
-fn send(req: Request) -> io::Result<()> {
-    let tx = requests()?;
-    let tx = tx.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    tx.send(req)
-        .map_err(|_| io::Error::other("procpool supervisor thread is gone"))
+/// Runs `fut` on the supervisor thread.
+pub(crate) fn spawn_task<F>(fut: F) -> io::Result<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    drop(handle()?.spawn(fut));
+    Ok(())
 }
 
 /// Starts `cmd` from the supervisor thread.
@@ -73,16 +65,64 @@ fn send(req: Request) -> io::Result<()> {
 /// started; the supervisor then kills and reaps it itself.
 pub(crate) async fn spawn(cmd: Command) -> io::Result<Child> {
     let (reply, rx) = tokio::sync::oneshot::channel();
-    send(Request::Spawn(cmd, reply))?;
-    rx.await
-        .map_err(|_| io::Error::other("procpool supervisor thread dropped a spawn request"))?
+    spawn_task(start(cmd, reply))?;
+    rx.await.map_err(|_| gone())?
 }
 
-/// Hands a child that was already sent `SIGKILL` to the supervisor, which waits for it.
+/// Starts `cmd` from the supervisor thread, waiting without a runtime. Takes about as
+/// long as `posix_spawn` itself (a millisecond), like `std::process::Command::spawn`.
+pub(crate) fn spawn_blocking(cmd: Command) -> io::Result<Child> {
+    let (reply, rx) = tokio::sync::oneshot::channel();
+    spawn_task(start(cmd, reply))?;
+    futures::executor::block_on(rx).map_err(|_| gone())?
+}
+
+fn gone() -> io::Error {
+    io::Error::other("procpool supervisor thread dropped a spawn request")
+}
+
+async fn start(mut cmd: Command, reply: tokio::sync::oneshot::Sender<io::Result<Child>>) {
+    let spawned = cmd.spawn();
+    // Close the parent's copies of the child's stdio right away.
+    drop(cmd);
+    if let Err(Ok(orphan)) = reply.send(spawned) {
+        // Nobody waits for this child any more: stop and reap it here.
+        kill_and_reap(orphan).await;
+    }
+}
+
+/// Kills `child` (`SIGKILL`) and reaps it on the supervisor thread, without blocking.
 pub(crate) fn reap_later(child: Child) {
-    if let Err(e) = send(Request::Reap(child)) {
-        // Without the supervisor there is no thread to wait on; the zombie is
-        // reaped when this process exits. Nothing else can be done here.
-        let _ = e;
+    // Without the supervisor there is no thread to wait on; the zombie is then reaped
+    // when this process exits. Nothing else can be done here.
+    let _ = spawn_task(kill_and_reap(child));
+}
+
+async fn kill_and_reap(mut child: Child) {
+    let _ = child.kill();
+    wait(child).await;
+}
+
+/// Waits for `child` to exit, through its pidfd, and reaps it.
+pub(crate) async fn wait(mut child: Child) -> Option<std::process::ExitStatus> {
+    if let Ok(Some(status)) = child.try_wait() {
+        return Some(status);
+    }
+    match crate::sys::proc::pidfd_open(child.id()).and_then(crate::sys::proc::async_readable) {
+        Ok(pidfd) => loop {
+            if let Ok(mut guard) = pidfd.readable().await {
+                guard.clear_ready();
+            }
+            match child.try_wait() {
+                Ok(Some(status)) => return Some(status),
+                Ok(None) => continue,
+                Err(_) => return None,
+            }
+        },
+        // No pidfd (out of fds): wait on a blocking thread instead.
+        Err(_) => tokio::task::spawn_blocking(move || child.wait().ok())
+            .await
+            .ok()
+            .flatten(),
     }
 }

@@ -41,21 +41,6 @@ pub const DEFAULT_MAX_FRAME: u64 = 1 << 30;
 /// Default capacity of the queue of pending tasks.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 1 << 16;
 
-/// Rejects functions with a size (capturing closures, fn pointers) at the user's call
-/// site, with a message that says what to do.
-macro_rules! assert_zero_sized {
-    ($f:ty) => {
-        const {
-            assert!(
-                std::mem::size_of::<$f>() == 0,
-                "procpool can only send functions that capture nothing (fn items and \
-                 non-capturing closures): a worker process cannot see the captured \
-                 variables. Pass the captured data in the argument instead."
-            )
-        }
-    };
-}
-
 /// Settings shared by the pool and its drivers.
 #[derive(Debug, Clone)]
 pub(crate) struct Config {

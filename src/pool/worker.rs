@@ -11,12 +11,17 @@ use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use crate::bootstrap::ENV_WORKER;
 use crate::error::{Error, Exit, ProtocolError};
 use crate::pool::Config;
 use crate::supervisor;
 use crate::sys;
 use crate::wire::{self, Failure, Header, Hello, Kind, ReadError, Ready};
+
+/// Numbers pool workers' names (`PoolWorker-N`) across all pools of this process.
+static NEXT_WORKER: AtomicU64 = AtomicU64::new(1);
 
 /// Why a worker could not be brought to `Ready`.
 #[derive(Debug)]
@@ -46,7 +51,7 @@ impl Worker {
     pub(crate) async fn start(config: &Config) -> Result<Worker, StartError> {
         let (ours, theirs) = StdUnixStream::pair().map_err(StartError::Spawn)?;
         let mut cmd = Command::new("/proc/self/exe");
-        cmd.env(ENV_WORKER, std::process::id().to_string())
+        cmd.env(ENV_WORKER, crate::bootstrap::marker(true))
             .stdin(Stdio::from(OwnedFd::from(theirs)))
             // A process group of its own: a terminal's Ctrl-C (SIGINT to the foreground
             // group) reaches only the parent, which decides whether to drain or stop.
@@ -70,6 +75,8 @@ impl Worker {
             fingerprint: config.fingerprint,
             max_frame: config.max_frame,
             initializer: config.initializer.clone(),
+            name: format!("PoolWorker-{}", NEXT_WORKER.fetch_add(1, Ordering::Relaxed)),
+            one_shot: false,
         };
         if worker
             .writer

@@ -12,7 +12,7 @@
 //! - <https://man7.org/linux/man-pages/man2/fcntl.2.html>
 
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use super::cvt;
 
@@ -129,4 +129,55 @@ pub(crate) fn async_readable(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd
     // open and unchanged for as long as it is registered.
     unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
         .map_err(|e| e.into())
+}
+
+/// Sends `signal` to the process behind `pidfd`. Unlike `kill(pid)`, this can never
+/// reach a different process that reused the pid after ours was reaped.
+///
+/// # Errors
+/// `ESRCH` if the process has been reaped, `EINVAL` for a bad signal number.
+pub(crate) fn pidfd_send_signal(pidfd: BorrowedFd<'_>, signal: i32) -> io::Result<()> {
+    // SAFETY: the fd is borrowed for the call; the info pointer may be null (the kernel
+    // then fills in a SI_USER siginfo), and flags must be 0.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            0 as libc::c_uint,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// How the process behind `pidfd` ended, if it has, *without* reaping it
+/// (`waitid(P_PIDFD, WEXITED | WNOHANG | WNOWAIT)`), so the reaper still gets the
+/// status.
+pub(crate) fn pidfd_peek_exit(pidfd: BorrowedFd<'_>) -> io::Result<Option<crate::Exit>> {
+    // SAFETY: siginfo_t is plain old data; all-zero is a valid value, and `si_pid` stays
+    // zero when no child has changed state (waitid(2), WNOHANG).
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `info` is a valid, writable siginfo_t and the fd is borrowed for the call.
+    cvt(unsafe {
+        libc::waitid(
+            libc::P_PIDFD,
+            pidfd.as_raw_fd() as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        )
+    })?;
+    // SAFETY: after a successful waitid the kernel has written a SIGCHLD siginfo (or
+    // left it zeroed), for which si_pid and si_status are the valid union members.
+    let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
+    if pid == 0 {
+        return Ok(None);
+    }
+    Ok(Some(match info.si_code {
+        libc::CLD_EXITED => crate::Exit::Code(status),
+        _ => crate::Exit::Signal(status),
+    }))
 }

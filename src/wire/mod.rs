@@ -235,6 +235,10 @@ pub(crate) struct Hello {
     pub(crate) max_frame: u64,
     /// The initializer and its encoded argument, run before `Ready`.
     pub(crate) initializer: Option<(TaskRef, Vec<u8>)>,
+    /// The child's name (`current_process().name`).
+    pub(crate) name: String,
+    /// A `Process` child: run one task, then exit (0, or 1 if it failed).
+    pub(crate) one_shot: bool,
 }
 
 /// The worker's answer once it is set up and its initializer has run.
