@@ -27,6 +27,9 @@
 //! # }
 //! ```
 //!
+//! [`Process`] runs one function in one child (Python's `multiprocessing.Process`),
+//! with [`current_process`], [`parent_process`] and [`active_children`] beside it.
+//!
 //! # How workers start
 //! A worker is this executable started again (`/proc/self/exe`). procpool recognises
 //! it *before `main`*, in a library constructor, so binaries, examples, integration

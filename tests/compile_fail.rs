@@ -7,4 +7,5 @@ fn capturing_closures_are_rejected_at_the_call_site() {
     // check` skips; a passing case makes trybuild run a full build for the batch.
     t.pass("tests/ui/non_capturing_closure.rs");
     t.compile_fail("tests/ui/capturing_closure.rs");
+    t.compile_fail("tests/ui/capturing_process.rs");
 }

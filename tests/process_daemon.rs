@@ -1,0 +1,80 @@
+//! When a parent exits, its daemonic children die with it and its non-daemonic
+//! children run on. The parent is a real helper process (a `Process` child of this
+//! test) that starts one of each and returns without joining them. This test process
+//! makes itself the orphans' subreaper to watch and reap them, so it is the only test
+//! in its binary.
+
+// prctl(PR_SET_CHILD_SUBREAPER) and waitpid on reparented grandchildren.
+#![allow(unsafe_code)]
+
+mod common;
+
+use procpool::{Exit, Process};
+
+fn sleep_forever(_: ()) -> u32 {
+    loop {
+        std::thread::park();
+    }
+}
+
+/// Runs in the helper parent: one daemonic and one non-daemonic child, both left
+/// running (their `Process` values are forgotten, not dropped: dropping would kill the
+/// daemon itself, and this test is about the parent's exit).
+fn start_children(_: ()) -> (u32, u32) {
+    let daemon = Process::builder()
+        .daemon(true)
+        .spawn(sleep_forever, ())
+        .unwrap();
+    let plain = Process::builder()
+        .daemon(false)
+        .spawn(sleep_forever, ())
+        .unwrap();
+    let pids = (daemon.pid(), plain.pid());
+    std::mem::forget(daemon);
+    std::mem::forget(plain);
+    pids
+}
+
+fn reap(pid: u32) -> Exit {
+    let mut status = 0;
+    // SAFETY: waitpid writes the status through a valid pointer to a local.
+    let rc = unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) };
+    assert_eq!(
+        rc,
+        pid as libc::pid_t,
+        "waitpid({pid}): {}",
+        std::io::Error::last_os_error()
+    );
+    if libc::WIFSIGNALED(status) {
+        Exit::Signal(libc::WTERMSIG(status))
+    } else {
+        Exit::Code(libc::WEXITSTATUS(status))
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn daemon_children_die_with_their_parent_and_others_survive() {
+    // SAFETY: prctl with integer arguments only.
+    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    assert_eq!(rc, 0);
+
+    let mut helper = Process::spawn(start_children, ()).unwrap();
+    let helper_pid = helper.pid();
+    let (daemon, plain) = helper.join().await.unwrap();
+    assert_eq!(
+        helper.exit_code(),
+        Some(Exit::Code(0)),
+        "the helper parent exited"
+    );
+
+    // The daemon was killed by the kernel when its parent went (PR_SET_PDEATHSIG).
+    common::wait_gone_or_zombie(daemon).await;
+    assert_eq!(reap(daemon), Exit::Signal(libc::SIGKILL));
+
+    // The other one runs on, now a child of this subreaper.
+    assert_ne!(common::state(plain), Some('Z'));
+    assert_eq!(common::ppid(plain), Some(std::process::id()));
+    assert_ne!(common::ppid(plain), Some(helper_pid));
+    common::signal(plain, libc::SIGTERM);
+    assert_eq!(reap(plain), Exit::Signal(libc::SIGTERM));
+}
