@@ -11,9 +11,12 @@
 //! itself: `SIGPIPE` ignored (a write to a closed socket must fail, not kill), its
 //! panic hook, and the parent-death signal.
 
+use std::ffi::OsString;
 use std::io::{BufReader, Write};
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::panic::{self, AssertUnwindSafe};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::sys;
@@ -24,9 +27,23 @@ use crate::wire::{self, Failure, Hello, Kind, ReadError, Ready};
 /// for a daemonic child (killed with its parent), `n` for one that may outlive it.
 pub(crate) const ENV_WORKER: &str = "__PROCPOOL_WORKER_OF";
 
-/// The value of [`ENV_WORKER`] for a child of this process.
-pub(crate) fn marker(daemon: bool) -> String {
-    format!("{}:{}", std::process::id(), if daemon { 'd' } else { 'n' })
+/// The command that starts a child of this process: this executable again, marked,
+/// with its end of the control socketpair as stdin and `env` on top of ours.
+///
+/// No `pre_exec`: std then starts the child with posix_spawn (vfork semantics), whose
+/// cost does not grow with the parent's memory.
+pub(crate) fn child_command(
+    daemon: bool,
+    socket: OwnedFd,
+    env: &[(OsString, OsString)],
+) -> Command {
+    let mut cmd = Command::new("/proc/self/exe");
+    let marker = format!("{}:{}", std::process::id(), if daemon { 'd' } else { 'n' });
+    cmd.env(ENV_WORKER, marker).stdin(Stdio::from(socket));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
 }
 
 /// Exit codes of a worker that stops for a reason of its own (the parent reads the

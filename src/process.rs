@@ -19,7 +19,7 @@ use std::io::{self, Read};
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream as StdUnixStream;
-use std::process::{Child, Command};
+use std::process::Child;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -31,7 +31,7 @@ use tokio::sync::oneshot;
 
 pub use std::process::Stdio;
 
-use crate::bootstrap::{self, ENV_WORKER};
+use crate::bootstrap;
 use crate::error::{Error, Exit, ProtocolError};
 use crate::supervisor;
 use crate::sys;
@@ -402,12 +402,7 @@ impl Builder {
         wire::finish(&mut run, Kind::Run, flags, RUN_ID, func);
 
         let (ours, theirs) = StdUnixStream::pair().map_err(Error::Spawn)?;
-        let mut cmd = Command::new("/proc/self/exe");
-        cmd.env(ENV_WORKER, bootstrap::marker(self.daemon))
-            .stdin(Stdio::from(OwnedFd::from(theirs)));
-        for (k, v) in &self.env {
-            cmd.env(k, v);
-        }
+        let mut cmd = bootstrap::child_command(self.daemon, OwnedFd::from(theirs), &self.env);
         if let Some(s) = self.stdout {
             cmd.stdout(s);
         }
@@ -756,6 +751,11 @@ async fn watch(
         None => Exit::Signal(libc::SIGKILL),
     };
     let _ = shared.exit.set(exit);
+    // Reaped: forget it here, closing its pidfd unless a `Process` value still holds it.
+    registry()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .retain(|s| !Arc::ptr_eq(s, &shared));
     let _ = tx.send(Outcome { reply, exit });
 }
 

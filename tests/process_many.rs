@@ -9,8 +9,16 @@ fn triple(x: u32) -> (u32, u32) {
     (x * 3, std::process::id())
 }
 
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hundred_children_at_once_leave_no_zombie() {
+async fn a_hundred_children_at_once_leave_no_zombie_and_no_fd() {
+    // Warm up: the first child starts procpool's supervisor thread and its runtime.
+    Process::spawn(triple, 0).unwrap().join().await.unwrap();
+    let fds_before = open_fds();
+
     let mut children: Vec<Process<(u32, u32)>> = (0..100)
         .map(|i| Process::spawn(triple, i).unwrap())
         .collect();
@@ -26,5 +34,8 @@ async fn a_hundred_children_at_once_leave_no_zombie() {
         assert!(!common::exists(*pid), "child {pid} left in /proc");
     }
     assert_eq!(common::zombie_children(), Vec::<u32>::new());
+    // Checked before `active_children`, which would prune its list as a side effect.
+    drop(children);
+    assert_eq!(open_fds(), fds_before, "pidfds or sockets leaked");
     assert!(procpool::active_children().is_empty());
 }

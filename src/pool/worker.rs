@@ -4,7 +4,7 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncWriteExt, BufReader};
@@ -13,7 +13,7 @@ use tokio::net::UnixStream;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::bootstrap::ENV_WORKER;
+use crate::bootstrap;
 use crate::error::{Error, Exit, ProtocolError};
 use crate::pool::Config;
 use crate::supervisor;
@@ -50,17 +50,10 @@ impl Worker {
     /// Starts a worker and completes the handshake (fingerprint, initializer).
     pub(crate) async fn start(config: &Config) -> Result<Worker, StartError> {
         let (ours, theirs) = StdUnixStream::pair().map_err(StartError::Spawn)?;
-        let mut cmd = Command::new("/proc/self/exe");
-        cmd.env(ENV_WORKER, crate::bootstrap::marker(true))
-            .stdin(Stdio::from(OwnedFd::from(theirs)))
-            // A process group of its own: a terminal's Ctrl-C (SIGINT to the foreground
-            // group) reaches only the parent, which decides whether to drain or stop.
-            .process_group(0);
-        for (k, v) in &config.env {
-            cmd.env(k, v);
-        }
-        // No `pre_exec`: std then starts the child with posix_spawn (vfork semantics),
-        // whose cost does not grow with the parent's memory.
+        let mut cmd = bootstrap::child_command(true, OwnedFd::from(theirs), &config.env);
+        // A process group of its own: a terminal's Ctrl-C (SIGINT to the foreground
+        // group) reaches only the parent, which decides whether to drain or stop.
+        cmd.process_group(0);
         let child = supervisor::spawn(cmd).await.map_err(StartError::Spawn)?;
         let pid = child.id();
         let mut worker = match Self::attach(child, ours) {
