@@ -289,3 +289,33 @@ async fn workers_lead_their_own_process_group() {
     assert_ne!(common::pgrp(pid), common::pgrp(std::process::id()));
     pool.shutdown().await;
 }
+
+fn identity(_: ()) -> (String, bool, bool, Option<u32>) {
+    let me = procpool::current_process();
+    (
+        me.name,
+        me.kind == procpool::ProcessKind::PoolWorker,
+        me.daemon,
+        procpool::parent_process(),
+    )
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_pool_worker_knows_what_it_is() {
+    let pool = ProcessPoolExecutor::builder().workers(1).build().unwrap();
+    let (name, is_worker, daemon, parent) = pool.run(identity, ()).await.unwrap();
+    assert!(name.starts_with("PoolWorker-"), "{name}");
+    assert!(is_worker);
+    assert!(daemon, "pool workers are daemonic, as in Python");
+    assert_eq!(parent, Some(std::process::id()));
+    assert_eq!(
+        procpool::current_process().kind,
+        procpool::ProcessKind::Main
+    );
+    assert_eq!(procpool::parent_process(), None);
+    assert_eq!(
+        procpool::cpu_count(),
+        std::thread::available_parallelism().unwrap().get()
+    );
+    pool.shutdown().await;
+}
