@@ -96,7 +96,9 @@ fn worker_main(marker: Option<(u32, bool)>) -> i32 {
     if daemon && sys::proc::kill_me_when_parent_dies().is_err() {
         return code::SETUP;
     }
-    if parent != sys::proc::parent_pid() {
+    // A daemon whose parent is already gone must not run: the signal would never come.
+    // A non-daemon goes on: its task is already in its socket.
+    if daemon && parent != sys::proc::parent_pid() {
         return code::ORPHANED;
     }
     crate::process::set_identity_parent(parent, daemon);
@@ -148,7 +150,12 @@ fn serve(socket: UnixStream) -> std::io::Result<i32> {
         pid: std::process::id(),
         fingerprint: mine,
     };
-    writer.write_all(&wire::control(Kind::Ready, &ready))?;
+    let sent = writer.write_all(&wire::control(Kind::Ready, &ready));
+    // A `Process` child whose parent has already exited still has its task in the
+    // socket; only a pool worker needs a parent listening.
+    if !hello.one_shot {
+        sent?;
+    }
 
     loop {
         let header = match wire::read_blocking(&mut reader, hello.max_frame, &mut body) {
@@ -172,12 +179,14 @@ fn serve(socket: UnixStream) -> std::io::Result<i32> {
                     }
                 };
                 wire::finish(&mut out, Kind::Done, flags, header.id, 0);
-                writer.write_all(&out)?;
+                let sent = writer.write_all(&out);
                 if hello.one_shot {
                     // A `Process` child: like Python's, exit code 1 when the target
-                    // raised (panicked), 0 when it returned.
+                    // raised (panicked), 0 when it returned, whether or not a parent
+                    // is still there to read the result.
                     return Ok(if flags == 0 { code::OK } else { code::FAILED });
                 }
+                sent?;
                 // Do not keep a huge result buffer alive between tasks.
                 if out.capacity() > 16 << 20 {
                     out = Vec::with_capacity(64 * 1024);

@@ -15,7 +15,7 @@
 use std::ffi::OsString;
 use std::fmt;
 use std::future::Future;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream as StdUnixStream;
@@ -26,7 +26,6 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::oneshot;
 
 pub use std::process::Stdio;
@@ -434,7 +433,14 @@ impl Builder {
             exit: OnceLock::new(),
         });
         let (tx, rx) = oneshot::channel();
-        let watcher = watch(child, ours, [hello, run], shared.clone(), tx);
+        // Deliver the task before returning, so the child has it even if this process
+        // exits right away (a non-daemonic child then runs to completion). The child
+        // reads as we write; a write error means it already died, which the watcher
+        // reports.
+        let _ = (&ours)
+            .write_all(&hello)
+            .and_then(|()| (&ours).write_all(&run));
+        let watcher = watch(child, ours, shared.clone(), tx);
         supervisor::spawn_task(watcher).map_err(Error::Spawn)?;
         registry()
             .lock()
@@ -737,11 +743,10 @@ impl Read for ChildOutput {
 async fn watch(
     child: Child,
     socket: StdUnixStream,
-    frames: [Vec<u8>; 2],
     shared: Arc<Shared>,
     tx: oneshot::Sender<Outcome>,
 ) {
-    let reply = exchange(socket, &frames).await;
+    let reply = read_reply(socket).await;
     let killed = matches!(reply, Some(Err(ProcessError::Protocol(_))));
     if killed {
         let _ = sys::proc::pidfd_send_signal(shared.pidfd.as_fd(), libc::SIGKILL);
@@ -759,49 +764,32 @@ async fn watch(
     let _ = tx.send(Outcome { reply, exit });
 }
 
-/// Writes the handshake and the task, and reads the one reply. `None` if the child
-/// ended first.
-async fn exchange(
-    socket: StdUnixStream,
-    frames: &[Vec<u8>; 2],
-) -> Option<Result<Vec<u8>, ProcessError>> {
+/// Reads the one reply. `None` if the child ended first.
+async fn read_reply(socket: StdUnixStream) -> Option<Result<Vec<u8>, ProcessError>> {
     socket.set_nonblocking(true).ok()?;
     let stream = tokio::net::UnixStream::from_std(socket).ok()?;
-    let (reader, mut writer) = stream.into_split();
-    let mut reader = tokio::io::BufReader::new(reader);
+    let mut reader = tokio::io::BufReader::new(stream);
     let limit = crate::DEFAULT_MAX_FRAME;
-    // Write and read concurrently: the child answers the handshake before it reads a
-    // large argument.
-    let write = async {
-        for frame in frames {
-            writer.write_all(frame).await?;
-        }
-        io::Result::Ok(writer)
-    };
-    let read = async {
-        loop {
-            match wire::read_async(&mut reader, limit).await {
-                Ok((h, _)) if h.kind == Kind::Ready => continue,
-                Ok((h, body)) if h.kind == Kind::Done && h.id == RUN_ID => {
-                    return Some(if h.flags & FLAG_FAILED != 0 {
-                        match wire::decode_control::<Failure>(&body) {
-                            Ok(f) => Err(f.into()),
-                            Err(e) => Err(ProcessError::Protocol(e)),
-                        }
-                    } else {
-                        Ok(body)
-                    });
-                }
-                Ok((h, _)) => {
-                    return Some(Err(ProcessError::Protocol(ProtocolError::Unexpected {
-                        what: format!("{:?} frame from a Process child", h.kind),
-                    })))
-                }
-                Err(ReadError::Protocol(e)) => return Some(Err(ProcessError::Protocol(e))),
-                Err(ReadError::Eof | ReadError::Io(_)) => return None,
+    loop {
+        match wire::read_async(&mut reader, limit).await {
+            Ok((h, _)) if h.kind == Kind::Ready => continue,
+            Ok((h, body)) if h.kind == Kind::Done && h.id == RUN_ID => {
+                return Some(if h.flags & FLAG_FAILED != 0 {
+                    match wire::decode_control::<Failure>(&body) {
+                        Ok(f) => Err(f.into()),
+                        Err(e) => Err(ProcessError::Protocol(e)),
+                    }
+                } else {
+                    Ok(body)
+                });
             }
+            Ok((h, _)) => {
+                return Some(Err(ProcessError::Protocol(ProtocolError::Unexpected {
+                    what: format!("{:?} frame from a Process child", h.kind),
+                })))
+            }
+            Err(ReadError::Protocol(e)) => return Some(Err(ProcessError::Protocol(e))),
+            Err(ReadError::Eof | ReadError::Io(_)) => return None,
         }
-    };
-    let (_writer, reply) = tokio::join!(write, read);
-    reply
+    }
 }
