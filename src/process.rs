@@ -440,12 +440,14 @@ impl Builder {
         let _ = (&ours)
             .write_all(&hello)
             .and_then(|()| (&ours).write_all(&run));
-        let watcher = watch(child, ours, shared.clone(), tx);
-        supervisor::spawn_task(watcher).map_err(Error::Spawn)?;
+        // Listed before the watcher starts, so that its removal after reaping can never
+        // come first and leave a stale entry (and its pidfd) behind.
         registry()
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(shared.clone());
+        let watcher = watch(child, ours, shared.clone(), tx);
+        supervisor::spawn_task(watcher).map_err(Error::Spawn)?;
         Ok(Process {
             shared,
             outcome: Some(rx),
@@ -761,6 +763,9 @@ async fn watch(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .retain(|s| !Arc::ptr_eq(s, &shared));
+    // Let go of everything before reporting, so that once `join` returns no fd of the
+    // child is held here.
+    drop(shared);
     let _ = tx.send(Outcome { reply, exit });
 }
 

@@ -9,8 +9,20 @@ fn triple(x: u32) -> (u32, u32) {
     (x * 3, std::process::id())
 }
 
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
+fn open_fds() -> Vec<String> {
+    let mut fds: Vec<String> = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .flatten()
+        .map(|e| {
+            format!(
+                "{:?} -> {:?}",
+                e.file_name(),
+                std::fs::read_link(e.path()).ok()
+            )
+        })
+        .collect();
+    fds.sort();
+    fds
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

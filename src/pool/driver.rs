@@ -33,8 +33,6 @@ pub(crate) async fn drive(inner: Arc<Inner>) {
     let mut spawn_error: Option<std::io::Error> = None;
     // Whether this slot has reported its first worker ready to `ProcessPoolExecutor::ready`.
     let mut announced = false;
-    // Whether the next start replaces a worker that was lost (counted as a restart).
-    let mut replacing = false;
 
     loop {
         if worker.is_none() && spawn_error.is_none() {
@@ -47,9 +45,6 @@ pub(crate) async fn drive(inner: Arc<Inner>) {
                 Ok(w) => {
                     worker = Some(w);
                     start_failures = 0;
-                    if std::mem::take(&mut replacing) {
-                        inner.counters.restarts.fetch_add(1, Ordering::Relaxed);
-                    }
                     if !std::mem::replace(&mut announced, true) {
                         inner.startup.send_modify(|s| s.ready += 1);
                     }
@@ -89,7 +84,7 @@ pub(crate) async fn drive(inner: Arc<Inner>) {
                 if let Some(mut dead) = worker.take() {
                     dead.wait().await;
                 }
-                replacing = true;
+                inner.counters.restarts.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
             job = inner.jobs.recv() => match job {
@@ -153,7 +148,8 @@ pub(crate) async fn drive(inner: Arc<Inner>) {
             if let Some(mut w) = worker.take() {
                 w.kill().await;
             }
-            replacing = true;
+            // Counted now, before the task resolves: a worker lost is a restart owed.
+            inner.counters.restarts.fetch_add(1, Ordering::Relaxed);
         }
         let counter = match &result {
             Ok(_) => &inner.counters.completed,

@@ -69,7 +69,8 @@ pub struct PoolStats {
     pub failed: u64,
     /// Tasks cancelled, or skipped because their handle was dropped while queued.
     pub cancelled: u64,
-    /// Workers started to replace one that died, timed out or was cancelled.
+    /// Workers lost (died, killed for a timeout, a cancel or a protocol error) and
+    /// replaced. Counted when the worker is lost, before its task's handle resolves.
     pub worker_restarts: u64,
     /// Workers retired after `max_tasks_per_worker` tasks.
     pub workers_recycled: u64,
