@@ -6,9 +6,6 @@
 //! the orphans' subreaper so that it can see how the grandchildren end and reap them.
 //! It is the only test in this binary, because being a subreaper is process-wide.
 
-// prctl(PR_SET_CHILD_SUBREAPER) and waitpid on reparented grandchildren.
-#![allow(unsafe_code)]
-
 mod common;
 
 use procpool::{Exit, ProcessPoolExecutor, TaskError};
@@ -27,28 +24,9 @@ async fn start_grandchildren(_: ()) -> (u32, u32) {
     (idle, busy_pid)
 }
 
-fn reap(pid: u32) -> Exit {
-    let mut status = 0;
-    // SAFETY: waitpid writes the status through a valid pointer to a local.
-    let rc = unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) };
-    assert_eq!(
-        rc,
-        pid as libc::pid_t,
-        "waitpid({pid}): {}",
-        std::io::Error::last_os_error()
-    );
-    if libc::WIFSIGNALED(status) {
-        Exit::Signal(libc::WTERMSIG(status))
-    } else {
-        Exit::Code(libc::WEXITSTATUS(status))
-    }
-}
-
 #[tokio::test(flavor = "current_thread")]
 async fn workers_of_a_parent_killed_with_sigkill_are_gone() {
-    // SAFETY: prctl with integer arguments only.
-    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    assert_eq!(rc, 0);
+    common::become_subreaper();
 
     let pool = ProcessPoolExecutor::builder().workers(1).build().unwrap();
     let helper = pool.submit_async(start_grandchildren, ());
@@ -75,9 +53,12 @@ async fn workers_of_a_parent_killed_with_sigkill_are_gone() {
     // The idle one sees EOF on its control socket and exits by itself.
     common::wait_gone_or_zombie(busy).await;
     common::wait_gone_or_zombie(idle).await;
-    assert_eq!(reap(busy), Exit::Signal(libc::SIGKILL));
+    assert_eq!(common::reap(busy), Exit::Signal(libc::SIGKILL));
     assert!(
-        matches!(reap(idle), Exit::Code(0) | Exit::Signal(libc::SIGKILL)),
+        matches!(
+            common::reap(idle),
+            Exit::Code(0) | Exit::Signal(libc::SIGKILL)
+        ),
         "the idle grandchild ended"
     );
     pool.shutdown().await;

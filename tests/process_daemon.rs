@@ -4,9 +4,6 @@
 //! makes itself the orphans' subreaper to watch and reap them, so it is the only test
 //! in its binary.
 
-// prctl(PR_SET_CHILD_SUBREAPER) and waitpid on reparented grandchildren.
-#![allow(unsafe_code)]
-
 mod common;
 
 use procpool::{Exit, Process};
@@ -35,28 +32,9 @@ fn start_children(_: ()) -> (u32, u32) {
     pids
 }
 
-fn reap(pid: u32) -> Exit {
-    let mut status = 0;
-    // SAFETY: waitpid writes the status through a valid pointer to a local.
-    let rc = unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) };
-    assert_eq!(
-        rc,
-        pid as libc::pid_t,
-        "waitpid({pid}): {}",
-        std::io::Error::last_os_error()
-    );
-    if libc::WIFSIGNALED(status) {
-        Exit::Signal(libc::WTERMSIG(status))
-    } else {
-        Exit::Code(libc::WEXITSTATUS(status))
-    }
-}
-
 #[tokio::test(flavor = "current_thread")]
 async fn daemon_children_die_with_their_parent_and_others_survive() {
-    // SAFETY: prctl with integer arguments only.
-    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    assert_eq!(rc, 0);
+    common::become_subreaper();
 
     let mut helper = Process::spawn(start_children, ()).unwrap();
     let helper_pid = helper.pid();
@@ -71,7 +49,7 @@ async fn daemon_children_die_with_their_parent_and_others_survive() {
     // if its parent was gone before it had armed that signal, it saw so and exited
     // with procpool's "orphaned" code without running anything.
     common::wait_gone_or_zombie(daemon).await;
-    let exit = reap(daemon);
+    let exit = common::reap(daemon);
     assert!(
         matches!(exit, Exit::Signal(libc::SIGKILL) | Exit::Code(102)),
         "daemon ended by {exit:?}"
@@ -79,10 +57,10 @@ async fn daemon_children_die_with_their_parent_and_others_survive() {
 
     // The other one runs on, now a child of this subreaper.
     if common::state(plain) == Some('Z') {
-        panic!("the non-daemon died: {:?}", reap(plain));
+        panic!("the non-daemon died: {:?}", common::reap(plain));
     }
     assert_eq!(common::ppid(plain), Some(std::process::id()));
     assert_ne!(common::ppid(plain), Some(helper_pid));
     common::signal(plain, libc::SIGTERM);
-    assert_eq!(reap(plain), Exit::Signal(libc::SIGTERM));
+    assert_eq!(common::reap(plain), Exit::Signal(libc::SIGTERM));
 }

@@ -123,3 +123,35 @@ pub fn spin_forever(_: ()) -> u32 {
         std::hint::spin_loop();
     }
 }
+
+/// Makes this process the subreaper of its descendants' orphans (process-wide: only
+/// for a test alone in its binary), so a test can watch and reap grandchildren whose
+/// parent it killed.
+pub fn become_subreaper() {
+    // SAFETY: prctl with integer arguments only.
+    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    assert_eq!(
+        rc,
+        0,
+        "PR_SET_CHILD_SUBREAPER: {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// Waits for `pid`, a child or an orphan reparented to this subreaper, and reaps it.
+pub fn reap(pid: u32) -> procpool::Exit {
+    let mut status = 0;
+    // SAFETY: waitpid writes the status through a valid pointer to a local.
+    let rc = unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) };
+    assert_eq!(
+        rc,
+        pid as libc::pid_t,
+        "waitpid({pid}): {}",
+        std::io::Error::last_os_error()
+    );
+    if libc::WIFSIGNALED(status) {
+        procpool::Exit::Signal(libc::WTERMSIG(status))
+    } else {
+        procpool::Exit::Code(libc::WEXITSTATUS(status))
+    }
+}
