@@ -741,7 +741,7 @@ impl Read for ChildOutput {
     }
 }
 
-/// Sends the frames, reads the reply, then reaps the child; runs on the supervisor.
+/// Reads the reply, then reaps the child and reports both; runs on the supervisor.
 async fn watch(
     child: Child,
     socket: StdUnixStream,
