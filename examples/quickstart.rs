@@ -61,18 +61,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // One task that panics: an error value, and the worker serves the next task.
     let handle = pool.submit(reject_negative, -5);
-    let pid = handle.worker_pid();
+    let pid = handle.started().await;
     match handle.await {
-        Err(TaskError::Panicked { message, location }) => {
-            println!(
-                "panic:    handled as an error: {message:?} at {}",
-                location.unwrap_or_default()
-            )
-        }
+        Err(TaskError::Panicked { message, location }) => println!(
+            "panic:    handled as an error: {message:?} at {} (worker {pid:?})",
+            location.unwrap_or_default()
+        ),
         other => println!("panic:    unexpected outcome {other:?}"),
     }
     let after = pool.run(reject_negative, 21).await?;
-    println!("after:    the pool goes on: reject_negative(21) = {after} (queued pid was {pid:?})");
+    println!("after:    the pool goes on: reject_negative(21) = {after}");
 
     pool.shutdown().await;
     let stats = pool.stats();
