@@ -375,3 +375,67 @@ mod tests {
         ));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// No header, however garbled, panics the parser; what it accepts respects the
+        /// limit for its kind.
+        #[test]
+        fn any_header_parses_or_is_a_typed_error(raw in any::<[u8; HEADER_LEN]>(), limit in any::<u64>()) {
+            match Header::parse(&raw, limit) {
+                Ok(h) => {
+                    prop_assert!(h.len <= limit);
+                    if h.kind.is_control() {
+                        prop_assert!(h.len <= MAX_CONTROL_BODY);
+                    }
+                }
+                Err(ProtocolError::FrameTooLarge { len, limit: l }) => prop_assert!(len > l),
+                Err(_) => {}
+            }
+        }
+
+        /// Whatever bytes arrive, reading frames ends in frames, EOF or a typed error.
+        #[test]
+        fn any_byte_stream_reads_without_panicking(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let mut stream = bytes.as_slice();
+            let mut body = Vec::new();
+            for _ in 0..64 {
+                match read_blocking(&mut stream, 256, &mut body) {
+                    Ok(h) => prop_assert_eq!(body.len() as u64, h.len),
+                    Err(_) => break,
+                }
+            }
+        }
+
+        /// A frame written with `begin`/`finish` reads back as written.
+        #[test]
+        fn frames_round_trip(body in proptest::collection::vec(any::<u8>(), 0..4096), id in any::<u64>(), func in any::<u64>(), failed in any::<bool>()) {
+            let mut frame = Vec::new();
+            begin(&mut frame);
+            frame.extend_from_slice(&body);
+            let flags = if failed { FLAG_FAILED } else { 0 };
+            finish(&mut frame, Kind::Done, flags, id, func);
+            let mut stream = frame.as_slice();
+            let mut got = Vec::new();
+            let h = read_blocking(&mut stream, 1 << 20, &mut got).unwrap();
+            prop_assert_eq!(h, Header { len: body.len() as u64, kind: Kind::Done, flags, id, func });
+            prop_assert_eq!(got, body);
+            prop_assert!(stream.is_empty());
+        }
+
+        /// Control messages decode only from what encodes them, never with a panic.
+        #[test]
+        fn failures_round_trip_and_garbage_is_rejected(message in ".{0,64}", garbage in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let f = Failure::Panicked { message: message.clone(), location: Some("x.rs:1:2".into()) };
+            let frame = control(Kind::InitFailed, &f);
+            prop_assert_eq!(decode_control::<Failure>(&frame[HEADER_LEN..]).unwrap(), f);
+            let _ = decode_control::<Failure>(&garbage);
+            let _ = decode_control::<Hello>(&garbage);
+        }
+    }
+}
