@@ -80,7 +80,7 @@ pub enum Error {
     /// without a chance to finish (Python: "daemonic processes are not allowed to have
     /// children"). Start them from the parent instead.
     DaemonicParent,
-    /// The argument of a `Process` could not be serialised.
+    /// The argument of a `Process` or of a pool initializer could not be serialised.
     Encode {
         /// `std::any::type_name` of the value.
         type_name: String,

@@ -319,3 +319,23 @@ async fn a_pool_worker_knows_what_it_is() {
     );
     pool.shutdown().await;
 }
+
+fn init_with(_: common::Unserialisable) -> Result<(), String> {
+    Ok(())
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_initializer_argument_that_does_not_serialise_fails_build() {
+    let built = ProcessPoolExecutor::builder()
+        .workers(1)
+        .initializer(init_with, common::Unserialisable)
+        .build();
+    match built {
+        Err(Error::Encode { type_name, reason }) => {
+            assert!(type_name.ends_with("Unserialisable"), "{type_name}");
+            // postcard reports a custom serde error without its text.
+            assert!(!reason.is_empty());
+        }
+        other => panic!("expected Encode, got {other:?}"),
+    }
+}

@@ -104,10 +104,13 @@ async fn a_thousand_concurrent_submits_are_all_correct() {
 }
 
 async fn fetch_and_double(x: u32) -> u32 {
-    // Real async work on the worker's runtime: a timer and a spawned task.
-    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    // Real async work on the worker's runtime: a spawned task under a timer (a
+    // timeout needs the runtime's time driver).
     let h = tokio::spawn(async move { x * 2 });
-    h.await.unwrap()
+    tokio::time::timeout(std::time::Duration::from_secs(60), h)
+        .await
+        .unwrap()
+        .unwrap()
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -240,4 +243,20 @@ fn a_runtime_without_io_is_refused_with_a_typed_error() {
         Err(procpool::Error::NoRuntime) => {}
         other => panic!("expected NoRuntime, got {other:?}"),
     }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_argument_that_does_not_serialise_fails_its_handle_at_once() {
+    let pool = ProcessPoolExecutor::builder().workers(1).build().unwrap();
+    let handle = pool.submit(|_: common::Unserialisable| 0u8, common::Unserialisable);
+    assert!(handle.is_finished());
+    match handle.await {
+        Err(TaskError::Encode { type_name, reason }) => {
+            assert!(type_name.ends_with("Unserialisable"), "{type_name}");
+            // postcard reports a custom serde error without its text.
+            assert!(!reason.is_empty());
+        }
+        other => panic!("expected Encode, got {other:?}"),
+    }
+    pool.shutdown().await;
 }

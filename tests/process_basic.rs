@@ -319,3 +319,13 @@ async fn a_large_argument_and_result_travel() {
     let back = p.join().await.unwrap();
     assert_eq!(back.len(), 8 << 20);
 }
+
+#[test]
+fn an_argument_that_does_not_serialise_fails_spawn() {
+    match Process::spawn(|_: common::Unserialisable| 0u8, common::Unserialisable) {
+        Err(procpool::Error::Encode { type_name, .. }) => {
+            assert!(type_name.ends_with("Unserialisable"))
+        }
+        other => panic!("expected Encode, got {other:?}"),
+    }
+}

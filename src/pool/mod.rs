@@ -157,7 +157,9 @@ pub struct Builder {
     task_timeout: Option<Duration>,
     queue_capacity: usize,
     max_frame: u64,
-    initializer: Option<(TaskRef, Result<Vec<u8>, TaskError>)>,
+    /// The initializer and its encoded argument, or why the argument did not encode
+    /// (reported by `build`).
+    initializer: Option<(TaskRef, Result<Vec<u8>, Error>)>,
     fingerprint: Option<u64>,
     env: Vec<(OsString, OsString)>,
 }
@@ -230,7 +232,7 @@ impl Builder {
         assert_zero_sized!(F);
         let _ = f;
         let func = task::local_ref(task::call_init::<F, A, E>);
-        let arg = postcard::to_allocvec(&arg).map_err(|e| TaskError::Encode {
+        let arg = postcard::to_allocvec(&arg).map_err(|e| Error::Encode {
             type_name: type_name::<A>().to_owned(),
             reason: e.to_string(),
         });
@@ -263,7 +265,8 @@ impl Builder {
     /// drivers are tasks on it, watching sockets and pidfds.
     ///
     /// # Errors
-    /// [`Error::NoRuntime`] outside a runtime, or in one without I/O or timers; [`Error::InvalidConfig`] for zero
+    /// [`Error::NoRuntime`] outside a runtime, or in one without I/O or timers;
+    /// [`Error::Encode`] if the initializer's argument does not serialise; [`Error::InvalidConfig`] for zero
     /// workers, a zero queue capacity or a frame limit under 1 KiB;
     /// [`Error::Spawn`] if the supervisor thread cannot be started.
     pub fn build(self) -> Result<ProcessPoolExecutor, Error> {
@@ -300,12 +303,7 @@ impl Builder {
                 })
             }
             Some((func, Ok(arg))) => Some((func, arg)),
-            Some((_, Err(e))) => {
-                return Err(Error::Initializer {
-                    message: e.to_string(),
-                    location: None,
-                })
-            }
+            Some((_, Err(e))) => return Err(e),
         };
         crate::sys::ctor::keep_linked();
         let config = Config {

@@ -155,3 +155,19 @@ pub fn reap(pid: u32) -> procpool::Exit {
         procpool::Exit::Code(libc::WEXITSTATUS(status))
     }
 }
+
+/// A value whose serialisation always fails, for the encode-error paths.
+#[derive(Debug)]
+pub struct Unserialisable;
+
+impl serde::Serialize for Unserialisable {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom("refuses to be serialised"))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Unserialisable {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        <()>::deserialize(d).map(|()| Unserialisable)
+    }
+}
