@@ -1,0 +1,79 @@
+//! A 16 MiB `Vec<u8>` argument echoed back by a worker, beside the same 16 MiB sent
+//! through a unix socketpair to a thread and back (the raw floor for one copy each way).
+//!
+//! ```text
+//! cargo bench --bench pool_payload
+//! ```
+
+// criterion_group! generates an undocumented pub fn.
+#![allow(missing_docs)]
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use procpool::ProcessPoolExecutor;
+
+const SIZE: usize = 16 << 20;
+
+fn echo(v: Vec<u8>) -> Vec<u8> {
+    v
+}
+
+fn payload(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let pool = rt.block_on(async {
+        let pool = ProcessPoolExecutor::builder().workers(1).build().unwrap();
+        pool.ready().await.unwrap();
+        pool
+    });
+    let data: Vec<u8> = (0..SIZE).map(|i| i as u8).collect();
+    let mut group = c.benchmark_group("echo_16mib");
+    group.throughput(Throughput::Bytes(2 * SIZE as u64));
+    group.bench_function("pool_vec_u8", |b| {
+        b.to_async(&rt)
+            .iter(|| async { pool.run(echo, data.clone()).await.unwrap() })
+    });
+
+    let (mut a, mut peer) = UnixStream::pair().unwrap();
+    let echoer = std::thread::spawn(move || {
+        let mut buf = vec![0u8; SIZE];
+        while peer.read_exact(&mut buf).is_ok() {
+            if peer.write_all(&buf).is_err() {
+                break;
+            }
+        }
+    });
+    let mut back = vec![0u8; SIZE];
+    group.bench_function("socketpair_threads", |b| {
+        b.iter(|| {
+            // Writer on its own thread so neither side blocks on a full socket buffer.
+            std::thread::scope(|s| {
+                let mut w = a.try_clone().unwrap();
+                let data = &data;
+                s.spawn(move || w.write_all(data).unwrap());
+                a.read_exact(&mut back).unwrap();
+            });
+            back[SIZE - 1]
+        })
+    });
+    group.finish();
+    drop(a);
+    echoer.join().unwrap();
+    rt.block_on(pool.shutdown());
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4))
+        .sample_size(20);
+    targets = payload
+}
+criterion_main!(benches);
