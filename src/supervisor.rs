@@ -14,6 +14,9 @@ use std::io;
 use std::process::{Child, Command};
 use std::sync::OnceLock;
 
+use std::os::fd::OwnedFd;
+
+use tokio::io::unix::AsyncFd;
 use tokio::runtime::Handle;
 
 /// The supervisor's runtime handle, starting the thread on first use.
@@ -105,24 +108,30 @@ async fn kill_and_reap(mut child: Child) {
 
 /// Waits for `child` to exit, through its pidfd, and reaps it.
 pub(crate) async fn wait(mut child: Child) -> Option<std::process::ExitStatus> {
-    if let Ok(Some(status)) = child.try_wait() {
-        return Some(status);
-    }
     match crate::sys::proc::pidfd_open(child.id()).and_then(crate::sys::proc::async_readable) {
-        Ok(pidfd) => loop {
-            if let Ok(mut guard) = pidfd.readable().await {
-                guard.clear_ready();
-            }
-            match child.try_wait() {
-                Ok(Some(status)) => return Some(status),
-                Ok(None) => continue,
-                Err(_) => return None,
-            }
-        },
+        Ok(pidfd) => reap(&mut child, &pidfd).await,
         // No pidfd (out of fds): wait on a blocking thread instead.
         Err(_) => tokio::task::spawn_blocking(move || child.wait().ok())
             .await
             .ok()
             .flatten(),
+    }
+}
+
+/// Waits until `pidfd` (the pidfd of `child`, registered with the current runtime)
+/// says the child exited, then reaps it. `None` if that cannot be done: the reactor is
+/// gone, or the status was taken by someone else.
+///
+/// # Cancel safety
+/// Cancel safe: the child stays unreaped and can be waited for again.
+pub(crate) async fn reap(
+    child: &mut Child,
+    pidfd: &AsyncFd<OwnedFd>,
+) -> Option<std::process::ExitStatus> {
+    loop {
+        if let Some(status) = child.try_wait().ok()? {
+            return Some(status);
+        }
+        pidfd.readable().await.ok()?.clear_ready();
     }
 }

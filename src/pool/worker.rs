@@ -187,39 +187,34 @@ impl Worker {
     /// # Cancel safety
     /// Cancel safe: it only waits for readiness.
     pub(crate) async fn exited(&self) {
-        loop {
-            match self.pidfd.readable().await {
-                Ok(mut guard) => {
-                    // A pidfd stays readable once the process has exited.
-                    guard.retain_ready();
-                    return;
-                }
-                Err(_) => std::future::pending::<()>().await,
-            }
+        match self.pidfd.readable().await {
+            // A pidfd stays readable once the process has exited.
+            Ok(mut guard) => guard.retain_ready(),
+            // The reactor is gone: this driver goes with it.
+            Err(_) => std::future::pending().await,
         }
     }
 
     /// Waits for the process to exit and reaps it.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: the child stays ours until it is reaped.
     pub(crate) async fn wait(&mut self) -> Exit {
-        loop {
-            let Some(child) = self.child.as_mut() else {
-                return Exit::Code(0);
-            };
-            match child.try_wait() {
-                Ok(Some(status)) => {
-                    self.child = None;
-                    return Exit::from_status(status);
-                }
-                Ok(None) => {}
-                Err(_) => {
-                    // Cannot happen for our own unreaped child; do not spin.
-                    let child = self.child.take().expect("checked above");
-                    supervisor::reap_later(child);
-                    return Exit::Signal(libc::SIGKILL);
-                }
+        let Some(child) = self.child.as_mut() else {
+            return Exit::Code(0);
+        };
+        match supervisor::reap(child, &self.pidfd).await {
+            Some(status) => {
+                self.child = None;
+                Exit::from_status(status)
             }
-            if let Ok(mut guard) = self.pidfd.readable().await {
-                guard.clear_ready();
+            None => {
+                // No runtime left to wait on (it is shutting down): the supervisor
+                // kills and reaps it; the status is unknown.
+                if let Some(child) = self.child.take() {
+                    supervisor::reap_later(child);
+                }
+                Exit::Signal(libc::SIGKILL)
             }
         }
     }
