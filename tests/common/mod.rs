@@ -48,45 +48,58 @@ pub fn zombie_children() -> Vec<u32> {
     out
 }
 
-/// Waits until `pid` has exited and been reaped (its `/proc` entry is gone).
-///
-/// The exit itself is awaited as an event (a pidfd becomes readable). Reaping is done
-/// by whoever is the parent right after that event, so what is left is a short wait
-/// for the entry to disappear, polled with a small back-off. The deadline only guards
-/// against a hang: a pid still present after it is a real failure (a zombie or an
-/// orphan), reported with its state.
+/// Waits until `pid` has exited and been reaped (its `/proc` entry is gone), as an
+/// event: a pidfd reports `POLLHUP` (tokio: read-closed) once its process is reaped
+/// (seen on this kernel, 6.18; older kernels report only the exit). The deadline only
+/// guards against a hang: a pid still there after it is a zombie or an orphan, reported
+/// with its state.
 pub async fn wait_gone(pid: u32) {
-    wait_gone_or_zombie(pid).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let mut backoff = Duration::from_micros(100);
-    while exists(pid) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "pid {pid} was never reaped (state {:?})",
-            state(pid)
-        );
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_millis(50));
-    }
+    watch(pid, |ready| ready.is_read_closed(), "was never reaped").await;
+    assert!(
+        !exists(pid),
+        "pid {pid} still in /proc (state {:?})",
+        state(pid)
+    );
 }
 
 /// Waits until `pid` has exited (it may still be a zombie), as an event: a pidfd
 /// becomes readable when the process exits.
 pub async fn wait_gone_or_zombie(pid: u32) {
-    if let Ok(fd) = pidfd(pid) {
-        // SAFETY: an OwnedFd is open and only it closes it; the AsyncFd owns it from here.
-        let fd = unsafe {
-            tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
-        };
-        if let Ok(fd) = fd {
-            let exited = tokio::time::timeout(Duration::from_secs(60), fd.readable()).await;
-            assert!(
-                exited.is_ok(),
-                "pid {pid} is still running (state {:?})",
-                state(pid)
-            );
-        }
+    watch(
+        pid,
+        |ready| ready.is_readable() || ready.is_read_closed(),
+        "is still running",
+    )
+    .await;
+}
+
+async fn watch(pid: u32, done: impl Fn(tokio::io::Ready) -> bool, what: &str) {
+    let fd = match pidfd(pid) {
+        Ok(fd) => fd,
+        // ESRCH: already exited and reaped.
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return,
+        Err(e) => panic!("pidfd_open({pid}): {e}"),
+    };
+    // SAFETY: an OwnedFd is open and only it closes it; the AsyncFd owns it from here.
+    let fd = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
     }
+    .unwrap();
+    let wait = async {
+        loop {
+            let mut guard = fd.ready(tokio::io::Interest::READABLE).await.unwrap();
+            if done(guard.ready()) {
+                return;
+            }
+            guard.clear_ready();
+        }
+    };
+    let finished = tokio::time::timeout(Duration::from_secs(60), wait).await;
+    assert!(
+        finished.is_ok(),
+        "pid {pid} {what} (state {:?})",
+        state(pid)
+    );
 }
 
 fn pidfd(pid: u32) -> std::io::Result<std::os::fd::OwnedFd> {
