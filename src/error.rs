@@ -135,7 +135,8 @@ impl fmt::Display for Error {
                 "procpool: daemonic processes are not allowed to have children; start them from the parent"
             ),
             Error::Encode { type_name, reason } => {
-                write!(f, "procpool: could not serialise a value of type {type_name}: {reason}")
+                f.write_str("procpool: ")?;
+                fmt_codec(f, "serialise", type_name, reason)
             }
             Error::InvalidConfig { what } => write!(f, "procpool: invalid pool setting: {what}"),
             Error::Spawn(e) => write!(f, "procpool: could not start a worker process: {e}"),
@@ -144,16 +145,12 @@ impl fmt::Display for Error {
                 "procpool: worker is a different build ({found:016x}, expected {expected:016x}); \
                  the executable changed on disk since this process started: restart it"
             ),
-            Error::Initializer { message, location } => {
-                write!(
-                    f,
-                    "procpool: the pool initializer failed in a worker: {message}"
-                )?;
-                if let Some(loc) = location {
-                    write!(f, " (at {loc})")?;
-                }
-                Ok(())
-            }
+            Error::Initializer { message, location } => fmt_panic(
+                f,
+                "procpool: the pool initializer failed in a worker",
+                message,
+                location.as_deref(),
+            ),
             Error::Handshake { reason } => {
                 write!(
                     f,
@@ -313,11 +310,7 @@ impl fmt::Display for TaskError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             TaskError::Panicked { message, location } => {
-                write!(f, "task panicked: {message}")?;
-                if let Some(loc) = location {
-                    write!(f, " (at {loc})")?;
-                }
-                Ok(())
+                fmt_panic(f, "task panicked", message, location.as_deref())
             }
             TaskError::WorkerDied { exit } => write!(
                 f,
@@ -328,12 +321,8 @@ impl fmt::Display for TaskError {
                 "task ran longer than the pool's task timeout ({after:?}); its worker was killed and replaced"
             ),
             TaskError::Cancelled => write!(f, "task was cancelled"),
-            TaskError::Encode { type_name, reason } => {
-                write!(f, "could not serialise a value of type {type_name}: {reason}")
-            }
-            TaskError::Decode { type_name, reason } => {
-                write!(f, "could not deserialise a value of type {type_name}: {reason}")
-            }
+            TaskError::Encode { type_name, reason } => fmt_codec(f, "serialise", type_name, reason),
+            TaskError::Decode { type_name, reason } => fmt_codec(f, "deserialise", type_name, reason),
             TaskError::Shutdown => write!(f, "the pool is shut down; the task was not accepted"),
             TaskError::QueueFull { capacity } => write!(
                 f,
@@ -389,6 +378,30 @@ impl Clone for TaskError {
             },
         }
     }
+}
+
+/// Writes `{what}: {message}`, then ` (at {location})` when the location is known.
+pub(crate) fn fmt_panic(
+    f: &mut fmt::Formatter<'_>,
+    what: &str,
+    message: &str,
+    location: Option<&str>,
+) -> fmt::Result {
+    write!(f, "{what}: {message}")?;
+    match location {
+        Some(loc) => write!(f, " (at {loc})"),
+        None => Ok(()),
+    }
+}
+
+/// Writes `could not {verb} a value of type {type_name}: {reason}`.
+pub(crate) fn fmt_codec(
+    f: &mut fmt::Formatter<'_>,
+    verb: &str,
+    type_name: &str,
+    reason: &str,
+) -> fmt::Result {
+    write!(f, "could not {verb} a value of type {type_name}: {reason}")
 }
 
 pub(crate) fn clone_io(e: &io::Error) -> io::Error {

@@ -31,7 +31,7 @@ use tokio::sync::oneshot;
 pub use std::process::Stdio;
 
 use crate::bootstrap;
-use crate::error::{Error, Exit, ProtocolError};
+use crate::error::{fmt_codec, fmt_panic, Error, Exit, ProtocolError};
 use crate::supervisor;
 use crate::sys;
 use crate::task::{self, Trampoline};
@@ -214,24 +214,14 @@ impl fmt::Display for ProcessError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ProcessError::Panicked { message, location } => {
-                write!(f, "the child panicked: {message}")?;
-                if let Some(loc) = location {
-                    write!(f, " (at {loc})")?;
-                }
-                Ok(())
+                fmt_panic(f, "the child panicked", message, location.as_deref())
             }
             ProcessError::Died { exit } => write!(f, "the child ended without a result ({exit})"),
             ProcessError::Encode { type_name, reason } => {
-                write!(
-                    f,
-                    "could not serialise a value of type {type_name}: {reason}"
-                )
+                fmt_codec(f, "serialise", type_name, reason)
             }
             ProcessError::Decode { type_name, reason } => {
-                write!(
-                    f,
-                    "could not deserialise a value of type {type_name}: {reason}"
-                )
+                fmt_codec(f, "deserialise", type_name, reason)
             }
             ProcessError::Protocol(e) => {
                 write!(f, "protocol error from the child: {e}; it was killed")
@@ -666,13 +656,12 @@ impl<R: DeserializeOwned> Process<R> {
     }
 
     /// As [`join`](Self::join), blocking the thread: for code without a runtime (a
-    /// plain `main`, or a pool task).
+    /// plain `main`, or a pool task). The child is watched from procpool's own thread,
+    /// so this also works inside a runtime, but it then stalls that runtime's thread
+    /// until the child ends: `.await` [`join`](Self::join) there instead.
     ///
     /// # Errors
     /// As [`join`](Self::join).
-    ///
-    /// # Panics
-    /// If called from inside an async runtime; `.await` [`join`](Self::join) there.
     pub fn blocking_join(&mut self) -> Result<R, ProcessError> {
         let rx = self.outcome.as_mut().ok_or(ProcessError::AlreadyJoined)?;
         let outcome = futures::executor::block_on(rx);
