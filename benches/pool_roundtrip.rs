@@ -18,6 +18,8 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
+mod common;
+
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use procpool::ProcessPoolExecutor;
 
@@ -25,21 +27,9 @@ fn trivial(x: u64) -> u64 {
     x.wrapping_mul(2654435761)
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 fn roundtrip(c: &mut Criterion) {
-    let rt = runtime();
-    let pool = rt.block_on(async {
-        let pool = ProcessPoolExecutor::builder().workers(1).build().unwrap();
-        pool.ready().await.unwrap();
-        pool
-    });
+    let rt = common::runtime();
+    let pool = common::ready_pool(&rt, 1);
     let mut group = c.benchmark_group("roundtrip_trivial_task");
     group.bench_function("pool", |b| {
         b.to_async(&rt)
@@ -75,12 +65,8 @@ fn roundtrip(c: &mut Criterion) {
 
 fn map_throughput(c: &mut Criterion) {
     const ITEMS: u64 = 10_000;
-    let rt = runtime();
-    let pool = rt.block_on(async {
-        let pool = ProcessPoolExecutor::builder().workers(2).build().unwrap();
-        pool.ready().await.unwrap();
-        pool
-    });
+    let rt = common::runtime();
+    let pool = common::ready_pool(&rt, 2);
     let mut group = c.benchmark_group("map_10k_trivial_items");
     group.throughput(Throughput::Elements(ITEMS));
     for chunk in [1usize, 64, 512] {
@@ -114,7 +100,7 @@ fn map_throughput(c: &mut Criterion) {
 }
 
 fn startup(c: &mut Criterion) {
-    let rt = runtime();
+    let rt = common::runtime();
     let mut group = c.benchmark_group("pool_startup");
     for workers in [1usize, 2] {
         group.bench_with_input(
