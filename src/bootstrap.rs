@@ -12,15 +12,14 @@
 //! panic hook, and the parent-death signal.
 
 use std::ffi::OsString;
-use std::io::{BufReader, Write};
-use std::os::fd::OwnedFd;
-use std::os::unix::net::UnixStream;
+use std::os::fd::{AsFd, OwnedFd};
 use std::panic::{self, AssertUnwindSafe};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::sys;
 use crate::task::{self, WorkerCtx};
+use crate::wire::stream::{FrameReader, FrameWriter};
 use crate::wire::{self, Failure, Hello, Kind, ReadError, Ready};
 
 /// Environment variable that marks a worker; its value is `<parent pid>:<d|n>`, `d`
@@ -103,7 +102,7 @@ fn worker_main(marker: Option<(u32, bool)>) -> i32 {
     }
     crate::process::set_identity_parent(parent, daemon);
     let socket = match sys::proc::take_socket_from_stdin() {
-        Ok(fd) => UnixStream::from(fd),
+        Ok(fd) => fd,
         Err(_) => return code::SETUP,
     };
     task::install_panic_hook();
@@ -114,35 +113,42 @@ fn worker_main(marker: Option<(u32, bool)>) -> i32 {
 }
 
 /// The worker loop: handshake, then one task at a time until EOF or `Shutdown`.
-fn serve(socket: UnixStream) -> std::io::Result<i32> {
-    let mut writer = socket.try_clone()?;
-    let mut reader = BufReader::with_capacity(64 * 1024, socket);
-    let mut body = Vec::new();
+fn serve(socket: OwnedFd) -> std::io::Result<i32> {
+    let sock = socket.as_fd();
+    // The parent checked the Hello against its frame limit, which we learn from it.
+    let mut reader = FrameReader::new(u64::MAX);
+    let mut writer = FrameWriter::new();
+    let mut send = |frame: Vec<u8>, fds: Vec<OwnedFd>| -> std::io::Result<Vec<u8>> {
+        writer.start(frame, fds);
+        writer.flush(sock, false)
+    };
 
     // Handshake. Until the fingerprint matches, nothing from the parent is trusted as
     // a function name.
-    // The parent checked the Hello against its frame limit, which we learn from it.
-    match wire::read_blocking(&mut reader, u64::MAX, &mut body) {
-        Ok(h) if h.kind == Kind::Hello => {}
+    let hello_frame = match reader.read(sock, false) {
+        Ok(f) if f.header.kind == Kind::Hello => f,
         Ok(_) | Err(ReadError::Protocol(_)) => return Ok(code::PROTOCOL),
         Err(ReadError::Eof) => return Ok(code::OK),
         Err(ReadError::Io(e)) => return Err(e),
-    }
-    let Ok(hello) = wire::decode_control::<Hello>(&body) else {
+    };
+    let Ok(hello) = wire::decode_control::<Hello>(&hello_frame.body) else {
         return Ok(code::PROTOCOL);
     };
     let mine = task::fingerprint();
     if hello.fingerprint != mine {
-        writer.write_all(&wire::control(Kind::Refused, &mine))?;
+        send(wire::control(Kind::Refused, &mine), Vec::new())?;
         return Ok(code::REFUSED);
     }
+    reader.set_limit(hello.max_frame);
     crate::process::set_identity_name(hello.name.clone(), hello.one_shot);
     let mut ctx = WorkerCtx::new(hello.max_frame);
     let mut out = Vec::with_capacity(64 * 1024);
     if let Some((func, arg)) = &hello.initializer {
+        ctx.fds_in = hello_frame.fds.into_iter().map(Some).collect();
         let outcome = task::resolve(task::image(), *func).and_then(|t| t(&mut ctx, arg, &mut out));
+        ctx.fds_in.clear();
         if let Err(failure) = outcome {
-            writer.write_all(&wire::control(Kind::InitFailed, &failure))?;
+            send(wire::control(Kind::InitFailed, &failure), Vec::new())?;
             return Ok(code::INIT_FAILED);
         }
     }
@@ -150,7 +156,7 @@ fn serve(socket: UnixStream) -> std::io::Result<i32> {
         pid: std::process::id(),
         fingerprint: mine,
     };
-    let sent = writer.write_all(&wire::control(Kind::Ready, &ready));
+    let sent = send(wire::control(Kind::Ready, &ready), Vec::new());
     // A `Process` child whose parent has already exited still has its task in the
     // socket; only a pool worker needs a parent listening.
     if !hello.one_shot {
@@ -158,35 +164,41 @@ fn serve(socket: UnixStream) -> std::io::Result<i32> {
     }
 
     loop {
-        let header = match wire::read_blocking(&mut reader, hello.max_frame, &mut body) {
-            Ok(h) => h,
+        let frame = match reader.read(sock, false) {
+            Ok(f) => f,
             Err(ReadError::Eof) => return Ok(code::OK),
             Err(ReadError::Protocol(_)) => return Ok(code::PROTOCOL),
             Err(ReadError::Io(e)) => return Err(e),
         };
+        let header = frame.header;
         match header.kind {
             Kind::Run => {
                 wire::begin(&mut out);
+                ctx.fds_in = frame.fds.into_iter().map(Some).collect();
+                ctx.fds_out.clear();
                 let func = wire::TaskRef::from_header(header.flags, header.func);
-                let outcome =
-                    task::resolve(task::image(), func).and_then(|t| t(&mut ctx, &body, &mut out));
+                let outcome = task::resolve(task::image(), func)
+                    .and_then(|t| t(&mut ctx, &frame.body, &mut out));
+                // Descriptors no handle in the argument claimed close here.
+                ctx.fds_in.clear();
                 let flags = match outcome {
                     Ok(()) => 0,
                     Err(failure) => {
                         wire::begin(&mut out);
+                        ctx.fds_out.clear();
                         encode_failure(&failure, &mut out);
                         wire::FLAG_FAILED
                     }
                 };
                 wire::finish(&mut out, Kind::Done, flags, header.id, 0);
-                let sent = writer.write_all(&out);
+                let sent = send(std::mem::take(&mut out), std::mem::take(&mut ctx.fds_out));
                 if hello.one_shot {
                     // A `Process` child: like Python's, exit code 1 when the target
                     // raised (panicked), 0 when it returned, whether or not a parent
                     // is still there to read the result.
                     return Ok(if flags == 0 { code::OK } else { code::FAILED });
                 }
-                sent?;
+                out = sent?;
                 // Do not keep a huge result buffer alive between tasks.
                 if out.capacity() > 16 << 20 {
                     out = Vec::with_capacity(64 * 1024);

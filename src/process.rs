@@ -15,10 +15,9 @@
 use std::ffi::OsString;
 use std::fmt;
 use std::future::Future;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::net::UnixStream as StdUnixStream;
 use std::process::Child;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -35,7 +34,8 @@ use crate::error::{fmt_codec, fmt_panic, Error, Exit, ProtocolError};
 use crate::supervisor;
 use crate::sys;
 use crate::task::{self, Trampoline};
-use crate::wire::{self, Failure, Hello, Kind, ReadError, FLAG_FAILED};
+use crate::wire::stream::{Frame, FrameReader, FrameWriter};
+use crate::wire::{self, handles, Failure, Hello, Kind, Payload, ReadError, FLAG_FAILED};
 
 // ---------------------------------------------------------------------------------
 // Who am I
@@ -383,15 +383,16 @@ impl Builder {
         );
         let mut run = Vec::new();
         wire::begin(&mut run);
-        postcard::to_io(arg, &mut run).map_err(|e| Error::Encode {
+        let (encoded, run_fds) = handles::collecting(|| postcard::to_io(arg, &mut run));
+        encoded.map_err(|e| Error::Encode {
             type_name: std::any::type_name::<A>().to_owned(),
             reason: e.to_string(),
         })?;
         let (flags, func) = task::local_ref(trampoline).to_header();
         wire::finish(&mut run, Kind::Run, flags, RUN_ID, func);
 
-        let (ours, theirs) = StdUnixStream::pair().map_err(Error::Spawn)?;
-        let mut cmd = bootstrap::child_command(self.daemon, OwnedFd::from(theirs), &self.env);
+        let (ours, theirs) = sys::sock::pair(sys::sock::Kind::Stream).map_err(Error::Spawn)?;
+        let mut cmd = bootstrap::child_command(self.daemon, theirs, &self.env);
         if let Some(s) = self.stdout {
             cmd.stdout(s);
         }
@@ -427,9 +428,12 @@ impl Builder {
         // exits right away (a non-daemonic child then runs to completion). The child
         // reads as we write; a write error means it already died, which the watcher
         // reports.
-        let _ = (&ours)
-            .write_all(&hello)
-            .and_then(|()| (&ours).write_all(&run));
+        let mut writer = FrameWriter::new();
+        writer.start(hello, Vec::new());
+        let _ = writer.flush(ours.as_fd(), false).and_then(|_| {
+            writer.start(run, run_fds);
+            writer.flush(ours.as_fd(), false)
+        });
         // Listed before the watcher starts, so that its removal after reaping can never
         // come first and leave a stale entry (and its pidfd) behind.
         registry()
@@ -485,7 +489,7 @@ impl Shared {
 /// What the watcher learnt: the reply (if any) and how the child ended.
 #[derive(Debug)]
 struct Outcome {
-    reply: Option<Result<Vec<u8>, ProcessError>>,
+    reply: Option<Result<Payload, ProcessError>>,
     exit: Exit,
 }
 
@@ -680,7 +684,10 @@ impl<R: DeserializeOwned> Process<R> {
             });
         };
         match outcome.reply {
-            Some(Ok(bytes)) => postcard::from_bytes(&bytes).map_err(|e| ProcessError::Decode {
+            Some(Ok(Payload { body, fds })) => handles::supplying(fds, || {
+                postcard::from_bytes(&body)
+            })
+            .map_err(|e| ProcessError::Decode {
                 type_name: std::any::type_name::<R>().to_owned(),
                 reason: e.to_string(),
             }),
@@ -731,12 +738,7 @@ impl Read for ChildOutput {
 }
 
 /// Reads the reply, then reaps the child and reports both; runs on the supervisor.
-async fn watch(
-    child: Child,
-    socket: StdUnixStream,
-    shared: Arc<Shared>,
-    tx: oneshot::Sender<Outcome>,
-) {
+async fn watch(child: Child, socket: OwnedFd, shared: Arc<Shared>, tx: oneshot::Sender<Outcome>) {
     let reply = read_reply(socket).await;
     let killed = matches!(reply, Some(Err(ProcessError::Protocol(_))));
     if killed {
@@ -759,25 +761,27 @@ async fn watch(
 }
 
 /// Reads the one reply. `None` if the child ended first.
-async fn read_reply(socket: StdUnixStream) -> Option<Result<Vec<u8>, ProcessError>> {
-    socket.set_nonblocking(true).ok()?;
-    let stream = tokio::net::UnixStream::from_std(socket).ok()?;
-    let mut reader = tokio::io::BufReader::new(stream);
-    let limit = crate::DEFAULT_MAX_FRAME;
+async fn read_reply(socket: OwnedFd) -> Option<Result<Payload, ProcessError>> {
+    let socket = sys::proc::async_fd(socket, tokio::io::Interest::READABLE).ok()?;
+    let mut reader = FrameReader::new(crate::DEFAULT_MAX_FRAME);
     loop {
-        match wire::read_async(&mut reader, limit).await {
-            Ok((h, _)) if h.kind == Kind::Ready => continue,
-            Ok((h, body)) if h.kind == Kind::Done && h.id == RUN_ID => {
+        match reader.read_async(&socket).await {
+            Ok(Frame { header: h, .. }) if h.kind == Kind::Ready => continue,
+            Ok(Frame {
+                header: h,
+                body,
+                fds,
+            }) if h.kind == Kind::Done && h.id == RUN_ID => {
                 return Some(if h.flags & FLAG_FAILED != 0 {
                     match wire::decode_control::<Failure>(&body) {
                         Ok(f) => Err(f.into()),
                         Err(e) => Err(ProcessError::Protocol(e)),
                     }
                 } else {
-                    Ok(body)
+                    Ok(Payload { body, fds })
                 });
             }
-            Ok((h, _)) => {
+            Ok(Frame { header: h, .. }) => {
                 return Some(Err(ProcessError::Protocol(ProtocolError::Unexpected {
                     what: format!("{:?} frame from a Process child", h.kind),
                 })))

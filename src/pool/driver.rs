@@ -15,13 +15,14 @@ use crate::error::{Error, ProtocolError, TaskError};
 use crate::pool::handle::Job;
 use crate::pool::worker::{StartError, Worker};
 use crate::pool::Inner;
-use crate::wire::{self, Failure, Kind, ReadError, FLAG_FAILED};
+use crate::wire::stream::Frame;
+use crate::wire::{self, Failure, Kind, Payload, ReadError, FLAG_FAILED};
 
 /// Workers that fail their handshake this many times in a row make the pool give up.
 const MAX_START_FAILURES: u32 = 3;
 
 enum Outcome {
-    Reply(Result<(wire::Header, Vec<u8>), ReadError>),
+    Reply(Result<Frame, ReadError>),
     Cancelled,
     TimedOut(Duration),
 }
@@ -75,7 +76,7 @@ pub(crate) async fn drive(inner: Arc<Inner>) {
             }
         }
 
-        let job = tokio::select! {
+        let mut job = tokio::select! {
             biased;
             _ = inner.abort.cancelled() => break,
             // Before taking a job: a worker already known dead must not be handed one.
@@ -109,11 +110,11 @@ pub(crate) async fn drive(inner: Arc<Inner>) {
         }
 
         inner.counters.running.fetch_add(1, Ordering::Relaxed);
-        let outcome = run(&inner, w, &job).await;
+        let outcome = run(&inner, w, &mut job).await;
         inner.counters.running.fetch_sub(1, Ordering::Relaxed);
 
         let (result, keep_worker) = match outcome {
-            Outcome::Reply(Ok((header, body))) => {
+            Outcome::Reply(Ok(Frame { header, body, fds })) => {
                 if header.kind != Kind::Done || header.id != job.id {
                     let what = format!(
                         "{:?} for task {} while running task {}",
@@ -129,7 +130,7 @@ pub(crate) async fn drive(inner: Arc<Inner>) {
                         Err(e) => (Err(TaskError::Protocol(e)), false),
                     }
                 } else {
-                    (Ok(body), true)
+                    (Ok(Payload { body, fds }), true)
                 }
             }
             Outcome::Reply(Err(ReadError::Protocol(e))) => (Err(TaskError::Protocol(e)), false),
@@ -189,7 +190,9 @@ pub(crate) async fn drive(inner: Arc<Inner>) {
     }
 }
 
-async fn run(inner: &Inner, w: &mut Worker, job: &Job) -> Outcome {
+async fn run(inner: &Inner, w: &mut Worker, job: &mut Job) -> Outcome {
+    let frame = std::mem::take(&mut job.frame);
+    let fds = std::mem::take(&mut job.fds);
     let timeout = async {
         match inner.config.task_timeout {
             Some(d) => {
@@ -203,7 +206,7 @@ async fn run(inner: &Inner, w: &mut Worker, job: &Job) -> Outcome {
         biased;
         _ = job.shared.cancelled() => Outcome::Cancelled,
         _ = inner.abort.cancelled() => Outcome::Cancelled,
-        r = w.exchange(&job.frame, inner.config.max_frame) => Outcome::Reply(r),
+        r = w.exchange(frame, fds) => Outcome::Reply(r),
         after = timeout => Outcome::TimedOut(after),
     }
 }

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
+use std::os::fd::OwnedFd;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{oneshot, Notify};
 
 use crate::error::TaskError;
+use crate::wire::{handles, Payload};
 
 const QUEUED: u8 = 0;
 const RUNNING: u8 = 1;
@@ -67,18 +69,21 @@ impl TaskShared {
 #[derive(Debug)]
 pub(crate) struct Job {
     pub(crate) frame: Vec<u8>,
+    /// Descriptors of handles in the argument, sent with the frame.
+    pub(crate) fds: Vec<OwnedFd>,
     pub(crate) id: u64,
     pub(crate) shared: Arc<TaskShared>,
-    pub(crate) reply: oneshot::Sender<Result<Vec<u8>, TaskError>>,
+    pub(crate) reply: oneshot::Sender<Result<Payload, TaskError>>,
 }
 
 impl Job {
-    pub(crate) fn new(id: u64, frame: Vec<u8>) -> (Job, RawTask) {
+    pub(crate) fn new(id: u64, frame: Vec<u8>, fds: Vec<OwnedFd>) -> (Job, RawTask) {
         let shared = TaskShared::new(QUEUED);
         let (reply, rx) = oneshot::channel();
         (
             Job {
                 frame,
+                fds,
                 id,
                 shared: shared.clone(),
                 reply,
@@ -88,7 +93,7 @@ impl Job {
     }
 
     /// Resolves the task with `result`.
-    pub(crate) fn resolve(self, result: Result<Vec<u8>, TaskError>) {
+    pub(crate) fn resolve(self, result: Result<Payload, TaskError>) {
         self.shared.finish();
         let _ = self.reply.send(result);
     }
@@ -102,7 +107,7 @@ impl Job {
 /// A task's result as bytes, before decoding into `R`.
 #[derive(Debug)]
 pub(crate) struct RawTask {
-    rx: oneshot::Receiver<Result<Vec<u8>, TaskError>>,
+    rx: oneshot::Receiver<Result<Payload, TaskError>>,
     shared: Arc<TaskShared>,
 }
 
@@ -132,7 +137,7 @@ impl RawTask {
 }
 
 impl Future for RawTask {
-    type Output = Result<Vec<u8>, TaskError>;
+    type Output = Result<Payload, TaskError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         if self.shared.state.load(Ordering::Acquire) == CANCELLED {
@@ -250,13 +255,15 @@ impl<R: DeserializeOwned> Future for TaskHandle<R> {
             Poll::Ready(r) => r,
         };
         self.returned = true;
-        Poll::Ready(result.and_then(|bytes| decode::<R>(&bytes)))
+        Poll::Ready(result.and_then(decode::<R>))
     }
 }
 
-/// Decodes a result in the parent.
-pub(crate) fn decode<R: DeserializeOwned>(bytes: &[u8]) -> Result<R, TaskError> {
-    postcard::from_bytes(bytes).map_err(|e| TaskError::Decode {
+/// Decodes a result in the parent, handles in it taking the descriptors that came
+/// with it.
+pub(crate) fn decode<R: DeserializeOwned>(payload: Payload) -> Result<R, TaskError> {
+    let Payload { body, fds } = payload;
+    handles::supplying(fds, || postcard::from_bytes(&body)).map_err(|e| TaskError::Decode {
         type_name: std::any::type_name::<R>().to_owned(),
         reason: e.to_string(),
     })

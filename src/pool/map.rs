@@ -22,7 +22,7 @@ use super::handle::RawTask;
 use super::ProcessPoolExecutor;
 use crate::error::TaskError;
 use crate::task;
-use crate::wire::{self, Failure, HEADER_LEN};
+use crate::wire::{self, handles, Failure, Payload, HEADER_LEN};
 
 /// A chunk closes once its encoded items pass this many bytes, whatever the chunk size.
 const CHUNK_BYTES: usize = 1 << 20;
@@ -39,7 +39,7 @@ struct Chunk {
 }
 
 impl Future for Chunk {
-    type Output = (u64, usize, Result<Vec<u8>, TaskError>);
+    type Output = (u64, usize, Result<Payload, TaskError>);
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let (seq, count) = (self.seq, self.count);
@@ -140,16 +140,19 @@ where
         // when the oldest chunk is the slowest.
         while self.in_flight.len() + self.parked.len() < self.max_in_flight() {
             let mut frame = Vec::new();
+            let mut fds = Vec::new();
             wire::begin(&mut frame);
             let mut count = 0;
             let mut failed_item = None;
             while count < chunk_size && frame.len() - HEADER_LEN < CHUNK_BYTES {
                 let Some(item) = self.items.next() else { break };
                 let before = frame.len();
-                match postcard::to_io(&item, &mut frame) {
+                let fds_before = fds.len();
+                match handles::collect_into(&mut fds, || postcard::to_io(&item, &mut frame)) {
                     Ok(_) => count += 1,
                     Err(e) => {
                         frame.truncate(before);
+                        fds.truncate(fds_before);
                         failed_item = Some(TaskError::Encode {
                             type_name: std::any::type_name::<A>().to_owned(),
                             reason: e.to_string(),
@@ -159,7 +162,7 @@ where
                 }
             }
             if count > 0 {
-                let task = self.pool.queue_frame(func, frame);
+                let task = self.pool.queue_frame(func, frame, fds);
                 self.push(count, task);
             }
             match failed_item {
@@ -171,15 +174,19 @@ where
     }
 
     /// Turns a finished chunk into one result per item.
-    fn unpack(count: usize, result: Result<Vec<u8>, TaskError>) -> VecDeque<Result<R, TaskError>> {
+    fn unpack(count: usize, result: Result<Payload, TaskError>) -> VecDeque<Result<R, TaskError>> {
         let mut out = VecDeque::with_capacity(count);
         match result {
             Err(e) => out.extend(std::iter::repeat_n(e, count).map(Err)),
-            Ok(bytes) => {
-                let mut rest = bytes.as_slice();
+            Ok(Payload { body, fds }) => {
+                let mut fds = fds.into_iter().map(Some).collect();
+                let mut rest = body.as_slice();
                 let mut last_error = None;
                 while out.len() < count && !rest.is_empty() {
-                    match postcard::take_from_bytes::<Result<R, Failure>>(rest) {
+                    let taken = handles::supply_from(&mut fds, || {
+                        postcard::take_from_bytes::<Result<R, Failure>>(rest)
+                    });
+                    match taken {
                         Ok((item, tail)) => {
                             rest = tail;
                             let item = item.map_err(TaskError::from);

@@ -19,6 +19,7 @@ mod worker;
 use std::any::type_name;
 use std::ffi::OsString;
 use std::future::Future;
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -33,7 +34,7 @@ pub use map::{Map, MapFuture, MapStream};
 
 use crate::error::{Error, TaskError};
 use crate::task::{self, Trampoline};
-use crate::wire::{self, Kind, TaskRef, HEADER_LEN};
+use crate::wire::{self, handles, Kind, TaskRef, HEADER_LEN};
 use handle::{Job, RawTask};
 
 /// Default frame size limit: 1 GiB, for an argument, a result or a chunk.
@@ -50,6 +51,9 @@ pub(crate) struct Config {
     pub(crate) queue_capacity: usize,
     pub(crate) max_frame: u64,
     pub(crate) initializer: Option<(TaskRef, Vec<u8>)>,
+    /// Descriptors of handles in the initializer's argument; each worker gets its own
+    /// duplicates with its `Hello`.
+    pub(crate) initializer_fds: Arc<Vec<OwnedFd>>,
     pub(crate) fingerprint: u64,
     pub(crate) env: Vec<(OsString, OsString)>,
 }
@@ -159,7 +163,8 @@ pub struct Builder {
     max_frame: u64,
     /// The initializer and its encoded argument, or why the argument did not encode
     /// (reported by `build`).
-    initializer: Option<(TaskRef, Result<Vec<u8>, Error>)>,
+    #[allow(clippy::type_complexity)]
+    initializer: Option<(TaskRef, Result<(Vec<u8>, Arc<Vec<OwnedFd>>), Error>)>,
     fingerprint: Option<u64>,
     env: Vec<(OsString, OsString)>,
 }
@@ -232,10 +237,13 @@ impl Builder {
         assert_zero_sized!(F);
         let _ = f;
         let func = task::local_ref(task::call_init::<F, A, E>);
-        let arg = postcard::to_allocvec(&arg).map_err(|e| Error::Encode {
-            type_name: type_name::<A>().to_owned(),
-            reason: e.to_string(),
-        });
+        let (arg, fds) = handles::collecting(|| postcard::to_allocvec(&arg));
+        let arg = arg
+            .map(|bytes| (bytes, Arc::new(fds)))
+            .map_err(|e| Error::Encode {
+                type_name: type_name::<A>().to_owned(),
+                reason: e.to_string(),
+            });
         self.initializer = Some((func, arg));
         self
     }
@@ -295,14 +303,14 @@ impl Builder {
                 what: "max_tasks_per_worker must be at least 1",
             });
         }
-        let initializer = match self.initializer {
-            None => None,
-            Some((_, Ok(arg))) if arg.len() as u64 > self.max_frame => {
+        let (initializer, initializer_fds) = match self.initializer {
+            None => (None, Arc::default()),
+            Some((_, Ok((arg, _)))) if arg.len() as u64 > self.max_frame => {
                 return Err(Error::InvalidConfig {
                     what: "the initializer's argument is larger than max_frame_size",
                 })
             }
-            Some((func, Ok(arg))) => Some((func, arg)),
+            Some((func, Ok((arg, fds)))) => (Some((func, arg)), fds),
             Some((_, Err(e))) => return Err(e),
         };
         crate::sys::ctor::keep_linked();
@@ -313,6 +321,7 @@ impl Builder {
             queue_capacity: self.queue_capacity,
             max_frame: self.max_frame,
             initializer,
+            initializer_fds,
             fingerprint: self.fingerprint.unwrap_or_else(task::fingerprint),
             env: self.env,
         };
@@ -597,8 +606,8 @@ impl ProcessPoolExecutor {
 
     /// Encodes `arg` for `trampoline` and queues it.
     fn enqueue_value<A: Serialize>(&self, trampoline: Trampoline, arg: &A) -> RawTask {
-        self.enqueue(task::local_ref(trampoline), |buf| {
-            postcard::to_io(arg, &mut *buf)
+        self.enqueue(task::local_ref(trampoline), |buf, fds| {
+            handles::collect_into(fds, || postcard::to_io(arg, &mut *buf))
                 .map(drop)
                 .map_err(|e| TaskError::Encode {
                     type_name: type_name::<A>().to_owned(),
@@ -611,7 +620,7 @@ impl ProcessPoolExecutor {
     fn enqueue(
         &self,
         func: TaskRef,
-        encode: impl FnOnce(&mut Vec<u8>) -> Result<(), TaskError>,
+        encode: impl FnOnce(&mut Vec<u8>, &mut Vec<OwnedFd>) -> Result<(), TaskError>,
     ) -> RawTask {
         if let Some(e) = self.inner.fatal.get() {
             return RawTask::failed(TaskError::WorkerStart(e.clone()));
@@ -620,15 +629,16 @@ impl ProcessPoolExecutor {
             return RawTask::failed(TaskError::Shutdown);
         }
         let mut frame = Vec::new();
+        let mut fds = Vec::new();
         wire::begin(&mut frame);
-        if let Err(e) = encode(&mut frame) {
+        if let Err(e) = encode(&mut frame, &mut fds) {
             return RawTask::failed(e);
         }
-        self.queue_frame(func, frame)
+        self.queue_frame(func, frame, fds)
     }
 
     /// Queues a `Run` frame whose body is already in place after the header.
-    fn queue_frame(&self, func: TaskRef, mut frame: Vec<u8>) -> RawTask {
+    fn queue_frame(&self, func: TaskRef, mut frame: Vec<u8>, fds: Vec<OwnedFd>) -> RawTask {
         let body = (frame.len() - HEADER_LEN) as u64;
         if body > self.inner.config.max_frame {
             return RawTask::failed(TaskError::Encode {
@@ -642,7 +652,7 @@ impl ProcessPoolExecutor {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (flags, func) = func.to_header();
         wire::finish(&mut frame, Kind::Run, flags, id, func);
-        let (job, raw) = Job::new(id, frame);
+        let (job, raw) = Job::new(id, frame, fds);
         match self.jobs.try_send(job) {
             Ok(()) => raw,
             Err(async_channel::TrySendError::Full(_)) => RawTask::failed(TaskError::QueueFull {

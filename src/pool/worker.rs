@@ -1,15 +1,12 @@
 //! One worker process as the parent sees it: the child, its pidfd, its socket.
 
 use std::io;
-use std::os::fd::OwnedFd;
-use std::os::unix::net::UnixStream as StdUnixStream;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::Child;
 
 use tokio::io::unix::AsyncFd;
-use tokio::io::{AsyncWriteExt, BufReader};
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::UnixStream;
+use tokio::io::Interest;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -18,7 +15,8 @@ use crate::error::{Error, Exit, ProtocolError};
 use crate::pool::Config;
 use crate::supervisor;
 use crate::sys;
-use crate::wire::{self, Failure, Header, Hello, Kind, ReadError, Ready};
+use crate::wire::stream::{Frame, FrameReader, FrameWriter};
+use crate::wire::{self, Failure, Hello, Kind, ReadError, Ready};
 
 /// Numbers pool workers' names (`PoolWorker-N`) across all pools of this process.
 static NEXT_WORKER: AtomicU64 = AtomicU64::new(1);
@@ -40,8 +38,9 @@ pub(crate) struct Worker {
     pid: u32,
     child: Option<Child>,
     pidfd: AsyncFd<OwnedFd>,
-    reader: BufReader<OwnedReadHalf>,
-    writer: OwnedWriteHalf,
+    sock: AsyncFd<OwnedFd>,
+    reader: FrameReader,
+    writer: FrameWriter,
     /// Tasks this worker has finished (for `max_tasks_per_worker`).
     pub(crate) tasks_done: u64,
 }
@@ -49,14 +48,14 @@ pub(crate) struct Worker {
 impl Worker {
     /// Starts a worker and completes the handshake (fingerprint, initializer).
     pub(crate) async fn start(config: &Config) -> Result<Worker, StartError> {
-        let (ours, theirs) = StdUnixStream::pair().map_err(StartError::Spawn)?;
-        let mut cmd = bootstrap::child_command(true, OwnedFd::from(theirs), &config.env);
+        let (ours, theirs) = sys::sock::pair(sys::sock::Kind::Stream).map_err(StartError::Spawn)?;
+        let mut cmd = bootstrap::child_command(true, theirs, &config.env);
         // A process group of its own: a terminal's Ctrl-C (SIGINT to the foreground
         // group) reaches only the parent, which decides whether to drain or stop.
         cmd.process_group(0);
         let child = supervisor::spawn(cmd).await.map_err(StartError::Spawn)?;
         let pid = child.id();
-        let mut worker = match Self::attach(child, ours) {
+        let mut worker = match Self::attach(child, ours, config.max_frame) {
             Ok(w) => w,
             Err((mut child, e)) => {
                 let _ = child.kill();
@@ -71,9 +70,20 @@ impl Worker {
             name: format!("PoolWorker-{}", NEXT_WORKER.fetch_add(1, Ordering::Relaxed)),
             one_shot: false,
         };
+        let fds = match config
+            .initializer_fds
+            .iter()
+            .map(|fd| sys::sock::dup(fd.as_fd()))
+            .collect::<io::Result<Vec<_>>>()
+        {
+            Ok(fds) => fds,
+            Err(e) => {
+                worker.kill().await;
+                return Err(StartError::Spawn(e));
+            }
+        };
         if worker
-            .writer
-            .write_all(&wire::control(Kind::Hello, &hello))
+            .send(wire::control(Kind::Hello, &hello), fds)
             .await
             .is_err()
         {
@@ -82,8 +92,10 @@ impl Worker {
                 "worker {pid} ended before the handshake ({exit})"
             )));
         }
-        match worker.recv(config.max_frame).await {
-            Ok((h, body)) => match h.kind {
+        match worker.recv().await {
+            Ok(Frame {
+                header: h, body, ..
+            }) => match h.kind {
                 Kind::Ready => {
                     let ready: Ready = match wire::decode_control(&body) {
                         Ok(r) => r,
@@ -140,21 +152,21 @@ impl Worker {
         }
     }
 
-    fn attach(child: Child, ours: StdUnixStream) -> Result<Worker, (Child, io::Error)> {
+    fn attach(child: Child, ours: OwnedFd, limit: u64) -> Result<Worker, (Child, io::Error)> {
         let pid = child.id();
         let setup = (|| -> io::Result<_> {
             let pidfd = sys::proc::async_readable(sys::proc::pidfd_open(pid)?)?;
-            ours.set_nonblocking(true)?;
-            let (r, w) = UnixStream::from_std(ours)?.into_split();
-            Ok((pidfd, r, w))
+            let sock = sys::proc::async_fd(ours, Interest::READABLE | Interest::WRITABLE)?;
+            Ok((pidfd, sock))
         })();
         match setup {
-            Ok((pidfd, r, w)) => Ok(Worker {
+            Ok((pidfd, sock)) => Ok(Worker {
                 pid,
                 child: Some(child),
                 pidfd,
-                reader: BufReader::with_capacity(64 * 1024, r),
-                writer: w,
+                sock,
+                reader: FrameReader::new(limit),
+                writer: FrameWriter::new(),
                 tasks_done: 0,
             }),
             Err(e) => Err((child, e)),
@@ -171,15 +183,20 @@ impl Worker {
     /// kills the worker whenever it abandons one.
     pub(crate) async fn exchange(
         &mut self,
-        frame: &[u8],
-        limit: u64,
-    ) -> Result<(Header, Vec<u8>), ReadError> {
-        self.writer.write_all(frame).await?;
-        self.recv(limit).await
+        frame: Vec<u8>,
+        fds: Vec<OwnedFd>,
+    ) -> Result<Frame, ReadError> {
+        self.send(frame, fds).await?;
+        self.recv().await
     }
 
-    async fn recv(&mut self, limit: u64) -> Result<(Header, Vec<u8>), ReadError> {
-        wire::read_async(&mut self.reader, limit).await
+    async fn send(&mut self, frame: Vec<u8>, fds: Vec<OwnedFd>) -> io::Result<()> {
+        self.writer.start(frame, fds);
+        self.writer.flush_async(&self.sock).await.map(drop)
+    }
+
+    async fn recv(&mut self) -> Result<Frame, ReadError> {
+        self.reader.read_async(&self.sock).await
     }
 
     /// Resolves once the process has exited (without reaping it).
@@ -236,8 +253,12 @@ impl Worker {
             wire::finish(&mut buf, Kind::Shutdown, 0, 0, 0);
             buf
         };
-        let _ = self.writer.write_all(&frame).await;
-        let _ = self.writer.shutdown().await;
+        // The worker is idle and reads only this; a full socket cannot happen, and if
+        // the write fails the worker is gone anyway.
+        if !self.writer.is_pending() {
+            let _ = self.send(frame, Vec::new()).await;
+        }
+        let _ = sys::sock::shutdown_write(self.sock.get_ref().as_fd());
         self.wait().await
     }
 }

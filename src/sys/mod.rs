@@ -16,6 +16,8 @@
 pub(crate) mod ctor;
 pub(crate) mod image;
 pub(crate) mod proc;
+pub(crate) mod shm;
+pub(crate) mod sock;
 
 use std::io;
 

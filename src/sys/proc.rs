@@ -124,11 +124,18 @@ pub(crate) fn signal_name(signal: i32) -> Option<&'static str> {
 /// # Errors
 /// Fails outside a runtime with I/O enabled, or if epoll refuses the fd.
 pub(crate) fn async_readable(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+    async_fd(fd, tokio::io::Interest::READABLE)
+}
+
+/// Registers `fd` with the current tokio reactor for `interest`.
+pub(crate) fn async_fd(
+    fd: OwnedFd,
+    interest: tokio::io::Interest,
+) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
     // SAFETY: an `OwnedFd` is a valid open fd that only it closes, and its `as_raw_fd`
     // always returns that same fd; the `AsyncFd` takes ownership of it, so the fd stays
     // open and unchanged for as long as it is registered.
-    unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
-        .map_err(|e| e.into())
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, interest) }.map_err(|e| e.into())
 }
 
 /// Sends `signal` to the process behind `pidfd`. Unlike `kill(pid)`, this can never

@@ -16,6 +16,7 @@ use std::any::{type_name, Any};
 use std::cell::RefCell;
 use std::future::Future;
 use std::hash::{Hash, Hasher};
+use std::os::fd::OwnedFd;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::OnceLock;
 
@@ -25,7 +26,7 @@ use serde::Serialize;
 pub(crate) use conjure::{conjure, resolve};
 
 use crate::sys::image::{self, Image};
-use crate::wire::{Failure, TaskRef, HEADER_LEN};
+use crate::wire::{handles, Failure, TaskRef, HEADER_LEN};
 
 /// What the worker calls for a `Run` frame: the encoded argument in, the encoded
 /// result appended to the reply buffer.
@@ -65,6 +66,10 @@ pub(crate) fn local_ref(t: Trampoline) -> TaskRef {
 pub(crate) struct WorkerCtx {
     runtime: Option<tokio::runtime::Runtime>,
     max_frame: u64,
+    /// Descriptors that came with the `Run` frame, for handles in the argument.
+    pub(crate) fds_in: Vec<Option<OwnedFd>>,
+    /// Descriptors of handles in the result, sent with the `Done` frame.
+    pub(crate) fds_out: Vec<OwnedFd>,
 }
 
 impl WorkerCtx {
@@ -72,6 +77,8 @@ impl WorkerCtx {
         WorkerCtx {
             runtime: None,
             max_frame,
+            fds_in: Vec::new(),
+            fds_out: Vec::new(),
         }
     }
 
@@ -129,22 +136,28 @@ fn catch<T>(f: impl FnOnce() -> T) -> Result<T, Failure> {
     })
 }
 
-fn decode<A: DeserializeOwned>(input: &[u8]) -> Result<A, Failure> {
-    postcard::from_bytes(input).map_err(|e| Failure::Decode {
-        type_name: type_name::<A>().to_owned(),
-        reason: e.to_string(),
+fn decode<A: DeserializeOwned>(ctx: &mut WorkerCtx, input: &[u8]) -> Result<A, Failure> {
+    handles::supply_from(&mut ctx.fds_in, || postcard::from_bytes(input)).map_err(|e| {
+        Failure::Decode {
+            type_name: type_name::<A>().to_owned(),
+            reason: e.to_string(),
+        }
     })
 }
 
-/// Appends `value` to `out`, or leaves `out` as it was and reports why not.
+/// Appends `value` to `out` and its handles' descriptors to `fds`, or leaves both as
+/// they were and reports why not.
 pub(crate) fn encode_into<T: Serialize>(
     value: &T,
     out: &mut Vec<u8>,
+    fds: &mut Vec<OwnedFd>,
     max_frame: u64,
 ) -> Result<(), Failure> {
     let start = out.len();
-    if let Err(e) = postcard::to_io(value, &mut *out) {
+    let fds_before = fds.len();
+    if let Err(e) = handles::collect_into(fds, || postcard::to_io(value, &mut *out)) {
         out.truncate(start);
+        fds.truncate(fds_before);
         return Err(Failure::Encode {
             type_name: type_name::<T>().to_owned(),
             reason: e.to_string(),
@@ -153,6 +166,7 @@ pub(crate) fn encode_into<T: Serialize>(
     let body = (out.len() - HEADER_LEN.min(out.len())) as u64;
     if body > max_frame {
         out.truncate(start);
+        fds.truncate(fds_before);
         return Err(Failure::Encode {
             type_name: type_name::<T>().to_owned(),
             reason: format!("{body} bytes is over the frame size limit of {max_frame} bytes"),
@@ -172,10 +186,10 @@ where
     A: DeserializeOwned,
     R: Serialize,
 {
-    let arg: A = decode(input)?;
+    let arg: A = decode(ctx, input)?;
     let f: F = conjure();
     let result = catch(move || f(arg))?;
-    encode_into(&result, out, ctx.max_frame)
+    encode_into(&result, out, &mut ctx.fds_out, ctx.max_frame)
 }
 
 /// Trampoline for an async function, run to completion on the worker's runtime.
@@ -190,12 +204,12 @@ where
     A: DeserializeOwned,
     R: Serialize,
 {
-    let arg: A = decode(input)?;
+    let arg: A = decode(ctx, input)?;
     let f: F = conjure();
     let max_frame = ctx.max_frame;
     let rt = ctx.runtime()?;
     let result = catch(move || rt.block_on(f(arg)))?;
-    encode_into(&result, out, max_frame)
+    encode_into(&result, out, &mut ctx.fds_out, max_frame)
 }
 
 /// Trampoline for a chunk of `map`: the input is the items' encodings back to back;
@@ -214,21 +228,22 @@ where
 {
     let f: F = conjure();
     while !input.is_empty() {
-        let (arg, rest) = match postcard::take_from_bytes::<A>(input) {
+        let taken = handles::supply_from(&mut ctx.fds_in, || postcard::take_from_bytes::<A>(input));
+        let (arg, rest) = match taken {
             Ok(x) => x,
             Err(e) => {
                 let failure: Result<R, Failure> = Err(Failure::Decode {
                     type_name: type_name::<A>().to_owned(),
                     reason: e.to_string(),
                 });
-                encode_into(&failure, out, ctx.max_frame)?;
+                encode_into(&failure, out, &mut ctx.fds_out, ctx.max_frame)?;
                 break;
             }
         };
         input = rest;
         let item = catch(move || f(arg));
-        if let Err(failure) = encode_into(&item, out, ctx.max_frame) {
-            encode_into::<Result<R, Failure>>(&Err(failure), out, ctx.max_frame)?;
+        if let Err(failure) = encode_into(&item, out, &mut ctx.fds_out, ctx.max_frame) {
+            encode_into::<Result<R, Failure>>(&Err(failure), out, &mut ctx.fds_out, ctx.max_frame)?;
         }
     }
     Ok(())
@@ -236,7 +251,7 @@ where
 
 /// Trampoline for the pool initializer `F: Fn(A) -> Result<(), E>`.
 pub(crate) fn call_init<F, A, E>(
-    _ctx: &mut WorkerCtx,
+    ctx: &mut WorkerCtx,
     input: &[u8],
     _out: &mut Vec<u8>,
 ) -> Result<(), Failure>
@@ -245,7 +260,7 @@ where
     A: DeserializeOwned,
     E: std::fmt::Display,
 {
-    let arg: A = decode(input)?;
+    let arg: A = decode(ctx, input)?;
     let f: F = conjure();
     catch(move || f(arg))?.map_err(|e| Failure::InitializerFailed {
         message: e.to_string(),

@@ -5,7 +5,8 @@
 //! | bytes  | field | meaning                                                        |
 //! |--------|-------|----------------------------------------------------------------|
 //! | 0..8   | len   | body length (little endian), checked against the frame limit  |
-//! | 8..12  | kind  | which message (see [`Kind`])                                   |
+//! | 8..10  | kind  | which message (see [`Kind`])                                   |
+//! | 10..12 | nfds  | descriptors sent with the frame's first byte ([`handles`])     |
 //! | 12..16 | flags | per kind: [`FLAG_FAILED`] on `Done`, [`FLAG_REGISTERED`] on `Run` |
 //! | 16..24 | id    | the task id a `Run`/`Done` belongs to                           |
 //! | 24..32 | func  | the task reference of a `Run`                                  |
@@ -19,12 +20,14 @@
 //! The fixed header keeps the hot path free of a second encoding pass: the header is
 //! patched in place once the body's length is known.
 
-use std::io::{self, Read};
+use std::io;
 
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::error::ProtocolError;
+
+pub(crate) mod handles;
+pub(crate) mod stream;
 
 /// Size of the fixed frame header.
 pub(crate) const HEADER_LEN: usize = 32;
@@ -53,6 +56,8 @@ pub(crate) enum Kind {
     InitFailed = 12,
     /// Worker → parent: the result of `Run` `id` (or a [`Failure`] with [`FLAG_FAILED`]).
     Done = 13,
+    /// A message on a pipe (`Connection`): the body is the encoded value.
+    Message = 20,
 }
 
 impl Kind {
@@ -65,6 +70,7 @@ impl Kind {
             11 => Kind::Refused,
             12 => Kind::InitFailed,
             13 => Kind::Done,
+            20 => Kind::Message,
             _ => return None,
         })
     }
@@ -72,7 +78,7 @@ impl Kind {
     /// Small fixed-purpose messages, held to their own 1 MiB limit. `Hello` is not one:
     /// it carries the initializer's argument, held to the pool's frame limit.
     fn is_control(self) -> bool {
-        !matches!(self, Kind::Hello | Kind::Run | Kind::Done)
+        !matches!(self, Kind::Hello | Kind::Run | Kind::Done | Kind::Message)
     }
 }
 
@@ -81,6 +87,8 @@ impl Kind {
 pub(crate) struct Header {
     pub(crate) len: u64,
     pub(crate) kind: Kind,
+    /// Descriptors that came with the frame.
+    pub(crate) nfds: u16,
     pub(crate) flags: u32,
     pub(crate) id: u64,
     pub(crate) func: u64,
@@ -92,8 +100,9 @@ impl Header {
         let u64_at = |i: usize| u64::from_le_bytes(raw[i..i + 8].try_into().expect("8 bytes"));
         let u32_at = |i: usize| u32::from_le_bytes(raw[i..i + 4].try_into().expect("4 bytes"));
         let len = u64_at(0);
-        let kind = Kind::from_u32(u32_at(8)).ok_or_else(|| ProtocolError::Malformed {
-            reason: format!("unknown frame kind {}", u32_at(8)),
+        let u16_at = |i: usize| u16::from_le_bytes(raw[i..i + 2].try_into().expect("2 bytes"));
+        let kind = Kind::from_u32(u16_at(8).into()).ok_or_else(|| ProtocolError::Malformed {
+            reason: format!("unknown frame kind {}", u16_at(8)),
         })?;
         let limit = if kind.is_control() {
             limit.min(MAX_CONTROL_BODY)
@@ -106,6 +115,7 @@ impl Header {
         Ok(Header {
             len,
             kind,
+            nfds: u16_at(10),
             flags: u32_at(12),
             id: u64_at(16),
             func: u64_at(24),
@@ -123,7 +133,8 @@ pub(crate) fn begin(buf: &mut Vec<u8>) {
 pub(crate) fn finish(buf: &mut [u8], kind: Kind, flags: u32, id: u64, func: u64) {
     let len = (buf.len() - HEADER_LEN) as u64;
     buf[0..8].copy_from_slice(&len.to_le_bytes());
-    buf[8..12].copy_from_slice(&(kind as u32).to_le_bytes());
+    buf[8..10].copy_from_slice(&(kind as u16).to_le_bytes());
+    buf[10..12].copy_from_slice(&0u16.to_le_bytes());
     buf[12..16].copy_from_slice(&flags.to_le_bytes());
     buf[16..24].copy_from_slice(&id.to_le_bytes());
     buf[24..32].copy_from_slice(&func.to_le_bytes());
@@ -137,6 +148,13 @@ pub(crate) fn control<T: Serialize>(kind: Kind, body: &T) -> Vec<u8> {
     postcard::to_io(body, &mut buf).expect("control messages always encode");
     finish(&mut buf, kind, 0, 0, 0);
     buf
+}
+
+/// An encoded value and the descriptors of the handles in it.
+#[derive(Debug, Default)]
+pub(crate) struct Payload {
+    pub(crate) body: Vec<u8>,
+    pub(crate) fds: Vec<std::os::fd::OwnedFd>,
 }
 
 /// Decodes a control body.
@@ -166,37 +184,6 @@ impl From<io::Error> for ReadError {
             _ => ReadError::Io(e),
         }
     }
-}
-
-/// Reads one frame with blocking I/O, the body into `body` (reused between calls).
-pub(crate) fn read_blocking(
-    reader: &mut impl Read,
-    limit: u64,
-    body: &mut Vec<u8>,
-) -> Result<Header, ReadError> {
-    let mut raw = [0u8; HEADER_LEN];
-    reader.read_exact(&mut raw)?;
-    let header = Header::parse(&raw, limit).map_err(ReadError::Protocol)?;
-    body.clear();
-    body.resize(header.len as usize, 0);
-    reader.read_exact(body)?;
-    Ok(header)
-}
-
-/// Reads one frame from an async reader into a fresh body buffer.
-///
-/// Not cancel safe: dropping the future mid-frame loses the stream's position, so the
-/// caller drops the whole connection when it abandons a read.
-pub(crate) async fn read_async(
-    reader: &mut (impl AsyncRead + Unpin),
-    limit: u64,
-) -> Result<(Header, Vec<u8>), ReadError> {
-    let mut raw = [0u8; HEADER_LEN];
-    reader.read_exact(&mut raw).await?;
-    let header = Header::parse(&raw, limit).map_err(ReadError::Protocol)?;
-    let mut body = vec![0u8; header.len as usize];
-    reader.read_exact(&mut body).await?;
-    Ok((header, body))
 }
 
 /// How a task names its function: an offset into this executable (a same-binary
@@ -281,8 +268,28 @@ mod tests {
     fn frame(kind: u32, len: u64) -> [u8; HEADER_LEN] {
         let mut raw = [0u8; HEADER_LEN];
         raw[0..8].copy_from_slice(&len.to_le_bytes());
-        raw[8..12].copy_from_slice(&kind.to_le_bytes());
+        raw[8..10].copy_from_slice(&(kind as u16).to_le_bytes());
         raw
+    }
+
+    /// Writes `bytes` into a socketpair, closes the writing end and reads frames
+    /// until an error.
+    pub(super) fn read_all(bytes: &[u8], limit: u64) -> (Vec<stream::Frame>, ReadError) {
+        use std::os::fd::AsFd;
+        let (a, b) = crate::sys::sock::pair(crate::sys::sock::Kind::Stream).unwrap();
+        let mut sent = 0;
+        while sent < bytes.len() {
+            sent += crate::sys::sock::send(a.as_fd(), &bytes[sent..], &[], false).unwrap();
+        }
+        drop(a);
+        let mut reader = stream::FrameReader::new(limit);
+        let mut frames = Vec::new();
+        loop {
+            match reader.read(b.as_fd(), false) {
+                Ok(f) => frames.push(f),
+                Err(e) => return (frames, e),
+            }
+        }
     }
 
     #[test]
@@ -297,6 +304,7 @@ mod tests {
             Header {
                 len: 5,
                 kind: Kind::Done,
+                nfds: 0,
                 flags: FLAG_FAILED,
                 id: 7,
                 func: 99
@@ -326,17 +334,10 @@ mod tests {
 
     #[test]
     fn truncated_stream_is_eof_and_garbage_is_protocol() {
-        let mut body = Vec::new();
-        let mut short: &[u8] = &[1, 2, 3];
+        assert!(matches!(read_all(&[1, 2, 3], 100), (f, ReadError::Eof) if f.is_empty()));
         assert!(matches!(
-            read_blocking(&mut short, 100, &mut body),
-            Err(ReadError::Eof)
-        ));
-        let garbage = [0xffu8; 64];
-        let mut g: &[u8] = &garbage;
-        assert!(matches!(
-            read_blocking(&mut g, 100, &mut body),
-            Err(ReadError::Protocol(_))
+            read_all(&[0xffu8; 64], 100),
+            (f, ReadError::Protocol(_)) if f.is_empty()
         ));
         // A varint longer than any u32 and a body cut short are both refused.
         assert!(decode_control::<Ready>(&[0xff; 16]).is_err());
@@ -350,29 +351,83 @@ mod tests {
         assert!(decode_control::<Ready>(&ready[HEADER_LEN..ready.len() - 1]).is_err());
     }
 
+    #[test]
+    fn a_frame_cut_short_is_dropped_whole() {
+        let mut ok = Vec::new();
+        begin(&mut ok);
+        ok.extend_from_slice(&[1, 2, 3]);
+        finish(&mut ok, Kind::Done, 0, 5, 0);
+        let mut two = ok.clone();
+        two.extend_from_slice(&ok[..HEADER_LEN + 1]);
+        let (frames, end) = read_all(&two, 1 << 30);
+        assert_eq!(frames.len(), 1);
+        assert_eq!(frames[0].body, [1, 2, 3]);
+        assert!(matches!(end, ReadError::Eof));
+    }
+
+    #[test]
+    fn a_frame_announcing_descriptors_that_never_came_is_refused() {
+        let mut f = Vec::new();
+        begin(&mut f);
+        finish(&mut f, Kind::Message, 0, 0, 0);
+        f[10..12].copy_from_slice(&2u16.to_le_bytes());
+        assert!(matches!(read_all(&f, 100), (_, ReadError::Protocol(_))));
+    }
+
     #[tokio::test]
     async fn async_reader_on_a_real_socket_rejects_garbage_without_panicking() {
-        use tokio::io::AsyncWriteExt;
-        let (mut a, mut b) = tokio::net::UnixStream::pair().unwrap();
+        use std::os::fd::AsFd;
+        let (a, b) = crate::sys::sock::pair(crate::sys::sock::Kind::Stream).unwrap();
+        let b = crate::sys::proc::async_fd(b, tokio::io::Interest::READABLE).unwrap();
         let mut raw = frame(Kind::Done as u32, 10);
         raw[0..8].copy_from_slice(&(u64::MAX).to_le_bytes());
-        a.write_all(&raw).await.unwrap();
-        match read_async(&mut b, 1 << 30).await {
+        crate::sys::sock::send(a.as_fd(), &raw, &[], false).unwrap();
+        let mut reader = stream::FrameReader::new(1 << 30);
+        match reader.read_async(&b).await {
             Err(ReadError::Protocol(ProtocolError::FrameTooLarge { len, .. })) => {
                 assert_eq!(len, u64::MAX)
             }
             other => panic!("expected FrameTooLarge, got {other:?}"),
         }
-        let mut ok = Vec::new();
-        begin(&mut ok);
-        ok.extend_from_slice(&[1, 2, 3]);
-        finish(&mut ok, Kind::Done, 0, 5, 0);
-        a.write_all(&ok[..HEADER_LEN + 1]).await.unwrap();
-        drop(a);
-        assert!(matches!(
-            read_async(&mut b, 1 << 30).await,
-            Err(ReadError::Eof)
-        ));
+    }
+
+    #[tokio::test]
+    async fn frames_and_descriptors_cross_an_async_socket_in_order() {
+        let (a, b) = crate::sys::sock::pair(crate::sys::sock::Kind::Stream).unwrap();
+        let a = crate::sys::proc::async_fd(a, tokio::io::Interest::WRITABLE).unwrap();
+        let b = crate::sys::proc::async_fd(b, tokio::io::Interest::READABLE).unwrap();
+        let big = vec![7u8; 3 << 20];
+        let writer = async move {
+            let mut w = stream::FrameWriter::new();
+            for i in 0..3u64 {
+                let mut f = Vec::new();
+                begin(&mut f);
+                if i == 1 {
+                    f.extend_from_slice(&big);
+                }
+                finish(&mut f, Kind::Message, 0, i, 0);
+                let fds = (0..i)
+                    .map(|_| {
+                        crate::sys::sock::pair(crate::sys::sock::Kind::Stream)
+                            .unwrap()
+                            .0
+                    })
+                    .collect();
+                w.start(f, fds);
+                w.flush_async(&a).await.unwrap();
+            }
+        };
+        let reader = async {
+            let mut r = stream::FrameReader::new(1 << 30);
+            let mut got = Vec::new();
+            for _ in 0..3 {
+                let f = r.read_async(&b).await.unwrap();
+                got.push((f.header.id, f.body.len(), f.fds.len()));
+            }
+            got
+        };
+        let ((), got) = tokio::join!(writer, reader);
+        assert_eq!(got, vec![(0, 0, 0), (1, 3 << 20, 1), (2, 0, 2)]);
     }
 }
 
@@ -402,13 +457,9 @@ mod properties {
         /// Whatever bytes arrive, reading frames ends in frames, EOF or a typed error.
         #[test]
         fn any_byte_stream_reads_without_panicking(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
-            let mut stream = bytes.as_slice();
-            let mut body = Vec::new();
-            for _ in 0..64 {
-                match read_blocking(&mut stream, 256, &mut body) {
-                    Ok(h) => prop_assert_eq!(body.len() as u64, h.len),
-                    Err(_) => break,
-                }
+            let (frames, _) = tests::read_all(&bytes, 256);
+            for f in frames {
+                prop_assert_eq!(f.body.len() as u64, f.header.len);
             }
         }
 
@@ -420,12 +471,11 @@ mod properties {
             frame.extend_from_slice(&body);
             let flags = if failed { FLAG_FAILED } else { 0 };
             finish(&mut frame, Kind::Done, flags, id, func);
-            let mut stream = frame.as_slice();
-            let mut got = Vec::new();
-            let h = read_blocking(&mut stream, 1 << 20, &mut got).unwrap();
-            prop_assert_eq!(h, Header { len: body.len() as u64, kind: Kind::Done, flags, id, func });
-            prop_assert_eq!(got, body);
-            prop_assert!(stream.is_empty());
+            let (frames, end) = tests::read_all(&frame, 1 << 20);
+            prop_assert!(matches!(end, ReadError::Eof));
+            prop_assert_eq!(frames.len(), 1);
+            prop_assert_eq!(frames[0].header, Header { len: body.len() as u64, kind: Kind::Done, nfds: 0, flags, id, func });
+            prop_assert_eq!(&frames[0].body, &body);
         }
 
         /// Control messages decode only from what encodes them, never with a panic.

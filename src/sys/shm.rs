@@ -1,0 +1,427 @@
+//! Memory shared between processes, and the calls that wait on it.
+//!
+//! - [`memfd`]: an anonymous file (`memfd_create`): it has no name in any filesystem,
+//!   so nothing is left behind in `/dev/shm` when every process holding it is gone.
+//! - [`Region`]: a `MAP_SHARED` view of such a file. Other processes write the same
+//!   bytes, so Rust references to them would break the aliasing rules; a `Region`
+//!   hands out only atomics, a robust mutex and bounds-checked copies.
+//! - [`RobustMutex`]: a process-shared, robust `pthread_mutex_t` living in a region.
+//!   When its holder dies the kernel unlocks it and the next locker learns so
+//!   (`EOWNERDEAD`) instead of waiting forever.
+//! - [`futex_wait`]/[`futex_wake`] on a shared 32-bit word (blocking waiters), and
+//!   [`EventFd`] (async waiters: an fd tokio can watch).
+//!
+//! # References
+//! - <https://man7.org/linux/man-pages/man2/memfd_create.2.html>
+//! - <https://man7.org/linux/man-pages/man2/futex.2.html>
+//! - <https://man7.org/linux/man-pages/man3/pthread_mutexattr_setrobust.3.html>
+//! - <https://man7.org/linux/man-pages/man2/eventfd.2.html>
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::time::Duration;
+
+use super::cvt;
+
+/// Creates an anonymous, close-on-exec memory file of `len` bytes.
+pub(crate) fn memfd(name: &str, len: u64) -> io::Result<OwnedFd> {
+    let cname = std::ffi::CString::new(name).unwrap_or_default();
+    // SAFETY: `cname` is a valid NUL-terminated string for the duration of the call.
+    let fd = cvt(unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC) })?;
+    // SAFETY: memfd_create returned a fresh descriptor nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    set_len(fd.as_fd(), len)?;
+    Ok(fd)
+}
+
+/// Sets the size of a memory file (`ftruncate`).
+pub(crate) fn set_len(fd: BorrowedFd<'_>, len: u64) -> io::Result<()> {
+    let len = libc::off_t::try_from(len)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "size too large"))?;
+    loop {
+        // SAFETY: ftruncate takes a descriptor and a length by value.
+        match cvt(unsafe { libc::ftruncate(fd.as_raw_fd(), len) }) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            r => return r.map(drop),
+        }
+    }
+}
+
+/// The current size of a file (`fstat`).
+pub(crate) fn file_len(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    // SAFETY: `stat` is plain data; zeroed is valid, and fstat writes only into it.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is a valid out-pointer for the call.
+    cvt(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) })?;
+    Ok(st.st_size as u64)
+}
+
+/// Gives the pages of `[offset, offset + len)` back to the system; they read as zero
+/// afterwards. The file's size does not change.
+pub(crate) fn punch_hole(fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()> {
+    // SAFETY: fallocate takes a descriptor, flags and a range by value.
+    cvt(unsafe {
+        libc::fallocate(
+            fd.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            offset as libc::off_t,
+            len as libc::off_t,
+        )
+    })
+    .map(drop)
+}
+
+/// A shared mapping of a memory file.
+///
+/// The mapping may be longer than the file (a reservation the file grows into);
+/// touching a page past the file's end raises `SIGBUS`, so users keep every access
+/// below a size they have set with [`set_len`]. All accessors check bounds against the
+/// mapping and panic past it (a bug in procpool, never input-dependent: callers check
+/// values read from shared memory before using them as offsets).
+#[derive(Debug)]
+pub(crate) struct Region {
+    base: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: a Region is an address range; every access goes through atomics, the
+// pthread mutex, or copies that callers serialise with that mutex. Nothing in it is
+// tied to the thread that mapped it.
+unsafe impl Send for Region {}
+// SAFETY: as above: shared access is through atomics or copies under the mutex.
+unsafe impl Sync for Region {}
+
+impl Region {
+    /// Maps `len` bytes of `fd` from offset 0, shared and readable/writable.
+    /// `MAP_NORESERVE`: a large reservation costs address space, not memory.
+    pub(crate) fn map(fd: BorrowedFd<'_>, len: usize) -> io::Result<Region> {
+        // SAFETY: a fresh mapping chosen by the kernel (addr null) aliases nothing in
+        // this process; the fd is valid for the call.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_NORESERVE,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let base = NonNull::new(ptr.cast()).ok_or_else(|| io::Error::other("mmap gave null"))?;
+        Ok(Region { base, len })
+    }
+
+    /// Length of the mapping.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    fn at(&self, offset: usize, size: usize, align: usize) -> *mut u8 {
+        assert!(
+            offset.checked_add(size).is_some_and(|end| end <= self.len) && offset % align == 0,
+            "shared memory access out of bounds: {offset}+{size} of {}",
+            self.len
+        );
+        // SAFETY: offset + size <= len, so the result stays inside the mapping.
+        unsafe { self.base.as_ptr().add(offset) }
+    }
+
+    /// The 64-bit atomic at `offset` (8-aligned).
+    pub(crate) fn u64_at(&self, offset: usize) -> &AtomicU64 {
+        let p = self.at(offset, 8, 8);
+        // SAFETY: in bounds and aligned (checked), the mapping lives as long as `self`,
+        // and every process touches this word only atomically.
+        unsafe { AtomicU64::from_ptr(p.cast()) }
+    }
+
+    /// The 32-bit atomic at `offset` (4-aligned).
+    pub(crate) fn u32_at(&self, offset: usize) -> &AtomicU32 {
+        let p = self.at(offset, 4, 4);
+        // SAFETY: as for `u64_at`.
+        unsafe { AtomicU32::from_ptr(p.cast()) }
+    }
+
+    /// Copies `src` into the region at `offset`.
+    pub(crate) fn write(&self, offset: usize, src: &[u8]) {
+        let p = self.at(offset, src.len(), 1);
+        // SAFETY: in bounds (checked); the region never overlaps a Rust allocation;
+        // writers of these bytes are serialised by the caller's mutex.
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), p, src.len()) }
+    }
+
+    /// Appends `len` bytes at `offset` to `dst` (no zeroing of `dst` first).
+    pub(crate) fn read_into(&self, offset: usize, len: usize, dst: &mut Vec<u8>) {
+        let p = self.at(offset, len, 1);
+        dst.reserve(len);
+        // SAFETY: in bounds (checked); `dst` has room for `len` more bytes (reserved);
+        // the bytes are initialised (a mapped file reads as zero where never written).
+        unsafe {
+            std::ptr::copy_nonoverlapping(p, dst.as_mut_ptr().add(dst.len()), len);
+            dst.set_len(dst.len() + len);
+        }
+    }
+
+    /// Copies `len` bytes within the region from `from` to `to` (ranges may overlap).
+    pub(crate) fn copy_within(&self, from: usize, to: usize, len: usize) {
+        let src = self.at(from, len, 1);
+        let dst = self.at(to, len, 1);
+        // SAFETY: both ranges in bounds (checked); `copy` allows overlap.
+        unsafe { std::ptr::copy(src, dst, len) }
+    }
+
+    /// The robust mutex at `offset`.
+    pub(crate) fn mutex(&self, offset: usize) -> RobustMutex<'_> {
+        let p = self.at(
+            offset,
+            std::mem::size_of::<libc::pthread_mutex_t>(),
+            std::mem::align_of::<libc::pthread_mutex_t>(),
+        );
+        RobustMutex {
+            raw: p.cast(),
+            _region: std::marker::PhantomData,
+        }
+    }
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        // SAFETY: `base..base+len` is the mapping made in `map`; nothing borrowed from
+        // it outlives `self` (accessors borrow `self`).
+        unsafe {
+            libc::munmap(self.base.as_ptr().cast(), self.len);
+        }
+    }
+}
+
+/// Size reserved for a [`RobustMutex`] in a region layout.
+pub(crate) const MUTEX_SIZE: usize = std::mem::size_of::<libc::pthread_mutex_t>();
+
+/// A process-shared robust `pthread_mutex_t` inside a [`Region`].
+#[derive(Debug)]
+pub(crate) struct RobustMutex<'a> {
+    raw: *mut libc::pthread_mutex_t,
+    _region: std::marker::PhantomData<&'a Region>,
+}
+
+/// How [`RobustMutex::lock`] got the mutex.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Locked {
+    /// The usual case.
+    Clean,
+    /// Its previous holder died holding it; the protected state may be half updated.
+    /// It has been marked consistent again: the caller repairs what it must.
+    OwnerDied,
+}
+
+impl RobustMutex<'_> {
+    /// Initialises the mutex (once, by the process that creates the region, before
+    /// sharing it).
+    pub(crate) fn init(&self) -> io::Result<()> {
+        // SAFETY: `attr` is initialised by pthread_mutexattr_init before use and
+        // destroyed after; `raw` points at MUTEX_SIZE bytes in the region that no
+        // other process can see yet.
+        unsafe {
+            let mut attr: libc::pthread_mutexattr_t = std::mem::zeroed();
+            check(libc::pthread_mutexattr_init(&mut attr))?;
+            let r = (|| {
+                check(libc::pthread_mutexattr_setpshared(
+                    &mut attr,
+                    libc::PTHREAD_PROCESS_SHARED,
+                ))?;
+                check(libc::pthread_mutexattr_setrobust(
+                    &mut attr,
+                    libc::PTHREAD_MUTEX_ROBUST,
+                ))?;
+                check(libc::pthread_mutex_init(self.raw, &attr))
+            })();
+            libc::pthread_mutexattr_destroy(&mut attr);
+            r
+        }
+    }
+
+    /// Locks, blocking this thread. The caller unlocks with [`unlock`](Self::unlock)
+    /// on the same thread, without blocking in between.
+    pub(crate) fn lock(&self) -> io::Result<Locked> {
+        // SAFETY: `raw` points at a mutex initialised by `init` in the region, which
+        // outlives `self`.
+        let r = unsafe { libc::pthread_mutex_lock(self.raw) };
+        self.after_lock(r)
+    }
+
+    /// Locks if free; `Ok(None)` if another thread or process holds it.
+    pub(crate) fn try_lock(&self) -> io::Result<Option<Locked>> {
+        // SAFETY: as for `lock`.
+        let r = unsafe { libc::pthread_mutex_trylock(self.raw) };
+        if r == libc::EBUSY {
+            return Ok(None);
+        }
+        self.after_lock(r).map(Some)
+    }
+
+    fn after_lock(&self, r: libc::c_int) -> io::Result<Locked> {
+        match r {
+            0 => Ok(Locked::Clean),
+            libc::EOWNERDEAD => {
+                // SAFETY: we hold the mutex (EOWNERDEAD means it was acquired).
+                check(unsafe { libc::pthread_mutex_consistent(self.raw) })?;
+                Ok(Locked::OwnerDied)
+            }
+            e => Err(io::Error::from_raw_os_error(e)),
+        }
+    }
+
+    /// Unlocks a mutex this thread holds.
+    pub(crate) fn unlock(&self) {
+        // SAFETY: callers unlock only what they locked, on the same thread.
+        unsafe {
+            libc::pthread_mutex_unlock(self.raw);
+        }
+    }
+}
+
+fn check(r: libc::c_int) -> io::Result<()> {
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(r))
+    }
+}
+
+/// Sleeps while `word` equals `expected`, at most `timeout`. Returns on a wake-up, a
+/// changed value, a signal or the timeout; callers re-check their condition.
+pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
+    let ts = timeout.map(|d| libc::timespec {
+        tv_sec: d.as_secs().min(i64::MAX as u64) as libc::time_t,
+        tv_nsec: d.subsec_nanos() as libc::c_long,
+    });
+    let ts_ptr = ts
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: `word` is a valid, aligned 32-bit word (in shared memory: FUTEX_WAIT
+    // without the PRIVATE flag, so other processes' wakes reach us); `ts_ptr` is null
+    // or points at a timespec that outlives the call. A relative timeout is allowed
+    // for FUTEX_WAIT.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected,
+            ts_ptr,
+        );
+    }
+}
+
+/// Wakes every thread, in any process, sleeping in [`futex_wait`] on `word`.
+pub(crate) fn futex_wake_all(word: &AtomicU32) {
+    // SAFETY: FUTEX_WAKE only reads the address as a key; `word` is valid.
+    unsafe {
+        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, i32::MAX);
+    }
+}
+
+/// An `eventfd`: the fd that async waiters in every process watch through tokio.
+#[derive(Debug)]
+pub(crate) struct EventFd(OwnedFd);
+
+impl EventFd {
+    /// A new eventfd (non-blocking, close-on-exec).
+    pub(crate) fn new() -> io::Result<EventFd> {
+        // SAFETY: eventfd takes an initial value and flags by value.
+        let fd = cvt(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })?;
+        // SAFETY: a fresh descriptor nothing else owns.
+        Ok(EventFd(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    /// Wraps an eventfd received from another process.
+    pub(crate) fn from_fd(fd: OwnedFd) -> EventFd {
+        EventFd(fd)
+    }
+
+    /// Signals every watcher (adds 1 to the counter).
+    pub(crate) fn notify(&self) {
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: writes 8 bytes from a valid buffer. A full counter (EAGAIN, after
+        // 2^64 - 2 unread notifications) still leaves the fd readable: ignoring it
+        // loses no wake-up.
+        unsafe {
+            libc::write(self.0.as_raw_fd(), one.as_ptr().cast(), 8);
+        }
+    }
+
+    /// Resets the counter (non-blocking; nothing to read is fine).
+    pub(crate) fn drain(&self) {
+        let mut buf = [0u8; 8];
+        // SAFETY: reads at most 8 bytes into a valid buffer.
+        unsafe {
+            libc::read(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), 8);
+        }
+    }
+}
+
+impl AsFd for EventFd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering;
+
+    #[test]
+    fn a_region_is_shared_between_two_mappings() {
+        let fd = memfd("t", 4096).unwrap();
+        let a = Region::map(fd.as_fd(), 4096).unwrap();
+        let b = Region::map(fd.as_fd(), 4096).unwrap();
+        a.u64_at(8).store(42, Ordering::SeqCst);
+        assert_eq!(b.u64_at(8).load(Ordering::SeqCst), 42);
+        a.write(100, b"hello");
+        let mut out = Vec::new();
+        b.read_into(100, 5, &mut out);
+        assert_eq!(out, b"hello");
+        assert_eq!(file_len(fd.as_fd()).unwrap(), 4096);
+    }
+
+    #[test]
+    #[should_panic(expected = "out of bounds")]
+    fn out_of_bounds_access_panics() {
+        let fd = memfd("t", 4096).unwrap();
+        let a = Region::map(fd.as_fd(), 4096).unwrap();
+        a.write(4090, b"too long");
+    }
+
+    #[test]
+    fn the_mutex_locks_and_try_lock_sees_it_held() {
+        let fd = memfd("t", 4096).unwrap();
+        let a = Region::map(fd.as_fd(), 4096).unwrap();
+        let m = a.mutex(0);
+        m.init().unwrap();
+        assert_eq!(m.lock().unwrap(), Locked::Clean);
+        let t = std::thread::scope(|s| {
+            s.spawn(|| a.mutex(0).try_lock().unwrap().is_none())
+                .join()
+                .unwrap()
+        });
+        assert!(t, "held by another thread");
+        m.unlock();
+        assert_eq!(m.try_lock().unwrap(), Some(Locked::Clean));
+        m.unlock();
+    }
+
+    #[test]
+    fn futex_wait_returns_when_the_value_differs() {
+        let w = AtomicU32::new(1);
+        // Not equal to `expected`: returns at once (EAGAIN).
+        futex_wait(&w, 0, None);
+        // Equal, with a timeout: returns after it.
+        futex_wait(&w, 1, Some(Duration::from_millis(1)));
+        futex_wake_all(&w);
+    }
+}

@@ -1,0 +1,303 @@
+//! Unix sockets with file descriptors beside the bytes (`SCM_RIGHTS`), and `poll`.
+//!
+//! Every call here is non-blocking unless its name says otherwise: sockets that are
+//! shared between processes share their file status flags, so procpool never flips
+//! `O_NONBLOCK` on them and asks for non-blocking behaviour per call
+//! (`MSG_DONTWAIT`) instead. Sends use `MSG_NOSIGNAL`: writing to a socket whose
+//! peer is gone is an `EPIPE` error, never a `SIGPIPE`.
+//!
+//! # References
+//! - <https://man7.org/linux/man-pages/man7/unix.7.html> (`SCM_RIGHTS`, `SCM_MAX_FD`)
+//! - <https://man7.org/linux/man-pages/man3/cmsg.3.html>
+
+use std::collections::VecDeque;
+use std::io;
+use std::mem::size_of;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+use super::cvt;
+
+/// Most descriptors one `sendmsg` may carry (the kernel's `SCM_MAX_FD`).
+pub(crate) const MAX_FDS_PER_MESSAGE: usize = 253;
+
+/// Room for a control message holding [`MAX_FDS_PER_MESSAGE`] descriptors, aligned
+/// for `cmsghdr`.
+#[repr(C, align(8))]
+struct CmsgSpace([u8; cmsg_space(MAX_FDS_PER_MESSAGE)]);
+
+const fn cmsg_space(nfds: usize) -> usize {
+    // CMSG_SPACE is not a const fn in libc; this is its definition for Linux: the
+    // header and the payload, each rounded up to the alignment of `size_t`.
+    const fn round(n: usize) -> usize {
+        let align = size_of::<usize>();
+        (n + align - 1) & !(align - 1)
+    }
+    round(size_of::<libc::cmsghdr>()) + round(nfds * size_of::<RawFd>())
+}
+
+/// The socket type of a pair.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Kind {
+    /// A byte stream (`SOCK_STREAM`): frames are delimited by procpool.
+    Stream,
+    /// Records (`SOCK_SEQPACKET`): each `send` is received whole by one `recv`.
+    SeqPacket,
+}
+
+/// A connected pair of unix sockets, both close-on-exec.
+pub(crate) fn pair(kind: Kind) -> io::Result<(OwnedFd, OwnedFd)> {
+    let ty = match kind {
+        Kind::Stream => libc::SOCK_STREAM,
+        Kind::SeqPacket => libc::SOCK_SEQPACKET,
+    };
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: `fds` is a valid array of two ints for the kernel to fill.
+    cvt(unsafe { libc::socketpair(libc::AF_UNIX, ty | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) })?;
+    // SAFETY: socketpair succeeded, so both are fresh descriptors nothing else owns.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Sends `data` with `fds` attached to its first byte. Returns how many bytes were
+/// sent; when that is at least one, the descriptors went with them (the kernel holds
+/// its own references; the caller may close its copies).
+///
+/// # Errors
+/// `WouldBlock` when `nonblocking` and the socket buffer is full; `EPIPE` when the peer
+/// is gone; `ETOOMANYREFS` when too many descriptors are in flight for this user.
+pub(crate) fn send(
+    sock: BorrowedFd<'_>,
+    data: &[u8],
+    fds: &[BorrowedFd<'_>],
+    nonblocking: bool,
+) -> io::Result<usize> {
+    assert!(fds.len() <= MAX_FDS_PER_MESSAGE, "too many descriptors");
+    let mut flags = libc::MSG_NOSIGNAL;
+    if nonblocking {
+        flags |= libc::MSG_DONTWAIT;
+    }
+    let mut iov = libc::iovec {
+        iov_base: data.as_ptr() as *mut libc::c_void,
+        iov_len: data.len(),
+    };
+    let mut space = CmsgSpace([0; cmsg_space(MAX_FDS_PER_MESSAGE)]);
+    // SAFETY: msghdr is plain data; all-zero is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    if !fds.is_empty() {
+        let payload = fds.len() * size_of::<RawFd>();
+        msg.msg_control = space.0.as_mut_ptr().cast();
+        msg.msg_controllen = cmsg_space(fds.len()) as _;
+        // SAFETY: msg_control points at `space`, which is aligned for cmsghdr and at
+        // least CMSG_SPACE(payload) bytes long, so the first header and its data fit;
+        // CMSG_FIRSTHDR/CMSG_DATA only compute addresses inside it.
+        unsafe {
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            (*cmsg).cmsg_level = libc::SOL_SOCKET;
+            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(payload as u32) as _;
+            let data = libc::CMSG_DATA(cmsg).cast::<RawFd>();
+            for (i, fd) in fds.iter().enumerate() {
+                data.add(i).write_unaligned(fd.as_raw_fd());
+            }
+        }
+    }
+    // SAFETY: `msg` points at `iov` (valid for `data.len()` readable bytes) and at a
+    // control buffer filled above; all outlive the call.
+    let n = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, flags) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// Receives into `buf`, appending any descriptors that arrive to `fds` (close-on-exec).
+/// Returns the number of bytes received; 0 is end of stream.
+///
+/// # Errors
+/// `WouldBlock` when `nonblocking` and nothing is there; `InvalidData` when
+/// descriptors were cut off because more arrived than one message may carry (the
+/// kernel closed the rest).
+pub(crate) fn recv(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    fds: &mut VecDeque<OwnedFd>,
+    nonblocking: bool,
+) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for writes of its whole length.
+    unsafe { recv_raw(sock, buf.as_mut_ptr(), buf.len(), fds, nonblocking) }
+}
+
+/// Like [`recv`], into the spare capacity of `vec` (at most `max` bytes), whose length
+/// grows by what was received: a large message is read straight into its final
+/// buffer, with no zeroing first.
+pub(crate) fn recv_spare(
+    sock: BorrowedFd<'_>,
+    vec: &mut Vec<u8>,
+    max: usize,
+    fds: &mut VecDeque<OwnedFd>,
+    nonblocking: bool,
+) -> io::Result<usize> {
+    let spare = vec.spare_capacity_mut();
+    let len = spare.len().min(max);
+    // SAFETY: the spare capacity is valid for writes of `len` bytes; the kernel
+    // writes, never reads, them.
+    let n = unsafe { recv_raw(sock, spare.as_mut_ptr().cast(), len, fds, nonblocking)? };
+    // SAFETY: recvmsg initialised the first `n <= len` bytes of the spare capacity.
+    unsafe { vec.set_len(vec.len() + n) };
+    Ok(n)
+}
+
+/// # Safety
+/// `ptr` must be valid for writes of `len` bytes.
+unsafe fn recv_raw(
+    sock: BorrowedFd<'_>,
+    ptr: *mut u8,
+    len: usize,
+    fds: &mut VecDeque<OwnedFd>,
+    nonblocking: bool,
+) -> io::Result<usize> {
+    let mut flags = libc::MSG_CMSG_CLOEXEC;
+    if nonblocking {
+        flags |= libc::MSG_DONTWAIT;
+    }
+    let mut iov = libc::iovec {
+        iov_base: ptr.cast(),
+        iov_len: len,
+    };
+    let mut space = CmsgSpace([0; cmsg_space(MAX_FDS_PER_MESSAGE)]);
+    // SAFETY: msghdr is plain data; all-zero is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = space.0.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&space.0) as _;
+    // SAFETY: `iov` covers `len` writable bytes (the caller's contract); the control
+    // buffer is ours, aligned, and outlives the call.
+    let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, flags) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: after a successful recvmsg the kernel has set msg_controllen to the
+    // bytes of control data written into `space`; CMSG_FIRSTHDR/NXTHDR walk only that
+    // range, and each SCM_RIGHTS payload holds `(cmsg_len - CMSG_LEN(0)) / 4` fresh
+    // descriptors that now belong to this process and to nothing else in it.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                let bytes = (*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
+                let data = libc::CMSG_DATA(cmsg).cast::<RawFd>();
+                for i in 0..bytes / size_of::<RawFd>() {
+                    fds.push_back(OwnedFd::from_raw_fd(data.add(i).read_unaligned()));
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "descriptors were cut off (more than one message may carry)",
+        ));
+    }
+    Ok(n as usize)
+}
+
+/// What to wait for in [`poll`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Wait {
+    Readable,
+    Writable,
+}
+
+/// Waits until `fd` is readable or writable, or the timeout passes. Returns whether it
+/// became ready (`false` on timeout). Hang-up and errors count as ready: the next
+/// read or write reports them.
+pub(crate) fn poll(fd: BorrowedFd<'_>, wait: Wait, timeout: Option<Duration>) -> io::Result<bool> {
+    let events = match wait {
+        Wait::Readable => libc::POLLIN,
+        Wait::Writable => libc::POLLOUT,
+    };
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events,
+        revents: 0,
+    };
+    let ms = match timeout {
+        None => -1,
+        // Round up: a wait of 0.3 ms must not become a busy poll.
+        Some(d) => d
+            .as_nanos()
+            .div_ceil(1_000_000)
+            .min(libc::c_int::MAX as u128) as libc::c_int,
+    };
+    loop {
+        // SAFETY: `pfd` is one valid pollfd for the duration of the call.
+        match cvt(unsafe { libc::poll(&mut pfd, 1, ms) }) {
+            Ok(n) => return Ok(n > 0),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Shuts down the writing direction: the peer reads end of stream once it has read
+/// what was sent, even while other processes still hold the socket.
+pub(crate) fn shutdown_write(sock: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: shutdown takes a descriptor and a constant by value.
+    cvt(unsafe { libc::shutdown(sock.as_raw_fd(), libc::SHUT_WR) }).map(drop)
+}
+
+/// Duplicates `fd` (close-on-exec): a handle being sent keeps its own copy until the
+/// message is out, whatever happens to the original.
+pub(crate) fn dup(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    fd.try_clone_to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    fn recv_all(sock: BorrowedFd<'_>, fds: &mut VecDeque<OwnedFd>) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(64);
+        recv_spare(sock, &mut buf, 64, fds, false).unwrap();
+        buf
+    }
+
+    #[test]
+    fn descriptors_travel_with_their_bytes() {
+        let (a, b) = pair(Kind::Stream).unwrap();
+        let (x, _y) = pair(Kind::Stream).unwrap();
+        let sent = send(a.as_fd(), b"hi", &[x.as_fd(), x.as_fd()], false).unwrap();
+        assert_eq!(sent, 2);
+        let mut fds = VecDeque::new();
+        assert_eq!(recv_all(b.as_fd(), &mut fds), b"hi");
+        assert_eq!(fds.len(), 2);
+        drop(a);
+        assert_eq!(recv_all(b.as_fd(), &mut fds), b"");
+    }
+
+    #[test]
+    fn nonblocking_recv_would_block_and_poll_times_out() {
+        let (a, b) = pair(Kind::SeqPacket).unwrap();
+        let mut fds = VecDeque::new();
+        let mut buf = [0u8; 8];
+        let e = recv(b.as_fd(), &mut buf, &mut fds, true).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+        assert!(!poll(b.as_fd(), Wait::Readable, Some(Duration::ZERO)).unwrap());
+        send(a.as_fd(), b"x", &[], true).unwrap();
+        assert!(poll(b.as_fd(), Wait::Readable, None).unwrap());
+    }
+
+    #[test]
+    fn sending_to_a_closed_peer_is_epipe_not_sigpipe() {
+        let (a, b) = pair(Kind::Stream).unwrap();
+        drop(b);
+        let e = send(a.as_fd(), b"x", &[], false).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EPIPE));
+    }
+}

@@ -1,0 +1,153 @@
+//! Passing handles: file descriptors that travel beside a frame.
+//!
+//! A procpool object that lives in the kernel or in shared memory (a pipe end, a
+//! queue) is a handful of file descriptors. When such an object is serialised as part
+//! of a message — a task's argument or result, a `Process` argument, an item sent
+//! through a pipe or put in a queue — its [`Serialize`] impl hands a *duplicate* of
+//! each descriptor to the message being built and writes only the descriptor's index
+//! in that message. The frame goes out with the descriptors attached (`SCM_RIGHTS`);
+//! on the other side the [`Deserialize`] impl takes descriptor `i` of the frame that
+//! is being decoded. Every process thus holds its own descriptors for the same kernel
+//! object: dropping a handle in one process closes only that process's copies.
+//!
+//! The "message being built/decoded" is thread-local state installed by
+//! [`collecting`] and [`supplying`] around a serde call. Serialising a handle outside
+//! of them (say, with `serde_json`) is a serde error naming the problem, not a panic.
+
+use std::cell::RefCell;
+use std::os::fd::{BorrowedFd, OwnedFd};
+
+use serde::de::Error as _;
+use serde::ser::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::sys;
+
+/// Most handles' descriptors one message may carry.
+pub(crate) const MAX_FDS: usize = sys::sock::MAX_FDS_PER_MESSAGE;
+
+thread_local! {
+    static OUTGOING: RefCell<Option<Vec<OwnedFd>>> = const { RefCell::new(None) };
+    static INCOMING: RefCell<Option<Vec<Option<OwnedFd>>>> = const { RefCell::new(None) };
+}
+
+const OUTSIDE: &str = "a procpool handle (pipe end, queue, ...) can only be sent through \
+    procpool: as a task or Process argument or result, through a pipe, or in a queue";
+
+/// Runs `encode` (which serialises one message) and returns the descriptors the
+/// handles in it contributed, in index order.
+pub(crate) fn collecting<R>(encode: impl FnOnce() -> R) -> (R, Vec<OwnedFd>) {
+    let mut fds = Vec::new();
+    let r = collect_into(&mut fds, encode);
+    (r, fds)
+}
+
+/// Runs `encode` with handles appending their descriptors to `fds`: several values
+/// encoded into one frame (a `map` chunk) share one index space. Nests: an outer
+/// collection is set aside while an inner one runs.
+pub(crate) fn collect_into<R>(fds: &mut Vec<OwnedFd>, encode: impl FnOnce() -> R) -> R {
+    let outer = OUTGOING.with(|c| c.replace(Some(std::mem::take(fds))));
+    let r = encode();
+    *fds = OUTGOING
+        .with(|c| c.replace(outer))
+        .expect("installed above");
+    r
+}
+
+/// Runs `decode` (which deserialises one message) with that message's descriptors
+/// available to the handles in it. Descriptors no handle claimed are closed.
+pub(crate) fn supplying<R>(fds: Vec<OwnedFd>, decode: impl FnOnce() -> R) -> R {
+    let mut slots = fds.into_iter().map(Some).collect();
+    supply_from(&mut slots, decode)
+}
+
+/// Runs `decode` with the descriptors in `fds` available by index; the ones claimed
+/// are taken out. Several values decoded from one frame share the slots.
+pub(crate) fn supply_from<R>(fds: &mut Vec<Option<OwnedFd>>, decode: impl FnOnce() -> R) -> R {
+    let outer = INCOMING.with(|c| c.replace(Some(std::mem::take(fds))));
+    let r = decode();
+    *fds = INCOMING
+        .with(|c| c.replace(outer))
+        .expect("installed above");
+    r
+}
+
+/// Serialises as the index of a duplicate of the descriptor in the message being
+/// built.
+#[derive(Debug)]
+pub(crate) struct SendFd<'a>(pub(crate) BorrowedFd<'a>);
+
+impl Serialize for SendFd<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let index = OUTGOING.with(|c| -> Result<u32, String> {
+            let mut c = c.borrow_mut();
+            let fds = c.as_mut().ok_or_else(|| OUTSIDE.to_owned())?;
+            if fds.len() >= MAX_FDS {
+                return Err(format!(
+                    "one message can carry at most {MAX_FDS} descriptors of handles"
+                ));
+            }
+            let dup = sys::sock::dup(self.0).map_err(|e| format!("duplicating a handle: {e}"))?;
+            fds.push(dup);
+            Ok((fds.len() - 1) as u32)
+        });
+        match index {
+            Ok(i) => s.serialize_u32(i),
+            Err(e) => Err(S::Error::custom(e)),
+        }
+    }
+}
+
+/// Deserialises a descriptor index into the descriptor that arrived with the message.
+#[derive(Debug)]
+pub(crate) struct RecvFd(pub(crate) OwnedFd);
+
+impl<'de> Deserialize<'de> for RecvFd {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let index = u32::deserialize(d)? as usize;
+        INCOMING
+            .with(|c| {
+                let mut c = c.borrow_mut();
+                let fds = c.as_mut().ok_or(OUTSIDE)?;
+                fds.get_mut(index)
+                    .and_then(Option::take)
+                    .ok_or("a handle refers to a descriptor that did not arrive")
+            })
+            .map(RecvFd)
+            .map_err(D::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::{AsFd, AsRawFd};
+
+    #[test]
+    fn descriptors_are_collected_and_supplied_by_index() {
+        let (a, _b) = sys::sock::pair(sys::sock::Kind::Stream).unwrap();
+        let (bytes, fds) =
+            collecting(|| postcard::to_allocvec(&(7u8, SendFd(a.as_fd()), SendFd(a.as_fd()))));
+        let bytes = bytes.unwrap();
+        assert_eq!(fds.len(), 2);
+        assert_ne!(
+            fds[0].as_raw_fd(),
+            a.as_raw_fd(),
+            "a duplicate, not the original"
+        );
+        let (n, RecvFd(x), RecvFd(y)) =
+            supplying(fds, || postcard::from_bytes::<(u8, RecvFd, RecvFd)>(&bytes)).unwrap();
+        assert_eq!(n, 7);
+        assert_ne!(x.as_raw_fd(), y.as_raw_fd());
+    }
+
+    #[test]
+    fn outside_a_message_a_handle_is_an_error() {
+        let (a, _b) = sys::sock::pair(sys::sock::Kind::Stream).unwrap();
+        assert!(postcard::to_allocvec(&SendFd(a.as_fd())).is_err());
+        let bytes = postcard::to_allocvec(&0u32).unwrap();
+        assert!(postcard::from_bytes::<RecvFd>(&bytes).is_err());
+        // A descriptor claimed twice, or one that never came, is an error too.
+        assert!(supplying(Vec::new(), || postcard::from_bytes::<RecvFd>(&bytes)).is_err());
+    }
+}

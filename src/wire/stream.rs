@@ -1,0 +1,306 @@
+//! Frames over a unix stream socket, with descriptors beside them.
+//!
+//! [`FrameReader`] and [`FrameWriter`] keep their progress in themselves, not in a
+//! future: a read or write that stops half-way (`WouldBlock`, or an async caller that
+//! was cancelled) resumes exactly where it was on the next call. That makes the async
+//! paths built on them cancel safe, and lets one implementation serve blocking
+//! sockets (a worker), non-blocking ones polled by tokio (the parent) and shared ones
+//! used both ways (a pipe end held by several processes).
+//!
+//! Descriptors ride on the frame's first byte (`sendmsg` with `SCM_RIGHTS`). The
+//! receiver queues every descriptor as it arrives; since they arrive no later than the
+//! first byte of their frame, a complete frame takes the first `nfds` of the queue.
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use tokio::io::unix::AsyncFd;
+
+use super::{Header, ReadError, HEADER_LEN};
+use crate::error::ProtocolError;
+use crate::sys::sock;
+
+/// Bytes read ahead in one `recvmsg` for small frames.
+const READ_AHEAD: usize = 64 * 1024;
+
+/// A received frame: header, body and the descriptors it carried.
+#[derive(Debug)]
+pub(crate) struct Frame {
+    pub(crate) header: Header,
+    pub(crate) body: Vec<u8>,
+    pub(crate) fds: Vec<OwnedFd>,
+}
+
+/// Reads frames from a socket, one `recvmsg` at a time.
+#[derive(Debug)]
+pub(crate) struct FrameReader {
+    /// Read-ahead bytes; `buf[pos..]` are not consumed yet.
+    buf: Vec<u8>,
+    pos: usize,
+    /// A frame whose header is parsed and whose body is being read straight into
+    /// its own buffer.
+    partial: Option<(Header, Vec<u8>)>,
+    /// Descriptors received and not yet given to a frame.
+    fds: VecDeque<OwnedFd>,
+    limit: u64,
+}
+
+impl FrameReader {
+    /// A reader accepting bodies up to `limit` bytes.
+    pub(crate) fn new(limit: u64) -> FrameReader {
+        FrameReader {
+            buf: Vec::with_capacity(READ_AHEAD),
+            pos: 0,
+            partial: None,
+            fds: VecDeque::new(),
+            limit,
+        }
+    }
+
+    /// Changes the body size limit for frames not yet started.
+    pub(crate) fn set_limit(&mut self, limit: u64) {
+        self.limit = limit;
+    }
+
+    /// Whether a complete frame is already buffered (no system call needed).
+    pub(crate) fn has_frame(&self) -> bool {
+        match &self.partial {
+            Some((h, body)) => body.len() as u64 == h.len,
+            None => {
+                let avail = &self.buf[self.pos..];
+                avail.len() >= HEADER_LEN && {
+                    let len = u64::from_le_bytes(avail[..8].try_into().expect("8 bytes"));
+                    (avail.len() - HEADER_LEN) as u64 >= len
+                }
+            }
+        }
+    }
+
+    /// Whether part of a frame has been read (EOF now would cut a frame).
+    fn mid_frame(&self) -> bool {
+        self.partial.is_some() || self.pos < self.buf.len()
+    }
+
+    /// Reads the next frame. With `nonblocking`, returns `ReadError::Io(WouldBlock)`
+    /// when the socket has nothing more yet; the progress made is kept.
+    ///
+    /// # Errors
+    /// `Eof` at end of stream (a frame cut short by it is dropped whole: a message is
+    /// delivered complete or not at all), `Protocol` for a frame we do not accept.
+    pub(crate) fn read(
+        &mut self,
+        sock: BorrowedFd<'_>,
+        nonblocking: bool,
+    ) -> Result<Frame, ReadError> {
+        loop {
+            if let Some(frame) = self.take_frame()? {
+                return Ok(frame);
+            }
+            let n = match &mut self.partial {
+                Some((h, body)) => {
+                    let want = (h.len as usize) - body.len();
+                    sock::recv_spare(sock, body, want, &mut self.fds, nonblocking)
+                }
+                None => {
+                    if self.pos == self.buf.len() {
+                        self.buf.clear();
+                        self.pos = 0;
+                    } else if self.buf.capacity() - self.buf.len() < HEADER_LEN {
+                        self.buf.drain(..self.pos);
+                        self.pos = 0;
+                    }
+                    let room = self.buf.capacity() - self.buf.len();
+                    sock::recv_spare(sock, &mut self.buf, room, &mut self.fds, nonblocking)
+                }
+            };
+            match n {
+                Ok(0) => {
+                    if self.mid_frame() {
+                        self.partial = None;
+                        self.buf.clear();
+                        self.pos = 0;
+                    }
+                    return Err(ReadError::Eof);
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                    return Err(ReadError::Protocol(ProtocolError::Malformed {
+                        reason: e.to_string(),
+                    }))
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Completes a frame from buffered bytes, if there is one.
+    fn take_frame(&mut self) -> Result<Option<Frame>, ReadError> {
+        if let Some((h, body)) = &self.partial {
+            if body.len() as u64 != h.len {
+                return Ok(None);
+            }
+            let (header, body) = self.partial.take().expect("checked");
+            return self.with_fds(header, body).map(Some);
+        }
+        let avail = &self.buf[self.pos..];
+        if avail.len() < HEADER_LEN {
+            return Ok(None);
+        }
+        let raw: &[u8; HEADER_LEN] = avail[..HEADER_LEN].try_into().expect("32 bytes");
+        let header = Header::parse(raw, self.limit).map_err(ReadError::Protocol)?;
+        let len = header.len as usize;
+        let have = avail.len() - HEADER_LEN;
+        if have >= len {
+            let body = avail[HEADER_LEN..HEADER_LEN + len].to_vec();
+            self.pos += HEADER_LEN + len;
+            return self.with_fds(header, body).map(Some);
+        }
+        // A body longer than what is buffered: give it its own buffer and read the
+        // rest straight into it.
+        let mut body = Vec::new();
+        body.try_reserve_exact(len).map_err(|_| {
+            ReadError::Io(io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                format!("cannot allocate {len} bytes for a message"),
+            ))
+        })?;
+        body.extend_from_slice(&avail[HEADER_LEN..]);
+        self.pos = self.buf.len();
+        self.partial = Some((header, body));
+        Ok(None)
+    }
+
+    fn with_fds(&mut self, header: Header, body: Vec<u8>) -> Result<Frame, ReadError> {
+        let n = header.nfds as usize;
+        if self.fds.len() < n {
+            return Err(ReadError::Protocol(ProtocolError::Malformed {
+                reason: format!(
+                    "a frame announced {n} descriptors but {} arrived",
+                    self.fds.len()
+                ),
+            }));
+        }
+        let fds = self.fds.drain(..n).collect();
+        Ok(Frame { header, body, fds })
+    }
+
+    /// Reads the next frame, waiting for readiness through tokio.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: progress lives in the reader, and a later call resumes it.
+    pub(crate) async fn read_async(&mut self, sock: &AsyncFd<OwnedFd>) -> Result<Frame, ReadError> {
+        loop {
+            if self.has_frame() {
+                return self.read(sock.get_ref().as_fd(), true);
+            }
+            let mut guard = sock.readable().await.map_err(ReadError::Io)?;
+            match self.read(sock.get_ref().as_fd(), true) {
+                Err(ReadError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                    guard.clear_ready();
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+/// Writes frames to a socket; a frame started is always finished before the next.
+#[derive(Debug, Default)]
+pub(crate) struct FrameWriter {
+    /// The frame being written, how much of it is out, and its descriptors (sent with
+    /// the first byte, then dropped).
+    pending: Option<Pending>,
+}
+
+#[derive(Debug)]
+struct Pending {
+    frame: Vec<u8>,
+    written: usize,
+    fds: Vec<OwnedFd>,
+}
+
+impl FrameWriter {
+    /// A writer with nothing pending.
+    pub(crate) fn new() -> FrameWriter {
+        FrameWriter { pending: None }
+    }
+
+    /// Whether a frame is partly written.
+    pub(crate) fn is_pending(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// Queues a whole frame (header from [`super::finish`]) with `fds`. The header's
+    /// descriptor count is set here, from `fds`. Call [`flush`](Self::flush) (or the
+    /// async/blocking forms) to write it.
+    ///
+    /// # Panics
+    /// If a frame is still pending, or `fds` is longer than one message may carry
+    /// (callers check [`super::handles::MAX_FDS`] when encoding).
+    pub(crate) fn start(&mut self, mut frame: Vec<u8>, fds: Vec<OwnedFd>) {
+        assert!(self.pending.is_none(), "a frame is still being written");
+        assert!(
+            fds.len() <= sock::MAX_FDS_PER_MESSAGE,
+            "too many descriptors"
+        );
+        frame[10..12].copy_from_slice(&(fds.len() as u16).to_le_bytes());
+        self.pending = Some(Pending {
+            frame,
+            written: 0,
+            fds,
+        });
+    }
+
+    /// Writes what is pending. `Ok(Some(frame))` once done (the buffer back, for
+    /// reuse); `WouldBlock` with `nonblocking` when the socket is full.
+    pub(crate) fn flush(&mut self, sock: BorrowedFd<'_>, nonblocking: bool) -> io::Result<Vec<u8>> {
+        let Some(p) = self.pending.as_mut() else {
+            return Ok(Vec::new());
+        };
+        while p.written < p.frame.len() {
+            let fds: Vec<BorrowedFd<'_>> = p.fds.iter().map(AsFd::as_fd).collect();
+            match sock::send(sock, &p.frame[p.written..], &fds, nonblocking) {
+                Ok(n) => {
+                    p.written += n;
+                    if n > 0 {
+                        // They went with the first byte; our copies can close.
+                        p.fds.clear();
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(self.pending.take().expect("checked").frame)
+    }
+
+    /// Writes what is pending, waiting for writability through tokio.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: what was written stays written, and the rest is written by the
+    /// next call; frames never interleave.
+    pub(crate) async fn flush_async(&mut self, sock: &AsyncFd<OwnedFd>) -> io::Result<Vec<u8>> {
+        loop {
+            let mut guard = sock.writable().await?;
+            match self.flush(sock.get_ref().as_fd(), true) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => guard.clear_ready(),
+                other => return other,
+            }
+        }
+    }
+
+    /// Writes what is pending on a socket shared with other processes, blocking
+    /// this thread in `poll` while it is full.
+    pub(crate) fn flush_blocking(&mut self, sock: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
+        loop {
+            match self.flush(sock, true) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    sock::poll(sock, sock::Wait::Writable, None)?;
+                }
+                other => return other,
+            }
+        }
+    }
+}
