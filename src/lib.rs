@@ -77,6 +77,7 @@ macro_rules! assert_zero_sized {
 
 mod bootstrap;
 mod error;
+pub mod pipe;
 mod pool;
 mod process;
 mod supervisor;
@@ -85,6 +86,7 @@ mod task;
 mod wire;
 
 pub use error::{Error, Exit, ProtocolError, TaskError};
+pub use pipe::{duplex, pipe, Connection};
 pub use pool::{
     Builder, Map, MapFuture, MapStream, PoolStats, ProcessPoolExecutor, TaskHandle,
     DEFAULT_MAX_FRAME, DEFAULT_QUEUE_CAPACITY,

@@ -1,0 +1,981 @@
+//! Pipes between processes: Python's `multiprocessing.Pipe`, typed and async.
+//!
+//! [`pipe`] makes a connected pair of [`Connection`]s (a unix socketpair). Either end
+//! can be passed to another process as a task or [`Process`](crate::Process) argument
+//! or result, or sent through another pipe or queue: its descriptor travels beside the
+//! message, and each process then holds its own. [`simplex`] makes a one-way pair
+//! ([`Receiver`], [`Sender`]; Python's `Pipe(duplex=False)`), and [`duplex`] a pair
+//! whose two directions carry different types (requests one way, responses the other).
+//!
+//! # Messages
+//! A message is one value encoded with postcard (or raw bytes with
+//! [`send_bytes`](Connection::send_bytes)), up to [`MAX_MESSAGE`] bytes. It is
+//! delivered whole or not at all: a sender that dies half-way through a message leaves
+//! nothing for the receiver but end of stream. Handles inside a message (another pipe
+//! end, a queue) arrive with it.
+//!
+//! # End of stream
+//! [`recv`](Connection::recv) returns [`RecvError::Eof`] once every copy of the other
+//! end, in every process, has been dropped and the messages already sent have been
+//! received — the seeds' `EOFError`. So drop (or [`close`](Connection::close)) the
+//! ends a process does not use, as in Python. Sending to an end nobody holds any more
+//! is [`SendError::Closed`]; it never raises `SIGPIPE`.
+//!
+//! # Sharing
+//! Within a process, a connection is used through `&self`: one task may send while
+//! another receives (wrap it in an `Arc`). Messages from concurrent senders never
+//! interleave in this process. Across processes, as with Python's pipes, two processes
+//! sending on (or receiving from) the *same* end at the same time may interleave
+//! large messages; give each process its own pipe, or use a [`Queue`](crate::Queue),
+//! which is built for many producers and consumers.
+//!
+//! # Async and blocking
+//! Every operation has an async form and a `blocking_*` form for code that is not
+//! async (a pool task, a [`Process`](crate::Process) body). The blocking forms panic
+//! if called from within an async runtime context, as tokio's do.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use procpool::{pipe, Process};
+//!
+//! fn child(conn: procpool::Connection<String>) {
+//!     let question = conn.blocking_recv().unwrap();
+//!     conn.blocking_send(&format!("{question} -> 42")).unwrap();
+//! }
+//!
+//! let (parent_end, child_end) = pipe::<String>()?;
+//! let p = Process::spawn(child, child_end)?; // the child gets its own copy
+//! parent_end.send(&"the answer?".to_owned()).await?;
+//! assert_eq!(parent_end.recv().await?, "the answer? -> 42");
+//! p.join().await?;
+//! // The child's end is gone everywhere now: end of stream.
+//! assert!(matches!(parent_end.recv().await, Err(pipe::RecvError::Eof)));
+//! # Ok(())
+//! # }
+//! ```
+
+use std::any::type_name;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::io;
+use std::marker::PhantomData;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde::de::{DeserializeOwned, Error as _};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+use tokio::sync::Mutex;
+
+use crate::error::{clone_io, fmt_codec, ProtocolError};
+use crate::sys;
+use crate::wire::handles::{self, RecvFd, SendFd};
+use crate::wire::stream::{Frame, FrameReader, FrameWriter};
+use crate::wire::{self, Kind, ReadError, HEADER_LEN};
+
+/// Largest message a pipe carries: 1 GiB.
+pub const MAX_MESSAGE: u64 = 1 << 30;
+
+/// Makes a connected pair of duplex [`Connection`]s carrying `T` both ways (Python's
+/// `Pipe()`).
+///
+/// # Errors
+/// The system refused a socketpair (out of descriptors).
+pub fn pipe<T>() -> io::Result<(Connection<T>, Connection<T>)> {
+    duplex::<T, T>()
+}
+
+/// Makes a connected pair whose first end sends `A` and receives `B`, and whose second
+/// end sends `B` and receives `A`: a typed request/response channel.
+///
+/// # Errors
+/// The system refused a socketpair.
+pub fn duplex<A, B>() -> io::Result<(Connection<A, B>, Connection<B, A>)> {
+    let (a, b) = sys::sock::pair(sys::sock::Kind::Stream)?;
+    Ok((Connection::from_fd(a), Connection::from_fd(b)))
+}
+
+/// Makes a one-way pair: the [`Receiver`] only receives, the [`Sender`] only sends
+/// (Python's `Pipe(duplex=False)`, in the same order: receiving end first).
+///
+/// # Errors
+/// The system refused a socketpair.
+pub fn simplex<T>() -> io::Result<(Receiver<T>, Sender<T>)> {
+    let (r, s) = sys::sock::pair(sys::sock::Kind::Stream)?;
+    // The kernel enforces the direction for every process that gets an end.
+    sys::sock::shutdown_write(r.as_fd())?;
+    Ok((
+        Receiver {
+            conn: Connection::from_fd(r),
+        },
+        Sender {
+            conn: Connection::from_fd(s),
+        },
+    ))
+}
+
+/// Why a message could not be sent.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum SendError {
+    /// Nobody holds the other end any more (or this end was shut for sending).
+    Closed,
+    /// The value did not serialise.
+    Encode {
+        /// The value's type.
+        type_name: &'static str,
+        /// What serde reported.
+        reason: String,
+    },
+    /// The encoded message is longer than [`MAX_MESSAGE`].
+    TooLarge {
+        /// Encoded length.
+        len: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// Another I/O error.
+    Io(io::Error),
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendError::Closed => f.write_str("the other end of the pipe is closed"),
+            SendError::Encode { type_name, reason } => fmt_codec(f, "encode", type_name, reason),
+            SendError::TooLarge { len, limit } => write!(
+                f,
+                "a message of {len} bytes is over the pipe's limit of {limit} bytes"
+            ),
+            SendError::Io(e) => write!(f, "pipe I/O error: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for SendError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SendError::Io(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<io::Error> for SendError {
+    fn from(e: io::Error) -> Self {
+        match e.raw_os_error() {
+            Some(libc::EPIPE | libc::ECONNRESET) => SendError::Closed,
+            _ => SendError::Io(e),
+        }
+    }
+}
+
+/// Why no message was received.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum RecvError {
+    /// Every copy of the other end is closed and everything sent has been received
+    /// (Python's `EOFError`).
+    Eof,
+    /// [`try_recv`](Connection::try_recv): no complete message is waiting.
+    Empty,
+    /// A `*_timeout` call: no message came in time. Nothing was consumed.
+    Timeout,
+    /// The message arrived but did not decode as the expected type. It is consumed;
+    /// the connection goes on.
+    Decode {
+        /// The expected type.
+        type_name: &'static str,
+        /// What serde reported.
+        reason: String,
+    },
+    /// [`recv_bytes_into`](Connection::recv_bytes_into): the buffer is shorter than
+    /// the message, which is returned here (Python's `BufferTooShort`).
+    BufferTooShort {
+        /// The message's length.
+        needed: usize,
+        /// The whole message.
+        message: Vec<u8>,
+    },
+    /// [`recv_bytes_max`](Connection::recv_bytes_max): the next message is longer than
+    /// allowed. As in Python, the connection is closed: this end is unusable after it.
+    TooLong {
+        /// The message's length.
+        len: u64,
+        /// The maximum asked for.
+        max: u64,
+    },
+    /// The bytes are not messages (a peer that is not procpool, or a message over
+    /// [`MAX_MESSAGE`]); this end is unusable after it.
+    Protocol(ProtocolError),
+    /// This end was closed after an earlier [`TooLong`](RecvError::TooLong) or
+    /// [`Protocol`](RecvError::Protocol) error.
+    Closed,
+    /// Another I/O error.
+    Io(io::Error),
+}
+
+impl fmt::Display for RecvError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RecvError::Eof => f.write_str("end of stream: the other end is closed everywhere"),
+            RecvError::Empty => f.write_str("no message waiting"),
+            RecvError::Timeout => f.write_str("no message came before the timeout"),
+            RecvError::Decode { type_name, reason } => fmt_codec(f, "decode", type_name, reason),
+            RecvError::BufferTooShort { needed, .. } => {
+                write!(f, "buffer too short: the message has {needed} bytes")
+            }
+            RecvError::TooLong { len, max } => write!(
+                f,
+                "a message of {len} bytes is longer than the maximum of {max}; the connection is closed"
+            ),
+            RecvError::Protocol(e) => write!(f, "not a procpool message stream: {e}"),
+            RecvError::Closed => f.write_str("this end of the pipe was closed by an earlier error"),
+            RecvError::Io(e) => write!(f, "pipe I/O error: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for RecvError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            RecvError::Io(e) => Some(e),
+            RecvError::Protocol(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl std::error::Error for ProtocolError {}
+
+/// The state of one end, shared by the clones of its handle in this process.
+struct End {
+    fd: OwnedFd,
+    /// A duplicate registered with tokio on first async use (a connection made in
+    /// blocking code never needs a runtime).
+    async_fd: OnceLock<AsyncFd<OwnedFd>>,
+    reader: Mutex<ReadState>,
+    writer: Mutex<FrameWriter>,
+}
+
+struct ReadState {
+    frames: FrameReader,
+    /// Set after an error that leaves the stream position unknown.
+    broken: bool,
+}
+
+impl End {
+    fn new(fd: OwnedFd) -> End {
+        End {
+            fd,
+            async_fd: OnceLock::new(),
+            reader: Mutex::new(ReadState {
+                frames: FrameReader::new(MAX_MESSAGE),
+                broken: false,
+            }),
+            writer: Mutex::new(FrameWriter::new()),
+        }
+    }
+
+    fn async_fd(&self) -> io::Result<&AsyncFd<OwnedFd>> {
+        if let Some(a) = self.async_fd.get() {
+            return Ok(a);
+        }
+        let dup = sys::sock::dup(self.fd.as_fd())?;
+        let registered = sys::proc::async_fd(dup, Interest::READABLE | Interest::WRITABLE)?;
+        // Another task may have won the race; its registration is as good as ours.
+        let _ = self.async_fd.set(registered);
+        Ok(self.async_fd.get().expect("set above"))
+    }
+}
+
+/// One end of a pipe: sends `S`, receives `R` (by default the same type).
+///
+/// See the [module documentation](self) for end-of-stream rules, sharing, and the
+/// async/blocking forms.
+pub struct Connection<S, R = S> {
+    end: Arc<End>,
+    _types: PhantomData<fn(S) -> R>,
+}
+
+/// The receiving end of a [`simplex`] pipe.
+pub struct Receiver<T> {
+    conn: Connection<(), T>,
+}
+
+/// The sending end of a [`simplex`] pipe.
+pub struct Sender<T> {
+    conn: Connection<T, ()>,
+}
+
+/// Encodes a message frame: header, then the value (or bytes), with handles'
+/// descriptors collected.
+fn encode<S: Serialize>(value: &S) -> Result<(Vec<u8>, Vec<OwnedFd>), SendError> {
+    let mut frame = Vec::with_capacity(64);
+    wire::begin(&mut frame);
+    let (r, fds) = handles::collecting(|| postcard::to_io(value, &mut frame));
+    r.map_err(|e| SendError::Encode {
+        type_name: type_name::<S>(),
+        reason: e.to_string(),
+    })?;
+    finish(frame).map(|f| (f, fds))
+}
+
+fn encode_bytes(bytes: &[u8]) -> Result<(Vec<u8>, Vec<OwnedFd>), SendError> {
+    let mut frame = Vec::with_capacity(HEADER_LEN + bytes.len());
+    wire::begin(&mut frame);
+    frame.extend_from_slice(bytes);
+    finish(frame).map(|f| (f, Vec::new()))
+}
+
+fn finish(mut frame: Vec<u8>) -> Result<Vec<u8>, SendError> {
+    let len = (frame.len() - HEADER_LEN) as u64;
+    if len > MAX_MESSAGE {
+        return Err(SendError::TooLarge {
+            len,
+            limit: MAX_MESSAGE,
+        });
+    }
+    wire::finish(&mut frame, Kind::Message, 0, 0, 0);
+    Ok(frame)
+}
+
+fn decode<R: DeserializeOwned>(frame: Frame) -> Result<R, RecvError> {
+    let Frame { body, fds, .. } = frame;
+    handles::supplying(fds, || postcard::from_bytes(&body)).map_err(|e| RecvError::Decode {
+        type_name: type_name::<R>(),
+        reason: e.to_string(),
+    })
+}
+
+/// How long until `deadline`, or `None` when it has passed.
+fn remaining(deadline: Option<Instant>) -> Option<Option<Duration>> {
+    match deadline {
+        None => Some(None),
+        Some(d) => d.checked_duration_since(Instant::now()).map(Some),
+    }
+}
+
+impl<S, R> Connection<S, R> {
+    fn from_fd(fd: OwnedFd) -> Self {
+        Connection {
+            end: Arc::new(End::new(fd)),
+            _types: PhantomData,
+        }
+    }
+
+    /// Closes this handle (the same as dropping it). The other end sees end of stream
+    /// once every copy of this end, in every process, is closed.
+    ///
+    /// A message whose sending was cancelled half-way is abandoned: the receiver never
+    /// sees any of it (it sees end of stream instead).
+    pub fn close(self) {}
+
+    // ---- sending ----
+
+    async fn send_frame(&self, frame: Vec<u8>, fds: Vec<OwnedFd>) -> Result<(), SendError> {
+        let mut w = self.end.writer.lock().await;
+        let sock = self.end.async_fd()?;
+        // Finish a message an earlier, cancelled send started.
+        w.flush_async(sock).await?;
+        w.start(frame, fds);
+        w.flush_async(sock).await?;
+        Ok(())
+    }
+
+    fn blocking_send_frame(&self, frame: Vec<u8>, fds: Vec<OwnedFd>) -> Result<(), SendError> {
+        let mut w = self.end.writer.blocking_lock();
+        w.flush_blocking(self.end.fd.as_fd())?;
+        w.start(frame, fds);
+        w.flush_blocking(self.end.fd.as_fd())?;
+        Ok(())
+    }
+
+    /// Sends raw bytes as one message (Python's `send_bytes`).
+    ///
+    /// # Errors
+    /// [`SendError::Closed`] if the other end is closed everywhere,
+    /// [`SendError::TooLarge`] over [`MAX_MESSAGE`].
+    ///
+    /// # Cancel safety
+    /// If cancelled after the message started to go out, the rest is written by the
+    /// next send on this connection: messages never interleave or arrive cut.
+    pub async fn send_bytes(&self, bytes: &[u8]) -> Result<(), SendError> {
+        let (frame, fds) = encode_bytes(bytes)?;
+        self.send_frame(frame, fds).await
+    }
+
+    /// Blocking form of [`send_bytes`](Self::send_bytes).
+    ///
+    /// # Errors
+    /// As [`send_bytes`](Self::send_bytes).
+    ///
+    /// # Panics
+    /// If called from within an async runtime context.
+    pub fn blocking_send_bytes(&self, bytes: &[u8]) -> Result<(), SendError> {
+        let (frame, fds) = encode_bytes(bytes)?;
+        self.blocking_send_frame(frame, fds)
+    }
+
+    // ---- receiving ----
+
+    async fn recv_frame(&self, max: Option<u64>) -> Result<Frame, RecvError> {
+        let mut r = self.end.reader.lock().await;
+        if r.broken {
+            return Err(RecvError::Closed);
+        }
+        let sock = self.end.async_fd().map_err(RecvError::Io)?;
+        if let Some(max) = max {
+            r.frames.set_limit(max.min(MAX_MESSAGE));
+        }
+        let result = r.frames.read_async(sock).await;
+        Self::after_read(&mut r, result, max)
+    }
+
+    fn blocking_recv_frame(
+        &self,
+        max: Option<u64>,
+        deadline: Option<Instant>,
+    ) -> Result<Frame, RecvError> {
+        let mut r = self.end.reader.blocking_lock();
+        if r.broken {
+            return Err(RecvError::Closed);
+        }
+        if let Some(max) = max {
+            r.frames.set_limit(max.min(MAX_MESSAGE));
+        }
+        let sock = self.end.fd.as_fd();
+        loop {
+            match r.frames.read(sock, true) {
+                Err(ReadError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let Some(wait) = remaining(deadline) else {
+                        return Err(RecvError::Timeout);
+                    };
+                    sys::sock::poll(sock, sys::sock::Wait::Readable, wait)
+                        .map_err(RecvError::Io)?;
+                }
+                result => return Self::after_read(&mut r, result, max),
+            }
+        }
+    }
+
+    fn after_read(
+        r: &mut ReadState,
+        result: Result<Frame, ReadError>,
+        max: Option<u64>,
+    ) -> Result<Frame, RecvError> {
+        if max.is_some() {
+            r.frames.set_limit(MAX_MESSAGE);
+        }
+        match result {
+            Ok(f) => Ok(f),
+            Err(ReadError::Eof) => Err(RecvError::Eof),
+            Err(ReadError::Io(e)) => Err(RecvError::Io(e)),
+            Err(ReadError::Protocol(e)) => {
+                r.broken = true;
+                match (e, max) {
+                    (ProtocolError::FrameTooLarge { len, .. }, Some(max)) if len <= MAX_MESSAGE => {
+                        Err(RecvError::TooLong { len, max })
+                    }
+                    (e, _) => Err(RecvError::Protocol(e)),
+                }
+            }
+        }
+    }
+
+    fn try_recv_frame(&self) -> Result<Frame, RecvError> {
+        let Ok(mut r) = self.end.reader.try_lock() else {
+            // Another task is receiving right now.
+            return Err(RecvError::Empty);
+        };
+        if r.broken {
+            return Err(RecvError::Closed);
+        }
+        match r.frames.read(self.end.fd.as_fd(), true) {
+            Err(ReadError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => Err(RecvError::Empty),
+            result => Self::after_read(&mut r, result, None),
+        }
+    }
+
+    /// Receives the next message as raw bytes (Python's `recv_bytes`).
+    ///
+    /// # Errors
+    /// [`RecvError::Eof`] when the other end is closed everywhere and nothing is left.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a message partly read stays in this connection for the next call.
+    pub async fn recv_bytes(&self) -> Result<Vec<u8>, RecvError> {
+        self.recv_frame(None).await.map(|f| f.body)
+    }
+
+    /// Blocking form of [`recv_bytes`](Self::recv_bytes).
+    ///
+    /// # Errors
+    /// As [`recv_bytes`](Self::recv_bytes).
+    ///
+    /// # Panics
+    /// If called from within an async runtime context.
+    pub fn blocking_recv_bytes(&self) -> Result<Vec<u8>, RecvError> {
+        self.blocking_recv_frame(None, None).map(|f| f.body)
+    }
+
+    /// Receives the next message as bytes if it is at most `max` bytes long (Python's
+    /// `recv_bytes(maxlength)`).
+    ///
+    /// # Errors
+    /// [`RecvError::TooLong`] if it is longer; as in Python the connection is then
+    /// closed (every later receive returns [`RecvError::Closed`]).
+    ///
+    /// # Cancel safety
+    /// Cancel safe, as [`recv_bytes`](Self::recv_bytes).
+    pub async fn recv_bytes_max(&self, max: usize) -> Result<Vec<u8>, RecvError> {
+        self.recv_frame(Some(max as u64)).await.map(|f| f.body)
+    }
+
+    /// Blocking form of [`recv_bytes_max`](Self::recv_bytes_max).
+    ///
+    /// # Errors
+    /// As [`recv_bytes_max`](Self::recv_bytes_max).
+    ///
+    /// # Panics
+    /// If called from within an async runtime context.
+    pub fn blocking_recv_bytes_max(&self, max: usize) -> Result<Vec<u8>, RecvError> {
+        self.blocking_recv_frame(Some(max as u64), None)
+            .map(|f| f.body)
+    }
+
+    /// Receives the next message into `buf`, returning its length (Python's
+    /// `recv_bytes_into`).
+    ///
+    /// # Errors
+    /// [`RecvError::BufferTooShort`] carrying the message when `buf` is too small.
+    ///
+    /// # Cancel safety
+    /// Cancel safe, as [`recv_bytes`](Self::recv_bytes).
+    pub async fn recv_bytes_into(&self, buf: &mut [u8]) -> Result<usize, RecvError> {
+        let body = self.recv_frame(None).await?.body;
+        copy_into(body, buf)
+    }
+
+    /// Blocking form of [`recv_bytes_into`](Self::recv_bytes_into).
+    ///
+    /// # Errors
+    /// As [`recv_bytes_into`](Self::recv_bytes_into).
+    ///
+    /// # Panics
+    /// If called from within an async runtime context.
+    pub fn blocking_recv_bytes_into(&self, buf: &mut [u8]) -> Result<usize, RecvError> {
+        let body = self.blocking_recv_frame(None, None)?.body;
+        copy_into(body, buf)
+    }
+
+    /// Waits up to `timeout` for something to receive (a message, or end of stream);
+    /// `Ok(false)` if nothing came. `Duration::ZERO` only looks (Python's `poll()`).
+    ///
+    /// # Errors
+    /// An I/O error from the system, or no tokio runtime with I/O enabled.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it consumes nothing.
+    pub async fn poll(&self, timeout: Duration) -> io::Result<bool> {
+        let sock = self.end.async_fd()?;
+        let check = || -> io::Result<bool> {
+            if let Ok(r) = self.end.reader.try_lock() {
+                if r.frames.has_frame() {
+                    return Ok(true);
+                }
+            }
+            sys::sock::poll(
+                self.end.fd.as_fd(),
+                sys::sock::Wait::Readable,
+                Some(Duration::ZERO),
+            )
+        };
+        let wait = async {
+            loop {
+                let mut guard = sock.readable().await?;
+                // Clear first, check second: a message that lands in between sets
+                // readiness again, so no wake-up is lost.
+                guard.clear_ready();
+                if check()? {
+                    return Ok::<bool, io::Error>(true);
+                }
+            }
+        };
+        if check()? {
+            return Ok(true);
+        }
+        match tokio::time::timeout(timeout, wait).await {
+            Ok(r) => r,
+            Err(_) => Ok(false),
+        }
+    }
+
+    /// Blocking form of [`poll`](Self::poll); `None` waits without a time limit.
+    ///
+    /// # Errors
+    /// An I/O error from the system.
+    pub fn blocking_poll(&self, timeout: Option<Duration>) -> io::Result<bool> {
+        if let Ok(r) = self.end.reader.try_lock() {
+            if r.frames.has_frame() {
+                return Ok(true);
+            }
+        }
+        sys::sock::poll(self.end.fd.as_fd(), sys::sock::Wait::Readable, timeout)
+    }
+}
+
+fn copy_into(body: Vec<u8>, buf: &mut [u8]) -> Result<usize, RecvError> {
+    if body.len() > buf.len() {
+        return Err(RecvError::BufferTooShort {
+            needed: body.len(),
+            message: body,
+        });
+    }
+    buf[..body.len()].copy_from_slice(&body);
+    Ok(body.len())
+}
+
+impl<S: Serialize, R> Connection<S, R> {
+    /// Sends a value (Python's `send`). Handles inside it (pipe ends, queues) go with
+    /// it.
+    ///
+    /// # Errors
+    /// [`SendError::Closed`] if the other end is closed everywhere,
+    /// [`SendError::Encode`] if the value does not serialise,
+    /// [`SendError::TooLarge`] over [`MAX_MESSAGE`].
+    ///
+    /// # Cancel safety
+    /// If cancelled after the message started to go out, the rest is written by the
+    /// next send on this connection: messages never interleave or arrive cut.
+    pub async fn send(&self, value: &S) -> Result<(), SendError> {
+        let (frame, fds) = encode(value)?;
+        self.send_frame(frame, fds).await
+    }
+
+    /// Blocking form of [`send`](Self::send).
+    ///
+    /// # Errors
+    /// As [`send`](Self::send).
+    ///
+    /// # Panics
+    /// If called from within an async runtime context.
+    pub fn blocking_send(&self, value: &S) -> Result<(), SendError> {
+        let (frame, fds) = encode(value)?;
+        self.blocking_send_frame(frame, fds)
+    }
+}
+
+impl<S, R: DeserializeOwned> Connection<S, R> {
+    /// Receives the next value (Python's `recv`).
+    ///
+    /// # Errors
+    /// [`RecvError::Eof`] when the other end is closed everywhere and every message
+    /// sent has been received; [`RecvError::Decode`] if the message is not an `R`.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a message partly read stays in this connection for the next call.
+    pub async fn recv(&self) -> Result<R, RecvError> {
+        decode(self.recv_frame(None).await?)
+    }
+
+    /// Blocking form of [`recv`](Self::recv).
+    ///
+    /// # Errors
+    /// As [`recv`](Self::recv).
+    ///
+    /// # Panics
+    /// If called from within an async runtime context.
+    pub fn blocking_recv(&self) -> Result<R, RecvError> {
+        decode(self.blocking_recv_frame(None, None)?)
+    }
+
+    /// Receives a value if a whole message is already waiting.
+    ///
+    /// # Errors
+    /// [`RecvError::Empty`] if none is (or another task of this process is receiving
+    /// on this connection right now), else as [`recv`](Self::recv).
+    pub fn try_recv(&self) -> Result<R, RecvError> {
+        decode(self.try_recv_frame()?)
+    }
+
+    /// [`recv`](Self::recv) with a time limit.
+    ///
+    /// # Errors
+    /// [`RecvError::Timeout`] if no whole message came in time (nothing is lost: a
+    /// message partly read stays for the next call); else as [`recv`](Self::recv).
+    ///
+    /// # Cancel safety
+    /// Cancel safe, as [`recv`](Self::recv).
+    pub async fn recv_timeout(&self, timeout: Duration) -> Result<R, RecvError> {
+        match tokio::time::timeout(timeout, self.recv_frame(None)).await {
+            Ok(frame) => decode(frame?),
+            Err(_) => Err(RecvError::Timeout),
+        }
+    }
+
+    /// Blocking form of [`recv_timeout`](Self::recv_timeout).
+    ///
+    /// # Errors
+    /// As [`recv_timeout`](Self::recv_timeout).
+    ///
+    /// # Panics
+    /// If called from within an async runtime context.
+    pub fn blocking_recv_timeout(&self, timeout: Duration) -> Result<R, RecvError> {
+        decode(self.blocking_recv_frame(None, Some(Instant::now() + timeout))?)
+    }
+}
+
+impl<S, R> AsRawFd for Connection<S, R> {
+    /// The socket's descriptor in this process (for `select`-style integration; do not
+    /// read or write it directly, or messages get cut).
+    fn as_raw_fd(&self) -> RawFd {
+        self.end.fd.as_raw_fd()
+    }
+}
+
+impl<S, R> fmt::Debug for Connection<S, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("fd", &self.end.fd.as_raw_fd())
+            .field("sends", &type_name::<S>())
+            .field("receives", &type_name::<R>())
+            .finish()
+    }
+}
+
+/// A hash of the end's types, carried with the handle so that an end decoded as a
+/// connection of other types is an error instead of garbage later.
+fn types_tag<S, R>() -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    type_name::<S>().hash(&mut h);
+    type_name::<R>().hash(&mut h);
+    h.finish()
+}
+
+impl<S, R> Serialize for Connection<S, R> {
+    fn serialize<Z: Serializer>(&self, s: Z) -> Result<Z::Ok, Z::Error> {
+        (SendFd(self.end.fd.as_fd()), types_tag::<S, R>()).serialize(s)
+    }
+}
+
+impl<'de, S, R> Deserialize<'de> for Connection<S, R> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let (RecvFd(fd), tag) = <(RecvFd, u64)>::deserialize(d)?;
+        if tag != types_tag::<S, R>() {
+            return Err(D::Error::custom(format!(
+                "a pipe end of other types arrived where a Connection<{}, {}> was expected",
+                type_name::<S>(),
+                type_name::<R>()
+            )));
+        }
+        Ok(Connection::from_fd(fd))
+    }
+}
+
+impl<T: Serialize> Sender<T> {
+    /// Sends a value; see [`Connection::send`].
+    ///
+    /// # Errors
+    /// As [`Connection::send`].
+    ///
+    /// # Cancel safety
+    /// As [`Connection::send`].
+    pub async fn send(&self, value: &T) -> Result<(), SendError> {
+        self.conn.send(value).await
+    }
+
+    /// Blocking form of [`send`](Self::send).
+    ///
+    /// # Errors
+    /// As [`Connection::send`].
+    ///
+    /// # Panics
+    /// If called from within an async runtime context.
+    pub fn blocking_send(&self, value: &T) -> Result<(), SendError> {
+        self.conn.blocking_send(value)
+    }
+}
+
+impl<T> Sender<T> {
+    /// Sends raw bytes; see [`Connection::send_bytes`].
+    ///
+    /// # Errors
+    /// As [`Connection::send_bytes`].
+    ///
+    /// # Cancel safety
+    /// As [`Connection::send_bytes`].
+    pub async fn send_bytes(&self, bytes: &[u8]) -> Result<(), SendError> {
+        self.conn.send_bytes(bytes).await
+    }
+
+    /// Blocking form of [`send_bytes`](Self::send_bytes).
+    ///
+    /// # Errors
+    /// As [`Connection::send_bytes`].
+    ///
+    /// # Panics
+    /// If called from within an async runtime context.
+    pub fn blocking_send_bytes(&self, bytes: &[u8]) -> Result<(), SendError> {
+        self.conn.blocking_send_bytes(bytes)
+    }
+
+    /// Closes this handle (the same as dropping it).
+    pub fn close(self) {}
+}
+
+impl<T: DeserializeOwned> Receiver<T> {
+    /// Receives the next value; see [`Connection::recv`].
+    ///
+    /// # Errors
+    /// As [`Connection::recv`].
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn recv(&self) -> Result<T, RecvError> {
+        self.conn.recv().await
+    }
+
+    /// Blocking form of [`recv`](Self::recv).
+    ///
+    /// # Errors
+    /// As [`Connection::recv`].
+    ///
+    /// # Panics
+    /// If called from within an async runtime context.
+    pub fn blocking_recv(&self) -> Result<T, RecvError> {
+        self.conn.blocking_recv()
+    }
+
+    /// See [`Connection::try_recv`].
+    ///
+    /// # Errors
+    /// As [`Connection::try_recv`].
+    pub fn try_recv(&self) -> Result<T, RecvError> {
+        self.conn.try_recv()
+    }
+
+    /// See [`Connection::recv_timeout`].
+    ///
+    /// # Errors
+    /// As [`Connection::recv_timeout`].
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn recv_timeout(&self, timeout: Duration) -> Result<T, RecvError> {
+        self.conn.recv_timeout(timeout).await
+    }
+
+    /// See [`Connection::blocking_recv_timeout`].
+    ///
+    /// # Errors
+    /// As [`Connection::recv_timeout`].
+    ///
+    /// # Panics
+    /// If called from within an async runtime context.
+    pub fn blocking_recv_timeout(&self, timeout: Duration) -> Result<T, RecvError> {
+        self.conn.blocking_recv_timeout(timeout)
+    }
+}
+
+impl<T> Receiver<T> {
+    /// See [`Connection::recv_bytes`].
+    ///
+    /// # Errors
+    /// As [`Connection::recv_bytes`].
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn recv_bytes(&self) -> Result<Vec<u8>, RecvError> {
+        self.conn.recv_bytes().await
+    }
+
+    /// See [`Connection::blocking_recv_bytes`].
+    ///
+    /// # Errors
+    /// As [`Connection::recv_bytes`].
+    ///
+    /// # Panics
+    /// If called from within an async runtime context.
+    pub fn blocking_recv_bytes(&self) -> Result<Vec<u8>, RecvError> {
+        self.conn.blocking_recv_bytes()
+    }
+
+    /// See [`Connection::poll`].
+    ///
+    /// # Errors
+    /// As [`Connection::poll`].
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn poll(&self, timeout: Duration) -> io::Result<bool> {
+        self.conn.poll(timeout).await
+    }
+
+    /// See [`Connection::blocking_poll`].
+    ///
+    /// # Errors
+    /// As [`Connection::blocking_poll`].
+    pub fn blocking_poll(&self, timeout: Option<Duration>) -> io::Result<bool> {
+        self.conn.blocking_poll(timeout)
+    }
+
+    /// Closes this handle (the same as dropping it).
+    pub fn close(self) {}
+}
+
+macro_rules! half_impls {
+    ($half:ident) => {
+        impl<T> AsRawFd for $half<T> {
+            fn as_raw_fd(&self) -> RawFd {
+                self.conn.as_raw_fd()
+            }
+        }
+
+        impl<T> fmt::Debug for $half<T> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct(stringify!($half))
+                    .field("fd", &self.conn.as_raw_fd())
+                    .field("type", &type_name::<T>())
+                    .finish()
+            }
+        }
+
+        impl<T> Serialize for $half<T> {
+            fn serialize<Z: Serializer>(&self, s: Z) -> Result<Z::Ok, Z::Error> {
+                self.conn.serialize(s)
+            }
+        }
+
+        impl<'de, T> Deserialize<'de> for $half<T> {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                Ok($half {
+                    conn: Connection::deserialize(d)?,
+                })
+            }
+        }
+    };
+}
+
+half_impls!(Sender);
+half_impls!(Receiver);
+
+impl Clone for SendError {
+    fn clone(&self) -> Self {
+        match self {
+            SendError::Closed => SendError::Closed,
+            SendError::Encode { type_name, reason } => SendError::Encode {
+                type_name,
+                reason: reason.clone(),
+            },
+            SendError::TooLarge { len, limit } => SendError::TooLarge {
+                len: *len,
+                limit: *limit,
+            },
+            SendError::Io(e) => SendError::Io(clone_io(e)),
+        }
+    }
+}
