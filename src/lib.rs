@@ -80,6 +80,7 @@ mod error;
 pub mod pipe;
 mod pool;
 mod process;
+pub mod queue;
 mod supervisor;
 mod sys;
 mod task;
@@ -95,6 +96,7 @@ pub use process::{
     active_children, current_process, parent_process, Builder as ProcessBuilder, ChildOutput,
     Process, ProcessError, ProcessInfo, ProcessKind, Stdio,
 };
+pub use queue::{JoinableQueue, Queue, SimpleQueue};
 
 /// Runs the worker if this process was started as a procpool worker; does nothing
 /// otherwise.

@@ -8,7 +8,7 @@
 //! - [`RobustMutex`]: a process-shared, robust `pthread_mutex_t` living in a region.
 //!   When its holder dies the kernel unlocks it and the next locker learns so
 //!   (`EOWNERDEAD`) instead of waiting forever.
-//! - [`futex_wait`]/[`futex_wake`] on a shared 32-bit word (blocking waiters), and
+//! - [`futex_wait`]/[`futex_wake_all`] on a shared 32-bit word (blocking waiters), and
 //!   [`EventFd`] (async waiters: an fd tokio can watch).
 //!
 //! # References
@@ -58,21 +58,6 @@ pub(crate) fn file_len(fd: BorrowedFd<'_>) -> io::Result<u64> {
     Ok(st.st_size as u64)
 }
 
-/// Gives the pages of `[offset, offset + len)` back to the system; they read as zero
-/// afterwards. The file's size does not change.
-pub(crate) fn punch_hole(fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()> {
-    // SAFETY: fallocate takes a descriptor, flags and a range by value.
-    cvt(unsafe {
-        libc::fallocate(
-            fd.as_raw_fd(),
-            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-            offset as libc::off_t,
-            len as libc::off_t,
-        )
-    })
-    .map(drop)
-}
-
 /// A shared mapping of a memory file.
 ///
 /// The mapping may be longer than the file (a reservation the file grows into);
@@ -97,6 +82,13 @@ impl Region {
     /// Maps `len` bytes of `fd` from offset 0, shared and readable/writable.
     /// `MAP_NORESERVE`: a large reservation costs address space, not memory.
     pub(crate) fn map(fd: BorrowedFd<'_>, len: usize) -> io::Result<Region> {
+        Region::map_at(fd, 0, len)
+    }
+
+    /// Maps `len` bytes of `fd` from `offset` (a multiple of the page size).
+    pub(crate) fn map_at(fd: BorrowedFd<'_>, offset: u64, len: usize) -> io::Result<Region> {
+        let offset = libc::off_t::try_from(offset)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset too large"))?;
         // SAFETY: a fresh mapping chosen by the kernel (addr null) aliases nothing in
         // this process; the fd is valid for the call.
         let ptr = unsafe {
@@ -106,7 +98,7 @@ impl Region {
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_SHARED | libc::MAP_NORESERVE,
                 fd.as_raw_fd(),
-                0,
+                offset,
             )
         };
         if ptr == libc::MAP_FAILED {
@@ -253,16 +245,6 @@ impl RobustMutex<'_> {
         self.after_lock(r)
     }
 
-    /// Locks if free; `Ok(None)` if another thread or process holds it.
-    pub(crate) fn try_lock(&self) -> io::Result<Option<Locked>> {
-        // SAFETY: as for `lock`.
-        let r = unsafe { libc::pthread_mutex_trylock(self.raw) };
-        if r == libc::EBUSY {
-            return Ok(None);
-        }
-        self.after_lock(r).map(Some)
-    }
-
     fn after_lock(&self, r: libc::c_int) -> io::Result<Locked> {
         match r {
             0 => Ok(Locked::Clean),
@@ -398,20 +380,20 @@ mod tests {
     }
 
     #[test]
-    fn the_mutex_locks_and_try_lock_sees_it_held() {
+    fn the_mutex_reports_a_holder_that_died() {
         let fd = memfd("t", 4096).unwrap();
         let a = Region::map(fd.as_fd(), 4096).unwrap();
         let m = a.mutex(0);
         m.init().unwrap();
         assert_eq!(m.lock().unwrap(), Locked::Clean);
-        let t = std::thread::scope(|s| {
-            s.spawn(|| a.mutex(0).try_lock().unwrap().is_none())
-                .join()
-                .unwrap()
-        });
-        assert!(t, "held by another thread");
         m.unlock();
-        assert_eq!(m.try_lock().unwrap(), Some(Locked::Clean));
+        // A thread that exits holding it: the next locker is told.
+        std::thread::scope(|s| {
+            s.spawn(|| assert_eq!(a.mutex(0).lock().unwrap(), Locked::Clean));
+        });
+        assert_eq!(m.lock().unwrap(), Locked::OwnerDied);
+        m.unlock();
+        assert_eq!(m.lock().unwrap(), Locked::Clean);
         m.unlock();
     }
 

@@ -1,0 +1,895 @@
+//! Queues between processes: Python's `Queue`, `SimpleQueue` and `JoinableQueue`.
+//!
+//! A [`Queue`] lives in shared memory (an anonymous memory file, nothing in
+//! `/dev/shm`), so any number of processes put and get through it: pass it as a task
+//! or [`Process`](crate::Process) argument, or inside a message, and each process gets
+//! its own handle to the same queue. Clone it to share it between tasks of one
+//! process.
+//!
+//! # Differences from Python that remove its traps
+//! - `put` returns once the item *is in the queue*. There is no feeder thread: a
+//!   producer that exits right after `put` loses nothing, and joining a producer before
+//!   its items are consumed cannot deadlock.
+//! - [`len`](Queue::len) is exact, not approximate.
+//! - [`close`](Queue::close) closes the queue for everyone: puts fail with `Closed`,
+//!   and getters drain what is left, then get `Closed` instead of waiting forever.
+//! - A process killed in the middle of an operation leaves the queue usable and
+//!   consistent: an item whose `put` had not returned is either wholly in the queue or
+//!   not at all (it is not, unless `put` got as far as publishing it); an item whose
+//!   `get` had not returned stays in the queue unless the `get` completed.
+//!
+//! # Items
+//! Any serde type, up to [`MAX_ITEM`] bytes encoded; items may carry handles (pipe
+//! ends, other queues). A few hundred items carrying handles can wait in one queue at
+//! a time (their descriptors wait in a kernel socket buffer); beyond that `put` waits
+//! as if the queue were full.
+//!
+//! # Async and blocking
+//! Each operation has an async form, a `blocking_*` form for code that is not async
+//! (pool tasks, `Process` bodies), a `try_*` form that never waits, and `*_timeout`
+//! forms. Critical sections are short copies under a process-shared mutex; the async
+//! forms take that mutex on the calling thread.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use procpool::{Process, Queue};
+//!
+//! fn producer(q: Queue<u32>) {
+//!     for i in 0..5 {
+//!         q.blocking_put(i).unwrap();
+//!     }
+//! }
+//!
+//! let q = Queue::bounded(3)?;
+//! let p = Process::spawn(producer, q.clone())?;
+//! let mut got = Vec::new();
+//! for _ in 0..5 {
+//!     got.push(q.get().await?);
+//! }
+//! p.join().await?;
+//! assert_eq!(got, [0, 1, 2, 3, 4]);
+//! # Ok(())
+//! # }
+//! ```
+
+mod shared;
+
+use std::any::type_name;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::io;
+use std::marker::PhantomData;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use futures::Stream;
+use serde::de::{DeserializeOwned, Error as _};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::error::fmt_codec;
+use crate::wire::handles::{self, RecvFd, SendFd};
+use shared::{deadline_after, Core, CoreError, Guard, Item};
+
+/// Largest encoded item a queue accepts: 1 GiB.
+pub const MAX_ITEM: usize = 1 << 30;
+
+/// Why an item was not put. The variants that can give the item back do.
+#[non_exhaustive]
+pub enum PutError<T> {
+    /// [`try_put`](Queue::try_put): the queue is at its bound.
+    Full(T),
+    /// The queue was closed.
+    Closed(T),
+    /// A `*_timeout` put: no room came in time.
+    Timeout(T),
+    /// The item did not serialise.
+    Encode {
+        /// The item's type.
+        type_name: &'static str,
+        /// What serde reported.
+        reason: String,
+    },
+    /// The encoded item is longer than [`MAX_ITEM`].
+    TooLarge {
+        /// Encoded length.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// A system call failed (or the shared state is damaged).
+    Io(io::Error),
+}
+
+impl<T> PutError<T> {
+    /// The item, if this error gives it back.
+    pub fn into_inner(self) -> Option<T> {
+        match self {
+            PutError::Full(t) | PutError::Closed(t) | PutError::Timeout(t) => Some(t),
+            _ => None,
+        }
+    }
+}
+
+impl<T> fmt::Debug for PutError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PutError::Full(_) => f.write_str("Full(..)"),
+            PutError::Closed(_) => f.write_str("Closed(..)"),
+            PutError::Timeout(_) => f.write_str("Timeout(..)"),
+            PutError::Encode { type_name, reason } => f
+                .debug_struct("Encode")
+                .field("type_name", type_name)
+                .field("reason", reason)
+                .finish(),
+            PutError::TooLarge { len, limit } => f
+                .debug_struct("TooLarge")
+                .field("len", len)
+                .field("limit", limit)
+                .finish(),
+            PutError::Io(e) => f.debug_tuple("Io").field(e).finish(),
+        }
+    }
+}
+
+impl<T> fmt::Display for PutError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PutError::Full(_) => f.write_str("the queue is full"),
+            PutError::Closed(_) => f.write_str("the queue is closed"),
+            PutError::Timeout(_) => f.write_str("no room in the queue before the timeout"),
+            PutError::Encode { type_name, reason } => fmt_codec(f, "encode", type_name, reason),
+            PutError::TooLarge { len, limit } => write!(
+                f,
+                "an item of {len} bytes is over the queue's limit of {limit} bytes"
+            ),
+            PutError::Io(e) => write!(f, "queue I/O error: {e}"),
+        }
+    }
+}
+
+impl<T> std::error::Error for PutError<T> {}
+
+/// Why no item was got.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum GetError {
+    /// [`try_get`](Queue::try_get): the queue is empty.
+    Empty,
+    /// The queue is closed and empty: nothing more will come.
+    Closed,
+    /// A `*_timeout` get: nothing came in time.
+    Timeout,
+    /// The item did not decode as the queue's type. It is consumed.
+    Decode {
+        /// The expected type.
+        type_name: &'static str,
+        /// What serde reported.
+        reason: String,
+    },
+    /// A system call failed (or the shared state is damaged).
+    Io(io::Error),
+}
+
+impl fmt::Display for GetError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GetError::Empty => f.write_str("the queue is empty"),
+            GetError::Closed => f.write_str("the queue is closed and empty"),
+            GetError::Timeout => f.write_str("no item came before the timeout"),
+            GetError::Decode { type_name, reason } => fmt_codec(f, "decode", type_name, reason),
+            GetError::Io(e) => write!(f, "queue I/O error: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for GetError {}
+
+/// [`JoinableQueue::task_done`] was called more times than items were put (Python's
+/// `ValueError: task_done() called too many times`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TaskDoneError;
+
+impl fmt::Display for TaskDoneError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("task_done() called more times than items were put")
+    }
+}
+
+impl std::error::Error for TaskDoneError {}
+
+fn core_io(e: CoreError) -> io::Error {
+    match e {
+        CoreError::Io(e) => e,
+        CoreError::Corrupt(what) => io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("the queue's shared state is damaged: {what}"),
+        ),
+    }
+}
+
+/// An encoded item ready to go in.
+struct Encoded {
+    bytes: Vec<u8>,
+    fds: Vec<OwnedFd>,
+}
+
+fn encode<T: Serialize>(item: &T) -> Result<Encoded, PutError<T>> {
+    let (r, fds) = handles::collecting(|| postcard::to_allocvec(item));
+    let bytes = r.map_err(|e| PutError::Encode {
+        type_name: type_name::<T>(),
+        reason: e.to_string(),
+    })?;
+    if bytes.len() > MAX_ITEM {
+        return Err(PutError::TooLarge {
+            len: bytes.len(),
+            limit: MAX_ITEM,
+        });
+    }
+    Ok(Encoded { bytes, fds })
+}
+
+fn decode<T: DeserializeOwned>(item: Item) -> Result<T, GetError> {
+    let Item { bytes, fds } = item;
+    handles::supplying(fds, || postcard::from_bytes(&bytes)).map_err(|e| GetError::Decode {
+        type_name: type_name::<T>(),
+        reason: e.to_string(),
+    })
+}
+
+/// What a put attempt found.
+enum PutOutcome {
+    Done,
+    Closed,
+}
+
+fn try_push(g: &mut Guard<'_>, e: &Encoded) -> Result<Poll<PutOutcome>, CoreError> {
+    if g.closed() {
+        return Ok(Poll::Ready(PutOutcome::Closed));
+    }
+    if g.full() {
+        return Ok(Poll::Pending);
+    }
+    let fds: Vec<BorrowedFd<'_>> = e.fds.iter().map(AsFd::as_fd).collect();
+    Ok(if g.push(&e.bytes, &fds)? {
+        Poll::Ready(PutOutcome::Done)
+    } else {
+        Poll::Pending
+    })
+}
+
+/// What a get attempt found.
+enum GetOutcome {
+    Item(Item),
+    Closed,
+}
+
+fn try_pop(g: &mut Guard<'_>) -> Result<Poll<GetOutcome>, CoreError> {
+    match g.pop()? {
+        Some(item) => Ok(Poll::Ready(GetOutcome::Item(item))),
+        None if g.closed() => Ok(Poll::Ready(GetOutcome::Closed)),
+        None => Ok(Poll::Pending),
+    }
+}
+
+/// A multi-producer, multi-consumer FIFO queue shared between processes (Python's
+/// `multiprocessing.Queue`). See the [module documentation](self).
+pub struct Queue<T> {
+    core: Arc<Core>,
+    _items: PhantomData<fn(T) -> T>,
+}
+
+impl<T> Clone for Queue<T> {
+    fn clone(&self) -> Self {
+        Queue {
+            core: self.core.clone(),
+            _items: PhantomData,
+        }
+    }
+}
+
+impl<T> fmt::Debug for Queue<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Queue")
+            .field("item", &type_name::<T>())
+            .field("maxsize", &self.maxsize())
+            .finish()
+    }
+}
+
+impl<T> Queue<T> {
+    fn with_maxsize(maxsize: u64) -> io::Result<Self> {
+        Ok(Queue {
+            core: Arc::new(Core::create(maxsize)?),
+            _items: PhantomData,
+        })
+    }
+
+    /// A queue holding at most `maxsize` items: puts wait while it is full.
+    ///
+    /// # Errors
+    /// `InvalidInput` if `maxsize` is 0 (use [`unbounded`](Self::unbounded)); a system
+    /// error if the shared memory cannot be made.
+    pub fn bounded(maxsize: usize) -> io::Result<Self> {
+        if maxsize == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a bounded queue needs maxsize >= 1; use Queue::unbounded() for no bound",
+            ));
+        }
+        Self::with_maxsize(maxsize as u64)
+    }
+
+    /// A queue without a bound: puts never wait for room (memory permitting).
+    ///
+    /// # Errors
+    /// A system error if the shared memory cannot be made.
+    pub fn unbounded() -> io::Result<Self> {
+        Self::with_maxsize(0)
+    }
+
+    /// The bound, or `None` for an unbounded queue.
+    pub fn maxsize(&self) -> Option<usize> {
+        match self.core.maxsize() {
+            0 => None,
+            n => Some(n as usize),
+        }
+    }
+
+    fn locked<R>(&self, f: impl FnOnce(&mut Guard<'_>) -> R) -> io::Result<R> {
+        let mut g = self.core.lock().map_err(core_io)?;
+        Ok(f(&mut g))
+    }
+
+    /// The number of items in the queue, exactly, at the moment of the call.
+    ///
+    /// # Panics
+    /// If the shared state cannot be locked (a damaged queue); use
+    /// [`try_len`](Self::try_len) to get the error instead.
+    pub fn len(&self) -> usize {
+        self.try_len()
+            .expect("the queue's shared state cannot be locked")
+    }
+
+    /// [`len`](Self::len), reporting a failure to lock the shared state.
+    ///
+    /// # Errors
+    /// The shared state could not be locked or is damaged.
+    pub fn try_len(&self) -> io::Result<usize> {
+        self.locked(|g| g.state().len as usize)
+    }
+
+    /// Whether the queue holds no item.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether a bounded queue is at its bound (never true for an unbounded one).
+    pub fn is_full(&self) -> bool {
+        self.locked(|g| g.full()).unwrap_or(false)
+    }
+
+    /// Whether [`close`](Self::close) has been called, in any process.
+    pub fn is_closed(&self) -> bool {
+        self.locked(|g| g.closed()).unwrap_or(true)
+    }
+
+    /// Test hook: takes the queue's lock, calls `then`, and holds the lock until the
+    /// process is killed.
+    #[doc(hidden)]
+    pub fn __lock_and_signal_for_testing(&self, then: impl FnOnce()) {
+        let _held = self.core.lock();
+        then();
+        loop {
+            std::thread::park();
+        }
+    }
+
+    /// Closes the queue for every process: further puts fail with
+    /// [`PutError::Closed`], and getters receive what is left, then
+    /// [`GetError::Closed`]. Waiting getters and putters wake up.
+    pub fn close(&self) {
+        let _ = self.locked(|g| g.close());
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> Queue<T> {
+    fn put_result(outcome: PutOutcome, item: T) -> Result<(), PutError<T>> {
+        match outcome {
+            PutOutcome::Done => Ok(()),
+            PutOutcome::Closed => Err(PutError::Closed(item)),
+        }
+    }
+
+    /// Puts an item, waiting while the queue is full. Returns once the item is in the
+    /// queue, visible to every process.
+    ///
+    /// # Errors
+    /// [`PutError::Closed`] (with the item) if the queue is or gets closed;
+    /// [`PutError::Encode`]/[`PutError::TooLarge`] for an item that cannot go in.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: the item is put completely or not at all; if the future is
+    /// dropped before it completes, the item is not in the queue.
+    pub async fn put(&self, item: T) -> Result<(), PutError<T>> {
+        let e = encode(&item)?;
+        match self.core.wait(|g| try_push(g, &e)).await {
+            Ok(outcome) => Self::put_result(outcome, item),
+            Err(err) => Err(PutError::Io(core_io(err))),
+        }
+    }
+
+    /// [`put`](Self::put), giving up after `timeout`.
+    ///
+    /// # Errors
+    /// [`PutError::Timeout`] (with the item) if no room came in time; else as
+    /// [`put`](Self::put).
+    ///
+    /// # Cancel safety
+    /// Cancel safe, as [`put`](Self::put).
+    pub async fn put_timeout(&self, item: T, timeout: Duration) -> Result<(), PutError<T>> {
+        let e = encode(&item)?;
+        match tokio::time::timeout(timeout, self.core.wait(|g| try_push(g, &e))).await {
+            Ok(Ok(outcome)) => Self::put_result(outcome, item),
+            Ok(Err(err)) => Err(PutError::Io(core_io(err))),
+            Err(_) => Err(PutError::Timeout(item)),
+        }
+    }
+
+    /// Puts an item if there is room now.
+    ///
+    /// # Errors
+    /// [`PutError::Full`] with the item if the queue is at its bound; else as
+    /// [`put`](Self::put).
+    pub fn try_put(&self, item: T) -> Result<(), PutError<T>> {
+        let e = encode(&item)?;
+        let outcome = self
+            .locked(|g| try_push(g, &e))
+            .and_then(|r| r.map_err(core_io))
+            .map_err(PutError::Io)?;
+        match outcome {
+            Poll::Ready(o) => Self::put_result(o, item),
+            Poll::Pending => Err(PutError::Full(item)),
+        }
+    }
+
+    /// Blocking form of [`put`](Self::put), for code that is not async.
+    ///
+    /// # Errors
+    /// As [`put`](Self::put).
+    pub fn blocking_put(&self, item: T) -> Result<(), PutError<T>> {
+        self.blocking_put_inner(item, None)
+    }
+
+    /// Blocking form of [`put_timeout`](Self::put_timeout).
+    ///
+    /// # Errors
+    /// As [`put_timeout`](Self::put_timeout).
+    pub fn blocking_put_timeout(&self, item: T, timeout: Duration) -> Result<(), PutError<T>> {
+        self.blocking_put_inner(item, Some(timeout))
+    }
+
+    fn blocking_put_inner(&self, item: T, timeout: Option<Duration>) -> Result<(), PutError<T>> {
+        let e = encode(&item)?;
+        match self
+            .core
+            .blocking_wait(deadline_after(timeout), |g| try_push(g, &e))
+        {
+            Ok(Some(outcome)) => Self::put_result(outcome, item),
+            Ok(None) => Err(PutError::Timeout(item)),
+            Err(err) => Err(PutError::Io(core_io(err))),
+        }
+    }
+
+    fn get_result(outcome: GetOutcome) -> Result<T, GetError> {
+        match outcome {
+            GetOutcome::Item(item) => decode(item),
+            GetOutcome::Closed => Err(GetError::Closed),
+        }
+    }
+
+    /// Takes the first item, waiting while the queue is empty.
+    ///
+    /// # Errors
+    /// [`GetError::Closed`] once the queue is closed and empty;
+    /// [`GetError::Decode`] for an item that is not a `T`.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: an item is taken only in the poll that returns it.
+    pub async fn get(&self) -> Result<T, GetError> {
+        match self.core.wait(try_pop).await {
+            Ok(outcome) => Self::get_result(outcome),
+            Err(err) => Err(GetError::Io(core_io(err))),
+        }
+    }
+
+    /// [`get`](Self::get), giving up after `timeout`.
+    ///
+    /// # Errors
+    /// [`GetError::Timeout`] if nothing came in time; else as [`get`](Self::get).
+    ///
+    /// # Cancel safety
+    /// Cancel safe, as [`get`](Self::get).
+    pub async fn get_timeout(&self, timeout: Duration) -> Result<T, GetError> {
+        match tokio::time::timeout(timeout, self.core.wait(try_pop)).await {
+            Ok(Ok(outcome)) => Self::get_result(outcome),
+            Ok(Err(err)) => Err(GetError::Io(core_io(err))),
+            Err(_) => Err(GetError::Timeout),
+        }
+    }
+
+    /// Takes the first item if there is one now.
+    ///
+    /// # Errors
+    /// [`GetError::Empty`] if there is none (or [`GetError::Closed`] if there will
+    /// never be one); else as [`get`](Self::get).
+    pub fn try_get(&self) -> Result<T, GetError> {
+        let outcome = self
+            .locked(try_pop)
+            .and_then(|r| r.map_err(core_io))
+            .map_err(GetError::Io)?;
+        match outcome {
+            Poll::Ready(o) => Self::get_result(o),
+            Poll::Pending => Err(GetError::Empty),
+        }
+    }
+
+    /// Blocking form of [`get`](Self::get), for code that is not async.
+    ///
+    /// # Errors
+    /// As [`get`](Self::get).
+    pub fn blocking_get(&self) -> Result<T, GetError> {
+        self.blocking_get_inner(None)
+    }
+
+    /// Blocking form of [`get_timeout`](Self::get_timeout).
+    ///
+    /// # Errors
+    /// As [`get_timeout`](Self::get_timeout).
+    pub fn blocking_get_timeout(&self, timeout: Duration) -> Result<T, GetError> {
+        self.blocking_get_inner(Some(timeout))
+    }
+
+    fn blocking_get_inner(&self, timeout: Option<Duration>) -> Result<T, GetError> {
+        match self.core.blocking_wait(deadline_after(timeout), try_pop) {
+            Ok(Some(outcome)) => Self::get_result(outcome),
+            Ok(None) => Err(GetError::Timeout),
+            Err(err) => Err(GetError::Io(core_io(err))),
+        }
+    }
+
+    /// Test hook: puts `item` into the ring and aborts the process before publishing
+    /// it, as a producer killed mid-`put` would.
+    #[doc(hidden)]
+    pub fn __put_and_die_before_publishing_for_testing(&self, item: T) {
+        let e = encode(&item).unwrap_or_else(|_| std::process::abort());
+        if let Ok(mut g) = self.core.lock() {
+            let _ = g.push(&e.bytes, &[]);
+            std::process::abort();
+        }
+        std::process::abort();
+    }
+
+    /// The items as a [`Stream`], which ends when the queue is closed and drained.
+    /// Several consumers (in this process or others) may stream from one queue; each
+    /// item goes to one of them.
+    pub fn stream(&self) -> impl Stream<Item = Result<T, GetError>> + Send + 'static
+    where
+        T: Send + 'static,
+    {
+        futures::stream::unfold(self.clone(), |q| async move {
+            match q.get().await {
+                Err(GetError::Closed) => None,
+                r => Some((r, q)),
+            }
+        })
+    }
+}
+
+/// A hash of the item type, carried with the handle so that a queue decoded with
+/// another item type is an error instead of garbage later.
+fn type_tag<T>(kind: &str) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    kind.hash(&mut h);
+    type_name::<T>().hash(&mut h);
+    h.finish()
+}
+
+fn serialize_core<S: Serializer>(core: &Core, tag: u64, s: S) -> Result<S::Ok, S::Error> {
+    let [a, b, c, d] = core.fds();
+    (SendFd(a), SendFd(b), SendFd(c), SendFd(d), tag).serialize(s)
+}
+
+fn deserialize_core<'de, D: Deserializer<'de>>(
+    d: D,
+    tag: u64,
+    what: &str,
+) -> Result<Core, D::Error> {
+    let (RecvFd(a), RecvFd(b), RecvFd(c), RecvFd(e), got) =
+        <(RecvFd, RecvFd, RecvFd, RecvFd, u64)>::deserialize(d)?;
+    if got != tag {
+        return Err(D::Error::custom(format!(
+            "a queue of another kind or item type arrived where a {what} was expected"
+        )));
+    }
+    Core::open([a, b, c, e]).map_err(|e| D::Error::custom(format!("opening a queue: {e}")))
+}
+
+impl<T> Serialize for Queue<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        serialize_core(&self.core, type_tag::<T>("Queue"), s)
+    }
+}
+
+impl<'de, T> Deserialize<'de> for Queue<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let core = deserialize_core(d, type_tag::<T>("Queue"), type_name::<Self>())?;
+        Ok(Queue {
+            core: Arc::new(core),
+            _items: PhantomData,
+        })
+    }
+}
+
+/// An unbounded queue with the smallest interface (Python's
+/// `multiprocessing.SimpleQueue`): `put`, `get`, `is_empty`, `close`.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let q = procpool::SimpleQueue::new()?;
+/// q.put("hi".to_owned()).await?;
+/// assert_eq!(q.get().await?, "hi");
+/// assert!(q.is_empty());
+/// # Ok(())
+/// # }
+/// ```
+pub struct SimpleQueue<T> {
+    inner: Queue<T>,
+}
+
+impl<T> Clone for SimpleQueue<T> {
+    fn clone(&self) -> Self {
+        SimpleQueue {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<T> fmt::Debug for SimpleQueue<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SimpleQueue")
+            .field("item", &type_name::<T>())
+            .finish()
+    }
+}
+
+impl<T> SimpleQueue<T> {
+    /// A new, empty queue.
+    ///
+    /// # Errors
+    /// A system error if the shared memory cannot be made.
+    pub fn new() -> io::Result<Self> {
+        Ok(SimpleQueue {
+            inner: Queue::unbounded()?,
+        })
+    }
+
+    /// Whether the queue holds no item.
+    pub fn is_empty(&self) -> bool {
+        self.inner.is_empty()
+    }
+
+    /// Closes the queue for every process (see [`Queue::close`]).
+    pub fn close(&self) {
+        self.inner.close()
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> SimpleQueue<T> {
+    /// Puts an item (never waits for room).
+    ///
+    /// # Errors
+    /// As [`Queue::put`].
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn put(&self, item: T) -> Result<(), PutError<T>> {
+        self.inner.put(item).await
+    }
+
+    /// Blocking form of [`put`](Self::put).
+    ///
+    /// # Errors
+    /// As [`Queue::put`].
+    pub fn blocking_put(&self, item: T) -> Result<(), PutError<T>> {
+        self.inner.blocking_put(item)
+    }
+
+    /// Takes the first item, waiting while the queue is empty.
+    ///
+    /// # Errors
+    /// As [`Queue::get`].
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn get(&self) -> Result<T, GetError> {
+        self.inner.get().await
+    }
+
+    /// Blocking form of [`get`](Self::get).
+    ///
+    /// # Errors
+    /// As [`Queue::get`].
+    pub fn blocking_get(&self) -> Result<T, GetError> {
+        self.inner.blocking_get()
+    }
+
+    /// Takes the first item if there is one now.
+    ///
+    /// # Errors
+    /// As [`Queue::try_get`].
+    pub fn try_get(&self) -> Result<T, GetError> {
+        self.inner.try_get()
+    }
+}
+
+impl<T> Serialize for SimpleQueue<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        serialize_core(&self.inner.core, type_tag::<T>("SimpleQueue"), s)
+    }
+}
+
+impl<'de, T> Deserialize<'de> for SimpleQueue<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let core = deserialize_core(d, type_tag::<T>("SimpleQueue"), type_name::<Self>())?;
+        Ok(SimpleQueue {
+            inner: Queue {
+                core: Arc::new(core),
+                _items: PhantomData,
+            },
+        })
+    }
+}
+
+/// A [`Queue`] that also counts unfinished work (Python's
+/// `multiprocessing.JoinableQueue`): every item put is unfinished until a consumer
+/// calls [`task_done`](Self::task_done) for it, and [`join`](Self::join) waits until
+/// nothing is unfinished. All [`Queue`] methods are available through `Deref`.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let q = procpool::JoinableQueue::unbounded()?;
+/// q.put(1u8).await?;
+/// let n = q.get().await?;
+/// assert_eq!(n, 1);
+/// q.task_done()?;
+/// q.join().await?; // returns at once: the one item is done
+/// assert!(q.task_done().is_err()); // one call too many
+/// # Ok(())
+/// # }
+/// ```
+pub struct JoinableQueue<T> {
+    inner: Queue<T>,
+}
+
+impl<T> Clone for JoinableQueue<T> {
+    fn clone(&self) -> Self {
+        JoinableQueue {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<T> fmt::Debug for JoinableQueue<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JoinableQueue")
+            .field("item", &type_name::<T>())
+            .field("maxsize", &self.inner.maxsize())
+            .finish()
+    }
+}
+
+impl<T> std::ops::Deref for JoinableQueue<T> {
+    type Target = Queue<T>;
+
+    fn deref(&self) -> &Queue<T> {
+        &self.inner
+    }
+}
+
+impl<T> JoinableQueue<T> {
+    /// A joinable queue holding at most `maxsize` items.
+    ///
+    /// # Errors
+    /// As [`Queue::bounded`].
+    pub fn bounded(maxsize: usize) -> io::Result<Self> {
+        Ok(JoinableQueue {
+            inner: Queue::bounded(maxsize)?,
+        })
+    }
+
+    /// A joinable queue without a bound.
+    ///
+    /// # Errors
+    /// As [`Queue::unbounded`].
+    pub fn unbounded() -> io::Result<Self> {
+        Ok(JoinableQueue {
+            inner: Queue::unbounded()?,
+        })
+    }
+
+    /// Marks one item got from the queue as processed.
+    ///
+    /// # Errors
+    /// [`TaskDoneError`] if called more times than items were put.
+    pub fn task_done(&self) -> Result<(), TaskDoneError> {
+        self.inner
+            .locked(|g| g.task_done())
+            .ok()
+            .filter(|done| *done)
+            .map(drop)
+            .ok_or(TaskDoneError)
+    }
+
+    /// Items put and not yet marked done.
+    pub fn unfinished(&self) -> usize {
+        self.inner
+            .locked(|g| g.state().unfinished as usize)
+            .unwrap_or(0)
+    }
+
+    fn all_done(g: &mut Guard<'_>) -> Result<Poll<()>, CoreError> {
+        Ok(if g.state().unfinished == 0 {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        })
+    }
+
+    /// Waits until every item put has been marked done with
+    /// [`task_done`](Self::task_done).
+    ///
+    /// # Errors
+    /// A system error from the shared state.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it changes nothing.
+    pub async fn join(&self) -> io::Result<()> {
+        self.inner.core.wait(Self::all_done).await.map_err(core_io)
+    }
+
+    /// Blocking form of [`join`](Self::join).
+    ///
+    /// # Errors
+    /// As [`join`](Self::join).
+    pub fn blocking_join(&self) -> io::Result<()> {
+        self.inner
+            .core
+            .blocking_wait(None, Self::all_done)
+            .map(drop)
+            .map_err(core_io)
+    }
+}
+
+impl<T> Serialize for JoinableQueue<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        serialize_core(&self.inner.core, type_tag::<T>("JoinableQueue"), s)
+    }
+}
+
+impl<'de, T> Deserialize<'de> for JoinableQueue<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let core = deserialize_core(d, type_tag::<T>("JoinableQueue"), type_name::<Self>())?;
+        Ok(JoinableQueue {
+            inner: Queue {
+                core: Arc::new(core),
+                _items: PhantomData,
+            },
+        })
+    }
+}
