@@ -45,7 +45,7 @@
 //! }
 //!
 //! let (parent_end, child_end) = pipe::<String>()?;
-//! let p = Process::spawn(child, child_end)?; // the child gets its own copy
+//! let mut p = Process::spawn(child, child_end)?; // the child gets its own copy
 //! parent_end.send(&"the answer?".to_owned()).await?;
 //! assert_eq!(parent_end.recv().await?, "the answer? -> 42");
 //! p.join().await?;
@@ -448,8 +448,12 @@ impl<S, R> Connection<S, R> {
             r.frames.set_limit(max.min(MAX_MESSAGE));
         }
         let sock = self.end.fd.as_fd();
+        // Without a deadline, a plain blocking receive is the cheapest wait (procpool
+        // never sets O_NONBLOCK on a shared socket; if someone else did, the poll
+        // below takes over).
+        let nonblocking = deadline.is_some();
         loop {
-            match r.frames.read(sock, true) {
+            match r.frames.read(sock, nonblocking) {
                 Err(ReadError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
                     let Some(wait) = remaining(deadline) else {
                         return Err(RecvError::Timeout);

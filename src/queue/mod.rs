@@ -42,7 +42,7 @@
 //! }
 //!
 //! let q = Queue::bounded(3)?;
-//! let p = Process::spawn(producer, q.clone())?;
+//! let mut p = Process::spawn(producer, q.clone())?;
 //! let mut got = Vec::new();
 //! for _ in 0..5 {
 //!     got.push(q.get().await?);

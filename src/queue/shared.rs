@@ -57,6 +57,15 @@ const INITIAL_CAP: u64 = 64 * 1024;
 const SHRINK_ABOVE: u64 = 4 << 20;
 /// Bytes before each item in the ring.
 const RECORD_HEADER: u64 = 16;
+/// How long a blocking waiter watches `seq` before it sleeps: long enough to catch the
+/// next item of a busy producer on another CPU without a system call on either side,
+/// short enough that an idle queue costs no CPU.
+const SPIN: Duration = Duration::from_micros(20);
+/// How many times an async waiter yields to the runtime, re-checking `seq`, before it
+/// registers for a wake-up.
+const ASYNC_SPINS: u32 = 16;
+/// Attempts to take a held lock before sleeping on it.
+const LOCK_SPINS: u32 = 200;
 /// Identifies a procpool queue's control page, layout version 1.
 const MAGIC: u64 = 0x7071_7565_7565_0001;
 
@@ -238,7 +247,22 @@ impl Core {
         // A locker that died has either published its change or not (see the module
         // documentation); nothing to repair beyond marking the mutex consistent,
         // which `lock` has done.
-        let _: Locked = self.ctl.mutex(MUTEX).lock()?;
+        let mutex = self.ctl.mutex(MUTEX);
+        // Critical sections are a few hundred nanoseconds: spinning a little on a
+        // held lock is much cheaper than the futex sleep and wake-up of a contended
+        // pthread mutex.
+        let mut locked = None;
+        for _ in 0..LOCK_SPINS {
+            locked = mutex.try_lock()?;
+            if locked.is_some() {
+                break;
+            }
+            std::hint::spin_loop();
+        }
+        let _: Locked = match locked {
+            Some(l) => l,
+            None => mutex.lock()?,
+        };
         let mut guard = Guard {
             core: self,
             data,
@@ -293,6 +317,16 @@ impl Core {
                 if let Poll::Ready(r) = attempt(&mut g)? {
                     return Ok(Some(r));
                 }
+                self.seq().load(Relaxed)
+            };
+            if self.spin_while_unchanged(seen) {
+                continue;
+            }
+            let seen = {
+                let mut g = self.lock()?;
+                if let Poll::Ready(r) = attempt(&mut g)? {
+                    return Ok(Some(r));
+                }
                 waiters.fetch_add(1, Relaxed);
                 self.seq().load(Relaxed)
             };
@@ -330,11 +364,28 @@ impl Core {
                 self.0.fetch_sub(1, Relaxed);
             }
         }
+        let mut spins = 0;
         loop {
-            let registered = {
+            let seen = {
                 let mut g = self.lock()?;
                 if let Poll::Ready(r) = attempt(&mut g)? {
                     return Ok(r);
+                }
+                self.seq().load(Acquire)
+            };
+            let registered = {
+                if spins < ASYNC_SPINS {
+                    // A busy peer usually changes the queue within a few polls of
+                    // other tasks: look again before paying for a wake-up.
+                    spins += 1;
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+                let mut g = self.lock()?;
+                if self.seq().load(Acquire) != seen {
+                    if let Poll::Ready(r) = attempt(&mut g)? {
+                        return Ok(r);
+                    }
                 }
                 waiters.fetch_add(1, Relaxed);
                 Registered(waiters)
@@ -343,6 +394,22 @@ impl Core {
             ready.clear_ready();
             self.event.drain();
             drop(registered);
+        }
+    }
+
+    /// Watches `seq` for up to [`SPIN`]; `true` if it changed.
+    fn spin_while_unchanged(&self, seen: u32) -> bool {
+        let start = Instant::now();
+        loop {
+            for _ in 0..64 {
+                if self.seq().load(Acquire) != seen {
+                    return true;
+                }
+                std::hint::spin_loop();
+            }
+            if start.elapsed() >= SPIN {
+                return false;
+            }
         }
     }
 
@@ -484,8 +551,10 @@ impl Guard<'_> {
         if s.len == 0 {
             return Ok(None);
         }
-        let mut header = Vec::with_capacity(RECORD_HEADER as usize);
-        self.ring_read(s.head, RECORD_HEADER, &mut header);
+        let mut header = [0u8; RECORD_HEADER as usize];
+        let first = ((s.cap - s.head) as usize).min(header.len());
+        self.data().read(s.head as usize, &mut header[..first]);
+        self.data().read(0, &mut header[first..]);
         let len = u64::from_le_bytes(header[..8].try_into().expect("8 bytes"));
         let fd_seq = u64::from_le_bytes(header[8..].try_into().expect("8 bytes"));
         if len > s.used {

@@ -146,6 +146,14 @@ impl Region {
         unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), p, src.len()) }
     }
 
+    /// Copies `dst.len()` bytes at `offset` into `dst`.
+    pub(crate) fn read(&self, offset: usize, dst: &mut [u8]) {
+        let p = self.at(offset, dst.len(), 1);
+        // SAFETY: in bounds (checked); `dst` is a distinct Rust buffer of that length;
+        // readers and writers of these bytes are serialised by the caller's mutex.
+        unsafe { std::ptr::copy_nonoverlapping(p, dst.as_mut_ptr(), dst.len()) }
+    }
+
     /// Appends `len` bytes at `offset` to `dst` (no zeroing of `dst` first).
     pub(crate) fn read_into(&self, offset: usize, len: usize, dst: &mut Vec<u8>) {
         let p = self.at(offset, len, 1);
@@ -243,6 +251,16 @@ impl RobustMutex<'_> {
         // outlives `self`.
         let r = unsafe { libc::pthread_mutex_lock(self.raw) };
         self.after_lock(r)
+    }
+
+    /// Locks if free; `Ok(None)` if another thread or process holds it.
+    pub(crate) fn try_lock(&self) -> io::Result<Option<Locked>> {
+        // SAFETY: as for `lock`.
+        let r = unsafe { libc::pthread_mutex_trylock(self.raw) };
+        if r == libc::EBUSY {
+            return Ok(None);
+        }
+        self.after_lock(r).map(Some)
     }
 
     fn after_lock(&self, r: libc::c_int) -> io::Result<Locked> {

@@ -291,11 +291,13 @@ impl FrameWriter {
         }
     }
 
-    /// Writes what is pending on a socket shared with other processes, blocking
-    /// this thread in `poll` while it is full.
+    /// Writes what is pending on a socket shared with other processes, blocking this
+    /// thread while it is full.
     pub(crate) fn flush_blocking(&mut self, sock: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
         loop {
-            match self.flush(sock, true) {
+            // A blocking send is the cheapest wait; `poll` covers a socket someone
+            // else made non-blocking.
+            match self.flush(sock, false) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     sock::poll(sock, sock::Wait::Writable, None)?;
                 }

@@ -1,0 +1,208 @@
+//! 64-byte items through `Queue` and `pipe`, process to process, beside Python's
+//! `multiprocessing.Queue` and `Pipe` doing the same work in the same run.
+//!
+//! `cargo bench --bench channels` prints one table: procpool's figure, Python's, and
+//! the ratio (how many times better procpool is: items/s over items/s, or Python's
+//! microseconds over ours). Python runs only when `python3` is on the PATH.
+//!
+//! Workloads (each measured `RUNS` times, median reported):
+//! - throughput: a child puts/sends `ITEMS` items; the parent gets/receives them all
+//!   with the async API; items per second from the child's start to the last item.
+//! - round trip: the parent puts/sends one item, a child echoes it back on a second
+//!   queue (the other end of the pipe); mean time per round trip over `TRIPS`.
+//!
+//! Set `PROCPOOL_BENCH_QUICK=1` for a short smoke run (what CI could afford).
+
+use std::process::Command;
+use std::time::Instant;
+
+use procpool::{Connection, Process, Queue};
+
+mod common;
+
+const RUNS: usize = 5;
+
+fn sizes() -> (usize, usize) {
+    if std::env::var_os("PROCPOOL_BENCH_QUICK").is_some() {
+        (10_000, 500)
+    } else {
+        (200_000, 5_000)
+    }
+}
+
+fn item() -> Vec<u8> {
+    (0..64).collect()
+}
+
+fn queue_producer((q, n): (Queue<Vec<u8>>, usize)) {
+    let it = item();
+    for _ in 0..n {
+        q.blocking_put(it.clone()).unwrap();
+    }
+}
+
+fn queue_echo((inq, outq, n): (Queue<Vec<u8>>, Queue<Vec<u8>>, usize)) {
+    for _ in 0..n {
+        outq.blocking_put(inq.blocking_get().unwrap()).unwrap();
+    }
+}
+
+fn pipe_producer((tx, n): (procpool::pipe::Sender<Vec<u8>>, usize)) {
+    let it = item();
+    for _ in 0..n {
+        tx.blocking_send(&it).unwrap();
+    }
+}
+
+fn pipe_echo((conn, n): (Connection<Vec<u8>>, usize)) {
+    for _ in 0..n {
+        let v = conn.blocking_recv().unwrap();
+        conn.blocking_send(&v).unwrap();
+    }
+}
+
+async fn queue_throughput(items: usize) -> f64 {
+    let q = Queue::unbounded().unwrap();
+    let t0 = Instant::now();
+    let mut p = Process::spawn(queue_producer, (q.clone(), items)).unwrap();
+    for _ in 0..items {
+        q.get().await.unwrap();
+    }
+    let dt = t0.elapsed().as_secs_f64();
+    p.join().await.unwrap();
+    items as f64 / dt
+}
+
+async fn queue_round_trip(trips: usize) -> f64 {
+    let (a, b) = (Queue::unbounded().unwrap(), Queue::unbounded().unwrap());
+    let mut p = Process::spawn(queue_echo, (a.clone(), b.clone(), trips)).unwrap();
+    a.put(item()).await.unwrap();
+    b.get().await.unwrap();
+    let t0 = Instant::now();
+    for _ in 0..trips - 1 {
+        a.put(item()).await.unwrap();
+        b.get().await.unwrap();
+    }
+    let dt = t0.elapsed().as_secs_f64();
+    p.join().await.unwrap();
+    dt / (trips - 1) as f64 * 1e6
+}
+
+async fn pipe_throughput(items: usize) -> f64 {
+    let (rx, tx) = procpool::pipe::simplex().unwrap();
+    let t0 = Instant::now();
+    let mut p = Process::spawn(pipe_producer, (tx, items)).unwrap();
+    for _ in 0..items {
+        rx.recv().await.unwrap();
+    }
+    let dt = t0.elapsed().as_secs_f64();
+    p.join().await.unwrap();
+    items as f64 / dt
+}
+
+async fn pipe_round_trip(trips: usize) -> f64 {
+    let (x, y) = procpool::pipe::<Vec<u8>>().unwrap();
+    let mut p = Process::spawn(pipe_echo, (y, trips)).unwrap();
+    x.send(&item()).await.unwrap();
+    x.recv().await.unwrap();
+    let t0 = Instant::now();
+    for _ in 0..trips - 1 {
+        x.send(&item()).await.unwrap();
+        x.recv().await.unwrap();
+    }
+    let dt = t0.elapsed().as_secs_f64();
+    p.join().await.unwrap();
+    dt / (trips - 1) as f64 * 1e6
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Runs the Python side; `None` when python3 is missing or fails.
+fn python(items: usize, trips: usize) -> Option<Vec<(String, f64)>> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/python/channels.py");
+    let mut runs: Vec<Vec<(String, f64)>> = Vec::new();
+    for _ in 0..RUNS {
+        let out = Command::new("python3")
+            .arg(script)
+            .arg(items.to_string())
+            .arg(trips.to_string())
+            .output()
+            .ok()?;
+        if !out.status.success() {
+            eprintln!("python3 failed: {}", String::from_utf8_lossy(&out.stderr));
+            return None;
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        // Lines look like {"name": "queue_throughput", "value": 1.0, "unit": "items/s"}.
+        let parsed = text
+            .lines()
+            .filter_map(|l| {
+                let name = l.split("\"name\": \"").nth(1)?.split('"').next()?;
+                let value = l.split("\"value\": ").nth(1)?.split(',').next()?;
+                Some((name.to_owned(), value.trim().parse().ok()?))
+            })
+            .collect();
+        runs.push(parsed);
+    }
+    let names: Vec<String> = runs[0].iter().map(|(n, _)| n.clone()).collect();
+    Some(
+        names
+            .into_iter()
+            .map(|n| {
+                let vals = runs
+                    .iter()
+                    .filter_map(|r| r.iter().find(|(m, _)| *m == n).map(|(_, v)| *v))
+                    .collect();
+                (n, median(vals))
+            })
+            .collect(),
+    )
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; nothing to parse.
+    let (items, trips) = sizes();
+    let rt = common::runtime();
+    let mut ours: Vec<(&str, f64, &str)> = Vec::new();
+    rt.block_on(async {
+        let mut qt = Vec::new();
+        let mut qr = Vec::new();
+        let mut pt = Vec::new();
+        let mut pr = Vec::new();
+        for _ in 0..RUNS {
+            qt.push(queue_throughput(items).await);
+            qr.push(queue_round_trip(trips).await);
+            pt.push(pipe_throughput(items).await);
+            pr.push(pipe_round_trip(trips).await);
+        }
+        ours.push(("queue_throughput", median(qt), "items/s"));
+        ours.push(("queue_round_trip", median(qr), "us"));
+        ours.push(("pipe_throughput", median(pt), "items/s"));
+        ours.push(("pipe_round_trip", median(pr), "us"));
+    });
+    let py = python(items, trips);
+    println!(
+        "\n64-byte items, {items} per throughput run, {trips} round trips, median of {RUNS} runs"
+    );
+    println!(
+        "{:<18} {:>14} {:>14} {:>8}  unit",
+        "workload", "procpool", "python3", "ratio"
+    );
+    for (name, value, unit) in ours {
+        let theirs = py
+            .as_ref()
+            .and_then(|p| p.iter().find(|(n, _)| n == name).map(|(_, v)| *v));
+        let (theirs_s, ratio_s) = match theirs {
+            Some(t) => {
+                // "How many times better": more items/s, or fewer microseconds.
+                let ratio = if unit == "us" { t / value } else { value / t };
+                (format!("{t:.1}"), format!("{ratio:.1}x"))
+            }
+            None => ("-".to_owned(), "-".to_owned()),
+        };
+        println!("{name:<18} {value:>14.1} {theirs_s:>14} {ratio_s:>8}  {unit}");
+    }
+}
