@@ -30,6 +30,14 @@
 //! [`Process`] runs one function in one child (Python's `multiprocessing.Process`),
 //! with [`current_process`], [`parent_process`] and [`active_children`] beside it.
 //!
+//! # Pipes, queues and handles
+//! [`pipe()`] (with [`pipe::simplex`] and [`duplex`]) and [`Queue`], [`SimpleQueue`] and
+//! [`JoinableQueue`] carry values between any processes. They are *handles*: pass one
+//! as a task or `Process` argument, return one from a task, or send one through
+//! another pipe or queue, and its file descriptors travel beside the message
+//! (`SCM_RIGHTS`). Each process then holds its own; dropping a handle in one process
+//! does not disturb the others.
+//!
 //! # How workers start
 //! A worker is this executable started again (`/proc/self/exe`). procpool recognises
 //! it *before `main`*, in a library constructor, so binaries, examples, integration
