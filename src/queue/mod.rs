@@ -618,21 +618,42 @@ fn deserialize_core<'de, D: Deserializer<'de>>(
     Core::open([a, b, c, e]).map_err(|e| D::Error::custom(format!("opening a queue: {e}")))
 }
 
-impl<T> Serialize for Queue<T> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        serialize_core(&self.core, type_tag::<T>("Queue"), s)
+/// Serde for a queue type: its four descriptors and a tag of its kind and item type.
+macro_rules! handle_serde {
+    ($ty:ident) => {
+        impl<T> Serialize for $ty<T> {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let queue: &Queue<T> = self.as_ref();
+                serialize_core(&queue.core, type_tag::<T>(stringify!($ty)), s)
+            }
+        }
+
+        impl<'de, T> Deserialize<'de> for $ty<T> {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let tag = type_tag::<T>(stringify!($ty));
+                let core = deserialize_core(d, tag, type_name::<Self>())?;
+                Ok($ty::from_queue(Queue {
+                    core: Arc::new(core),
+                    _items: PhantomData,
+                }))
+            }
+        }
+    };
+}
+
+impl<T> AsRef<Queue<T>> for Queue<T> {
+    fn as_ref(&self) -> &Queue<T> {
+        self
     }
 }
 
-impl<'de, T> Deserialize<'de> for Queue<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let core = deserialize_core(d, type_tag::<T>("Queue"), type_name::<Self>())?;
-        Ok(Queue {
-            core: Arc::new(core),
-            _items: PhantomData,
-        })
+impl<T> Queue<T> {
+    fn from_queue(q: Queue<T>) -> Self {
+        q
     }
 }
+
+handle_serde!(Queue);
 
 /// An unbounded queue with the smallest interface (Python's
 /// `multiprocessing.SimpleQueue`): `put`, `get`, `is_empty`, `close`.
@@ -737,23 +758,7 @@ impl<T: Serialize + DeserializeOwned> SimpleQueue<T> {
     }
 }
 
-impl<T> Serialize for SimpleQueue<T> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        serialize_core(&self.inner.core, type_tag::<T>("SimpleQueue"), s)
-    }
-}
-
-impl<'de, T> Deserialize<'de> for SimpleQueue<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let core = deserialize_core(d, type_tag::<T>("SimpleQueue"), type_name::<Self>())?;
-        Ok(SimpleQueue {
-            inner: Queue {
-                core: Arc::new(core),
-                _items: PhantomData,
-            },
-        })
-    }
-}
+handle_serde!(SimpleQueue);
 
 /// A [`Queue`] that also counts unfinished work (Python's
 /// `multiprocessing.JoinableQueue`): every item put is unfinished until a consumer
@@ -791,6 +796,30 @@ impl<T> fmt::Debug for JoinableQueue<T> {
             .field("item", &type_name::<T>())
             .field("maxsize", &self.inner.maxsize())
             .finish()
+    }
+}
+
+impl<T> AsRef<Queue<T>> for SimpleQueue<T> {
+    fn as_ref(&self) -> &Queue<T> {
+        &self.inner
+    }
+}
+
+impl<T> SimpleQueue<T> {
+    fn from_queue(inner: Queue<T>) -> Self {
+        SimpleQueue { inner }
+    }
+}
+
+impl<T> AsRef<Queue<T>> for JoinableQueue<T> {
+    fn as_ref(&self) -> &Queue<T> {
+        &self.inner
+    }
+}
+
+impl<T> JoinableQueue<T> {
+    fn from_queue(inner: Queue<T>) -> Self {
+        JoinableQueue { inner }
     }
 }
 
@@ -876,20 +905,4 @@ impl<T> JoinableQueue<T> {
     }
 }
 
-impl<T> Serialize for JoinableQueue<T> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        serialize_core(&self.inner.core, type_tag::<T>("JoinableQueue"), s)
-    }
-}
-
-impl<'de, T> Deserialize<'de> for JoinableQueue<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let core = deserialize_core(d, type_tag::<T>("JoinableQueue"), type_name::<Self>())?;
-        Ok(JoinableQueue {
-            inner: Queue {
-                core: Arc::new(core),
-                _items: PhantomData,
-            },
-        })
-    }
-}
+handle_serde!(JoinableQueue);
