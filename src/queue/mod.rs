@@ -16,7 +16,9 @@
 //! - A process killed in the middle of an operation leaves the queue usable and
 //!   consistent: an item whose `put` had not returned is either wholly in the queue or
 //!   not at all (it is not, unless `put` got as far as publishing it); an item whose
-//!   `get` had not returned stays in the queue unless the `get` completed.
+//!   `get` had not returned stays in the queue unless the `get` completed. (One
+//!   exception: if the item carried handles and the getter died after taking them,
+//!   the next getter receives [`GetError::Decode`] for it instead of the item.)
 //!
 //! # Items
 //! Any serde type, up to [`MAX_ITEM`] bytes encoded; items may carry handles (pipe

@@ -569,8 +569,11 @@ impl Guard<'_> {
             .try_reserve_exact(len as usize)
             .map_err(|_| io::Error::new(io::ErrorKind::OutOfMemory, "queue item"))?;
         self.ring_read((s.head + RECORD_HEADER) % s.cap, len, &mut bytes);
+        // If the item's handles cannot be found (a getter killed after taking them
+        // but before publishing), the item still leaves the queue, without them: its
+        // decoding then fails for the getter instead of wedging the queue.
         let fds = if fd_seq != 0 {
-            self.unpark(fd_seq)?
+            self.unpark(fd_seq).unwrap_or_default()
         } else {
             Vec::new()
         };
