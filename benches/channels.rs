@@ -13,7 +13,9 @@
 //!   `pipe_round_trip_blocking` is the same with the parent on a plain thread using
 //!   the blocking API, as Python's parent is.
 //!
-//! Set `PROCPOOL_BENCH_QUICK=1` for a short smoke run (what CI could afford).
+//! Set `PROCPOOL_BENCH_QUICK=1` for a short smoke run (what CI could afford), and
+//! `PROCPOOL_BENCH_CURRENT_THREAD=1` to drive the parent from a current-thread runtime
+//! instead of the default two-worker one.
 
 use std::process::Command;
 use std::time::Instant;
@@ -188,7 +190,14 @@ fn python(items: usize, trips: usize) -> Option<Vec<(String, f64)>> {
 fn main() {
     // `cargo bench` passes `--bench`; nothing to parse.
     let (items, trips) = sizes();
-    let rt = common::runtime();
+    let rt = if std::env::var_os("PROCPOOL_BENCH_CURRENT_THREAD").is_some() {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    } else {
+        common::runtime()
+    };
     let mut ours: Vec<(&str, f64, &str)> = Vec::new();
     rt.block_on(async {
         let mut qt = Vec::new();
