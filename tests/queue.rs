@@ -431,3 +431,24 @@ async fn an_item_whose_put_was_cut_short_is_not_in_the_queue() {
     assert_eq!(q.get().await.unwrap(), b"after");
     assert!(q.is_empty());
 }
+
+fn put_own_index((q, i): (Queue<u32>, u32)) -> (u32, Queue<u32>) {
+    q.blocking_put(i).unwrap();
+    (i, q)
+}
+
+#[tokio::test]
+async fn map_carries_handles_in_items_and_results_of_one_chunk() {
+    let pool = ProcessPoolExecutor::builder().workers(2).build().unwrap();
+    let queues: Vec<Queue<u32>> = (0..20).map(|_| Queue::unbounded().unwrap()).collect();
+    let items: Vec<(Queue<u32>, u32)> = queues.iter().cloned().zip(0..).collect();
+    // Several items per chunk: descriptors share one index space per frame.
+    let back = pool.map(put_own_index, items).chunk_size(7).await.unwrap();
+    for (i, (n, returned)) in back.into_iter().enumerate() {
+        assert_eq!(n, i as u32);
+        // The handle that came back is the same queue as ours.
+        assert_eq!(returned.get().await.unwrap(), i as u32);
+        assert!(queues[i].is_empty());
+    }
+    pool.shutdown().await;
+}

@@ -144,23 +144,26 @@ where
             wire::begin(&mut frame);
             let mut count = 0;
             let mut failed_item = None;
-            while count < chunk_size && frame.len() - HEADER_LEN < CHUNK_BYTES {
-                let Some(item) = self.items.next() else { break };
-                let before = frame.len();
-                let fds_before = fds.len();
-                match handles::collect_into(&mut fds, || postcard::to_io(&item, &mut frame)) {
-                    Ok(_) => count += 1,
-                    Err(e) => {
-                        frame.truncate(before);
-                        fds.truncate(fds_before);
-                        failed_item = Some(TaskError::Encode {
-                            type_name: std::any::type_name::<A>().to_owned(),
-                            reason: e.to_string(),
-                        });
-                        break;
+            // One descriptor collection for the whole chunk (see `task::call_batch`).
+            handles::collect_into(&mut fds, || {
+                while count < chunk_size && frame.len() - HEADER_LEN < CHUNK_BYTES {
+                    let Some(item) = self.items.next() else { break };
+                    let before = frame.len();
+                    match postcard::to_io(&item, &mut frame) {
+                        Ok(_) => count += 1,
+                        Err(e) => {
+                            // Descriptors of the failed item's handles, if any were
+                            // collected, go along unclaimed and are closed on arrival.
+                            frame.truncate(before);
+                            failed_item = Some(TaskError::Encode {
+                                type_name: std::any::type_name::<A>().to_owned(),
+                                reason: e.to_string(),
+                            });
+                            break;
+                        }
                     }
                 }
-            }
+            });
             if count > 0 {
                 let task = self.pool.queue_frame(func, frame, fds);
                 self.push(count, task);
@@ -182,28 +185,27 @@ where
                 let mut fds = fds.into_iter().map(Some).collect();
                 let mut rest = body.as_slice();
                 let mut last_error = None;
-                while out.len() < count && !rest.is_empty() {
-                    let taken = handles::supply_from(&mut fds, || {
-                        postcard::take_from_bytes::<Result<R, Failure>>(rest)
-                    });
-                    match taken {
-                        Ok((item, tail)) => {
-                            rest = tail;
-                            let item = item.map_err(TaskError::from);
-                            if let Err(e) = &item {
-                                last_error = Some(e.clone());
+                handles::supply_from(&mut fds, || {
+                    while out.len() < count && !rest.is_empty() {
+                        match postcard::take_from_bytes::<Result<R, Failure>>(rest) {
+                            Ok((item, tail)) => {
+                                rest = tail;
+                                let item = item.map_err(TaskError::from);
+                                if let Err(e) = &item {
+                                    last_error = Some(e.clone());
+                                }
+                                out.push_back(item);
                             }
-                            out.push_back(item);
-                        }
-                        Err(e) => {
-                            last_error = Some(TaskError::Decode {
-                                type_name: std::any::type_name::<R>().to_owned(),
-                                reason: e.to_string(),
-                            });
-                            break;
+                            Err(e) => {
+                                last_error = Some(TaskError::Decode {
+                                    type_name: std::any::type_name::<R>().to_owned(),
+                                    reason: e.to_string(),
+                                });
+                                break;
+                            }
                         }
                     }
-                }
+                });
                 // Items the worker could not answer (a chunk cut short by an argument
                 // that did not decode) share the error that ended the chunk.
                 let missing = last_error.unwrap_or_else(|| TaskError::Decode {
