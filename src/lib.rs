@@ -90,8 +90,10 @@ mod pool;
 mod process;
 pub mod queue;
 mod supervisor;
+pub mod sync;
 mod sys;
 mod task;
+mod waitcell;
 mod wire;
 
 pub use error::{Error, Exit, ProtocolError, TaskError};
@@ -105,6 +107,10 @@ pub use process::{
     Process, ProcessError, ProcessInfo, ProcessKind, Stdio,
 };
 pub use queue::{JoinableQueue, Queue, SimpleQueue};
+pub use sync::{
+    Barrier, BoundedSemaphore, Condition, Event, Lock, LockGuard, RLock, RLockGuard, Semaphore,
+    SemaphoreGuard,
+};
 
 /// Runs the worker if this process was started as a procpool worker; does nothing
 /// otherwise.

@@ -38,52 +38,32 @@
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::atomic::Ordering::{Relaxed, Release};
+use std::sync::{Mutex, MutexGuard};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use tokio::io::unix::AsyncFd;
-use tokio::io::Interest;
+use crate::sys::shm::{self, Region};
+use crate::sys::sock;
+use crate::waitcell::{CellGuard, Step, WaitCell, PAGE, USER};
 
-use crate::sys::shm::{self, EventFd, Locked, Region};
-use crate::sys::{self, sock};
-
-/// Size of the control page; the data ring starts here in the file.
-const DATA_OFF: u64 = 4096;
+/// The data ring starts after the shared page in the file.
+const DATA_OFF: u64 = PAGE;
 /// The ring's initial (and shrunk-back) size.
 const INITIAL_CAP: u64 = 64 * 1024;
 /// An empty ring bigger than this gives its pages back.
 const SHRINK_ABOVE: u64 = 4 << 20;
 /// Bytes before each item in the ring.
 const RECORD_HEADER: u64 = 16;
-/// How long a blocking waiter watches `seq` before it sleeps: long enough to catch the
-/// next item of a busy producer on another CPU without a system call on either side,
-/// short enough that an idle queue costs no CPU.
-const SPIN: Duration = Duration::from_micros(20);
-/// How many times an async waiter yields to the runtime, re-checking `seq`, before it
-/// registers for a wake-up.
-const ASYNC_SPINS: u32 = 16;
-/// Attempts to take a held lock before sleeping on it.
-const LOCK_SPINS: u32 = 200;
-/// Identifies a procpool queue's control page, layout version 1.
-const MAGIC: u64 = 0x7071_7565_7565_0001;
+/// Identifies a procpool queue's page, layout version 2.
+const MAGIC: u64 = 0x7071_7565_7565_0002;
 
-// Control page offsets.
-const MUTEX: usize = 0;
-const F_MAGIC: usize = 64;
-const F_MAXSIZE: usize = 72;
-const F_CLOSED: usize = 80;
-const F_FD_SEQ: usize = 88;
-const F_CURRENT: usize = 96;
-const F_SEQ: usize = 104;
-const F_BLOCKING_WAITERS: usize = 108;
-const F_ASYNC_WAITERS: usize = 112;
-const SLOTS: [usize; 2] = [128, 192];
-const _: () = assert!(
-    shm::MUTEX_SIZE <= F_MAGIC,
-    "pthread_mutex_t fits before the fields"
-);
+// The queue's fields in the shared page.
+const F_MAXSIZE: usize = USER;
+const F_CLOSED: usize = USER + 8;
+const F_FD_SEQ: usize = USER + 16;
+const F_CURRENT: usize = USER + 24;
+const SLOTS: [usize; 2] = [USER + 64, USER + 128];
 
 /// The variable part of the state, as one slot holds it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -103,14 +83,10 @@ pub(crate) struct State {
 /// A queue as one process sees it.
 #[derive(Debug)]
 pub(crate) struct Core {
-    memfd: OwnedFd,
-    ctl: Region,
+    cell: WaitCell,
     /// The data pages as mapped here; remapped when `cap` changes. Only touched with
     /// the shared mutex held, which also orders threads of this process.
     data: Mutex<Option<Region>>,
-    event: EventFd,
-    /// A duplicate of the eventfd registered with tokio on first async use.
-    async_event: OnceLock<AsyncFd<OwnedFd>>,
     park_tx: OwnedFd,
     park_rx: OwnedFd,
 }
@@ -141,6 +117,8 @@ pub(crate) struct Guard<'a> {
     data: MutexGuard<'a, Option<Region>>,
     state: State,
     changed: bool,
+    /// Dropped last: publishing happens before the mutex is released.
+    cell: CellGuard<'a>,
 }
 
 /// A popped item: its bytes and the descriptors of its handles.
@@ -153,17 +131,12 @@ pub(crate) struct Item {
 impl Core {
     /// Creates a queue holding at most `maxsize` items (0: unbounded).
     pub(crate) fn create(maxsize: u64) -> io::Result<Core> {
-        let memfd = shm::memfd("procpool-queue", DATA_OFF + INITIAL_CAP)?;
-        let ctl = Region::map(memfd.as_fd(), DATA_OFF as usize)?;
-        ctl.mutex(MUTEX).init()?;
-        ctl.u64_at(F_MAXSIZE).store(maxsize, Relaxed);
+        let cell = WaitCell::create("procpool-queue", DATA_OFF + INITIAL_CAP, MAGIC)?;
+        cell.page().u64_at(F_MAXSIZE).store(maxsize, Relaxed);
         let (park_tx, park_rx) = sock::pair(sock::Kind::SeqPacket)?;
         let core = Core {
-            memfd,
-            ctl,
+            cell,
             data: Mutex::new(None),
-            event: EventFd::new()?,
-            async_event: OnceLock::new(),
             park_tx,
             park_rx,
         };
@@ -177,17 +150,19 @@ impl Core {
                 cap: INITIAL_CAP,
             },
         );
-        core.ctl.u64_at(F_CURRENT).store(0, Relaxed);
-        // Last: a control page with the magic is initialised.
-        core.ctl.u64_at(F_MAGIC).store(MAGIC, Release);
+        core.page().u64_at(F_CURRENT).store(0, Release);
         Ok(core)
+    }
+
+    fn page(&self) -> &Region {
+        self.cell.page()
     }
 
     /// The descriptors to send to another process (borrowed; the sender duplicates).
     pub(crate) fn fds(&self) -> [std::os::fd::BorrowedFd<'_>; 4] {
         [
-            self.memfd.as_fd(),
-            self.event.as_fd(),
+            self.cell.memfd(),
+            self.cell.event_fd(),
             self.park_tx.as_fd(),
             self.park_rx.as_fd(),
         ]
@@ -196,31 +171,26 @@ impl Core {
     /// Opens a queue from descriptors received from another process.
     pub(crate) fn open(fds: Fds) -> io::Result<Core> {
         let [memfd, event, park_tx, park_rx] = fds;
-        let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_owned());
         if shm::file_len(memfd.as_fd())? < DATA_OFF + INITIAL_CAP {
-            return Err(invalid("the queue's memory file is too short"));
-        }
-        let ctl = Region::map(memfd.as_fd(), DATA_OFF as usize)?;
-        if ctl.u64_at(F_MAGIC).load(Acquire) != MAGIC {
-            return Err(invalid("not a procpool queue"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the queue's memory file is too short",
+            ));
         }
         Ok(Core {
-            memfd,
-            ctl,
+            cell: WaitCell::open(memfd, event, MAGIC)?,
             data: Mutex::new(None),
-            event: EventFd::from_fd(event),
-            async_event: OnceLock::new(),
             park_tx,
             park_rx,
         })
     }
 
     pub(crate) fn maxsize(&self) -> u64 {
-        self.ctl.u64_at(F_MAXSIZE).load(Relaxed)
+        self.page().u64_at(F_MAXSIZE).load(Relaxed)
     }
 
     fn read_slot(&self, i: usize) -> State {
-        let at = |k: usize| self.ctl.u64_at(SLOTS[i] + 8 * k).load(Relaxed);
+        let at = |k: usize| self.page().u64_at(SLOTS[i] + 8 * k).load(Relaxed);
         State {
             head: at(0),
             used: at(1),
@@ -231,7 +201,7 @@ impl Core {
     }
 
     fn write_slot(&self, i: usize, s: State) {
-        let put = |k: usize, v: u64| self.ctl.u64_at(SLOTS[i] + 8 * k).store(v, Relaxed);
+        let put = |k: usize, v: u64| self.page().u64_at(SLOTS[i] + 8 * k).store(v, Relaxed);
         put(0, s.head);
         put(1, s.used);
         put(2, s.len);
@@ -245,24 +215,8 @@ impl Core {
         // then taken by one thread per process at a time.
         let data = self.data.lock().unwrap_or_else(|p| p.into_inner());
         // A locker that died has either published its change or not (see the module
-        // documentation); nothing to repair beyond marking the mutex consistent,
-        // which `lock` has done.
-        let mutex = self.ctl.mutex(MUTEX);
-        // Critical sections are a few hundred nanoseconds: spinning a little on a
-        // held lock is much cheaper than the futex sleep and wake-up of a contended
-        // pthread mutex.
-        let mut locked = None;
-        for _ in 0..LOCK_SPINS {
-            locked = mutex.try_lock()?;
-            if locked.is_some() {
-                break;
-            }
-            std::hint::spin_loop();
-        }
-        let _: Locked = match locked {
-            Some(l) => l,
-            None => mutex.lock()?,
-        };
+        // documentation): nothing to repair.
+        let cell = self.cell.lock()?;
         let mut guard = Guard {
             core: self,
             data,
@@ -274,8 +228,9 @@ impl Core {
                 cap: 0,
             },
             changed: false,
+            cell,
         };
-        let current = self.ctl.u64_at(F_CURRENT).load(Relaxed);
+        let current = self.page().u64_at(F_CURRENT).load(Relaxed);
         if current > 1 {
             return Err(CoreError::Corrupt("state slot index"));
         }
@@ -288,19 +243,15 @@ impl Core {
         Ok(guard)
     }
 
-    /// Registers the eventfd with tokio (once per process and queue).
-    fn async_event(&self) -> io::Result<&AsyncFd<OwnedFd>> {
-        if let Some(a) = self.async_event.get() {
-            return Ok(a);
-        }
-        let dup = sock::dup(self.event.as_fd())?;
-        let registered = sys::proc::async_fd(dup, Interest::READABLE)?;
-        let _ = self.async_event.set(registered);
-        Ok(self.async_event.get().expect("set above"))
-    }
-
-    fn seq(&self) -> &std::sync::atomic::AtomicU32 {
-        self.ctl.u32_at(F_SEQ)
+    fn step<R>(
+        &self,
+        attempt: &mut impl FnMut(&mut Guard<'_>) -> Result<Attempt<R>, CoreError>,
+    ) -> Result<Step<R>, CoreError> {
+        let mut g = self.lock()?;
+        Ok(match attempt(&mut g)? {
+            Poll::Ready(r) => Step::Ready(r),
+            Poll::Pending => Step::Pending,
+        })
     }
 
     /// Runs `attempt` under the lock until it is ready, sleeping between tries while
@@ -310,39 +261,8 @@ impl Core {
         deadline: Option<Instant>,
         mut attempt: impl FnMut(&mut Guard<'_>) -> Result<Attempt<R>, CoreError>,
     ) -> Result<Option<R>, CoreError> {
-        let waiters = self.ctl.u32_at(F_BLOCKING_WAITERS);
-        loop {
-            let seen = {
-                let mut g = self.lock()?;
-                if let Poll::Ready(r) = attempt(&mut g)? {
-                    return Ok(Some(r));
-                }
-                self.seq().load(Relaxed)
-            };
-            if self.spin_while_unchanged(seen) {
-                continue;
-            }
-            let seen = {
-                let mut g = self.lock()?;
-                if let Poll::Ready(r) = attempt(&mut g)? {
-                    return Ok(Some(r));
-                }
-                waiters.fetch_add(1, Relaxed);
-                self.seq().load(Relaxed)
-            };
-            let timeout = match deadline {
-                None => None,
-                Some(d) => match d.checked_duration_since(Instant::now()) {
-                    Some(left) if !left.is_zero() => Some(left),
-                    _ => {
-                        waiters.fetch_sub(1, Relaxed);
-                        return Ok(None);
-                    }
-                },
-            };
-            shm::futex_wait(self.seq(), seen, timeout);
-            waiters.fetch_sub(1, Relaxed);
-        }
+        self.cell
+            .blocking_wait(deadline, || self.step(&mut attempt))
     }
 
     /// Async form of [`blocking_wait`](Self::blocking_wait), without a deadline
@@ -355,72 +275,7 @@ impl Core {
         &self,
         mut attempt: impl FnMut(&mut Guard<'_>) -> Result<Attempt<R>, CoreError>,
     ) -> Result<R, CoreError> {
-        // Registered before the first check, so a change right after it is seen.
-        let event = self.async_event()?;
-        let waiters = self.ctl.u32_at(F_ASYNC_WAITERS);
-        struct Registered<'a>(&'a std::sync::atomic::AtomicU32);
-        impl Drop for Registered<'_> {
-            fn drop(&mut self) {
-                self.0.fetch_sub(1, Relaxed);
-            }
-        }
-        let mut spins = 0;
-        loop {
-            let seen = {
-                let mut g = self.lock()?;
-                if let Poll::Ready(r) = attempt(&mut g)? {
-                    return Ok(r);
-                }
-                self.seq().load(Acquire)
-            };
-            let registered = {
-                if spins < ASYNC_SPINS {
-                    // A busy peer usually changes the queue within a few polls of
-                    // other tasks: look again before paying for a wake-up.
-                    spins += 1;
-                    tokio::task::yield_now().await;
-                    continue;
-                }
-                let mut g = self.lock()?;
-                if self.seq().load(Acquire) != seen {
-                    if let Poll::Ready(r) = attempt(&mut g)? {
-                        return Ok(r);
-                    }
-                }
-                waiters.fetch_add(1, Relaxed);
-                Registered(waiters)
-            };
-            let mut ready = event.readable().await?;
-            ready.clear_ready();
-            self.event.drain();
-            drop(registered);
-        }
-    }
-
-    /// Watches `seq` for up to [`SPIN`]; `true` if it changed.
-    fn spin_while_unchanged(&self, seen: u32) -> bool {
-        let start = Instant::now();
-        loop {
-            for _ in 0..64 {
-                if self.seq().load(Acquire) != seen {
-                    return true;
-                }
-                std::hint::spin_loop();
-            }
-            if start.elapsed() >= SPIN {
-                return false;
-            }
-        }
-    }
-
-    /// Wakes waiters after a change (called with the lock released).
-    fn wake(&self) {
-        if self.ctl.u32_at(F_BLOCKING_WAITERS).load(Relaxed) > 0 {
-            shm::futex_wake_all(self.seq());
-        }
-        if self.ctl.u32_at(F_ASYNC_WAITERS).load(Relaxed) > 0 {
-            self.event.notify();
-        }
+        self.cell.wait(|| self.step(&mut attempt)).await
     }
 }
 
@@ -431,7 +286,7 @@ impl Guard<'_> {
     }
 
     pub(crate) fn closed(&self) -> bool {
-        self.core.ctl.u64_at(F_CLOSED).load(Relaxed) != 0
+        self.core.page().u64_at(F_CLOSED).load(Relaxed) != 0
     }
 
     /// Whether a bounded queue is at its bound.
@@ -446,7 +301,7 @@ impl Guard<'_> {
             return Ok(());
         }
         *self.data = None;
-        *self.data = Some(Region::map_at(self.core.memfd.as_fd(), DATA_OFF, cap)?);
+        *self.data = Some(Region::map_at(self.core.cell.memfd(), DATA_OFF, cap)?);
         Ok(())
     }
 
@@ -485,7 +340,7 @@ impl Guard<'_> {
         let new_cap = want.max(s.cap * 2).next_multiple_of(4096);
         // The file grows first: a process killed after this leaves a longer file
         // and the old state, which is fine.
-        if shm::set_len(self.core.memfd.as_fd(), DATA_OFF + new_cap).is_err() {
+        if shm::set_len(self.core.cell.memfd(), DATA_OFF + new_cap).is_err() {
             return Ok(false);
         }
         let old_cap = s.cap;
@@ -520,7 +375,7 @@ impl Guard<'_> {
         }
         let mut fd_seq = 0;
         if !fds.is_empty() {
-            let seq_field = self.core.ctl.u64_at(F_FD_SEQ);
+            let seq_field = self.core.page().u64_at(F_FD_SEQ);
             let seq = seq_field.load(Relaxed) + 1;
             // Published before parking: a putter killed after parking leaves a
             // message whose number no record will ever carry.
@@ -616,7 +471,7 @@ impl Guard<'_> {
 
     /// Marks the queue closed.
     pub(crate) fn close(&mut self) {
-        self.core.ctl.u64_at(F_CLOSED).store(1, Relaxed);
+        self.core.page().u64_at(F_CLOSED).store(1, Relaxed);
         self.changed = true;
     }
 
@@ -633,26 +488,24 @@ impl Guard<'_> {
 
 impl Drop for Guard<'_> {
     fn drop(&mut self) {
-        let core = self.core;
-        if self.changed {
-            // Publish: write the spare slot, then flip with one store.
-            let current = core.ctl.u64_at(F_CURRENT).load(Relaxed) as usize;
-            let old = core.read_slot(current);
-            core.write_slot(1 - current, self.state);
-            core.ctl
-                .u64_at(F_CURRENT)
-                .store(1 - current as u64, Release);
-            core.seq().fetch_add(1, Release);
-            if self.state.cap < old.cap {
-                // Shrunk while empty: give the pages back. Other processes map the
-                // smaller ring before they touch data again.
-                let _ = shm::set_len(core.memfd.as_fd(), DATA_OFF + self.state.cap);
-                *self.data = None;
-            }
+        if !self.changed {
+            return;
         }
-        core.ctl.mutex(MUTEX).unlock();
-        if self.changed {
-            core.wake();
+        // Publish: write the spare slot, then flip with one store. The mutex is
+        // released (and waiters woken) when `cell` drops, after this.
+        let core = self.core;
+        let current = core.page().u64_at(F_CURRENT).load(Relaxed) as usize;
+        let old = core.read_slot(current);
+        core.write_slot(1 - current, self.state);
+        core.page()
+            .u64_at(F_CURRENT)
+            .store(1 - current as u64, Release);
+        self.cell.changed();
+        if self.state.cap < old.cap {
+            // Shrunk while empty: give the pages back. Other processes map the
+            // smaller ring before they touch data again.
+            let _ = shm::set_len(core.cell.memfd(), DATA_OFF + self.state.cap);
+            *self.data = None;
         }
     }
 }

@@ -42,6 +42,14 @@ pub(crate) fn kill_me_when_parent_dies() -> io::Result<()> {
     Ok(())
 }
 
+/// The calling thread's id (`gettid(2)`): which thread of this process holds an
+/// `RLock`.
+pub(crate) fn thread_id() -> u64 {
+    // SAFETY: gettid has no preconditions and cannot fail.
+    let tid = unsafe { libc::gettid() };
+    tid as u64
+}
+
 /// The pid of this process's parent (`getppid(2)`).
 pub(crate) fn parent_pid() -> u32 {
     // SAFETY: getppid has no preconditions and cannot fail.
