@@ -89,6 +89,7 @@ pub mod pipe;
 mod pool;
 mod process;
 pub mod queue;
+pub mod shm;
 mod supervisor;
 pub mod sync;
 mod sys;
@@ -107,6 +108,7 @@ pub use process::{
     Process, ProcessError, ProcessInfo, ProcessKind, Stdio,
 };
 pub use queue::{JoinableQueue, Queue, SimpleQueue};
+pub use shm::{Array, RawArray, RawValue, SharedMemory, Value};
 pub use sync::{
     Barrier, BoundedSemaphore, Condition, Event, Lock, LockGuard, RLock, RLockGuard, Semaphore,
     SemaphoreGuard,

@@ -113,6 +113,12 @@ impl Region {
         self.len
     }
 
+    /// The start of the mapping (page aligned), for views whose users uphold the
+    /// sharing rules themselves (`crate::shm`).
+    pub(crate) fn as_ptr(&self) -> *mut u8 {
+        self.base.as_ptr()
+    }
+
     fn at(&self, offset: usize, size: usize, align: usize) -> *mut u8 {
         assert!(
             offset.checked_add(size).is_some_and(|end| end <= self.len) && offset % align == 0,
@@ -141,8 +147,10 @@ impl Region {
     /// Copies `src` into the region at `offset`.
     pub(crate) fn write(&self, offset: usize, src: &[u8]) {
         let p = self.at(offset, src.len(), 1);
-        // SAFETY: in bounds (checked); the region never overlaps a Rust allocation;
-        // writers of these bytes are serialised by the caller's mutex.
+        // SAFETY: in bounds (checked); the region never overlaps a Rust allocation, and
+        // no Rust reference to these bytes exists (they are only ever copied), so a
+        // concurrent writer in another process can tear the bytes (callers that need
+        // whole values serialise with a mutex) but cannot break this process's memory.
         unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), p, src.len()) }
     }
 
@@ -150,7 +158,7 @@ impl Region {
     pub(crate) fn read(&self, offset: usize, dst: &mut [u8]) {
         let p = self.at(offset, dst.len(), 1);
         // SAFETY: in bounds (checked); `dst` is a distinct Rust buffer of that length;
-        // readers and writers of these bytes are serialised by the caller's mutex.
+        // the shared bytes are only copied (see `write` for concurrent writers).
         unsafe { std::ptr::copy_nonoverlapping(p, dst.as_mut_ptr(), dst.len()) }
     }
 

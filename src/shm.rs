@@ -1,0 +1,694 @@
+//! Memory shared between processes: Python's `shared_memory`, `Value` and `Array`.
+//!
+//! Each object is an anonymous memory file (`memfd`) mapped in every process it is
+//! passed to (as a task or [`Process`](crate::Process) argument, or inside a message):
+//! nothing is left in `/dev/shm` after a crash. Values are plain data — any
+//! [`bytemuck::Pod`] type: integers, floats, fixed arrays of them, and
+//! `#[repr(C)]` structs of those deriving `Pod` (re-exported as [`Pod`]).
+//!
+//! - [`Value<T>`] and [`Array<T>`] come with a built-in [`Lock`]: every `load`,
+//!   `store`, `update`, `get`, `set` holds it, so `update(|v| *v += 1)` from many
+//!   processes loses no increment.
+//! - [`RawValue<T>`] and [`RawArray<T>`] have no lock: plain copies (a value wider than
+//!   the CPU's word may be read half-written) and, for integer values, atomic
+//!   operations.
+//! - [`SharedMemory`] is raw bytes, copied in and out, or viewed through `unsafe`
+//!   slices whose rules are on the methods.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use procpool::{Process, Value};
+//!
+//! fn add(counter: Value<i64>) {
+//!     for _ in 0..1000 {
+//!         counter.update(|v| *v += 1);
+//!     }
+//! }
+//!
+//! let counter = Value::new(0i64)?;
+//! let mut children = Vec::new();
+//! for _ in 0..2 {
+//!     children.push(Process::spawn(add, counter.clone())?);
+//! }
+//! for c in &mut children {
+//!     c.join().await?;
+//! }
+//! assert_eq!(counter.load(), 2000);
+//! # Ok(())
+//! # }
+//! ```
+
+// Views of shared memory: `ArrayGuard` hands out `&mut [T]` over the mapping while
+// the array's lock is held, and `SharedMemory::as_slice`/`as_mut_slice` are unsafe
+// views whose callers promise the sharing rules. Every block says which rule holds.
+#![allow(unsafe_code)]
+
+use std::fmt;
+use std::io;
+use std::marker::PhantomData;
+use std::mem::size_of;
+use std::ops::{Deref, DerefMut};
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::Arc;
+
+pub use bytemuck::Pod;
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::sync::{Lock, LockError, LockGuard};
+use crate::sys::shm::{self, Region};
+use crate::wire::handles::{RecvFd, SendFd};
+
+#[derive(Debug)]
+struct Mem {
+    fd: OwnedFd,
+    region: Region,
+    len: usize,
+}
+
+/// A block of bytes shared by every process it is passed to.
+#[derive(Clone)]
+pub struct SharedMemory {
+    mem: Arc<Mem>,
+}
+
+impl fmt::Debug for SharedMemory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedMemory")
+            .field("len", &self.mem.len)
+            .finish()
+    }
+}
+
+impl SharedMemory {
+    /// `size` bytes, all zero.
+    ///
+    /// # Errors
+    /// A system error if the memory cannot be made or mapped.
+    pub fn new(size: usize) -> io::Result<SharedMemory> {
+        let fd = shm::memfd("procpool-shm", size as u64)?;
+        Self::map(fd, size)
+    }
+
+    fn map(fd: OwnedFd, len: usize) -> io::Result<SharedMemory> {
+        // A mapping cannot be empty; a zero-length block maps one byte it never uses.
+        let region = Region::map(fd.as_fd(), len.max(1))?;
+        Ok(SharedMemory {
+            mem: Arc::new(Mem { fd, region, len }),
+        })
+    }
+
+    /// Its size in bytes.
+    pub fn len(&self) -> usize {
+        self.mem.len
+    }
+
+    /// Whether it has no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.mem.len == 0
+    }
+
+    fn check(&self, offset: usize, len: usize) {
+        assert!(
+            offset
+                .checked_add(len)
+                .is_some_and(|end| end <= self.mem.len),
+            "range {offset}..{offset}+{len} is outside shared memory of {} bytes",
+            self.mem.len
+        );
+    }
+
+    /// Copies `buf.len()` bytes from `offset` into `buf`.
+    ///
+    /// # Panics
+    /// If the range is outside the block.
+    pub fn read(&self, offset: usize, buf: &mut [u8]) {
+        self.check(offset, buf.len());
+        self.mem.region.read(offset, buf);
+    }
+
+    /// Copies `bytes` into the block at `offset`.
+    ///
+    /// # Panics
+    /// If the range is outside the block.
+    pub fn write(&self, offset: usize, bytes: &[u8]) {
+        self.check(offset, bytes.len());
+        self.mem.region.write(offset, bytes);
+    }
+
+    /// A copy of the whole block.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut v = vec![0; self.mem.len];
+        self.read(0, &mut v);
+        v
+    }
+
+    /// The block as a slice.
+    ///
+    /// # Safety
+    /// While the slice lives, no process (this one included) may write to the block.
+    /// Other processes are outside Rust's view, so this is the caller's promise, kept
+    /// for example with a [`Lock`] all writers take.
+    pub unsafe fn as_slice(&self) -> &[u8] {
+        // SAFETY: the mapping is valid for `len` bytes for as long as `self` lives;
+        // the caller promises no writes while the slice lives.
+        unsafe { std::slice::from_raw_parts(self.mem.region.as_ptr(), self.mem.len) }
+    }
+
+    /// The block as a mutable slice.
+    ///
+    /// # Safety
+    /// While the slice lives, no other process or thread may read or write the block,
+    /// and no other slice of it may exist in this process.
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn as_mut_slice(&self) -> &mut [u8] {
+        // SAFETY: as for `as_slice`, with exclusive access promised by the caller.
+        unsafe { std::slice::from_raw_parts_mut(self.mem.region.as_ptr(), self.mem.len) }
+    }
+
+    /// The start of the block in this process (for FFI; the rules of
+    /// [`as_mut_slice`](Self::as_mut_slice) apply to what is done with it).
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.mem.region.as_ptr()
+    }
+
+    fn read_value<T: Pod>(&self, index: usize) -> T {
+        let mut v = T::zeroed();
+        self.read(index * size_of::<T>(), bytemuck::bytes_of_mut(&mut v));
+        v
+    }
+
+    fn write_value<T: Pod>(&self, index: usize, v: &T) {
+        self.write(index * size_of::<T>(), bytemuck::bytes_of(v));
+    }
+}
+
+impl Serialize for SharedMemory {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        (SendFd(self.mem.fd.as_fd()), self.mem.len as u64).serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for SharedMemory {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let (RecvFd(fd), len) = <(RecvFd, u64)>::deserialize(d)?;
+        let actual = shm::file_len(fd.as_fd()).map_err(D::Error::custom)?;
+        if actual < len {
+            return Err(D::Error::custom("shared memory shorter than announced"));
+        }
+        SharedMemory::map(fd, len as usize).map_err(D::Error::custom)
+    }
+}
+
+/// Takes `lock`, treating a holder that died as released: a value or array is plain
+/// data, valid whatever bytes a dead writer left.
+fn hold(lock: &Lock) -> Option<LockGuard<'_>> {
+    match lock.blocking_lock() {
+        Ok(g) => Some(g),
+        Err(LockError::OwnerDied(g)) => Some(g),
+        Err(_) => None,
+    }
+}
+
+/// A `T` in shared memory with a built-in [`Lock`] (Python's `multiprocessing.Value`).
+pub struct Value<T> {
+    lock: Lock,
+    mem: SharedMemory,
+    _t: PhantomData<T>,
+}
+
+impl<T> Clone for Value<T> {
+    fn clone(&self) -> Self {
+        Value {
+            lock: self.lock.clone(),
+            mem: self.mem.clone(),
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<T: Pod + fmt::Debug> fmt::Debug for Value<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Value").field(&self.load()).finish()
+    }
+}
+
+impl<T: Pod> Value<T> {
+    /// A shared value, initially `init`.
+    ///
+    /// # Errors
+    /// A system error if the memory cannot be made.
+    pub fn new(init: T) -> io::Result<Value<T>> {
+        let mem = SharedMemory::new(size_of::<T>())?;
+        mem.write_value(0, &init);
+        Ok(Value {
+            lock: Lock::new()?,
+            mem,
+            _t: PhantomData,
+        })
+    }
+
+    /// Reads the value (under the lock). Blocks the thread while another holds the
+    /// lock.
+    pub fn load(&self) -> T {
+        let _g = hold(&self.lock);
+        self.mem.read_value(0)
+    }
+
+    /// Writes the value (under the lock).
+    pub fn store(&self, v: T) {
+        let _g = hold(&self.lock);
+        self.mem.write_value(0, &v);
+    }
+
+    /// Read-modify-write under the lock: `update(|v| *v += 1)` from any number of
+    /// processes loses no update. Returns what `f` returns.
+    pub fn update<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+        let _g = hold(&self.lock);
+        let mut v = self.mem.read_value(0);
+        let r = f(&mut v);
+        self.mem.write_value(0, &v);
+        r
+    }
+
+    /// The built-in lock (Python's `get_lock()`): hold it to make several operations
+    /// one, with the `*_unlocked` accessors inside.
+    pub fn get_lock(&self) -> &Lock {
+        &self.lock
+    }
+
+    /// Reads without taking the lock (for use while holding [`get_lock`](Self::get_lock)).
+    pub fn load_unlocked(&self) -> T {
+        self.mem.read_value(0)
+    }
+
+    /// Writes without taking the lock (for use while holding [`get_lock`](Self::get_lock)).
+    pub fn store_unlocked(&self, v: T) {
+        self.mem.write_value(0, &v)
+    }
+}
+
+impl<T> Serialize for Value<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        (&self.lock, &self.mem).serialize(s)
+    }
+}
+
+impl<'de, T: Pod> Deserialize<'de> for Value<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let (lock, mem) = <(Lock, SharedMemory)>::deserialize(d)?;
+        if mem.len() != size_of::<T>() {
+            return Err(D::Error::custom("a shared value of another size arrived"));
+        }
+        Ok(Value {
+            lock,
+            mem,
+            _t: PhantomData,
+        })
+    }
+}
+
+/// A `T` in shared memory without a lock (Python's `RawValue`). Integer values also
+/// have atomic operations.
+pub struct RawValue<T> {
+    mem: SharedMemory,
+    _t: PhantomData<T>,
+}
+
+impl<T> Clone for RawValue<T> {
+    fn clone(&self) -> Self {
+        RawValue {
+            mem: self.mem.clone(),
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<T> fmt::Debug for RawValue<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RawValue")
+    }
+}
+
+impl<T: Pod> RawValue<T> {
+    /// A shared value, initially `init`.
+    ///
+    /// # Errors
+    /// A system error if the memory cannot be made.
+    pub fn new(init: T) -> io::Result<RawValue<T>> {
+        let mem = SharedMemory::new(size_of::<T>())?;
+        mem.write_value(0, &init);
+        Ok(RawValue {
+            mem,
+            _t: PhantomData,
+        })
+    }
+
+    /// Copies the value out. Not atomic for values wider than a word: a concurrent
+    /// `store` may be seen half done.
+    pub fn load(&self) -> T {
+        self.mem.read_value(0)
+    }
+
+    /// Copies a new value in (not atomic for values wider than a word).
+    pub fn store(&self, v: T) {
+        self.mem.write_value(0, &v)
+    }
+}
+
+macro_rules! atomic_ops {
+    ($($t:ty => $at:ident),*) => {$(
+        impl RawValue<$t> {
+            /// Atomically adds `v` (wrapping) and returns the previous value.
+            pub fn fetch_add(&self, v: $t) -> $t {
+                self.mem.mem.region.$at(0).fetch_add(v as _, SeqCst) as $t
+            }
+
+            /// Atomically subtracts `v` (wrapping) and returns the previous value.
+            pub fn fetch_sub(&self, v: $t) -> $t {
+                self.mem.mem.region.$at(0).fetch_sub(v as _, SeqCst) as $t
+            }
+
+            /// Atomically reads the value.
+            pub fn load_atomic(&self) -> $t {
+                self.mem.mem.region.$at(0).load(SeqCst) as $t
+            }
+
+            /// Atomically replaces the value if it equals `current`; returns the value
+            /// found (`Ok` if it was `current`).
+            ///
+            /// # Errors
+            /// `Err(found)` if the value was not `current`.
+            pub fn compare_exchange(&self, current: $t, new: $t) -> Result<$t, $t> {
+                self.mem
+                    .mem
+                    .region
+                    .$at(0)
+                    .compare_exchange(current as _, new as _, SeqCst, SeqCst)
+                    .map(|v| v as $t)
+                    .map_err(|v| v as $t)
+            }
+        }
+    )*};
+}
+
+atomic_ops!(u32 => u32_at, i32 => u32_at, u64 => u64_at, i64 => u64_at);
+#[cfg(target_pointer_width = "64")]
+atomic_ops!(usize => u64_at, isize => u64_at);
+
+impl<T> Serialize for RawValue<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.mem.serialize(s)
+    }
+}
+
+impl<'de, T: Pod> Deserialize<'de> for RawValue<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mem = SharedMemory::deserialize(d)?;
+        if mem.len() != size_of::<T>() {
+            return Err(D::Error::custom("a shared value of another size arrived"));
+        }
+        Ok(RawValue {
+            mem,
+            _t: PhantomData,
+        })
+    }
+}
+
+/// A fixed-length array of `T` in shared memory with a built-in [`Lock`] (Python's
+/// `multiprocessing.Array`).
+pub struct Array<T> {
+    lock: Lock,
+    raw: RawArray<T>,
+}
+
+impl<T> Clone for Array<T> {
+    fn clone(&self) -> Self {
+        Array {
+            lock: self.lock.clone(),
+            raw: self.raw.clone(),
+        }
+    }
+}
+
+impl<T> fmt::Debug for Array<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Array").field("len", &self.raw.len).finish()
+    }
+}
+
+/// The elements of an [`Array`], with its lock held.
+pub struct ArrayGuard<'a, T> {
+    _held: LockGuard<'a>,
+    raw: &'a RawArray<T>,
+}
+
+impl<T> fmt::Debug for ArrayGuard<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ArrayGuard")
+    }
+}
+
+impl<T: Pod> Deref for ArrayGuard<'_, T> {
+    type Target = [T];
+
+    fn deref(&self) -> &[T] {
+        // SAFETY: the mapping is page aligned (so aligned for any Pod `T`) and holds
+        // `len` elements for as long as the array lives; the array's lock is held, and
+        // every accessor of an `Array` writes only under it, so nothing writes while
+        // this shared slice lives. Any bytes are a valid `T` (Pod).
+        unsafe { std::slice::from_raw_parts(self.raw.mem.as_ptr().cast(), self.raw.len) }
+    }
+}
+
+impl<T: Pod> DerefMut for ArrayGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        // SAFETY: as for `deref`; the lock is held by this guard alone, so no other
+        // process or thread touches the elements while this exclusive slice lives.
+        unsafe { std::slice::from_raw_parts_mut(self.raw.mem.as_ptr().cast(), self.raw.len) }
+    }
+}
+
+impl<T: Pod> Array<T> {
+    /// An array holding a copy of `init`.
+    ///
+    /// # Errors
+    /// A system error if the memory cannot be made.
+    pub fn from_slice(init: &[T]) -> io::Result<Array<T>> {
+        Ok(Array {
+            lock: Lock::new()?,
+            raw: RawArray::from_slice(init)?,
+        })
+    }
+
+    /// `len` zeroed elements.
+    ///
+    /// # Errors
+    /// A system error if the memory cannot be made.
+    pub fn zeroed(len: usize) -> io::Result<Array<T>> {
+        Ok(Array {
+            lock: Lock::new()?,
+            raw: RawArray::zeroed(len)?,
+        })
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.raw.len()
+    }
+
+    /// Whether the array has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.raw.is_empty()
+    }
+
+    /// Element `i` (under the lock).
+    ///
+    /// # Panics
+    /// If `i >= len()`.
+    pub fn get(&self, i: usize) -> T {
+        let _g = hold(&self.lock);
+        self.raw.get(i)
+    }
+
+    /// Sets element `i` (under the lock).
+    ///
+    /// # Panics
+    /// If `i >= len()`.
+    pub fn set(&self, i: usize, v: T) {
+        let _g = hold(&self.lock);
+        self.raw.set(i, v)
+    }
+
+    /// A copy of all elements (under the lock).
+    pub fn to_vec(&self) -> Vec<T> {
+        let _g = hold(&self.lock);
+        self.raw.to_vec()
+    }
+
+    /// Takes the lock and gives the elements as a slice until the guard drops.
+    ///
+    /// # Errors
+    /// As [`Lock::lock`]; a holder that died is treated as having released it.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn lock(&self) -> io::Result<ArrayGuard<'_, T>> {
+        let held = match self.lock.lock().await {
+            Ok(g) | Err(LockError::OwnerDied(g)) => g,
+            Err(e) => return Err(io::Error::other(e.to_string())),
+        };
+        Ok(ArrayGuard {
+            _held: held,
+            raw: &self.raw,
+        })
+    }
+
+    /// Blocking form of [`lock`](Self::lock).
+    ///
+    /// # Errors
+    /// As [`lock`](Self::lock).
+    pub fn blocking_lock(&self) -> io::Result<ArrayGuard<'_, T>> {
+        let held = hold(&self.lock).ok_or_else(|| io::Error::other("the array's lock failed"))?;
+        Ok(ArrayGuard {
+            _held: held,
+            raw: &self.raw,
+        })
+    }
+
+    /// The built-in lock (Python's `get_lock()`).
+    pub fn get_lock(&self) -> &Lock {
+        &self.lock
+    }
+}
+
+impl<T> Serialize for Array<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        (&self.lock, &self.raw).serialize(s)
+    }
+}
+
+impl<'de, T: Pod> Deserialize<'de> for Array<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let (lock, raw) = <(Lock, RawArray<T>)>::deserialize(d)?;
+        Ok(Array { lock, raw })
+    }
+}
+
+/// A fixed-length array of `T` in shared memory without a lock (Python's `RawArray`):
+/// element reads and writes are copies that may interleave with other processes'.
+pub struct RawArray<T> {
+    mem: SharedMemory,
+    len: usize,
+    _t: PhantomData<T>,
+}
+
+impl<T> Clone for RawArray<T> {
+    fn clone(&self) -> Self {
+        RawArray {
+            mem: self.mem.clone(),
+            len: self.len,
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<T> fmt::Debug for RawArray<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RawArray").field("len", &self.len).finish()
+    }
+}
+
+impl<T: Pod> RawArray<T> {
+    /// An array holding a copy of `init`.
+    ///
+    /// # Errors
+    /// A system error if the memory cannot be made.
+    pub fn from_slice(init: &[T]) -> io::Result<RawArray<T>> {
+        let a = Self::zeroed(init.len())?;
+        a.mem.write(0, bytemuck::cast_slice(init));
+        Ok(a)
+    }
+
+    /// `len` zeroed elements.
+    ///
+    /// # Errors
+    /// A system error if the memory cannot be made; `InvalidInput` if the size
+    /// overflows.
+    pub fn zeroed(len: usize) -> io::Result<RawArray<T>> {
+        let bytes = len
+            .checked_mul(size_of::<T>())
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "array too large"))?;
+        Ok(RawArray {
+            mem: SharedMemory::new(bytes)?,
+            len,
+            _t: PhantomData,
+        })
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the array has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Element `i`.
+    ///
+    /// # Panics
+    /// If `i >= len()`.
+    pub fn get(&self, i: usize) -> T {
+        assert!(
+            i < self.len,
+            "index {i} out of range for length {}",
+            self.len
+        );
+        self.mem.read_value(i)
+    }
+
+    /// Sets element `i`.
+    ///
+    /// # Panics
+    /// If `i >= len()`.
+    pub fn set(&self, i: usize, v: T) {
+        assert!(
+            i < self.len,
+            "index {i} out of range for length {}",
+            self.len
+        );
+        self.mem.write_value(i, &v)
+    }
+
+    /// A copy of all elements.
+    pub fn to_vec(&self) -> Vec<T> {
+        let mut v = vec![T::zeroed(); self.len];
+        self.mem.read(0, bytemuck::cast_slice_mut(&mut v));
+        v
+    }
+}
+
+impl<T> Serialize for RawArray<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        (&self.mem, self.len as u64).serialize(s)
+    }
+}
+
+impl<'de, T: Pod> Deserialize<'de> for RawArray<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let (mem, len) = <(SharedMemory, u64)>::deserialize(d)?;
+        let len = len as usize;
+        if len.checked_mul(size_of::<T>()) != Some(mem.len()) {
+            return Err(D::Error::custom("a shared array of another size arrived"));
+        }
+        Ok(RawArray {
+            mem,
+            len,
+            _t: PhantomData,
+        })
+    }
+}

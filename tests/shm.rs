@@ -1,0 +1,113 @@
+//! Shared memory across processes: arrays written by children, raw bytes, atomics.
+
+use procpool::{Array, Process, RawArray, RawValue, SharedMemory, Value};
+
+fn square((a, i): (Array<u64>, usize)) {
+    a.set(i, (i * i) as u64);
+}
+
+#[tokio::test]
+async fn an_array_written_by_children_is_read_by_the_parent() {
+    let a = Array::zeroed(8).unwrap();
+    let ps: Vec<_> = (0..8)
+        .map(|i| Process::spawn(square, (a.clone(), i)).unwrap())
+        .collect();
+    for mut p in ps {
+        p.join().await.unwrap();
+    }
+    assert_eq!(a.to_vec(), [0, 1, 4, 9, 16, 25, 36, 49]);
+    {
+        let mut all = a.lock().await.unwrap();
+        all.reverse();
+    }
+    assert_eq!(a.get(0), 49);
+    assert_eq!(a.len(), 8);
+}
+
+fn bump_all(a: Array<i32>) {
+    for _ in 0..1000 {
+        let mut g = a.blocking_lock().unwrap();
+        for x in g.iter_mut() {
+            *x += 1;
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_array_guard_makes_whole_array_updates_atomic() {
+    let a = Array::from_slice(&[0i32; 16]).unwrap();
+    let ps: Vec<_> = (0..3)
+        .map(|_| Process::spawn(bump_all, a.clone()).unwrap())
+        .collect();
+    for mut p in ps {
+        p.join().await.unwrap();
+    }
+    assert_eq!(a.to_vec(), vec![3000; 16]);
+}
+
+fn atomics(v: RawValue<u64>) {
+    for _ in 0..10_000 {
+        v.fetch_add(1);
+    }
+}
+
+#[tokio::test]
+async fn raw_value_atomics_across_processes() {
+    let v = RawValue::new(0u64).unwrap();
+    let ps: Vec<_> = (0..4)
+        .map(|_| Process::spawn(atomics, v.clone()).unwrap())
+        .collect();
+    for mut p in ps {
+        p.join().await.unwrap();
+    }
+    assert_eq!(v.load_atomic(), 40_000);
+    assert_eq!(v.compare_exchange(40_000, 1), Ok(40_000));
+    assert_eq!(v.compare_exchange(5, 6), Err(1));
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C)]
+struct Point {
+    x: f64,
+    y: f64,
+}
+
+fn shift(v: Value<Point>) {
+    v.update(|p| {
+        p.x += 1.0;
+        p.y -= 1.0;
+    });
+}
+
+#[tokio::test]
+async fn a_repr_c_struct_value_and_raw_bytes() {
+    let v = Value::new(Point { x: 0.0, y: 0.0 }).unwrap();
+    let mut p = Process::spawn(shift, v.clone()).unwrap();
+    p.join().await.unwrap();
+    assert_eq!(v.load(), Point { x: 1.0, y: -1.0 });
+
+    let shm = SharedMemory::new(5).unwrap();
+    let mut p = Process::spawn(|m: SharedMemory| m.write(0, b"hello"), shm.clone()).unwrap();
+    p.join().await.unwrap();
+    assert_eq!(shm.to_vec(), b"hello");
+    let mut buf = [0u8; 3];
+    shm.read(1, &mut buf);
+    assert_eq!(&buf, b"ell");
+
+    let raw = RawArray::from_slice(&[1u8, 2, 3]).unwrap();
+    raw.set(2, 9);
+    assert_eq!(raw.to_vec(), [1, 2, 9]);
+}
+
+#[test]
+#[should_panic(expected = "outside shared memory")]
+fn out_of_bounds_writes_panic_instead_of_corrupting() {
+    SharedMemory::new(4).unwrap().write(2, b"abc");
+}
+
+#[test]
+fn serialising_a_value_outside_procpool_is_an_error() {
+    // Values only travel through procpool; outside it, serialising is an error.
+    let v = Value::new(1u32).unwrap();
+    assert!(postcard::to_allocvec(&v).is_err());
+}
