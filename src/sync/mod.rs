@@ -25,15 +25,22 @@
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! use procpool::{Lock, Process};
+//! use procpool::{sync::LockError, Lock, Process};
 //!
 //! fn work(lock: Lock) -> u32 {
-//!     let _held = lock.blocking_lock().unwrap();
+//!     let _held = match lock.blocking_lock() {
+//!         Ok(g) => g,
+//!         // The last holder died holding it: we hold it now; repair, then go on.
+//!         Err(LockError::OwnerDied(g)) => g,
+//!         Err(e) => panic!("{e}"),
+//!     };
 //!     std::process::id()
 //! }
 //!
 //! let lock = Lock::new()?;
-//! let guard = lock.lock().await?;
+//! // The error borrows the lock (it may carry the guard), like std's PoisonError:
+//! // handle it in place rather than with `?` into a `'static` error.
+//! let guard = lock.lock().await.map_err(|e| e.to_string())?;
 //! let mut child = Process::spawn(work, lock.clone())?;
 //! drop(guard); // the child can take it now
 //! child.join().await?;
