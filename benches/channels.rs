@@ -17,7 +17,6 @@
 //! `PROCPOOL_BENCH_CURRENT_THREAD=1` to drive the parent from a current-thread runtime
 //! instead of the default two-worker one.
 
-use std::process::Command;
 use std::time::Instant;
 
 use procpool::{Connection, Process, Queue};
@@ -140,53 +139,6 @@ async fn pipe_round_trip_blocking(trips: usize) -> f64 {
     dt / (trips - 1) as f64 * 1e6
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
-/// Runs the Python side; `None` when python3 is missing or fails.
-fn python(items: usize, trips: usize) -> Option<Vec<(String, f64)>> {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/python/channels.py");
-    let mut runs: Vec<Vec<(String, f64)>> = Vec::new();
-    for _ in 0..RUNS {
-        let out = Command::new("python3")
-            .arg(script)
-            .arg(items.to_string())
-            .arg(trips.to_string())
-            .output()
-            .ok()?;
-        if !out.status.success() {
-            eprintln!("python3 failed: {}", String::from_utf8_lossy(&out.stderr));
-            return None;
-        }
-        let text = String::from_utf8_lossy(&out.stdout);
-        // Lines look like {"name": "queue_throughput", "value": 1.0, "unit": "items/s"}.
-        let parsed = text
-            .lines()
-            .filter_map(|l| {
-                let name = l.split("\"name\": \"").nth(1)?.split('"').next()?;
-                let value = l.split("\"value\": ").nth(1)?.split(',').next()?;
-                Some((name.to_owned(), value.trim().parse().ok()?))
-            })
-            .collect();
-        runs.push(parsed);
-    }
-    let names: Vec<String> = runs[0].iter().map(|(n, _)| n.clone()).collect();
-    Some(
-        names
-            .into_iter()
-            .map(|n| {
-                let vals = runs
-                    .iter()
-                    .filter_map(|r| r.iter().find(|(m, _)| *m == n).map(|(_, v)| *v))
-                    .collect();
-                (n, median(vals))
-            })
-            .collect(),
-    )
-}
-
 fn main() {
     // `cargo bench` passes `--bench`; nothing to parse.
     let (items, trips) = sizes();
@@ -212,34 +164,15 @@ fn main() {
             pr.push(pipe_round_trip(trips).await);
             prb.push(pipe_round_trip_blocking(trips).await);
         }
-        ours.push(("queue_throughput", median(qt), "items/s"));
-        ours.push(("queue_round_trip", median(qr), "us"));
-        ours.push(("pipe_throughput", median(pt), "items/s"));
-        ours.push(("pipe_round_trip", median(pr), "us"));
-        ours.push(("pipe_round_trip_blocking", median(prb), "us"));
+        ours.push(("queue_throughput", common::median(qt), "items/s"));
+        ours.push(("queue_round_trip", common::median(qr), "us"));
+        ours.push(("pipe_throughput", common::median(pt), "items/s"));
+        ours.push(("pipe_round_trip", common::median(pr), "us"));
+        ours.push(("pipe_round_trip_blocking", common::median(prb), "us"));
     });
-    let py = python(items, trips);
-    println!(
-        "\n64-byte items, {items} per throughput run, {trips} round trips, median of {RUNS} runs"
+    let py = common::python("channels.py", &[items.to_string(), trips.to_string()], RUNS);
+    let title = format!(
+        "64-byte items, {items} per throughput run, {trips} round trips, median of {RUNS} runs"
     );
-    println!(
-        "{:<26} {:>12} {:>12} {:>8}  unit",
-        "workload", "procpool", "python3", "ratio"
-    );
-    for (name, value, unit) in ours {
-        // Python's parent blocks either way; both pipe round trips compare with it.
-        let py_name = name.trim_end_matches("_blocking");
-        let theirs = py
-            .as_ref()
-            .and_then(|p| p.iter().find(|(n, _)| n == py_name).map(|(_, v)| *v));
-        let (theirs_s, ratio_s) = match theirs {
-            Some(t) => {
-                // "How many times better": more items/s, or fewer microseconds.
-                let ratio = if unit == "us" { t / value } else { value / t };
-                (format!("{t:.1}"), format!("{ratio:.1}x"))
-            }
-            None => ("-".to_owned(), "-".to_owned()),
-        };
-        println!("{name:<26} {value:>12.1} {theirs_s:>12} {ratio_s:>8}  {unit}");
-    }
+    common::print_table(&title, &ours, py.as_deref());
 }

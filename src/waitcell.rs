@@ -22,10 +22,12 @@
 //! sees the registration or the waiter sees the new `seq`.
 //!
 //! # Waiting on a holder that may die
-//! An attempt can report that it is blocked by a particular live process (a lock's
+//! An attempt can report that it is blocked by a particular process (a lock's
 //! holder). Async waiters then also watch that process's pidfd; blocking waiters
-//! sleep at most [`OWNER_POLL`] at a time and try again, so the attempt can find the
-//! holder dead and recover.
+//! sleep at most [`OWNER_POLL`] at a time. Checking that a holder lives reads
+//! `/proc`, far dearer than an attempt, so attempts are told when to do it
+//! (`check_holder`): when a new holder is about to be slept on, after its pidfd
+//! fired, and after a blocking sleep in which nothing changed.
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -191,13 +193,14 @@ impl WaitCell {
     pub(crate) fn blocking_wait<R, E: From<io::Error>>(
         &self,
         deadline: Option<Instant>,
-        mut attempt: impl FnMut() -> Result<Step<R>, E>,
+        mut attempt: impl FnMut(bool) -> Result<Step<R>, E>,
     ) -> Result<Option<R>, E> {
         let waiters = self.ctl.u32_at(F_BLOCKING_WAITERS);
-        let mut spun = false;
+        let mut check_holder = false;
         loop {
             let seen = self.seq().load(SeqCst);
-            let step = attempt()?;
+            let step = attempt(check_holder)?;
+            check_holder = false;
             let cap = match step {
                 Step::Ready(r) => return Ok(Some(r)),
                 Step::Pending => None,
@@ -210,11 +213,10 @@ impl WaitCell {
                     _ => return Ok(None),
                 },
             };
-            if !spun {
-                spun = true;
-                if self.spin_while_unchanged(seen) {
-                    continue;
-                }
+            // Spin before every sleep, not only the first: each pass here follows a
+            // change, and a contended lock changes hands within microseconds.
+            if self.spin_while_unchanged(seen) {
+                continue;
             }
             let timeout = match (left, cap) {
                 (Some(l), Some(c)) => Some(l.min(c)),
@@ -223,6 +225,8 @@ impl WaitCell {
             waiters.fetch_add(1, SeqCst);
             shm::futex_wait(self.seq(), seen, timeout);
             waiters.fetch_sub(1, SeqCst);
+            // Nothing changed while we slept: the holder may be gone.
+            check_holder = cap.is_some() && self.seq().load(SeqCst) == seen;
         }
     }
 
@@ -233,7 +237,7 @@ impl WaitCell {
     /// Cancel safe as long as `attempt` changes nothing unless it returns ready.
     pub(crate) async fn wait<R, E: From<io::Error>>(
         &self,
-        mut attempt: impl FnMut() -> Result<Step<R>, E>,
+        mut attempt: impl FnMut(bool) -> Result<Step<R>, E>,
     ) -> Result<R, E> {
         // Registered before the first try, so a change right after it is seen.
         let event = self.async_event()?;
@@ -247,9 +251,10 @@ impl WaitCell {
         let mut spins = 0;
         // The pidfd of the holder we last waited on, if any.
         let mut holder: Option<(u32, Option<AsyncFd<OwnedFd>>)> = None;
+        let mut check_holder = false;
         loop {
             let seen = self.seq().load(SeqCst);
-            let held_by = match attempt()? {
+            let held_by = match attempt(std::mem::take(&mut check_holder))? {
                 Step::Ready(r) => return Ok(r),
                 Step::Pending => None,
                 Step::HeldBy(pid) => Some(pid),
@@ -266,17 +271,24 @@ impl WaitCell {
             }
             if let Some(pid) = held_by {
                 if holder.as_ref().map(|h| h.0) != Some(pid) {
-                    // A process that is already gone has no pidfd: try again at once.
+                    // A new holder: look at it once (its pid may be recycled, which
+                    // its pidfd would not tell), then watch its pidfd. A process
+                    // already gone has no pidfd: try again at once.
                     let fd = sys::proc::pidfd_open(pid)
                         .ok()
                         .and_then(|fd| sys::proc::async_readable(fd).ok());
                     holder = Some((pid, fd));
+                    check_holder = true;
+                    continue;
                 }
             }
             let holder_fd = match (held_by, &holder) {
                 (Some(_), Some((_, Some(fd)))) => Some(fd),
                 // The holder is already gone (no pidfd): try again at once.
-                (Some(_), _) => continue,
+                (Some(_), _) => {
+                    check_holder = true;
+                    continue;
+                }
                 (None, _) => None,
             };
             let holder_exit = async {
@@ -292,7 +304,7 @@ impl WaitCell {
                     ready.clear_ready();
                     self.event.drain();
                 }
-                () = holder_exit => {}
+                () = holder_exit => check_holder = true,
             }
             drop(registered);
         }

@@ -23,3 +23,78 @@ pub(crate) fn ready_pool(rt: &tokio::runtime::Runtime, workers: usize) -> Proces
         pool
     })
 }
+
+/// Runs `benches/python/<script>` with `args` `runs` times and returns the median of
+/// each figure it prints (`{"name": .., "value": .., "unit": ..}` per line); `None`
+/// when python3 is missing or fails.
+pub(crate) fn python(script: &str, args: &[String], runs: usize) -> Option<Vec<(String, f64)>> {
+    let path = format!("{}/benches/python/{script}", env!("CARGO_MANIFEST_DIR"));
+    let mut all: Vec<Vec<(String, f64)>> = Vec::new();
+    for _ in 0..runs {
+        let out = std::process::Command::new("python3")
+            .arg(&path)
+            .args(args)
+            .output()
+            .ok()?;
+        if !out.status.success() {
+            eprintln!("python3 failed: {}", String::from_utf8_lossy(&out.stderr));
+            return None;
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        all.push(
+            text.lines()
+                .filter_map(|l| {
+                    let name = l.split("\"name\": \"").nth(1)?.split('"').next()?;
+                    let value = l.split("\"value\": ").nth(1)?.split(',').next()?;
+                    Some((name.to_owned(), value.trim().parse().ok()?))
+                })
+                .collect(),
+        );
+    }
+    let names: Vec<String> = all.first()?.iter().map(|(n, _)| n.clone()).collect();
+    Some(
+        names
+            .into_iter()
+            .map(|n| {
+                let vals = all
+                    .iter()
+                    .filter_map(|r| r.iter().find(|(m, _)| *m == n).map(|(_, v)| *v))
+                    .collect();
+                (n, median(vals))
+            })
+            .collect(),
+    )
+}
+
+/// The median of `v` (which must not be empty).
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Prints procpool's figures beside Python's with the ratio "how many times better
+/// procpool is": Python's time over ours for times (`ns`, `us`), ours over Python's for
+/// rates. A name ending in `_blocking` compares with Python's figure without it.
+pub(crate) fn print_table(title: &str, ours: &[(&str, f64, &str)], py: Option<&[(String, f64)]>) {
+    println!("\n{title}");
+    println!(
+        "{:<26} {:>12} {:>12} {:>8}  unit",
+        "workload", "procpool", "python3", "ratio"
+    );
+    for &(name, value, unit) in ours {
+        let py_name = name.trim_end_matches("_blocking");
+        let theirs = py.and_then(|p| p.iter().find(|(n, _)| n == py_name).map(|(_, v)| *v));
+        let (theirs_s, ratio_s) = match theirs {
+            Some(t) => {
+                let ratio = if unit == "us" || unit == "ns" {
+                    t / value
+                } else {
+                    value / t
+                };
+                (format!("{t:.1}"), format!("{ratio:.1}x"))
+            }
+            None => ("-".to_owned(), "-".to_owned()),
+        };
+        println!("{name:<26} {value:>12.1} {theirs_s:>12} {ratio_s:>8}  {unit}");
+    }
+}

@@ -262,7 +262,7 @@ impl Core {
         mut attempt: impl FnMut(&mut Guard<'_>) -> Result<Attempt<R>, CoreError>,
     ) -> Result<Option<R>, CoreError> {
         self.cell
-            .blocking_wait(deadline, || self.step(&mut attempt))
+            .blocking_wait(deadline, |_| self.step(&mut attempt))
     }
 
     /// Async form of [`blocking_wait`](Self::blocking_wait), without a deadline
@@ -275,7 +275,7 @@ impl Core {
         &self,
         mut attempt: impl FnMut(&mut Guard<'_>) -> Result<Attempt<R>, CoreError>,
     ) -> Result<R, CoreError> {
-        self.cell.wait(|| self.step(&mut attempt)).await
+        self.cell.wait(|_| self.step(&mut attempt)).await
     }
 }
 

@@ -309,7 +309,9 @@ enum Got {
 }
 
 /// Tries to take a lock (or re-enter an RLock when `tid` is given).
-fn try_take(shared: &Shared, tid: Option<u64>) -> io::Result<Step<Got>> {
+/// `check_holder`: find out whether a holder still lives (reads `/proc`); otherwise a
+/// held lock is simply reported held.
+fn try_take(shared: &Shared, tid: Option<u64>, check_holder: bool) -> io::Result<Step<Got>> {
     let mut g = shared.lock()?;
     let page = g.page();
     let me = owner::me();
@@ -320,7 +322,7 @@ fn try_take(shared: &Shared, tid: Option<u64>) -> io::Result<Step<Got>> {
             g.changed();
             return Ok(Step::Ready(Got::Clean));
         }
-        Some(o) if owner::is_alive(o) => return Ok(Step::HeldBy(o.pid)),
+        Some(o) if !check_holder || owner::is_alive(o) => return Ok(Step::HeldBy(o.pid)),
         Some(_) => Got::OwnerDied,
     };
     set_owner(page, L_OWNER, Some(me));
@@ -415,7 +417,7 @@ impl Lock {
         let got = self
             .shared
             .cell
-            .wait(|| try_take(&self.shared, None))
+            .wait(|c| try_take(&self.shared, None, c))
             .await?;
         self.guard(got)
     }
@@ -446,7 +448,7 @@ impl Lock {
         let got = self
             .shared
             .cell
-            .blocking_wait(None, || try_take(&self.shared, None))?
+            .blocking_wait(None, |c| try_take(&self.shared, None, c))?
             .expect("no deadline");
         self.guard(got)
     }
@@ -462,7 +464,7 @@ impl Lock {
         match self
             .shared
             .cell
-            .blocking_wait(deadline(timeout), || try_take(&self.shared, None))?
+            .blocking_wait(deadline(timeout), |c| try_take(&self.shared, None, c))?
         {
             Some(got) => self.guard(got),
             None => Err(LockError::Timeout),
@@ -474,7 +476,7 @@ impl Lock {
     /// # Errors
     /// [`LockError::WouldBlock`] if it is held; else as [`lock`](Self::lock).
     pub fn try_lock(&self) -> Result<LockGuard<'_>, LockError<LockGuard<'_>>> {
-        match try_take(&self.shared, None)? {
+        match try_take(&self.shared, None, true)? {
             Step::Ready(got) => self.guard(got),
             _ => Err(LockError::WouldBlock),
         }
@@ -562,7 +564,7 @@ impl RLock {
         let got = self
             .shared
             .cell
-            .wait(|| try_take(&self.shared, tid))
+            .wait(|c| try_take(&self.shared, tid, c))
             .await?;
         self.guard(got)
     }
@@ -576,7 +578,7 @@ impl RLock {
         let got = self
             .shared
             .cell
-            .blocking_wait(None, || try_take(&self.shared, tid))?
+            .blocking_wait(None, |c| try_take(&self.shared, tid, c))?
             .expect("no deadline");
         self.guard(got)
     }
@@ -593,7 +595,7 @@ impl RLock {
         match self
             .shared
             .cell
-            .blocking_wait(deadline(timeout), || try_take(&self.shared, tid))?
+            .blocking_wait(deadline(timeout), |c| try_take(&self.shared, tid, c))?
         {
             Some(got) => self.guard(got),
             None => Err(LockError::Timeout),
@@ -605,7 +607,7 @@ impl RLock {
     /// # Errors
     /// [`LockError::WouldBlock`] if another thread or process holds it.
     pub fn try_lock(&self) -> Result<RLockGuard<'_>, LockError<RLockGuard<'_>>> {
-        match try_take(&self.shared, Self::me())? {
+        match try_take(&self.shared, Self::me(), true)? {
             Step::Ready(got) => self.guard(got),
             _ => Err(LockError::WouldBlock),
         }
@@ -738,7 +740,7 @@ fn track(page: &Region, delta: i64) {
     }
 }
 
-fn sem_try_acquire(shared: &Shared) -> io::Result<Step<bool>> {
+fn sem_try_acquire(shared: &Shared, check_holders: bool) -> io::Result<Step<bool>> {
     let mut g = shared.lock()?;
     let page = g.page();
     let mut value = u64_at(page, S_VALUE);
@@ -748,7 +750,7 @@ fn sem_try_acquire(shared: &Shared) -> io::Result<Step<bool>> {
         // Permits of holders that died come back.
         for i in 0..HOLDER_SLOTS {
             if let (Some(o), n) = slot(page, i) {
-                if owner::is_alive(o) {
+                if !check_holders || owner::is_alive(o) {
                     holder.get_or_insert(o.pid);
                 } else {
                     value += n;
@@ -821,7 +823,7 @@ macro_rules! semaphore_methods {
                 let r = self
                     .shared
                     .cell
-                    .wait(|| sem_try_acquire(&self.shared))
+                    .wait(|c| sem_try_acquire(&self.shared, c))
                     .await?;
                 Ok(self.guard(r))
             }
@@ -851,7 +853,7 @@ macro_rules! semaphore_methods {
                 let r = self
                     .shared
                     .cell
-                    .blocking_wait(None, || sem_try_acquire(&self.shared))?
+                    .blocking_wait(None, |c| sem_try_acquire(&self.shared, c))?
                     .expect("no deadline");
                 Ok(self.guard(r))
             }
@@ -867,7 +869,7 @@ macro_rules! semaphore_methods {
                 match self
                     .shared
                     .cell
-                    .blocking_wait(deadline(timeout), || sem_try_acquire(&self.shared))?
+                    .blocking_wait(deadline(timeout), |c| sem_try_acquire(&self.shared, c))?
                 {
                     Some(r) => Ok(self.guard(r)),
                     None => Err(WaitError::Timeout),
@@ -879,7 +881,7 @@ macro_rules! semaphore_methods {
             /// # Errors
             /// [`WaitError::WouldBlock`] if none is.
             pub fn try_acquire(&self) -> Result<SemaphoreGuard<'_>, WaitError> {
-                match sem_try_acquire(&self.shared)? {
+                match sem_try_acquire(&self.shared, true)? {
                     Step::Ready(r) => Ok(self.guard(r)),
                     _ => Err(WaitError::WouldBlock),
                 }
@@ -986,7 +988,7 @@ impl Event {
     /// # Cancel safety
     /// Cancel safe.
     pub async fn wait(&self) -> io::Result<()> {
-        self.shared.cell.wait(|| self.check()).await
+        self.shared.cell.wait(|_| self.check()).await
     }
 
     /// Waits up to `timeout`; returns whether the flag is set (Python's
@@ -1011,7 +1013,7 @@ impl Event {
     pub fn blocking_wait(&self) -> io::Result<()> {
         self.shared
             .cell
-            .blocking_wait(None, || self.check())
+            .blocking_wait(None, |_| self.check())
             .map(drop)
     }
 
@@ -1022,7 +1024,7 @@ impl Event {
     pub fn blocking_wait_timeout(&self, timeout: Duration) -> io::Result<bool> {
         self.shared
             .cell
-            .blocking_wait(deadline(timeout), || self.check())
+            .blocking_wait(deadline(timeout), |_| self.check())
             .map(|r| r.is_some())
     }
 }
@@ -1150,7 +1152,7 @@ impl Condition {
     ) -> Result<LockGuard<'a>, LockError<LockGuard<'a>>> {
         self.register()?;
         drop(guard);
-        self.shared.cell.wait(|| self.take_signal()).await?;
+        self.shared.cell.wait(|_| self.take_signal()).await?;
         self.lock.lock().await
     }
 
@@ -1170,7 +1172,7 @@ impl Condition {
         self.register()?;
         drop(guard);
         let notified =
-            tokio::time::timeout(timeout, self.shared.cell.wait(|| self.take_signal())).await;
+            tokio::time::timeout(timeout, self.shared.cell.wait(|_| self.take_signal())).await;
         let notified = match notified {
             Ok(r) => {
                 r?;
@@ -1212,7 +1214,7 @@ impl Condition {
         drop(guard);
         self.shared
             .cell
-            .blocking_wait(None, || self.take_signal())?;
+            .blocking_wait(None, |_| self.take_signal())?;
         self.lock.blocking_lock()
     }
 
@@ -1230,7 +1232,7 @@ impl Condition {
         let notified = self
             .shared
             .cell
-            .blocking_wait(deadline(timeout), || self.take_signal())?
+            .blocking_wait(deadline(timeout), |_| self.take_signal())?
             .is_some()
             || self.leave();
         Ok((self.lock.blocking_lock()?, notified))
@@ -1367,7 +1369,7 @@ impl Barrier {
         match self.arrive()? {
             Arrival::Done(i) => Ok(i),
             Arrival::Waiting { index, generation } => {
-                self.shared.cell.wait(|| self.passed(generation)).await?;
+                self.shared.cell.wait(|_| self.passed(generation)).await?;
                 Ok(index)
             }
         }
@@ -1387,7 +1389,7 @@ impl Barrier {
             Arrival::Waiting { index, generation } => {
                 match tokio::time::timeout(
                     timeout,
-                    self.shared.cell.wait(|| self.passed(generation)),
+                    self.shared.cell.wait(|_| self.passed(generation)),
                 )
                 .await
                 {
@@ -1420,7 +1422,7 @@ impl Barrier {
             Arrival::Waiting { index, generation } => {
                 self.shared
                     .cell
-                    .blocking_wait(None, || self.passed(generation))?;
+                    .blocking_wait(None, |_| self.passed(generation))?;
                 Ok(index)
             }
         }
@@ -1436,7 +1438,7 @@ impl Barrier {
             Arrival::Waiting { index, generation } => match self
                 .shared
                 .cell
-                .blocking_wait(deadline(timeout), || self.passed(generation))?
+                .blocking_wait(deadline(timeout), |_| self.passed(generation))?
             {
                 Some(()) => Ok(index),
                 None => self.timed_out(generation, index),
