@@ -443,3 +443,66 @@ async fn every_primitive_passes_to_a_pool_task_and_a_process() {
     assert_eq!(all.2.value(), 1);
     pool.shutdown().await;
 }
+
+fn consume_rlock((cond, items, holding): (Condition<RLock>, Value<i64>, Event)) -> u64 {
+    // Two levels held; waiting releases both and gives both back.
+    cond.lock().acquire().unwrap();
+    let guard = cond.lock().blocking_lock().unwrap();
+    holding.set();
+    let guard = cond
+        .blocking_wait_while(guard, || items.load_unlocked() == 0)
+        .unwrap();
+    items.store_unlocked(items.load_unlocked() - 1);
+    drop(guard);
+    // One level is still held: another thread cannot take it yet.
+    let lock = cond.lock().clone();
+    let other = std::thread::spawn(move || lock.try_lock().is_err())
+        .join()
+        .unwrap();
+    cond.lock().release().unwrap();
+    other as u64
+}
+
+#[tokio::test]
+async fn condition_over_an_rlock_restores_every_level() {
+    let cond = Condition::new(RLock::new().unwrap()).unwrap();
+    let items = Value::new(0i64).unwrap();
+    let holding = Event::new().unwrap();
+    let args = (cond.clone(), items.clone(), holding.clone());
+    let mut consumer = Process::spawn(consume_rlock, args).unwrap();
+    holding.wait().await.unwrap();
+    // The consumer holds two levels; we get the lock only once its wait has released
+    // both (with one released, this would wait forever).
+    let g = cond.lock().lock().await.unwrap();
+    items.store_unlocked(1);
+    cond.notify_all();
+    drop(g);
+    assert_eq!(consumer.join().await.unwrap(), 1);
+    assert_eq!(items.load(), 0);
+}
+
+fn hold_rlock_forever((lock, ready): (RLock, Connection<()>)) {
+    lock.acquire().unwrap();
+    lock.acquire().unwrap();
+    ready.blocking_send(&()).unwrap();
+    loop {
+        std::thread::park();
+    }
+}
+
+#[tokio::test]
+async fn an_rlock_holder_killed_hands_over_with_owner_died() {
+    let lock = RLock::new().unwrap();
+    let (ours, theirs) = procpool::pipe::<()>().unwrap();
+    let mut holder = Process::spawn(hold_rlock_forever, (lock.clone(), theirs)).unwrap();
+    ours.recv().await.unwrap();
+    holder.kill().unwrap();
+    assert!(holder.join().await.is_err());
+    let lock2 = lock.clone();
+    let died = tokio::task::spawn_blocking(move || {
+        matches!(lock2.blocking_lock(), Err(LockError::OwnerDied(_)))
+    });
+    assert!(died.await.unwrap());
+    // Released by that guard's drop (one level, taken fresh): free again.
+    assert!(lock.try_lock().is_ok());
+}

@@ -1035,18 +1035,20 @@ impl Event {
 const C_WAITING: usize = 0;
 const C_SIGNALS: usize = 8;
 
-/// A condition variable over a [`Lock`] (Python's `multiprocessing.Condition`): wait
-/// releases the lock, sleeps until notified, and takes the lock again.
+/// A condition variable (Python's `multiprocessing.Condition`) over a [`Lock`] (the
+/// default) or an [`RLock`]: wait releases the lock, sleeps until notified, and takes
+/// the lock again. Over an `RLock`, wait releases every level this thread holds and
+/// restores them after.
 ///
 /// `notify(n)` lets at most `n` of the current waiters go; as with any condition
 /// variable, re-check the condition after waking ([`wait_while`](Self::wait_while)
 /// does). A notification taken by a waiter that then dies is used up.
-pub struct Condition {
+pub struct Condition<L = Lock> {
     shared: Arc<Shared>,
-    lock: Lock,
+    lock: L,
 }
 
-impl Clone for Condition {
+impl<L: Clone> Clone for Condition<L> {
     fn clone(&self) -> Self {
         Condition {
             shared: self.shared.clone(),
@@ -1055,23 +1057,23 @@ impl Clone for Condition {
     }
 }
 
-impl fmt::Debug for Condition {
+impl<L> fmt::Debug for Condition<L> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Condition").finish_non_exhaustive()
     }
 }
 
-impl Serialize for Condition {
+impl<L: Serialize> Serialize for Condition<L> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let [m, e] = [self.shared.cell.memfd(), self.shared.cell.event_fd()];
         (SendFd(m), SendFd(e), MAGIC_COND, &self.lock).serialize(s)
     }
 }
 
-impl<'de> Deserialize<'de> for Condition {
+impl<'de, L: Deserialize<'de>> Deserialize<'de> for Condition<L> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let (RecvFd(memfd), RecvFd(event), magic, lock) =
-            <(RecvFd, RecvFd, u64, Lock)>::deserialize(d)?;
+            <(RecvFd, RecvFd, u64, L)>::deserialize(d)?;
         if magic != MAGIC_COND {
             return Err(D::Error::custom("not a Condition"));
         }
@@ -1084,12 +1086,12 @@ impl<'de> Deserialize<'de> for Condition {
     }
 }
 
-impl Condition {
-    /// A condition over `lock` (use `Lock::new()?` for a fresh one).
+impl<L> Condition<L> {
+    /// A condition over `lock` (a [`Lock`] or an [`RLock`]).
     ///
     /// # Errors
     /// A system error if the shared memory cannot be made.
-    pub fn new(lock: Lock) -> io::Result<Condition> {
+    pub fn new(lock: L) -> io::Result<Condition<L>> {
         Ok(Condition {
             shared: Shared::create("procpool-condition", MAGIC_COND)?,
             lock,
@@ -1097,7 +1099,7 @@ impl Condition {
     }
 
     /// The lock the condition uses: take it before waiting or notifying.
-    pub fn lock(&self) -> &Lock {
+    pub fn lock(&self) -> &L {
         &self.lock
     }
 
@@ -1138,121 +1140,6 @@ impl Condition {
         false
     }
 
-    /// Releases the lock held by `guard`, waits for a notification, and takes the lock
-    /// again.
-    ///
-    /// # Errors
-    /// As [`Lock::lock`] when taking the lock back (`OwnerDied` carries the guard).
-    ///
-    /// # Cancel safety
-    /// Not cancel safe: if cancelled, the lock is not held any more.
-    pub async fn wait<'a>(
-        &'a self,
-        guard: LockGuard<'a>,
-    ) -> Result<LockGuard<'a>, LockError<LockGuard<'a>>> {
-        self.register()?;
-        drop(guard);
-        self.shared.cell.wait(|_| self.take_signal()).await?;
-        self.lock.lock().await
-    }
-
-    /// [`wait`](Self::wait) for at most `timeout`; the flag says whether it was
-    /// notified (`false`: timed out). The lock is held again either way.
-    ///
-    /// # Errors
-    /// As [`wait`](Self::wait).
-    ///
-    /// # Cancel safety
-    /// Not cancel safe, as [`wait`](Self::wait).
-    pub async fn wait_timeout<'a>(
-        &'a self,
-        guard: LockGuard<'a>,
-        timeout: Duration,
-    ) -> Result<(LockGuard<'a>, bool), LockError<LockGuard<'a>>> {
-        self.register()?;
-        drop(guard);
-        let notified =
-            tokio::time::timeout(timeout, self.shared.cell.wait(|_| self.take_signal())).await;
-        let notified = match notified {
-            Ok(r) => {
-                r?;
-                true
-            }
-            Err(_) => self.leave(),
-        };
-        Ok((self.lock.lock().await?, notified))
-    }
-
-    /// Waits while `condition` returns true (Python's `wait_for` with the test
-    /// inverted, as Rust's `Condvar::wait_while`).
-    ///
-    /// # Errors
-    /// As [`wait`](Self::wait).
-    ///
-    /// # Cancel safety
-    /// Not cancel safe, as [`wait`](Self::wait).
-    pub async fn wait_while<'a>(
-        &'a self,
-        mut guard: LockGuard<'a>,
-        mut condition: impl FnMut() -> bool,
-    ) -> Result<LockGuard<'a>, LockError<LockGuard<'a>>> {
-        while condition() {
-            guard = self.wait(guard).await?;
-        }
-        Ok(guard)
-    }
-
-    /// Blocking form of [`wait`](Self::wait).
-    ///
-    /// # Errors
-    /// As [`wait`](Self::wait).
-    pub fn blocking_wait<'a>(
-        &'a self,
-        guard: LockGuard<'a>,
-    ) -> Result<LockGuard<'a>, LockError<LockGuard<'a>>> {
-        self.register()?;
-        drop(guard);
-        self.shared
-            .cell
-            .blocking_wait(None, |_| self.take_signal())?;
-        self.lock.blocking_lock()
-    }
-
-    /// Blocking form of [`wait_timeout`](Self::wait_timeout).
-    ///
-    /// # Errors
-    /// As [`wait`](Self::wait).
-    pub fn blocking_wait_timeout<'a>(
-        &'a self,
-        guard: LockGuard<'a>,
-        timeout: Duration,
-    ) -> Result<(LockGuard<'a>, bool), LockError<LockGuard<'a>>> {
-        self.register()?;
-        drop(guard);
-        let notified = self
-            .shared
-            .cell
-            .blocking_wait(deadline(timeout), |_| self.take_signal())?
-            .is_some()
-            || self.leave();
-        Ok((self.lock.blocking_lock()?, notified))
-    }
-
-    /// Blocking form of [`wait_while`](Self::wait_while).
-    ///
-    /// # Errors
-    /// As [`wait`](Self::wait).
-    pub fn blocking_wait_while<'a>(
-        &'a self,
-        mut guard: LockGuard<'a>,
-        mut condition: impl FnMut() -> bool,
-    ) -> Result<LockGuard<'a>, LockError<LockGuard<'a>>> {
-        while condition() {
-            guard = self.blocking_wait(guard)?;
-        }
-        Ok(guard)
-    }
-
     /// Wakes up to `n` of the waiters.
     pub fn notify(&self, n: usize) {
         if let Ok(mut g) = self.shared.lock() {
@@ -1272,6 +1159,181 @@ impl Condition {
         self.notify(usize::MAX)
     }
 }
+
+/// Releases what `guard` stands for before a condition wait; returns what to restore.
+fn release_for_wait(guard: LockGuard<'_>) -> io::Result<u64> {
+    drop(guard);
+    Ok(1)
+}
+
+fn restore_after_wait(_: &Lock, _: u64) {}
+
+/// Releases every level of an RLock this thread holds; returns how many.
+fn release_all_for_wait(guard: RLockGuard<'_>) -> io::Result<u64> {
+    let lock = guard.lock;
+    std::mem::forget(guard);
+    let mut g = lock.shared.lock()?;
+    let page = g.page();
+    let depth = u64_at(page, L_DEPTH);
+    set_u64(page, L_DEPTH, 0);
+    set_owner(page, L_OWNER, None);
+    set_u64(page, L_TID, 0);
+    g.changed();
+    Ok(depth)
+}
+
+/// Puts back the levels released by [`release_all_for_wait`] (the lock is held again,
+/// at depth 1, by the guard just taken).
+fn restore_all_after_wait(lock: &RLock, depth: u64) {
+    if let Ok(g) = lock.shared.lock() {
+        set_u64(g.page(), L_DEPTH, depth.max(1));
+    }
+}
+
+macro_rules! condition_waits {
+    ($lock:ty, $guard:ident, $release:ident, $restore:ident) => {
+        impl Condition<$lock> {
+            async fn relock<'a>(&'a self, saved: u64) -> Result<$guard<'a>, LockError<$guard<'a>>> {
+                let r = self.lock.lock().await;
+                $restore(&self.lock, saved);
+                r
+            }
+
+            fn blocking_relock<'a>(
+                &'a self,
+                saved: u64,
+            ) -> Result<$guard<'a>, LockError<$guard<'a>>> {
+                let r = self.lock.blocking_lock();
+                $restore(&self.lock, saved);
+                r
+            }
+
+            /// Releases the lock held by `guard`, waits for a notification, and takes the lock
+            /// again.
+            ///
+            /// # Errors
+            /// As [`Lock::lock`] when taking the lock back (`OwnerDied` carries the guard).
+            ///
+            /// # Cancel safety
+            /// Not cancel safe: if cancelled, the lock is not held any more.
+            pub async fn wait<'a>(
+                &'a self,
+                guard: $guard<'a>,
+            ) -> Result<$guard<'a>, LockError<$guard<'a>>> {
+                self.register()?;
+                let saved = $release(guard)?;
+                self.shared.cell.wait(|_| self.take_signal()).await?;
+                self.relock(saved).await
+            }
+
+            /// [`wait`](Self::wait) for at most `timeout`; the flag says whether it was
+            /// notified (`false`: timed out). The lock is held again either way.
+            ///
+            /// # Errors
+            /// As [`wait`](Self::wait).
+            ///
+            /// # Cancel safety
+            /// Not cancel safe, as [`wait`](Self::wait).
+            pub async fn wait_timeout<'a>(
+                &'a self,
+                guard: $guard<'a>,
+                timeout: Duration,
+            ) -> Result<($guard<'a>, bool), LockError<$guard<'a>>> {
+                self.register()?;
+                let saved = $release(guard)?;
+                let notified =
+                    tokio::time::timeout(timeout, self.shared.cell.wait(|_| self.take_signal()))
+                        .await;
+                let notified = match notified {
+                    Ok(r) => {
+                        r?;
+                        true
+                    }
+                    Err(_) => self.leave(),
+                };
+                Ok((self.relock(saved).await?, notified))
+            }
+
+            /// Waits while `condition` returns true (Python's `wait_for` with the test
+            /// inverted, as Rust's `Condvar::wait_while`).
+            ///
+            /// # Errors
+            /// As [`wait`](Self::wait).
+            ///
+            /// # Cancel safety
+            /// Not cancel safe, as [`wait`](Self::wait).
+            pub async fn wait_while<'a>(
+                &'a self,
+                mut guard: $guard<'a>,
+                mut condition: impl FnMut() -> bool,
+            ) -> Result<$guard<'a>, LockError<$guard<'a>>> {
+                while condition() {
+                    guard = self.wait(guard).await?;
+                }
+                Ok(guard)
+            }
+
+            /// Blocking form of [`wait`](Self::wait).
+            ///
+            /// # Errors
+            /// As [`wait`](Self::wait).
+            pub fn blocking_wait<'a>(
+                &'a self,
+                guard: $guard<'a>,
+            ) -> Result<$guard<'a>, LockError<$guard<'a>>> {
+                self.register()?;
+                let saved = $release(guard)?;
+                self.shared
+                    .cell
+                    .blocking_wait(None, |_| self.take_signal())?;
+                self.blocking_relock(saved)
+            }
+
+            /// Blocking form of [`wait_timeout`](Self::wait_timeout).
+            ///
+            /// # Errors
+            /// As [`wait`](Self::wait).
+            pub fn blocking_wait_timeout<'a>(
+                &'a self,
+                guard: $guard<'a>,
+                timeout: Duration,
+            ) -> Result<($guard<'a>, bool), LockError<$guard<'a>>> {
+                self.register()?;
+                let saved = $release(guard)?;
+                let notified = self
+                    .shared
+                    .cell
+                    .blocking_wait(deadline(timeout), |_| self.take_signal())?
+                    .is_some()
+                    || self.leave();
+                Ok((self.blocking_relock(saved)?, notified))
+            }
+
+            /// Blocking form of [`wait_while`](Self::wait_while).
+            ///
+            /// # Errors
+            /// As [`wait`](Self::wait).
+            pub fn blocking_wait_while<'a>(
+                &'a self,
+                mut guard: $guard<'a>,
+                mut condition: impl FnMut() -> bool,
+            ) -> Result<$guard<'a>, LockError<$guard<'a>>> {
+                while condition() {
+                    guard = self.blocking_wait(guard)?;
+                }
+                Ok(guard)
+            }
+        }
+    };
+}
+
+condition_waits!(Lock, LockGuard, release_for_wait, restore_after_wait);
+condition_waits!(
+    RLock,
+    RLockGuard,
+    release_all_for_wait,
+    restore_all_after_wait
+);
 
 // ---------------------------------------------------------------- Barrier
 
