@@ -38,6 +38,13 @@
 //! (`SCM_RIGHTS`). Each process then holds its own; dropping a handle in one process
 //! does not disturb the others.
 //!
+//! # Locks and shared memory
+//! [`sync`] has Python's `Lock`, `RLock`, `Semaphore`, `BoundedSemaphore`, `Event`,
+//! `Condition` and `Barrier`, and [`shm`] its `shared_memory`, `Value` and `Array`:
+//! all in anonymous shared memory, async-aware, and handles like the queues. A lock
+//! whose holder died is handed to the next acquirer with
+//! [`sync::LockError::OwnerDied`] instead of deadlocking.
+//!
 //! # How workers start
 //! A worker is this executable started again (`/proc/self/exe`). procpool recognises
 //! it *before `main`*, in a library constructor, so binaries, examples, integration
