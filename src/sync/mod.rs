@@ -659,6 +659,10 @@ const HOLDER_SLOTS: usize = 128;
 /// A counting semaphore shared between processes (Python's `multiprocessing.Semaphore`).
 /// [`acquire`](Self::acquire) returns a [`SemaphoreGuard`] that gives the permit back
 /// when dropped; [`release`](Self::release) adds a permit Python-style.
+///
+/// Permits held through guards are counted per process (for up to 128 processes at a
+/// time), so that those of a process that dies come back to the next acquirer; permits
+/// of processes beyond that are not recovered.
 pub struct Semaphore {
     shared: Arc<Shared>,
 }
