@@ -141,6 +141,7 @@ fn serve(socket: OwnedFd) -> std::io::Result<i32> {
     }
     reader.set_limit(hello.max_frame);
     crate::process::set_identity_name(hello.name.clone(), hello.one_shot);
+    crate::connection::inherit_authkey(hello.authkey.clone());
     let mut ctx = WorkerCtx::new(hello.max_frame);
     let mut out = Vec::with_capacity(64 * 1024);
     if let Some((func, arg)) = &hello.initializer {

@@ -91,6 +91,7 @@ macro_rules! assert_zero_sized {
 }
 
 mod bootstrap;
+pub mod connection;
 mod error;
 pub mod pipe;
 mod pool;

@@ -360,7 +360,7 @@ fn remaining(deadline: Option<Instant>) -> Option<Option<Duration>> {
 }
 
 impl<S, R> Connection<S, R> {
-    fn from_fd(fd: OwnedFd) -> Self {
+    pub(crate) fn from_fd(fd: OwnedFd) -> Self {
         Connection {
             end: Arc::new(End::new(fd)),
             _types: PhantomData,

@@ -379,6 +379,7 @@ impl Builder {
                 initializer: None,
                 name: name.clone(),
                 one_shot: true,
+                authkey: crate::connection::authkey(),
             },
         );
         let mut run = Vec::new();

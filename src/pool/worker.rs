@@ -69,6 +69,7 @@ impl Worker {
             initializer: config.initializer.clone(),
             name: format!("PoolWorker-{}", NEXT_WORKER.fetch_add(1, Ordering::Relaxed)),
             one_shot: false,
+            authkey: crate::connection::authkey(),
         };
         let fds = match config
             .initializer_fds

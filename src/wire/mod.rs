@@ -226,6 +226,9 @@ pub(crate) struct Hello {
     pub(crate) name: String,
     /// A `Process` child: run one task, then exit (0, or 1 if it failed).
     pub(crate) one_shot: bool,
+    /// The parent's authentication key, inherited as Python's
+    /// `current_process().authkey` is (over the socket, not the environment).
+    pub(crate) authkey: Vec<u8>,
 }
 
 /// The worker's answer once it is set up and its initializer has run.

@@ -1,0 +1,452 @@
+//! Authenticated connections between processes that did not start each other:
+//! Python's `multiprocessing.connection` `Listener` and `Client`.
+//!
+//! A [`Listener`] binds a TCP address or a unix socket path; [`Client::connect`] reaches
+//! it. Before a single message passes, each side proves it knows the shared `authkey`:
+//! the listener sends a fresh random challenge, the client answers with
+//! HMAC-SHA256(authkey, challenge), then the client challenges the listener the same
+//! way (Python 3.12's scheme, with its `{sha256}` tag). Digests are compared in
+//! constant time. A peer with the wrong key gets `#FAILURE#` and nothing else. The
+//! result is the same typed [`Connection`] that [`pipe`](crate::pipe()) makes
+//! (except that handles cannot travel over TCP).
+//!
+//! Handshake messages are at most 256 bytes, and a handshake must finish within the
+//! listener's [handshake timeout](Listener::set_handshake_timeout): a peer that sends
+//! nothing, garbage, or a 4 GiB length is dropped without anything being allocated
+//! for it, and handshakes run concurrently, so it never holds up other clients.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use procpool::connection::{Client, Listener};
+//!
+//! let key = b"secret".to_vec();
+//! let mut listener = Listener::bind("127.0.0.1:0".parse::<std::net::SocketAddr>()?, &key).await?;
+//! let addr = listener.address().clone();
+//! let client = tokio::spawn(async move {
+//!     let conn: procpool::Connection<String> = Client::connect(&addr, b"secret").await?;
+//!     conn.send(&"hello".to_owned()).await?;
+//!     Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+//! });
+//! let conn: procpool::Connection<String> = listener.accept().await?;
+//! assert_eq!(conn.recv().await?, "hello");
+//! client.await?.unwrap();
+//! # Ok(())
+//! # }
+//! ```
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::pipe::Connection;
+use crate::sys;
+
+const CHALLENGE: &[u8] = b"#CHALLENGE#";
+const WELCOME: &[u8] = b"#WELCOME#";
+const FAILURE: &[u8] = b"#FAILURE#";
+const TAG: &[u8] = b"{sha256}";
+const NONCE_LEN: usize = 32;
+/// Longest handshake message accepted.
+const MAX_HANDSHAKE_MESSAGE: u32 = 256;
+/// Default time a peer has to complete the handshake.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+static AUTHKEY: OnceLock<Vec<u8>> = OnceLock::new();
+
+/// This process's default authentication key (Python's `current_process().authkey`):
+/// 32 random bytes made by the first process, inherited by every child and pool worker
+/// procpool starts.
+pub fn authkey() -> Vec<u8> {
+    AUTHKEY
+        .get_or_init(|| {
+            let mut key = vec![0u8; 32];
+            // Without a random source there is no safe key; a fixed one would be a
+            // hole. getrandom(2) only fails on kernels older than procpool supports.
+            sys::proc::random_bytes(&mut key).expect("the kernel's random source works");
+            key
+        })
+        .clone()
+}
+
+/// Called in a child with its parent's key, before user code runs.
+pub(crate) fn inherit_authkey(key: Vec<u8>) {
+    let _ = AUTHKEY.set(key);
+}
+
+/// Where a [`Listener`] listens.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Address {
+    /// A TCP address.
+    Tcp(SocketAddr),
+    /// A unix socket path.
+    Unix(PathBuf),
+}
+
+impl From<SocketAddr> for Address {
+    fn from(a: SocketAddr) -> Self {
+        Address::Tcp(a)
+    }
+}
+
+impl From<PathBuf> for Address {
+    fn from(p: PathBuf) -> Self {
+        Address::Unix(p)
+    }
+}
+
+impl From<&Path> for Address {
+    fn from(p: &Path) -> Self {
+        Address::Unix(p.to_owned())
+    }
+}
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Address::Tcp(a) => write!(f, "{a}"),
+            Address::Unix(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+/// The peer does not know the key (Python's `AuthenticationError`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AuthenticationError {
+    /// We challenged the peer and its answer was wrong.
+    DigestReceivedWasWrong,
+    /// We answered the peer's challenge and it rejected our answer.
+    DigestSentWasRejected,
+}
+
+impl fmt::Display for AuthenticationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AuthenticationError::DigestReceivedWasWrong => "digest received was wrong",
+            AuthenticationError::DigestSentWasRejected => "digest sent was rejected",
+        })
+    }
+}
+
+impl std::error::Error for AuthenticationError {}
+
+/// Why a connection was not established.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// The key did not match.
+    Authentication(AuthenticationError),
+    /// The peer did not finish the handshake in time.
+    HandshakeTimeout,
+    /// The peer spoke something other than the handshake (or a message over 256
+    /// bytes); it was dropped.
+    Handshake(&'static str),
+    /// A socket error.
+    Io(io::Error),
+}
+
+impl fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnectError::Authentication(e) => write!(f, "authentication failed: {e}"),
+            ConnectError::HandshakeTimeout => {
+                f.write_str("the peer did not finish the handshake in time")
+            }
+            ConnectError::Handshake(what) => write!(f, "bad handshake: {what}"),
+            ConnectError::Io(e) => write!(f, "connection I/O error: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ConnectError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ConnectError::Authentication(e) => Some(e),
+            ConnectError::Io(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<io::Error> for ConnectError {
+    fn from(e: io::Error) -> Self {
+        match e.kind() {
+            io::ErrorKind::UnexpectedEof => {
+                ConnectError::Handshake("the peer closed the connection")
+            }
+            _ => ConnectError::Io(e),
+        }
+    }
+}
+
+async fn write_msg<W: AsyncWrite + Unpin>(w: &mut W, parts: &[&[u8]]) -> io::Result<()> {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    let mut buf = Vec::with_capacity(4 + len);
+    buf.extend_from_slice(&(len as u32).to_le_bytes());
+    for p in parts {
+        buf.extend_from_slice(p);
+    }
+    w.write_all(&buf).await
+}
+
+async fn read_msg<R: AsyncRead + Unpin>(r: &mut R) -> Result<Vec<u8>, ConnectError> {
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len).await?;
+    let len = u32::from_le_bytes(len);
+    if len > MAX_HANDSHAKE_MESSAGE {
+        return Err(ConnectError::Handshake(
+            "a handshake message over 256 bytes",
+        ));
+    }
+    let mut buf = vec![0u8; len as usize];
+    r.read_exact(&mut buf).await?;
+    Ok(buf)
+}
+
+fn mac(key: &[u8]) -> Hmac<Sha256> {
+    // HMAC takes keys of any length.
+    <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC accepts any key length")
+}
+
+/// Challenges the peer; Ok if it answered with the right digest.
+async fn challenge<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    key: &[u8],
+) -> Result<(), ConnectError> {
+    let mut nonce = [0u8; NONCE_LEN];
+    sys::proc::random_bytes(&mut nonce)?;
+    write_msg(s, &[CHALLENGE, TAG, &nonce]).await?;
+    let answer = read_msg(s).await?;
+    let ok = answer.strip_prefix(TAG).is_some_and(|digest| {
+        let mut m = mac(key);
+        m.update(TAG);
+        m.update(&nonce);
+        // Constant time.
+        m.verify_slice(digest).is_ok()
+    });
+    if ok {
+        write_msg(s, &[WELCOME]).await?;
+        Ok(())
+    } else {
+        let _ = write_msg(s, &[FAILURE]).await;
+        Err(ConnectError::Authentication(
+            AuthenticationError::DigestReceivedWasWrong,
+        ))
+    }
+}
+
+/// Answers the peer's challenge; Ok if it accepted.
+async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    key: &[u8],
+) -> Result<(), ConnectError> {
+    let msg = read_msg(s).await?;
+    let payload = msg
+        .strip_prefix(CHALLENGE)
+        .filter(|p| p.starts_with(TAG))
+        .ok_or(ConnectError::Handshake("expected a {sha256} challenge"))?;
+    let mut m = mac(key);
+    m.update(payload);
+    let digest = m.finalize().into_bytes();
+    write_msg(s, &[TAG, &digest]).await?;
+    match read_msg(s).await?.as_slice() {
+        WELCOME => Ok(()),
+        FAILURE => Err(ConnectError::Authentication(
+            AuthenticationError::DigestSentWasRejected,
+        )),
+        _ => Err(ConnectError::Handshake("expected #WELCOME# or #FAILURE#")),
+    }
+}
+
+/// A connected socket of either family, during the handshake.
+enum Stream {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+impl Stream {
+    async fn handshake(&mut self, key: &[u8], server: bool) -> Result<(), ConnectError> {
+        async fn run<S: AsyncRead + AsyncWrite + Unpin>(
+            s: &mut S,
+            key: &[u8],
+            server: bool,
+        ) -> Result<(), ConnectError> {
+            if server {
+                challenge(s, key).await?;
+                answer(s, key).await
+            } else {
+                answer(s, key).await?;
+                challenge(s, key).await
+            }
+        }
+        match self {
+            Stream::Tcp(s) => run(s, key, server).await,
+            Stream::Unix(s) => run(s, key, server).await,
+        }
+    }
+
+    /// The socket, back in blocking mode, for a [`Connection`].
+    fn into_fd(self) -> io::Result<OwnedFd> {
+        Ok(match self {
+            Stream::Tcp(s) => {
+                let s = s.into_std()?;
+                s.set_nonblocking(false)?;
+                s.set_nodelay(true)?;
+                OwnedFd::from(s)
+            }
+            Stream::Unix(s) => {
+                let s = s.into_std()?;
+                s.set_nonblocking(false)?;
+                OwnedFd::from(s)
+            }
+        })
+    }
+}
+
+type Handshake = Pin<Box<dyn Future<Output = Result<OwnedFd, ConnectError>> + Send>>;
+
+enum Socket {
+    Tcp(tokio::net::TcpListener),
+    Unix(tokio::net::UnixListener),
+}
+
+/// Accepts authenticated connections (Python's `multiprocessing.connection.Listener`).
+pub struct Listener {
+    socket: Socket,
+    address: Address,
+    key: Vec<u8>,
+    timeout: Duration,
+    /// Handshakes in progress: each peer gets its own, so a slow one holds up nobody.
+    pending: FuturesUnordered<Handshake>,
+}
+
+impl fmt::Debug for Listener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Listener")
+            .field("address", &self.address)
+            .field("handshakes_in_progress", &self.pending.len())
+            .finish()
+    }
+}
+
+impl Listener {
+    /// Listens on `address` (a TCP address — port 0 picks a free one — or a unix socket
+    /// path) for peers that know `authkey`.
+    ///
+    /// # Errors
+    /// The address cannot be bound; no tokio runtime with I/O enabled.
+    pub async fn bind(address: impl Into<Address>, authkey: &[u8]) -> io::Result<Listener> {
+        let (socket, address) = match address.into() {
+            Address::Tcp(a) => {
+                let l = tokio::net::TcpListener::bind(a).await?;
+                let bound = l.local_addr()?;
+                (Socket::Tcp(l), Address::Tcp(bound))
+            }
+            Address::Unix(p) => (
+                Socket::Unix(tokio::net::UnixListener::bind(&p)?),
+                Address::Unix(p),
+            ),
+        };
+        Ok(Listener {
+            socket,
+            address,
+            key: authkey.to_vec(),
+            timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            pending: FuturesUnordered::new(),
+        })
+    }
+
+    /// The address it listens on (with the port chosen, for port 0).
+    pub fn address(&self) -> &Address {
+        &self.address
+    }
+
+    /// How long a peer has to complete the handshake ([`DEFAULT_HANDSHAKE_TIMEOUT`]).
+    pub fn set_handshake_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
+    /// The next peer that completed the handshake, or why the next one failed.
+    ///
+    /// Call it in a loop: a failed peer ([`ConnectError::Authentication`],
+    /// [`ConnectError::HandshakeTimeout`], garbage) is reported and dropped, and the
+    /// next call goes on with the others.
+    ///
+    /// # Errors
+    /// The handshake with one peer failed, or accepting failed.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: handshakes in progress stay in the listener.
+    pub async fn accept<S, R>(&mut self) -> Result<Connection<S, R>, ConnectError> {
+        loop {
+            let incoming = async {
+                match &self.socket {
+                    Socket::Tcp(l) => l.accept().await.map(|(s, _)| Stream::Tcp(s)),
+                    Socket::Unix(l) => l.accept().await.map(|(s, _)| Stream::Unix(s)),
+                }
+            };
+            tokio::select! {
+                biased;
+                Some(done) = self.pending.next(), if !self.pending.is_empty() => {
+                    return done.map(Connection::from_fd);
+                }
+                stream = incoming => {
+                    let mut stream = stream?;
+                    let key = self.key.clone();
+                    let timeout = self.timeout;
+                    self.pending.push(Box::pin(async move {
+                        match tokio::time::timeout(timeout, stream.handshake(&key, true)).await {
+                            Ok(Ok(())) => Ok(stream.into_fd()?),
+                            Ok(Err(e)) => Err(e),
+                            Err(_) => Err(ConnectError::HandshakeTimeout),
+                        }
+                    }));
+                }
+            }
+        }
+    }
+}
+
+/// Connects to a [`Listener`] (Python's `multiprocessing.connection.Client`).
+#[derive(Debug)]
+pub struct Client;
+
+impl Client {
+    /// Connects to `address` and authenticates with `authkey` (both ways), within
+    /// [`DEFAULT_HANDSHAKE_TIMEOUT`].
+    ///
+    /// # Errors
+    /// [`ConnectError::Authentication`] with
+    /// [`DigestSentWasRejected`](AuthenticationError::DigestSentWasRejected) when the
+    /// listener has another key (or `DigestReceivedWasWrong` when it answered wrongly);
+    /// an I/O error when nothing listens there.
+    pub async fn connect<S, R>(
+        address: &Address,
+        authkey: &[u8],
+    ) -> Result<Connection<S, R>, ConnectError> {
+        let mut stream = match address {
+            Address::Tcp(a) => Stream::Tcp(tokio::net::TcpStream::connect(a).await?),
+            Address::Unix(p) => Stream::Unix(tokio::net::UnixStream::connect(p).await?),
+        };
+        match tokio::time::timeout(DEFAULT_HANDSHAKE_TIMEOUT, stream.handshake(authkey, false))
+            .await
+        {
+            Ok(Ok(())) => Ok(Connection::from_fd(stream.into_fd()?)),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(ConnectError::HandshakeTimeout),
+        }
+    }
+}
