@@ -254,6 +254,8 @@ impl std::error::Error for ProtocolError {}
 /// The state of one end, shared by the clones of its handle in this process.
 struct End {
     fd: OwnedFd,
+    /// A unix socket (descriptors can travel), not TCP.
+    local: bool,
     /// A duplicate registered with tokio on first async use (a connection made in
     /// blocking code never needs a runtime).
     async_fd: OnceLock<AsyncFd<OwnedFd>>,
@@ -270,6 +272,7 @@ struct ReadState {
 impl End {
     fn new(fd: OwnedFd) -> End {
         End {
+            local: sys::sock::is_unix(fd.as_fd()),
             fd,
             async_fd: OnceLock::new(),
             reader: Mutex::new(ReadState {
@@ -376,7 +379,18 @@ impl<S, R> Connection<S, R> {
 
     // ---- sending ----
 
+    fn check_fds(&self, fds: &[OwnedFd]) -> Result<(), SendError> {
+        if !fds.is_empty() && !self.end.local {
+            return Err(SendError::Encode {
+                type_name: type_name::<S>(),
+                reason: "handles (pipe ends, queues, locks...) cannot travel over TCP".to_owned(),
+            });
+        }
+        Ok(())
+    }
+
     async fn send_frame(&self, frame: Vec<u8>, fds: Vec<OwnedFd>) -> Result<(), SendError> {
+        self.check_fds(&fds)?;
         let mut w = self.end.writer.lock().await;
         let sock = self.end.async_fd()?;
         // Finish a message an earlier, cancelled send started.
@@ -387,6 +401,7 @@ impl<S, R> Connection<S, R> {
     }
 
     fn blocking_send_frame(&self, frame: Vec<u8>, fds: Vec<OwnedFd>) -> Result<(), SendError> {
+        self.check_fds(&fds)?;
         let mut w = self.end.writer.blocking_lock();
         w.flush_blocking(self.end.fd.as_fd())?;
         w.start(frame, fds);

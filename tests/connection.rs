@@ -157,3 +157,19 @@ async fn a_child_uses_the_inherited_default_key() {
     c.send(&21).await.unwrap();
     assert_eq!(child.join().await.unwrap(), 42);
 }
+
+#[tokio::test]
+async fn a_handle_cannot_cross_tcp_but_the_connection_goes_on() {
+    let mut listener = Listener::bind(local(), b"k").await.unwrap();
+    let addr = listener.address().clone();
+    let client = tokio::spawn(async move {
+        let c: Connection<Option<Connection<u8>>> = Client::connect(&addr, b"k").await.unwrap();
+        let (end, _other) = procpool::pipe::<u8>().unwrap();
+        let refused = c.send(&Some(end)).await.is_err();
+        c.send(&None).await.unwrap();
+        refused
+    });
+    let s: Connection<Option<Connection<u8>>> = listener.accept().await.unwrap();
+    assert!(s.recv().await.unwrap().is_none());
+    assert!(client.await.unwrap(), "descriptors over TCP are an error");
+}

@@ -251,6 +251,23 @@ pub(crate) fn shutdown_write(sock: BorrowedFd<'_>) -> io::Result<()> {
     cvt(unsafe { libc::shutdown(sock.as_raw_fd(), libc::SHUT_WR) }).map(drop)
 }
 
+/// Whether `sock` is a unix-domain socket (only those carry descriptors).
+pub(crate) fn is_unix(sock: BorrowedFd<'_>) -> bool {
+    let mut domain: libc::c_int = 0;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: SO_DOMAIN writes one int into `domain`, whose size `len` gives.
+    let r = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_DOMAIN,
+            (&mut domain as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    r == 0 && domain == libc::AF_UNIX
+}
+
 /// Duplicates `fd` (close-on-exec): a handle being sent keeps its own copy until the
 /// message is out, whatever happens to the original.
 pub(crate) fn dup(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {

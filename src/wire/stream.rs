@@ -270,7 +270,15 @@ impl FrameWriter {
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(e),
+                Err(e) => {
+                    if p.written == 0 {
+                        // Nothing went out (say, descriptors over TCP): the stream is
+                        // intact, so drop this frame and let the next one go.
+                        self.pending = None;
+                    }
+                    return Err(e);
+                }
             }
         }
         Ok(self.pending.take().expect("checked").frame)
