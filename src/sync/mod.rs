@@ -288,6 +288,93 @@ macro_rules! primitive {
     };
 }
 
+/// The guard-returning ways to take a lock, for [`Lock`] (`$tid` = `None`) and
+/// [`RLock`] (`$tid` = the calling thread).
+macro_rules! lock_methods {
+    ($guard:ident, $tid:expr) => {
+        /// Acquires the lock, waiting as long as it takes.
+        ///
+        /// # Errors
+        /// [`LockError::OwnerDied`] (with the guard) if the previous holder died
+        /// holding it.
+        ///
+        /// # Cancel safety
+        /// Cancel safe: the lock is taken only in the poll that returns the guard.
+        pub async fn lock(&self) -> Result<$guard<'_>, LockError<$guard<'_>>> {
+            let tid = $tid;
+            let got = self
+                .shared
+                .cell
+                .wait(|c| try_take(&self.shared, tid, c))
+                .await?;
+            self.guard(got)
+        }
+
+        /// [`lock`](Self::lock) with a time limit.
+        ///
+        /// # Errors
+        /// [`LockError::Timeout`] if it was not released in time; else as
+        /// [`lock`](Self::lock).
+        ///
+        /// # Cancel safety
+        /// Cancel safe.
+        pub async fn lock_timeout(
+            &self,
+            timeout: Duration,
+        ) -> Result<$guard<'_>, LockError<$guard<'_>>> {
+            match tokio::time::timeout(timeout, self.lock()).await {
+                Ok(r) => r,
+                Err(_) => Err(LockError::Timeout),
+            }
+        }
+
+        /// Blocking form of [`lock`](Self::lock).
+        ///
+        /// # Errors
+        /// As [`lock`](Self::lock).
+        pub fn blocking_lock(&self) -> Result<$guard<'_>, LockError<$guard<'_>>> {
+            let tid = $tid;
+            let got = self
+                .shared
+                .cell
+                .blocking_wait(None, |c| try_take(&self.shared, tid, c))?
+                .expect("no deadline");
+            self.guard(got)
+        }
+
+        /// Blocking form of [`lock_timeout`](Self::lock_timeout).
+        ///
+        /// # Errors
+        /// As [`lock_timeout`](Self::lock_timeout).
+        pub fn blocking_lock_timeout(
+            &self,
+            timeout: Duration,
+        ) -> Result<$guard<'_>, LockError<$guard<'_>>> {
+            let tid = $tid;
+            match self
+                .shared
+                .cell
+                .blocking_wait(deadline(timeout), |c| try_take(&self.shared, tid, c))?
+            {
+                Some(got) => self.guard(got),
+                None => Err(LockError::Timeout),
+            }
+        }
+
+        /// Acquires the lock if it is free now (or, for an `RLock`, held by this
+        /// thread).
+        ///
+        /// # Errors
+        /// [`LockError::WouldBlock`] if another holds it; else as [`lock`](Self::lock).
+        pub fn try_lock(&self) -> Result<$guard<'_>, LockError<$guard<'_>>> {
+            match try_take(&self.shared, $tid, true)? {
+                Step::Ready(got) => self.guard(got),
+                _ => Err(LockError::WouldBlock),
+            }
+        }
+    };
+}
+
 const MAGIC_LOCK: u64 = 0x7073_796e_634c_0001;
 const MAGIC_RLOCK: u64 = 0x7073_796e_6352_0001;
 const MAGIC_SEM: u64 = 0x7073_796e_6353_0001;
@@ -405,82 +492,7 @@ impl Lock {
         lock_outcome(got, LockGuard { lock: self })
     }
 
-    /// Acquires the lock, waiting as long as it takes.
-    ///
-    /// # Errors
-    /// [`LockError::OwnerDied`] (with the guard) if the previous holder died holding
-    /// it.
-    ///
-    /// # Cancel safety
-    /// Cancel safe: the lock is taken only in the poll that returns the guard.
-    pub async fn lock(&self) -> Result<LockGuard<'_>, LockError<LockGuard<'_>>> {
-        let got = self
-            .shared
-            .cell
-            .wait(|c| try_take(&self.shared, None, c))
-            .await?;
-        self.guard(got)
-    }
-
-    /// [`lock`](Self::lock) with a time limit.
-    ///
-    /// # Errors
-    /// [`LockError::Timeout`] if it was not released in time; else as
-    /// [`lock`](Self::lock).
-    ///
-    /// # Cancel safety
-    /// Cancel safe.
-    pub async fn lock_timeout(
-        &self,
-        timeout: Duration,
-    ) -> Result<LockGuard<'_>, LockError<LockGuard<'_>>> {
-        match tokio::time::timeout(timeout, self.lock()).await {
-            Ok(r) => r,
-            Err(_) => Err(LockError::Timeout),
-        }
-    }
-
-    /// Blocking form of [`lock`](Self::lock).
-    ///
-    /// # Errors
-    /// As [`lock`](Self::lock).
-    pub fn blocking_lock(&self) -> Result<LockGuard<'_>, LockError<LockGuard<'_>>> {
-        let got = self
-            .shared
-            .cell
-            .blocking_wait(None, |c| try_take(&self.shared, None, c))?
-            .expect("no deadline");
-        self.guard(got)
-    }
-
-    /// Blocking form of [`lock_timeout`](Self::lock_timeout).
-    ///
-    /// # Errors
-    /// As [`lock_timeout`](Self::lock_timeout).
-    pub fn blocking_lock_timeout(
-        &self,
-        timeout: Duration,
-    ) -> Result<LockGuard<'_>, LockError<LockGuard<'_>>> {
-        match self
-            .shared
-            .cell
-            .blocking_wait(deadline(timeout), |c| try_take(&self.shared, None, c))?
-        {
-            Some(got) => self.guard(got),
-            None => Err(LockError::Timeout),
-        }
-    }
-
-    /// Acquires the lock if it is free now.
-    ///
-    /// # Errors
-    /// [`LockError::WouldBlock`] if it is held; else as [`lock`](Self::lock).
-    pub fn try_lock(&self) -> Result<LockGuard<'_>, LockError<LockGuard<'_>>> {
-        match try_take(&self.shared, None, true)? {
-            Step::Ready(got) => self.guard(got),
-            _ => Err(LockError::WouldBlock),
-        }
-    }
+    lock_methods!(LockGuard, None);
 
     /// Whether some process holds the lock right now.
     pub fn is_locked(&self) -> bool {
@@ -552,66 +564,7 @@ impl RLock {
         )
     }
 
-    /// Acquires the lock (again, if this thread holds it), waiting as needed.
-    ///
-    /// # Errors
-    /// [`LockError::OwnerDied`] (with the guard) if the previous holder died.
-    ///
-    /// # Cancel safety
-    /// Cancel safe.
-    pub async fn lock(&self) -> Result<RLockGuard<'_>, LockError<RLockGuard<'_>>> {
-        let tid = Self::me();
-        let got = self
-            .shared
-            .cell
-            .wait(|c| try_take(&self.shared, tid, c))
-            .await?;
-        self.guard(got)
-    }
-
-    /// Blocking form of [`lock`](Self::lock).
-    ///
-    /// # Errors
-    /// As [`lock`](Self::lock).
-    pub fn blocking_lock(&self) -> Result<RLockGuard<'_>, LockError<RLockGuard<'_>>> {
-        let tid = Self::me();
-        let got = self
-            .shared
-            .cell
-            .blocking_wait(None, |c| try_take(&self.shared, tid, c))?
-            .expect("no deadline");
-        self.guard(got)
-    }
-
-    /// Blocking, with a time limit.
-    ///
-    /// # Errors
-    /// [`LockError::Timeout`] if not acquired in time; else as [`lock`](Self::lock).
-    pub fn blocking_lock_timeout(
-        &self,
-        timeout: Duration,
-    ) -> Result<RLockGuard<'_>, LockError<RLockGuard<'_>>> {
-        let tid = Self::me();
-        match self
-            .shared
-            .cell
-            .blocking_wait(deadline(timeout), |c| try_take(&self.shared, tid, c))?
-        {
-            Some(got) => self.guard(got),
-            None => Err(LockError::Timeout),
-        }
-    }
-
-    /// Acquires if free or already held by this thread.
-    ///
-    /// # Errors
-    /// [`LockError::WouldBlock`] if another thread or process holds it.
-    pub fn try_lock(&self) -> Result<RLockGuard<'_>, LockError<RLockGuard<'_>>> {
-        match try_take(&self.shared, Self::me(), true)? {
-            Step::Ready(got) => self.guard(got),
-            _ => Err(LockError::WouldBlock),
-        }
-    }
+    lock_methods!(RLockGuard, Self::me());
 
     /// Python-style acquire without a guard; pair it with [`release`](Self::release).
     ///
