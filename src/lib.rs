@@ -93,6 +93,7 @@ macro_rules! assert_zero_sized {
 mod bootstrap;
 pub mod connection;
 mod error;
+pub mod manager;
 pub mod pipe;
 mod pool;
 mod process;
@@ -106,6 +107,7 @@ mod waitcell;
 mod wire;
 
 pub use error::{Error, Exit, ProtocolError, TaskError};
+pub use manager::Manager;
 pub use pipe::{duplex, pipe, Connection};
 pub use pool::{
     Builder, Map, MapFuture, MapStream, PoolStats, ProcessPoolExecutor, TaskHandle,

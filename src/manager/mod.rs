@@ -1,0 +1,684 @@
+//! A manager: shared objects kept by a server process, used through proxies (Python's
+//! `multiprocessing.Manager()`).
+//!
+//! [`Manager::start`] spawns the server (a daemonic procpool [`Process`]) listening on a
+//! unix socket in a private directory, reachable only with this process's
+//! [`authkey`](crate::connection::authkey) (which children inherit). Each shared
+//! object is a proxy — [`ValueProxy`], [`ListProxy`], [`DictProxy`], [`Namespace`] — that
+//! can be cloned and passed to other processes as a task or `Process` argument; every
+//! method is a request to the server, applied there atomically. Every method is async,
+//! with a `blocking_*` form for code that is not async.
+//!
+//! # Copies, not references
+//! What a proxy returns is a copy: `list.get(0)` gives the element as it was, and
+//! changing that copy changes nothing on the server. Write it back with `set`
+//! (Python users are bitten by `d['a'].append(x)` being lost; here the types make the
+//! copy visible). For read-modify-write use [`ValueProxy::update`], which runs the
+//! function *on the server*, so `update(|v| v + 1)` from many processes loses nothing.
+//!
+//! # Status
+//! Values, lists, dicts and namespaces; queues, locks, events and remote managers are
+//! not built yet.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use procpool::manager::{Manager, ValueProxy};
+//! use procpool::Process;
+//!
+//! fn child(v: ValueProxy<i64>) {
+//!     v.blocking_set(&260).unwrap();
+//! }
+//!
+//! let manager = Manager::start().await?;
+//! let v = manager.value(&250i64).await?;
+//! let mut p = Process::spawn(child, v.clone())?;
+//! p.join().await?;
+//! assert_eq!(v.get().await?, 260);
+//! manager.shutdown().await?;
+//! # Ok(())
+//! # }
+//! ```
+
+mod server;
+
+use std::any::type_name;
+use std::fmt;
+use std::marker::PhantomData;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use tokio::sync::Mutex;
+
+use crate::connection::{self, Address, Client, ConnectError};
+use crate::error::fmt_codec;
+use crate::pipe::{Connection, RecvError, SendError};
+use crate::process::Process;
+use crate::task;
+use crate::wire::TaskRef;
+use server::{Kind, Request, Response};
+
+/// Why a manager call failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ManagerError {
+    /// The manager is gone (shut down or dead): nothing will answer.
+    Disconnected,
+    /// The manager's key is not ours.
+    Authentication(connection::AuthenticationError),
+    /// A value did not encode or decode as the proxy's type.
+    Codec {
+        /// The type.
+        type_name: &'static str,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The server refused the request (an index out of range, an update function that
+    /// panicked, a function from another build).
+    Refused(String),
+    /// Starting the server failed.
+    Start(String),
+}
+
+impl fmt::Display for ManagerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ManagerError::Disconnected => f.write_str("the manager is gone"),
+            ManagerError::Authentication(e) => write!(f, "manager authentication failed: {e}"),
+            ManagerError::Codec { type_name, reason } => fmt_codec(f, "code", type_name, reason),
+            ManagerError::Refused(why) => write!(f, "the manager refused: {why}"),
+            ManagerError::Start(why) => write!(f, "the manager did not start: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for ManagerError {}
+
+impl From<ConnectError> for ManagerError {
+    fn from(e: ConnectError) -> Self {
+        match e {
+            ConnectError::Authentication(a) => ManagerError::Authentication(a),
+            _ => ManagerError::Disconnected,
+        }
+    }
+}
+
+impl From<SendError> for ManagerError {
+    fn from(_: SendError) -> Self {
+        ManagerError::Disconnected
+    }
+}
+
+impl From<RecvError> for ManagerError {
+    fn from(_: RecvError) -> Self {
+        ManagerError::Disconnected
+    }
+}
+
+fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, ManagerError> {
+    postcard::to_allocvec(v).map_err(|e| ManagerError::Codec {
+        type_name: type_name::<T>(),
+        reason: e.to_string(),
+    })
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ManagerError> {
+    postcard::from_bytes(bytes).map_err(|e| ManagerError::Codec {
+        type_name: type_name::<T>(),
+        reason: e.to_string(),
+    })
+}
+
+/// One process's link to a manager: the address, the key, and a connection made on
+/// first use.
+struct Link {
+    address: Address,
+    key: Vec<u8>,
+    conn: Mutex<Option<Connection<Request, Response>>>,
+}
+
+impl Link {
+    fn new(address: Address, key: Vec<u8>) -> Arc<Link> {
+        Arc::new(Link {
+            address,
+            key,
+            conn: Mutex::new(None),
+        })
+    }
+
+    async fn call(&self, req: Request) -> Result<Response, ManagerError> {
+        let mut conn = self.conn.lock().await;
+        if conn.is_none() {
+            *conn = Some(Client::connect(&self.address, &self.key).await?);
+        }
+        let c = conn.as_ref().expect("connected above");
+        let r = async {
+            c.send(&req).await?;
+            Ok::<_, ManagerError>(c.recv().await?)
+        }
+        .await;
+        if r.is_err() {
+            *conn = None;
+        }
+        check(r?)
+    }
+
+    fn blocking_call(&self, req: Request) -> Result<Response, ManagerError> {
+        let mut conn = self.conn.blocking_lock();
+        if conn.is_none() {
+            // Connecting is async; a small runtime of our own does it.
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|_| ManagerError::Disconnected)?;
+            let c = rt.block_on(Client::connect(&self.address, &self.key))?;
+            *conn = Some(c);
+        }
+        let c = conn.as_ref().expect("connected above");
+        let r = c
+            .blocking_send(&req)
+            .map_err(ManagerError::from)
+            .and_then(|()| c.blocking_recv().map_err(ManagerError::from));
+        if r.is_err() {
+            *conn = None;
+        }
+        check(r?)
+    }
+}
+
+fn check(r: Response) -> Result<Response, ManagerError> {
+    match r {
+        Response::Error(why) => Err(ManagerError::Refused(why)),
+        r => Ok(r),
+    }
+}
+
+fn unexpected(r: Response) -> ManagerError {
+    ManagerError::Refused(format!("unexpected answer {r:?}"))
+}
+
+/// A handle to a manager server process.
+pub struct Manager {
+    link: Arc<Link>,
+    server: Option<Process<()>>,
+    dir: PathBuf,
+}
+
+impl fmt::Debug for Manager {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Manager")
+            .field("address", &self.link.address)
+            .finish()
+    }
+}
+
+impl Manager {
+    /// Starts a manager server process and waits until it listens.
+    ///
+    /// # Errors
+    /// [`ManagerError::Start`] if the process or its socket could not be made.
+    pub async fn start() -> Result<Manager, ManagerError> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "procpool-manager-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let start = |e: &dyn fmt::Display| ManagerError::Start(e.to_string());
+        std::fs::create_dir(&dir).map_err(|e| start(&e))?;
+        // Only this user may reach the socket; the key is the second lock.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| start(&e))?;
+        }
+        let path = dir.join("socket");
+        let (ready, ready_child) = crate::pipe::<()>().map_err(|e| start(&e))?;
+        let server = Process::builder()
+            .name("Manager")
+            .daemon(true)
+            .spawn(server::serve, (path.clone(), ready_child))
+            .map_err(|e| start(&e))?;
+        ready
+            .recv()
+            .await
+            .map_err(|e| ManagerError::Start(format!("the server did not come up: {e}")))?;
+        Ok(Manager {
+            link: Link::new(Address::Unix(path), connection::authkey()),
+            server: Some(server),
+            dir,
+        })
+    }
+
+    /// Stops the server. Proxies used afterwards return [`ManagerError::Disconnected`].
+    ///
+    /// # Errors
+    /// [`ManagerError::Disconnected`] if it was already gone.
+    pub async fn shutdown(mut self) -> Result<(), ManagerError> {
+        let r = self.link.call(Request::Shutdown).await;
+        if let Some(mut p) = self.server.take() {
+            let _ = p.join().await;
+        }
+        r.map(drop)
+    }
+
+    async fn new_object(&self, kind: Kind, init: Vec<u8>) -> Result<u64, ManagerError> {
+        match self.link.call(Request::New(kind, init)).await? {
+            Response::Id(id) => Ok(id),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    /// A shared value, initially `init` (Python's `manager.Value`).
+    ///
+    /// # Errors
+    /// [`ManagerError`] if the manager is gone or `init` does not encode.
+    pub async fn value<T: Serialize>(&self, init: &T) -> Result<ValueProxy<T>, ManagerError> {
+        let id = self.new_object(Kind::Value, encode(init)?).await?;
+        Ok(ValueProxy(Proxy::new(self.link.clone(), id)))
+    }
+
+    /// A shared, empty list (Python's `manager.list()`).
+    ///
+    /// # Errors
+    /// [`ManagerError::Disconnected`] if the manager is gone.
+    pub async fn list<T>(&self) -> Result<ListProxy<T>, ManagerError> {
+        let id = self.new_object(Kind::List, Vec::new()).await?;
+        Ok(ListProxy(Proxy::new(self.link.clone(), id)))
+    }
+
+    /// A shared, empty dict (Python's `manager.dict()`). Keys are compared by their
+    /// encoding.
+    ///
+    /// # Errors
+    /// [`ManagerError::Disconnected`] if the manager is gone.
+    pub async fn dict<K, V>(&self) -> Result<DictProxy<K, V>, ManagerError> {
+        let id = self.new_object(Kind::Dict, Vec::new()).await?;
+        Ok(DictProxy(Proxy::new(self.link.clone(), id)))
+    }
+
+    /// A shared namespace: string names to values of any serde type (Python's
+    /// `manager.Namespace()`).
+    ///
+    /// # Errors
+    /// [`ManagerError::Disconnected`] if the manager is gone.
+    pub async fn namespace(&self) -> Result<Namespace, ManagerError> {
+        let id = self.new_object(Kind::Namespace, Vec::new()).await?;
+        Ok(Namespace(Proxy::new(self.link.clone(), id)))
+    }
+}
+
+impl Drop for Manager {
+    fn drop(&mut self) {
+        // A daemonic server is killed when its `Process` drops unjoined.
+        self.server.take();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// What every proxy holds.
+struct Proxy<T> {
+    link: Arc<Link>,
+    id: u64,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T> Proxy<T> {
+    fn new(link: Arc<Link>, id: u64) -> Self {
+        Proxy {
+            link,
+            id,
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<T> Clone for Proxy<T> {
+    fn clone(&self) -> Self {
+        Proxy::new(self.link.clone(), self.id)
+    }
+}
+
+impl<T> Serialize for Proxy<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        (&self.link.address, &self.link.key, self.id).serialize(s)
+    }
+}
+
+impl<'de, T> Deserialize<'de> for Proxy<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let (address, key, id) = <(Address, Vec<u8>, u64)>::deserialize(d)?;
+        Ok(Proxy::new(Link::new(address, key), id))
+    }
+}
+
+/// Clone, Debug and serde for a proxy newtype.
+macro_rules! proxy_impls {
+    ($name:ident < $($p:ident),* >) => {
+        impl<$($p),*> Clone for $name<$($p),*> {
+            fn clone(&self) -> Self {
+                $name(self.0.clone())
+            }
+        }
+
+        impl<$($p),*> fmt::Debug for $name<$($p),*> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct(stringify!($name)).field("id", &self.0.id).finish()
+            }
+        }
+
+        impl<$($p),*> Serialize for $name<$($p),*> {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                self.0.serialize(s)
+            }
+        }
+
+        impl<'de, $($p),*> Deserialize<'de> for $name<$($p),*> {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                Ok($name(Proxy::deserialize(d)?))
+            }
+        }
+    };
+}
+
+/// Defines an async method and its `blocking_` twin that send `$req` and turn the
+/// answer into the result with `$out`.
+macro_rules! call_pair {
+    ($(#[$doc:meta])* $name:ident, $blocking:ident, ($($arg:ident: $ty:ty),*) -> $ret:ty,
+     |$this:ident| $req:expr, |$resp:ident| $out:expr) => {
+        $(#[$doc])*
+        ///
+        /// # Errors
+        /// [`ManagerError::Disconnected`] once the manager is gone; a codec or refusal
+        /// error as the method says.
+        pub async fn $name(&self, $($arg: $ty),*) -> Result<$ret, ManagerError> {
+            let $this = self;
+            let req = $req;
+            let $resp = $this.0.link.call(req).await?;
+            $out
+        }
+
+        /// Blocking form of the method of the same name without `blocking_`.
+        ///
+        /// # Errors
+        /// As the async form.
+        pub fn $blocking(&self, $($arg: $ty),*) -> Result<$ret, ManagerError> {
+            let $this = self;
+            let req = $req;
+            let $resp = $this.0.link.blocking_call(req)?;
+            $out
+        }
+    };
+}
+
+fn bytes_of(r: Response) -> Result<Option<Vec<u8>>, ManagerError> {
+    match r {
+        Response::Bytes(b) => Ok(b),
+        r => Err(unexpected(r)),
+    }
+}
+
+fn len_of(r: Response) -> Result<usize, ManagerError> {
+    match r {
+        Response::Len(n) => Ok(n as usize),
+        r => Err(unexpected(r)),
+    }
+}
+
+fn unit_of(r: Response) -> Result<(), ManagerError> {
+    match r {
+        Response::Unit => Ok(()),
+        r => Err(unexpected(r)),
+    }
+}
+
+fn required<T: DeserializeOwned>(b: Option<Vec<u8>>) -> Result<T, ManagerError> {
+    decode(&b.ok_or_else(|| ManagerError::Refused("no such object".to_owned()))?)
+}
+
+/// A shared value kept by the manager.
+pub struct ValueProxy<T>(Proxy<T>);
+
+proxy_impls!(ValueProxy<T>);
+
+impl<T: Serialize + DeserializeOwned> ValueProxy<T> {
+    call_pair!(
+        /// The value (a copy).
+        get, blocking_get, () -> T,
+        |p| Request::Get(p.0.id),
+        |r| required(bytes_of(r)?)
+    );
+
+    call_pair!(
+        /// Replaces the value.
+        set, blocking_set, (v: &T) -> (),
+        |p| Request::Set(p.0.id, encode(v)?),
+        |r| unit_of(r)
+    );
+
+    /// Runs `f` on the value *in the manager* and stores its result, atomically:
+    /// `update(|v| v + 1)` from many processes loses no increment. `f` captures
+    /// nothing (as for pool tasks). Returns the new value.
+    ///
+    /// # Errors
+    /// [`ManagerError::Refused`] if `f` panicked (the value is unchanged), or if the
+    /// manager runs another build; [`ManagerError::Disconnected`] once it is gone.
+    pub async fn update<F>(&self, f: F) -> Result<T, ManagerError>
+    where
+        F: Fn(T) -> T + Copy + Send + 'static,
+    {
+        assert_zero_sized!(F);
+        let _ = f;
+        let req = Request::Update(self.0.id, task::fingerprint(), Self::func::<F>());
+        required(bytes_of(self.0.link.call(req).await?)?)
+    }
+
+    /// Blocking form of [`update`](Self::update).
+    ///
+    /// # Errors
+    /// As [`update`](Self::update).
+    pub fn blocking_update<F>(&self, f: F) -> Result<T, ManagerError>
+    where
+        F: Fn(T) -> T + Copy + Send + 'static,
+    {
+        assert_zero_sized!(F);
+        let _ = f;
+        let req = Request::Update(self.0.id, task::fingerprint(), Self::func::<F>());
+        required(bytes_of(self.0.link.blocking_call(req)?)?)
+    }
+
+    fn func<F: Fn(T) -> T + Copy>() -> TaskRef {
+        task::local_ref(task::call::<F, T, T>)
+    }
+}
+
+/// A shared list kept by the manager.
+pub struct ListProxy<T>(Proxy<T>);
+
+proxy_impls!(ListProxy<T>);
+
+impl<T: Serialize + DeserializeOwned> ListProxy<T> {
+    call_pair!(
+        /// Appends an element.
+        push, blocking_push, (v: &T) -> (),
+        |p| Request::ListPush(p.0.id, encode(v)?),
+        |r| unit_of(r)
+    );
+
+    call_pair!(
+        /// Element `i` — a copy: changing it changes nothing in the manager; write it
+        /// back with [`set`](Self::set). `None` past the end.
+        get, blocking_get, (i: usize) -> Option<T>,
+        |p| Request::ListGet(p.0.id, i as u64),
+        |r| bytes_of(r)?.map(|b| decode(&b)).transpose()
+    );
+
+    call_pair!(
+        /// Replaces element `i`.
+        set, blocking_set, (i: usize, v: &T) -> (),
+        |p| Request::ListSet(p.0.id, i as u64, encode(v)?),
+        |r| unit_of(r)
+    );
+
+    call_pair!(
+        /// The number of elements.
+        len, blocking_len, () -> usize,
+        |p| Request::Len(p.0.id),
+        |r| len_of(r)
+    );
+
+    call_pair!(
+        /// Whether the list has no element.
+        is_empty, blocking_is_empty, () -> bool,
+        |p| Request::Len(p.0.id),
+        |r| len_of(r).map(|n| n == 0)
+    );
+
+    call_pair!(
+        /// A copy of all elements.
+        to_vec, blocking_to_vec, () -> Vec<T>,
+        |p| Request::Items(p.0.id),
+        |r| match r {
+            Response::Items(items) => items.iter().map(|(_, v)| decode(v)).collect(),
+            r => Err(unexpected(r)),
+        }
+    );
+}
+
+/// A shared dict kept by the manager.
+pub struct DictProxy<K, V>(Proxy<(K, V)>);
+
+proxy_impls!(DictProxy<K, V>);
+
+impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy<K, V> {
+    call_pair!(
+        /// Sets `key` to `value`.
+        insert, blocking_insert, (key: &K, value: &V) -> (),
+        |p| Request::DictSet(p.0.id, encode(key)?, encode(value)?),
+        |r| unit_of(r)
+    );
+
+    call_pair!(
+        /// The value for `key` (a copy), if any.
+        get, blocking_get, (key: &K) -> Option<V>,
+        |p| Request::DictGet(p.0.id, encode(key)?),
+        |r| bytes_of(r)?.map(|b| decode(&b)).transpose()
+    );
+
+    call_pair!(
+        /// Removes `key`, returning its value.
+        remove, blocking_remove, (key: &K) -> Option<V>,
+        |p| Request::DictRemove(p.0.id, encode(key)?),
+        |r| bytes_of(r)?.map(|b| decode(&b)).transpose()
+    );
+
+    call_pair!(
+        /// The number of entries.
+        len, blocking_len, () -> usize,
+        |p| Request::Len(p.0.id),
+        |r| len_of(r)
+    );
+
+    call_pair!(
+        /// Whether the dict has no entry.
+        is_empty, blocking_is_empty, () -> bool,
+        |p| Request::Len(p.0.id),
+        |r| len_of(r).map(|n| n == 0)
+    );
+
+    call_pair!(
+        /// A copy of all entries (in key-encoding order).
+        items, blocking_items, () -> Vec<(K, V)>,
+        |p| Request::Items(p.0.id),
+        |r| match r {
+            Response::Items(items) => items
+                .iter()
+                .map(|(k, v)| Ok((decode(k)?, decode(v)?)))
+                .collect(),
+            r => Err(unexpected(r)),
+        }
+    );
+}
+
+/// A shared namespace kept by the manager: names to values of any serde type.
+pub struct Namespace(Proxy<()>);
+
+impl Clone for Namespace {
+    fn clone(&self) -> Self {
+        Namespace(self.0.clone())
+    }
+}
+
+impl fmt::Debug for Namespace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Namespace").field("id", &self.0.id).finish()
+    }
+}
+
+impl Serialize for Namespace {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Namespace {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Namespace(Proxy::deserialize(d)?))
+    }
+}
+
+impl Namespace {
+    /// Sets `name` to `value`.
+    ///
+    /// # Errors
+    /// [`ManagerError::Disconnected`] once the manager is gone.
+    pub async fn set<T: Serialize>(&self, name: &str, value: &T) -> Result<(), ManagerError> {
+        unit_of(
+            self.0
+                .link
+                .call(Request::DictSet(self.0.id, encode(&name)?, encode(value)?))
+                .await?,
+        )
+    }
+
+    /// The value of `name` (a copy), if set.
+    ///
+    /// # Errors
+    /// [`ManagerError::Codec`] if it is not a `T`; [`ManagerError::Disconnected`] once
+    /// the manager is gone.
+    pub async fn get<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, ManagerError> {
+        let r = self
+            .0
+            .link
+            .call(Request::DictGet(self.0.id, encode(&name)?))
+            .await?;
+        bytes_of(r)?.map(|b| decode(&b)).transpose()
+    }
+
+    /// Blocking form of [`set`](Self::set).
+    ///
+    /// # Errors
+    /// As [`set`](Self::set).
+    pub fn blocking_set<T: Serialize>(&self, name: &str, value: &T) -> Result<(), ManagerError> {
+        unit_of(self.0.link.blocking_call(Request::DictSet(
+            self.0.id,
+            encode(&name)?,
+            encode(value)?,
+        ))?)
+    }
+
+    /// Blocking form of [`get`](Self::get).
+    ///
+    /// # Errors
+    /// As [`get`](Self::get).
+    pub fn blocking_get<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, ManagerError> {
+        let r = self
+            .0
+            .link
+            .blocking_call(Request::DictGet(self.0.id, encode(&name)?))?;
+        bytes_of(r)?.map(|b| decode(&b)).transpose()
+    }
+}
