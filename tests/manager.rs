@@ -132,3 +132,103 @@ async fn proxies_are_disconnected_after_shutdown() {
         Err(ManagerError::Disconnected)
     ));
 }
+
+fn produce(q: procpool::manager::QueueProxy<u32>) {
+    for i in 0..5 {
+        q.blocking_put(&i).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn queue_event_and_lock_proxies() {
+    let m = Manager::start().await.unwrap();
+    let q = m.queue::<u32>().await.unwrap();
+    let mut p = Process::spawn(produce, q.clone()).unwrap();
+    let mut got = Vec::new();
+    for _ in 0..5 {
+        got.push(q.get().await.unwrap());
+    }
+    p.join().await.unwrap();
+    assert_eq!(got, [0, 1, 2, 3, 4]);
+    assert!(q.is_empty().await.unwrap());
+
+    let e = m.event().await.unwrap();
+    let mut waiter = Process::spawn(
+        |e: procpool::manager::EventProxy| e.blocking_wait().is_ok(),
+        e.clone(),
+    )
+    .unwrap();
+    assert!(!e.is_set().await.unwrap());
+    e.set().await.unwrap();
+    assert!(waiter.join().await.unwrap());
+    e.clear().await.unwrap();
+    assert!(!e.is_set().await.unwrap());
+
+    let l = m.lock().await.unwrap();
+    let g = l.lock().await.unwrap();
+    drop(g);
+    let _again = l.lock().await.unwrap();
+    m.shutdown().await.unwrap();
+}
+
+fn hold_manager_lock((l, ready): (procpool::manager::LockProxy, procpool::Connection<()>)) {
+    let _g = l.blocking_lock().unwrap();
+    ready.blocking_send(&()).unwrap();
+    loop {
+        std::thread::park();
+    }
+}
+
+#[tokio::test]
+async fn a_lock_held_by_a_killed_client_is_released() {
+    let m = Manager::start().await.unwrap();
+    let l = m.lock().await.unwrap();
+    let (ours, theirs) = procpool::pipe::<()>().unwrap();
+    let mut holder = Process::spawn(hold_manager_lock, (l.clone(), theirs)).unwrap();
+    ours.recv().await.unwrap();
+    let (got, ()) = tokio::join!(l.lock(), async { holder.kill().unwrap() });
+    assert!(got.is_ok(), "the manager released the dead client's lock");
+    assert!(holder.join().await.is_err());
+    m.shutdown().await.unwrap();
+}
+
+fn remote_client((addr, key): (procpool::connection::Address, Vec<u8>)) -> Result<i64, String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let m = Manager::connect(&addr, &key)
+            .await
+            .map_err(|e| e.to_string())?;
+        let ns = m.namespace().await.map_err(|e| e.to_string())?;
+        ns.set("from", &"child".to_owned())
+            .await
+            .map_err(|e| e.to_string())?;
+        let v = m.value(&41i64).await.map_err(|e| e.to_string())?;
+        v.update(|x| x + 1).await.map_err(|e| e.to_string())
+    })
+}
+
+#[tokio::test]
+async fn a_remote_manager_over_tcp_with_right_and_wrong_keys() {
+    let server = Manager::serve(
+        "127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap(),
+        b"remote-key",
+    )
+    .await
+    .unwrap();
+    let addr = server.address().clone();
+    let serving = tokio::spawn(server.run());
+    let mut good = Process::spawn(remote_client, (addr.clone(), b"remote-key".to_vec())).unwrap();
+    assert_eq!(good.join().await.unwrap(), Ok(42));
+    let mut bad = Process::spawn(remote_client, (addr.clone(), b"wrong".to_vec())).unwrap();
+    let refused = bad.join().await.unwrap().unwrap_err();
+    assert!(refused.contains("digest sent was rejected"), "{refused}");
+    // Shut it down from here; the serving task ends, and proxies are disconnected.
+    let m = Manager::connect(&addr, b"remote-key").await.unwrap();
+    let v = m.value(&0u8).await.unwrap();
+    m.shutdown().await.unwrap();
+    serving.await.unwrap();
+    assert!(matches!(v.get().await, Err(ManagerError::Disconnected)));
+}

@@ -16,9 +16,11 @@
 //! copy visible). For read-modify-write use [`ValueProxy::update`], which runs the
 //! function *on the server*, so `update(|v| v + 1)` from many processes loses nothing.
 //!
-//! # Status
-//! Values, lists, dicts and namespaces; queues, locks, events and remote managers are
-//! not built yet.
+//! # Remote managers
+//! [`Manager::serve`] makes this process a manager reachable over TCP (or a unix
+//! path) with a key of your choice; [`Manager::connect`] reaches it from another
+//! process or program. Server-side [`ValueProxy::update`] needs the same build of the
+//! program on both ends (checked); every other method works between programs.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -189,6 +191,32 @@ impl Link {
     }
 }
 
+impl Link {
+    /// A fresh connection of its own, for a request that waits (so that it holds up no
+    /// other proxy of this process) or that owns something (a lock).
+    async fn dedicated(&self) -> Result<Connection<Request, Response>, ManagerError> {
+        Ok(Client::connect(&self.address, &self.key).await?)
+    }
+
+    fn blocking_dedicated(&self) -> Result<Connection<Request, Response>, ManagerError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|_| ManagerError::Disconnected)?;
+        Ok(rt.block_on(Client::connect(&self.address, &self.key))?)
+    }
+}
+
+async fn ask(c: &Connection<Request, Response>, req: Request) -> Result<Response, ManagerError> {
+    c.send(&req).await?;
+    check(c.recv().await?)
+}
+
+fn blocking_ask(c: &Connection<Request, Response>, req: Request) -> Result<Response, ManagerError> {
+    c.blocking_send(&req)?;
+    check(c.blocking_recv()?)
+}
+
 fn check(r: Response) -> Result<Response, ManagerError> {
     match r {
         Response::Error(why) => Err(ManagerError::Refused(why)),
@@ -204,7 +232,33 @@ fn unexpected(r: Response) -> ManagerError {
 pub struct Manager {
     link: Arc<Link>,
     server: Option<Process<()>>,
-    dir: PathBuf,
+    /// The private directory of a local server's socket.
+    dir: Option<PathBuf>,
+}
+
+/// A manager served by this process, for clients elsewhere ([`Manager::serve`]).
+pub struct ManagerServer {
+    listener: connection::Listener,
+}
+
+impl fmt::Debug for ManagerServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ManagerServer")
+            .field("address", self.listener.address())
+            .finish()
+    }
+}
+
+impl ManagerServer {
+    /// Where clients reach it (with the port chosen, for port 0).
+    pub fn address(&self) -> &Address {
+        self.listener.address()
+    }
+
+    /// Serves clients until one of them calls [`Manager::shutdown`].
+    pub async fn run(self) {
+        server::run(self.listener).await
+    }
 }
 
 impl fmt::Debug for Manager {
@@ -249,8 +303,45 @@ impl Manager {
         Ok(Manager {
             link: Link::new(Address::Unix(path), connection::authkey()),
             server: Some(server),
-            dir,
+            dir: Some(dir),
         })
+    }
+
+    /// A manager reachable at `address` (TCP, or a unix path) by peers that know
+    /// `authkey`, served by this process: call [`run`](ManagerServer::run) on the result.
+    /// Peers with another key get [`connection::AuthenticationError`] and nothing else.
+    ///
+    /// # Errors
+    /// [`ManagerError::Start`] if the address cannot be bound.
+    pub async fn serve(
+        address: impl Into<Address>,
+        authkey: &[u8],
+    ) -> Result<ManagerServer, ManagerError> {
+        let listener = connection::Listener::bind(address, authkey)
+            .await
+            .map_err(|e| ManagerError::Start(e.to_string()))?;
+        Ok(ManagerServer { listener })
+    }
+
+    /// Connects to a manager served elsewhere ([`Manager::serve`], or another
+    /// process's [`Manager::start`]), from this or another program.
+    ///
+    /// # Errors
+    /// [`ManagerError::Authentication`] with the wrong key;
+    /// [`ManagerError::Disconnected`] if nothing serves there.
+    pub async fn connect(address: &Address, authkey: &[u8]) -> Result<Manager, ManagerError> {
+        let link = Link::new(address.clone(), authkey.to_vec());
+        unit_of(link.call(Request::Ping).await?)?;
+        Ok(Manager {
+            link,
+            server: None,
+            dir: None,
+        })
+    }
+
+    /// Where the manager listens.
+    pub fn address(&self) -> &Address {
+        &self.link.address
     }
 
     /// Stops the server. Proxies used afterwards return [`ManagerError::Disconnected`].
@@ -300,6 +391,34 @@ impl Manager {
         Ok(DictProxy(Proxy::new(self.link.clone(), id)))
     }
 
+    /// A shared FIFO queue without a bound (Python's `manager.Queue()`).
+    ///
+    /// # Errors
+    /// [`ManagerError::Disconnected`] if the manager is gone.
+    pub async fn queue<T>(&self) -> Result<QueueProxy<T>, ManagerError> {
+        let id = self.new_object(Kind::Queue, Vec::new()).await?;
+        Ok(QueueProxy(Proxy::new(self.link.clone(), id)))
+    }
+
+    /// A shared lock (Python's `manager.Lock()`). A client that dies holding it
+    /// releases it: the manager sees its connection close.
+    ///
+    /// # Errors
+    /// [`ManagerError::Disconnected`] if the manager is gone.
+    pub async fn lock(&self) -> Result<LockProxy, ManagerError> {
+        let id = self.new_object(Kind::Lock, Vec::new()).await?;
+        Ok(LockProxy(Proxy::new(self.link.clone(), id)))
+    }
+
+    /// A shared event (Python's `manager.Event()`).
+    ///
+    /// # Errors
+    /// [`ManagerError::Disconnected`] if the manager is gone.
+    pub async fn event(&self) -> Result<EventProxy, ManagerError> {
+        let id = self.new_object(Kind::Event, Vec::new()).await?;
+        Ok(EventProxy(Proxy::new(self.link.clone(), id)))
+    }
+
     /// A shared namespace: string names to values of any serde type (Python's
     /// `manager.Namespace()`).
     ///
@@ -315,7 +434,9 @@ impl Drop for Manager {
     fn drop(&mut self) {
         // A daemonic server is killed when its `Process` drops unjoined.
         self.server.take();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if let Some(dir) = self.dir.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
@@ -377,6 +498,36 @@ macro_rules! proxy_impls {
         }
 
         impl<'de, $($p),*> Deserialize<'de> for $name<$($p),*> {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                Ok($name(Proxy::deserialize(d)?))
+            }
+        }
+    };
+}
+
+macro_rules! plain_proxy_impls {
+    ($name:ident) => {
+        impl Clone for $name {
+            fn clone(&self) -> Self {
+                $name(self.0.clone())
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct(stringify!($name))
+                    .field("id", &self.0.id)
+                    .finish()
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                self.0.serialize(s)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
                 Ok($name(Proxy::deserialize(d)?))
             }
@@ -606,29 +757,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy
 /// A shared namespace kept by the manager: names to values of any serde type.
 pub struct Namespace(Proxy<()>);
 
-impl Clone for Namespace {
-    fn clone(&self) -> Self {
-        Namespace(self.0.clone())
-    }
-}
-
-impl fmt::Debug for Namespace {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Namespace").field("id", &self.0.id).finish()
-    }
-}
-
-impl Serialize for Namespace {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.0.serialize(s)
-    }
-}
-
-impl<'de> Deserialize<'de> for Namespace {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Ok(Namespace(Proxy::deserialize(d)?))
-    }
-}
+plain_proxy_impls!(Namespace);
 
 impl Namespace {
     /// Sets `name` to `value`.
@@ -682,3 +811,136 @@ impl Namespace {
         bytes_of(r)?.map(|b| decode(&b)).transpose()
     }
 }
+
+/// A shared queue kept by the manager.
+pub struct QueueProxy<T>(Proxy<T>);
+
+proxy_impls!(QueueProxy<T>);
+
+impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
+    call_pair!(
+        /// Appends an item (never waits: the queue has no bound).
+        put, blocking_put, (item: &T) -> (),
+        |p| Request::QueuePut(p.0.id, encode(item)?),
+        |r| unit_of(r)
+    );
+
+    call_pair!(
+        /// The number of items.
+        len, blocking_len, () -> usize,
+        |p| Request::Len(p.0.id),
+        |r| len_of(r)
+    );
+
+    call_pair!(
+        /// Whether the queue is empty.
+        is_empty, blocking_is_empty, () -> bool,
+        |p| Request::Len(p.0.id),
+        |r| len_of(r).map(|n| n == 0)
+    );
+
+    /// Takes the first item, waiting while there is none.
+    ///
+    /// # Errors
+    /// [`ManagerError::Disconnected`] once the manager is gone.
+    ///
+    /// # Cancel safety
+    /// If cancelled, the request's connection closes; an item the manager had already
+    /// taken for it is lost.
+    pub async fn get(&self) -> Result<T, ManagerError> {
+        let c = self.0.link.dedicated().await?;
+        required(bytes_of(ask(&c, Request::QueueGet(self.0.id)).await?)?)
+    }
+
+    /// Blocking form of [`get`](Self::get).
+    ///
+    /// # Errors
+    /// As [`get`](Self::get).
+    pub fn blocking_get(&self) -> Result<T, ManagerError> {
+        let c = self.0.link.blocking_dedicated()?;
+        required(bytes_of(blocking_ask(&c, Request::QueueGet(self.0.id))?)?)
+    }
+}
+
+/// A shared lock kept by the manager.
+pub struct LockProxy(Proxy<()>);
+
+/// Holds a [`LockProxy`]'s lock; dropping it releases the lock (the manager sees the
+/// holder's connection close).
+#[derive(Debug)]
+#[must_use = "the lock is released as soon as the guard is dropped"]
+pub struct ManagerLockGuard {
+    _conn: Connection<Request, Response>,
+}
+
+impl LockProxy {
+    /// Takes the lock, waiting while another holds it.
+    ///
+    /// # Errors
+    /// [`ManagerError::Disconnected`] once the manager is gone.
+    pub async fn lock(&self) -> Result<ManagerLockGuard, ManagerError> {
+        let c = self.0.link.dedicated().await?;
+        unit_of(ask(&c, Request::LockAcquire(self.0.id)).await?)?;
+        Ok(ManagerLockGuard { _conn: c })
+    }
+
+    /// Blocking form of [`lock`](Self::lock).
+    ///
+    /// # Errors
+    /// As [`lock`](Self::lock).
+    pub fn blocking_lock(&self) -> Result<ManagerLockGuard, ManagerError> {
+        let c = self.0.link.blocking_dedicated()?;
+        unit_of(blocking_ask(&c, Request::LockAcquire(self.0.id))?)?;
+        Ok(ManagerLockGuard { _conn: c })
+    }
+}
+
+/// A shared event kept by the manager.
+pub struct EventProxy(Proxy<()>);
+
+impl EventProxy {
+    call_pair!(
+        /// Sets the flag, waking every waiter.
+        set, blocking_set, () -> (),
+        |p| Request::EventSet(p.0.id),
+        |r| unit_of(r)
+    );
+
+    call_pair!(
+        /// Clears the flag.
+        clear, blocking_clear, () -> (),
+        |p| Request::EventClear(p.0.id),
+        |r| unit_of(r)
+    );
+
+    call_pair!(
+        /// Whether the flag is set.
+        is_set, blocking_is_set, () -> bool,
+        |p| Request::EventIsSet(p.0.id),
+        |r| match r {
+            Response::Bool(b) => Ok(b),
+            r => Err(unexpected(r)),
+        }
+    );
+
+    /// Waits until the flag is set.
+    ///
+    /// # Errors
+    /// [`ManagerError::Disconnected`] once the manager is gone.
+    pub async fn wait(&self) -> Result<(), ManagerError> {
+        let c = self.0.link.dedicated().await?;
+        unit_of(ask(&c, Request::EventWait(self.0.id)).await?)
+    }
+
+    /// Blocking form of [`wait`](Self::wait).
+    ///
+    /// # Errors
+    /// As [`wait`](Self::wait).
+    pub fn blocking_wait(&self) -> Result<(), ManagerError> {
+        let c = self.0.link.blocking_dedicated()?;
+        unit_of(blocking_ask(&c, Request::EventWait(self.0.id))?)
+    }
+}
+
+plain_proxy_impls!(LockProxy);
+plain_proxy_impls!(EventProxy);

@@ -1,7 +1,7 @@
 //! The manager's server process: objects kept encoded, one task per client
 //! connection, each request applied under one mutex (so it is atomic).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -19,10 +19,13 @@ pub(crate) enum Kind {
     List,
     Dict,
     Namespace,
+    Queue,
+    Lock,
+    Event,
 }
 
 /// A request from a proxy.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) enum Request {
     New(Kind, Vec<u8>),
     Get(u64),
@@ -37,6 +40,20 @@ pub(crate) enum Request {
     DictRemove(u64, Vec<u8>),
     Len(u64),
     Items(u64),
+    QueuePut(u64, Vec<u8>),
+    /// Waits for an item.
+    QueueGet(u64),
+    /// Waits for the lock; it is held by this connection until `LockRelease` or until
+    /// the connection closes.
+    LockAcquire(u64),
+    LockRelease(u64),
+    EventSet(u64),
+    EventClear(u64),
+    EventIsSet(u64),
+    /// Waits until the event is set.
+    EventWait(u64),
+    /// Does nothing: checks the connection (and the key).
+    Ping,
     Shutdown,
 }
 
@@ -47,6 +64,7 @@ pub(crate) enum Response {
     Bytes(Option<Vec<u8>>),
     Len(u64),
     Items(Vec<(Vec<u8>, Vec<u8>)>),
+    Bool(bool),
     Unit,
     Error(String),
 }
@@ -55,6 +73,10 @@ enum Object {
     Value(Vec<u8>),
     List(Vec<Vec<u8>>),
     Map(BTreeMap<Vec<u8>, Vec<u8>>),
+    Queue(VecDeque<Vec<u8>>),
+    /// Held by the connection with this number.
+    Lock(Option<u64>),
+    Event(bool),
 }
 
 #[derive(Default)]
@@ -63,39 +85,115 @@ struct State {
     objects: HashMap<u64, Object>,
 }
 
+/// The state, and a notification for every change that waiters re-check.
+#[derive(Default)]
+struct Shared {
+    state: Mutex<State>,
+    changed: tokio::sync::Notify,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Answers `req` for connection `conn`, waiting (without holding the state) for
+    /// requests that wait.
+    async fn answer(&self, conn: u64, req: Request) -> Response {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let (resp, did_change) = {
+                let mut st = self.lock();
+                st.apply(conn, &req)
+            };
+            if did_change {
+                self.changed.notify_waiters();
+            }
+            match resp {
+                Some(r) => return r,
+                None => changed.await,
+            }
+        }
+    }
+
+    /// Releases every lock `conn` holds (its connection closed).
+    fn release_all(&self, conn: u64) {
+        let mut released = false;
+        for obj in self.lock().objects.values_mut() {
+            if let Object::Lock(holder) = obj {
+                if *holder == Some(conn) {
+                    *holder = None;
+                    released = true;
+                }
+            }
+        }
+        if released {
+            self.changed.notify_waiters();
+        }
+    }
+}
+
 fn refuse(why: impl Into<String>) -> Response {
     Response::Error(why.into())
 }
 
 impl State {
-    fn apply(&mut self, req: Request) -> Response {
+    /// Applies `req` for connection `conn`: `None` if it must wait; the flag says
+    /// whether anything changed (waiters then look again).
+    fn apply(&mut self, conn: u64, req: &Request) -> (Option<Response>, bool) {
+        let mutating = !matches!(
+            req,
+            Request::Get(_)
+                | Request::ListGet(..)
+                | Request::DictGet(..)
+                | Request::Len(_)
+                | Request::Items(_)
+                | Request::EventIsSet(_)
+                | Request::EventWait(_)
+                | Request::Ping
+        );
+        match self.apply_inner(conn, req.clone()) {
+            Some(Response::Error(e)) => (Some(Response::Error(e)), false),
+            Some(r) => (Some(r), mutating),
+            None => (None, false),
+        }
+    }
+
+    fn apply_inner(&mut self, conn: u64, req: Request) -> Option<Response> {
         use Object::*;
-        let missing = || refuse("no such object");
-        match req {
+        let missing = || Some(refuse("no such object"));
+        Some(match req {
             Request::New(kind, init) => {
                 self.next += 1;
                 let obj = match kind {
                     Kind::Value => Value(init),
                     Kind::List => List(Vec::new()),
                     Kind::Dict | Kind::Namespace => Map(BTreeMap::new()),
+                    Kind::Queue => Queue(VecDeque::new()),
+                    Kind::Lock => Lock(None),
+                    Kind::Event => Event(false),
                 };
                 self.objects.insert(self.next, obj);
                 Response::Id(self.next)
             }
             Request::Get(id) => match self.objects.get(&id) {
                 Some(Value(v)) => Response::Bytes(Some(v.clone())),
-                _ => missing(),
+                _ => return missing(),
             },
             Request::Set(id, bytes) => match self.objects.get_mut(&id) {
                 Some(Value(v)) => {
                     *v = bytes;
                     Response::Unit
                 }
-                _ => missing(),
+                _ => return missing(),
             },
             Request::Update(id, fingerprint, func) => {
                 if fingerprint != task::fingerprint() {
-                    return refuse("update: the caller runs another build than the manager");
+                    return Some(refuse(
+                        "update: the caller runs another build than the manager",
+                    ));
                 }
                 let Some(Value(v)) = self.objects.get_mut(&id) else {
                     return missing();
@@ -115,11 +213,11 @@ impl State {
                     l.push(bytes);
                     Response::Unit
                 }
-                _ => missing(),
+                _ => return missing(),
             },
             Request::ListGet(id, i) => match self.objects.get(&id) {
                 Some(List(l)) => Response::Bytes(l.get(i as usize).cloned()),
-                _ => missing(),
+                _ => return missing(),
             },
             Request::ListSet(id, i, bytes) => match self.objects.get_mut(&id) {
                 Some(List(l)) => match l.get_mut(i as usize) {
@@ -129,27 +227,28 @@ impl State {
                     }
                     None => refuse(format!("index {i} out of range for length {}", l.len())),
                 },
-                _ => missing(),
+                _ => return missing(),
             },
             Request::DictSet(id, k, v) => match self.objects.get_mut(&id) {
                 Some(Map(m)) => {
                     m.insert(k, v);
                     Response::Unit
                 }
-                _ => missing(),
+                _ => return missing(),
             },
             Request::DictGet(id, k) => match self.objects.get(&id) {
                 Some(Map(m)) => Response::Bytes(m.get(&k).cloned()),
-                _ => missing(),
+                _ => return missing(),
             },
             Request::DictRemove(id, k) => match self.objects.get_mut(&id) {
                 Some(Map(m)) => Response::Bytes(m.remove(&k)),
-                _ => missing(),
+                _ => return missing(),
             },
             Request::Len(id) => match self.objects.get(&id) {
                 Some(List(l)) => Response::Len(l.len() as u64),
                 Some(Map(m)) => Response::Len(m.len() as u64),
-                _ => missing(),
+                Some(Queue(q)) => Response::Len(q.len() as u64),
+                _ => return missing(),
             },
             Request::Items(id) => match self.objects.get(&id) {
                 Some(List(l)) => {
@@ -158,10 +257,61 @@ impl State {
                 Some(Map(m)) => {
                     Response::Items(m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
                 }
-                _ => missing(),
+                _ => return missing(),
             },
-            Request::Shutdown => Response::Unit,
-        }
+            Request::QueuePut(id, bytes) => match self.objects.get_mut(&id) {
+                Some(Queue(q)) => {
+                    q.push_back(bytes);
+                    Response::Unit
+                }
+                _ => return missing(),
+            },
+            Request::QueueGet(id) => match self.objects.get_mut(&id) {
+                Some(Queue(q)) => Response::Bytes(Some(q.pop_front()?)),
+                _ => return missing(),
+            },
+            Request::LockAcquire(id) => match self.objects.get_mut(&id) {
+                Some(Lock(holder)) => match holder {
+                    None => {
+                        *holder = Some(conn);
+                        Response::Unit
+                    }
+                    Some(h) if *h == conn => Response::Error("already held by this caller".into()),
+                    Some(_) => return None,
+                },
+                _ => return missing(),
+            },
+            Request::LockRelease(id) => match self.objects.get_mut(&id) {
+                Some(Lock(holder)) if *holder == Some(conn) => {
+                    *holder = None;
+                    Response::Unit
+                }
+                Some(Lock(_)) => {
+                    Response::Error("released by a caller that does not hold it".into())
+                }
+                _ => return missing(),
+            },
+            Request::EventSet(id) | Request::EventClear(id) => {
+                let set = matches!(req, Request::EventSet(_));
+                match self.objects.get_mut(&id) {
+                    Some(Event(flag)) => {
+                        *flag = set;
+                        Response::Unit
+                    }
+                    _ => return missing(),
+                }
+            }
+            Request::EventIsSet(id) => match self.objects.get(&id) {
+                Some(Event(flag)) => Response::Bool(*flag),
+                _ => return missing(),
+            },
+            Request::EventWait(id) => match self.objects.get(&id) {
+                Some(Event(true)) => Response::Unit,
+                Some(Event(false)) => return None,
+                _ => return missing(),
+            },
+            Request::Ping | Request::Shutdown => Response::Unit,
+        })
     }
 }
 
@@ -175,39 +325,53 @@ pub(crate) fn serve((path, ready): (PathBuf, Connection<()>)) {
         return;
     };
     rt.block_on(async move {
-        let Ok(mut listener) = Listener::bind(path, &crate::connection::authkey()).await else {
+        let Ok(listener) = Listener::bind(path, &crate::connection::authkey()).await else {
             return;
         };
         if ready.send(&()).await.is_err() {
             return;
         }
         drop(ready);
-        let state = Arc::new(Mutex::new(State::default()));
-        let (stop_tx, mut stop_rx) = tokio::sync::mpsc::channel::<()>(1);
-        loop {
-            let conn: Connection<Response, Request> = tokio::select! {
-                _ = stop_rx.recv() => return,
-                c = listener.accept() => match c {
-                    Ok(c) => c,
-                    // A peer that failed the handshake: it got nothing; go on.
-                    Err(_) => continue,
-                },
-            };
-            let state = state.clone();
-            let stop = stop_tx.clone();
-            tokio::spawn(async move {
-                while let Ok(req) = conn.recv().await {
-                    let shutdown = matches!(req, Request::Shutdown);
-                    let resp = state.lock().unwrap_or_else(|p| p.into_inner()).apply(req);
-                    if conn.send(&resp).await.is_err() {
-                        return;
-                    }
-                    if shutdown {
-                        let _ = stop.send(()).await;
-                        return;
-                    }
-                }
-            });
-        }
+        run(listener).await;
     });
+}
+
+/// Serves clients of `listener` until one asks to shut down.
+pub(crate) async fn run(mut listener: Listener) {
+    let shared = Arc::new(Shared::default());
+    let (stop_tx, mut stop_rx) = tokio::sync::mpsc::channel::<()>(1);
+    let mut next_conn = 0u64;
+    loop {
+        let conn: Connection<Response, Request> = tokio::select! {
+            _ = stop_rx.recv() => return,
+            c = listener.accept() => match c {
+                Ok(c) => c,
+                // A peer that failed the handshake got nothing; go on.
+                Err(_) => continue,
+            },
+        };
+        next_conn += 1;
+        let id = next_conn;
+        let shared = shared.clone();
+        let stop = stop_tx.clone();
+        tokio::spawn(async move {
+            while let Ok(req) = conn.recv().await {
+                let shutdown = matches!(req, Request::Shutdown);
+                // A waiting request ends early if the client goes away meanwhile.
+                let resp = tokio::select! {
+                    r = shared.answer(id, req) => r,
+                    _ = conn.poll(std::time::Duration::from_secs(u64::MAX / 4)) => break,
+                };
+                if conn.send(&resp).await.is_err() {
+                    break;
+                }
+                if shutdown {
+                    let _ = stop.send(()).await;
+                    break;
+                }
+            }
+            // Whatever this client held is free again (also when it died).
+            shared.release_all(id);
+        });
+    }
 }
