@@ -45,6 +45,11 @@
 //! whose holder died is handed to the next acquirer with
 //! [`sync::LockError::OwnerDied`] instead of deadlocking.
 //!
+//! # Managers and authenticated connections
+//! [`connection`] has Python's `Listener` and `Client` with authkey authentication;
+//! [`Manager`] keeps shared objects in a server process behind proxies, locally or
+//! over TCP.
+//!
 //! # How workers start
 //! A worker is this executable started again (`/proc/self/exe`). procpool recognises
 //! it *before `main`*, in a library constructor, so binaries, examples, integration

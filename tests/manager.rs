@@ -6,7 +6,7 @@ use procpool::{Process, ProcessPoolExecutor};
 
 type Shared = (
     ValueProxy<i64>,
-    ValueProxy<String>,
+    ValueProxy<Vec<u8>>,
     ListProxy<u32>,
     DictProxy<String, u32>,
     Namespace,
@@ -15,7 +15,7 @@ type Shared = (
 /// Seed 000's child: changes a value, a string, a list element, appends, sets a key.
 fn modify((v, s, l, d, ns): Shared) {
     v.blocking_set(&260).unwrap();
-    s.blocking_set(&"hello, world".to_owned()).unwrap();
+    s.blocking_set(&b"hello, world".to_vec()).unwrap();
     // `get` is a copy: change it, then write it back.
     let first = l.blocking_get(0).unwrap().unwrap();
     l.blocking_set(0, &(first + 100)).unwrap();
@@ -28,7 +28,7 @@ fn modify((v, s, l, d, ns): Shared) {
 async fn a_child_changes_five_shared_objects_and_the_parent_sees_all() {
     let m = Manager::start().await.unwrap();
     let v = m.value(&250i64).await.unwrap();
-    let s = m.value(&"hello".to_owned()).await.unwrap();
+    let s = m.value(&b"hello".to_vec()).await.unwrap();
     let l = m.list::<u32>().await.unwrap();
     for i in 1..=3 {
         l.push(&i).await.unwrap();
@@ -43,7 +43,7 @@ async fn a_child_changes_five_shared_objects_and_the_parent_sees_all() {
     .unwrap();
     child.join().await.unwrap();
     assert_eq!(v.get().await.unwrap(), 260);
-    assert_eq!(s.get().await.unwrap(), "hello, world");
+    assert_eq!(s.get().await.unwrap(), b"hello, world");
     assert_eq!(l.to_vec().await.unwrap(), [101, 2, 3, 4]);
     assert_eq!(l.len().await.unwrap(), 4);
     assert_eq!(d.get(&"c".to_owned()).await.unwrap(), Some(3));
@@ -231,4 +231,37 @@ async fn a_remote_manager_over_tcp_with_right_and_wrong_keys() {
     m.shutdown().await.unwrap();
     serving.await.unwrap();
     assert!(matches!(v.get().await, Err(ManagerError::Disconnected)));
+}
+
+#[tokio::test]
+async fn dropping_the_manager_stops_it() {
+    let m = Manager::start().await.unwrap();
+    let v = m.value(&7u8).await.unwrap();
+    drop(m);
+    // The server was killed with the handle (SIGKILL: it answers nothing more), so
+    // even the connection the proxy already had ends.
+    assert!(matches!(v.get().await, Err(ManagerError::Disconnected)));
+    assert!(matches!(v.get().await, Err(ManagerError::Disconnected)));
+}
+
+#[tokio::test]
+async fn silent_and_garbage_clients_do_not_disturb_a_remote_manager() {
+    use tokio::io::AsyncWriteExt;
+    let server = Manager::serve("127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap(), b"k")
+        .await
+        .unwrap();
+    let addr = server.address().clone();
+    let procpool::connection::Address::Tcp(sa) = addr.clone() else {
+        unreachable!()
+    };
+    let serving = tokio::spawn(server.run());
+    let _silent = tokio::net::TcpStream::connect(sa).await.unwrap();
+    let mut garbage = tokio::net::TcpStream::connect(sa).await.unwrap();
+    garbage.write_all(&[0xff; 64]).await.unwrap();
+    let m = Manager::connect(&addr, b"k").await.unwrap();
+    let l = m.list::<u8>().await.unwrap();
+    l.push(&1).await.unwrap();
+    assert_eq!(l.to_vec().await.unwrap(), [1]);
+    m.shutdown().await.unwrap();
+    serving.await.unwrap();
 }
