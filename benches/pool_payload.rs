@@ -3,6 +3,11 @@
 //! The pool side also pays for cloning the 16 MiB argument each iteration (`run`
 //! takes it by value), a few ms of the total.
 //!
+//! Beside them, the shared-memory payload path: a 16 MiB `SharedMemory` passed to the
+//! worker and returned (only its descriptor travels: `pool_shm_handle`), and the same
+//! with the worker copying all 16 MiB out of it once (`pool_shm_copy_out`, one memcpy
+//! of the payload). Throughput counts 2 × 16 MiB per echo in every case.
+//!
 //! ```text
 //! cargo bench --bench pool_payload
 //! ```
@@ -24,6 +29,17 @@ fn echo(v: Vec<u8>) -> Vec<u8> {
     v
 }
 
+fn echo_shm(m: procpool::SharedMemory) -> procpool::SharedMemory {
+    m
+}
+
+fn copy_out_shm(m: procpool::SharedMemory) -> (procpool::SharedMemory, u8) {
+    let mut buf = vec![0u8; m.len()];
+    m.read(0, &mut buf);
+    let last = buf[buf.len() - 1];
+    (m, last)
+}
+
 fn payload(c: &mut Criterion) {
     let rt = common::runtime();
     let pool = common::ready_pool(&rt, 1);
@@ -33,6 +49,17 @@ fn payload(c: &mut Criterion) {
     group.bench_function("pool_vec_u8", |b| {
         b.to_async(&rt)
             .iter(|| async { pool.run(echo, data.clone()).await.unwrap() })
+    });
+
+    let shm = procpool::SharedMemory::new(SIZE).unwrap();
+    shm.write(0, &data);
+    group.bench_function("pool_shm_handle", |b| {
+        b.to_async(&rt)
+            .iter(|| async { pool.run(echo_shm, shm.clone()).await.unwrap() })
+    });
+    group.bench_function("pool_shm_copy_out", |b| {
+        b.to_async(&rt)
+            .iter(|| async { pool.run(copy_out_shm, shm.clone()).await.unwrap() })
     });
 
     let (mut a, mut peer) = UnixStream::pair().unwrap();
