@@ -143,6 +143,33 @@ impl fmt::Display for AuthenticationError {
 
 impl std::error::Error for AuthenticationError {}
 
+/// What was wrong with a peer's handshake.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HandshakeError {
+    /// It closed the connection before the handshake was over.
+    Closed,
+    /// It announced a message over 256 bytes (nothing was allocated for it).
+    TooLong,
+    /// It sent something other than a `{sha256}` challenge.
+    NotAChallenge,
+    /// It answered our digest with something other than `#WELCOME#` or `#FAILURE#`.
+    NotAVerdict,
+}
+
+impl fmt::Display for HandshakeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            HandshakeError::Closed => "the peer closed the connection",
+            HandshakeError::TooLong => "a handshake message over 256 bytes",
+            HandshakeError::NotAChallenge => "expected a {sha256} challenge",
+            HandshakeError::NotAVerdict => "expected #WELCOME# or #FAILURE#",
+        })
+    }
+}
+
+impl std::error::Error for HandshakeError {}
+
 /// Why a connection was not established.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -151,9 +178,8 @@ pub enum ConnectError {
     Authentication(AuthenticationError),
     /// The peer did not finish the handshake in time.
     HandshakeTimeout,
-    /// The peer spoke something other than the handshake (or a message over 256
-    /// bytes); it was dropped.
-    Handshake(&'static str),
+    /// The peer spoke something other than the handshake; it was dropped.
+    Handshake(HandshakeError),
     /// A socket error.
     Io(io::Error),
 }
@@ -175,6 +201,7 @@ impl std::error::Error for ConnectError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             ConnectError::Authentication(e) => Some(e),
+            ConnectError::Handshake(e) => Some(e),
             ConnectError::Io(e) => Some(e),
             _ => None,
         }
@@ -184,9 +211,7 @@ impl std::error::Error for ConnectError {
 impl From<io::Error> for ConnectError {
     fn from(e: io::Error) -> Self {
         match e.kind() {
-            io::ErrorKind::UnexpectedEof => {
-                ConnectError::Handshake("the peer closed the connection")
-            }
+            io::ErrorKind::UnexpectedEof => ConnectError::Handshake(HandshakeError::Closed),
             _ => ConnectError::Io(e),
         }
     }
@@ -207,9 +232,7 @@ async fn read_msg<R: AsyncRead + Unpin>(r: &mut R) -> Result<Vec<u8>, ConnectErr
     r.read_exact(&mut len).await?;
     let len = u32::from_le_bytes(len);
     if len > MAX_HANDSHAKE_MESSAGE {
-        return Err(ConnectError::Handshake(
-            "a handshake message over 256 bytes",
-        ));
+        return Err(ConnectError::Handshake(HandshakeError::TooLong));
     }
     let mut buf = vec![0u8; len as usize];
     r.read_exact(&mut buf).await?;
@@ -257,7 +280,7 @@ async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
     let payload = msg
         .strip_prefix(CHALLENGE)
         .filter(|p| p.starts_with(TAG))
-        .ok_or(ConnectError::Handshake("expected a {sha256} challenge"))?;
+        .ok_or(ConnectError::Handshake(HandshakeError::NotAChallenge))?;
     let mut m = mac(key);
     m.update(payload);
     let digest = m.finalize().into_bytes();
@@ -267,7 +290,7 @@ async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
         FAILURE => Err(ConnectError::Authentication(
             AuthenticationError::DigestSentWasRejected,
         )),
-        _ => Err(ConnectError::Handshake("expected #WELCOME# or #FAILURE#")),
+        _ => Err(ConnectError::Handshake(HandshakeError::NotAVerdict)),
     }
 }
 

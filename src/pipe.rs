@@ -130,6 +130,9 @@ pub enum SendError {
         /// What serde reported.
         reason: String,
     },
+    /// The message holds handles (pipe ends, queues, locks...), whose descriptors only
+    /// unix sockets carry, and this connection is TCP. Nothing was sent.
+    HandlesNeedUnixSocket,
     /// The encoded message is longer than [`MAX_MESSAGE`].
     TooLarge {
         /// Encoded length.
@@ -146,6 +149,9 @@ impl fmt::Display for SendError {
         match self {
             SendError::Closed => f.write_str("the other end of the pipe is closed"),
             SendError::Encode { type_name, reason } => fmt_codec(f, "encode", type_name, reason),
+            SendError::HandlesNeedUnixSocket => {
+                f.write_str("handles (pipe ends, queues, locks...) cannot travel over TCP")
+            }
             SendError::TooLarge { len, limit } => write!(
                 f,
                 "a message of {len} bytes is over the pipe's limit of {limit} bytes"
@@ -381,10 +387,7 @@ impl<S, R> Connection<S, R> {
 
     fn check_fds(&self, fds: &[OwnedFd]) -> Result<(), SendError> {
         if !fds.is_empty() && !self.end.local {
-            return Err(SendError::Encode {
-                type_name: type_name::<S>(),
-                reason: "handles (pipe ends, queues, locks...) cannot travel over TCP".to_owned(),
-            });
+            return Err(SendError::HandlesNeedUnixSocket);
         }
         Ok(())
     }
@@ -990,6 +993,7 @@ impl Clone for SendError {
                 type_name,
                 reason: reason.clone(),
             },
+            SendError::HandlesNeedUnixSocket => SendError::HandlesNeedUnixSocket,
             SendError::TooLarge { len, limit } => SendError::TooLarge {
                 len: *len,
                 limit: *limit,

@@ -46,6 +46,7 @@ mod server;
 
 use std::any::type_name;
 use std::fmt;
+use std::io;
 use std::marker::PhantomData;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -56,11 +57,12 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tokio::sync::Mutex;
 
 use crate::connection::{self, Address, Client, ConnectError};
-use crate::error::fmt_codec;
+use crate::error::{fmt_codec, ProtocolError};
 use crate::pipe::{Connection, RecvError, SendError};
 use crate::process::Process;
 use crate::task;
 use crate::wire::TaskRef;
+pub use server::Refusal;
 use server::{Kind, Request, Response};
 
 /// Why a manager call failed.
@@ -78,11 +80,12 @@ pub enum ManagerError {
         /// What went wrong.
         reason: String,
     },
-    /// The server refused the request (an index out of range, an update function that
-    /// panicked, a function from another build).
-    Refused(String),
-    /// Starting the server failed.
-    Start(String),
+    /// The server refused the request; the [`Refusal`] says why.
+    Refused(Refusal),
+    /// The server answered something the protocol does not allow there.
+    Protocol(ProtocolError),
+    /// Starting (or binding) the server failed.
+    Start(io::Error),
 }
 
 impl fmt::Display for ManagerError {
@@ -92,12 +95,22 @@ impl fmt::Display for ManagerError {
             ManagerError::Authentication(e) => write!(f, "manager authentication failed: {e}"),
             ManagerError::Codec { type_name, reason } => fmt_codec(f, "code", type_name, reason),
             ManagerError::Refused(why) => write!(f, "the manager refused: {why}"),
-            ManagerError::Start(why) => write!(f, "the manager did not start: {why}"),
+            ManagerError::Protocol(e) => write!(f, "manager protocol error: {e}"),
+            ManagerError::Start(e) => write!(f, "the manager did not start: {e}"),
         }
     }
 }
 
-impl std::error::Error for ManagerError {}
+impl std::error::Error for ManagerError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ManagerError::Authentication(e) => Some(e),
+            ManagerError::Protocol(e) => Some(e),
+            ManagerError::Start(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 impl From<ConnectError> for ManagerError {
     fn from(e: ConnectError) -> Self {
@@ -219,13 +232,15 @@ fn blocking_ask(c: &Connection<Request, Response>, req: Request) -> Result<Respo
 
 fn check(r: Response) -> Result<Response, ManagerError> {
     match r {
-        Response::Error(why) => Err(ManagerError::Refused(why)),
+        Response::Refused(why) => Err(ManagerError::Refused(why)),
         r => Ok(r),
     }
 }
 
 fn unexpected(r: Response) -> ManagerError {
-    ManagerError::Refused(format!("unexpected answer {r:?}"))
+    ManagerError::Protocol(ProtocolError::Unexpected {
+        what: format!("{r:?} from the manager"),
+    })
 }
 
 /// A handle to a manager server process.
@@ -281,25 +296,22 @@ impl Manager {
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         ));
-        let start = |e: &dyn fmt::Display| ManagerError::Start(e.to_string());
-        std::fs::create_dir(&dir).map_err(|e| start(&e))?;
+        let start = ManagerError::Start;
+        std::fs::create_dir(&dir).map_err(start)?;
         // Only this user may reach the socket; the key is the second lock.
         {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
-                .map_err(|e| start(&e))?;
+                .map_err(start)?;
         }
         let path = dir.join("socket");
-        let (ready, ready_child) = crate::pipe::<()>().map_err(|e| start(&e))?;
+        let (ready, ready_child) = crate::pipe::<()>().map_err(start)?;
         let server = Process::builder()
             .name("Manager")
             .daemon(true)
             .spawn(server::serve, (path.clone(), ready_child))
-            .map_err(|e| start(&e))?;
-        ready
-            .recv()
-            .await
-            .map_err(|e| ManagerError::Start(format!("the server did not come up: {e}")))?;
+            .map_err(|e| start(io::Error::other(e)))?;
+        ready.recv().await.map_err(|e| start(io::Error::other(e)))?;
         Ok(Manager {
             link: Link::new(Address::Unix(path), connection::authkey()),
             server: Some(server),
@@ -319,7 +331,7 @@ impl Manager {
     ) -> Result<ManagerServer, ManagerError> {
         let listener = connection::Listener::bind(address, authkey)
             .await
-            .map_err(|e| ManagerError::Start(e.to_string()))?;
+            .map_err(ManagerError::Start)?;
         Ok(ManagerServer { listener })
     }
 
@@ -587,7 +599,7 @@ fn unit_of(r: Response) -> Result<(), ManagerError> {
 }
 
 fn required<T: DeserializeOwned>(b: Option<Vec<u8>>) -> Result<T, ManagerError> {
-    decode(&b.ok_or_else(|| ManagerError::Refused("no such object".to_owned()))?)
+    decode(&b.ok_or(ManagerError::Refused(Refusal::NoSuchObject))?)
 }
 
 /// A shared value kept by the manager.

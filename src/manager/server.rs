@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::connection::Listener;
 use crate::pipe::Connection;
 use crate::task::{self, WorkerCtx};
-use crate::wire::TaskRef;
+use crate::wire::{Failure, TaskRef};
 
 /// What kind of object `New` makes.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
@@ -57,6 +57,75 @@ pub(crate) enum Request {
     Shutdown,
 }
 
+/// Why the manager refused a request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// The proxy names an object the manager does not have (or of another kind).
+    NoSuchObject,
+    /// `ListProxy::set` past the end.
+    IndexOutOfRange {
+        /// The index asked for.
+        index: u64,
+        /// The list's length.
+        len: u64,
+    },
+    /// The update function panicked; the value is unchanged.
+    UpdatePanicked {
+        /// The panic message.
+        message: String,
+    },
+    /// The stored value did not decode (or the result encode) as the update's type.
+    UpdateCodec {
+        /// The type.
+        type_name: String,
+        /// What serde reported.
+        reason: String,
+    },
+    /// The update function comes from another build of the program than the
+    /// manager's, so the manager cannot run it.
+    OtherBuild,
+    /// `lock` by the connection that already holds the lock.
+    AlreadyHeld,
+    /// A release by a connection that does not hold the lock.
+    NotHolder,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::NoSuchObject => f.write_str("no such object"),
+            Refusal::IndexOutOfRange { index, len } => {
+                write!(f, "index {index} out of range for length {len}")
+            }
+            Refusal::UpdatePanicked { message } => write!(f, "the update panicked: {message}"),
+            Refusal::UpdateCodec { type_name, reason } => {
+                crate::error::fmt_codec(f, "code", type_name, reason)
+            }
+            Refusal::OtherBuild => {
+                f.write_str("the update comes from another build than the manager")
+            }
+            Refusal::AlreadyHeld => f.write_str("the lock is already held by this caller"),
+            Refusal::NotHolder => f.write_str("released by a caller that does not hold the lock"),
+        }
+    }
+}
+
+impl From<Failure> for Refusal {
+    fn from(f: Failure) -> Self {
+        match f {
+            Failure::Panicked { message, .. } => Refusal::UpdatePanicked { message },
+            Failure::Encode { type_name, reason } | Failure::Decode { type_name, reason } => {
+                Refusal::UpdateCodec { type_name, reason }
+            }
+            Failure::UnknownFunction { .. } => Refusal::OtherBuild,
+            Failure::Runtime { reason } | Failure::InitializerFailed { message: reason } => {
+                Refusal::UpdatePanicked { message: reason }
+            }
+        }
+    }
+}
+
 /// The answer.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Response {
@@ -66,7 +135,7 @@ pub(crate) enum Response {
     Items(Vec<(Vec<u8>, Vec<u8>)>),
     Bool(bool),
     Unit,
-    Error(String),
+    Refused(Refusal),
 }
 
 enum Object {
@@ -135,8 +204,8 @@ impl Shared {
     }
 }
 
-fn refuse(why: impl Into<String>) -> Response {
-    Response::Error(why.into())
+fn refuse(why: Refusal) -> Response {
+    Response::Refused(why)
 }
 
 impl State {
@@ -155,7 +224,7 @@ impl State {
                 | Request::Ping
         );
         match self.apply_inner(conn, req.clone()) {
-            Some(Response::Error(e)) => (Some(Response::Error(e)), false),
+            Some(Response::Refused(e)) => (Some(Response::Refused(e)), false),
             Some(r) => (Some(r), mutating),
             None => (None, false),
         }
@@ -163,7 +232,7 @@ impl State {
 
     fn apply_inner(&mut self, conn: u64, req: Request) -> Option<Response> {
         use Object::*;
-        let missing = || Some(refuse("no such object"));
+        let missing = || Some(refuse(Refusal::NoSuchObject));
         Some(match req {
             Request::New(kind, init) => {
                 self.next += 1;
@@ -191,9 +260,7 @@ impl State {
             },
             Request::Update(id, fingerprint, func) => {
                 if fingerprint != task::fingerprint() {
-                    return Some(refuse(
-                        "update: the caller runs another build than the manager",
-                    ));
+                    return Some(refuse(Refusal::OtherBuild));
                 }
                 let Some(Value(v)) = self.objects.get_mut(&id) else {
                     return missing();
@@ -205,7 +272,7 @@ impl State {
                         *v = out;
                         Response::Bytes(Some(v.clone()))
                     }
-                    Err(failure) => refuse(format!("update: {failure:?}")),
+                    Err(failure) => refuse(failure.into()),
                 }
             }
             Request::ListPush(id, bytes) => match self.objects.get_mut(&id) {
@@ -225,7 +292,10 @@ impl State {
                         *slot = bytes;
                         Response::Unit
                     }
-                    None => refuse(format!("index {i} out of range for length {}", l.len())),
+                    None => refuse(Refusal::IndexOutOfRange {
+                        index: i,
+                        len: l.len() as u64,
+                    }),
                 },
                 _ => return missing(),
             },
@@ -276,7 +346,7 @@ impl State {
                         *holder = Some(conn);
                         Response::Unit
                     }
-                    Some(h) if *h == conn => Response::Error("already held by this caller".into()),
+                    Some(h) if *h == conn => refuse(Refusal::AlreadyHeld),
                     Some(_) => return None,
                 },
                 _ => return missing(),
@@ -286,9 +356,7 @@ impl State {
                     *holder = None;
                     Response::Unit
                 }
-                Some(Lock(_)) => {
-                    Response::Error("released by a caller that does not hold it".into())
-                }
+                Some(Lock(_)) => refuse(Refusal::NotHolder),
                 _ => return missing(),
             },
             Request::EventSet(id) | Request::EventClear(id) => {
