@@ -50,7 +50,7 @@ use std::io;
 use std::marker::PhantomData;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -156,12 +156,31 @@ struct Link {
 }
 
 impl Link {
+    /// The link of this process to the manager at `address` with `key`: proxies that
+    /// arrive separately (each in its own message) share one link, so one connection,
+    /// instead of each making its own.
     fn new(address: Address, key: Vec<u8>) -> Arc<Link> {
-        Arc::new(Link {
+        type Links = std::sync::Mutex<Vec<std::sync::Weak<Link>>>;
+        static LINKS: OnceLock<Links> = OnceLock::new();
+        let mut links = LINKS
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        links.retain(|l| l.strong_count() > 0);
+        if let Some(l) = links
+            .iter()
+            .filter_map(std::sync::Weak::upgrade)
+            .find(|l| l.address == address && l.key == key)
+        {
+            return l;
+        }
+        let link = Arc::new(Link {
             address,
             key,
             conn: Mutex::new(None),
-        })
+        });
+        links.push(Arc::downgrade(&link));
+        link
     }
 
     async fn call(&self, req: Request) -> Result<Response, ManagerError> {
@@ -184,13 +203,7 @@ impl Link {
     fn blocking_call(&self, req: Request) -> Result<Response, ManagerError> {
         let mut conn = self.conn.blocking_lock();
         if conn.is_none() {
-            // Connecting is async; a small runtime of our own does it.
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|_| ManagerError::Disconnected)?;
-            let c = rt.block_on(Client::connect(&self.address, &self.key))?;
-            *conn = Some(c);
+            *conn = Some(self.blocking_dedicated()?);
         }
         let c = conn.as_ref().expect("connected above");
         let r = c
@@ -211,11 +224,20 @@ impl Link {
         Ok(Client::connect(&self.address, &self.key).await?)
     }
 
+    /// [`dedicated`](Self::dedicated) for blocking code. Connecting is async; one
+    /// small runtime per process, made on first use, does it for every blocking caller
+    /// (a current-thread runtime lets several threads `block_on` it in turn).
     fn blocking_dedicated(&self) -> Result<Connection<Request, Response>, ManagerError> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|_| ManagerError::Disconnected)?;
+        static CONNECTOR: OnceLock<Option<tokio::runtime::Runtime>> = OnceLock::new();
+        let rt = CONNECTOR
+            .get_or_init(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .ok()
+            })
+            .as_ref()
+            .ok_or(ManagerError::Disconnected)?;
         Ok(rt.block_on(Client::connect(&self.address, &self.key))?)
     }
 }

@@ -126,6 +126,16 @@ impl From<Failure> for Refusal {
     }
 }
 
+impl Request {
+    /// Whether the request may have to wait for a change (it then carries no payload).
+    fn waits(&self) -> bool {
+        matches!(
+            self,
+            Request::QueueGet(_) | Request::LockAcquire(_) | Request::EventWait(_)
+        )
+    }
+}
+
 /// The answer.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Response {
@@ -169,20 +179,25 @@ impl Shared {
     /// Answers `req` for connection `conn`, waiting (without holding the state) for
     /// requests that wait.
     async fn answer(&self, conn: u64, req: Request) -> Response {
+        let mut next = req;
         loop {
             let changed = self.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            let (resp, did_change) = {
-                let mut st = self.lock();
-                st.apply(conn, &req)
-            };
+            // Only requests without a payload wait, so keeping one for another try
+            // copies no payload.
+            let again = next.waits().then(|| next.clone());
+            let (resp, did_change) = self.lock().apply(conn, next);
             if did_change {
                 self.changed.notify_waiters();
             }
-            match resp {
-                Some(r) => return r,
-                None => changed.await,
+            match (resp, again) {
+                (Some(r), _) => return r,
+                (None, Some(req)) => {
+                    next = req;
+                    changed.await;
+                }
+                (None, None) => unreachable!("only waiting requests are not answered at once"),
             }
         }
     }
@@ -211,9 +226,9 @@ fn refuse(why: Refusal) -> Response {
 impl State {
     /// Applies `req` for connection `conn`: `None` if it must wait; the flag says
     /// whether anything changed (waiters then look again).
-    fn apply(&mut self, conn: u64, req: &Request) -> (Option<Response>, bool) {
+    fn apply(&mut self, conn: u64, req: Request) -> (Option<Response>, bool) {
         let mutating = !matches!(
-            req,
+            &req,
             Request::Get(_)
                 | Request::ListGet(..)
                 | Request::DictGet(..)
@@ -223,7 +238,7 @@ impl State {
                 | Request::EventWait(_)
                 | Request::Ping
         );
-        match self.apply_inner(conn, req.clone()) {
+        match self.apply_inner(conn, req) {
             Some(Response::Refused(e)) => (Some(Response::Refused(e)), false),
             Some(r) => (Some(r), mutating),
             None => (None, false),
