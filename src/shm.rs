@@ -204,12 +204,25 @@ impl<'de> Deserialize<'de> for SharedMemory {
 
 /// Takes `lock`, treating a holder that died as released: a value or array is plain
 /// data, valid whatever bytes a dead writer left.
-fn hold(lock: &Lock) -> Option<LockGuard<'_>> {
+///
+/// # Errors
+/// Only if the lock's shared state is damaged (the robust mutex refuses).
+fn hold(lock: &Lock) -> io::Result<LockGuard<'_>> {
     match lock.blocking_lock() {
-        Ok(g) => Some(g),
-        Err(LockError::OwnerDied(g)) => Some(g),
-        Err(_) => None,
+        Ok(g) | Err(LockError::OwnerDied(g)) => Ok(g),
+        Err(LockError::Io(e)) => Err(e),
+        // Neither can come from a wait without a deadline.
+        Err(LockError::WouldBlock | LockError::Timeout) => {
+            Err(io::Error::from(io::ErrorKind::WouldBlock))
+        }
     }
+}
+
+/// [`hold`] for the accessors that return plain values: with the lock's state damaged
+/// they go on without it (the data is plain and still valid, only not serialised);
+/// [`Array::lock`] reports that error instead.
+fn hold_if_possible(lock: &Lock) -> Option<LockGuard<'_>> {
+    hold(lock).ok()
 }
 
 /// A `T` in shared memory with a built-in [`Lock`] (Python's `multiprocessing.Value`).
@@ -253,20 +266,20 @@ impl<T: Pod> Value<T> {
     /// Reads the value (under the lock). Blocks the thread while another holds the
     /// lock.
     pub fn load(&self) -> T {
-        let _g = hold(&self.lock);
+        let _g = hold_if_possible(&self.lock);
         self.mem.read_value(0)
     }
 
     /// Writes the value (under the lock).
     pub fn store(&self, v: T) {
-        let _g = hold(&self.lock);
+        let _g = hold_if_possible(&self.lock);
         self.mem.write_value(0, &v);
     }
 
     /// Read-modify-write under the lock: `update(|v| *v += 1)` from any number of
     /// processes loses no update. Returns what `f` returns.
     pub fn update<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
-        let _g = hold(&self.lock);
+        let _g = hold_if_possible(&self.lock);
         let mut v = self.mem.read_value(0);
         let r = f(&mut v);
         self.mem.write_value(0, &v);
@@ -509,7 +522,7 @@ impl<T: Pod> Array<T> {
     /// # Panics
     /// If `i >= len()`.
     pub fn get(&self, i: usize) -> T {
-        let _g = hold(&self.lock);
+        let _g = hold_if_possible(&self.lock);
         self.raw.get(i)
     }
 
@@ -518,13 +531,13 @@ impl<T: Pod> Array<T> {
     /// # Panics
     /// If `i >= len()`.
     pub fn set(&self, i: usize, v: T) {
-        let _g = hold(&self.lock);
+        let _g = hold_if_possible(&self.lock);
         self.raw.set(i, v)
     }
 
     /// A copy of all elements (under the lock).
     pub fn to_vec(&self) -> Vec<T> {
-        let _g = hold(&self.lock);
+        let _g = hold_if_possible(&self.lock);
         self.raw.to_vec()
     }
 
@@ -538,7 +551,11 @@ impl<T: Pod> Array<T> {
     pub async fn lock(&self) -> io::Result<ArrayGuard<'_, T>> {
         let held = match self.lock.lock().await {
             Ok(g) | Err(LockError::OwnerDied(g)) => g,
-            Err(e) => return Err(io::Error::other(e.to_string())),
+            Err(LockError::Io(e)) => return Err(e),
+            // Neither can come from a wait without a deadline.
+            Err(LockError::WouldBlock | LockError::Timeout) => {
+                return Err(io::Error::from(io::ErrorKind::WouldBlock))
+            }
         };
         Ok(ArrayGuard {
             _held: held,
@@ -551,7 +568,7 @@ impl<T: Pod> Array<T> {
     /// # Errors
     /// As [`lock`](Self::lock).
     pub fn blocking_lock(&self) -> io::Result<ArrayGuard<'_, T>> {
-        let held = hold(&self.lock).ok_or_else(|| io::Error::other("the array's lock failed"))?;
+        let held = hold(&self.lock)?;
         Ok(ArrayGuard {
             _held: held,
             raw: &self.raw,

@@ -512,6 +512,9 @@ impl<'de, T> Deserialize<'de> for Proxy<T> {
 
 /// Clone, Debug and serde for a proxy newtype.
 macro_rules! proxy_impls {
+    ($name:ident) => {
+        proxy_impls!($name<>);
+    };
     ($name:ident < $($p:ident),* >) => {
         impl<$($p),*> Clone for $name<$($p),*> {
             fn clone(&self) -> Self {
@@ -532,36 +535,6 @@ macro_rules! proxy_impls {
         }
 
         impl<'de, $($p),*> Deserialize<'de> for $name<$($p),*> {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                Ok($name(Proxy::deserialize(d)?))
-            }
-        }
-    };
-}
-
-macro_rules! plain_proxy_impls {
-    ($name:ident) => {
-        impl Clone for $name {
-            fn clone(&self) -> Self {
-                $name(self.0.clone())
-            }
-        }
-
-        impl fmt::Debug for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.debug_struct(stringify!($name))
-                    .field("id", &self.0.id)
-                    .finish()
-            }
-        }
-
-        impl Serialize for $name {
-            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                self.0.serialize(s)
-            }
-        }
-
-        impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
                 Ok($name(Proxy::deserialize(d)?))
             }
@@ -791,7 +764,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy
 /// A shared namespace kept by the manager: names to values of any serde type.
 pub struct Namespace(Proxy<()>);
 
-plain_proxy_impls!(Namespace);
+proxy_impls!(Namespace);
 
 impl Namespace {
     /// Sets `name` to `value`.
@@ -976,5 +949,5 @@ impl EventProxy {
     }
 }
 
-plain_proxy_impls!(LockProxy);
-plain_proxy_impls!(EventProxy);
+proxy_impls!(LockProxy);
+proxy_impls!(EventProxy);

@@ -621,11 +621,13 @@ fn deserialize_core<'de, D: Deserializer<'de>>(
 }
 
 /// Serde for a queue type: its four descriptors and a tag of its kind and item type.
+/// `|$this| $queue` names the handle's `Queue`; `|$q| $wrap` makes the handle from one.
 macro_rules! handle_serde {
-    ($ty:ident) => {
+    ($ty:ident, |$this:ident| $queue:expr, |$q:ident| $wrap:expr) => {
         impl<T> Serialize for $ty<T> {
             fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                let queue: &Queue<T> = self.as_ref();
+                let $this = self;
+                let queue: &Queue<T> = $queue;
                 serialize_core(&queue.core, type_tag::<T>(stringify!($ty)), s)
             }
         }
@@ -634,28 +636,17 @@ macro_rules! handle_serde {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
                 let tag = type_tag::<T>(stringify!($ty));
                 let core = deserialize_core(d, tag, type_name::<Self>())?;
-                Ok($ty::from_queue(Queue {
+                let $q = Queue {
                     core: Arc::new(core),
                     _items: PhantomData,
-                }))
+                };
+                Ok($wrap)
             }
         }
     };
 }
 
-impl<T> AsRef<Queue<T>> for Queue<T> {
-    fn as_ref(&self) -> &Queue<T> {
-        self
-    }
-}
-
-impl<T> Queue<T> {
-    fn from_queue(q: Queue<T>) -> Self {
-        q
-    }
-}
-
-handle_serde!(Queue);
+handle_serde!(Queue, |this| this, |q| q);
 
 /// An unbounded queue with the smallest interface (Python's
 /// `multiprocessing.SimpleQueue`): `put`, `get`, `is_empty`, `close`.
@@ -760,7 +751,9 @@ impl<T: Serialize + DeserializeOwned> SimpleQueue<T> {
     }
 }
 
-handle_serde!(SimpleQueue);
+handle_serde!(SimpleQueue, |this| &this.inner, |q| SimpleQueue {
+    inner: q
+});
 
 /// A [`Queue`] that also counts unfinished work (Python's
 /// `multiprocessing.JoinableQueue`): every item put is unfinished until a consumer
@@ -798,30 +791,6 @@ impl<T> fmt::Debug for JoinableQueue<T> {
             .field("item", &type_name::<T>())
             .field("maxsize", &self.inner.maxsize())
             .finish()
-    }
-}
-
-impl<T> AsRef<Queue<T>> for SimpleQueue<T> {
-    fn as_ref(&self) -> &Queue<T> {
-        &self.inner
-    }
-}
-
-impl<T> SimpleQueue<T> {
-    fn from_queue(inner: Queue<T>) -> Self {
-        SimpleQueue { inner }
-    }
-}
-
-impl<T> AsRef<Queue<T>> for JoinableQueue<T> {
-    fn as_ref(&self) -> &Queue<T> {
-        &self.inner
-    }
-}
-
-impl<T> JoinableQueue<T> {
-    fn from_queue(inner: Queue<T>) -> Self {
-        JoinableQueue { inner }
     }
 }
 
@@ -907,4 +876,6 @@ impl<T> JoinableQueue<T> {
     }
 }
 
-handle_serde!(JoinableQueue);
+handle_serde!(JoinableQueue, |this| &this.inner, |q| JoinableQueue {
+    inner: q
+});

@@ -80,12 +80,14 @@ pub(crate) fn send(
         iov_base: data.as_ptr() as *mut libc::c_void,
         iov_len: data.len(),
     };
-    let mut space = CmsgSpace([0; cmsg_space(MAX_FDS_PER_MESSAGE)]);
+    // Only a message with descriptors needs (and zeroes) a control buffer.
+    let mut space;
     // SAFETY: msghdr is plain data; all-zero is a valid empty header.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
     if !fds.is_empty() {
+        space = CmsgSpace([0; cmsg_space(MAX_FDS_PER_MESSAGE)]);
         let payload = fds.len() * size_of::<RawFd>();
         msg.msg_control = space.0.as_mut_ptr().cast();
         msg.msg_controllen = cmsg_space(fds.len()) as _;
