@@ -98,3 +98,14 @@ pub(crate) fn print_table(title: &str, ours: &[(&str, f64, &str)], py: Option<&[
         println!("{name:<26} {value:>12.1} {theirs_s:>12} {ratio_s:>8}  {unit}");
     }
 }
+
+/// A pool of `workers` processes, started and ready, on the current runtime.
+pub(crate) async fn ready_pool_on(workers: usize) -> ProcessPoolExecutor {
+    let pool = ProcessPoolExecutor::builder()
+        .workers(workers)
+        .queue_capacity(1 << 17)
+        .build()
+        .unwrap();
+    pool.ready().await.unwrap();
+    pool
+}

@@ -1,0 +1,593 @@
+//! One table: procpool beside its peers on the workloads W1–W5 of the performance
+//! issue, every figure measured in this run on this machine.
+//!
+//! ```text
+//! cargo bench --bench compare            # 5 runs per figure, medians
+//! cargo bench --bench compare -- --quick # 3 runs, smaller counts
+//! ```
+//!
+//! Peers: a raw unix socketpair ping-pong with a child process (the floor for any
+//! cross-process round trip), tokio's `spawn_blocking` (in-process, no isolation), the
+//! same work done serially in this process, and — when `python3` is found —
+//! `benches/python/compare.py` (`concurrent.futures.ProcessPoolExecutor` and
+//! `multiprocessing.Pool`, fork start method). BENCHMARKS.md explains each row.
+
+use std::collections::VecDeque;
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+mod common;
+
+use futures::StreamExt;
+use procpool::{ProcessPoolExecutor, SharedMemory};
+
+/// Set in a child of this bench to make it a raw echo peer or a memory probe.
+const CHILD: &str = "PROCPOOL_COMPARE_CHILD";
+const PAYLOAD: usize = 16 << 20;
+
+fn trivial(x: u64) -> u64 {
+    x.wrapping_mul(2654435761)
+}
+
+/// `n` steps of an LCG: CPU work that the optimiser cannot remove.
+fn spin(n: u64) -> u64 {
+    let mut x = 1u64;
+    for _ in 0..n {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        std::hint::black_box(x);
+    }
+    x
+}
+
+fn echo(v: Vec<u8>) -> Vec<u8> {
+    v
+}
+
+fn echo_shm(m: SharedMemory) -> SharedMemory {
+    m
+}
+
+struct Sizes {
+    runs: usize,
+    round_trips: usize,
+    tasks: u64,
+    submits: u64,
+    echoes: usize,
+}
+
+fn main() {
+    if let Ok(mode) = std::env::var(CHILD) {
+        return child(&mode);
+    }
+    let quick = std::env::args().any(|a| a == "--quick");
+    let s = if quick {
+        Sizes {
+            runs: 3,
+            round_trips: 500,
+            tasks: 200_000,
+            submits: 100_000,
+            echoes: 3,
+        }
+    } else {
+        Sizes {
+            runs: 5,
+            round_trips: 2000,
+            tasks: 1_000_000,
+            submits: 1_000_000,
+            echoes: 10,
+        }
+    };
+    let rt = common::runtime();
+    let mut rows = Rows::default();
+
+    eprintln!("W1: sequential round trips");
+    let pool = common::ready_pool(&rt, 1);
+    let w1_pool = median_of(s.runs, || {
+        rt.block_on(async {
+            per_item_us(s.round_trips, || async {
+                pool.run(trivial, 7).await.unwrap();
+            })
+            .await
+        })
+    });
+    rt.block_on(pool.shutdown());
+    let w1_sock = median_of(s.runs, || raw_ping_pong(s.round_trips));
+    let w1_blocking = median_of(s.runs, || {
+        rt.block_on(per_item_us(s.round_trips, || async {
+            tokio::task::spawn_blocking(|| trivial(7)).await.unwrap();
+        }))
+    });
+
+    eprintln!("W2: {} trivial tasks", s.tasks);
+    let pool = common::ready_pool(&rt, 2);
+    let w2_map = median_of(s.runs, || {
+        rt.block_on(async {
+            let t = Instant::now();
+            let out = pool.map(trivial, 0..s.tasks).await.unwrap();
+            assert_eq!(out.len() as u64, s.tasks);
+            s.tasks as f64 / t.elapsed().as_secs_f64()
+        })
+    });
+    let w2_submit = median_of(s.runs, || {
+        rt.block_on(windowed(s.submits, |i| pool.submit(trivial, i)))
+    });
+    rt.block_on(pool.shutdown());
+    let w2_blocking = median_of(s.runs, || {
+        rt.block_on(windowed(s.submits, |i| {
+            tokio::task::spawn_blocking(move || trivial(i))
+        }))
+    });
+
+    eprintln!("W3: 64 tasks of ~10 ms on 2 workers");
+    let iters = calibrate_10ms();
+    let pool = common::ready_pool(&rt, 2);
+    let w3 = median_of(s.runs, || {
+        let t = Instant::now();
+        for _ in 0..64 {
+            std::hint::black_box(spin(std::hint::black_box(iters)));
+        }
+        let serial = t.elapsed();
+        let pooled = rt.block_on(async {
+            let t = Instant::now();
+            let out = pool
+                .map(spin, std::iter::repeat_n(iters, 64))
+                .chunk_size(1)
+                .await
+                .unwrap();
+            assert_eq!(out.len(), 64);
+            t.elapsed()
+        });
+        serial.as_secs_f64() / pooled.as_secs_f64()
+    });
+    rt.block_on(pool.shutdown());
+
+    eprintln!("W4: 16 MiB echoed");
+    let pool = common::ready_pool(&rt, 1);
+    let data: Vec<u8> = (0..PAYLOAD).map(|i| i as u8).collect();
+    let w4_vec = median_of(s.runs, || {
+        rt.block_on(async {
+            let mut v = data.clone();
+            let t = Instant::now();
+            for _ in 0..s.echoes {
+                v = pool.run(echo, v).await.unwrap();
+            }
+            let rate = gbps(2 * PAYLOAD * s.echoes, t.elapsed());
+            assert_eq!(v, data);
+            rate
+        })
+    });
+    let shm = SharedMemory::new(PAYLOAD).unwrap();
+    let w4_shm = median_of(s.runs, || {
+        rt.block_on(async {
+            let t = Instant::now();
+            for _ in 0..s.echoes {
+                pool.run(echo_shm, shm.clone()).await.unwrap();
+            }
+            gbps(2 * PAYLOAD * s.echoes, t.elapsed())
+        })
+    });
+    let mut back = vec![0u8; PAYLOAD];
+    let w4_shm_copy = median_of(s.runs, || {
+        rt.block_on(async {
+            let t = Instant::now();
+            for _ in 0..s.echoes {
+                shm.write(0, &data);
+                let m = pool.run(echo_shm, shm.clone()).await.unwrap();
+                m.read(0, &mut back);
+            }
+            gbps(2 * PAYLOAD * s.echoes, t.elapsed())
+        })
+    });
+    assert_eq!(back, data);
+    rt.block_on(pool.shutdown());
+    let w4_sock = median_of(s.runs, || raw_bulk_echo(&data, s.echoes));
+
+    eprintln!("W5: pool of 2 built, first result back");
+    let w5 = median_of(s.runs.max(7), || {
+        rt.block_on(async {
+            let t = Instant::now();
+            let pool = ProcessPoolExecutor::builder().workers(2).build().unwrap();
+            pool.run(trivial, 1).await.unwrap();
+            let took = t.elapsed();
+            pool.shutdown().await;
+            took.as_secs_f64() * 1e3
+        })
+    });
+
+    eprintln!("Memory");
+    let idle = rt.block_on(async {
+        let pool = common::ready_pool_on(2).await;
+        pool.map(trivial, 0..2).await.unwrap();
+        let kib: u64 = children_of_self()
+            .iter()
+            .map(|&p| rss_kib(p, "VmRSS"))
+            .sum();
+        pool.shutdown().await;
+        kib as f64 / 1024.0
+    });
+    let (base_peak, map_peak) = map_peak_rss();
+
+    eprintln!("Python");
+    let py = common::python(
+        "compare.py",
+        &(if quick {
+            vec!["--quick".into()]
+        } else {
+            vec![]
+        }),
+        s.runs.min(3),
+    );
+    let py = |name: &str| {
+        py.as_ref()
+            .and_then(|p| p.iter().find(|(n, _)| n == name).map(|(_, v)| *v))
+    };
+
+    rows.time(
+        "W1 round trip (us)",
+        w1_pool,
+        "raw socketpair, processes",
+        Some(w1_sock),
+        "≥ 1.0x",
+    );
+    rows.time(
+        "",
+        w1_pool,
+        "Python ProcessPoolExecutor",
+        py("w1_round_trip_ppe"),
+        "≥ 4x",
+    );
+    rows.time(
+        "",
+        w1_pool,
+        "tokio spawn_blocking (threads)",
+        Some(w1_blocking),
+        "-",
+    );
+    rows.rate(
+        "W2 map (tasks/s)",
+        w2_map,
+        "Python Pool.map, default chunks",
+        py("w2_pool_map"),
+        "≥ 2x",
+    );
+    rows.rate(
+        "W2 submit (tasks/s)",
+        w2_submit,
+        "goal: 300k tasks/s",
+        Some(300_000.0),
+        "≥ 1.0x",
+    );
+    rows.rate("", w2_submit, "Python PPE submit", py("w2_ppe_submit"), "-");
+    rows.rate(
+        "",
+        w2_submit,
+        "tokio spawn_blocking (threads)",
+        Some(w2_blocking),
+        "-",
+    );
+    rows.rate(
+        "W3 speedup vs serial (x)",
+        w3,
+        "ideal on 2 workers: 2.0x",
+        Some(1.9),
+        "≥ 1.0x",
+    );
+    rows.rate("", w3, "Python PPE speedup", py("w3_speedup_ppe"), "-");
+    rows.rate(
+        "W4 Vec<u8> echo (GB/s)",
+        w4_vec,
+        "goal: 1.5 GB/s",
+        Some(1.5),
+        "≥ 1.0x",
+    );
+    rows.rate("", w4_vec, "raw socketpair, processes", Some(w4_sock), "-");
+    rows.rate("", w4_vec, "Python PPE bytes echo", py("w4_echo_ppe"), "-");
+    rows.rate(
+        "W4 SharedMemory (GB/s)",
+        w4_shm,
+        "goal: 5 GB/s",
+        Some(5.0),
+        "≥ 1.0x",
+    );
+    rows.rate(
+        "W4 shm + copy in/out",
+        w4_shm_copy,
+        "goal: 5 GB/s",
+        Some(5.0),
+        "-",
+    );
+    rows.time(
+        "W5 start 2 + result (ms)",
+        w5,
+        "goal: 1.5 ms",
+        Some(1.5),
+        "≥ 1.0x",
+    );
+    rows.time("", w5, "Python PPE (fork)", py("w5_startup_ppe_fork"), "-");
+    rows.time(
+        "",
+        w5,
+        "Python PPE (spawn)",
+        py("w5_startup_ppe_spawn"),
+        "-",
+    );
+    rows.time(
+        "Idle 2 workers RSS (MiB)",
+        idle,
+        "goal: 10 MiB",
+        Some(10.0),
+        "≥ 1.0x",
+    );
+    rows.time(
+        "",
+        idle,
+        "Python PPE workers",
+        py("mem_idle_workers_ppe"),
+        "-",
+    );
+    rows.time(
+        "map 10M peak RSS (MiB)",
+        map_peak,
+        "same process before the map",
+        Some(base_peak),
+        "bounded",
+    );
+    rows.print();
+}
+
+/// Table rows: a procpool figure, a peer figure and "how many times better procpool
+/// is" (peer over ours for times and sizes, ours over peer for rates).
+#[derive(Default)]
+struct Rows(Vec<[String; 6]>);
+
+impl Rows {
+    fn time(&mut self, what: &str, ours: f64, peer: &str, theirs: Option<f64>, goal: &str) {
+        self.push(what, ours, peer, theirs, goal, |o, t| t / o);
+    }
+
+    fn rate(&mut self, what: &str, ours: f64, peer: &str, theirs: Option<f64>, goal: &str) {
+        self.push(what, ours, peer, theirs, goal, |o, t| o / t);
+    }
+
+    fn push(
+        &mut self,
+        what: &str,
+        ours: f64,
+        peer: &str,
+        theirs: Option<f64>,
+        goal: &str,
+        ratio: fn(f64, f64) -> f64,
+    ) {
+        self.0.push([
+            what.to_owned(),
+            fmt(ours),
+            peer.to_owned(),
+            theirs.map_or("-".into(), fmt),
+            theirs.map_or("-".into(), |t| format!("{:.2}x", ratio(ours, t))),
+            goal.to_owned(),
+        ]);
+    }
+
+    fn print(&self) {
+        let head = [
+            "workload",
+            "procpool",
+            "peer",
+            "peer value",
+            "ratio",
+            "goal",
+        ];
+        let mut widths = head.map(|h| h.chars().count());
+        for row in &self.0 {
+            for (w, c) in widths.iter_mut().zip(row) {
+                *w = (*w).max(c.chars().count());
+            }
+        }
+        let line = |cells: &[String]| {
+            let cells: Vec<String> = cells
+                .iter()
+                .zip(widths)
+                .map(|(c, w)| format!("{c}{}", " ".repeat(w - c.chars().count())))
+                .collect();
+            println!("| {} |", cells.join(" | "));
+        };
+        line(&head.map(String::from));
+        line(&widths.map(|w| "-".repeat(w)));
+        for row in &self.0 {
+            line(row);
+        }
+    }
+}
+
+fn fmt(v: f64) -> String {
+    if v >= 100_000.0 {
+        format!("{:.0}k", v / 1000.0)
+    } else if v >= 100.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+fn median_of(runs: usize, mut f: impl FnMut() -> f64) -> f64 {
+    common::median((0..runs).map(|_| f()).collect())
+}
+
+fn gbps(bytes: usize, took: Duration) -> f64 {
+    bytes as f64 / took.as_secs_f64() / 1e9
+}
+
+async fn per_item_us<F, Fut>(n: usize, mut f: F) -> f64
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    f().await;
+    let t = Instant::now();
+    for _ in 0..n {
+        f().await;
+    }
+    t.elapsed().as_secs_f64() * 1e6 / n as f64
+}
+
+/// Submits `n` tasks one by one with at most 65,536 outstanding (the pool's default
+/// queue capacity), awaiting the oldest when the window is full; tasks per second.
+async fn windowed<H, T, E>(n: u64, mut submit: impl FnMut(u64) -> H) -> f64
+where
+    H: std::future::Future<Output = Result<T, E>> + Unpin,
+    E: std::fmt::Debug,
+{
+    const WINDOW: usize = 1 << 16;
+    let t = Instant::now();
+    let mut window = VecDeque::with_capacity(WINDOW);
+    for i in 0..n {
+        if window.len() == WINDOW {
+            let h: H = window.pop_front().expect("full");
+            h.await.unwrap();
+        }
+        window.push_back(submit(i));
+    }
+    for h in window {
+        h.await.unwrap();
+    }
+    n as f64 / t.elapsed().as_secs_f64()
+}
+
+/// Iterations of [`spin`] that take about 10 ms here.
+fn calibrate_10ms() -> u64 {
+    let n = 1_000_000;
+    let t = Instant::now();
+    std::hint::black_box(spin(std::hint::black_box(n)));
+    let per = t.elapsed().as_secs_f64() / n as f64;
+    (0.010 / per) as u64
+}
+
+/// A child of this bench with `mode`, and our end of a socketpair that is its stdin.
+fn spawn_child(mode: &str) -> (std::process::Child, UnixStream) {
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    let child = Command::new(std::env::current_exe().unwrap())
+        .env(CHILD, mode)
+        .stdin(Stdio::from(OwnedFd::from(theirs)))
+        .spawn()
+        .unwrap();
+    (child, ours)
+}
+
+/// 8-byte ping-pong with a child process over a socketpair; microseconds per round.
+fn raw_ping_pong(n: usize) -> f64 {
+    let (mut child, mut sock) = spawn_child("ping");
+    let mut buf = [7u8; 8];
+    sock.write_all(&buf).unwrap();
+    sock.read_exact(&mut buf).unwrap();
+    let t = Instant::now();
+    for _ in 0..n {
+        sock.write_all(&buf).unwrap();
+        sock.read_exact(&mut buf).unwrap();
+    }
+    let us = t.elapsed().as_secs_f64() * 1e6 / n as f64;
+    drop(sock);
+    child.wait().unwrap();
+    us
+}
+
+/// `data` sent to a child process and back `n` times (one copy each way, by the
+/// kernel); GB/s counting both directions.
+fn raw_bulk_echo(data: &[u8], n: usize) -> f64 {
+    let (mut child, sock) = spawn_child("bulk");
+    let mut back = vec![0u8; data.len()];
+    let t = Instant::now();
+    std::thread::scope(|scope| {
+        let mut w = sock.try_clone().unwrap();
+        scope.spawn(move || {
+            for _ in 0..n {
+                w.write_all(data).unwrap();
+            }
+        });
+        let mut r = &sock;
+        for _ in 0..n {
+            r.read_exact(&mut back).unwrap();
+        }
+    });
+    let rate = gbps(2 * data.len() * n, t.elapsed());
+    assert_eq!(back, data);
+    drop(sock);
+    child.wait().unwrap();
+    rate
+}
+
+/// Peak RSS of a fresh process before and after `map` over 10M items whose results are
+/// consumed as they come (MiB).
+fn map_peak_rss() -> (f64, f64) {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .env(CHILD, "map_rss")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut v = text.split_whitespace().map(|x| x.parse::<f64>().unwrap());
+    (v.next().unwrap() / 1024.0, v.next().unwrap() / 1024.0)
+}
+
+fn child(mode: &str) {
+    use std::os::fd::AsFd;
+    // stdin is our end of the socketpair.
+    let mut sock = std::fs::File::from(std::io::stdin().as_fd().try_clone_to_owned().unwrap());
+    match mode {
+        "ping" => {
+            let mut buf = [0u8; 8];
+            while sock.read_exact(&mut buf).is_ok() && sock.write_all(&buf).is_ok() {}
+        }
+        "bulk" => {
+            let mut buf = vec![0u8; 1 << 20];
+            while let Ok(n @ 1..) = sock.read(&mut buf) {
+                if sock.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        }
+        "map_rss" => {
+            let rt = common::runtime();
+            let before = rss_kib(std::process::id(), "VmHWM");
+            let sum = rt.block_on(async {
+                let pool = common::ready_pool_on(2).await;
+                let sum = pool
+                    .map_ordered_stream(trivial, 0..10_000_000u64)
+                    .fold(0u64, |acc, r| async move { acc.wrapping_add(r.unwrap()) })
+                    .await;
+                pool.shutdown().await;
+                sum
+            });
+            std::hint::black_box(sum);
+            let after = rss_kib(std::process::id(), "VmHWM");
+            println!("{before} {after}");
+        }
+        other => panic!("unknown child mode {other}"),
+    }
+}
+
+fn rss_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn children_of_self() -> Vec<u32> {
+    let mut out = Vec::new();
+    if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
+        for t in tasks.flatten() {
+            if let Ok(s) = std::fs::read_to_string(t.path().join("children")) {
+                out.extend(s.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+            }
+        }
+    }
+    out
+}
