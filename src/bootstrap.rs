@@ -118,10 +118,12 @@ fn serve(socket: OwnedFd) -> std::io::Result<i32> {
     // The parent checked the Hello against its frame limit, which we learn from it.
     let mut reader = FrameReader::new(u64::MAX);
     let mut writer = FrameWriter::new();
-    let mut send = |frame: Vec<u8>, fds: Vec<OwnedFd>| -> std::io::Result<Vec<u8>> {
-        writer.start(frame, fds);
-        writer.flush(sock, false)
-    };
+    let mut send_with_tail =
+        |frame: Vec<u8>, tail: Vec<u8>, fds: Vec<OwnedFd>| -> std::io::Result<Vec<u8>> {
+            writer.start_with_tail(frame, tail, fds);
+            writer.flush(sock, false)
+        };
+    let mut send = |frame: Vec<u8>, fds: Vec<OwnedFd>| send_with_tail(frame, Vec::new(), fds);
 
     // Handshake. Until the fingerprint matches, nothing from the parent is trusted as
     // a function name.
@@ -131,7 +133,7 @@ fn serve(socket: OwnedFd) -> std::io::Result<i32> {
         Err(ReadError::Eof) => return Ok(code::OK),
         Err(ReadError::Io(e)) => return Err(e),
     };
-    let Ok(hello) = wire::decode_control::<Hello>(&hello_frame.body) else {
+    let Ok(mut hello) = wire::decode_control::<Hello>(&hello_frame.body) else {
         return Ok(code::PROTOCOL);
     };
     let mine = task::fingerprint();
@@ -144,7 +146,7 @@ fn serve(socket: OwnedFd) -> std::io::Result<i32> {
     crate::connection::inherit_authkey(hello.authkey.clone());
     let mut ctx = WorkerCtx::new(hello.max_frame);
     let mut out = Vec::with_capacity(64 * 1024);
-    if let Some((func, arg)) = &hello.initializer {
+    if let Some((func, arg)) = &mut hello.initializer {
         ctx.fds_in = hello_frame.fds.into_iter().map(Some).collect();
         let outcome = task::resolve(task::image(), *func).and_then(|t| t(&mut ctx, arg, &mut out));
         ctx.fds_in.clear();
@@ -165,7 +167,7 @@ fn serve(socket: OwnedFd) -> std::io::Result<i32> {
     }
 
     loop {
-        let frame = match reader.read(sock, false) {
+        let mut frame = match reader.read(sock, false) {
             Ok(f) => f,
             Err(ReadError::Eof) => return Ok(code::OK),
             Err(ReadError::Protocol(_)) => return Ok(code::PROTOCOL),
@@ -179,7 +181,7 @@ fn serve(socket: OwnedFd) -> std::io::Result<i32> {
                 ctx.fds_out.clear();
                 let func = wire::TaskRef::from_header(header.flags, header.func);
                 let outcome = task::resolve(task::image(), func)
-                    .and_then(|t| t(&mut ctx, &frame.body, &mut out));
+                    .and_then(|t| t(&mut ctx, &mut frame.body, &mut out));
                 // Descriptors no handle in the argument claimed close here.
                 ctx.fds_in.clear();
                 let flags = match outcome {
@@ -187,12 +189,17 @@ fn serve(socket: OwnedFd) -> std::io::Result<i32> {
                     Err(failure) => {
                         wire::begin(&mut out);
                         ctx.fds_out.clear();
+                        ctx.tail_out = Vec::new();
                         encode_failure(&failure, &mut out);
                         wire::FLAG_FAILED
                     }
                 };
                 wire::finish(&mut out, Kind::Done, flags, header.id, 0);
-                let sent = send(std::mem::take(&mut out), std::mem::take(&mut ctx.fds_out));
+                let sent = send_with_tail(
+                    std::mem::take(&mut out),
+                    std::mem::take(&mut ctx.tail_out),
+                    std::mem::take(&mut ctx.fds_out),
+                );
                 if hello.one_shot {
                     // A `Process` child: like Python's, exit code 1 when the target
                     // raised (panicked), 0 when it returned, whether or not a parent

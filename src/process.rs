@@ -35,7 +35,7 @@ use crate::supervisor;
 use crate::sys;
 use crate::task::{self, Trampoline};
 use crate::wire::stream::{Frame, FrameReader, FrameWriter};
-use crate::wire::{self, handles, Failure, Hello, Kind, Payload, ReadError, FLAG_FAILED};
+use crate::wire::{self, handles, value, Failure, Hello, Kind, Payload, ReadError, FLAG_FAILED};
 
 // ---------------------------------------------------------------------------------
 // Who am I
@@ -340,7 +340,7 @@ impl Builder {
     {
         assert_zero_sized!(F);
         let _ = f;
-        self.start(task::call::<F, A, R>, &arg)
+        self.start(task::call::<F, A, R>, arg)
     }
 
     /// Starts a child running the async function `f(arg)` on a current-thread tokio
@@ -357,10 +357,14 @@ impl Builder {
     {
         assert_zero_sized!(F);
         let _ = f;
-        self.start(task::call_async::<F, A, Fut, R>, &arg)
+        self.start(task::call_async::<F, A, Fut, R>, arg)
     }
 
-    fn start<A: Serialize, R>(self, trampoline: Trampoline, arg: &A) -> Result<Process<R>, Error> {
+    fn start<A: Serialize + 'static, R>(
+        self,
+        trampoline: Trampoline,
+        arg: A,
+    ) -> Result<Process<R>, Error> {
         if current_process().daemon {
             return Err(Error::DaemonicParent);
         }
@@ -384,11 +388,18 @@ impl Builder {
         );
         let mut run = Vec::new();
         wire::begin(&mut run);
-        let (encoded, run_fds) = handles::collecting(|| postcard::to_io(arg, &mut run));
-        encoded.map_err(|e| Error::Encode {
-            type_name: std::any::type_name::<A>().to_owned(),
-            reason: e.to_string(),
-        })?;
+        // A byte vector is the body itself (see `wire::value`).
+        let (run_tail, run_fds) = match value::into_raw(arg) {
+            Ok(bytes) => (bytes, Vec::new()),
+            Err(arg) => {
+                let (encoded, fds) = handles::collecting(|| postcard::to_io(&arg, &mut run));
+                encoded.map_err(|e| Error::Encode {
+                    type_name: std::any::type_name::<A>().to_owned(),
+                    reason: e.to_string(),
+                })?;
+                (Vec::new(), fds)
+            }
+        };
         let (flags, func) = task::local_ref(trampoline).to_header();
         wire::finish(&mut run, Kind::Run, flags, RUN_ID, func);
 
@@ -432,7 +443,7 @@ impl Builder {
         let mut writer = FrameWriter::new();
         writer.start(hello, Vec::new());
         let _ = writer.flush(ours.as_fd(), false).and_then(|_| {
-            writer.start(run, run_fds);
+            writer.start_with_tail(run, run_tail, run_fds);
             writer.flush(ours.as_fd(), false)
         });
         // Listed before the watcher starts, so that its removal after reaping can never
@@ -629,7 +640,7 @@ impl<R> Process<R> {
     }
 }
 
-impl<R: DeserializeOwned> Process<R> {
+impl<R: DeserializeOwned + 'static> Process<R> {
     /// Waits for the child to end and returns its function's value.
     ///
     /// # Errors
@@ -685,9 +696,10 @@ impl<R: DeserializeOwned> Process<R> {
             });
         };
         match outcome.reply {
-            Some(Ok(Payload { body, fds })) => handles::supplying(fds, || {
-                postcard::from_bytes(&body)
-            })
+            Some(Ok(Payload { body, fds })) => match value::from_raw::<R>(body) {
+                Ok(r) => Ok(r),
+                Err(body) => handles::supplying(fds, || postcard::from_bytes(&body)),
+            }
             .map_err(|e| ProcessError::Decode {
                 type_name: std::any::type_name::<R>().to_owned(),
                 reason: e.to_string(),

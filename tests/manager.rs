@@ -77,6 +77,17 @@ async fn four_processes_times_1000_server_side_updates_lose_nothing() {
         .await;
     assert!(matches!(r, Err(ManagerError::Refused(_))));
     assert_eq!(v.get().await.unwrap(), 4000);
+    // A byte vector is updated server-side like any value (it is kept postcard there).
+    let b = m.value(&vec![1u8, 2]).await.unwrap();
+    let updated = b
+        .update(|mut v: Vec<u8>| {
+            v.push(3);
+            v
+        })
+        .await
+        .unwrap();
+    assert_eq!(updated, vec![1, 2, 3]);
+    assert_eq!(b.get().await.unwrap(), vec![1, 2, 3]);
     m.shutdown().await.unwrap();
 }
 

@@ -260,3 +260,61 @@ async fn an_argument_that_does_not_serialise_fails_its_handle_at_once() {
     }
     pool.shutdown().await;
 }
+
+fn reverse(mut v: Vec<u8>) -> Vec<u8> {
+    v.reverse();
+    v
+}
+
+async fn reverse_async(v: Vec<u8>) -> Vec<u8> {
+    reverse(v)
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn byte_vectors_travel_whole_as_argument_result_and_inside_other_types() {
+    // A `Vec<u8>` argument or result is the frame body itself (no serde); check every
+    // size class: empty, one byte, within one read-ahead, and far beyond it.
+    let pool = ProcessPoolExecutor::builder().workers(1).build().unwrap();
+    for len in [0usize, 1, 1000, 100_000, 5 << 20] {
+        let data: Vec<u8> = (0..len).map(|i| (i * 7 + len) as u8).collect();
+        let mut expected = data.clone();
+        expected.reverse();
+        assert_eq!(
+            pool.run(reverse, data.clone()).await.unwrap(),
+            expected,
+            "{len}"
+        );
+        assert_eq!(
+            pool.submit_async(reverse_async, data.clone())
+                .await
+                .unwrap(),
+            expected
+        );
+        // Raw on one side only, postcard on the other.
+        assert_eq!(pool.run(checksum, data.clone()).await.unwrap().0, len);
+        assert_eq!(
+            pool.run(|n: usize| vec![9u8; n], len).await.unwrap(),
+            vec![9u8; len]
+        );
+        // Nested: postcard as before.
+        let (back, n) = pool
+            .run(
+                |(v, n): (Vec<u8>, u32)| (reverse(v), n + 1),
+                (data.clone(), 41),
+            )
+            .await
+            .unwrap();
+        assert_eq!((back, n), (expected, 42));
+    }
+    // Other element types are not raw.
+    assert_eq!(
+        pool.run(
+            |v: Vec<i8>| v.into_iter().rev().collect::<Vec<i8>>(),
+            vec![-1, 2]
+        )
+        .await
+        .unwrap(),
+        vec![2, -1]
+    );
+    pool.shutdown().await;
+}

@@ -51,6 +51,20 @@ async fn return_values_of_several_types() {
     )
     .unwrap();
     let mut d = Process::spawn(report, ()).unwrap();
+    // A byte vector travels as the raw frame body, both ways.
+    let bytes: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let mut e = Process::spawn(
+        |mut v: Vec<u8>| {
+            v.reverse();
+            v
+        },
+        bytes.clone(),
+    )
+    .unwrap();
+    assert_eq!(
+        e.join().await.unwrap(),
+        bytes.iter().rev().copied().collect::<Vec<u8>>()
+    );
     assert_eq!(a.join().await.unwrap(), 42);
     assert_eq!(b.join().await.unwrap(), "abab");
     assert_eq!(c.join().await.unwrap(), (3, 6));

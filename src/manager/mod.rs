@@ -649,7 +649,7 @@ impl<T: Serialize + DeserializeOwned> ValueProxy<T> {
     }
 
     fn func<F: Fn(T) -> T + Copy>() -> TaskRef {
-        task::local_ref(task::call::<F, T, T>)
+        task::local_ref(task::call_postcard::<F, T, T>)
     }
 }
 

@@ -192,6 +192,7 @@ pub(crate) async fn drive(inner: Arc<Inner>) {
 
 async fn run(inner: &Inner, w: &mut Worker, job: &mut Job) -> Outcome {
     let frame = std::mem::take(&mut job.frame);
+    let tail = std::mem::take(&mut job.tail);
     let fds = std::mem::take(&mut job.fds);
     let timeout = async {
         match inner.config.task_timeout {
@@ -206,7 +207,7 @@ async fn run(inner: &Inner, w: &mut Worker, job: &mut Job) -> Outcome {
         biased;
         _ = job.shared.cancelled() => Outcome::Cancelled,
         _ = inner.abort.cancelled() => Outcome::Cancelled,
-        r = w.exchange(frame, fds) => Outcome::Reply(r),
+        r = w.exchange(frame, tail, fds) => Outcome::Reply(r),
         after = timeout => Outcome::TimedOut(after),
     }
 }

@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{oneshot, Notify};
 
 use crate::error::TaskError;
-use crate::wire::{handles, Payload};
+use crate::wire::{handles, value, Payload};
 
 const QUEUED: u8 = 0;
 const RUNNING: u8 = 1;
@@ -69,6 +69,8 @@ impl TaskShared {
 #[derive(Debug)]
 pub(crate) struct Job {
     pub(crate) frame: Vec<u8>,
+    /// The rest of the body, sent from where it is (a raw byte argument).
+    pub(crate) tail: Vec<u8>,
     /// Descriptors of handles in the argument, sent with the frame.
     pub(crate) fds: Vec<OwnedFd>,
     pub(crate) id: u64,
@@ -77,12 +79,13 @@ pub(crate) struct Job {
 }
 
 impl Job {
-    pub(crate) fn new(id: u64, frame: Vec<u8>, fds: Vec<OwnedFd>) -> (Job, RawTask) {
+    pub(crate) fn new(id: u64, frame: Vec<u8>, tail: Vec<u8>, fds: Vec<OwnedFd>) -> (Job, RawTask) {
         let shared = TaskShared::new(QUEUED);
         let (reply, rx) = oneshot::channel();
         (
             Job {
                 frame,
+                tail,
                 fds,
                 id,
                 shared: shared.clone(),
@@ -245,7 +248,7 @@ impl<R> TaskHandle<R> {
     }
 }
 
-impl<R: DeserializeOwned> Future for TaskHandle<R> {
+impl<R: DeserializeOwned + 'static> Future for TaskHandle<R> {
     type Output = Result<R, TaskError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -261,8 +264,13 @@ impl<R: DeserializeOwned> Future for TaskHandle<R> {
 
 /// Decodes a result in the parent, handles in it taking the descriptors that came
 /// with it.
-pub(crate) fn decode<R: DeserializeOwned>(payload: Payload) -> Result<R, TaskError> {
+pub(crate) fn decode<R: DeserializeOwned + 'static>(payload: Payload) -> Result<R, TaskError> {
     let Payload { body, fds } = payload;
+    // A byte vector is the body itself (see `wire::value`).
+    let body = match value::from_raw::<R>(body) {
+        Ok(r) => return Ok(r),
+        Err(body) => body,
+    };
     handles::supplying(fds, || postcard::from_bytes(&body)).map_err(|e| TaskError::Decode {
         type_name: std::any::type_name::<R>().to_owned(),
         reason: e.to_string(),

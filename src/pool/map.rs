@@ -165,7 +165,7 @@ where
                 }
             });
             if count > 0 {
-                let task = self.pool.queue_frame(func, frame, fds);
+                let task = self.pool.queue_frame(func, frame, Vec::new(), fds);
                 self.push(count, task);
             }
             match failed_item {

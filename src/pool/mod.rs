@@ -34,7 +34,7 @@ pub use map::{Map, MapFuture, MapStream};
 
 use crate::error::{Error, TaskError};
 use crate::task::{self, Trampoline};
-use crate::wire::{self, handles, Kind, TaskRef, HEADER_LEN};
+use crate::wire::{self, handles, value, Kind, TaskRef, HEADER_LEN};
 use handle::{Job, RawTask};
 
 /// Default frame size limit: 1 GiB, for an argument, a result or a chunk.
@@ -467,7 +467,7 @@ impl ProcessPoolExecutor {
     {
         assert_zero_sized!(F);
         let _ = f;
-        TaskHandle::new(self.enqueue_value(task::call::<F, A, R>, &arg))
+        TaskHandle::new(self.enqueue_value(task::call::<F, A, R>, arg))
     }
 
     /// Queues the async function `f(arg)`; the worker runs the future to completion on
@@ -482,7 +482,7 @@ impl ProcessPoolExecutor {
     {
         assert_zero_sized!(F);
         let _ = f;
-        TaskHandle::new(self.enqueue_value(task::call_async::<F, A, Fut, R>, &arg))
+        TaskHandle::new(self.enqueue_value(task::call_async::<F, A, Fut, R>, arg))
     }
 
     /// Submits `f(arg)` and waits for its result: `submit(f, arg).await`.
@@ -605,9 +605,22 @@ impl ProcessPoolExecutor {
     }
 
     /// Encodes `arg` for `trampoline` and queues it.
-    fn enqueue_value<A: Serialize>(&self, trampoline: Trampoline, arg: &A) -> RawTask {
-        self.enqueue(task::local_ref(trampoline), |buf, fds| {
-            handles::collect_into(fds, || postcard::to_io(arg, &mut *buf))
+    fn enqueue_value<A: Serialize + 'static>(&self, trampoline: Trampoline, arg: A) -> RawTask {
+        let func = task::local_ref(trampoline);
+        let arg = match value::into_raw(arg) {
+            Ok(bytes) => {
+                // A byte vector goes as the frame's tail, never copied (`wire::value`).
+                if let Some(refused) = self.refusal() {
+                    return refused;
+                }
+                let mut frame = Vec::with_capacity(HEADER_LEN);
+                wire::begin(&mut frame);
+                return self.queue_frame(func, frame, bytes, Vec::new());
+            }
+            Err(arg) => arg,
+        };
+        self.enqueue(func, |buf, fds| {
+            handles::collect_into(fds, || postcard::to_io(&arg, &mut *buf))
                 .map(drop)
                 .map_err(|e| TaskError::Encode {
                     type_name: type_name::<A>().to_owned(),
@@ -622,11 +635,8 @@ impl ProcessPoolExecutor {
         func: TaskRef,
         encode: impl FnOnce(&mut Vec<u8>, &mut Vec<OwnedFd>) -> Result<(), TaskError>,
     ) -> RawTask {
-        if let Some(e) = self.inner.fatal.get() {
-            return RawTask::failed(TaskError::WorkerStart(e.clone()));
-        }
-        if self.is_shutdown() {
-            return RawTask::failed(TaskError::Shutdown);
+        if let Some(refused) = self.refusal() {
+            return refused;
         }
         let mut frame = Vec::new();
         let mut fds = Vec::new();
@@ -634,12 +644,30 @@ impl ProcessPoolExecutor {
         if let Err(e) = encode(&mut frame, &mut fds) {
             return RawTask::failed(e);
         }
-        self.queue_frame(func, frame, fds)
+        self.queue_frame(func, frame, Vec::new(), fds)
     }
 
-    /// Queues a `Run` frame whose body is already in place after the header.
-    fn queue_frame(&self, func: TaskRef, mut frame: Vec<u8>, fds: Vec<OwnedFd>) -> RawTask {
-        let body = (frame.len() - HEADER_LEN) as u64;
+    /// The failed task to return instead of queuing one, if the pool takes none.
+    fn refusal(&self) -> Option<RawTask> {
+        if let Some(e) = self.inner.fatal.get() {
+            return Some(RawTask::failed(TaskError::WorkerStart(e.clone())));
+        }
+        if self.is_shutdown() {
+            return Some(RawTask::failed(TaskError::Shutdown));
+        }
+        None
+    }
+
+    /// Queues a `Run` frame whose body is in place after the header and goes on in
+    /// `tail`.
+    fn queue_frame(
+        &self,
+        func: TaskRef,
+        mut frame: Vec<u8>,
+        tail: Vec<u8>,
+        fds: Vec<OwnedFd>,
+    ) -> RawTask {
+        let body = (frame.len() - HEADER_LEN + tail.len()) as u64;
         if body > self.inner.config.max_frame {
             return RawTask::failed(TaskError::Encode {
                 type_name: "task argument".to_owned(),
@@ -652,7 +680,7 @@ impl ProcessPoolExecutor {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (flags, func) = func.to_header();
         wire::finish(&mut frame, Kind::Run, flags, id, func);
-        let (job, raw) = Job::new(id, frame, fds);
+        let (job, raw) = Job::new(id, frame, tail, fds);
         match self.jobs.try_send(job) {
             Ok(()) => raw,
             Err(async_channel::TrySendError::Full(_)) => RawTask::failed(TaskError::QueueFull {

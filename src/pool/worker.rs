@@ -185,14 +185,24 @@ impl Worker {
     pub(crate) async fn exchange(
         &mut self,
         frame: Vec<u8>,
+        tail: Vec<u8>,
         fds: Vec<OwnedFd>,
     ) -> Result<Frame, ReadError> {
-        self.send(frame, fds).await?;
+        self.send_with_tail(frame, tail, fds).await?;
         self.recv().await
     }
 
     async fn send(&mut self, frame: Vec<u8>, fds: Vec<OwnedFd>) -> io::Result<()> {
-        self.writer.start(frame, fds);
+        self.send_with_tail(frame, Vec::new(), fds).await
+    }
+
+    async fn send_with_tail(
+        &mut self,
+        frame: Vec<u8>,
+        tail: Vec<u8>,
+        fds: Vec<OwnedFd>,
+    ) -> io::Result<()> {
+        self.writer.start_with_tail(frame, tail, fds);
         self.writer.flush_async(&self.sock).await.map(drop)
     }
 

@@ -71,21 +71,36 @@ pub(crate) fn send(
     fds: &[BorrowedFd<'_>],
     nonblocking: bool,
 ) -> io::Result<usize> {
+    send_parts(sock, [data, &[]], fds, nonblocking)
+}
+
+/// [`send`] of two buffers as if they were one (`head` then `tail`), in one system
+/// call: a large payload goes out from where it is, without being copied behind a
+/// header first.
+///
+/// # Errors
+/// As [`send`].
+pub(crate) fn send_parts(
+    sock: BorrowedFd<'_>,
+    parts: [&[u8]; 2],
+    fds: &[BorrowedFd<'_>],
+    nonblocking: bool,
+) -> io::Result<usize> {
     assert!(fds.len() <= MAX_FDS_PER_MESSAGE, "too many descriptors");
     let mut flags = libc::MSG_NOSIGNAL;
     if nonblocking {
         flags |= libc::MSG_DONTWAIT;
     }
-    let mut iov = libc::iovec {
-        iov_base: data.as_ptr() as *mut libc::c_void,
-        iov_len: data.len(),
-    };
+    let mut iov = parts.map(|p| libc::iovec {
+        iov_base: p.as_ptr() as *mut libc::c_void,
+        iov_len: p.len(),
+    });
     // Only a message with descriptors needs (and zeroes) a control buffer.
     let mut space;
     // SAFETY: msghdr is plain data; all-zero is a valid empty header.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
+    msg.msg_iov = iov.as_mut_ptr();
+    msg.msg_iovlen = if parts[1].is_empty() { 1 } else { 2 };
     if !fds.is_empty() {
         space = CmsgSpace([0; cmsg_space(MAX_FDS_PER_MESSAGE)]);
         let payload = fds.len() * size_of::<RawFd>();
@@ -105,8 +120,8 @@ pub(crate) fn send(
             }
         }
     }
-    // SAFETY: `msg` points at `iov` (valid for `data.len()` readable bytes) and at a
-    // control buffer filled above; all outlive the call.
+    // SAFETY: `msg` points at `iov` (each entry valid for its part's length of
+    // readable bytes) and at a control buffer filled above; all outlive the call.
     let n = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, flags) };
     if n < 0 {
         Err(io::Error::last_os_error())

@@ -26,11 +26,12 @@ use serde::Serialize;
 pub(crate) use conjure::{conjure, resolve};
 
 use crate::sys::image::{self, Image};
-use crate::wire::{handles, Failure, TaskRef, HEADER_LEN};
+use crate::wire::{handles, value, Failure, TaskRef, HEADER_LEN};
 
-/// What the worker calls for a `Run` frame: the encoded argument in, the encoded
-/// result appended to the reply buffer.
-pub(crate) type Trampoline = fn(&mut WorkerCtx, &[u8], &mut Vec<u8>) -> Result<(), Failure>;
+/// What the worker calls for a `Run` frame: the frame's body in (a trampoline may take
+/// it, see [`value`]), the encoded result appended to the reply buffer or left in
+/// [`WorkerCtx::tail_out`].
+pub(crate) type Trampoline = fn(&mut WorkerCtx, &mut Vec<u8>, &mut Vec<u8>) -> Result<(), Failure>;
 
 /// The executable as mapped in this process, read once.
 pub(crate) fn image() -> &'static Image {
@@ -70,6 +71,8 @@ pub(crate) struct WorkerCtx {
     pub(crate) fds_in: Vec<Option<OwnedFd>>,
     /// Descriptors of handles in the result, sent with the `Done` frame.
     pub(crate) fds_out: Vec<OwnedFd>,
+    /// A raw result ([`value`]), sent after the reply buffer as the rest of the body.
+    pub(crate) tail_out: Vec<u8>,
 }
 
 impl WorkerCtx {
@@ -79,6 +82,7 @@ impl WorkerCtx {
             max_frame,
             fds_in: Vec::new(),
             fds_out: Vec::new(),
+            tail_out: Vec::new(),
         }
     }
 
@@ -183,10 +187,69 @@ fn encode_plain<T: Serialize>(value: &T, out: &mut Vec<u8>, max_frame: u64) -> R
     Ok(())
 }
 
+/// Decodes a task's argument from a whole body, taking the body itself when `A` is
+/// raw bytes ([`value`]).
+fn decode_value<A: DeserializeOwned + 'static>(
+    ctx: &mut WorkerCtx,
+    input: &mut Vec<u8>,
+) -> Result<A, Failure> {
+    match value::from_raw::<A>(std::mem::take(input)) {
+        Ok(arg) => Ok(arg),
+        Err(bytes) => {
+            *input = bytes;
+            decode(ctx, input)
+        }
+    }
+}
+
+/// Encodes a task's result as a whole body: raw bytes go to [`WorkerCtx::tail_out`]
+/// untouched, anything else is appended to `out`.
+fn encode_value<R: Serialize + 'static>(
+    result: R,
+    ctx: &mut WorkerCtx,
+    out: &mut Vec<u8>,
+) -> Result<(), Failure> {
+    match value::into_raw(result) {
+        Ok(bytes) if bytes.len() as u64 > ctx.max_frame => Err(Failure::Encode {
+            type_name: type_name::<R>().to_owned(),
+            reason: format!(
+                "{} bytes is over the frame size limit of {} bytes",
+                bytes.len(),
+                ctx.max_frame
+            ),
+        }),
+        Ok(bytes) => {
+            ctx.tail_out = bytes;
+            Ok(())
+        }
+        Err(result) => encode_into(&result, out, &mut ctx.fds_out, ctx.max_frame),
+    }
+}
+
 /// Trampoline for a plain function `F: Fn(A) -> R`.
 pub(crate) fn call<F, A, R>(
     ctx: &mut WorkerCtx,
-    input: &[u8],
+    input: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+) -> Result<(), Failure>
+where
+    F: Fn(A) -> R + Copy,
+    A: DeserializeOwned + 'static,
+    R: Serialize + 'static,
+{
+    let arg: A = decode_value(ctx, input)?;
+    let f: F = conjure();
+    let result = catch(move || f(arg))?;
+    encode_value(result, ctx, out)
+}
+
+/// Trampoline for `F: Fn(A) -> R` whose argument and result are always postcard, also
+/// byte vectors: the manager keeps values encoded that way.
+// One signature for every trampoline; `call` takes the body, this one borrows it.
+#[allow(clippy::ptr_arg)]
+pub(crate) fn call_postcard<F, A, R>(
+    ctx: &mut WorkerCtx,
+    input: &mut Vec<u8>,
     out: &mut Vec<u8>,
 ) -> Result<(), Failure>
 where
@@ -203,30 +266,31 @@ where
 /// Trampoline for an async function, run to completion on the worker's runtime.
 pub(crate) fn call_async<F, A, Fut, R>(
     ctx: &mut WorkerCtx,
-    input: &[u8],
+    input: &mut Vec<u8>,
     out: &mut Vec<u8>,
 ) -> Result<(), Failure>
 where
     F: Fn(A) -> Fut + Copy,
     Fut: Future<Output = R>,
-    A: DeserializeOwned,
-    R: Serialize,
+    A: DeserializeOwned + 'static,
+    R: Serialize + 'static,
 {
-    let arg: A = decode(ctx, input)?;
+    let arg: A = decode_value(ctx, input)?;
     let f: F = conjure();
-    let max_frame = ctx.max_frame;
     let rt = ctx.runtime()?;
     let result = catch(move || rt.block_on(f(arg)))?;
-    encode_into(&result, out, &mut ctx.fds_out, max_frame)
+    encode_value(result, ctx, out)
 }
 
 /// Trampoline for a chunk of `map`: the input is the items' encodings back to back;
 /// the output is one encoded `Result<R, Failure>` per item, back to back. A panic fails
 /// only its item. An item that does not decode ends the chunk (the rest of the bytes
 /// cannot be trusted); the parent fails the items that got no answer.
+// One signature for every trampoline; `call` takes the body, this one borrows it.
+#[allow(clippy::ptr_arg)]
 pub(crate) fn call_batch<F, A, R>(
     ctx: &mut WorkerCtx,
-    input: &[u8],
+    input: &mut Vec<u8>,
     out: &mut Vec<u8>,
 ) -> Result<(), Failure>
 where
@@ -239,7 +303,7 @@ where
     // The arguments are decoded first and the results encoded last, so that the
     // user's function never runs while a message's descriptors are installed.
     let mut args = Vec::new();
-    let mut rest = input;
+    let mut rest = &input[..];
     let stopped = handles::supply_from(&mut ctx.fds_in, || {
         while !rest.is_empty() {
             match postcard::take_from_bytes::<A>(rest) {
@@ -274,9 +338,11 @@ where
 }
 
 /// Trampoline for the pool initializer `F: Fn(A) -> Result<(), E>`.
+// One signature for every trampoline; `call` takes the body, this one borrows it.
+#[allow(clippy::ptr_arg)]
 pub(crate) fn call_init<F, A, E>(
     ctx: &mut WorkerCtx,
-    input: &[u8],
+    input: &mut Vec<u8>,
     _out: &mut Vec<u8>,
 ) -> Result<(), Failure>
 where
@@ -309,7 +375,12 @@ mod tests {
         let back = resolve(image(), r).expect("resolves");
         let mut ctx = WorkerCtx::new(1 << 20);
         let mut out = Vec::new();
-        back(&mut ctx, &postcard::to_allocvec(&21u32).unwrap(), &mut out).unwrap();
+        back(
+            &mut ctx,
+            &mut postcard::to_allocvec(&21u32).unwrap(),
+            &mut out,
+        )
+        .unwrap();
         assert_eq!(postcard::from_bytes::<u32>(&out).unwrap(), 42);
     }
 

@@ -28,6 +28,7 @@ use crate::error::ProtocolError;
 
 pub(crate) mod handles;
 pub(crate) mod stream;
+pub(crate) mod value;
 
 /// Size of the fixed frame header.
 pub(crate) const HEADER_LEN: usize = 32;

@@ -217,6 +217,8 @@ pub(crate) struct FrameWriter {
 #[derive(Debug)]
 struct Pending {
     frame: Vec<u8>,
+    /// More body after `frame`, sent from where it is (see [`super::value`]).
+    tail: Vec<u8>,
     written: usize,
     fds: Vec<OwnedFd>,
 }
@@ -239,15 +241,30 @@ impl FrameWriter {
     /// # Panics
     /// If a frame is still pending, or `fds` is longer than one message may carry
     /// (callers check [`super::handles::MAX_FDS`] when encoding).
-    pub(crate) fn start(&mut self, mut frame: Vec<u8>, fds: Vec<OwnedFd>) {
+    pub(crate) fn start(&mut self, frame: Vec<u8>, fds: Vec<OwnedFd>) {
+        self.start_with_tail(frame, Vec::new(), fds);
+    }
+
+    /// [`start`](Self::start) for a frame whose body goes on in `tail`: the header's
+    /// length is increased by `tail.len()`, and both go out together without being
+    /// copied into one buffer.
+    ///
+    /// # Panics
+    /// As [`start`](Self::start).
+    pub(crate) fn start_with_tail(&mut self, mut frame: Vec<u8>, tail: Vec<u8>, fds: Vec<OwnedFd>) {
         assert!(self.pending.is_none(), "a frame is still being written");
         assert!(
             fds.len() <= sock::MAX_FDS_PER_MESSAGE,
             "too many descriptors"
         );
         frame[10..12].copy_from_slice(&(fds.len() as u16).to_le_bytes());
+        if !tail.is_empty() {
+            let len = u64::from_le_bytes(frame[0..8].try_into().expect("8 bytes"));
+            frame[0..8].copy_from_slice(&(len + tail.len() as u64).to_le_bytes());
+        }
         self.pending = Some(Pending {
             frame,
+            tail,
             written: 0,
             fds,
         });
@@ -259,9 +276,13 @@ impl FrameWriter {
         let Some(p) = self.pending.as_mut() else {
             return Ok(Vec::new());
         };
-        while p.written < p.frame.len() {
+        while p.written < p.frame.len() + p.tail.len() {
             let fds: Vec<BorrowedFd<'_>> = p.fds.iter().map(AsFd::as_fd).collect();
-            match sock::send(sock, &p.frame[p.written..], &fds, nonblocking) {
+            let parts = match p.frame.get(p.written..) {
+                Some(head) if !head.is_empty() => [head, &p.tail[..]],
+                _ => [&p.tail[p.written - p.frame.len()..], &[][..]],
+            };
+            match sock::send_parts(sock, parts, &fds, nonblocking) {
                 Ok(n) => {
                     p.written += n;
                     if n > 0 {
