@@ -384,6 +384,7 @@ impl Builder {
                 name: name.clone(),
                 one_shot: true,
                 authkey: crate::connection::authkey(),
+                progress: false,
             },
         );
         let mut run = Vec::new();

@@ -131,9 +131,12 @@ async fn a_timed_out_task_kills_its_worker_and_the_pool_goes_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelling_a_running_infinite_loop_replaces_the_worker() {
     let pool = ProcessPoolExecutor::builder().workers(1).build().unwrap();
-    let handle = pool.submit(common::spin_forever, ());
+    let running = procpool::Event::new().unwrap();
+    let handle = pool.submit(common::signal_then_spin_forever, running.clone());
     let victim = handle.started().await.expect("dispatched");
     assert!(handle.is_running());
+    // Dispatched is not begun: wait until the worker runs it, so the cancel must kill.
+    running.wait().await.unwrap();
     handle.cancel();
     assert!(matches!(handle.await, Err(TaskError::Cancelled)));
     assert!(

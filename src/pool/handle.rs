@@ -5,8 +5,8 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::os::fd::OwnedFd;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use serde::de::DeserializeOwned;
@@ -25,7 +25,11 @@ const CANCELLED: u8 = 3;
 pub(crate) struct TaskShared {
     state: AtomicU8,
     pid: AtomicU32,
-    cancel: Notify,
+    /// Set by [`TaskHandle::cancel`] once the task was dispatched.
+    cancel_requested: AtomicBool,
+    /// The dispatching driver's wake-up for cancellations (one per driver, so that a
+    /// driver with several tasks in flight waits on one thing).
+    driver: OnceLock<Arc<Notify>>,
     /// Woken when the task leaves the queue (dispatched, finished or cancelled).
     moved: Notify,
 }
@@ -35,23 +39,35 @@ impl TaskShared {
         Arc::new(TaskShared {
             state: AtomicU8::new(state),
             pid: AtomicU32::new(0),
-            cancel: Notify::new(),
+            cancel_requested: AtomicBool::new(false),
+            driver: OnceLock::new(),
             moved: Notify::new(),
         })
     }
 
-    /// Claims a queued task for `pid`; false if it was cancelled first.
-    pub(crate) fn start(&self, pid: u32) -> bool {
+    /// Claims a task for the worker `pid` of the driver woken by `signal`; false if it
+    /// was cancelled first. A task sent again (its first worker died before starting
+    /// it) is claimed again by the same driver.
+    pub(crate) fn start(&self, pid: u32, signal: &Arc<Notify>) -> bool {
+        if self.cancel_requested() {
+            return false;
+        }
+        // Before the state says RUNNING: whoever sees RUNNING finds the signal.
+        let _ = self.driver.set(signal.clone());
         self.pid.store(pid, Ordering::Release);
-        let started = self
-            .state
-            .compare_exchange(QUEUED, RUNNING, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok();
+        let started =
+            match self
+                .state
+                .compare_exchange(QUEUED, RUNNING, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => true,
+                Err(state) => state == RUNNING,
+            };
         if !started {
             self.pid.store(0, Ordering::Release);
         }
         self.moved.notify_waiters();
-        started
+        started && !self.cancel_requested()
     }
 
     pub(crate) fn finish(&self) {
@@ -59,9 +75,9 @@ impl TaskShared {
         self.moved.notify_waiters();
     }
 
-    /// Resolves when [`TaskHandle::cancel`] is called on a running task.
-    pub(crate) async fn cancelled(&self) {
-        self.cancel.notified().await
+    /// Whether [`TaskHandle::cancel`] was called after the task was dispatched.
+    pub(crate) fn cancel_requested(&self) -> bool {
+        self.cancel_requested.load(Ordering::Acquire)
     }
 }
 
@@ -133,7 +149,12 @@ impl RawTask {
             Ordering::Acquire,
         ) {
             Ok(_) => self.shared.moved.notify_waiters(),
-            Err(RUNNING) => self.shared.cancel.notify_one(),
+            Err(RUNNING) => {
+                self.shared.cancel_requested.store(true, Ordering::Release);
+                if let Some(driver) = self.shared.driver.get() {
+                    driver.notify_one();
+                }
+            }
             Err(_) => {}
         }
     }
@@ -199,9 +220,12 @@ impl<R> TaskHandle<R> {
         }
     }
 
-    /// Cancels the task. A queued task is dropped and never runs; a running task's
-    /// worker is killed (`SIGKILL`) and replaced. Either way the handle then resolves
-    /// to [`TaskError::Cancelled`]. A task that already finished keeps its result.
+    /// Cancels the task. A queued task is dropped and never runs. A task already sent
+    /// to a worker is skipped if the worker has not begun it (a worker may be sent a
+    /// few short tasks ahead); if it has, the worker is killed (`SIGKILL`) and
+    /// replaced, and tasks sent to it behind this one go to the next worker. Either
+    /// way the handle then resolves to [`TaskError::Cancelled`]. A task that already
+    /// finished keeps its result.
     pub fn cancel(&self) {
         self.raw.cancel();
     }
@@ -214,7 +238,8 @@ impl<R> TaskHandle<R> {
         }
     }
 
-    /// Whether a worker is running the task right now (Python's `Future.running()`).
+    /// Whether the task was sent to a worker and has not finished (Python's
+    /// `Future.running()`, which is also true for tasks handed to a worker's queue).
     pub fn is_running(&self) -> bool {
         !self.returned && self.raw.shared.state.load(Ordering::Acquire) == RUNNING
     }

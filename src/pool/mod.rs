@@ -14,6 +14,7 @@
 mod driver;
 mod handle;
 mod map;
+pub(crate) mod progress;
 mod worker;
 
 use std::any::type_name;
@@ -680,6 +681,8 @@ impl ProcessPoolExecutor {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (flags, func) = func.to_header();
         wire::finish(&mut frame, Kind::Run, flags, id, func);
+        // The driver writes jobs as they are (see `worker::Worker::write_some`).
+        wire::set_extent(&mut frame, tail.len(), fds.len());
         let (job, raw) = Job::new(id, frame, tail, fds);
         match self.jobs.try_send(job) {
             Ok(()) => raw,

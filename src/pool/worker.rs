@@ -9,9 +9,11 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use crate::bootstrap;
 use crate::error::{Error, Exit, ProtocolError};
+use crate::pool::progress::Progress;
 use crate::pool::Config;
 use crate::supervisor;
 use crate::sys;
@@ -41,13 +43,27 @@ pub(crate) struct Worker {
     sock: AsyncFd<OwnedFd>,
     reader: FrameReader,
     writer: FrameWriter,
+    /// Which of the tasks sent to it the worker has started.
+    progress: Progress,
+    /// Number of the last task sent (see [`Progress`]).
+    seq: u64,
     /// Tasks this worker has finished (for `max_tasks_per_worker`).
     pub(crate) tasks_done: u64,
+}
+
+/// What [`Worker::next_io`] saw.
+#[derive(Debug)]
+pub(crate) enum Io {
+    /// A reply (or why none can come).
+    Reply(Result<Frame, ReadError>),
+    /// The socket may take more of the frames being written.
+    Writable(io::Result<()>),
 }
 
 impl Worker {
     /// Starts a worker and completes the handshake (fingerprint, initializer).
     pub(crate) async fn start(config: &Config) -> Result<Worker, StartError> {
+        let (progress, page) = Progress::create().map_err(StartError::Spawn)?;
         let (ours, theirs) = sys::sock::pair(sys::sock::Kind::Stream).map_err(StartError::Spawn)?;
         let mut cmd = bootstrap::child_command(true, theirs, &config.env);
         // A process group of its own: a terminal's Ctrl-C (SIGINT to the foreground
@@ -55,7 +71,7 @@ impl Worker {
         cmd.process_group(0);
         let child = supervisor::spawn(cmd).await.map_err(StartError::Spawn)?;
         let pid = child.id();
-        let mut worker = match Self::attach(child, ours, config.max_frame) {
+        let mut worker = match Self::attach(child, ours, config.max_frame, progress) {
             Ok(w) => w,
             Err((mut child, e)) => {
                 let _ = child.kill();
@@ -70,11 +86,14 @@ impl Worker {
             name: format!("PoolWorker-{}", NEXT_WORKER.fetch_add(1, Ordering::Relaxed)),
             one_shot: false,
             authkey: crate::connection::authkey(),
+            progress: true,
         };
+        // The initializer's descriptors, then the progress page (last, see `Hello`).
         let fds = match config
             .initializer_fds
             .iter()
             .map(|fd| sys::sock::dup(fd.as_fd()))
+            .chain(std::iter::once(Ok(page)))
             .collect::<io::Result<Vec<_>>>()
         {
             Ok(fds) => fds,
@@ -153,7 +172,12 @@ impl Worker {
         }
     }
 
-    fn attach(child: Child, ours: OwnedFd, limit: u64) -> Result<Worker, (Child, io::Error)> {
+    fn attach(
+        child: Child,
+        ours: OwnedFd,
+        limit: u64,
+        progress: Progress,
+    ) -> Result<Worker, (Child, io::Error)> {
         let pid = child.id();
         let setup = (|| -> io::Result<_> {
             let pidfd = sys::proc::async_readable(sys::proc::pidfd_open(pid)?)?;
@@ -168,6 +192,8 @@ impl Worker {
                 sock,
                 reader: FrameReader::new(limit),
                 writer: FrameWriter::new(),
+                progress,
+                seq: 0,
                 tasks_done: 0,
             }),
             Err(e) => Err((child, e)),
@@ -178,31 +204,99 @@ impl Worker {
         self.pid
     }
 
-    /// Sends a frame, then reads the answer.
+    pub(crate) fn progress(&self) -> &Progress {
+        &self.progress
+    }
+
+    /// Numbers the next task sent and marks it pending on the progress page.
+    pub(crate) fn queue_next(&mut self) -> u64 {
+        self.seq += 1;
+        self.progress.queue(self.seq);
+        self.seq
+    }
+
+    /// Writes what the socket takes now of a job's frame (`frame` then `tail`, from
+    /// byte `*written`; descriptors with the first byte) without waiting; true once
+    /// all of it is out. The job keeps its buffers and descriptors, so that it can be
+    /// sent again to another worker if this one dies before starting it.
     ///
-    /// Not cancel safe: a dropped exchange leaves the stream mid-frame, so the caller
-    /// kills the worker whenever it abandons one.
-    pub(crate) async fn exchange(
-        &mut self,
-        frame: Vec<u8>,
-        tail: Vec<u8>,
-        fds: Vec<OwnedFd>,
-    ) -> Result<Frame, ReadError> {
-        self.send_with_tail(frame, tail, fds).await?;
-        self.recv().await
+    /// # Errors
+    /// The socket's error (the worker is gone).
+    pub(crate) fn write_some(
+        &self,
+        frame: &[u8],
+        tail: &[u8],
+        fds: &[OwnedFd],
+        written: &mut usize,
+    ) -> io::Result<bool> {
+        let sock = self.sock.get_ref().as_fd();
+        while *written < frame.len() + tail.len() {
+            let parts = match frame.get(*written..) {
+                Some(head) if !head.is_empty() => [head, tail],
+                _ => [&tail[*written - frame.len()..], &[][..]],
+            };
+            let fds: Vec<_> = match *written {
+                0 => fds.iter().map(AsFd::as_fd).collect(),
+                _ => Vec::new(),
+            };
+            match sys::sock::send_parts(sock, parts, &fds, true) {
+                Ok(n) => *written += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+
+    /// Waits for a reply (if `read`) or room in the socket (if `write`), whichever
+    /// comes first. A reply is polled for up to `spin` first, yielding to the runtime
+    /// between polls, before waiting on the reactor: a worker answering within
+    /// microseconds is not paid for with a reactor wake-up.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a frame read in part stays in the reader.
+    pub(crate) async fn next_io(&mut self, read: bool, spin: Duration, write: bool) -> Io {
+        let Worker { reader, sock, .. } = self;
+        let sock = &*sock;
+        let reply = async {
+            if !spin.is_zero() && !reader.has_frame() {
+                let until = Instant::now() + spin;
+                loop {
+                    match reader.read(sock.get_ref().as_fd(), true) {
+                        Err(ReadError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        other => return other,
+                    }
+                    if Instant::now() >= until {
+                        break;
+                    }
+                    tokio::task::yield_now().await;
+                }
+            }
+            reader.read_async(sock).await
+        };
+        let writable = async {
+            // Readiness is cleared first: the caller writes until `WouldBlock`, and
+            // then only a new edge means room.
+            let mut guard = sock.writable().await?;
+            guard.clear_ready();
+            Ok(())
+        };
+        tokio::select! {
+            biased;
+            r = reply, if read => Io::Reply(r),
+            r = writable, if write => Io::Writable(r),
+            else => std::future::pending().await,
+        }
+    }
+
+    /// A reply already received, without waiting (used after the worker died).
+    pub(crate) fn buffered_reply(&mut self) -> Option<Frame> {
+        self.reader.read(self.sock.get_ref().as_fd(), true).ok()
     }
 
     async fn send(&mut self, frame: Vec<u8>, fds: Vec<OwnedFd>) -> io::Result<()> {
-        self.send_with_tail(frame, Vec::new(), fds).await
-    }
-
-    async fn send_with_tail(
-        &mut self,
-        frame: Vec<u8>,
-        tail: Vec<u8>,
-        fds: Vec<OwnedFd>,
-    ) -> io::Result<()> {
-        self.writer.start_with_tail(frame, tail, fds);
+        self.writer.start(frame, fds);
         self.writer.flush_async(&self.sock).await.map(drop)
     }
 

@@ -36,6 +36,8 @@ pub(crate) const HEADER_LEN: usize = 32;
 pub(crate) const FLAG_FAILED: u32 = 1;
 /// On `Run`: `func` is a registered id, not a local offset.
 pub(crate) const FLAG_REGISTERED: u32 = 2;
+/// On `Done`: the task was cancelled before it started and did not run; no body.
+pub(crate) const FLAG_SKIPPED: u32 = 4;
 /// Control messages are small; anything bigger is garbage.
 const MAX_CONTROL_BODY: u64 = 1 << 20;
 
@@ -141,6 +143,14 @@ pub(crate) fn finish(buf: &mut [u8], kind: Kind, flags: u32, id: u64, func: u64)
     buf[24..32].copy_from_slice(&func.to_le_bytes());
 }
 
+/// Sets a finished header's body length and descriptor count, for a frame whose body
+/// goes on past `buf` in a tail of `tail` bytes and which carries `nfds` descriptors.
+pub(crate) fn set_extent(buf: &mut [u8], tail: usize, nfds: usize) {
+    let len = (buf.len() - HEADER_LEN + tail) as u64;
+    buf[0..8].copy_from_slice(&len.to_le_bytes());
+    buf[10..12].copy_from_slice(&(nfds as u16).to_le_bytes());
+}
+
 /// A whole control frame with a postcard body.
 pub(crate) fn control<T: Serialize>(kind: Kind, body: &T) -> Vec<u8> {
     let mut buf = Vec::with_capacity(64);
@@ -230,6 +240,9 @@ pub(crate) struct Hello {
     /// The parent's authentication key, inherited as Python's
     /// `current_process().authkey` is (over the socket, not the environment).
     pub(crate) authkey: Vec<u8>,
+    /// A pool worker: the frame's last descriptor is its progress page
+    /// (`pool::progress`), to claim each task on before running it.
+    pub(crate) progress: bool,
 }
 
 /// The worker's answer once it is set up and its initializer has run.

@@ -246,8 +246,8 @@ impl FrameWriter {
     }
 
     /// [`start`](Self::start) for a frame whose body goes on in `tail`: the header's
-    /// length is increased by `tail.len()`, and both go out together without being
-    /// copied into one buffer.
+    /// length is set to cover both, and both go out together without being copied
+    /// into one buffer.
     ///
     /// # Panics
     /// As [`start`](Self::start).
@@ -257,11 +257,7 @@ impl FrameWriter {
             fds.len() <= sock::MAX_FDS_PER_MESSAGE,
             "too many descriptors"
         );
-        frame[10..12].copy_from_slice(&(fds.len() as u16).to_le_bytes());
-        if !tail.is_empty() {
-            let len = u64::from_le_bytes(frame[0..8].try_into().expect("8 bytes"));
-            frame[0..8].copy_from_slice(&(len + tail.len() as u64).to_le_bytes());
-        }
+        super::set_extent(&mut frame, tail.len(), fds.len());
         self.pending = Some(Pending {
             frame,
             tail,

@@ -137,6 +137,16 @@ pub fn spin_forever(_: ()) -> u32 {
     }
 }
 
+/// Sets `running`, then spins until the worker is killed: a task whose caller can
+/// wait until the worker has really begun it.
+#[allow(dead_code)]
+pub fn signal_then_spin_forever(running: procpool::Event) -> u32 {
+    running.set();
+    loop {
+        std::hint::spin_loop();
+    }
+}
+
 /// Makes this process the subreaper of its descendants' orphans (process-wide: only
 /// for a test alone in its binary), so a test can watch and reap grandchildren whose
 /// parent it killed.

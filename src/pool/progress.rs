@@ -1,0 +1,148 @@
+//! The progress page: which of the tasks queued in a worker's socket it has started.
+//!
+//! A driver may send a worker several tasks before the first is answered (pipelining,
+//! see [`super::driver`]). Then "sent" no longer means "started", and the parent must
+//! know which is which: a cancelled task that has not started must not run, one that
+//! has must have its worker killed, and when a worker dies, the one task it was running
+//! fails while the tasks behind it, never started, go to the next worker.
+//!
+//! Each worker shares one page of memory with its driver (a memfd sent with `Hello`).
+//! Task number `seq` (counted by both sides in the order `Run` frames are written and
+//! read) owns slot `seq % DEPTH_MAX`, a word `seq << 2 | state`. The driver writes
+//! `PENDING` before sending the frame; the worker, before running it, moves it to
+//! `STARTED` with a compare-and-swap. The driver's own moves are compare-and-swaps
+//! from `PENDING` too, so exactly one side wins each race:
+//! - `CANCELLED`: the worker answers "skipped" without running it;
+//! - `HELD`: the worker stops before it (its driver is about to kill it and must be
+//!   sure nothing after the task being cancelled has started).
+//!
+//! A slot is reused only after its task was answered, because a driver never has more
+//! than `DEPTH_MAX` tasks in flight. After a worker is reaped the page no longer
+//! changes, so the driver can read there what the worker had started.
+
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::sys::shm::{self, Region};
+
+/// Most tasks a worker may have sent to it and not answered.
+pub(crate) const DEPTH_MAX: usize = 16;
+
+const PAGE: usize = 4096;
+const PENDING: u64 = 0;
+const STARTED: u64 = 1;
+const CANCELLED: u64 = 2;
+const HELD: u64 = 3;
+
+/// What the worker may do with the next task.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Begin {
+    Run,
+    Skip,
+    Stop,
+    /// The slot holds neither this task nor a decision about it: the page and the
+    /// stream disagree, which only a broken parent can cause.
+    Lost,
+}
+
+/// One worker's progress page, as either side maps it.
+#[derive(Debug)]
+pub(crate) struct Progress {
+    region: Region,
+}
+
+impl Progress {
+    /// A new zeroed page and the descriptor to send to the worker.
+    pub(crate) fn create() -> io::Result<(Progress, OwnedFd)> {
+        let fd = shm::memfd("procpool-progress", PAGE as u64)?;
+        let region = Region::map(fd.as_fd(), PAGE)?;
+        Ok((Progress { region }, fd))
+    }
+
+    /// The worker's view of the page its parent sent.
+    pub(crate) fn open(fd: &OwnedFd) -> io::Result<Progress> {
+        if shm::file_len(fd.as_fd())? < PAGE as u64 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "progress page too small",
+            ));
+        }
+        Ok(Progress {
+            region: Region::map(fd.as_fd(), PAGE)?,
+        })
+    }
+
+    fn slot(&self, seq: u64) -> &AtomicU64 {
+        self.region.u64_at((seq % DEPTH_MAX as u64) as usize * 8)
+    }
+
+    /// Parent: task `seq` is about to be sent.
+    pub(crate) fn queue(&self, seq: u64) {
+        self.slot(seq).store(seq << 2 | PENDING, Ordering::SeqCst);
+    }
+
+    fn claim(&self, seq: u64, state: u64) -> Result<(), u64> {
+        self.slot(seq)
+            .compare_exchange(
+                seq << 2 | PENDING,
+                seq << 2 | state,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            )
+            .map(drop)
+    }
+
+    /// Parent: makes the worker skip task `seq`; false if it has started it.
+    pub(crate) fn cancel(&self, seq: u64) -> bool {
+        self.claim(seq, CANCELLED).is_ok()
+    }
+
+    /// Parent: makes the worker stop before task `seq`; false if it has started it.
+    pub(crate) fn hold(&self, seq: u64) -> bool {
+        self.claim(seq, HELD).is_ok()
+    }
+
+    /// Parent, once the worker is reaped: whether it started task `seq`.
+    pub(crate) fn started(&self, seq: u64) -> bool {
+        self.slot(seq).load(Ordering::SeqCst) == seq << 2 | STARTED
+    }
+
+    /// Worker: claims task `seq` before running it.
+    pub(crate) fn begin(&self, seq: u64) -> Begin {
+        match self.claim(seq, STARTED) {
+            Ok(()) => Begin::Run,
+            Err(v) if v == seq << 2 | CANCELLED => Begin::Skip,
+            Err(v) if v == seq << 2 | HELD => Begin::Stop,
+            Err(_) => Begin::Lost,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_race_has_one_winner_and_slots_are_reused_by_number() {
+        let (parent, fd) = Progress::create().unwrap();
+        let worker = Progress::open(&fd).unwrap();
+        parent.queue(1);
+        parent.queue(2);
+        parent.queue(3);
+        assert_eq!(worker.begin(1), Begin::Run);
+        assert!(!parent.cancel(1), "started: too late to skip");
+        assert!(parent.started(1));
+        assert!(parent.cancel(2));
+        assert_eq!(worker.begin(2), Begin::Skip);
+        assert!(parent.hold(3));
+        assert!(!parent.cancel(3));
+        assert_eq!(worker.begin(3), Begin::Stop);
+        assert!(!parent.started(3));
+        // Task 17 reuses task 1's slot; a stale number is never taken for it.
+        assert_eq!(worker.begin(17), Begin::Lost);
+        parent.queue(17);
+        assert!(!parent.started(1));
+        assert_eq!(worker.begin(17), Begin::Run);
+    }
+}
