@@ -116,7 +116,7 @@ pub use manager::Manager;
 pub use pipe::{duplex, pipe, Connection};
 pub use pool::{
     Builder, Map, MapFuture, MapStream, PoolStats, ProcessPoolExecutor, TaskHandle,
-    DEFAULT_MAX_FRAME, DEFAULT_QUEUE_CAPACITY,
+    DEFAULT_MAX_FRAME, DEFAULT_QUEUE_CAPACITY, MAX_PIPELINE,
 };
 pub use process::{
     active_children, current_process, parent_process, Builder as ProcessBuilder, ChildOutput,

@@ -16,8 +16,10 @@ async fn start_grandchildren(_: ()) -> (u32, u32) {
     let idle_pool = ProcessPoolExecutor::builder().workers(1).build().unwrap();
     let idle = idle_pool.run(common::whoami, ()).await.unwrap();
     let busy_pool = ProcessPoolExecutor::builder().workers(1).build().unwrap();
-    let busy = busy_pool.submit(common::spin_forever, ());
+    let running = procpool::Event::new().unwrap();
+    let busy = busy_pool.submit(common::signal_then_spin_forever, running.clone());
     let busy_pid = busy.started().await.unwrap();
+    running.wait().await.unwrap();
     std::mem::forget(busy);
     std::mem::forget(idle_pool);
     std::mem::forget(busy_pool);
@@ -41,8 +43,12 @@ async fn workers_of_a_parent_killed_with_sigkill_are_gone() {
     );
 
     // Kill the helper parent while it is running a task, so its pool sees it die.
-    let victim = pool.submit(common::spin_forever, ());
+    // Killed once it has begun the task: a task sent but not begun would go to the
+    // next worker instead of failing.
+    let running = procpool::Event::new().unwrap();
+    let victim = pool.submit(common::signal_then_spin_forever, running.clone());
     assert_eq!(victim.started().await, Some(helper_pid));
+    running.wait().await.unwrap();
     common::signal(helper_pid, libc::SIGKILL);
     match victim.await {
         Err(TaskError::WorkerDied { exit }) => assert_eq!(exit, Exit::Signal(libc::SIGKILL)),

@@ -196,13 +196,7 @@ impl Driver {
                 }
                 Event::Io(Io::Writable(Ok(()))) => {}
                 Event::Io(Io::Writable(Err(_))) => self.lose(Loss::Died).await,
-                Event::TimedOut => {
-                    if let Some(after) = self.inner.config.task_timeout {
-                        if self.decide(0, Verdict::TimedOut(after)) {
-                            self.lose(Loss::Killed).await;
-                        }
-                    }
-                }
+                Event::TimedOut => self.on_timeout().await,
                 Event::Job(Some(job)) => self.dispatch(job),
                 Event::Job(None) => self.queue_ended = true,
             }
@@ -257,7 +251,12 @@ impl Driver {
             return false;
         };
         let n = self.flights.len();
-        n < self.pace.depth()
+        let depth = self
+            .inner
+            .config
+            .pipeline
+            .unwrap_or_else(|| self.pace.depth());
+        n < depth
             && self
                 .inner
                 .config
@@ -293,13 +292,14 @@ impl Driver {
             job.resolve(Err(TaskError::Cancelled));
             return;
         };
-        if job.abandoned() || !job.shared.start(w.pid(), &self.signal) {
+        let seq = w.queue_next();
+        if job.abandoned() || !job.shared.start(w.pid(), &self.signal, w.progress(), seq) {
+            w.unqueue();
             counters.cancelled.fetch_add(1, Ordering::Relaxed);
             job.resolve(Err(TaskError::Cancelled));
             return;
         }
         counters.running.fetch_add(1, Ordering::Relaxed);
-        let seq = w.queue_next();
         if self.flights.is_empty() {
             self.head_since = Instant::now();
         }
@@ -397,6 +397,25 @@ impl Driver {
         job.resolve(result);
     }
 
+    /// The first flight's time is up. The clock runs from when the worker could
+    /// begin it; if it has not begun it yet (a descheduled worker), it starts again.
+    async fn on_timeout(&mut self) {
+        let (Some(after), Some(w), Some(head)) = (
+            self.inner.config.task_timeout,
+            self.worker.as_ref(),
+            self.flights.front(),
+        ) else {
+            return;
+        };
+        if !w.progress().started(head.seq) {
+            self.head_since = Instant::now();
+            return;
+        }
+        if self.decide(0, Verdict::TimedOut(after)) {
+            self.lose(Loss::Killed).await;
+        }
+    }
+
     /// Acts on cancellations of flights.
     async fn on_cancel(&mut self) {
         for i in 0..self.flights.len() {
@@ -424,7 +443,7 @@ impl Driver {
         };
         let f = &mut self.flights[i];
         f.verdict = Some(verdict);
-        if w.progress().cancel(f.seq) {
+        if w.progress().skip(f.seq) {
             return false;
         }
         match self.flights.get(i + 1) {

@@ -6,13 +6,14 @@ use std::marker::PhantomData;
 use std::os::fd::OwnedFd;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 
 use serde::de::DeserializeOwned;
 use tokio::sync::{oneshot, Notify};
 
 use crate::error::TaskError;
+use crate::pool::progress::Progress;
 use crate::wire::{handles, value, Payload};
 
 const QUEUED: u8 = 0;
@@ -30,6 +31,9 @@ pub(crate) struct TaskShared {
     /// The dispatching driver's wake-up for cancellations (one per driver, so that a
     /// driver with several tasks in flight waits on one thing).
     driver: OnceLock<Arc<Notify>>,
+    /// The progress page of the worker it was sent to, and its number there: a
+    /// cancel marks it skipped at once, so a task not begun never begins.
+    sent: Mutex<Option<(Arc<Progress>, u64)>>,
     /// Woken when the task leaves the queue (dispatched, finished or cancelled).
     moved: Notify,
 }
@@ -41,19 +45,28 @@ impl TaskShared {
             pid: AtomicU32::new(0),
             cancel_requested: AtomicBool::new(false),
             driver: OnceLock::new(),
+            sent: Mutex::new(None),
             moved: Notify::new(),
         })
     }
 
-    /// Claims a task for the worker `pid` of the driver woken by `signal`; false if it
-    /// was cancelled first. A task sent again (its first worker died before starting
-    /// it) is claimed again by the same driver.
-    pub(crate) fn start(&self, pid: u32, signal: &Arc<Notify>) -> bool {
+    /// Claims a task for the worker `pid` of the driver woken by `signal`, as task
+    /// `seq` on that worker's `page`; false if it was cancelled first. A task sent
+    /// again (its first worker died before starting it) is claimed again by the same
+    /// driver.
+    pub(crate) fn start(
+        &self,
+        pid: u32,
+        signal: &Arc<Notify>,
+        page: &Arc<Progress>,
+        seq: u64,
+    ) -> bool {
         if self.cancel_requested() {
             return false;
         }
-        // Before the state says RUNNING: whoever sees RUNNING finds the signal.
+        // Before the state says RUNNING: whoever sees RUNNING finds both.
         let _ = self.driver.set(signal.clone());
+        *self.sent.lock().unwrap_or_else(|p| p.into_inner()) = Some((page.clone(), seq));
         self.pid.store(pid, Ordering::Release);
         let started =
             match self
@@ -151,6 +164,12 @@ impl RawTask {
             Ok(_) => self.shared.moved.notify_waiters(),
             Err(RUNNING) => {
                 self.shared.cancel_requested.store(true, Ordering::Release);
+                let sent = self.shared.sent.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some((page, seq)) = &*sent {
+                    // Not begun: now it never will be. Begun: the driver kills it.
+                    page.skip(*seq);
+                }
+                drop(sent);
                 if let Some(driver) = self.shared.driver.get() {
                     driver.notify_one();
                 }

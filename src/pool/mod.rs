@@ -40,6 +40,8 @@ use handle::{Job, RawTask};
 
 /// Default frame size limit: 1 GiB, for an argument, a result or a chunk.
 pub const DEFAULT_MAX_FRAME: u64 = 1 << 30;
+/// Most tasks a worker may be sent ahead; see [`Builder::pipeline_depth`].
+pub const MAX_PIPELINE: usize = progress::DEPTH_MAX;
 /// Default capacity of the queue of pending tasks.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 1 << 16;
 
@@ -51,6 +53,8 @@ pub(crate) struct Config {
     pub(crate) task_timeout: Option<Duration>,
     pub(crate) queue_capacity: usize,
     pub(crate) max_frame: u64,
+    /// Fixed pipeline depth; `None` for adaptive.
+    pub(crate) pipeline: Option<usize>,
     pub(crate) initializer: Option<(TaskRef, Vec<u8>)>,
     /// Descriptors of handles in the initializer's argument; each worker gets its own
     /// duplicates with its `Hello`.
@@ -162,6 +166,7 @@ pub struct Builder {
     task_timeout: Option<Duration>,
     queue_capacity: usize,
     max_frame: u64,
+    pipeline: Option<usize>,
     /// The initializer and its encoded argument, or why the argument did not encode
     /// (reported by `build`).
     #[allow(clippy::type_complexity)]
@@ -178,6 +183,7 @@ impl Default for Builder {
             task_timeout: None,
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
             max_frame: DEFAULT_MAX_FRAME,
+            pipeline: None,
             initializer: None,
             fingerprint: None,
             env: Vec::new(),
@@ -219,6 +225,20 @@ impl Builder {
     /// Default: [`DEFAULT_MAX_FRAME`] (1 GiB).
     pub fn max_frame_size(mut self, bytes: u64) -> Self {
         self.max_frame = bytes;
+        self
+    }
+
+    /// How many tasks a worker may be sent before it has answered the first, at most
+    /// [`MAX_PIPELINE`]. `1` sends one task at a time.
+    ///
+    /// Default: adaptive. A worker whose recent tasks came back quickly is sent
+    /// enough to keep it busy for about 200 µs (so that it never waits for the parent
+    /// between short tasks), one whose tasks take longer gets one at a time (so that
+    /// an idle worker never waits behind a busy one's queue). A task sent ahead counts
+    /// as running ([`TaskHandle::is_running`]); cancelling it before the worker begins
+    /// it skips it without harming the worker.
+    pub fn pipeline_depth(mut self, depth: usize) -> Self {
+        self.pipeline = Some(depth);
         self
     }
 
@@ -275,8 +295,9 @@ impl Builder {
     ///
     /// # Errors
     /// [`Error::NoRuntime`] outside a runtime, or in one without I/O or timers;
-    /// [`Error::Encode`] if the initializer's argument does not serialise; [`Error::InvalidConfig`] for zero
-    /// workers, a zero queue capacity or a frame limit under 1 KiB;
+    /// [`Error::Encode`] if the initializer's argument does not serialise;
+    /// [`Error::InvalidConfig`] for zero workers, a zero queue capacity, a frame limit
+    /// under 1 KiB or a pipeline depth outside 1..=[`MAX_PIPELINE`];
     /// [`Error::Spawn`] if the supervisor thread cannot be started.
     pub fn build(self) -> Result<ProcessPoolExecutor, Error> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
@@ -297,6 +318,11 @@ impl Builder {
         if self.max_frame < 1024 {
             return Err(Error::InvalidConfig {
                 what: "max_frame_size must be at least 1024 bytes",
+            });
+        }
+        if self.pipeline.is_some_and(|d| d == 0 || d > MAX_PIPELINE) {
+            return Err(Error::InvalidConfig {
+                what: "pipeline_depth must be between 1 and MAX_PIPELINE (16)",
             });
         }
         if self.max_tasks_per_worker == Some(0) {
@@ -321,6 +347,7 @@ impl Builder {
             task_timeout: self.task_timeout,
             queue_capacity: self.queue_capacity,
             max_frame: self.max_frame,
+            pipeline: self.pipeline,
             initializer,
             initializer_fds,
             fingerprint: self.fingerprint.unwrap_or_else(task::fingerprint),

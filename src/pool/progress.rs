@@ -93,9 +93,13 @@ impl Progress {
             .map(drop)
     }
 
-    /// Parent: makes the worker skip task `seq`; false if it has started it.
-    pub(crate) fn cancel(&self, seq: u64) -> bool {
-        self.claim(seq, CANCELLED).is_ok()
+    /// Parent: makes the worker skip task `seq` (or finds it already marked so);
+    /// false if the worker has started it.
+    pub(crate) fn skip(&self, seq: u64) -> bool {
+        match self.claim(seq, CANCELLED) {
+            Ok(()) => true,
+            Err(v) => v == seq << 2 | CANCELLED,
+        }
     }
 
     /// Parent: makes the worker stop before task `seq`; false if it has started it.
@@ -131,12 +135,16 @@ mod tests {
         parent.queue(2);
         parent.queue(3);
         assert_eq!(worker.begin(1), Begin::Run);
-        assert!(!parent.cancel(1), "started: too late to skip");
+        assert!(!parent.skip(1), "started: too late to skip");
         assert!(parent.started(1));
-        assert!(parent.cancel(2));
+        assert!(parent.skip(2));
+        assert!(
+            parent.skip(2),
+            "marked twice (by the handle, then the driver)"
+        );
         assert_eq!(worker.begin(2), Begin::Skip);
         assert!(parent.hold(3));
-        assert!(!parent.cancel(3));
+        assert!(!parent.skip(3));
         assert_eq!(worker.begin(3), Begin::Stop);
         assert!(!parent.started(3));
         // Task 17 reuses task 1's slot; a stale number is never taken for it.

@@ -9,6 +9,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::bootstrap;
@@ -44,7 +45,7 @@ pub(crate) struct Worker {
     reader: FrameReader,
     writer: FrameWriter,
     /// Which of the tasks sent to it the worker has started.
-    progress: Progress,
+    progress: Arc<Progress>,
     /// Number of the last task sent (see [`Progress`]).
     seq: u64,
     /// Tasks this worker has finished (for `max_tasks_per_worker`).
@@ -192,7 +193,7 @@ impl Worker {
                 sock,
                 reader: FrameReader::new(limit),
                 writer: FrameWriter::new(),
-                progress,
+                progress: Arc::new(progress),
                 seq: 0,
                 tasks_done: 0,
             }),
@@ -204,15 +205,21 @@ impl Worker {
         self.pid
     }
 
-    pub(crate) fn progress(&self) -> &Progress {
+    pub(crate) fn progress(&self) -> &Arc<Progress> {
         &self.progress
     }
 
-    /// Numbers the next task sent and marks it pending on the progress page.
+    /// Numbers the next task to send and marks it pending on the progress page.
     pub(crate) fn queue_next(&mut self) -> u64 {
         self.seq += 1;
         self.progress.queue(self.seq);
         self.seq
+    }
+
+    /// Takes back the number [`queue_next`](Self::queue_next) gave a task that is
+    /// not sent after all (the worker counts only the tasks it receives).
+    pub(crate) fn unqueue(&mut self) {
+        self.seq -= 1;
     }
 
     /// Writes what the socket takes now of a job's frame (`frame` then `tail`, from
