@@ -385,6 +385,7 @@ impl Builder {
                 one_shot: true,
                 authkey: crate::connection::authkey(),
                 progress: false,
+                spin: false,
             },
         );
         let mut run = Vec::new();

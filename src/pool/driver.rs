@@ -20,6 +20,7 @@
 
 use std::collections::VecDeque;
 use std::io;
+use std::os::fd::AsFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,6 +32,7 @@ use crate::pool::handle::Job;
 use crate::pool::progress::DEPTH_MAX;
 use crate::pool::worker::{Io, StartError, Worker};
 use crate::pool::Inner;
+use crate::sys::sock::MAX_PARTS;
 use crate::wire::stream::Frame;
 use crate::wire::{self, Failure, Kind, Payload, ReadError, FLAG_FAILED, FLAG_SKIPPED};
 
@@ -165,7 +167,13 @@ impl Driver {
 
             let writing = self.unsent < self.flights.len();
             let want_job = !writing && !self.queue_ended && self.has_room();
-            let spin = self.pace.spin();
+            // Polling for a reply pays only when one task at a time is the pattern
+            // (latency); with others in flight or waiting the worker is busy anyway.
+            let spin = if self.flights.len() == 1 && self.inner.jobs.is_empty() {
+                self.pace.spin()
+            } else {
+                Duration::ZERO
+            };
             let deadline = self.head_deadline();
             let Some(worker) = self.worker.as_mut() else {
                 continue;
@@ -310,18 +318,64 @@ impl Driver {
         });
     }
 
-    /// Writes what the socket takes of the flights not yet written.
+    /// Writes what the socket takes of the flights not yet written: as many frames
+    /// per `sendmsg` as it takes (the first from where it stopped, with its
+    /// descriptors if none went yet, then whole frames that carry none). Jobs keep
+    /// their buffers and descriptors, so that one sent to a worker that dies before
+    /// beginning it can be sent again.
     fn write(&mut self) -> io::Result<()> {
         let Some(w) = self.worker.as_ref() else {
             return Ok(());
         };
-        while let Some(f) = self.flights.get(self.unsent) {
-            let job = &f.job;
-            if !w.write_some(&job.frame, &job.tail, &job.fds, &mut self.written)? {
-                break;
+        while self.unsent < self.flights.len() {
+            let sent = {
+                let mut parts: [&[u8]; MAX_PARTS] = [&[]; MAX_PARTS];
+                let mut n = 0;
+                let first = &self.flights[self.unsent].job;
+                let fds: Vec<_> = match self.written {
+                    0 => first.fds.iter().map(AsFd::as_fd).collect(),
+                    _ => Vec::new(),
+                };
+                let (frame, tail) = (&first.frame[..], &first.tail[..]);
+                if self.written < frame.len() {
+                    parts[n] = &frame[self.written..];
+                    n += 1;
+                }
+                let tail_from = self.written.saturating_sub(frame.len());
+                if tail_from < tail.len() {
+                    parts[n] = &tail[tail_from..];
+                    n += 1;
+                }
+                for f in self.flights.range(self.unsent + 1..) {
+                    if !f.job.fds.is_empty() || n + 2 > MAX_PARTS {
+                        break;
+                    }
+                    parts[n] = &f.job.frame;
+                    n += 1;
+                    if !f.job.tail.is_empty() {
+                        parts[n] = &f.job.tail;
+                        n += 1;
+                    }
+                }
+                match w.send_now(&parts[..n], &fds) {
+                    Ok(sent) => sent,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                    Err(e) => return Err(e),
+                }
+            };
+            let mut left = sent;
+            while left > 0 {
+                let job = &self.flights[self.unsent].job;
+                let rest = job.frame.len() + job.tail.len() - self.written;
+                if left < rest {
+                    self.written += left;
+                    break;
+                }
+                left -= rest;
+                self.unsent += 1;
+                self.written = 0;
             }
-            self.unsent += 1;
-            self.written = 0;
         }
         Ok(())
     }

@@ -666,7 +666,8 @@ impl ProcessPoolExecutor {
         if let Some(refused) = self.refusal() {
             return refused;
         }
-        let mut frame = Vec::new();
+        // Room for the header and a small argument: one allocation for most tasks.
+        let mut frame = Vec::with_capacity(HEADER_LEN + 32);
         let mut fds = Vec::new();
         wire::begin(&mut frame);
         if let Err(e) = encode(&mut frame, &mut fds) {

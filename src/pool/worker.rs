@@ -1,7 +1,7 @@
 //! One worker process as the parent sees it: the child, its pidfd, its socket.
 
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::Child;
 
@@ -88,6 +88,8 @@ impl Worker {
             one_shot: false,
             authkey: crate::connection::authkey(),
             progress: true,
+            // A core each for the workers and one for the parent's driving thread.
+            spin: crate::cpu_count() > config.workers + 1,
         };
         // The initializer's descriptors, then the progress page (last, see `Hello`).
         let fds = match config
@@ -222,38 +224,13 @@ impl Worker {
         self.seq -= 1;
     }
 
-    /// Writes what the socket takes now of a job's frame (`frame` then `tail`, from
-    /// byte `*written`; descriptors with the first byte) without waiting; true once
-    /// all of it is out. The job keeps its buffers and descriptors, so that it can be
-    /// sent again to another worker if this one dies before starting it.
+    /// Sends what the socket takes now of `parts` (frames back to back, `fds` with
+    /// the first byte) without waiting; how many bytes went.
     ///
     /// # Errors
-    /// The socket's error (the worker is gone).
-    pub(crate) fn write_some(
-        &self,
-        frame: &[u8],
-        tail: &[u8],
-        fds: &[OwnedFd],
-        written: &mut usize,
-    ) -> io::Result<bool> {
-        let sock = self.sock.get_ref().as_fd();
-        while *written < frame.len() + tail.len() {
-            let parts = match frame.get(*written..) {
-                Some(head) if !head.is_empty() => [head, tail],
-                _ => [&tail[*written - frame.len()..], &[][..]],
-            };
-            let fds: Vec<_> = match *written {
-                0 => fds.iter().map(AsFd::as_fd).collect(),
-                _ => Vec::new(),
-            };
-            match sys::sock::send_parts(sock, parts, &fds, true) {
-                Ok(n) => *written += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(true)
+    /// `WouldBlock` when the socket is full; any other error means the worker is gone.
+    pub(crate) fn send_now(&self, parts: &[&[u8]], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
+        sys::sock::send_vectored(self.sock.get_ref().as_fd(), parts, fds, true)
     }
 
     /// Waits for a reply (if `read`) or room in the socket (if `write`), whichever

@@ -86,21 +86,55 @@ pub(crate) fn send_parts(
     fds: &[BorrowedFd<'_>],
     nonblocking: bool,
 ) -> io::Result<usize> {
+    let parts = if parts[1].is_empty() {
+        &parts[..1]
+    } else {
+        &parts[..]
+    };
+    send_vectored(sock, parts, fds, nonblocking)
+}
+
+/// Most buffers [`send_vectored`] takes in one call.
+pub(crate) const MAX_PARTS: usize = 32;
+
+/// [`send`] of up to [`MAX_PARTS`] buffers as if they were one, in one system call:
+/// several small frames cost one `sendmsg`, and a large payload goes out from where
+/// it is, without being copied behind a header first.
+///
+/// # Errors
+/// As [`send`].
+///
+/// # Panics
+/// With more than [`MAX_PARTS`] buffers.
+pub(crate) fn send_vectored(
+    sock: BorrowedFd<'_>,
+    parts: &[&[u8]],
+    fds: &[BorrowedFd<'_>],
+    nonblocking: bool,
+) -> io::Result<usize> {
     assert!(fds.len() <= MAX_FDS_PER_MESSAGE, "too many descriptors");
+    assert!(parts.len() <= MAX_PARTS, "too many buffers");
     let mut flags = libc::MSG_NOSIGNAL;
     if nonblocking {
         flags |= libc::MSG_DONTWAIT;
     }
-    let mut iov = parts.map(|p| libc::iovec {
-        iov_base: p.as_ptr() as *mut libc::c_void,
-        iov_len: p.len(),
-    });
+    let empty = libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    };
+    let mut iov = [empty; MAX_PARTS];
+    for (v, p) in iov.iter_mut().zip(parts) {
+        *v = libc::iovec {
+            iov_base: p.as_ptr() as *mut libc::c_void,
+            iov_len: p.len(),
+        };
+    }
     // Only a message with descriptors needs (and zeroes) a control buffer.
     let mut space;
     // SAFETY: msghdr is plain data; all-zero is a valid empty header.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = iov.as_mut_ptr();
-    msg.msg_iovlen = if parts[1].is_empty() { 1 } else { 2 };
+    msg.msg_iovlen = parts.len() as _;
     if !fds.is_empty() {
         space = CmsgSpace([0; cmsg_space(MAX_FDS_PER_MESSAGE)]);
         let payload = fds.len() * size_of::<RawFd>();
@@ -120,8 +154,9 @@ pub(crate) fn send_parts(
             }
         }
     }
-    // SAFETY: `msg` points at `iov` (each entry valid for its part's length of
-    // readable bytes) and at a control buffer filled above; all outlive the call.
+    // SAFETY: `msg` points at `iov`, whose first `parts.len()` entries each describe
+    // a part's readable bytes, and at a control buffer filled above; all outlive
+    // the call.
     let n = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, flags) };
     if n < 0 {
         Err(io::Error::last_os_error())

@@ -243,6 +243,9 @@ pub(crate) struct Hello {
     /// A pool worker: the frame's last descriptor is its progress page
     /// (`pool::progress`), to claim each task on before running it.
     pub(crate) progress: bool,
+    /// Whether the worker may poll for its next task before sleeping: only where
+    /// there are more cores than the workers and the parent's busiest thread need.
+    pub(crate) spin: bool,
 }
 
 /// The worker's answer once it is set up and its initializer has run.
