@@ -150,5 +150,7 @@ pub fn init() {
 /// Number of CPUs this process may use (`std::thread::available_parallelism`), at
 /// least 1. Python's `os.cpu_count()`, respecting CPU affinity and cgroup quotas.
 pub fn cpu_count() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    // Read once: on Linux it reads cgroup files, and pools ask on every worker start.
+    static COUNT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *COUNT.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }

@@ -318,3 +318,46 @@ async fn byte_vectors_travel_whole_as_argument_result_and_inside_other_types() {
     );
     pool.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_submitters_never_overfill_the_queue() {
+    let pool = ProcessPoolExecutor::builder()
+        .workers(1)
+        .pipeline_depth(1)
+        .queue_capacity(100)
+        .build()
+        .unwrap();
+    let running = procpool::Event::new().unwrap();
+    let blocker = pool.submit(common::signal_then_spin_forever, running.clone());
+    running.wait().await.unwrap();
+    // 8 threads × 50 submits race for 100 places while the only worker is busy.
+    let handles: Vec<_> = std::thread::scope(|s| {
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                s.spawn(|| {
+                    (0..50u32)
+                        .map(|i| pool.submit(|x: u32| x, i))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect()
+    });
+    let refused = handles.iter().filter(|h| h.is_finished()).count();
+    assert_eq!((handles.len() - refused, refused), (100, 300));
+    assert_eq!(pool.stats().queued, 100);
+    blocker.cancel();
+    let mut full = 0;
+    for h in handles {
+        match h.await {
+            Ok(_) => {}
+            Err(TaskError::QueueFull { capacity: 100 }) => full += 1,
+            Err(e) => panic!("unexpected {e:?}"),
+        }
+    }
+    assert_eq!(full, 300);
+    pool.shutdown().await;
+}

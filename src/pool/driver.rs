@@ -147,9 +147,9 @@ impl Driver {
                                 self.lose_idle_worker().await;
                                 continue;
                             }
-                            job = self.inner.jobs.recv() => match job {
-                                Ok(job) => job,
-                                Err(_) => return, // closed and drained: shutdown
+                            job = self.inner.next_job() => match job {
+                                Some(job) => job,
+                                None => return, // closed and drained: shutdown
                             },
                         }
                     }
@@ -184,7 +184,7 @@ impl Driver {
                 _ = self.signal.notified() => Event::Cancel,
                 io = worker.next_io(true, spin, writing) => Event::Io(io),
                 _ = until(deadline) => Event::TimedOut,
-                job = self.inner.jobs.recv(), if want_job => Event::Job(job.ok()),
+                job = self.inner.next_job(), if want_job => Event::Job(job),
             };
             match event {
                 Event::Abort => return,
@@ -277,9 +277,9 @@ impl Driver {
         while self.has_room() {
             let job = match self.retry.pop_front() {
                 Some(job) => job,
-                None => match self.inner.jobs.try_recv() {
-                    Ok(job) => job,
-                    Err(_) => break,
+                None => match self.inner.try_next_job() {
+                    Some(job) => job,
+                    None => break,
                 },
             };
             self.dispatch(job);

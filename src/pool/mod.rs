@@ -21,7 +21,7 @@ use std::any::type_name;
 use std::ffi::OsString;
 use std::future::Future;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -109,6 +109,10 @@ pub(crate) struct Startup {
 pub(crate) struct Inner {
     config: Config,
     jobs: async_channel::Receiver<Job>,
+    /// Jobs in `jobs`, counted here because the channel is unbounded: a bounded
+    /// one initialises every slot up front (6.8 MB for the default capacity, most
+    /// of a pool's start-up time).
+    queued: AtomicUsize,
     abort: CancellationToken,
     fatal: OnceLock<Error>,
     counters: Counters,
@@ -127,15 +131,32 @@ impl Inner {
         });
         self.jobs.close();
         let error = self.fatal.get().expect("set above");
-        while let Ok(job) = self.jobs.try_recv() {
+        while let Some(job) = self.try_next_job() {
             self.counters.failed.fetch_add(1, Ordering::Relaxed);
             job.resolve(Err(TaskError::WorkerStart(error.clone())));
         }
     }
 
+    /// The next queued job, if one is waiting.
+    pub(crate) fn try_next_job(&self) -> Option<Job> {
+        let job = self.jobs.try_recv().ok()?;
+        self.queued.fetch_sub(1, Ordering::AcqRel);
+        Some(job)
+    }
+
+    /// The next queued job; `None` once the queue is closed and drained.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a job is taken only when this resolves.
+    pub(crate) async fn next_job(&self) -> Option<Job> {
+        let job = self.jobs.recv().await.ok()?;
+        self.queued.fetch_sub(1, Ordering::AcqRel);
+        Some(job)
+    }
+
     /// Cancels every queued task.
     fn cancel_queued(&self) {
-        while let Ok(job) = self.jobs.try_recv() {
+        while let Some(job) = self.try_next_job() {
             self.counters.cancelled.fetch_add(1, Ordering::Relaxed);
             job.resolve(Err(TaskError::Cancelled));
         }
@@ -353,11 +374,12 @@ impl Builder {
             fingerprint: self.fingerprint.unwrap_or_else(task::fingerprint),
             env: self.env,
         };
-        let (jobs_tx, jobs) = async_channel::bounded(config.queue_capacity);
+        let (jobs_tx, jobs) = async_channel::unbounded();
         let (startup, _) = watch::channel(Startup::default());
         let inner = Arc::new(Inner {
             config,
             jobs,
+            queued: AtomicUsize::new(0),
             abort: CancellationToken::new(),
             fatal: OnceLock::new(),
             counters: Counters::default(),
@@ -611,7 +633,7 @@ impl ProcessPoolExecutor {
     pub fn stats(&self) -> PoolStats {
         let c = &self.inner.counters;
         PoolStats {
-            queued: self.jobs.len() as u64,
+            queued: self.inner.queued.load(Ordering::Relaxed) as u64,
             running: c.running.load(Ordering::Relaxed),
             completed: c.completed.load(Ordering::Relaxed),
             failed: c.failed.load(Ordering::Relaxed),
@@ -709,14 +731,22 @@ impl ProcessPoolExecutor {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (flags, func) = func.to_header();
         wire::finish(&mut frame, Kind::Run, flags, id, func);
-        // The driver writes jobs as they are (see `worker::Worker::write_some`).
+        // The driver writes jobs as they are (see `driver::Driver::write`).
         wire::set_extent(&mut frame, tail.len(), fds.len());
         let (job, raw) = Job::new(id, frame, tail, fds);
+        // Reserve a place first, so that concurrent submits never overfill the queue.
+        let capacity = self.inner.config.queue_capacity;
+        if self.inner.queued.fetch_add(1, Ordering::AcqRel) >= capacity {
+            self.inner.queued.fetch_sub(1, Ordering::AcqRel);
+            return RawTask::failed(TaskError::QueueFull { capacity });
+        }
         match self.jobs.try_send(job) {
             Ok(()) => raw,
-            Err(async_channel::TrySendError::Full(_)) => RawTask::failed(TaskError::QueueFull {
-                capacity: self.inner.config.queue_capacity,
-            }),
+            Err(async_channel::TrySendError::Full(_)) => {
+                // Unreachable: the channel is unbounded.
+                self.inner.queued.fetch_sub(1, Ordering::AcqRel);
+                RawTask::failed(TaskError::QueueFull { capacity })
+            }
             Err(async_channel::TrySendError::Closed(_)) => match self.inner.fatal.get() {
                 Some(e) => RawTask::failed(TaskError::WorkerStart(e.clone())),
                 None => RawTask::failed(TaskError::Shutdown),
