@@ -84,19 +84,45 @@ fn main() {
     };
     let rt = common::runtime();
     let mut rows = Rows::default();
+    // `--only W1` (for example) measures one workload and prints it.
+    if let Some(only) = std::env::args().skip_while(|a| a != "--only").nth(1) {
+        return only_one(&only, &rt, &s);
+    }
 
     eprintln!("W1: sequential round trips");
+    // Alternated run by run, so that the machine drifting (it does, on a VM) moves
+    // both alike; the ratio is the median of the per-run ratios.
     let pool = common::ready_pool(&rt, 1);
-    let w1_pool = median_of(s.runs, || {
-        rt.block_on(async {
-            per_item_us(s.round_trips, || async {
-                pool.run(trivial, 7).await.unwrap();
-            })
-            .await
-        })
-    });
+    let (mut ours, mut floor, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..s.runs.max(7) {
+        let o = rt.block_on(per_item_us(s.round_trips, || async {
+            pool.run(trivial, 7).await.unwrap();
+        }));
+        let f = raw_ping_pong(s.round_trips);
+        ours.push(o);
+        floor.push(f);
+        ratios.push(f / o);
+    }
     rt.block_on(pool.shutdown());
-    let w1_sock = median_of(s.runs, || raw_ping_pong(s.round_trips));
+    let (w1_pool, w1_sock) = (common::median(ours), common::median(floor));
+    let w1_ratio = common::median(ratios);
+    // The same from a current-thread runtime: caller and driver share a thread.
+    let ct = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let pool = ct.block_on(common::ready_pool_on(1));
+    let (mut ours_ct, mut ratios_ct) = (Vec::new(), Vec::new());
+    for _ in 0..s.runs.max(7) {
+        let o = ct.block_on(per_item_us(s.round_trips, || async {
+            pool.run(trivial, 7).await.unwrap();
+        }));
+        let f = raw_ping_pong(s.round_trips);
+        ours_ct.push(o);
+        ratios_ct.push(f / o);
+    }
+    ct.block_on(pool.shutdown());
+    let (w1_ct, w1_ct_ratio) = (common::median(ours_ct), common::median(ratios_ct));
     let w1_blocking = median_of(s.runs, || {
         rt.block_on(per_item_us(s.round_trips, || async {
             tokio::task::spawn_blocking(|| trivial(7)).await.unwrap();
@@ -188,16 +214,7 @@ fn main() {
     let w4_sock = median_of(s.runs, || raw_bulk_echo(&data, s.echoes));
 
     eprintln!("W5: pool of 2 built, first result back");
-    let w5 = median_of(s.runs.max(7), || {
-        rt.block_on(async {
-            let t = Instant::now();
-            let pool = ProcessPoolExecutor::builder().workers(2).build().unwrap();
-            pool.run(trivial, 1).await.unwrap();
-            let took = t.elapsed();
-            pool.shutdown().await;
-            took.as_secs_f64() * 1e3
-        })
-    });
+    let w5 = median_of(s.runs.max(7), || rt.block_on(start_two_and_run()));
 
     eprintln!("Memory");
     let idle = rt.block_on(async {
@@ -234,6 +251,22 @@ fn main() {
         Some(w1_sock),
         "≥ 1.0x",
     );
+    rows.0.push([
+        String::new(),
+        String::new(),
+        "  same, median of per-run ratios".into(),
+        String::new(),
+        format!("{w1_ratio:.2}x"),
+        "≥ 1.0x".into(),
+    ]);
+    rows.0.push([
+        "W1, current-thread runtime".into(),
+        fmt(w1_ct),
+        "raw socketpair, median of per-run ratios".into(),
+        String::new(),
+        format!("{w1_ct_ratio:.2}x"),
+        "≥ 1.0x".into(),
+    ]);
     rows.time(
         "",
         w1_pool,
@@ -338,6 +371,51 @@ fn main() {
         "bounded",
     );
     rows.print();
+}
+
+/// Milliseconds from building a pool of 2 to its first result (shutdown not counted).
+async fn start_two_and_run() -> f64 {
+    let t = Instant::now();
+    let pool = ProcessPoolExecutor::builder().workers(2).build().unwrap();
+    pool.run(trivial, 1).await.unwrap();
+    let took = t.elapsed();
+    pool.shutdown().await;
+    took.as_secs_f64() * 1e3
+}
+
+fn only_one(which: &str, rt: &tokio::runtime::Runtime, s: &Sizes) {
+    match which {
+        "W1" => {
+            let pool = common::ready_pool(rt, 1);
+            let mut ratios = Vec::new();
+            for _ in 0..s.runs.max(7) {
+                let o = rt.block_on(per_item_us(s.round_trips, || async {
+                    pool.run(trivial, 7).await.unwrap();
+                }));
+                let f = raw_ping_pong(s.round_trips);
+                println!("W1 procpool {o:.1} us, raw socketpair {f:.1} us");
+                ratios.push(f / o);
+            }
+            println!(
+                "W1 median of per-run ratios: {:.2}x",
+                common::median(ratios)
+            );
+            rt.block_on(pool.shutdown());
+        }
+        "W2" => {
+            let pool = common::ready_pool(rt, 2);
+            let ours = median_of(s.runs, || {
+                rt.block_on(windowed(s.submits, |i| pool.submit(trivial, i)))
+            });
+            println!("W2 submit {ours:.0} tasks/s");
+            rt.block_on(pool.shutdown());
+        }
+        "W5" => {
+            let ms = median_of(s.runs.max(7), || rt.block_on(start_two_and_run()));
+            println!("W5 {ms:.2} ms");
+        }
+        other => eprintln!("--only takes W1, W2 or W5, not {other}"),
+    }
 }
 
 /// Table rows: a procpool figure, a peer figure and "how many times better procpool

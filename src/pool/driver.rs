@@ -52,6 +52,7 @@ pub(crate) async fn drive(inner: Arc<Inner>) {
         pace: Pace::default(),
         head_since: Instant::now(),
         queue_ended: false,
+        idle_since: None,
         start_failures: 0,
         spawn_error: None,
         announced: false,
@@ -121,6 +122,8 @@ struct Driver {
     head_since: Instant,
     /// The job queue is closed and drained.
     queue_ended: bool,
+    /// Since when nothing is in flight (for [`Pace::idled`]).
+    idle_since: Option<Instant>,
     start_failures: u32,
     spawn_error: Option<io::Error>,
     /// Whether this slot has reported its first worker ready to
@@ -137,23 +140,29 @@ impl Driver {
             if self.flights.is_empty() {
                 let job = match self.retry.pop_front() {
                     Some(job) => job,
-                    None => {
-                        let worker = self.worker.as_ref();
-                        tokio::select! {
-                            biased;
-                            _ = self.inner.abort.cancelled() => return,
-                            // Before taking a job: a worker known dead must not get one.
-                            _ = idle_exit(worker) => {
-                                self.lose_idle_worker().await;
-                                continue;
+                    None => match self.next_job_soon().await {
+                        Some(job) => job,
+                        None => {
+                            let worker = self.worker.as_ref();
+                            tokio::select! {
+                                biased;
+                                _ = self.inner.abort.cancelled() => return,
+                                // Before taking a job: a worker known dead must not get one.
+                                _ = idle_exit(worker) => {
+                                    self.lose_idle_worker().await;
+                                    continue;
+                                }
+                                job = self.inner.next_job() => match job {
+                                    Some(job) => job,
+                                    None => return, // closed and drained: shutdown
+                                },
                             }
-                            job = self.inner.next_job() => match job {
-                                Some(job) => job,
-                                None => return, // closed and drained: shutdown
-                            },
                         }
-                    }
+                    },
                 };
+                if let Some(since) = self.idle_since.take() {
+                    self.pace.idled(since.elapsed());
+                }
                 self.dispatch(job);
             }
             self.fill();
@@ -270,6 +279,25 @@ impl Driver {
                 .config
                 .max_tasks_per_worker
                 .is_none_or(|max| w.tasks_done + (n as u64) < max)
+    }
+
+    /// A job that arrives within the idle poll (see [`Pace`]); `None` when there is
+    /// no poll to do or nothing came.
+    async fn next_job_soon(&mut self) -> Option<Job> {
+        let spin = self.pace.idle_spin();
+        if spin.is_zero() || self.worker.is_none() {
+            return None;
+        }
+        let until = Instant::now() + spin;
+        loop {
+            if let Some(job) = self.inner.try_next_job() {
+                return Some(job);
+            }
+            if self.inner.abort.is_cancelled() || Instant::now() >= until {
+                return None;
+            }
+            tokio::task::yield_now().await;
+        }
     }
 
     /// Takes jobs that are already waiting while the worker has room.
@@ -435,6 +463,9 @@ impl Driver {
             }
         }
         self.resolve(f.job, result);
+        if self.flights.is_empty() {
+            self.idle_since = Some(now);
+        }
         broken.map_or(Ok(()), Err)
     }
 
@@ -618,9 +649,15 @@ impl Driver {
 /// - the spin: while a reply is awaited, poll for up to twice the typical reply time
 ///   before sleeping on the reactor, if that is under [`Pace::SPIN_MAX`]. Only with
 ///   a task in flight: an idle pool never spins.
+///
+/// Likewise between tasks: `gap` is a moving average of the time from the last reply
+/// to the next job; while it is under [`Pace::SPIN_MAX`] (a caller awaiting one task
+/// after another), the idle driver polls the queue for up to twice that before
+/// parking, so the next submit does not have to wake it.
 #[derive(Default)]
 struct Pace {
     service: Option<Duration>,
+    gap: Option<Duration>,
 }
 
 impl Pace {
@@ -632,6 +669,20 @@ impl Pace {
             None => took,
             Some(avg) => (avg * 3 + took) / 4,
         });
+    }
+
+    fn idled(&mut self, gap: Duration) {
+        self.gap = Some(match self.gap {
+            None => gap,
+            Some(avg) => (avg * 3 + gap) / 4,
+        });
+    }
+
+    fn idle_spin(&self) -> Duration {
+        match self.gap {
+            Some(g) if g < Self::SPIN_MAX => (g * 2).min(Self::SPIN_MAX),
+            _ => Duration::ZERO,
+        }
     }
 
     fn depth(&self) -> usize {
