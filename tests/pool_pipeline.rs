@@ -184,7 +184,7 @@ async fn many_short_tasks_with_adaptive_depth_come_back_in_full() {
 }
 
 #[tokio::test(flavor = "current_thread")]
-async fn a_pipeline_depth_outside_1_to_16_is_refused() {
+async fn a_pipeline_depth_outside_1_to_max_pipeline_is_refused() {
     for depth in [0, procpool::MAX_PIPELINE + 1] {
         match ProcessPoolExecutor::builder().pipeline_depth(depth).build() {
             Err(procpool::Error::InvalidConfig { what }) => assert!(what.contains("pipeline")),

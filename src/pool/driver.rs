@@ -645,7 +645,11 @@ impl Driver {
 /// `service` is a moving average of the time from one reply to the next while tasks
 /// are in flight (for one task at a time: from sending it to its reply). From it:
 /// - the pipeline depth: enough tasks to keep the worker busy for about
-///   [`Pace::AHEAD`], at most `DEPTH_MAX`, one until anything is known;
+///   [`Pace::AHEAD`], at most `DEPTH_MAX`, one until anything is known. (Measured
+///   with `cargo bench --bench compare -- --only W2` on the 2-vCPU VM of
+///   BENCHMARKS.md: 16 deep and 200 µs ahead gave 260-281k submits/s, 64 and
+///   400 µs 311-356k. The price: up to 400 µs of short tasks may wait behind a
+///   busy worker while another is idle.)
 /// - the spin: while a reply is awaited, poll for up to twice the typical reply time
 ///   before sleeping on the reactor, if that is under [`Pace::SPIN_MAX`]. Only with
 ///   a task in flight: an idle pool never spins.
@@ -661,7 +665,7 @@ struct Pace {
 }
 
 impl Pace {
-    const AHEAD: Duration = Duration::from_micros(200);
+    const AHEAD: Duration = Duration::from_micros(400);
     const SPIN_MAX: Duration = Duration::from_micros(50);
 
     fn replied(&mut self, took: Duration) {

@@ -253,7 +253,7 @@ impl Builder {
     /// [`MAX_PIPELINE`]. `1` sends one task at a time.
     ///
     /// Default: adaptive. A worker whose recent tasks came back quickly is sent
-    /// enough to keep it busy for about 200 µs (so that it never waits for the parent
+    /// enough to keep it busy for about 400 µs (so that it never waits for the parent
     /// between short tasks), one whose tasks take longer gets one at a time (so that
     /// an idle worker never waits behind a busy one's queue). A task sent ahead counts
     /// as running ([`TaskHandle::is_running`]); cancelling it before the worker begins
@@ -343,7 +343,7 @@ impl Builder {
         }
         if self.pipeline.is_some_and(|d| d == 0 || d > MAX_PIPELINE) {
             return Err(Error::InvalidConfig {
-                what: "pipeline_depth must be between 1 and MAX_PIPELINE (16)",
+                what: "pipeline_depth must be between 1 and MAX_PIPELINE (64)",
             });
         }
         if self.max_tasks_per_worker == Some(0) {

@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::sys::shm::{self, Region};
 
 /// Most tasks a worker may have sent to it and not answered.
-pub(crate) const DEPTH_MAX: usize = 16;
+pub(crate) const DEPTH_MAX: usize = 64;
 
 const PAGE: usize = 4096;
 const PENDING: u64 = 0;
@@ -147,10 +147,12 @@ mod tests {
         assert!(!parent.skip(3));
         assert_eq!(worker.begin(3), Begin::Stop);
         assert!(!parent.started(3));
-        // Task 17 reuses task 1's slot; a stale number is never taken for it.
-        assert_eq!(worker.begin(17), Begin::Lost);
-        parent.queue(17);
+        // Task 1 + DEPTH_MAX reuses task 1's slot; a stale number is never taken for
+        // it.
+        let again = 1 + DEPTH_MAX as u64;
+        assert_eq!(worker.begin(again), Begin::Lost);
+        parent.queue(again);
         assert!(!parent.started(1));
-        assert_eq!(worker.begin(17), Begin::Run);
+        assert_eq!(worker.begin(again), Begin::Run);
     }
 }
