@@ -1,4 +1,4 @@
-//! A 16 MiB `Vec<u8>` argument echoed back by a worker, beside the same 16 MiB sent
+//! W4: a 16 MiB `Vec<u8>` argument echoed back by a worker, beside the same 16 MiB sent
 //! through a unix socketpair to a thread and back (the raw floor for one copy each way).
 //! The pool side also pays for cloning the 16 MiB argument each iteration (`run`
 //! takes it by value), a few ms of the total.
