@@ -12,7 +12,6 @@
 //! `benches/python/compare.py` (`concurrent.futures.ProcessPoolExecutor` and
 //! `multiprocessing.Pool`, fork start method). BENCHMARKS.md explains each row.
 
-use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
@@ -21,28 +20,14 @@ use std::time::{Duration, Instant};
 
 mod common;
 
+use common::{calibrate_10ms, spin, trivial, windowed};
+
 use futures::StreamExt;
 use procpool::{ProcessPoolExecutor, SharedMemory};
 
 /// Set in a child of this bench to make it a raw echo peer or a memory probe.
 const CHILD: &str = "PROCPOOL_COMPARE_CHILD";
 const PAYLOAD: usize = 16 << 20;
-
-fn trivial(x: u64) -> u64 {
-    x.wrapping_mul(2654435761)
-}
-
-/// `n` steps of an LCG: CPU work that the optimiser cannot remove.
-fn spin(n: u64) -> u64 {
-    let mut x = 1u64;
-    for _ in 0..n {
-        x = x
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        std::hint::black_box(x);
-    }
-    x
-}
 
 fn echo(v: Vec<u8>) -> Vec<u8> {
     v
@@ -511,38 +496,6 @@ where
         f().await;
     }
     t.elapsed().as_secs_f64() * 1e6 / n as f64
-}
-
-/// Submits `n` tasks one by one with at most 65,536 outstanding (the pool's default
-/// queue capacity), awaiting the oldest when the window is full; tasks per second.
-async fn windowed<H, T, E>(n: u64, mut submit: impl FnMut(u64) -> H) -> f64
-where
-    H: std::future::Future<Output = Result<T, E>> + Unpin,
-    E: std::fmt::Debug,
-{
-    const WINDOW: usize = 1 << 16;
-    let t = Instant::now();
-    let mut window = VecDeque::with_capacity(WINDOW);
-    for i in 0..n {
-        if window.len() == WINDOW {
-            let h: H = window.pop_front().expect("full");
-            h.await.unwrap();
-        }
-        window.push_back(submit(i));
-    }
-    for h in window {
-        h.await.unwrap();
-    }
-    n as f64 / t.elapsed().as_secs_f64()
-}
-
-/// Iterations of [`spin`] that take about 10 ms here.
-fn calibrate_10ms() -> u64 {
-    let n = 1_000_000;
-    let t = Instant::now();
-    std::hint::black_box(spin(std::hint::black_box(n)));
-    let per = t.elapsed().as_secs_f64() / n as f64;
-    (0.010 / per) as u64
 }
 
 /// A child of this bench with `mode`, and our end of a socketpair that is its stdin.

@@ -14,30 +14,15 @@
 // criterion_group! generates an undocumented pub fn.
 #![allow(missing_docs)]
 
-use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 mod common;
+
+use common::{calibrate_10ms, spin, trivial, windowed};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 const TASKS: u64 = 1_000_000;
-
-fn trivial(x: u64) -> u64 {
-    x.wrapping_mul(2654435761)
-}
-
-/// `n` steps of an LCG: CPU work the optimiser cannot remove.
-fn spin(n: u64) -> u64 {
-    let mut x = 1u64;
-    for _ in 0..n {
-        x = x
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        std::hint::black_box(x);
-    }
-    x
-}
 
 fn many_trivial(c: &mut Criterion) {
     let rt = common::runtime();
@@ -49,46 +34,19 @@ fn many_trivial(c: &mut Criterion) {
             .iter(|| async { pool.map(trivial, 0..TASKS).await.unwrap() })
     });
     group.bench_function("pool_submit", |b| {
-        b.to_async(&rt).iter(|| async {
-            let mut window = VecDeque::with_capacity(1 << 16);
-            for i in 0..TASKS {
-                if window.len() == 1 << 16 {
-                    let h: procpool::TaskHandle<u64> = window.pop_front().unwrap();
-                    h.await.unwrap();
-                }
-                window.push_back(pool.submit(trivial, i));
-            }
-            for h in window {
-                h.await.unwrap();
-            }
-        })
+        b.to_async(&rt)
+            .iter(|| windowed(TASKS, |i| pool.submit(trivial, i)))
     });
     group.bench_function("spawn_blocking", |b| {
-        b.to_async(&rt).iter(|| async {
-            let mut window = VecDeque::with_capacity(1 << 16);
-            for i in 0..TASKS {
-                if window.len() == 1 << 16 {
-                    let h: tokio::task::JoinHandle<u64> = window.pop_front().unwrap();
-                    h.await.unwrap();
-                }
-                window.push_back(tokio::task::spawn_blocking(move || trivial(i)));
-            }
-            for h in window {
-                h.await.unwrap();
-            }
-        })
+        b.to_async(&rt)
+            .iter(|| windowed(TASKS, |i| tokio::task::spawn_blocking(move || trivial(i))))
     });
     group.finish();
     rt.block_on(pool.shutdown());
 }
 
 fn cpu_bound(c: &mut Criterion) {
-    // About 10 ms of `spin` here.
-    let probe = 1_000_000;
-    let t = Instant::now();
-    std::hint::black_box(spin(std::hint::black_box(probe)));
-    let iters = (0.010 / (t.elapsed().as_secs_f64() / probe as f64)) as u64;
-
+    let iters = calibrate_10ms();
     let rt = common::runtime();
     let pool = common::ready_pool(&rt, 2);
     let mut group = c.benchmark_group("cpu_64x10ms");

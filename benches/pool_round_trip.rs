@@ -21,11 +21,9 @@ use std::time::Duration;
 
 mod common;
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use common::trivial;
 
-fn trivial(x: u64) -> u64 {
-    x.wrapping_mul(2654435761)
-}
+use criterion::{criterion_group, criterion_main, Criterion};
 
 fn roundtrip(c: &mut Criterion) {
     let rt = common::runtime();

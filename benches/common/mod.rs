@@ -109,3 +109,52 @@ pub(crate) async fn ready_pool_on(workers: usize) -> ProcessPoolExecutor {
     pool.ready().await.unwrap();
     pool
 }
+
+/// The trivial task of the throughput and round-trip workloads.
+pub(crate) fn trivial(x: u64) -> u64 {
+    x.wrapping_mul(2654435761)
+}
+
+/// `n` steps of an LCG: CPU work the optimiser cannot remove.
+pub(crate) fn spin(n: u64) -> u64 {
+    let mut x = 1u64;
+    for _ in 0..n {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        std::hint::black_box(x);
+    }
+    x
+}
+
+/// Iterations of [`spin`] that take about 10 ms here.
+pub(crate) fn calibrate_10ms() -> u64 {
+    let n = 1_000_000;
+    let t = std::time::Instant::now();
+    std::hint::black_box(spin(std::hint::black_box(n)));
+    let per = t.elapsed().as_secs_f64() / n as f64;
+    (0.010 / per) as u64
+}
+
+/// Submits `n` tasks one by one with at most 65,536 outstanding (the pool's default
+/// queue capacity), awaiting the oldest when the window is full; tasks per second.
+pub(crate) async fn windowed<H, T, E>(n: u64, mut submit: impl FnMut(u64) -> H) -> f64
+where
+    H: std::future::Future<Output = Result<T, E>> + Unpin,
+    E: std::fmt::Debug,
+{
+    const WINDOW: usize = 1 << 16;
+    let t = std::time::Instant::now();
+    let mut window = std::collections::VecDeque::with_capacity(WINDOW);
+    for i in 0..n {
+        if window.len() == WINDOW {
+            let h: H = window.pop_front().expect("full");
+            h.await.unwrap();
+        }
+        window.push_back(submit(i));
+    }
+    for h in window {
+        h.await.unwrap();
+    }
+    n as f64 / t.elapsed().as_secs_f64()
+}
