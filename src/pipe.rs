@@ -322,7 +322,11 @@ pub struct Sender<T> {
 
 /// Encodes a message frame: header, then the value (or bytes), with handles'
 /// descriptors collected.
-fn encode<S: Serialize>(value: &S) -> Result<(Vec<u8>, Vec<OwnedFd>), SendError> {
+fn encode<S: Serialize + 'static>(value: &S) -> Result<(Vec<u8>, Vec<OwnedFd>), SendError> {
+    // A byte vector is the body as it is (see `wire::value`).
+    if let Some(bytes) = wire::value::as_raw(value) {
+        return encode_bytes(bytes);
+    }
     let mut frame = Vec::with_capacity(64);
     wire::begin(&mut frame);
     let (r, fds) = handles::collecting(|| postcard::to_io(value, &mut frame));
@@ -352,8 +356,12 @@ fn finish(mut frame: Vec<u8>) -> Result<Vec<u8>, SendError> {
     Ok(frame)
 }
 
-fn decode<R: DeserializeOwned>(frame: Frame) -> Result<R, RecvError> {
+fn decode<R: DeserializeOwned + 'static>(frame: Frame) -> Result<R, RecvError> {
     let Frame { body, fds, .. } = frame;
+    let body = match wire::value::from_raw::<R>(body) {
+        Ok(r) => return Ok(r),
+        Err(body) => body,
+    };
     handles::supplying(fds, || postcard::from_bytes(&body)).map_err(|e| RecvError::Decode {
         type_name: type_name::<R>(),
         reason: e.to_string(),
@@ -661,7 +669,7 @@ fn copy_into(body: Vec<u8>, buf: &mut [u8]) -> Result<usize, RecvError> {
     Ok(body.len())
 }
 
-impl<S: Serialize, R> Connection<S, R> {
+impl<S: Serialize + 'static, R> Connection<S, R> {
     /// Sends a value (Python's `send`). Handles inside it (pipe ends, queues) go with
     /// it.
     ///
@@ -691,7 +699,7 @@ impl<S: Serialize, R> Connection<S, R> {
     }
 }
 
-impl<S, R: DeserializeOwned> Connection<S, R> {
+impl<S, R: DeserializeOwned + 'static> Connection<S, R> {
     /// Receives the next value (Python's `recv`).
     ///
     /// # Errors
@@ -798,7 +806,7 @@ impl<'de, S, R> Deserialize<'de> for Connection<S, R> {
     }
 }
 
-impl<T: Serialize> Sender<T> {
+impl<T: Serialize + 'static> Sender<T> {
     /// Sends a value; see [`Connection::send`].
     ///
     /// # Errors
@@ -849,7 +857,7 @@ impl<T> Sender<T> {
     pub fn close(self) {}
 }
 
-impl<T: DeserializeOwned> Receiver<T> {
+impl<T: DeserializeOwned + 'static> Receiver<T> {
     /// Receives the next value; see [`Connection::recv`].
     ///
     /// # Errors

@@ -246,3 +246,22 @@ fn serialising_a_pipe_end_outside_procpool_is_an_error() {
     let (a, _b) = procpool::pipe::<u8>().unwrap();
     assert!(postcard::to_allocvec(&a).is_err());
 }
+
+#[tokio::test]
+async fn a_byte_vector_message_is_its_bytes_as_they_are() {
+    let (a, b) = procpool::pipe::<Vec<u8>>().unwrap();
+    for v in [vec![], vec![7u8], (0..=255u8).collect::<Vec<u8>>()] {
+        a.send(&v).await.unwrap();
+        assert_eq!(b.recv().await.unwrap(), v);
+        // The same layout as raw bytes, both ways.
+        a.send_bytes(&v).await.unwrap();
+        assert_eq!(b.recv().await.unwrap(), v);
+        a.send(&v).await.unwrap();
+        assert_eq!(b.recv_bytes().await.unwrap(), v);
+    }
+    let q = procpool::Queue::<Vec<u8>>::bounded(4).unwrap();
+    for v in [vec![], vec![9u8, 8, 7]] {
+        q.put(v.clone()).await.unwrap();
+        assert_eq!(q.get().await.unwrap(), v);
+    }
+}

@@ -73,6 +73,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::fmt_codec;
 use crate::wire::handles::{self, RecvFd, SendFd};
+use crate::wire::value;
 use shared::{deadline_after, Core, CoreError, Guard, Item};
 
 /// Largest encoded item a queue accepts: 1 GiB.
@@ -219,8 +220,12 @@ struct Encoded {
     fds: Vec<OwnedFd>,
 }
 
-fn encode<T: Serialize>(item: &T) -> Result<Encoded, PutError<T>> {
-    let (r, fds) = handles::collecting(|| postcard::to_allocvec(item));
+fn encode<T: Serialize + 'static>(item: &T) -> Result<Encoded, PutError<T>> {
+    // A byte vector is the item as it is (see `wire::value`).
+    let (r, fds) = match value::as_raw(item) {
+        Some(bytes) => (Ok(bytes.to_vec()), Vec::new()),
+        None => handles::collecting(|| postcard::to_allocvec(item)),
+    };
     let bytes = r.map_err(|e| PutError::Encode {
         type_name: type_name::<T>(),
         reason: e.to_string(),
@@ -234,8 +239,12 @@ fn encode<T: Serialize>(item: &T) -> Result<Encoded, PutError<T>> {
     Ok(Encoded { bytes, fds })
 }
 
-fn decode<T: DeserializeOwned>(item: Item) -> Result<T, GetError> {
+fn decode<T: DeserializeOwned + 'static>(item: Item) -> Result<T, GetError> {
     let Item { bytes, fds } = item;
+    let bytes = match value::from_raw::<T>(bytes) {
+        Ok(item) => return Ok(item),
+        Err(bytes) => bytes,
+    };
     handles::supplying(fds, || postcard::from_bytes(&bytes)).map_err(|e| GetError::Decode {
         type_name: type_name::<T>(),
         reason: e.to_string(),
@@ -398,7 +407,7 @@ impl<T> Queue<T> {
     }
 }
 
-impl<T: Serialize + DeserializeOwned> Queue<T> {
+impl<T: Serialize + DeserializeOwned + 'static> Queue<T> {
     fn put_result(outcome: PutOutcome, item: T) -> Result<(), PutError<T>> {
         match outcome {
             PutOutcome::Done => Ok(()),
@@ -703,7 +712,7 @@ impl<T> SimpleQueue<T> {
     }
 }
 
-impl<T: Serialize + DeserializeOwned> SimpleQueue<T> {
+impl<T: Serialize + DeserializeOwned + 'static> SimpleQueue<T> {
     /// Puts an item (never waits for room).
     ///
     /// # Errors
