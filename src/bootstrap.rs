@@ -205,10 +205,7 @@ fn serve(socket: OwnedFd) -> std::io::Result<i32> {
                     Some(Begin::Skip) => {
                         wire::begin(&mut out);
                         wire::finish(&mut out, Kind::Done, wire::FLAG_SKIPPED, header.id, 0);
-                        batch.extend_from_slice(&out);
-                        if !reader.has_frame() || batch.len() >= BATCH_MAX {
-                            flush_batch(sock, &mut batch)?;
-                        }
+                        reply(sock, &mut batch, &out, reader.has_frame())?;
                         pace.replied();
                         continue;
                     }
@@ -237,15 +234,9 @@ fn serve(socket: OwnedFd) -> std::io::Result<i32> {
                     }
                 };
                 wire::finish(&mut out, Kind::Done, flags, header.id, 0);
-                if !hello.one_shot
-                    && pace.batching()
-                    && ctx.tail_out.is_empty()
-                    && ctx.fds_out.is_empty()
-                {
-                    batch.extend_from_slice(&out);
-                    if !reader.has_frame() || batch.len() >= BATCH_MAX {
-                        flush_batch(sock, &mut batch)?;
-                    }
+                if !hello.one_shot && ctx.tail_out.is_empty() && ctx.fds_out.is_empty() {
+                    let hold = pace.batching() && reader.has_frame();
+                    reply(sock, &mut batch, &out, hold)?;
                     pace.replied();
                     if out.capacity() > 16 << 20 {
                         out = Vec::with_capacity(64 * 1024);
@@ -280,17 +271,49 @@ fn serve(socket: OwnedFd) -> std::io::Result<i32> {
 /// Most bytes of replies a worker holds back in one batch.
 const BATCH_MAX: usize = 64 * 1024;
 
-/// Sends the batched replies (blocking) and empties the batch.
+/// Sends `frame` (a whole reply without descriptors or tail), or holds it back in
+/// `batch` if `hold` (more tasks are already here) and the batch stays under
+/// [`BATCH_MAX`]. What is sent goes with the batch in one call, not copied behind it.
+fn reply(
+    sock: BorrowedFd<'_>,
+    batch: &mut Vec<u8>,
+    frame: &[u8],
+    hold: bool,
+) -> std::io::Result<()> {
+    if hold && batch.len() + frame.len() <= BATCH_MAX {
+        batch.extend_from_slice(frame);
+        return Ok(());
+    }
+    send_all(sock, [batch, frame])?;
+    batch.clear();
+    Ok(())
+}
+
+/// Sends the batched replies and empties the batch.
 fn flush_batch(sock: BorrowedFd<'_>, batch: &mut Vec<u8>) -> std::io::Result<()> {
-    let mut done = 0;
-    while done < batch.len() {
-        match sys::sock::send(sock, &batch[done..], &[], false) {
-            Ok(n) => done += n,
+    reply(sock, batch, &[], false)
+}
+
+/// Sends `parts` one after the other, blocking until all of them are out.
+fn send_all(sock: BorrowedFd<'_>, mut parts: [&[u8]; 2]) -> std::io::Result<()> {
+    while !parts[0].is_empty() || !parts[1].is_empty() {
+        let live = if parts[0].is_empty() {
+            &parts[1..]
+        } else {
+            &parts[..]
+        };
+        match sys::sock::send_vectored(sock, live, &[], false) {
+            Ok(mut n) => {
+                for p in &mut parts {
+                    let k = n.min(p.len());
+                    *p = &p[k..];
+                    n -= k;
+                }
+            }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
     }
-    batch.clear();
     Ok(())
 }
 
