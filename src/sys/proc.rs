@@ -50,8 +50,8 @@ pub(crate) fn thread_id() -> u64 {
     tid as u64
 }
 
-/// Fills `buf` from the kernel's random source (`getrandom(2)`), blocking only until
-/// the pool is initialised at boot.
+/// Fills `buf` from the kernel's random source (`getrandom(2)`, or `/dev/urandom` where
+/// that system call is refused), blocking only until the pool is initialised at boot.
 pub(crate) fn random_bytes(buf: &mut [u8]) -> io::Result<()> {
     let mut done = 0;
     while done < buf.len() {
@@ -60,10 +60,16 @@ pub(crate) fn random_bytes(buf: &mut [u8]) -> io::Result<()> {
         let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
         if n < 0 {
             let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
+            match e.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                // No getrandom(2) here (a seccomp profile refusing it, an old kernel):
+                // the same source through its device.
+                Some(libc::ENOSYS | libc::EPERM) => {
+                    use std::io::Read;
+                    return std::fs::File::open("/dev/urandom")?.read_exact(rest);
+                }
+                _ => return Err(e),
             }
-            return Err(e);
         }
         done += n as usize;
     }
