@@ -185,10 +185,10 @@ impl Link {
 
     async fn call(&self, req: Request) -> Result<Response, ManagerError> {
         let mut conn = self.conn.lock().await;
-        if conn.is_none() {
-            *conn = Some(Client::connect(&self.address, &self.key).await?);
-        }
-        let c = conn.as_ref().expect("connected above");
+        let c = match &mut *conn {
+            Some(c) => c,
+            slot @ None => slot.insert(Client::connect(&self.address, &self.key).await?),
+        };
         let r = async {
             c.send(&req).await?;
             Ok::<_, ManagerError>(c.recv().await?)
@@ -202,10 +202,10 @@ impl Link {
 
     fn blocking_call(&self, req: Request) -> Result<Response, ManagerError> {
         let mut conn = self.conn.blocking_lock();
-        if conn.is_none() {
-            *conn = Some(self.blocking_dedicated()?);
-        }
-        let c = conn.as_ref().expect("connected above");
+        let c = match &mut *conn {
+            Some(c) => c,
+            slot @ None => slot.insert(self.blocking_dedicated()?),
+        };
         let r = c
             .blocking_send(&req)
             .map_err(ManagerError::from)

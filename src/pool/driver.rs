@@ -191,7 +191,7 @@ impl Driver {
                 biased;
                 _ = self.inner.abort.cancelled() => Event::Abort,
                 _ = self.signal.notified() => Event::Cancel,
-                io = worker.next_io(true, spin, writing) => Event::Io(io),
+                io = worker.next_io(spin, writing) => Event::Io(io),
                 _ = until(deadline) => Event::TimedOut,
                 job = self.inner.next_job(), if want_job => Event::Job(job),
             };

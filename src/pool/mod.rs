@@ -722,10 +722,7 @@ impl ProcessPoolExecutor {
         if body > self.inner.config.max_frame {
             return RawTask::failed(TaskError::Encode {
                 type_name: "task argument".to_owned(),
-                reason: format!(
-                    "{body} bytes is over the frame size limit of {} bytes",
-                    self.inner.config.max_frame
-                ),
+                reason: wire::over_limit(body, self.inner.config.max_frame),
             });
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);

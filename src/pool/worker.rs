@@ -233,14 +233,14 @@ impl Worker {
         sys::sock::send_vectored(self.sock.get_ref().as_fd(), parts, fds, true)
     }
 
-    /// Waits for a reply (if `read`) or room in the socket (if `write`), whichever
-    /// comes first. A reply is polled for up to `spin` first, yielding to the runtime
+    /// Waits for a reply, or for room in the socket if `write`, whichever comes
+    /// first. A reply is polled for up to `spin` first, yielding to the runtime
     /// between polls, before waiting on the reactor: a worker answering within
     /// microseconds is not paid for with a reactor wake-up.
     ///
     /// # Cancel safety
     /// Cancel safe: a frame read in part stays in the reader.
-    pub(crate) async fn next_io(&mut self, read: bool, spin: Duration, write: bool) -> Io {
+    pub(crate) async fn next_io(&mut self, spin: Duration, write: bool) -> Io {
         let Worker { reader, sock, .. } = self;
         let sock = &*sock;
         let reply = async {
@@ -268,9 +268,8 @@ impl Worker {
         };
         tokio::select! {
             biased;
-            r = reply, if read => Io::Reply(r),
+            r = reply => Io::Reply(r),
             r = writable, if write => Io::Writable(r),
-            else => std::future::pending().await,
         }
     }
 

@@ -71,27 +71,7 @@ pub(crate) fn send(
     fds: &[BorrowedFd<'_>],
     nonblocking: bool,
 ) -> io::Result<usize> {
-    send_parts(sock, [data, &[]], fds, nonblocking)
-}
-
-/// [`send`] of two buffers as if they were one (`head` then `tail`), in one system
-/// call: a large payload goes out from where it is, without being copied behind a
-/// header first.
-///
-/// # Errors
-/// As [`send`].
-pub(crate) fn send_parts(
-    sock: BorrowedFd<'_>,
-    parts: [&[u8]; 2],
-    fds: &[BorrowedFd<'_>],
-    nonblocking: bool,
-) -> io::Result<usize> {
-    let parts = if parts[1].is_empty() {
-        &parts[..1]
-    } else {
-        &parts[..]
-    };
-    send_vectored(sock, parts, fds, nonblocking)
+    send_vectored(sock, &[data], fds, nonblocking)
 }
 
 /// Most buffers [`send_vectored`] takes in one call.

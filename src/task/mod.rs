@@ -26,7 +26,7 @@ use serde::Serialize;
 pub(crate) use conjure::{conjure, resolve};
 
 use crate::sys::image::{self, Image};
-use crate::wire::{handles, value, Failure, TaskRef, HEADER_LEN};
+use crate::wire::{self, handles, value, Failure, TaskRef, HEADER_LEN};
 
 /// What the worker calls for a `Run` frame: the frame's body in (a trampoline may take
 /// it, see [`value`]), the encoded result appended to the reply buffer or left in
@@ -181,7 +181,7 @@ fn encode_plain<T: Serialize>(value: &T, out: &mut Vec<u8>, max_frame: u64) -> R
         out.truncate(start);
         return Err(Failure::Encode {
             type_name: type_name::<T>().to_owned(),
-            reason: format!("{body} bytes is over the frame size limit of {max_frame} bytes"),
+            reason: wire::over_limit(body, max_frame),
         });
     }
     Ok(())
@@ -212,11 +212,7 @@ fn encode_value<R: Serialize + 'static>(
     match value::into_raw(result) {
         Ok(bytes) if bytes.len() as u64 > ctx.max_frame => Err(Failure::Encode {
             type_name: type_name::<R>().to_owned(),
-            reason: format!(
-                "{} bytes is over the frame size limit of {} bytes",
-                bytes.len(),
-                ctx.max_frame
-            ),
+            reason: wire::over_limit(bytes.len() as u64, ctx.max_frame),
         }),
         Ok(bytes) => {
             ctx.tail_out = bytes;

@@ -151,6 +151,11 @@ pub(crate) fn set_extent(buf: &mut [u8], tail: usize, nfds: usize) {
     buf[10..12].copy_from_slice(&(nfds as u16).to_le_bytes());
 }
 
+/// Why a body of `len` bytes is refused under a frame limit of `limit` bytes.
+pub(crate) fn over_limit(len: u64, limit: u64) -> String {
+    format!("{len} bytes is over the frame size limit of {limit} bytes")
+}
+
 /// A whole control frame with a postcard body.
 pub(crate) fn control<T: Serialize>(kind: Kind, body: &T) -> Vec<u8> {
     let mut buf = Vec::with_capacity(64);

@@ -278,7 +278,12 @@ impl FrameWriter {
                 Some(head) if !head.is_empty() => [head, &p.tail[..]],
                 _ => [&p.tail[p.written - p.frame.len()..], &[][..]],
             };
-            match sock::send_parts(sock, parts, &fds, nonblocking) {
+            let parts = if parts[1].is_empty() {
+                &parts[..1]
+            } else {
+                &parts[..]
+            };
+            match sock::send_vectored(sock, parts, &fds, nonblocking) {
                 Ok(n) => {
                     p.written += n;
                     if n > 0 {
