@@ -115,7 +115,7 @@ pub use error::{Error, Exit, ProtocolError, TaskError};
 pub use manager::Manager;
 pub use pipe::{duplex, pipe, Connection};
 pub use pool::{
-    Builder, Map, MapFuture, MapStream, PoolStats, ProcessPoolExecutor, TaskHandle,
+    Builder, Map, MapFuture, MapStream, PoolStats, ProcessPoolExecutor, StartFailure, TaskHandle,
     DEFAULT_MAX_FRAME, DEFAULT_QUEUE_CAPACITY, MAX_PIPELINE,
 };
 pub use process::{

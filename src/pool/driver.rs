@@ -3,20 +3,34 @@
 //! A driver owns one worker process at a time. It starts it (eagerly, when the pool is
 //! built), takes jobs from the shared queue when its worker has room, writes them to
 //! the worker's socket and matches the replies to them in order, while watching for
-//! cancellations, the running task's timeout, a `shutdown_now` and the worker's death.
-//! Whatever ends a worker, the driver reaps it and starts the next one; the pool never
-//! becomes "broken".
+//! cancellations, the running task's timeout, a `shutdown_now` and the worker's death
+//! (its pidfd, not only its socket: a grandchild that inherited the socket does not
+//! hide it). Whatever ends a worker, the driver kills what the worker left in its
+//! process group, reaps it and starts the next one; the pool never becomes "broken".
+//!
+//! # Starting workers
+//! A start that fails is retried with back-off ([`backoff`]), for as long as the pool
+//! lives; meanwhile the slot takes no job, so tasks wait in the queue for a slot that
+//! has a worker. Only a failure no retry can heal (another build, a failing
+//! initializer) ends the pool.
 //!
 //! # Pipelining
 //! A worker that waits for its parent between tasks is idle for a reply's trip back,
 //! the parent's turn-around and the next task's trip out. When the worker's replies
 //! come quickly ([`Pace`]), the driver sends it up to
 //! [`DEPTH_MAX`](super::progress::DEPTH_MAX) tasks ahead, so that it goes from one to
-//! the next without waiting. Tasks that take long go one at a time, so an idle worker
-//! never waits behind a busy one's queue. The progress page ([`super::progress`]) says
-//! which of the tasks sent have started: cancelling one that has not is a skip, and
-//! when a worker is lost, only the task it was running fails; the ones behind it go to
-//! the next worker, never run twice and never lost.
+//! the next without waiting. The progress page ([`super::progress`]) says which of
+//! the tasks sent have started: cancelling one that has not is a skip, and when a
+//! worker is lost, only the task it was running fails; the ones behind it go back to
+//! the queue, never run twice and never lost.
+//!
+//! No task waits behind another while a worker is idle: a driver sends nothing ahead
+//! while another driver is idle, and when one becomes idle while this worker's current
+//! task has run for longer than [`GIVE_BACK_AFTER`], the tasks sent behind it that it
+//! has not begun are marked skipped on the page and handed back to the queue
+//! ([`JobQueue`](super::jobs::JobQueue)), for the idle driver to take. Two tasks that
+//! wait for each other (a barrier, a queue hand-off) therefore never deadlock in one
+//! worker while another is free.
 
 use std::collections::VecDeque;
 use std::io;
@@ -29,15 +43,25 @@ use tokio::sync::Notify;
 
 use crate::error::{Error, ProtocolError, TaskError};
 use crate::pool::handle::Job;
-use crate::pool::progress::DEPTH_MAX;
-use crate::pool::worker::{Io, StartError, Worker};
+use crate::pool::pace::Pace;
+use crate::pool::progress::Hold;
+use crate::pool::worker::{Io, Worker};
 use crate::pool::Inner;
 use crate::sys::sock::MAX_PARTS;
 use crate::wire::stream::Frame;
-use crate::wire::{self, Failure, Kind, Payload, ReadError, FLAG_FAILED, FLAG_SKIPPED};
+use crate::wire::{self, Failure, Payload, ReadError, FLAG_FAILED, FLAG_SKIPPED};
 
-/// Workers that fail their handshake this many times in a row make the pool give up.
-const MAX_START_FAILURES: u32 = 3;
+/// How long a worker's current task may run, with tasks sent behind it and another
+/// driver idle, before those tasks are handed back. Pipelining aims at about this much
+/// work ahead ([`Pace`]), so a task over it is not one of the short ones pipelining is
+/// for.
+pub(crate) const GIVE_BACK_AFTER: Duration = Pace::AHEAD;
+
+/// The pause before start attempt `failures + 1`: 10 ms, doubling, at most 1 s.
+pub(crate) fn backoff(failures: u32) -> Duration {
+    let ms = 10u64 << failures.saturating_sub(1).min(7);
+    Duration::from_millis(ms.min(1000))
+}
 
 pub(crate) async fn drive(inner: Arc<Inner>) {
     let _alive = AliveGuard(inner.clone());
@@ -47,15 +71,14 @@ pub(crate) async fn drive(inner: Arc<Inner>) {
         flights: VecDeque::new(),
         unsent: 0,
         written: 0,
-        retry: VecDeque::new(),
         signal: Arc::new(Notify::new()),
         pace: Pace::default(),
         head_since: Instant::now(),
         queue_ended: false,
         idle_since: None,
-        start_failures: 0,
-        spawn_error: None,
-        announced: false,
+        failing: false,
+        ahead: false,
+        give_back_armed: true,
     };
     driver.run().await;
     driver.leave().await;
@@ -63,11 +86,13 @@ pub(crate) async fn drive(inner: Arc<Inner>) {
 
 /// A job written (or being written) to the worker and not answered yet.
 struct Flight {
-    job: Job,
+    /// `None` once handed back to the queue (the worker's reply is "skipped").
+    job: Option<Job>,
+    id: u64,
     /// Its number on the worker's progress page.
     seq: u64,
-    /// Set when it was cancelled or timed out after it was sent: the answer, whatever
-    /// the worker replies.
+    /// Set when it was cancelled, timed out or handed back after it was sent: the
+    /// answer, whatever the worker replies.
     verdict: Option<Verdict>,
 }
 
@@ -75,12 +100,14 @@ struct Flight {
 enum Verdict {
     Cancelled,
     TimedOut(Duration),
+    /// Handed back to the queue before the worker began it.
+    Moved,
 }
 
 impl Verdict {
     fn error(self) -> TaskError {
         match self {
-            Verdict::Cancelled => TaskError::Cancelled,
+            Verdict::Cancelled | Verdict::Moved => TaskError::Cancelled,
             Verdict::TimedOut(after) => TaskError::TimedOut { after },
         }
     }
@@ -101,6 +128,7 @@ enum Event {
     Cancel,
     Io(Io),
     TimedOut,
+    GiveBack,
     Job(Option<Job>),
 }
 
@@ -113,8 +141,6 @@ struct Driver {
     /// bytes out.
     unsent: usize,
     written: usize,
-    /// Jobs sent to a worker that was lost before it started them: sent first.
-    retry: VecDeque<Job>,
     /// Woken by a cancellation of any task this driver dispatched.
     signal: Arc<Notify>,
     pace: Pace,
@@ -124,41 +150,45 @@ struct Driver {
     queue_ended: bool,
     /// Since when nothing is in flight (for [`Pace::idled`]).
     idle_since: Option<Instant>,
-    start_failures: u32,
-    spawn_error: Option<io::Error>,
-    /// Whether this slot has reported its first worker ready to
-    /// `ProcessPoolExecutor::ready`.
-    announced: bool,
+    /// This slot's last start attempt failed (counted in `Health::failing`).
+    failing: bool,
+    /// More than one flight (counted by the queue, see `JobQueue::set_ahead`).
+    ahead: bool,
+    /// Whether to watch for an idle driver to hand flights to; off after an attempt
+    /// until the flights change, so that nothing to hand back is not a busy loop.
+    give_back_armed: bool,
 }
 
 impl Driver {
     async fn run(&mut self) {
         loop {
-            if self.worker.is_none() && self.spawn_error.is_none() && !self.start_worker().await {
-                return;
+            if self.worker.is_none() {
+                if self.flights.is_empty() && self.inner.jobs.is_drained() {
+                    return; // shut down: nothing left that a worker would run
+                }
+                if !self.start_worker().await {
+                    return;
+                }
             }
             if self.flights.is_empty() {
-                let job = match self.retry.pop_front() {
+                let job = match self.next_job_soon().await {
                     Some(job) => job,
-                    None => match self.next_job_soon().await {
-                        Some(job) => job,
-                        None => {
-                            let worker = self.worker.as_ref();
-                            tokio::select! {
-                                biased;
-                                _ = self.inner.abort.cancelled() => return,
-                                // Before taking a job: a worker known dead must not get one.
-                                _ = idle_exit(worker) => {
-                                    self.lose_idle_worker().await;
-                                    continue;
-                                }
-                                job = self.inner.next_job() => match job {
-                                    Some(job) => job,
-                                    None => return, // closed and drained: shutdown
-                                },
+                    None => {
+                        let worker = self.worker.as_ref();
+                        tokio::select! {
+                            biased;
+                            _ = self.inner.abort.cancelled() => return,
+                            // Before taking a job: a worker known dead must not get one.
+                            _ = idle_exit(worker) => {
+                                self.lose_idle_worker().await;
+                                continue;
                             }
+                            job = self.inner.jobs.next(true) => match job {
+                                Some(job) => job,
+                                None => return, // closed and drained: shutdown
+                            },
                         }
-                    },
+                    }
                 };
                 if let Some(since) = self.idle_since.take() {
                     self.pace.idled(since.elapsed());
@@ -184,16 +214,23 @@ impl Driver {
                 Duration::ZERO
             };
             let deadline = self.head_deadline();
+            let give_back = self.ahead && self.give_back_armed;
+            let give_back_at = self.head_since + GIVE_BACK_AFTER;
             let Some(worker) = self.worker.as_mut() else {
                 continue;
             };
+            let jobs = &self.inner.jobs;
             let event = tokio::select! {
                 biased;
                 _ = self.inner.abort.cancelled() => Event::Abort,
                 _ = self.signal.notified() => Event::Cancel,
                 io = worker.next_io(spin, writing) => Event::Io(io),
                 _ = until(deadline) => Event::TimedOut,
-                job = self.inner.next_job(), if want_job => Event::Job(job),
+                _ = async {
+                    jobs.idle_driver().await;
+                    tokio::time::sleep_until(give_back_at.into()).await;
+                }, if give_back => Event::GiveBack,
+                job = jobs.next(false), if want_job => Event::Job(job),
             };
             match event {
                 Event::Abort => return,
@@ -208,66 +245,80 @@ impl Driver {
                 Event::Io(Io::Reply(Err(ReadError::Protocol(e)))) => {
                     self.lose(Loss::Protocol(e)).await
                 }
-                Event::Io(Io::Reply(Err(ReadError::Eof | ReadError::Io(_)))) => {
-                    self.lose(Loss::Died).await
-                }
+                Event::Io(Io::Reply(Err(ReadError::Eof | ReadError::Io(_))))
+                | Event::Io(Io::Exited) => self.lose(Loss::Died).await,
                 Event::Io(Io::Writable(Ok(()))) => {}
                 Event::Io(Io::Writable(Err(_))) => self.lose(Loss::Died).await,
                 Event::TimedOut => self.on_timeout().await,
+                Event::GiveBack => self.give_back(),
                 Event::Job(Some(job)) => self.dispatch(job),
                 Event::Job(None) => self.queue_ended = true,
             }
         }
     }
 
-    /// Starts a worker; false if the pool must stop (abort, or workers can never
-    /// start).
+    /// Starts a worker, retrying with back-off; false if the pool must stop (abort,
+    /// or a failure no retry can heal).
     async fn start_worker(&mut self) -> bool {
-        let started = tokio::select! {
-            biased;
-            _ = self.inner.abort.cancelled() => return false,
-            r = Worker::start(&self.inner.config) => r,
-        };
-        match started {
-            Ok(w) => {
-                self.worker = Some(w);
-                self.start_failures = 0;
-                if !std::mem::replace(&mut self.announced, true) {
-                    self.inner.startup.send_modify(|s| s.ready += 1);
+        let mut failures = 0;
+        loop {
+            let started = tokio::select! {
+                biased;
+                _ = self.inner.abort.cancelled() => return false,
+                r = Worker::start(&self.inner.config) => r,
+            };
+            let error = match started {
+                Ok(w) => {
+                    self.worker = Some(w);
+                    let was_failing = std::mem::replace(&mut self.failing, false);
+                    self.inner.health.send_modify(|h| {
+                        h.live += 1;
+                        h.failing -= usize::from(was_failing);
+                    });
+                    return true;
                 }
-            }
-            Err(StartError::Fatal(e)) => {
-                self.inner.fail(e);
-                return false;
-            }
-            Err(StartError::Transient(reason)) => {
-                self.start_failures += 1;
-                if self.start_failures >= MAX_START_FAILURES {
-                    self.inner.fail(Error::Handshake { reason });
+                Err(e) => e,
+            };
+            match error.retryable() {
+                Err(fatal) => {
+                    self.inner.fail(fatal);
                     return false;
                 }
-            }
-            Err(StartError::Spawn(e)) => {
-                if !self.announced {
-                    let err = Error::Spawn(crate::error::clone_io(&e));
-                    self.inner.startup.send_modify(|s| {
-                        s.error.get_or_insert(err);
+                Ok(failure) => {
+                    failures += 1;
+                    let newly = !std::mem::replace(&mut self.failing, true);
+                    self.inner.health.send_modify(|h| {
+                        h.failures += 1;
+                        h.failing += usize::from(newly);
+                        h.last_failure = Some(failure);
                     });
                 }
-                // Fail the next task with this error rather than retrying in a hot
-                // loop; try again after that.
-                self.spawn_error = Some(e);
+            }
+            tokio::select! {
+                biased;
+                _ = self.inner.abort.cancelled() => return false,
+                _ = tokio::time::sleep(backoff(failures)) => {}
             }
         }
-        true
     }
 
-    /// Whether the worker may be sent another task now.
+    /// Takes the worker out of the slot, for `ready` and `stats`.
+    fn take_worker(&mut self) -> Option<Worker> {
+        let w = self.worker.take()?;
+        self.inner.health.send_modify(|h| h.live -= 1);
+        Some(w)
+    }
+
+    /// Whether the worker may be sent another task now: always if it has none; one
+    /// more ahead only while no other driver is idle (it should take that task).
     fn has_room(&self) -> bool {
         let Some(w) = &self.worker else {
             return false;
         };
         let n = self.flights.len();
+        if n > 0 && self.inner.jobs.has_idle() {
+            return false;
+        }
         let depth = self
             .inner
             .config
@@ -290,7 +341,7 @@ impl Driver {
         }
         let until = Instant::now() + spin;
         loop {
-            if let Some(job) = self.inner.try_next_job() {
+            if let Some(job) = self.inner.jobs.try_next() {
                 return Some(job);
             }
             if self.inner.abort.is_cancelled() || Instant::now() >= until {
@@ -303,47 +354,49 @@ impl Driver {
     /// Takes jobs that are already waiting while the worker has room.
     fn fill(&mut self) {
         while self.has_room() {
-            let job = match self.retry.pop_front() {
-                Some(job) => job,
-                None => match self.inner.try_next_job() {
-                    Some(job) => job,
-                    None => break,
-                },
-            };
-            self.dispatch(job);
+            match self.inner.jobs.try_next() {
+                Some(job) => self.dispatch(job),
+                None => break,
+            }
         }
     }
 
     /// Hands `job` to the worker (it is written by [`write`](Self::write)), or
-    /// resolves it at once if it cannot or need not run.
+    /// resolves it at once if it need not run.
     fn dispatch(&mut self, job: Job) {
-        let counters = &self.inner.counters;
-        if let Some(e) = self.spawn_error.take() {
-            counters.failed.fetch_add(1, Ordering::Relaxed);
-            job.resolve(Err(TaskError::Spawn(e)));
-            return;
-        }
         let Some(w) = self.worker.as_mut() else {
-            // Unreachable: a worker exists unless spawning failed (handled above).
-            job.resolve(Err(TaskError::Cancelled));
+            // Not reached: jobs are taken only with a worker. Never lose one.
+            self.inner.jobs.hand_back(std::iter::once(job));
             return;
         };
         let seq = w.queue_next();
         if job.abandoned() || !job.shared.start(w.pid(), &self.signal, w.progress(), seq) {
             w.unqueue();
-            counters.cancelled.fetch_add(1, Ordering::Relaxed);
-            job.resolve(Err(TaskError::Cancelled));
+            self.inner.resolve(job, Err(TaskError::Cancelled));
             return;
         }
-        counters.running.fetch_add(1, Ordering::Relaxed);
+        self.inner.counters.running.fetch_add(1, Ordering::Relaxed);
         if self.flights.is_empty() {
             self.head_since = Instant::now();
         }
         self.flights.push_back(Flight {
-            job,
+            id: job.id,
+            job: Some(job),
             seq,
             verdict: None,
         });
+        self.flights_changed();
+    }
+
+    /// Keeps the queue's count of drivers with flights ahead, and re-arms the
+    /// hand-back watch.
+    fn flights_changed(&mut self) {
+        self.give_back_armed = true;
+        let ahead = self.flights.len() > 1;
+        if ahead != self.ahead {
+            self.ahead = ahead;
+            self.inner.jobs.set_ahead(ahead);
+        }
     }
 
     /// Writes what the socket takes of the flights not yet written: as many frames
@@ -359,7 +412,7 @@ impl Driver {
             let sent = {
                 let mut parts: [&[u8]; MAX_PARTS] = [&[]; MAX_PARTS];
                 let mut n = 0;
-                let first = &self.flights[self.unsent].job;
+                let first = unwritten(&self.flights[self.unsent]);
                 let fds: Vec<_> = match self.written {
                     0 => first.fds.iter().map(AsFd::as_fd).collect(),
                     _ => Vec::new(),
@@ -375,13 +428,14 @@ impl Driver {
                     n += 1;
                 }
                 for f in self.flights.range(self.unsent + 1..) {
-                    if !f.job.fds.is_empty() || n + 2 > MAX_PARTS {
+                    let job = unwritten(f);
+                    if !job.fds.is_empty() || n + 2 > MAX_PARTS {
                         break;
                     }
-                    parts[n] = &f.job.frame;
+                    parts[n] = &job.frame;
                     n += 1;
-                    if !f.job.tail.is_empty() {
-                        parts[n] = &f.job.tail;
+                    if !job.tail.is_empty() {
+                        parts[n] = &job.tail;
                         n += 1;
                     }
                 }
@@ -394,7 +448,7 @@ impl Driver {
             };
             let mut left = sent;
             while left > 0 {
-                let job = &self.flights[self.unsent].job;
+                let job = unwritten(&self.flights[self.unsent]);
                 let rest = job.frame.len() + job.tail.len() - self.written;
                 if left < rest {
                     self.written += left;
@@ -403,6 +457,7 @@ impl Driver {
                 left -= rest;
                 self.unsent += 1;
                 self.written = 0;
+                self.give_back_armed = true;
             }
         }
         Ok(())
@@ -421,29 +476,43 @@ impl Driver {
     fn on_reply(&mut self, frame: Frame) -> Result<(), ProtocolError> {
         let Frame { header, body, fds } = frame;
         let expected = match self.flights.front() {
-            Some(f) if self.unsent > 0 => f.job.id,
+            Some(f) if self.unsent > 0 => f.id,
             _ => u64::MAX,
         };
-        if header.kind != Kind::Done || header.id != expected {
+        let skipped = header.flags & FLAG_SKIPPED != 0;
+        let moved = matches!(self.flights.front(), Some(f) if f.job.is_none());
+        if header.kind != wire::Kind::Done || header.id != expected || (moved && !skipped) {
             return Err(ProtocolError::Unexpected {
                 what: format!(
-                    "{:?} for task {} while waiting for task {expected}",
-                    header.kind, header.id
+                    "{:?} for task {} while waiting for task {expected}{}",
+                    header.kind,
+                    header.id,
+                    if moved { " (to be skipped)" } else { "" }
                 ),
             });
         }
-        let f = self.flights.pop_front().expect("checked above");
+        let Some(f) = self.flights.pop_front() else {
+            return Ok(()); // not reached: `expected` names a flight
+        };
         self.unsent -= 1;
+        self.flights_changed();
         let now = Instant::now();
-        self.pace.replied(now - self.head_since);
+        if !skipped {
+            self.pace.replied(now - self.head_since);
+        }
         self.head_since = now;
-        let skipped = header.flags & FLAG_SKIPPED != 0;
+        if self.flights.is_empty() {
+            self.idle_since = Some(now);
+        }
+        let Some(job) = f.job else {
+            return Ok(()); // handed back: another driver runs it
+        };
         let mut broken = None;
         let result = if skipped {
             Err(f.verdict.unwrap_or(Verdict::Cancelled).error())
         } else if let Some(v) = f.verdict {
             Err(v.error())
-        } else if f.job.shared.cancel_requested() {
+        } else if job.shared.cancel_requested() {
             // Cancelled while it ran; it finished before the driver acted on it.
             Err(TaskError::Cancelled)
         } else if header.flags & FLAG_FAILED != 0 {
@@ -462,24 +531,14 @@ impl Driver {
                 w.tasks_done += 1;
             }
         }
-        self.resolve(f.job, result);
-        if self.flights.is_empty() {
-            self.idle_since = Some(now);
-        }
+        self.resolve(job, result);
         broken.map_or(Ok(()), Err)
     }
 
     /// Counts and resolves a job that was in flight.
     fn resolve(&self, job: Job, result: Result<Payload, TaskError>) {
-        let c = &self.inner.counters;
-        c.running.fetch_sub(1, Ordering::Relaxed);
-        let counter = match &result {
-            Ok(_) => &c.completed,
-            Err(TaskError::Cancelled) => &c.cancelled,
-            Err(_) => &c.failed,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-        job.resolve(result);
+        self.inner.counters.running.fetch_sub(1, Ordering::Relaxed);
+        self.inner.resolve(job, result);
     }
 
     /// The first flight's time is up. The clock runs from when the worker could
@@ -505,10 +564,9 @@ impl Driver {
     async fn on_cancel(&mut self) {
         for i in 0..self.flights.len() {
             let f = &self.flights[i];
-            if f.verdict.is_none()
-                && f.job.shared.cancel_requested()
-                && self.decide(i, Verdict::Cancelled)
-            {
+            let cancelled =
+                f.verdict.is_none() && f.job.as_ref().is_some_and(|j| j.shared.cancel_requested());
+            if cancelled && self.decide(i, Verdict::Cancelled) {
                 // The others' cancellations are seen again when they are sent anew.
                 self.lose(Loss::Killed).await;
                 return;
@@ -520,28 +578,83 @@ impl Driver {
     ///
     /// A flight the worker has not started is marked to be skipped. One it has
     /// started is stopped by killing the worker, but only after making sure nothing
-    /// behind it has started: if the next flight is already running, this one is
-    /// finished and its reply is on its way (answered with the verdict).
+    /// behind it has started: the first flight behind it that is not to be skipped is
+    /// held; if that one is already running, this one is finished and its reply is
+    /// on its way (answered with the verdict).
     fn decide(&mut self, i: usize, verdict: Verdict) -> bool {
         let Some(w) = self.worker.as_ref() else {
             return false;
         };
-        let f = &mut self.flights[i];
-        f.verdict = Some(verdict);
-        if w.progress().skip(f.seq) {
+        self.flights[i].verdict = Some(verdict);
+        if w.progress().skip(self.flights[i].seq) {
             return false;
         }
-        match self.flights.get(i + 1) {
-            None => true,
-            Some(next) => w.progress().hold(next.seq),
+        for next in self.flights.range(i + 1..) {
+            match w.progress().hold(next.seq) {
+                Hold::Held => return true,
+                Hold::Skipped => continue,
+                Hold::Started => return false,
+            }
         }
+        true
+    }
+
+    /// Another driver is idle while this worker's current task runs long: hands it
+    /// the flights behind that task that the worker has not begun. Written ones are
+    /// marked skipped on the page (the worker's "skipped" reply is still matched);
+    /// ones not written yet leave the flights altogether.
+    fn give_back(&mut self) {
+        self.give_back_armed = false;
+        if !self.inner.jobs.has_idle() {
+            return;
+        }
+        let Some(w) = self.worker.as_mut() else {
+            return;
+        };
+        let mut back = Vec::new();
+        let mut cancelled = Vec::new();
+        for f in self.flights.range_mut(1..self.unsent.max(1)) {
+            if f.verdict.is_none() && w.progress().skip(f.seq) {
+                f.verdict = Some(Verdict::Moved);
+                back.extend(f.job.take());
+            }
+        }
+        // Untouched by the socket: neither written nor being written.
+        let untouched = if self.written > 0 {
+            self.unsent + 1
+        } else {
+            self.unsent
+        }
+        .max(1);
+        if untouched < self.flights.len() {
+            for f in self.flights.drain(untouched..) {
+                match (f.verdict, f.job) {
+                    (None, Some(job)) => back.push(job),
+                    (Some(v), Some(job)) => cancelled.push((job, v.error())),
+                    (_, None) => {}
+                }
+            }
+            if let Some(last) = self.flights.back() {
+                w.unqueue_after(last.seq);
+            }
+        }
+        self.inner
+            .counters
+            .running
+            .fetch_sub(back.len() as u64, Ordering::Relaxed);
+        self.inner.jobs.hand_back(back.into_iter());
+        for (job, e) in cancelled {
+            self.resolve(job, Err(e));
+        }
+        self.flights_changed();
+        self.give_back_armed = false;
     }
 
     /// Gives up the worker with tasks in flight: reaps it, takes the replies it wrote
-    /// before it ended, fails the one task it had started and not answered, and keeps
-    /// the ones it never started for the next worker.
+    /// before it ended, fails the one task it had started and not answered, and
+    /// hands the ones it never started back to the queue, first in line.
     async fn lose(&mut self, loss: Loss) {
-        let Some(mut w) = self.worker.take() else {
+        let Some(mut w) = self.take_worker() else {
             return;
         };
         let exit = match loss {
@@ -566,36 +679,37 @@ impl Driver {
             }
         }
         // The process is reaped: its progress page no longer changes.
-        let mut again = VecDeque::new();
+        let mut again = Vec::new();
         for f in std::mem::take(&mut self.flights) {
+            let Some(job) = f.job else {
+                continue; // handed back already
+            };
             let error = match (f.verdict, w.progress().started(f.seq)) {
                 (Some(v), _) => Some(v.error()),
                 (None, true) => Some(match protocol.take() {
                     Some(e) => TaskError::Protocol(e),
                     None => TaskError::WorkerDied { exit },
                 }),
-                (None, false) if f.job.shared.cancel_requested() => Some(TaskError::Cancelled),
+                (None, false) if job.shared.cancel_requested() => Some(TaskError::Cancelled),
                 (None, false) => None,
             };
             match error {
-                Some(e) => self.resolve(f.job, Err(e)),
+                Some(e) => self.resolve(job, Err(e)),
                 None => {
                     self.inner.counters.running.fetch_sub(1, Ordering::Relaxed);
-                    again.push_back(f.job);
+                    again.push(job);
                 }
             }
         }
-        // Never started: first in line for the next worker, in their order.
-        while let Some(job) = again.pop_back() {
-            self.retry.push_front(job);
-        }
+        self.inner.jobs.hand_back(again.into_iter());
         self.unsent = 0;
         self.written = 0;
+        self.flights_changed();
     }
 
     /// The idle worker died (killed from outside); no task is lost.
     async fn lose_idle_worker(&mut self) {
-        if let Some(mut dead) = self.worker.take() {
+        if let Some(mut dead) = self.take_worker() {
             dead.wait().await;
         }
         self.inner.counters.restarts.fetch_add(1, Ordering::Relaxed);
@@ -609,7 +723,7 @@ impl Driver {
         if !self.flights.is_empty() || self.worker.as_ref().is_none_or(|w| w.tasks_done < max) {
             return;
         }
-        if let Some(w) = self.worker.take() {
+        if let Some(w) = self.take_worker() {
             w.retire().await;
             self.inner.counters.recycled.fetch_add(1, Ordering::Relaxed);
         }
@@ -617,93 +731,38 @@ impl Driver {
 
     /// Leaving: graceful (queue closed and drained) or abort (`shutdown_now`, drop).
     async fn leave(&mut self) {
-        if !self.announced {
-            self.inner.startup.send_modify(|s| s.gave_up += 1);
-        }
-        if let Some(mut w) = self.worker.take() {
-            if self.inner.abort.is_cancelled() || !self.flights.is_empty() {
+        let abort = self.inner.abort.is_cancelled();
+        if let Some(mut w) = self.take_worker() {
+            if abort || !self.flights.is_empty() {
                 w.kill().await;
             } else {
                 w.retire().await;
             }
         }
         for f in std::mem::take(&mut self.flights) {
-            self.resolve(f.job, Err(TaskError::Cancelled));
-        }
-        for job in std::mem::take(&mut self.retry) {
-            self.inner
-                .counters
-                .cancelled
-                .fetch_add(1, Ordering::Relaxed);
-            job.resolve(Err(TaskError::Cancelled));
-        }
-    }
-}
-
-/// How quickly this worker answers, and what the driver makes of it.
-///
-/// `service` is a moving average of the time from one reply to the next while tasks
-/// are in flight (for one task at a time: from sending it to its reply). From it:
-/// - the pipeline depth: enough tasks to keep the worker busy for about
-///   [`Pace::AHEAD`], at most `DEPTH_MAX`, one until anything is known. (Measured
-///   with `cargo bench --bench compare -- --only W2` on the 2-vCPU VM of
-///   BENCHMARKS.md: 16 deep and 200 µs ahead gave 260-281k submits/s, 64 and
-///   400 µs 311-356k. The price: up to 400 µs of short tasks may wait behind a
-///   busy worker while another is idle.)
-/// - the spin: while a reply is awaited, poll for up to twice the typical reply time
-///   before sleeping on the reactor, if that is under [`Pace::SPIN_MAX`]. Only with
-///   a task in flight: an idle pool never spins.
-///
-/// Likewise between tasks: `gap` is a moving average of the time from the last reply
-/// to the next job; while it is under [`Pace::SPIN_MAX`] (a caller awaiting one task
-/// after another), the idle driver polls the queue for up to twice that before
-/// parking, so the next submit does not have to wake it.
-#[derive(Default)]
-struct Pace {
-    service: Option<Duration>,
-    gap: Option<Duration>,
-}
-
-impl Pace {
-    const AHEAD: Duration = Duration::from_micros(400);
-    const SPIN_MAX: Duration = Duration::from_micros(50);
-
-    fn replied(&mut self, took: Duration) {
-        self.service = Some(match self.service {
-            None => took,
-            Some(avg) => (avg * 3 + took) / 4,
-        });
-    }
-
-    fn idled(&mut self, gap: Duration) {
-        self.gap = Some(match self.gap {
-            None => gap,
-            Some(avg) => (avg * 3 + gap) / 4,
-        });
-    }
-
-    fn idle_spin(&self) -> Duration {
-        match self.gap {
-            Some(g) if g < Self::SPIN_MAX => (g * 2).min(Self::SPIN_MAX),
-            _ => Duration::ZERO,
-        }
-    }
-
-    fn depth(&self) -> usize {
-        match self.service {
-            None => 1,
-            Some(s) => {
-                let per = s.as_nanos().max(1);
-                ((Self::AHEAD.as_nanos() / per) as usize).clamp(1, DEPTH_MAX)
+            if let Some(job) = f.job {
+                self.resolve(job, Err(TaskError::Cancelled));
             }
         }
-    }
-
-    fn spin(&self) -> Duration {
-        match self.service {
-            Some(s) if s < Self::SPIN_MAX => (s * 2).min(Self::SPIN_MAX),
-            _ => Duration::ZERO,
+        self.flights_changed();
+        if abort {
+            // Jobs a driver handed back while the pool was being stopped.
+            self.inner.cancel_queued();
         }
+        let failing = std::mem::replace(&mut self.failing, false);
+        self.inner.health.send_modify(|h| {
+            h.ended += 1;
+            h.failing -= usize::from(failing);
+        });
+    }
+}
+
+/// The job of a flight that is not completely written yet; only written flights are
+/// ever handed back, so it is always there.
+fn unwritten(f: &Flight) -> &Job {
+    match &f.job {
+        Some(job) => job,
+        None => unreachable!("a flight is handed back only once it is written"),
     }
 }
 

@@ -6,7 +6,7 @@ use std::marker::PhantomData;
 use std::os::fd::OwnedFd;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use serde::de::DeserializeOwned;
@@ -28,12 +28,9 @@ pub(crate) struct TaskShared {
     pid: AtomicU32,
     /// Set by [`TaskHandle::cancel`] once the task was dispatched.
     cancel_requested: AtomicBool,
-    /// The dispatching driver's wake-up for cancellations (one per driver, so that a
-    /// driver with several tasks in flight waits on one thing).
-    driver: OnceLock<Arc<Notify>>,
-    /// The progress page of the worker it was sent to, and its number there: a
-    /// cancel marks it skipped at once, so a task not begun never begins.
-    sent: Mutex<Option<(Arc<Progress>, u64)>>,
+    /// Where it was sent last (a task handed back by one driver may be sent again by
+    /// another).
+    sent: Mutex<Option<Sent>>,
     /// Woken when the task leaves the queue (dispatched, finished or cancelled).
     moved: Notify,
 }
@@ -44,7 +41,6 @@ impl TaskShared {
             state: AtomicU8::new(state),
             pid: AtomicU32::new(0),
             cancel_requested: AtomicBool::new(false),
-            driver: OnceLock::new(),
             sent: Mutex::new(None),
             moved: Notify::new(),
         })
@@ -52,8 +48,8 @@ impl TaskShared {
 
     /// Claims a task for the worker `pid` of the driver woken by `signal`, as task
     /// `seq` on that worker's `page`; false if it was cancelled first. A task sent
-    /// again (its first worker died before starting it) is claimed again by the same
-    /// driver.
+    /// again (its first worker died before starting it, or its driver handed it back)
+    /// is claimed again, by whichever driver takes it.
     pub(crate) fn start(
         &self,
         pid: u32,
@@ -64,9 +60,12 @@ impl TaskShared {
         if self.cancel_requested() {
             return false;
         }
-        // Before the state says RUNNING: whoever sees RUNNING finds both.
-        let _ = self.driver.set(signal.clone());
-        *self.sent.lock().unwrap_or_else(|p| p.into_inner()) = Some((page.clone(), seq));
+        // Before the state says RUNNING: whoever sees RUNNING finds it.
+        *self.sent.lock().unwrap_or_else(|p| p.into_inner()) = Some(Sent {
+            page: page.clone(),
+            seq,
+            driver: signal.clone(),
+        });
         self.pid.store(pid, Ordering::Release);
         let started =
             match self
@@ -92,6 +91,19 @@ impl TaskShared {
     pub(crate) fn cancel_requested(&self) -> bool {
         self.cancel_requested.load(Ordering::Acquire)
     }
+}
+
+/// The worker a task was sent to, as its driver knows it.
+#[derive(Debug)]
+struct Sent {
+    /// That worker's progress page: a cancel marks the task skipped at once, so a task
+    /// not begun never begins.
+    page: Arc<Progress>,
+    /// The task's number on the page.
+    seq: u64,
+    /// The driver's wake-up for cancellations (one per driver, so that a driver with
+    /// several tasks in flight waits on one thing).
+    driver: Arc<Notify>,
 }
 
 /// The parent's end of a queued task: its encoded frame and where the reply goes.
@@ -165,13 +177,10 @@ impl RawTask {
             Err(RUNNING) => {
                 self.shared.cancel_requested.store(true, Ordering::Release);
                 let sent = self.shared.sent.lock().unwrap_or_else(|p| p.into_inner());
-                if let Some((page, seq)) = &*sent {
+                if let Some(sent) = &*sent {
                     // Not begun: now it never will be. Begun: the driver kills it.
-                    page.skip(*seq);
-                }
-                drop(sent);
-                if let Some(driver) = self.shared.driver.get() {
-                    driver.notify_one();
+                    sent.page.skip(sent.seq);
+                    sent.driver.notify_one();
                 }
             }
             Err(_) => {}

@@ -13,7 +13,9 @@
 
 mod driver;
 mod handle;
+mod jobs;
 mod map;
+mod pace;
 pub(crate) mod progress;
 mod worker;
 
@@ -21,7 +23,7 @@ use std::any::type_name;
 use std::ffi::OsString;
 use std::future::Future;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -33,10 +35,11 @@ use tokio_util::sync::CancellationToken;
 pub use handle::TaskHandle;
 pub use map::{Map, MapFuture, MapStream};
 
-use crate::error::{Error, TaskError};
+use crate::error::{Error, Exit, TaskError};
 use crate::task::{self, Trampoline};
 use crate::wire::{self, handles, value, Kind, TaskRef, HEADER_LEN};
 use handle::{Job, RawTask};
+use jobs::JobQueue;
 
 /// Default frame size limit: 1 GiB, for an argument, a result or a chunk.
 pub const DEFAULT_MAX_FRAME: u64 = 1 << 30;
@@ -64,59 +67,139 @@ pub(crate) struct Config {
 }
 
 /// Counters a service can export; see [`ProcessPoolExecutor::stats`].
+///
+/// Every task the queue accepted is counted once in `submitted` and, at any moment, in
+/// exactly one of `queued`, `running`, `completed`, `failed` and `cancelled`. Once the
+/// pool is idle, `submitted == completed + failed + cancelled`. (A snapshot taken
+/// while tasks move may be off by the few in motion.) A task that `submit` refused at
+/// once (a full queue, a shut-down pool, an argument that does not serialise) was
+/// never accepted: its handle says why, and no counter counts it. A `map` counts its
+/// chunks, not its items.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PoolStats {
-    /// Tasks (or `map` chunks) waiting in the queue, including cancelled ones not yet
-    /// skipped by a worker.
+    /// Tasks (or `map` chunks) the queue accepted.
+    pub submitted: u64,
+    /// Tasks waiting in the queue, including cancelled ones not yet taken off it.
     pub queued: u64,
-    /// Tasks running in a worker right now.
+    /// Tasks sent to a worker and not answered yet (running, or sent ahead).
     pub running: u64,
     /// Tasks that returned a value.
     pub completed: u64,
-    /// Tasks that ended with an error other than cancellation (panics included).
+    /// Tasks that ended with an error other than cancellation; `panicked`,
+    /// `worker_died` and `timed_out` say how many of them ended so.
     pub failed: u64,
-    /// Tasks cancelled, or skipped because their handle was dropped while queued.
+    /// Failed tasks that panicked.
+    pub panicked: u64,
+    /// Failed tasks whose worker died under them.
+    pub worker_died: u64,
+    /// Failed tasks that ran past the pool's `task_timeout`.
+    pub timed_out: u64,
+    /// Tasks cancelled: by their handle, by dropping it while queued, or by
+    /// `shutdown_now`. Never a task that nobody cancelled.
     pub cancelled: u64,
     /// Workers lost (died, killed for a timeout, a cancel or a protocol error) and
     /// replaced. Counted when the worker is lost, before its task's handle resolves.
     pub worker_restarts: u64,
     /// Workers retired after `max_tasks_per_worker` tasks.
     pub workers_recycled: u64,
+    /// Workers up right now (handshake done). Less than
+    /// [`workers`](ProcessPoolExecutor::workers) while one is being replaced.
+    pub workers_live: u64,
+    /// Worker starts that failed, in all (each is retried; see
+    /// [`ProcessPoolExecutor::ready`]).
+    pub worker_start_failures: u64,
+    /// `Some` while the pool is degraded: the last start of some worker failed and
+    /// it is retrying (with back-off). Says why the last attempt failed.
+    pub degraded: Option<StartFailure>,
+}
+
+/// Why a worker could not be started; see [`PoolStats::degraded`]. The pool retries,
+/// backing off up to about a second between attempts, for as long as it lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StartFailure {
+    /// The operating system refused to start the process (`EAGAIN`: out of
+    /// processes; `ENOMEM`; `EMFILE`: out of descriptors).
+    Spawn {
+        /// The `errno`, 0 if the error had none.
+        errno: i32,
+    },
+    /// The worker ended before it was ready (killed from outside, or out of memory).
+    Died {
+        /// How it ended.
+        exit: Exit,
+    },
+    /// The worker sent something unexpected in its handshake.
+    Handshake,
 }
 
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
+    submitted: AtomicU64,
     running: AtomicU64,
     completed: AtomicU64,
     failed: AtomicU64,
+    panicked: AtomicU64,
+    worker_died: AtomicU64,
+    timed_out: AtomicU64,
     cancelled: AtomicU64,
     restarts: AtomicU64,
     recycled: AtomicU64,
 }
 
+impl Counters {
+    /// Counts a task's end by its result.
+    pub(crate) fn ended<T>(&self, result: &Result<T, TaskError>) {
+        let counter = match result {
+            Ok(_) => &self.completed,
+            Err(TaskError::Cancelled) => &self.cancelled,
+            Err(e) => {
+                let kind = match e {
+                    TaskError::Panicked { .. } => Some(&self.panicked),
+                    TaskError::WorkerDied { .. } => Some(&self.worker_died),
+                    TaskError::TimedOut { .. } => Some(&self.timed_out),
+                    _ => None,
+                };
+                if let Some(kind) = kind {
+                    kind.fetch_add(1, Ordering::Relaxed);
+                }
+                &self.failed
+            }
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The pool's workers as `ready` and `stats` see them.
 #[derive(Debug, Default)]
-pub(crate) struct Startup {
-    /// Slots whose first worker finished its handshake.
-    ready: usize,
-    /// Slots whose driver ended before its first worker was ready (shutdown).
-    gave_up: usize,
-    error: Option<Error>,
+pub(crate) struct Health {
+    /// Slots with a worker up now.
+    live: usize,
+    /// Slots whose last start attempt failed (they are backing off to retry).
+    failing: usize,
+    /// Start attempts that failed, in all.
+    failures: u64,
+    /// Why the latest failed attempt failed.
+    last_failure: Option<(Error, StartFailure)>,
+    /// A failure that no retry can heal: the pool runs nothing more.
+    fatal: Option<Error>,
+    /// Slots whose driver has ended (shutdown).
+    ended: usize,
 }
 
 /// State the pool handle and its drivers share.
 #[derive(Debug)]
 pub(crate) struct Inner {
     config: Config,
-    jobs: async_channel::Receiver<Job>,
-    /// Jobs in `jobs`, counted here because the channel is unbounded: a bounded
-    /// one initialises every slot up front (6.8 MB for the default capacity, most
-    /// of a pool's start-up time).
-    queued: AtomicUsize,
+    /// The channel is unbounded and its capacity our own count: a bounded one
+    /// initialises every slot up front (6.8 MB for the default capacity, most of a
+    /// pool's start-up time).
+    jobs: JobQueue,
     abort: CancellationToken,
     fatal: OnceLock<Error>,
     counters: Counters,
-    startup: watch::Sender<Startup>,
+    health: watch::Sender<Health>,
     /// Drivers still running; `shutdown` waits for zero.
     alive: watch::Sender<usize>,
 }
@@ -126,39 +209,25 @@ impl Inner {
     /// queued one with the reason.
     fn fail(&self, error: Error) {
         let _ = self.fatal.set(error.clone());
-        self.startup.send_modify(|s| {
-            s.error.get_or_insert(error);
+        self.health.send_modify(|h| {
+            h.fatal.get_or_insert(error.clone());
         });
         self.jobs.close();
-        let error = self.fatal.get().expect("set above");
-        while let Some(job) = self.try_next_job() {
-            self.counters.failed.fetch_add(1, Ordering::Relaxed);
-            job.resolve(Err(TaskError::WorkerStart(error.clone())));
+        for job in self.jobs.drain() {
+            self.resolve(job, Err(TaskError::WorkerStart(error.clone())));
         }
     }
 
-    /// The next queued job, if one is waiting.
-    pub(crate) fn try_next_job(&self) -> Option<Job> {
-        let job = self.jobs.try_recv().ok()?;
-        self.queued.fetch_sub(1, Ordering::AcqRel);
-        Some(job)
-    }
-
-    /// The next queued job; `None` once the queue is closed and drained.
-    ///
-    /// # Cancel safety
-    /// Cancel safe: a job is taken only when this resolves.
-    pub(crate) async fn next_job(&self) -> Option<Job> {
-        let job = self.jobs.recv().await.ok()?;
-        self.queued.fetch_sub(1, Ordering::AcqRel);
-        Some(job)
+    /// Counts a task's end and resolves it.
+    pub(crate) fn resolve(&self, job: Job, result: Result<wire::Payload, TaskError>) {
+        self.counters.ended(&result);
+        job.resolve(result);
     }
 
     /// Cancels every queued task.
     fn cancel_queued(&self) {
-        while let Some(job) = self.try_next_job() {
-            self.counters.cancelled.fetch_add(1, Ordering::Relaxed);
-            job.resolve(Err(TaskError::Cancelled));
+        for job in self.jobs.drain() {
+            self.resolve(job, Err(TaskError::Cancelled));
         }
     }
 }
@@ -375,15 +444,13 @@ impl Builder {
             env: self.env,
         };
         let (jobs_tx, jobs) = async_channel::unbounded();
-        let (startup, _) = watch::channel(Startup::default());
         let inner = Arc::new(Inner {
             config,
-            jobs,
-            queued: AtomicUsize::new(0),
+            jobs: JobQueue::new(jobs),
             abort: CancellationToken::new(),
             fatal: OnceLock::new(),
             counters: Counters::default(),
-            startup,
+            health: watch::channel(Health::default()).0,
             alive: watch::channel(workers).0,
         });
         for _ in 0..workers {
@@ -422,6 +489,28 @@ fn runtime_has_io_and_time() -> bool {
 /// A worker that crashes fails only the task it was running
 /// ([`TaskError::WorkerDied`]) and is replaced; a panic fails only its task and the
 /// worker goes on.
+///
+/// # Failures
+/// - A worker that dies under a task (a signal, `exit`, the OOM killer) fails that
+///   task with [`TaskError::WorkerDied`]; tasks that had been sent ahead to it and
+///   that it never began go back to the queue and run elsewhere. Its death is seen
+///   through its pidfd, so a grandchild holding its socket does not hide it.
+/// - A worker that cannot be started is retried with back-off (10 ms, doubling, at
+///   most 1 s) for as long as the pool lives; tasks wait in the queue meanwhile
+///   ([`PoolStats::degraded`] says why). Two start failures are fatal, because no
+///   retry can heal them: a worker of a different build and a failing initializer.
+///   Then every queued and later task fails with [`TaskError::WorkerStart`].
+/// - No task ever resolves [`TaskError::Cancelled`] unless it was cancelled: by its
+///   handle, by dropping the handle while it was queued, by
+///   [`shutdown_now`](Self::shutdown_now) or by dropping the pool.
+///
+/// # Processes a task leaves behind
+/// Each worker leads a process group of its own, and whatever a task starts stays in
+/// it unless it moves out. When a worker ends, for whatever reason (death, a timeout
+/// or cancel, recycling, shutdown), its group is sent `SIGKILL` before the worker is
+/// reaped: nothing a task started outlives its worker. A task that must leave a
+/// process running starts it in a group or session of its own
+/// (`CommandExt::process_group(0)`, `setsid`).
 ///
 /// # Dropping
 /// Dropping the pool without [`shutdown`](Self::shutdown) cancels queued tasks, kills
@@ -474,28 +563,45 @@ impl ProcessPoolExecutor {
         self.inner.config.workers
     }
 
-    /// Waits until every worker has started and run the initializer.
+    /// Waits until every worker is up: started, handshake done, initializer run.
+    ///
+    /// A worker that fails to start is retried, backing off from 10 ms up to about a
+    /// second between attempts, for as long as the pool lives; tasks wait in the
+    /// queue meanwhile. Only two failures are fatal, because no retry can heal them: a
+    /// worker of a different build ([`Error::FingerprintMismatch`]) and a failing
+    /// initializer ([`Error::Initializer`]). After one, the pool runs nothing more.
     ///
     /// # Errors
-    /// The first start-up failure: [`Error::Spawn`], [`Error::FingerprintMismatch`],
-    /// [`Error::Initializer`] or [`Error::Handshake`]; [`Error::Shutdown`] if the pool
-    /// was shut down before every worker was ready.
+    /// - A fatal failure, at once, whenever it happened.
+    /// - [`Error::Spawn`] or [`Error::Handshake`] if a start attempt fails while this
+    ///   waits: the pool is degraded (see [`PoolStats::degraded`]) and keeps
+    ///   retrying. Failures from before the call do not count, so calling `ready`
+    ///   again waits for the next attempts.
+    /// - [`Error::Shutdown`] if the pool was shut down before every worker was up.
     ///
     /// # Cancel safety
     /// Cancel safe; it only observes.
     pub async fn ready(&self) -> Result<(), Error> {
-        let mut rx = self.inner.startup.subscribe();
+        let mut rx = self.inner.health.subscribe();
         let workers = self.inner.config.workers;
+        let failures = rx.borrow().failures;
         // The sender lives in `inner`, which `self` holds: this cannot fail.
-        let state = rx
-            .wait_for(|s| s.error.is_some() || s.ready + s.gave_up >= workers)
+        let health = rx
+            .wait_for(|h| h.fatal.is_some() || h.failures > failures || h.live + h.ended >= workers)
             .await
             .map_err(|_| Error::Shutdown)?;
-        match &state.error {
-            Some(e) => Err(e.clone()),
-            None if state.gave_up > 0 => Err(Error::Shutdown),
-            None => Ok(()),
+        if let Some(e) = &health.fatal {
+            return Err(e.clone());
         }
+        if health.failures > failures {
+            if let Some((e, _)) = &health.last_failure {
+                return Err(e.clone());
+            }
+        }
+        if health.ended > 0 {
+            return Err(Error::Shutdown);
+        }
+        Ok(())
     }
 
     /// Queues `f(arg)` to run in a worker and returns its handle at once.
@@ -632,14 +738,25 @@ impl ProcessPoolExecutor {
     /// A snapshot of the pool's counters.
     pub fn stats(&self) -> PoolStats {
         let c = &self.inner.counters;
+        let health = self.inner.health.borrow();
         PoolStats {
-            queued: self.inner.queued.load(Ordering::Relaxed) as u64,
+            submitted: c.submitted.load(Ordering::Relaxed),
+            queued: self.inner.jobs.len() as u64,
             running: c.running.load(Ordering::Relaxed),
             completed: c.completed.load(Ordering::Relaxed),
             failed: c.failed.load(Ordering::Relaxed),
+            panicked: c.panicked.load(Ordering::Relaxed),
+            worker_died: c.worker_died.load(Ordering::Relaxed),
+            timed_out: c.timed_out.load(Ordering::Relaxed),
             cancelled: c.cancelled.load(Ordering::Relaxed),
             worker_restarts: c.restarts.load(Ordering::Relaxed),
             workers_recycled: c.recycled.load(Ordering::Relaxed),
+            workers_live: health.live as u64,
+            worker_start_failures: health.failures,
+            degraded: match (health.failing, &health.last_failure) {
+                (1.., Some((_, why))) => Some(*why),
+                _ => None,
+            },
         }
     }
 
@@ -731,23 +848,27 @@ impl ProcessPoolExecutor {
         // The driver writes jobs as they are (see `driver::Driver::write`).
         wire::set_extent(&mut frame, tail.len(), fds.len());
         let (job, raw) = Job::new(id, frame, tail, fds);
-        // Reserve a place first, so that concurrent submits never overfill the queue.
         let capacity = self.inner.config.queue_capacity;
-        if self.inner.queued.fetch_add(1, Ordering::AcqRel) >= capacity {
-            self.inner.queued.fetch_sub(1, Ordering::AcqRel);
+        if !self.inner.jobs.reserve(capacity) {
             return RawTask::failed(TaskError::QueueFull { capacity });
         }
         match self.jobs.try_send(job) {
-            Ok(()) => raw,
-            Err(async_channel::TrySendError::Full(_)) => {
-                // Unreachable: the channel is unbounded.
-                self.inner.queued.fetch_sub(1, Ordering::AcqRel);
-                RawTask::failed(TaskError::QueueFull { capacity })
+            Ok(()) => {
+                self.inner
+                    .counters
+                    .submitted
+                    .fetch_add(1, Ordering::Relaxed);
+                raw
             }
-            Err(async_channel::TrySendError::Closed(_)) => match self.inner.fatal.get() {
-                Some(e) => RawTask::failed(TaskError::WorkerStart(e.clone())),
-                None => RawTask::failed(TaskError::Shutdown),
-            },
+            Err(e) => {
+                self.inner.jobs.unreserve();
+                // Unbounded, so never full: the pool closed in the meantime.
+                let _ = e.into_inner();
+                match self.inner.fatal.get() {
+                    Some(e) => RawTask::failed(TaskError::WorkerStart(e.clone())),
+                    None => RawTask::failed(TaskError::Shutdown),
+                }
+            }
         }
     }
 }

@@ -46,6 +46,17 @@ pub(crate) enum Begin {
     Lost,
 }
 
+/// What [`Progress::hold`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Hold {
+    /// The worker will stop before the task.
+    Held,
+    /// The task is marked to be skipped: the worker will go on to the next one.
+    Skipped,
+    /// The worker has begun the task.
+    Started,
+}
+
 /// One worker's progress page, as either side maps it.
 #[derive(Debug)]
 pub(crate) struct Progress {
@@ -102,9 +113,15 @@ impl Progress {
         }
     }
 
-    /// Parent: makes the worker stop before task `seq`; false if it has started it.
-    pub(crate) fn hold(&self, seq: u64) -> bool {
-        self.claim(seq, HELD).is_ok()
+    /// Parent: makes the worker stop before task `seq`, unless it has started it or
+    /// it is marked to be skipped (then the worker passes over it to the next one).
+    pub(crate) fn hold(&self, seq: u64) -> Hold {
+        match self.claim(seq, HELD) {
+            Ok(()) => Hold::Held,
+            Err(v) if v == seq << 2 | CANCELLED => Hold::Skipped,
+            Err(v) if v == seq << 2 | HELD => Hold::Held,
+            Err(_) => Hold::Started,
+        }
     }
 
     /// Parent, once the worker is reaped: whether it started task `seq`.
@@ -143,7 +160,9 @@ mod tests {
             "marked twice (by the handle, then the driver)"
         );
         assert_eq!(worker.begin(2), Begin::Skip);
-        assert!(parent.hold(3));
+        assert_eq!(parent.hold(3), Hold::Held);
+        assert_eq!(parent.hold(2), Hold::Skipped);
+        assert_eq!(parent.hold(1), Hold::Started);
         assert!(!parent.skip(3));
         assert_eq!(worker.begin(3), Begin::Stop);
         assert!(!parent.started(3));

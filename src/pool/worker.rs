@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use crate::bootstrap;
 use crate::error::{Error, Exit, ProtocolError};
 use crate::pool::progress::Progress;
-use crate::pool::Config;
+use crate::pool::{Config, StartFailure};
 use crate::supervisor;
 use crate::sys;
 use crate::wire::stream::{Frame, FrameReader, FrameWriter};
@@ -27,12 +27,35 @@ static NEXT_WORKER: AtomicU64 = AtomicU64::new(1);
 /// Why a worker could not be brought to `Ready`.
 #[derive(Debug)]
 pub(crate) enum StartError {
-    /// The OS refused to start the process.
-    Spawn(io::Error),
     /// No worker can ever start (different build, failing initializer).
     Fatal(Error),
-    /// This one failed (died early, spoke garbage); another may succeed.
-    Transient(String),
+    /// The OS refused to start the process; a later attempt may succeed.
+    Spawn(io::Error),
+    /// It ended before it was ready; another may succeed.
+    Died(u32, Exit),
+    /// It spoke garbage in the handshake; another may succeed.
+    Protocol(String),
+}
+
+impl StartError {
+    /// What to tell `ready` and `stats` of a failure that a retry may heal; `Err`
+    /// with the error itself if none can.
+    pub(crate) fn retryable(self) -> Result<(Error, StartFailure), Error> {
+        Ok(match self {
+            StartError::Fatal(e) => return Err(e),
+            StartError::Spawn(e) => {
+                let errno = e.raw_os_error().unwrap_or(0);
+                (Error::Spawn(e), StartFailure::Spawn { errno })
+            }
+            StartError::Died(pid, exit) => (
+                Error::Handshake {
+                    reason: format!("worker {pid} ended before it was ready ({exit})"),
+                },
+                StartFailure::Died { exit },
+            ),
+            StartError::Protocol(reason) => (Error::Handshake { reason }, StartFailure::Handshake),
+        })
+    }
 }
 
 /// A running worker. Dropping it kills the process and has it reaped.
@@ -59,6 +82,9 @@ pub(crate) enum Io {
     Reply(Result<Frame, ReadError>),
     /// The socket may take more of the frames being written.
     Writable(io::Result<()>),
+    /// The process has exited, whoever still holds its socket (a grandchild it
+    /// forked inherits it).
+    Exited,
 }
 
 impl Worker {
@@ -111,9 +137,7 @@ impl Worker {
             .is_err()
         {
             let exit = worker.wait().await;
-            return Err(StartError::Transient(format!(
-                "worker {pid} ended before the handshake ({exit})"
-            )));
+            return Err(StartError::Died(pid, exit));
         }
         match worker.recv().await {
             Ok(Frame {
@@ -124,7 +148,7 @@ impl Worker {
                         Ok(r) => r,
                         Err(e) => {
                             worker.kill().await;
-                            return Err(StartError::Transient(e.to_string()));
+                            return Err(StartError::Protocol(e.to_string()));
                         }
                     };
                     if ready.fingerprint != config.fingerprint || ready.pid != pid {
@@ -157,20 +181,18 @@ impl Worker {
                 }
                 other => {
                     worker.kill().await;
-                    Err(StartError::Transient(format!(
+                    Err(StartError::Protocol(format!(
                         "unexpected {other:?} in the handshake"
                     )))
                 }
             },
             Err(ReadError::Eof) | Err(ReadError::Io(_)) => {
                 let exit = worker.wait().await;
-                Err(StartError::Transient(format!(
-                    "worker {pid} ended before it was ready ({exit})"
-                )))
+                Err(StartError::Died(pid, exit))
             }
             Err(ReadError::Protocol(e)) => {
                 worker.kill().await;
-                Err(StartError::Transient(e.to_string()))
+                Err(StartError::Protocol(e.to_string()))
             }
         }
     }
@@ -224,6 +246,12 @@ impl Worker {
         self.seq -= 1;
     }
 
+    /// Takes back every number after `seq`: the tasks that had them were never
+    /// written to the socket.
+    pub(crate) fn unqueue_after(&mut self, seq: u64) {
+        self.seq = seq;
+    }
+
     /// Sends what the socket takes now of `parts` (frames back to back, `fds` with
     /// the first byte) without waiting; how many bytes went.
     ///
@@ -233,15 +261,20 @@ impl Worker {
         sys::sock::send_vectored(self.sock.get_ref().as_fd(), parts, fds, true)
     }
 
-    /// Waits for a reply, or for room in the socket if `write`, whichever comes
-    /// first. A reply is polled for up to `spin` first, yielding to the runtime
-    /// between polls, before waiting on the reactor: a worker answering within
-    /// microseconds is not paid for with a reactor wake-up.
+    /// Waits for a reply, for room in the socket if `write`, or for the process to
+    /// exit, whichever comes first. A reply is polled for up to `spin` first, yielding
+    /// to the runtime between polls, before waiting on the reactor: a worker
+    /// answering within microseconds is not paid for with a reactor wake-up.
     ///
     /// # Cancel safety
     /// Cancel safe: a frame read in part stays in the reader.
     pub(crate) async fn next_io(&mut self, spin: Duration, write: bool) -> Io {
-        let Worker { reader, sock, .. } = self;
+        let Worker {
+            reader,
+            sock,
+            pidfd,
+            ..
+        } = self;
         let sock = &*sock;
         let reply = async {
             if !spin.is_zero() && !reader.has_frame() {
@@ -266,10 +299,18 @@ impl Worker {
             guard.clear_ready();
             Ok(())
         };
+        let pidfd = &*pidfd;
+        let exited = async {
+            match pidfd.readable().await {
+                Ok(mut guard) => guard.retain_ready(),
+                Err(_) => std::future::pending().await,
+            }
+        };
         tokio::select! {
             biased;
             r = reply => Io::Reply(r),
             r = writable, if write => Io::Writable(r),
+            () = exited => Io::Exited,
         }
     }
 
@@ -300,11 +341,19 @@ impl Worker {
         }
     }
 
-    /// Waits for the process to exit and reaps it.
+    /// Waits for the process to exit, kills what it left in its process group, and
+    /// reaps it.
     ///
     /// # Cancel safety
     /// Cancel safe: the child stays ours until it is reaped.
     pub(crate) async fn wait(&mut self) -> Exit {
+        if self.child.is_none() {
+            return Exit::Code(0);
+        }
+        if self.pidfd.readable().await.is_ok() {
+            // Exited and not reaped yet: the group's id is still its own.
+            self.kill_group();
+        }
         let Some(child) = self.child.as_mut() else {
             return Exit::Code(0);
         };
@@ -324,12 +373,23 @@ impl Worker {
         }
     }
 
-    /// Kills the process (`SIGKILL`) and reaps it.
+    /// Kills the process and its process group (`SIGKILL`) and reaps it.
     pub(crate) async fn kill(&mut self) -> Exit {
         if let Some(child) = self.child.as_mut() {
             let _ = child.kill();
+            self.kill_group();
         }
         self.wait().await
+    }
+
+    /// Kills whatever the worker started that stayed in its process group
+    /// (`process_group(0)` made it the leader of its own). Only while the worker is
+    /// not reaped, so that the group's id cannot belong to anyone else.
+    fn kill_group(&self) {
+        if self.child.is_some() {
+            // ESRCH: nobody left in the group. Nothing else can fail here.
+            let _ = sys::proc::kill_group(self.pid, libc::SIGKILL);
+        }
     }
 
     /// Asks the worker to finish, then reaps it. Used for recycling and graceful
@@ -353,6 +413,7 @@ impl Worker {
 
 impl Drop for Worker {
     fn drop(&mut self) {
+        self.kill_group();
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             supervisor::reap_later(child);

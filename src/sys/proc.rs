@@ -195,6 +195,28 @@ pub(crate) fn pidfd_send_signal(pidfd: BorrowedFd<'_>, signal: i32) -> io::Resul
     Ok(())
 }
 
+/// Sends `signal` to every process in the process group `pgid`: a worker and whatever
+/// it started that stayed in its group.
+///
+/// Call it only while the group's leader (the process whose pid is `pgid`) is not yet
+/// reaped: until then its pid, and so the group id, cannot name anyone else.
+///
+/// # Errors
+/// `ESRCH` if the group has no member left; `EINVAL` for a `pgid` of 0 or 1, which would
+/// name our own group or every process.
+pub(crate) fn kill_group(pgid: u32, signal: i32) -> io::Result<()> {
+    let Ok(id) = libc::pid_t::try_from(pgid) else {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    };
+    if id <= 1 {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    // SAFETY: kill takes plain integers; `-id` with `id > 1` names exactly the process
+    // group `id`, never "every process" (-1) nor our own group (0).
+    cvt(unsafe { libc::kill(-id, signal) })?;
+    Ok(())
+}
+
 /// How the process behind `pidfd` ended, if it has, *without* reaping it
 /// (`waitid(P_PIDFD, WEXITED | WNOHANG | WNOWAIT)`), so the reaper still gets the
 /// status.

@@ -29,8 +29,47 @@ pub fn pgrp(pid: u32) -> Option<u32> {
     stat.rsplit_once(") ")?.1.split(' ').nth(2)?.parse().ok()
 }
 
+/// Children of this process that are still running (not zombies).
+pub fn live_children() -> Vec<u32> {
+    children_where(|state| state != 'Z')
+}
+
 /// Children of this process that are zombies (exited, not reaped).
 pub fn zombie_children() -> Vec<u32> {
+    children_where(|state| state == 'Z')
+}
+
+/// SIGKILLs every live child of this process; how many it signalled.
+pub fn kill_children() -> u64 {
+    let mut n = 0;
+    let me = std::process::id();
+    for pid in live_children() {
+        // The pool may reap the child and its pid be reused between the scan and the
+        // kill: signal through a pidfd, once sure it names our child.
+        let Ok(fd) = pidfd(pid) else { continue };
+        if ppid(pid) != Some(me) {
+            continue;
+        }
+        use std::os::fd::AsRawFd;
+        // SAFETY: the pidfd is open for the call; a null siginfo and flags 0 are what
+        // pidfd_send_signal(2) expects for a plain signal.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                fd.as_raw_fd(),
+                libc::SIGKILL,
+                std::ptr::null::<libc::siginfo_t>(),
+                0u32,
+            )
+        };
+        if rc == 0 {
+            n += 1;
+        }
+    }
+    n
+}
+
+fn children_where(wanted: impl Fn(char) -> bool) -> Vec<u32> {
     let me = std::process::id();
     let mut out = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
@@ -41,7 +80,7 @@ pub fn zombie_children() -> Vec<u32> {
         else {
             continue;
         };
-        if ppid(pid) == Some(me) && state(pid) == Some('Z') {
+        if ppid(pid) == Some(me) && state(pid).is_some_and(&wanted) {
             out.push(pid);
         }
     }

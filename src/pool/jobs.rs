@@ -1,0 +1,207 @@
+//! The queue of jobs the drivers take from: what `submit` queues, and what a driver
+//! hands back.
+//!
+//! Jobs come from two places. `submit` and `map` put them in an unbounded channel
+//! (its capacity is our own count, see [`JobQueue::reserve`]). A driver puts back jobs
+//! that it had sent to its worker but that the worker never began: when the worker was
+//! lost, or when another driver sits idle while they wait behind a busy task (see
+//! `driver`'s module docs). Handed-back jobs go first, in their order.
+//!
+//! The queue also knows how many drivers are idle (waiting here with a live worker)
+//! and how many hold jobs ahead of their worker's current task, so that:
+//! - a driver does not send its worker tasks ahead while another driver is idle;
+//! - a driver whose worker is stuck on a task hands the tasks behind it to an idle one;
+//! - at shutdown, an idle driver does not leave while tasks it could take over may
+//!   still be handed back.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use tokio::sync::Notify;
+
+use crate::pool::handle::Job;
+
+#[derive(Debug)]
+pub(crate) struct JobQueue {
+    submitted: async_channel::Receiver<Job>,
+    returned: Mutex<VecDeque<Job>>,
+    /// Jobs in `submitted` and in `returned`.
+    len: AtomicUsize,
+    /// Drivers waiting in [`next`](Self::next) with a live worker.
+    idle: AtomicUsize,
+    /// Drivers with jobs sent ahead of their worker's current one.
+    ahead: AtomicUsize,
+    /// Woken when a job is handed back, or a driver stops holding jobs ahead.
+    changed: Notify,
+    /// Woken when a driver becomes idle.
+    wanted: Notify,
+}
+
+impl JobQueue {
+    pub(crate) fn new(submitted: async_channel::Receiver<Job>) -> JobQueue {
+        JobQueue {
+            submitted,
+            returned: Mutex::new(VecDeque::new()),
+            len: AtomicUsize::new(0),
+            idle: AtomicUsize::new(0),
+            ahead: AtomicUsize::new(0),
+            changed: Notify::new(),
+            wanted: Notify::new(),
+        }
+    }
+
+    /// Jobs waiting, submitted or handed back.
+    pub(crate) fn len(&self) -> usize {
+        self.len.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Reserves a place for a job about to be sent into the channel; false if
+    /// `capacity` jobs already wait. Reserving first means concurrent submits never
+    /// overfill the queue.
+    pub(crate) fn reserve(&self, capacity: usize) -> bool {
+        if self.len.fetch_add(1, Ordering::AcqRel) >= capacity {
+            self.len.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+
+    /// Gives back a place [`reserve`](Self::reserve) took for a job that was not sent.
+    pub(crate) fn unreserve(&self) {
+        self.len.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Job>> {
+        self.returned.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The next job, if one is waiting: handed-back ones first.
+    pub(crate) fn try_next(&self) -> Option<Job> {
+        let job = match self.lock().pop_front() {
+            Some(job) => job,
+            None => self.submitted.try_recv().ok()?,
+        };
+        self.len.fetch_sub(1, Ordering::AcqRel);
+        Some(job)
+    }
+
+    /// The next job, waiting for one. An `idle` driver (no task in flight) is
+    /// counted as such while it waits, and returns `None` only once the channel is
+    /// closed and drained and no driver holds jobs ahead that it might hand back; a
+    /// busy one gets `None` as soon as the channel is closed and drained.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a job is taken only when this resolves.
+    pub(crate) async fn next(&self, idle: bool) -> Option<Job> {
+        let _idle = idle.then(|| Idle::enter(self));
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if let Some(job) = self.try_next() {
+                return Some(job);
+            }
+            if self.submitted.is_closed() {
+                if !idle || self.ahead.load(Ordering::Acquire) == 0 {
+                    return None;
+                }
+                changed.await;
+                continue;
+            }
+            tokio::select! {
+                biased;
+                _ = &mut changed => {}
+                job = self.submitted.recv() => {
+                    if let Ok(job) = job {
+                        self.len.fetch_sub(1, Ordering::AcqRel);
+                        return Some(job);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether no job can come any more: the channel is closed and nothing waits.
+    pub(crate) fn is_drained(&self) -> bool {
+        self.submitted.is_closed() && self.is_empty()
+    }
+
+    /// Puts back jobs that were sent to a worker that never began them, first in
+    /// line, in their order.
+    pub(crate) fn hand_back(&self, jobs: impl DoubleEndedIterator<Item = Job>) {
+        let mut returned = self.lock();
+        let mut n = 0;
+        for job in jobs.rev() {
+            returned.push_front(job);
+            n += 1;
+        }
+        drop(returned);
+        if n > 0 {
+            self.len.fetch_add(n, Ordering::AcqRel);
+            self.changed.notify_waiters();
+        }
+    }
+
+    /// Whether a driver is idle, waiting for a job.
+    pub(crate) fn has_idle(&self) -> bool {
+        self.idle.load(Ordering::Acquire) > 0
+    }
+
+    /// Resolves once a driver is idle.
+    ///
+    /// # Cancel safety
+    /// Cancel safe; it only observes.
+    pub(crate) async fn idle_driver(&self) {
+        loop {
+            let wanted = self.wanted.notified();
+            tokio::pin!(wanted);
+            wanted.as_mut().enable();
+            if self.has_idle() {
+                return;
+            }
+            wanted.await;
+        }
+    }
+
+    /// A driver starts or stops holding jobs ahead of its worker's current one.
+    pub(crate) fn set_ahead(&self, ahead: bool) {
+        if ahead {
+            self.ahead.fetch_add(1, Ordering::AcqRel);
+        } else {
+            self.ahead.fetch_sub(1, Ordering::AcqRel);
+            self.changed.notify_waiters();
+        }
+    }
+
+    /// Takes every waiting job (to cancel or fail them).
+    pub(crate) fn drain(&self) -> impl Iterator<Item = Job> + '_ {
+        std::iter::from_fn(|| self.try_next())
+    }
+
+    /// Stops taking submissions; queued jobs can still be taken.
+    pub(crate) fn close(&self) {
+        self.submitted.close();
+    }
+}
+
+/// Counts a driver idle while it waits in [`JobQueue::next`].
+struct Idle<'a>(&'a JobQueue);
+
+impl<'a> Idle<'a> {
+    fn enter(queue: &'a JobQueue) -> Idle<'a> {
+        queue.idle.fetch_add(1, Ordering::AcqRel);
+        queue.wanted.notify_waiters();
+        Idle(queue)
+    }
+}
+
+impl Drop for Idle<'_> {
+    fn drop(&mut self) {
+        self.0.idle.fetch_sub(1, Ordering::AcqRel);
+    }
+}

@@ -1,0 +1,189 @@
+//! Kill patterns an operator's kill loop or an OOM killer would try. Whatever dies and
+//! whenever, the pool heals: no task says `Cancelled` unless it was cancelled, every
+//! task resolves, the counts add up, and no zombie is left.
+//!
+//! The storms SIGKILL *every* child of this process, so the tests of this file take
+//! [`STORM`] and run one at a time. The killer paces itself with sleeps; no assertion
+//! depends on time.
+
+mod common;
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use procpool::{Event, PoolStats, ProcessPoolExecutor, RawValue, TaskError};
+
+static STORM: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// SIGKILLs every child of this process every `period` for `length`, on a thread of
+/// its own; the number of kills.
+fn storm(period: Duration, length: Duration) -> thread::JoinHandle<u64> {
+    thread::spawn(move || {
+        let end = Instant::now() + length;
+        let mut kills = 0;
+        while Instant::now() < end {
+            kills += common::kill_children();
+            thread::sleep(period);
+        }
+        kills
+    })
+}
+
+/// Busy for `us` microseconds, then returns `i`.
+fn work(args: (u64, u64)) -> u64 {
+    let (i, us) = args;
+    let end = Instant::now() + Duration::from_micros(us);
+    while Instant::now() < end {
+        std::hint::spin_loop();
+    }
+    i
+}
+
+fn assert_adds_up(stats: PoolStats) {
+    assert_eq!(stats.queued, 0, "{stats:?}");
+    assert_eq!(stats.running, 0, "{stats:?}");
+    assert_eq!(
+        stats.submitted,
+        stats.completed + stats.failed + stats.cancelled,
+        "{stats:?}"
+    );
+}
+
+/// The second worker to start stops in its initializer (its handshake) and says so;
+/// every other one starts normally.
+fn second_start_hangs(args: (RawValue<u32>, RawValue<u32>, Event)) -> Result<(), String> {
+    let (starts, pid, waiting) = args;
+    if starts.fetch_add(1) == 1 {
+        pid.store(std::process::id());
+        waiting.set();
+        loop {
+            thread::park();
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replacement_killed_in_its_handshake_then_three_submits_all_run() {
+    let _storm = STORM.lock().await;
+    let (starts, pid, waiting) = (
+        RawValue::new(0u32).unwrap(),
+        RawValue::new(0u32).unwrap(),
+        Event::new().unwrap(),
+    );
+    let pool = ProcessPoolExecutor::builder()
+        .workers(1)
+        .initializer(
+            second_start_hangs,
+            (starts.clone(), pid.clone(), waiting.clone()),
+        )
+        .build()
+        .unwrap();
+    let first = pool.run(common::whoami, ()).await.unwrap();
+    common::signal(first, libc::SIGKILL);
+    // The replacement is in its handshake until it is killed.
+    waiting.wait().await.unwrap();
+    let replacement = pid.load();
+    assert_ne!(replacement, first);
+    common::signal(replacement, libc::SIGKILL);
+    let handles: Vec<_> = (0..3u64).map(|i| pool.submit(work, (i, 0))).collect();
+    for (i, r) in futures::future::join_all(handles)
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        assert_eq!(r.unwrap(), i as u64, "task {i} ran");
+    }
+    pool.ready().await.unwrap();
+    let stats = pool.stats();
+    assert_eq!(stats.cancelled, 0, "{stats:?}");
+    assert_eq!(stats.completed, 4, "{stats:?}");
+    assert!(stats.worker_start_failures >= 1, "{stats:?}");
+    assert_eq!(stats.degraded, None, "{stats:?}");
+    assert_eq!(stats.workers_live, 1, "{stats:?}");
+    assert_adds_up(stats);
+    assert_eq!(
+        starts.load(),
+        3,
+        "first, the one killed in its handshake, the next"
+    );
+    pool.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_kills_leaves_a_healthy_pool() {
+    let _storm = STORM.lock().await;
+    let pool = ProcessPoolExecutor::builder().workers(4).build().unwrap();
+    pool.ready().await.unwrap();
+    let handles: Vec<_> = (0..2000u64).map(|i| pool.submit(work, (i, 200))).collect();
+    let kills = storm(Duration::from_micros(200), Duration::from_secs(1))
+        .join()
+        .unwrap();
+    assert!(kills > 0);
+    let mut ok = 0;
+    for (i, r) in futures::future::join_all(handles)
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        match r {
+            Ok(v) => {
+                assert_eq!(v, i as u64);
+                ok += 1;
+            }
+            Err(TaskError::WorkerDied { .. }) => {}
+            Err(e) => panic!("task {i}: {e:?} (only Ok or WorkerDied may come of a kill)"),
+        }
+    }
+    // Healed: ready, serving, and nothing left unreaped.
+    pool.ready().await.unwrap();
+    for i in 0..8u64 {
+        assert_eq!(pool.run(work, (i, 0)).await.unwrap(), i);
+    }
+    let stats = pool.stats();
+    assert_eq!(stats.cancelled, 0, "{stats:?}");
+    assert_eq!(stats.failed, stats.worker_died, "{stats:?}");
+    assert_eq!(stats.completed, ok + 8, "{stats:?}");
+    assert!(
+        stats.failed <= kills,
+        "{} failed for {kills} kills",
+        stats.failed
+    );
+    assert_eq!(stats.workers_live, 4, "{stats:?}");
+    assert_adds_up(stats);
+    assert_eq!(common::zombie_children(), Vec::<u32>::new());
+    pool.shutdown().await;
+    assert!(common::live_children().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_storm_over_submits_cancels_nothing_and_fails_at_most_one_task_a_kill() {
+    let _storm = STORM.lock().await;
+    let pool = ProcessPoolExecutor::builder().workers(4).build().unwrap();
+    let killer = storm(Duration::from_millis(5), Duration::from_millis(500));
+    let mut results = Vec::new();
+    // Waves of submits while the storm lasts, and one after it.
+    while !killer.is_finished() {
+        let wave: Vec<_> = (0..200u64).map(|i| pool.submit(work, (i, 50))).collect();
+        results.extend(futures::future::join_all(wave).await);
+    }
+    let kills = killer.join().unwrap();
+    let after: Vec<_> = (0..50u64).map(|i| pool.submit(work, (i, 0))).collect();
+    for r in futures::future::join_all(after).await {
+        r.unwrap();
+    }
+    let failed = results
+        .iter()
+        .filter(|r| match r {
+            Ok(_) => false,
+            Err(TaskError::WorkerDied { .. }) => true,
+            Err(e) => panic!("{e:?}: only Ok or WorkerDied may come of a kill"),
+        })
+        .count() as u64;
+    assert!(failed <= kills, "{failed} failed for {kills} kills");
+    let stats = pool.stats();
+    assert_eq!(stats.cancelled, 0, "{stats:?}");
+    assert_eq!(stats.worker_died, failed, "{stats:?}");
+    assert_adds_up(stats);
+    pool.shutdown().await;
+}
