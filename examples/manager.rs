@@ -5,8 +5,8 @@
 //! 1. Seed 000: a child changes a shared value (250 → 260), a string, a list element,
 //!    appends to a list and sets a dict key; the parent sees all of it.
 //! 2. Seed 002: a process pool's tasks update shared counters while a tokio task in the
-//!    parent watches the progress — with `update` run on the manager, so no increment
-//!    is lost (Python's `value.value += 1` through a proxy loses them).
+//!    parent watches the progress — with `update`, a compare-and-set that retries on a
+//!    conflict, so no increment is lost (Python's `value.value += 1` through a proxy loses them).
 
 use std::time::Duration;
 

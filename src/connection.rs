@@ -95,7 +95,8 @@ pub(crate) fn inherit_authkey(key: Vec<u8>) {
 pub enum Address {
     /// A TCP address.
     Tcp(SocketAddr),
-    /// A unix socket path.
+    /// A unix socket path. On Linux, a path that begins with a NUL byte (`"\0name"`)
+    /// names an abstract socket: no file is made, so none is left behind.
     Unix(PathBuf),
 }
 

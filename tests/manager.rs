@@ -55,13 +55,14 @@ async fn a_child_changes_five_shared_objects_and_the_parent_sees_all() {
 }
 
 fn add_1000(v: ValueProxy<i64>) {
+    // Four processes at once: compare-and-set conflicts are certain, and retried.
     for _ in 0..1000 {
         v.blocking_update(|x| x + 1).unwrap();
     }
 }
 
 #[tokio::test]
-async fn four_processes_times_1000_server_side_updates_lose_nothing() {
+async fn four_processes_times_1000_updates_lose_nothing() {
     let m = Manager::start().await.unwrap();
     let v = m.value(&0i64).await.unwrap();
     let ps: Vec<_> = (0..4)
@@ -71,13 +72,21 @@ async fn four_processes_times_1000_server_side_updates_lose_nothing() {
         p.join().await.unwrap();
     }
     assert_eq!(v.get().await.unwrap(), 4000);
-    // A panicking update is refused and leaves the value as it was.
-    let r = v
-        .update(|x: i64| if x > 0 { panic!("no") } else { x })
-        .await;
-    assert!(matches!(r, Err(ManagerError::Refused(_))));
+    // The function runs in the caller: a panic is the caller's, and the value stays
+    // as it was.
+    let panicking = {
+        let v = v.clone();
+        tokio::spawn(async move {
+            v.update(|x: i64| if x > 0 { panic!("no") } else { x })
+                .await
+        })
+    };
+    assert!(panicking.await.unwrap_err().is_panic());
     assert_eq!(v.get().await.unwrap(), 4000);
-    // A byte vector is updated server-side like any value (it is kept postcard there).
+    // A capturing closure works too: nothing but values travels.
+    let step = 10;
+    assert_eq!(v.update(|x| x + step).await.unwrap(), 4010);
+    // A byte vector is updated like any value (it is kept postcard there).
     let b = m.value(&vec![1u8, 2]).await.unwrap();
     let updated = b
         .update(|mut v: Vec<u8>| {
@@ -273,6 +282,70 @@ async fn silent_and_garbage_clients_do_not_disturb_a_remote_manager() {
     let l = m.list::<u8>().await.unwrap();
     l.push(&1).await.unwrap();
     assert_eq!(l.to_vec().await.unwrap(), [1]);
+    m.shutdown().await.unwrap();
+    serving.await.unwrap();
+}
+
+/// The manager's wire, as a client of another program would write it: the first
+/// requests in their places (`NamedCode` is the retired server-side update).
+#[derive(serde::Serialize)]
+#[allow(dead_code)]
+enum RawRequest {
+    New(u8, Vec<u8>),
+    Get(u64),
+    Set(u64, Vec<u8>),
+    NamedCode(u64, u64, RawTaskRef),
+}
+
+#[derive(serde::Serialize)]
+#[allow(dead_code)]
+enum RawTaskRef {
+    Local(u64),
+    Registered(u64),
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[allow(dead_code)]
+enum RawResponse {
+    Id(u64),
+    Bytes(Option<Vec<u8>>),
+    Len(u64),
+    Items(Vec<(Vec<u8>, Vec<u8>)>),
+    Bool(bool),
+    Unit,
+    Refused(procpool::manager::Refusal),
+}
+
+#[tokio::test]
+async fn a_tcp_client_that_names_code_for_the_manager_to_run_is_refused() {
+    let server = Manager::serve("127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap(), b"k")
+        .await
+        .unwrap();
+    let addr = server.address().clone();
+    let serving = tokio::spawn(server.run());
+    let m = Manager::connect(&addr, b"k").await.unwrap();
+    let v = m.value(&5u64).await.unwrap(); // the manager's first object: id 1
+    let raw: procpool::Connection<RawRequest, RawResponse> =
+        procpool::connection::Client::connect(&addr, b"k")
+            .await
+            .unwrap();
+    for offset in [0u64, 0x1000, 0xdead_beef, u64::MAX] {
+        raw.send(&RawRequest::NamedCode(1, 0, RawTaskRef::Local(offset)))
+            .await
+            .unwrap();
+        match raw.recv().await.unwrap() {
+            RawResponse::Refused(procpool::manager::Refusal::CodeFromClient) => {}
+            other => panic!("offset {offset:#x}: expected a refusal, got {other:?}"),
+        }
+    }
+    // Nothing ran: the value is as it was, and the manager still serves.
+    raw.send(&RawRequest::Get(1)).await.unwrap();
+    assert!(matches!(
+        raw.recv().await.unwrap(),
+        RawResponse::Bytes(Some(_))
+    ));
+    assert_eq!(v.get().await.unwrap(), 5);
+    assert_eq!(v.update(|x| x * 2).await.unwrap(), 10);
     m.shutdown().await.unwrap();
     serving.await.unwrap();
 }

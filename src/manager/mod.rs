@@ -1,8 +1,9 @@
 //! A manager: shared objects kept by a server process, used through proxies (Python's
 //! `multiprocessing.Manager()`).
 //!
-//! [`Manager::start`] spawns the server (a daemonic procpool [`Process`]) listening on a
-//! unix socket in a private directory, reachable only with this process's
+//! [`Manager::start`] spawns the server (a daemonic procpool [`Process`]) listening on an
+//! abstract unix socket (no file: nothing is left behind, even after `SIGKILL`),
+//! reachable only with this process's
 //! [`authkey`](crate::connection::authkey) (which children inherit). Each shared
 //! object is a proxy — [`ValueProxy`], [`ListProxy`], [`DictProxy`], [`Namespace`] — that
 //! can be cloned and passed to other processes as a task or `Process` argument; every
@@ -13,14 +14,21 @@
 //! What a proxy returns is a copy: `list.get(0)` gives the element as it was, and
 //! changing that copy changes nothing on the server. Write it back with `set`
 //! (Python users are bitten by `d['a'].append(x)` being lost; here the types make the
-//! copy visible). For read-modify-write use [`ValueProxy::update`], which runs the
-//! function *on the server*, so `update(|v| v + 1)` from many processes loses nothing.
+//! copy visible). For read-modify-write use [`ValueProxy::update`]: it applies the
+//! function in the caller and stores the result with a compare-and-set, retrying on a
+//! conflict, so `update(|v| v + 1)` from many processes loses nothing.
+//!
+//! # No code from the network
+//! Only values cross a manager's connections. The server never runs a function a
+//! client names: a request that does (an older client's server-side `update`) is
+//! refused with [`Refusal::CodeFromClient`]. So a manager served over TCP gives an
+//! authkey holder its objects, not its code.
 //!
 //! # Remote managers
 //! [`Manager::serve`] makes this process a manager reachable over TCP (or a unix
 //! path) with a key of your choice; [`Manager::connect`] reaches it from another
-//! process or program. Server-side [`ValueProxy::update`] needs the same build of the
-//! program on both ends (checked); every other method works between programs.
+//! process or program, also another program: every method works between programs
+//! that agree on the objects' types.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -60,8 +68,6 @@ use crate::connection::{self, Address, Client, ConnectError};
 use crate::error::{fmt_codec, ProtocolError};
 use crate::pipe::{Connection, RecvError, SendError};
 use crate::process::Process;
-use crate::task;
-use crate::wire::TaskRef;
 pub use server::Refusal;
 use server::{Kind, Request, Response};
 
@@ -269,8 +275,6 @@ fn unexpected(r: Response) -> ManagerError {
 pub struct Manager {
     link: Arc<Link>,
     server: Option<Process<()>>,
-    /// The private directory of a local server's socket.
-    dir: Option<PathBuf>,
 }
 
 /// A manager served by this process, for clients elsewhere ([`Manager::serve`]).
@@ -312,21 +316,21 @@ impl Manager {
     /// # Errors
     /// [`ManagerError::Start`] if the process or its socket could not be made.
     pub async fn start() -> Result<Manager, ManagerError> {
+        // An abstract socket name (Linux): no file, so nothing is left behind however
+        // the server or this process ends. Any local process may connect to it, so
+        // the key is what keeps strangers out (the handshake authenticates both ways,
+        // so a squatter on the name learns nothing either). The random part makes the
+        // name unguessable and unique.
         static NEXT: AtomicU64 = AtomicU64::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "procpool-manager-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
         let start = ManagerError::Start;
-        std::fs::create_dir(&dir).map_err(start)?;
-        // Only this user may reach the socket; the key is the second lock.
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
-                .map_err(start)?;
-        }
-        let path = dir.join("socket");
+        let mut nonce = [0u8; 8];
+        crate::sys::proc::random_bytes(&mut nonce).map_err(start)?;
+        let path = PathBuf::from(format!(
+            "\0procpool-manager-{}-{}-{:016x}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed),
+            u64::from_ne_bytes(nonce)
+        ));
         let (ready, ready_child) = crate::pipe::<()>().map_err(start)?;
         let server = Process::builder()
             .name("Manager")
@@ -337,7 +341,6 @@ impl Manager {
         Ok(Manager {
             link: Link::new(Address::Unix(path), connection::authkey()),
             server: Some(server),
-            dir: Some(dir),
         })
     }
 
@@ -366,11 +369,7 @@ impl Manager {
     pub async fn connect(address: &Address, authkey: &[u8]) -> Result<Manager, ManagerError> {
         let link = Link::new(address.clone(), authkey.to_vec());
         unit_of(link.call(Request::Ping).await?)?;
-        Ok(Manager {
-            link,
-            server: None,
-            dir: None,
-        })
+        Ok(Manager { link, server: None })
     }
 
     /// Where the manager listens.
@@ -468,9 +467,6 @@ impl Drop for Manager {
     fn drop(&mut self) {
         // A daemonic server is killed when its `Process` drops unjoined.
         self.server.take();
-        if let Some(dir) = self.dir.take() {
-            let _ = std::fs::remove_dir_all(dir);
-        }
     }
 }
 
@@ -617,39 +613,77 @@ impl<T: Serialize + DeserializeOwned> ValueProxy<T> {
         |r| unit_of(r)
     );
 
-    /// Runs `f` on the value *in the manager* and stores its result, atomically:
-    /// `update(|v| v + 1)` from many processes loses no increment. `f` captures
-    /// nothing (as for pool tasks). Returns the new value.
+    /// Replaces the value with `f(value)`, atomically: `update(|v| v + 1)` from many
+    /// processes loses no increment. Returns the new value.
+    ///
+    /// `f` runs here, in the caller, never in the manager: the proxy reads the value
+    /// and its version, applies `f`, and stores the result only if the value is still
+    /// at that version (compare-and-set). If another client changed it in between,
+    /// `f` is applied again to the newer value, so it may run more than once and
+    /// should have no other effect. Nothing but values crosses the connection, so a
+    /// manager shared over TCP runs no code a client chooses.
     ///
     /// # Errors
-    /// [`ManagerError::Refused`] if `f` panicked (the value is unchanged), or if the
-    /// manager runs another build; [`ManagerError::Disconnected`] once it is gone.
-    pub async fn update<F>(&self, f: F) -> Result<T, ManagerError>
+    /// [`ManagerError::Codec`] if the stored value does not decode as `T` or the new
+    /// one does not encode; [`ManagerError::Disconnected`] once the manager is gone.
+    ///
+    /// # Panics
+    /// If `f` panics (the value is then unchanged).
+    ///
+    /// # Cancel safety
+    /// Not cancel safe in this sense: if the future is dropped after `f` ran, the new
+    /// value may or may not have been stored.
+    pub async fn update<F>(&self, mut f: F) -> Result<T, ManagerError>
     where
-        F: Fn(T) -> T + Copy + Send + 'static,
+        F: FnMut(T) -> T,
     {
-        assert_zero_sized!(F);
-        let _ = f;
-        let req = Request::Update(self.0.id, task::fingerprint(), Self::func::<F>());
-        required(bytes_of(self.0.link.call(req).await?)?)
+        let mut current = self.0.link.call(Request::GetVersioned(self.0.id)).await?;
+        loop {
+            let (new, req) = self.next_update(current, &mut f)?;
+            current = match self.0.link.call(req).await? {
+                Response::Version(_) => return Ok(new),
+                other => other,
+            };
+        }
     }
 
     /// Blocking form of [`update`](Self::update).
     ///
     /// # Errors
     /// As [`update`](Self::update).
-    pub fn blocking_update<F>(&self, f: F) -> Result<T, ManagerError>
+    ///
+    /// # Panics
+    /// If `f` panics (the value is then unchanged).
+    pub fn blocking_update<F>(&self, mut f: F) -> Result<T, ManagerError>
     where
-        F: Fn(T) -> T + Copy + Send + 'static,
+        F: FnMut(T) -> T,
     {
-        assert_zero_sized!(F);
-        let _ = f;
-        let req = Request::Update(self.0.id, task::fingerprint(), Self::func::<F>());
-        required(bytes_of(self.0.link.blocking_call(req)?)?)
+        let mut current = self
+            .0
+            .link
+            .blocking_call(Request::GetVersioned(self.0.id))?;
+        loop {
+            let (new, req) = self.next_update(current, &mut f)?;
+            current = match self.0.link.blocking_call(req)? {
+                Response::Version(_) => return Ok(new),
+                other => other,
+            };
+        }
     }
 
-    fn func<F: Fn(T) -> T + Copy>() -> TaskRef {
-        task::local_ref(task::call_postcard::<F, T, T>)
+    /// One round of `update`: `f` applied to the value in `current` (a `Versioned`
+    /// answer), and the compare-and-set that stores the result.
+    fn next_update(
+        &self,
+        current: Response,
+        f: &mut impl FnMut(T) -> T,
+    ) -> Result<(T, Request), ManagerError> {
+        let Response::Versioned(version, bytes) = current else {
+            return Err(unexpected(current));
+        };
+        let new = f(decode::<T>(&bytes)?);
+        let req = Request::CompareAndSet(self.0.id, version, encode(&new)?);
+        Ok((new, req))
     }
 }
 

@@ -9,8 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::connection::Listener;
 use crate::pipe::Connection;
-use crate::task::{self, WorkerCtx};
-use crate::wire::{Failure, TaskRef};
+use crate::wire::TaskRef;
 
 /// What kind of object `New` makes.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
@@ -30,8 +29,11 @@ pub(crate) enum Request {
     New(Kind, Vec<u8>),
     Get(u64),
     Set(u64, Vec<u8>),
-    /// Run the trampoline on the value: (id, the caller's build fingerprint, function).
-    Update(u64, u64, TaskRef),
+    /// Retired: asked the manager to run a function the client named (an offset into
+    /// the manager's code). Kept in its place only so that such a request decodes and
+    /// is refused ([`Refusal::CodeFromClient`]): the manager runs no code a client
+    /// names. `ValueProxy::update` is a compare-and-set loop in the client instead.
+    NamedCode(u64, u64, TaskRef),
     ListPush(u64, Vec<u8>),
     ListGet(u64, u64),
     ListSet(u64, u64, Vec<u8>),
@@ -55,6 +57,11 @@ pub(crate) enum Request {
     /// Does nothing: checks the connection (and the key).
     Ping,
     Shutdown,
+    /// The value and its version (which every change raises).
+    GetVersioned(u64),
+    /// Stores the bytes if the value is still at the version given: (id, version,
+    /// bytes). Answered `Version` (the new one), or `Versioned` with what is there now.
+    CompareAndSet(u64, u64, Vec<u8>),
 }
 
 /// Why the manager refused a request.
@@ -70,21 +77,10 @@ pub enum Refusal {
         /// The list's length.
         len: u64,
     },
-    /// The update function panicked; the value is unchanged.
-    UpdatePanicked {
-        /// The panic message.
-        message: String,
-    },
-    /// The stored value did not decode (or the result encode) as the update's type.
-    UpdateCodec {
-        /// The type.
-        type_name: String,
-        /// What serde reported.
-        reason: String,
-    },
-    /// The update function comes from another build of the program than the
-    /// manager's, so the manager cannot run it.
-    OtherBuild,
+    /// The request named code for the manager to run (an older client's server-side
+    /// `update`). A manager runs no code a client names: update values with
+    /// `ValueProxy::update`, which runs the function in the caller.
+    CodeFromClient,
     /// `lock` by the connection that already holds the lock.
     AlreadyHeld,
     /// A release by a connection that does not hold the lock.
@@ -98,30 +94,12 @@ impl std::fmt::Display for Refusal {
             Refusal::IndexOutOfRange { index, len } => {
                 write!(f, "index {index} out of range for length {len}")
             }
-            Refusal::UpdatePanicked { message } => write!(f, "the update panicked: {message}"),
-            Refusal::UpdateCodec { type_name, reason } => {
-                crate::error::fmt_codec(f, "code", type_name, reason)
-            }
-            Refusal::OtherBuild => {
-                f.write_str("the update comes from another build than the manager")
-            }
+            Refusal::CodeFromClient => f.write_str(
+                "the request names code for the manager to run, which it never does; \
+                 update values with ValueProxy::update (it runs in the caller)",
+            ),
             Refusal::AlreadyHeld => f.write_str("the lock is already held by this caller"),
             Refusal::NotHolder => f.write_str("released by a caller that does not hold the lock"),
-        }
-    }
-}
-
-impl From<Failure> for Refusal {
-    fn from(f: Failure) -> Self {
-        match f {
-            Failure::Panicked { message, .. } => Refusal::UpdatePanicked { message },
-            Failure::Encode { type_name, reason } | Failure::Decode { type_name, reason } => {
-                Refusal::UpdateCodec { type_name, reason }
-            }
-            Failure::UnknownFunction { .. } => Refusal::OtherBuild,
-            Failure::Runtime { reason } | Failure::InitializerFailed { message: reason } => {
-                Refusal::UpdatePanicked { message: reason }
-            }
         }
     }
 }
@@ -146,10 +124,15 @@ pub(crate) enum Response {
     Bool(bool),
     Unit,
     Refused(Refusal),
+    /// A value's new version after a `CompareAndSet`.
+    Version(u64),
+    /// A value and its version.
+    Versioned(u64, Vec<u8>),
 }
 
 enum Object {
-    Value(Vec<u8>),
+    /// The encoded value and its version, raised by every change.
+    Value(Vec<u8>, u64),
     List(Vec<Vec<u8>>),
     Map(BTreeMap<Vec<u8>, Vec<u8>>),
     Queue(VecDeque<Vec<u8>>),
@@ -230,6 +213,8 @@ impl State {
         let mutating = !matches!(
             &req,
             Request::Get(_)
+                | Request::GetVersioned(_)
+                | Request::NamedCode(..)
                 | Request::ListGet(..)
                 | Request::DictGet(..)
                 | Request::Len(_)
@@ -252,7 +237,7 @@ impl State {
             Request::New(kind, init) => {
                 self.next += 1;
                 let obj = match kind {
-                    Kind::Value => Value(init),
+                    Kind::Value => Value(init, 0),
                     Kind::List => List(Vec::new()),
                     Kind::Dict | Kind::Namespace => Map(BTreeMap::new()),
                     Kind::Queue => Queue(VecDeque::new()),
@@ -263,33 +248,31 @@ impl State {
                 Response::Id(self.next)
             }
             Request::Get(id) => match self.objects.get(&id) {
-                Some(Value(v)) => Response::Bytes(Some(v.clone())),
+                Some(Value(v, _)) => Response::Bytes(Some(v.clone())),
+                _ => return missing(),
+            },
+            Request::GetVersioned(id) => match self.objects.get(&id) {
+                Some(Value(v, version)) => Response::Versioned(*version, v.clone()),
                 _ => return missing(),
             },
             Request::Set(id, bytes) => match self.objects.get_mut(&id) {
-                Some(Value(v)) => {
+                Some(Value(v, version)) => {
                     *v = bytes;
+                    *version += 1;
                     Response::Unit
                 }
                 _ => return missing(),
             },
-            Request::Update(id, fingerprint, func) => {
-                if fingerprint != task::fingerprint() {
-                    return Some(refuse(Refusal::OtherBuild));
+            Request::CompareAndSet(id, expected, bytes) => match self.objects.get_mut(&id) {
+                Some(Value(v, version)) if *version == expected => {
+                    *v = bytes;
+                    *version += 1;
+                    Response::Version(*version)
                 }
-                let Some(Value(v)) = self.objects.get_mut(&id) else {
-                    return missing();
-                };
-                let mut out = Vec::new();
-                let mut ctx = WorkerCtx::new(crate::DEFAULT_MAX_FRAME);
-                match task::resolve(task::image(), func).and_then(|t| t(&mut ctx, v, &mut out)) {
-                    Ok(()) => {
-                        *v = out;
-                        Response::Bytes(Some(v.clone()))
-                    }
-                    Err(failure) => refuse(failure.into()),
-                }
-            }
+                Some(Value(v, version)) => Response::Versioned(*version, v.clone()),
+                _ => return missing(),
+            },
+            Request::NamedCode(..) => refuse(Refusal::CodeFromClient),
             Request::ListPush(id, bytes) => match self.objects.get_mut(&id) {
                 Some(List(l)) => {
                     l.push(bytes);

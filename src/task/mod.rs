@@ -239,26 +239,6 @@ where
     encode_value(result, ctx, out)
 }
 
-/// Trampoline for `F: Fn(A) -> R` whose argument and result are always postcard, also
-/// byte vectors: the manager keeps values encoded that way.
-// One signature for every trampoline; `call` takes the body, this one borrows it.
-#[allow(clippy::ptr_arg)]
-pub(crate) fn call_postcard<F, A, R>(
-    ctx: &mut WorkerCtx,
-    input: &mut Vec<u8>,
-    out: &mut Vec<u8>,
-) -> Result<(), Failure>
-where
-    F: Fn(A) -> R + Copy,
-    A: DeserializeOwned,
-    R: Serialize,
-{
-    let arg: A = decode(ctx, input)?;
-    let f: F = conjure();
-    let result = catch(move || f(arg))?;
-    encode_into(&result, out, &mut ctx.fds_out, ctx.max_frame)
-}
-
 /// Trampoline for an async function, run to completion on the worker's runtime.
 pub(crate) fn call_async<F, A, Fut, R>(
     ctx: &mut WorkerCtx,
