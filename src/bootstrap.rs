@@ -147,7 +147,7 @@ fn serve(socket: OwnedFd) -> std::io::Result<i32> {
     let mut hello_fds = hello_frame.fds;
     let progress = if hello.progress {
         match hello_fds.pop().map(|fd| Progress::open(&fd)) {
-            Some(Ok(page)) => Some(page),
+            Some(Ok(page)) => Some(std::sync::Arc::new(page)),
             _ => return Ok(code::PROTOCOL),
         }
     } else {
@@ -156,6 +156,10 @@ fn serve(socket: OwnedFd) -> std::io::Result<i32> {
     crate::process::set_identity_name(hello.name.clone(), hello.one_shot);
     crate::connection::inherit_authkey(hello.authkey.clone());
     let mut ctx = WorkerCtx::new(hello.max_frame);
+    ctx.on_item = progress.clone().map(|page| {
+        let report: task::ItemReport = std::sync::Arc::new(move |seq, i| page.item_begun(seq, i));
+        report
+    });
     let mut out = Vec::with_capacity(64 * 1024);
     if let Some((func, arg)) = &mut hello.initializer {
         ctx.fds_in = hello_fds.into_iter().map(Some).collect();
@@ -213,6 +217,7 @@ fn serve(socket: OwnedFd) -> std::io::Result<i32> {
                     Some(Begin::Stop) => return Ok(code::OK),
                     Some(Begin::Lost) => return Ok(code::PROTOCOL),
                 }
+                ctx.task_seq = seq;
                 wire::begin(&mut out);
                 ctx.fds_in = frame.fds.into_iter().map(Some).collect();
                 ctx.fds_out.clear();

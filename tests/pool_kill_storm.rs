@@ -187,3 +187,83 @@ async fn a_kill_storm_over_submits_cancels_nothing_and_fails_at_most_one_task_a_
     assert_adds_up(stats);
     pool.shutdown().await;
 }
+
+/// Runs `stream`s of the pool's maps while a kill storm lasts: every item resolves
+/// once, as its value or `WorkerDied`; returns (items failed, kills).
+async fn maps_under_a_storm(pool: &ProcessPoolExecutor, chunk: Option<usize>) -> (u64, u64) {
+    use futures::StreamExt;
+    let killer = storm(Duration::from_millis(5), Duration::from_millis(500));
+    let mut failed = 0;
+    let mut check = |i: usize, r: Result<u64, TaskError>, expected: Option<u64>| match r {
+        Ok(v) => {
+            if let Some(e) = expected {
+                assert_eq!(v, e, "item {i}");
+            }
+        }
+        Err(TaskError::WorkerDied { .. }) => failed += 1,
+        Err(e) => panic!("item {i}: {e:?}: only a value or WorkerDied may come of a kill"),
+    };
+    let mut round = 0u64;
+    while !killer.is_finished() {
+        let items = (0..2000u64).map(|i| (i, 20));
+        let unordered = pool.map_unordered(work, items.clone());
+        let ordered = pool.map_ordered_stream(work, items);
+        let (mut unordered, mut ordered) = match chunk {
+            Some(n) => (unordered.chunk_size(n), ordered.chunk_size(n)),
+            None => (unordered, ordered),
+        };
+        let mut seen = vec![false; 2000];
+        let mut n = 0;
+        while let Some(r) = unordered.next().await {
+            if let Ok(v) = &r {
+                assert!(
+                    !std::mem::replace(&mut seen[*v as usize], true),
+                    "{v} twice"
+                );
+            }
+            check(n, r, None);
+            n += 1;
+        }
+        assert_eq!(n, 2000, "round {round}: one result per item (unordered)");
+        let mut n = 0;
+        while let Some(r) = ordered.next().await {
+            check(n, r, Some(n as u64));
+            n += 1;
+        }
+        assert_eq!(n, 2000, "round {round}: one result per item (ordered)");
+        // `map` stops at the first error (and drops its queued chunks, which counts
+        // them cancelled: by the map, not the pool); otherwise it is whole and in order.
+        let items = (0..500u64).map(|i| (i, 20));
+        let mapped = match chunk {
+            Some(n) => pool.map(work, items).chunk_size(n).await,
+            None => pool.map(work, items).await,
+        };
+        match mapped {
+            Ok(v) => assert_eq!(v, (0..500).collect::<Vec<_>>()),
+            Err(TaskError::WorkerDied { .. }) => {}
+            Err(e) => panic!("map: {e:?}"),
+        }
+        round += 1;
+    }
+    (failed, killer.join().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_storm_over_maps_fails_at_most_one_item_a_kill() {
+    let _storm = STORM.lock().await;
+    let pool = ProcessPoolExecutor::builder().workers(4).build().unwrap();
+    for chunk in [Some(4), None] {
+        let (failed, kills) = maps_under_a_storm(&pool, chunk).await;
+        eprintln!("chunk {chunk:?}: {failed} items failed, {kills} kills");
+        assert!(kills > 0);
+        assert!(
+            failed <= kills,
+            "chunk {chunk:?}: {failed} items failed for {kills} kills"
+        );
+    }
+    for i in 0..20u64 {
+        assert_eq!(pool.run(work, (i, 0)).await.unwrap(), i);
+    }
+    assert_adds_up(pool.stats());
+    pool.shutdown().await;
+}

@@ -104,7 +104,7 @@ fn die_on_3(x: u32) -> u32 {
 }
 
 #[tokio::test(flavor = "current_thread")]
-async fn a_crash_fails_the_items_of_its_chunk_only() {
+async fn a_crash_fails_only_its_item_and_the_rest_of_the_chunk_runs() {
     let pool = ProcessPoolExecutor::builder().workers(2).build().unwrap();
     let results: Vec<Result<u32, TaskError>> = pool
         .map_ordered_stream(die_on_3, 0..12)
@@ -112,7 +112,7 @@ async fn a_crash_fails_the_items_of_its_chunk_only() {
         .collect()
         .await;
     for (i, r) in results.iter().enumerate() {
-        if i == 2 || i == 3 {
+        if i == 3 {
             assert!(
                 matches!(r, Err(TaskError::WorkerDied { .. })),
                 "item {i}: {r:?}"
@@ -174,5 +174,60 @@ async fn a_long_input_is_consumed_lazily_with_bounded_chunks_in_flight() {
     }
     assert_eq!(received as u64, ITEMS);
     assert!(max_ahead > 0);
+    pool.shutdown().await;
+}
+
+/// Counts its run of item `i`, and kills its worker on the items in `deadly`.
+fn count_or_die(args: (u32, procpool::RawArray<u32>, Vec<u32>)) -> u32 {
+    let (i, runs, deadly) = args;
+    let before = runs.get(i as usize);
+    runs.set(i as usize, before + 1);
+    if deadly.contains(&i) && before == 0 {
+        std::process::abort();
+    }
+    i
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_dying_in_a_chunk_fails_only_the_item_it_was_running() {
+    let pool = ProcessPoolExecutor::builder().workers(2).build().unwrap();
+    let runs = procpool::RawArray::<u32>::zeroed(100).unwrap();
+    let deadly = vec![13u32, 40, 41, 99];
+    let items = (0..100u32).map(|i| (i, runs.clone(), deadly.clone()));
+    // One chunk of all the items: four deaths in it, at its start, middle and end.
+    let results: Vec<_> = pool
+        .map_ordered_stream(count_or_die, items)
+        .chunk_size(100)
+        .collect()
+        .await;
+    assert_eq!(results.len(), 100);
+    for (i, r) in results.into_iter().enumerate() {
+        match r {
+            Ok(v) => {
+                assert!(!deadly.contains(&(i as u32)), "item {i} should have failed");
+                assert_eq!(v, i as u32, "in input order");
+            }
+            Err(TaskError::WorkerDied { exit }) => {
+                assert!(deadly.contains(&(i as u32)), "item {i} failed: {exit}");
+                assert_eq!(exit, procpool::Exit::Signal(libc::SIGABRT));
+            }
+            Err(e) => panic!("item {i}: {e:?}"),
+        }
+    }
+    // A deadly item ran once: it failed and was not sent again. Every other item ran
+    // once, plus once for each death after it in the chunk: the worker had finished
+    // it, but its result died with the worker, so it went again.
+    for (i, &n) in runs.to_vec().iter().enumerate() {
+        let i = i as u32;
+        let expected = if deadly.contains(&i) {
+            1
+        } else {
+            1 + deadly.iter().filter(|&&d| d > i).count() as u32
+        };
+        assert_eq!(n, expected, "item {i} ran {n} times");
+    }
+    let stats = pool.stats();
+    assert_eq!(stats.worker_died, 4, "{stats:?}");
+    assert_eq!(stats.cancelled, 0, "{stats:?}");
     pool.shutdown().await;
 }

@@ -684,11 +684,15 @@ impl Driver {
             let Some(job) = f.job else {
                 continue; // handed back already
             };
+            let mut job = job;
             let error = match (f.verdict, w.progress().started(f.seq)) {
                 (Some(v), _) => Some(v.error()),
                 (None, true) => Some(match protocol.take() {
                     Some(e) => TaskError::Protocol(e),
-                    None => TaskError::WorkerDied { exit },
+                    None => {
+                        job.salvage(w.progress().items_begun(f.seq));
+                        TaskError::WorkerDied { exit }
+                    }
                 }),
                 (None, false) if job.shared.cancel_requested() => Some(TaskError::Cancelled),
                 (None, false) => None,

@@ -33,6 +33,21 @@ pub(crate) struct TaskShared {
     sent: Mutex<Option<Sent>>,
     /// Woken when the task leaves the queue (dispatched, finished or cancelled).
     moved: Notify,
+    /// A `map` chunk whose worker died under it: its frame and how many of its items
+    /// the worker had begun, for the map to run the others again.
+    salvage: Mutex<Option<Salvage>>,
+}
+
+/// What is left of a `map` chunk whose worker died under it.
+#[derive(Debug)]
+pub(crate) struct Salvage {
+    /// The chunk's `Run` frame, header and items.
+    pub(crate) frame: Vec<u8>,
+    /// The descriptors of handles in its items, numbered within the chunk: sent again
+    /// whole with any part of it (unclaimed ones are closed on arrival).
+    pub(crate) fds: Vec<OwnedFd>,
+    /// Items the worker had begun: the last of them was running.
+    pub(crate) begun: u64,
 }
 
 impl TaskShared {
@@ -43,6 +58,7 @@ impl TaskShared {
             cancel_requested: AtomicBool::new(false),
             sent: Mutex::new(None),
             moved: Notify::new(),
+            salvage: Mutex::new(None),
         })
     }
 
@@ -115,12 +131,20 @@ pub(crate) struct Job {
     /// Descriptors of handles in the argument, sent with the frame.
     pub(crate) fds: Vec<OwnedFd>,
     pub(crate) id: u64,
+    /// A `map` chunk (see [`Salvage`]).
+    pub(crate) chunk: bool,
     pub(crate) shared: Arc<TaskShared>,
     pub(crate) reply: oneshot::Sender<Result<Payload, TaskError>>,
 }
 
 impl Job {
-    pub(crate) fn new(id: u64, frame: Vec<u8>, tail: Vec<u8>, fds: Vec<OwnedFd>) -> (Job, RawTask) {
+    pub(crate) fn new(
+        id: u64,
+        frame: Vec<u8>,
+        tail: Vec<u8>,
+        fds: Vec<OwnedFd>,
+        chunk: bool,
+    ) -> (Job, RawTask) {
         let shared = TaskShared::new(QUEUED);
         let (reply, rx) = oneshot::channel();
         (
@@ -129,11 +153,26 @@ impl Job {
                 tail,
                 fds,
                 id,
+                chunk,
                 shared: shared.clone(),
                 reply,
             },
             RawTask { rx, shared },
         )
+    }
+
+    /// Keeps the frame and descriptors of a `map` chunk whose worker died after
+    /// beginning `begun` of its items, for the map to run the others again.
+    pub(crate) fn salvage(&mut self, begun: u64) {
+        if self.chunk {
+            let frame = std::mem::take(&mut self.frame);
+            let fds = std::mem::take(&mut self.fds);
+            *self
+                .shared
+                .salvage
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(Salvage { frame, fds, begun });
+        }
     }
 
     /// Resolves the task with `result`.
@@ -164,6 +203,15 @@ impl RawTask {
             rx,
             shared: TaskShared::new(DONE),
         }
+    }
+
+    /// What is left of a `map` chunk whose worker died under it (see [`Salvage`]).
+    pub(crate) fn take_salvage(&self) -> Option<Salvage> {
+        self.shared
+            .salvage
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
     }
 
     pub(crate) fn cancel(&self) {

@@ -5,6 +5,17 @@
 //! frame), the worker answers with one `Result<R, Failure>` per item back to back, and
 //! at most `2 × workers` chunks are in flight, so a worker finishing a chunk finds the
 //! next one already queued while the input is consumed lazily and memory stays bounded.
+//!
+//! # A worker that dies in a chunk
+//! The worker counts on its progress page the items of a chunk it begins. When it
+//! dies, only the item it was running fails ([`TaskError::WorkerDied`]); the chunk's
+//! other items are sent again as a new chunk (with the same descriptors, since
+//! handles are numbered within their chunk) and their results take their places. The
+//! items it had not begun then run for the first time; those it had finished run a
+//! second time, because their results died with it. So a `map` item runs at least
+//! once, and more than once only when a worker dies after finishing it and before
+//! answering for its chunk (at most about a chunk's worth of items per death; a chunk
+//! size of 1 makes every item run at most once).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
@@ -18,7 +29,7 @@ use futures::stream::{FuturesUnordered, Stream, StreamExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::handle::RawTask;
+use super::handle::{RawTask, Salvage};
 use super::ProcessPoolExecutor;
 use crate::error::TaskError;
 use crate::task;
@@ -31,20 +42,62 @@ const MAX_AUTO_CHUNK: usize = 512;
 /// Automatic chunk size when the iterator does not know its length.
 const UNKNOWN_LEN_CHUNK: usize = 16;
 
-/// One chunk in flight: its position, its item count and its task.
+/// One chunk in flight: its task, and what it needs to be turned into one result per
+/// item (or run again in part).
 struct Chunk {
-    seq: u64,
-    count: usize,
+    meta: Option<ChunkMeta>,
     task: RawTask,
 }
 
+/// Where a chunk's results go.
+struct ChunkMeta {
+    /// Its position among the chunks (for ordered output).
+    seq: u64,
+    /// Items in the chunk as first sent.
+    count: usize,
+    /// For a chunk sent again in part, after its worker died: the first chunk's index
+    /// of each item it carries. Empty: all of them, in order.
+    slots: Vec<usize>,
+    /// Items of the first chunk already answered: each one running when a worker died.
+    settled: Vec<(usize, TaskError)>,
+    /// Where each item's encoding ends in the frame body, to send some of them again.
+    ends: Vec<usize>,
+}
+
+impl ChunkMeta {
+    /// Items this chunk's task carries.
+    fn carried(&self) -> usize {
+        if self.slots.is_empty() {
+            self.count - self.settled.len()
+        } else {
+            self.slots.len()
+        }
+    }
+}
+
 impl Future for Chunk {
-    type Output = (u64, usize, Result<Payload, TaskError>);
+    type Output = (ChunkMeta, Result<Payload, TaskError>, Option<Salvage>);
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let (seq, count) = (self.seq, self.count);
-        Pin::new(&mut self.task).poll(cx).map(|r| (seq, count, r))
+        let result = std::task::ready!(Pin::new(&mut self.task).poll(cx));
+        let salvage = match &result {
+            Err(TaskError::WorkerDied { .. }) => self.task.take_salvage(),
+            _ => None,
+        };
+        match self.meta.take() {
+            Some(meta) => Poll::Ready((meta, result, salvage)),
+            // Not reached: FuturesUnordered polls a finished future no more.
+            None => Poll::Pending,
+        }
     }
+}
+
+/// What to do with a chunk whose worker died under it.
+enum Rerun {
+    /// Send these items again.
+    Again(Chunk),
+    /// Nothing left to send: every item is settled.
+    Settled(ChunkMeta),
 }
 
 /// The results of [`ProcessPoolExecutor::map_unordered`] or
@@ -126,10 +179,80 @@ where
         n
     }
 
-    fn push(&mut self, count: usize, task: RawTask) {
+    fn push(&mut self, count: usize, task: RawTask, ends: Vec<usize>) {
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.in_flight.push(Chunk { seq, count, task });
+        let meta = ChunkMeta {
+            seq,
+            count,
+            slots: Vec::new(),
+            settled: Vec::new(),
+            ends,
+        };
+        self.in_flight.push(Chunk {
+            meta: Some(meta),
+            task,
+        });
+    }
+
+    /// The worker running `meta`'s chunk died after beginning `salvage.begun` of its
+    /// items: the last of them fails with `error`, and the others go again in a new
+    /// chunk. Those it had finished ran once already, but their results died with
+    /// the worker, so they run again; those it never began run for the first time.
+    /// `Err` if the worker's count does not fit the chunk (only a broken worker could
+    /// cause that): the chunk then fails whole.
+    fn rerun(
+        &self,
+        mut meta: ChunkMeta,
+        salvage: Salvage,
+        error: TaskError,
+    ) -> Result<Rerun, ChunkMeta> {
+        let carried = meta.carried();
+        let begun = salvage.begun as usize;
+        if meta.ends.len() != carried || begun > carried || salvage.frame.len() < HEADER_LEN {
+            return Err(meta);
+        }
+        let body = &salvage.frame[HEADER_LEN..];
+        if meta.ends.last().is_some_and(|&end| end > body.len()) {
+            return Err(meta);
+        }
+        let original = |i: usize| {
+            if meta.slots.is_empty() {
+                i
+            } else {
+                meta.slots[i]
+            }
+        };
+        // `begun == 0`: it died before its first item (nothing ran); all go again.
+        let failed = begun.checked_sub(1);
+        let mut frame = Vec::with_capacity(salvage.frame.len());
+        wire::begin(&mut frame);
+        let mut slots = Vec::with_capacity(carried);
+        let mut ends = Vec::with_capacity(carried);
+        let mut start = 0;
+        for (i, &end) in meta.ends.iter().enumerate() {
+            if Some(i) != failed {
+                frame.extend_from_slice(&body[start..end]);
+                slots.push(original(i));
+                ends.push(frame.len() - HEADER_LEN);
+            }
+            start = end;
+        }
+        if let Some(i) = failed {
+            meta.settled.push((original(i), error));
+        }
+        meta.slots = slots;
+        meta.ends = ends;
+        if meta.slots.is_empty() {
+            return Ok(Rerun::Settled(meta));
+        }
+        let func = task::local_ref(task::call_batch::<F, A, R>);
+        // The descriptors go again whole: handles are numbered within the chunk.
+        let task = self.pool.queue_chunk(func, frame, salvage.fds);
+        Ok(Rerun::Again(Chunk {
+            meta: Some(meta),
+            task,
+        }))
     }
 
     /// Submits chunks until the in-flight limit or the end of the input.
@@ -143,6 +266,7 @@ where
             let mut fds = Vec::new();
             wire::begin(&mut frame);
             let mut count = 0;
+            let mut ends = Vec::with_capacity(chunk_size.min(MAX_AUTO_CHUNK));
             let mut failed_item = None;
             // One descriptor collection for the whole chunk (see `task::call_batch`).
             handles::collect_into(&mut fds, || {
@@ -150,7 +274,10 @@ where
                     let Some(item) = self.items.next() else { break };
                     let before = frame.len();
                     match postcard::to_io(&item, &mut frame) {
-                        Ok(_) => count += 1,
+                        Ok(_) => {
+                            count += 1;
+                            ends.push(frame.len() - HEADER_LEN);
+                        }
                         Err(e) => {
                             // Descriptors of the failed item's handles, if any were
                             // collected, go along unclaimed and are closed on arrival.
@@ -165,19 +292,56 @@ where
                 }
             });
             if count > 0 {
-                let task = self.pool.queue_frame(func, frame, Vec::new(), fds);
-                self.push(count, task);
+                let task = self.pool.queue_chunk(func, frame, fds);
+                self.push(count, task, ends);
             }
             match failed_item {
-                Some(e) => self.push(1, RawTask::failed(e)),
+                Some(e) => self.push(1, RawTask::failed(e), Vec::new()),
                 None if count == 0 => break, // input exhausted
                 None => {}
             }
         }
     }
 
-    /// Turns a finished chunk into one result per item.
-    fn unpack(count: usize, result: Result<Payload, TaskError>) -> VecDeque<Result<R, TaskError>> {
+    /// Turns a finished chunk into one result per item of the chunk as first sent.
+    fn unpack(
+        meta: ChunkMeta,
+        result: Result<Payload, TaskError>,
+    ) -> VecDeque<Result<R, TaskError>> {
+        let here = Self::unpack_carried(meta.carried(), result);
+        if meta.slots.is_empty() && meta.settled.is_empty() {
+            return here;
+        }
+        let mut all: Vec<Option<Result<R, TaskError>>> = (0..meta.count).map(|_| None).collect();
+        let identity = meta.slots.is_empty();
+        for (k, r) in here.into_iter().enumerate() {
+            let i = if identity { k } else { meta.slots[k] };
+            if let Some(slot) = all.get_mut(i) {
+                *slot = Some(r);
+            }
+        }
+        for (i, e) in meta.settled {
+            if let Some(slot) = all.get_mut(i) {
+                *slot = Some(Err(e));
+            }
+        }
+        all.into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(TaskError::Decode {
+                        type_name: std::any::type_name::<R>().to_owned(),
+                        reason: "no result for this item".to_owned(),
+                    })
+                })
+            })
+            .collect()
+    }
+
+    /// One result per item the chunk's task carried.
+    fn unpack_carried(
+        count: usize,
+        result: Result<Payload, TaskError>,
+    ) -> VecDeque<Result<R, TaskError>> {
         let mut out = VecDeque::with_capacity(count);
         match result {
             Err(e) => out.extend(std::iter::repeat_n(e, count).map(Err)),
@@ -238,8 +402,23 @@ where
             }
             this.fill();
             match this.in_flight.poll_next_unpin(cx) {
-                Poll::Ready(Some((seq, count, result))) => {
-                    let items = Self::unpack(count, result);
+                Poll::Ready(Some((meta, result, salvage))) => {
+                    let meta = match (result, salvage) {
+                        (Err(e @ TaskError::WorkerDied { .. }), Some(salvage)) => {
+                            match this.rerun(meta, salvage, e.clone()) {
+                                Ok(Rerun::Again(chunk)) => {
+                                    this.in_flight.push(chunk);
+                                    continue;
+                                }
+                                Ok(Rerun::Settled(meta)) => (meta, Err(e)),
+                                Err(meta) => (meta, Err(e)),
+                            }
+                        }
+                        (result, _) => (meta, result),
+                    };
+                    let (meta, result) = meta;
+                    let seq = meta.seq;
+                    let items = Self::unpack(meta, result);
                     if this.ordered {
                         this.parked.insert(seq, items);
                         while let Some(items) = this.parked.remove(&this.emit_seq) {

@@ -831,9 +831,25 @@ impl ProcessPoolExecutor {
     fn queue_frame(
         &self,
         func: TaskRef,
+        frame: Vec<u8>,
+        tail: Vec<u8>,
+        fds: Vec<OwnedFd>,
+    ) -> RawTask {
+        self.queue_job(func, frame, tail, fds, false)
+    }
+
+    /// Queues a `map` chunk: the items' encodings back to back after the header.
+    fn queue_chunk(&self, func: TaskRef, frame: Vec<u8>, fds: Vec<OwnedFd>) -> RawTask {
+        self.queue_job(func, frame, Vec::new(), fds, true)
+    }
+
+    fn queue_job(
+        &self,
+        func: TaskRef,
         mut frame: Vec<u8>,
         tail: Vec<u8>,
         fds: Vec<OwnedFd>,
+        chunk: bool,
     ) -> RawTask {
         let body = (frame.len() - HEADER_LEN + tail.len()) as u64;
         if body > self.inner.config.max_frame {
@@ -847,7 +863,7 @@ impl ProcessPoolExecutor {
         wire::finish(&mut frame, Kind::Run, flags, id, func);
         // The driver writes jobs as they are (see `driver::Driver::write`).
         wire::set_extent(&mut frame, tail.len(), fds.len());
-        let (job, raw) = Job::new(id, frame, tail, fds);
+        let (job, raw) = Job::new(id, frame, tail, fds, chunk);
         let capacity = self.inner.config.queue_capacity;
         if !self.inner.jobs.reserve(capacity) {
             return RawTask::failed(TaskError::QueueFull { capacity });

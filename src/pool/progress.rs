@@ -16,6 +16,10 @@
 //! - `HELD`: the worker stops before it (its driver is about to kill it and must be
 //!   sure nothing after the task being cancelled has started).
 //!
+//! For a `map` chunk the worker also counts, in a second word per slot, the items it
+//! has begun (item `k` begun: `k + 1`), so that when it dies in the middle of a chunk
+//! the parent knows which item was running and which never started.
+//!
 //! A slot is reused only after its task was answered, because a driver never has more
 //! than `DEPTH_MAX` tasks in flight. After a worker is reaped the page no longer
 //! changes, so the driver can read there what the worker had started.
@@ -30,6 +34,8 @@ use crate::sys::shm::{self, Region};
 pub(crate) const DEPTH_MAX: usize = 64;
 
 const PAGE: usize = 4096;
+/// Where the items-begun words start (after the `DEPTH_MAX` state words).
+const ITEMS: usize = DEPTH_MAX * 8;
 const PENDING: u64 = 0;
 const STARTED: u64 = 1;
 const CANCELLED: u64 = 2;
@@ -88,9 +94,27 @@ impl Progress {
         self.region.u64_at((seq % DEPTH_MAX as u64) as usize * 8)
     }
 
+    fn items_slot(&self, seq: u64) -> &AtomicU64 {
+        self.region
+            .u64_at(ITEMS + (seq % DEPTH_MAX as u64) as usize * 8)
+    }
+
     /// Parent: task `seq` is about to be sent.
     pub(crate) fn queue(&self, seq: u64) {
+        self.items_slot(seq).store(0, Ordering::SeqCst);
         self.slot(seq).store(seq << 2 | PENDING, Ordering::SeqCst);
+    }
+
+    /// Worker: item `index` of the chunk that is task `seq` begins.
+    pub(crate) fn item_begun(&self, seq: u64, index: usize) {
+        self.items_slot(seq)
+            .store(index as u64 + 1, Ordering::Release);
+    }
+
+    /// Parent, once the worker is reaped: how many items of the chunk that is task
+    /// `seq` it had begun (0 for a task that is not a chunk).
+    pub(crate) fn items_begun(&self, seq: u64) -> u64 {
+        self.items_slot(seq).load(Ordering::Acquire)
     }
 
     fn claim(&self, seq: u64, state: u64) -> Result<(), u64> {
@@ -173,5 +197,14 @@ mod tests {
         parent.queue(again);
         assert!(!parent.started(1));
         assert_eq!(worker.begin(again), Begin::Run);
+        worker.item_begun(again, 0);
+        worker.item_begun(again, 6);
+        assert_eq!(parent.items_begun(again), 7);
+        parent.queue(again + DEPTH_MAX as u64);
+        assert_eq!(
+            parent.items_begun(again),
+            0,
+            "a new task in the slot counts anew"
+        );
     }
 }

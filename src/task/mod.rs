@@ -63,7 +63,6 @@ pub(crate) fn local_ref(t: Trampoline) -> TaskRef {
 }
 
 /// State a worker keeps between tasks.
-#[derive(Debug)]
 pub(crate) struct WorkerCtx {
     runtime: Option<tokio::runtime::Runtime>,
     max_frame: u64,
@@ -73,6 +72,25 @@ pub(crate) struct WorkerCtx {
     pub(crate) fds_out: Vec<OwnedFd>,
     /// A raw result ([`value`]), sent after the reply buffer as the rest of the body.
     pub(crate) tail_out: Vec<u8>,
+    /// Where a `map` chunk reports each item it begins: `(task number, item index)`,
+    /// for the parent to know, if this worker dies, which item was running.
+    pub(crate) on_item: Option<ItemReport>,
+    /// The task number of the current task, for [`on_item`](Self::on_item).
+    pub(crate) task_seq: u64,
+}
+
+/// A report of a `map` item begun: `(task number, item index)`.
+pub(crate) type ItemReport = std::sync::Arc<dyn Fn(u64, usize) + Send + Sync>;
+
+impl std::fmt::Debug for WorkerCtx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerCtx")
+            .field("max_frame", &self.max_frame)
+            .field("fds_in", &self.fds_in.len())
+            .field("fds_out", &self.fds_out.len())
+            .field("task_seq", &self.task_seq)
+            .finish_non_exhaustive()
+    }
 }
 
 impl WorkerCtx {
@@ -83,6 +101,8 @@ impl WorkerCtx {
             fds_in: Vec::new(),
             fds_out: Vec::new(),
             tail_out: Vec::new(),
+            on_item: None,
+            task_seq: 0,
         }
     }
 
@@ -298,7 +318,17 @@ where
         None
     });
     let f: F = conjure();
-    let results: Vec<Result<R, Failure>> = args.into_iter().map(|a| catch(move || f(a))).collect();
+    let (report, seq) = (ctx.on_item.clone(), ctx.task_seq);
+    let results: Vec<Result<R, Failure>> = args
+        .into_iter()
+        .enumerate()
+        .map(|(i, a)| {
+            if let Some(report) = &report {
+                report(seq, i);
+            }
+            catch(move || f(a))
+        })
+        .collect();
     let max_frame = ctx.max_frame;
     handles::collect_into(&mut ctx.fds_out, || {
         for item in &results {
