@@ -88,7 +88,7 @@ impl SharedMemory {
     /// # Errors
     /// A system error if the memory cannot be made or mapped.
     pub fn new(size: usize) -> io::Result<SharedMemory> {
-        let fd = shm::memfd("procpool-shm", size as u64)?;
+        let fd = shm::memfd("procpool-shm", size as u64, shm::Size::Fixed)?;
         Self::map(fd, size)
     }
 

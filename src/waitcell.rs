@@ -100,9 +100,15 @@ pub(crate) struct CellGuard<'a> {
 }
 
 impl WaitCell {
-    /// A new page (and memory file of `file_len` bytes) for an object of kind `magic`.
-    pub(crate) fn create(name: &str, file_len: u64, magic: u64) -> io::Result<WaitCell> {
-        let memfd = shm::memfd(name, file_len.max(PAGE))?;
+    /// A new page (and memory file of `file_len` bytes, of fixed or growing `size`)
+    /// for an object of kind `magic`.
+    pub(crate) fn create(
+        name: &str,
+        file_len: u64,
+        size: shm::Size,
+        magic: u64,
+    ) -> io::Result<WaitCell> {
+        let memfd = shm::memfd(name, file_len.max(PAGE), size)?;
         let ctl = Region::map(memfd.as_fd(), PAGE as usize)?;
         ctl.mutex(MUTEX).init()?;
         let cell = WaitCell {

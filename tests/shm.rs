@@ -111,3 +111,59 @@ fn serialising_a_value_outside_procpool_is_an_error() {
     let v = Value::new(1u32).unwrap();
     assert!(postcard::to_allocvec(&v).is_err());
 }
+
+/// Tries to truncate every procpool memory file this process holds (found through
+/// `/proc/self/fd`, as a hostile or buggy task would): (refused with EPERM, allowed).
+#[allow(unsafe_code)]
+fn truncate_every_memfd(_: (SharedMemory, Value<u64>, procpool::Queue<u64>)) -> (u32, u32) {
+    let (mut refused, mut allowed) = (0, 0);
+    for entry in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+        let Ok(target) = std::fs::read_link(entry.path()) else {
+            continue;
+        };
+        if !target.to_string_lossy().starts_with("/memfd:procpool-") {
+            continue;
+        }
+        let Some(fd) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        // SAFETY: ftruncate takes a descriptor and a length by value; the descriptor
+        // is one of ours, open for the call.
+        let rc = unsafe { libc::ftruncate(fd, 0) };
+        if rc == 0 {
+            allowed += 1;
+        } else if std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM) {
+            refused += 1;
+        }
+    }
+    (refused, allowed)
+}
+
+#[tokio::test]
+async fn a_child_cannot_truncate_shared_memory_under_the_others() {
+    let shm = SharedMemory::new(8192).unwrap();
+    shm.write(8000, b"still here");
+    let value = Value::new(7u64).unwrap();
+    let queue = procpool::Queue::unbounded().unwrap();
+    queue.put(1u64).await.unwrap();
+    let mut p = Process::spawn(
+        truncate_every_memfd,
+        (shm.clone(), value.clone(), queue.clone()),
+    )
+    .unwrap();
+    let (refused, allowed) = p.join().await.unwrap();
+    assert_eq!(allowed, 0, "a memory file could be truncated");
+    assert!(refused >= 3, "only {refused} memory files found");
+    // The parent's mappings are whole: no SIGBUS, nothing lost.
+    let mut tail = [0u8; 10];
+    shm.read(8000, &mut tail);
+    assert_eq!(&tail, b"still here");
+    assert_eq!(value.load(), 7);
+    queue.put(2).await.unwrap();
+    assert_eq!(queue.get().await.unwrap(), 1);
+    assert_eq!(queue.get().await.unwrap(), 2);
+}

@@ -72,7 +72,7 @@ pub(crate) struct Progress {
 impl Progress {
     /// A new zeroed page and the descriptor to send to the worker.
     pub(crate) fn create() -> io::Result<(Progress, OwnedFd)> {
-        let fd = shm::memfd("procpool-progress", PAGE as u64)?;
+        let fd = shm::memfd("procpool-progress", PAGE as u64, shm::Size::Fixed)?;
         let region = Region::map(fd.as_fd(), PAGE)?;
         Ok((Progress { region }, fd))
     }

@@ -131,7 +131,12 @@ pub(crate) struct Item {
 impl Core {
     /// Creates a queue holding at most `maxsize` items (0: unbounded).
     pub(crate) fn create(maxsize: u64) -> io::Result<Core> {
-        let cell = WaitCell::create("procpool-queue", DATA_OFF + INITIAL_CAP, MAGIC)?;
+        let cell = WaitCell::create(
+            "procpool-queue",
+            DATA_OFF + INITIAL_CAP,
+            shm::Size::Growing,
+            MAGIC,
+        )?;
         cell.page().u64_at(F_MAXSIZE).store(maxsize, Relaxed);
         let (park_tx, park_rx) = sock::pair(sock::Kind::SeqPacket)?;
         let core = Core {
@@ -340,7 +345,7 @@ impl Guard<'_> {
         let new_cap = want.max(s.cap * 2).next_multiple_of(4096);
         // The file grows first: a process killed after this leaves a longer file
         // and the old state, which is fine.
-        if shm::set_len(self.core.cell.memfd(), DATA_OFF + new_cap).is_err() {
+        if shm::grow_to(self.core.cell.memfd(), DATA_OFF + new_cap).is_err() {
             return Ok(false);
         }
         let old_cap = s.cap;
@@ -502,9 +507,14 @@ impl Drop for Guard<'_> {
             .store(1 - current as u64, Release);
         self.cell.changed();
         if self.state.cap < old.cap {
-            // Shrunk while empty: give the pages back. Other processes map the
-            // smaller ring before they touch data again.
-            let _ = shm::set_len(core.cell.memfd(), DATA_OFF + self.state.cap);
+            // Shrunk while empty: give the pages back (the file keeps its size: it
+            // is sealed against shrinking). Other processes map the smaller ring
+            // before they touch data again.
+            let _ = shm::release(
+                core.cell.memfd(),
+                DATA_OFF + self.state.cap,
+                old.cap - self.state.cap,
+            );
             *self.data = None;
         }
     }

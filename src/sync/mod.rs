@@ -201,7 +201,12 @@ struct Shared {
 impl Shared {
     fn create(kind: &'static str, magic: u64) -> io::Result<Arc<Shared>> {
         Ok(Arc::new(Shared {
-            cell: WaitCell::create(kind, crate::waitcell::PAGE, magic)?,
+            cell: WaitCell::create(
+                kind,
+                crate::waitcell::PAGE,
+                crate::sys::shm::Size::Fixed,
+                magic,
+            )?,
         }))
     }
 

@@ -25,19 +25,67 @@ use std::time::Duration;
 
 use super::cvt;
 
-/// Creates an anonymous, close-on-exec memory file of `len` bytes.
-pub(crate) fn memfd(name: &str, len: u64) -> io::Result<OwnedFd> {
+/// Whether a memory file keeps its size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Size {
+    /// Never changes: sealed against shrinking and growing.
+    Fixed,
+    /// May grow (a queue's ring), never shrink: sealed against shrinking.
+    Growing,
+}
+
+/// Creates an anonymous, close-on-exec memory file of `len` bytes, sealed so that no
+/// process holding it can shrink it (`F_SEAL_SHRINK`; also `F_SEAL_GROW` if `size`
+/// is [`Size::Fixed`]) nor change the seals (`F_SEAL_SEAL`). A file that shrank under
+/// another process's mapping would make that process's next access to the lost pages
+/// a `SIGBUS`; sealed, a peer's `ftruncate` fails with `EPERM` and harms no one.
+pub(crate) fn memfd(name: &str, len: u64, size: Size) -> io::Result<OwnedFd> {
     let cname = std::ffi::CString::new(name).unwrap_or_default();
+    let flags = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
     // SAFETY: `cname` is a valid NUL-terminated string for the duration of the call.
-    let fd = cvt(unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC) })?;
+    let fd = cvt(unsafe { libc::memfd_create(cname.as_ptr(), flags) })?;
     // SAFETY: memfd_create returned a fresh descriptor nothing else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     set_len(fd.as_fd(), len)?;
+    let seals = match size {
+        Size::Fixed => libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL,
+        Size::Growing => libc::F_SEAL_SHRINK | libc::F_SEAL_SEAL,
+    };
+    // SAFETY: fcntl(F_ADD_SEALS) takes the descriptor and an int of seal bits.
+    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) })?;
     Ok(fd)
 }
 
+/// Makes a memory file at least `len` bytes long; never shrinks it (it is sealed
+/// against that, see [`memfd`]).
+pub(crate) fn grow_to(fd: BorrowedFd<'_>, len: u64) -> io::Result<()> {
+    if file_len(fd)? >= len {
+        return Ok(());
+    }
+    set_len(fd, len)
+}
+
+/// Gives the pages of `len` bytes at `offset` back to the system, keeping the file's
+/// size (`fallocate(PUNCH_HOLE | KEEP_SIZE)`); they read as zeros afterwards.
+pub(crate) fn release(fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()> {
+    let (Ok(offset), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "range too large",
+        ));
+    };
+    let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+    loop {
+        // SAFETY: fallocate takes a descriptor, a mode and a range by value.
+        match cvt(unsafe { libc::fallocate(fd.as_raw_fd(), mode, offset, len) }) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            r => return r.map(drop),
+        }
+    }
+}
+
 /// Sets the size of a memory file (`ftruncate`).
-pub(crate) fn set_len(fd: BorrowedFd<'_>, len: u64) -> io::Result<()> {
+fn set_len(fd: BorrowedFd<'_>, len: u64) -> io::Result<()> {
     let len = libc::off_t::try_from(len)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "size too large"))?;
     loop {
@@ -385,7 +433,7 @@ mod tests {
 
     #[test]
     fn a_region_is_shared_between_two_mappings() {
-        let fd = memfd("t", 4096).unwrap();
+        let fd = memfd("t", 4096, Size::Fixed).unwrap();
         let a = Region::map(fd.as_fd(), 4096).unwrap();
         let b = Region::map(fd.as_fd(), 4096).unwrap();
         a.u64_at(8).store(42, Ordering::SeqCst);
@@ -400,14 +448,14 @@ mod tests {
     #[test]
     #[should_panic(expected = "out of bounds")]
     fn out_of_bounds_access_panics() {
-        let fd = memfd("t", 4096).unwrap();
+        let fd = memfd("t", 4096, Size::Fixed).unwrap();
         let a = Region::map(fd.as_fd(), 4096).unwrap();
         a.write(4090, b"too long");
     }
 
     #[test]
     fn the_mutex_reports_a_holder_that_died() {
-        let fd = memfd("t", 4096).unwrap();
+        let fd = memfd("t", 4096, Size::Fixed).unwrap();
         let a = Region::map(fd.as_fd(), 4096).unwrap();
         let m = a.mutex(0);
         m.init().unwrap();
