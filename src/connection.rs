@@ -305,24 +305,26 @@ enum Stream {
     Unix(tokio::net::UnixStream),
 }
 
+/// Both halves of the mutual authentication, in the order of the role.
+async fn handshake_over<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    key: &[u8],
+    server: bool,
+) -> Result<(), ConnectError> {
+    if server {
+        challenge(s, key).await?;
+        answer(s, key).await
+    } else {
+        answer(s, key).await?;
+        challenge(s, key).await
+    }
+}
+
 impl Stream {
     async fn handshake(&mut self, key: &[u8], server: bool) -> Result<(), ConnectError> {
-        async fn run<S: AsyncRead + AsyncWrite + Unpin>(
-            s: &mut S,
-            key: &[u8],
-            server: bool,
-        ) -> Result<(), ConnectError> {
-            if server {
-                challenge(s, key).await?;
-                answer(s, key).await
-            } else {
-                answer(s, key).await?;
-                challenge(s, key).await
-            }
-        }
         match self {
-            Stream::Tcp(s) => run(s, key, server).await,
-            Stream::Unix(s) => run(s, key, server).await,
+            Stream::Tcp(s) => handshake_over(s, key, server).await,
+            Stream::Unix(s) => handshake_over(s, key, server).await,
         }
     }
 
@@ -476,5 +478,94 @@ impl Client {
             Ok(Err(e)) => Err(e),
             Err(_) => Err(ConnectError::HandshakeTimeout),
         }
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+
+    /// Runs our side of the handshake against a peer that sends `peer` and then
+    /// closes its writing side.
+    fn against(peer: &[u8], server: bool) -> Result<(), ConnectError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        rt.block_on(async {
+            let (mut ours, mut theirs) = tokio::io::duplex(64 * 1024);
+            theirs.write_all(peer).await.expect("buffered");
+            theirs.shutdown().await.expect("shut down");
+            let r = handshake_over(&mut ours, b"key", server).await;
+            drop(theirs);
+            r
+        })
+    }
+
+    fn msg(parts: &[&[u8]]) -> Vec<u8> {
+        let body: Vec<u8> = parts.concat();
+        let mut out = (body.len() as u32).to_le_bytes().to_vec();
+        out.extend_from_slice(&body);
+        out
+    }
+
+    proptest! {
+        /// Whatever the peer sends, either role ends in a typed error (nothing random
+        /// can know the key): never a panic, never a hang.
+        #[test]
+        fn any_bytes_from_the_peer_are_a_typed_refusal(
+            garbage in proptest::collection::vec(any::<u8>(), 0..600),
+            server in any::<bool>(),
+        ) {
+            prop_assert!(against(&garbage, server).is_err());
+        }
+
+        /// A well-formed start followed by garbage, to reach the later steps: a
+        /// challenge the client answers, then a verdict or a digest that is wrong.
+        #[test]
+        fn a_good_start_then_garbage_is_a_typed_refusal(
+            nonce in any::<[u8; NONCE_LEN]>(),
+            garbage in proptest::collection::vec(any::<u8>(), 0..300),
+            server in any::<bool>(),
+        ) {
+            let mut peer = if server {
+                // The server challenges first; the client's answer is garbage.
+                Vec::new()
+            } else {
+                msg(&[CHALLENGE, TAG, &nonce])
+            };
+            peer.extend_from_slice(&garbage);
+            prop_assert!(against(&peer, server).is_err());
+        }
+
+        /// A message may claim any length; more than 256 bytes is refused before
+        /// anything is allocated for it.
+        #[test]
+        fn a_long_length_claim_is_refused_before_allocating(claim in 257u32..=u32::MAX) {
+            let peer = claim.to_le_bytes();
+            match against(&peer, false) {
+                Err(ConnectError::Handshake(HandshakeError::TooLong)) => {}
+                other => prop_assert!(false, "{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_right_key_passes_both_ways() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        rt.block_on(async {
+            let (mut a, mut b) = tokio::io::duplex(4096);
+            let (x, y) = tokio::join!(
+                handshake_over(&mut a, b"k", true),
+                handshake_over(&mut b, b"k", false)
+            );
+            assert!(x.is_ok() && y.is_ok(), "{x:?} {y:?}");
+        });
     }
 }

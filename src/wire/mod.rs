@@ -488,6 +488,73 @@ mod properties {
             }
         }
 
+        /// A stream of good frames cut anywhere yields the frames before the cut, whole
+        /// and in order, then EOF: never a partial frame, never a panic.
+        #[test]
+        fn a_truncated_stream_yields_whole_frames_then_eof(
+            bodies in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 1..8),
+            cut in any::<proptest::sample::Index>(),
+        ) {
+            let mut stream = Vec::new();
+            let mut ends = Vec::new();
+            for (i, body) in bodies.iter().enumerate() {
+                let mut frame = Vec::new();
+                begin(&mut frame);
+                frame.extend_from_slice(body);
+                finish(&mut frame, Kind::Done, 0, i as u64, 0);
+                stream.extend_from_slice(&frame);
+                ends.push(stream.len());
+            }
+            let cut = cut.index(stream.len() + 1);
+            let (frames, end) = tests::read_all(&stream[..cut], 1 << 20);
+            prop_assert!(matches!(end, ReadError::Eof), "{:?}", end);
+            let whole = ends.iter().filter(|&&e| e <= cut).count();
+            prop_assert_eq!(frames.len(), whole);
+            for (i, f) in frames.iter().enumerate() {
+                prop_assert_eq!(f.header.id, i as u64);
+                prop_assert_eq!(&f.body, &bodies[i]);
+            }
+        }
+
+        /// Whatever a peer sends, the reader never holds more than its read-ahead
+        /// buffer and one body within the limit, even for headers that claim bodies
+        /// of any size up to `u64::MAX`.
+        #[test]
+        fn a_peer_cannot_make_the_reader_allocate_past_its_limit(
+            claims in proptest::collection::vec(any::<u64>(), 1..6),
+            noise in proptest::collection::vec(any::<u8>(), 0..200),
+            limit in 1u64..4096,
+        ) {
+            use std::os::fd::AsFd;
+            let mut bytes = Vec::new();
+            for claim in claims {
+                let mut frame = Vec::new();
+                begin(&mut frame);
+                finish(&mut frame, Kind::Done, 0, 1, 0);
+                frame[..8].copy_from_slice(&claim.to_le_bytes());
+                bytes.extend_from_slice(&frame);
+                bytes.extend_from_slice(&noise);
+            }
+            let (a, b) = crate::sys::sock::pair(crate::sys::sock::Kind::Stream).unwrap();
+            let mut sent = 0;
+            while sent < bytes.len() {
+                sent += crate::sys::sock::send(a.as_fd(), &bytes[sent..], &[], false).unwrap();
+            }
+            drop(a);
+            let mut reader = stream::FrameReader::new(limit);
+            let before = reader.allocated();
+            loop {
+                let r = reader.read(b.as_fd(), false);
+                prop_assert!(reader.allocated() as u64 <= before as u64 + limit + HEADER_LEN as u64,
+                    "{} bytes held for a limit of {limit}", reader.allocated());
+                match r {
+                    Ok(f) => prop_assert!(f.header.len <= limit),
+                    Err(ReadError::Eof | ReadError::Protocol(_)) => break,
+                    Err(ReadError::Io(e)) => prop_assert!(false, "{e}"),
+                }
+            }
+        }
+
         /// A frame written with `begin`/`finish` reads back as written.
         #[test]
         fn frames_round_trip(body in proptest::collection::vec(any::<u8>(), 0..4096), id in any::<u64>(), func in any::<u64>(), failed in any::<bool>()) {

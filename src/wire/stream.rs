@@ -58,6 +58,13 @@ impl FrameReader {
         }
     }
 
+    /// Bytes this reader holds allocated (its read-ahead buffer and a body being
+    /// read), for tests that check a peer cannot make it allocate past its limit.
+    #[cfg(test)]
+    pub(crate) fn allocated(&self) -> usize {
+        self.buf.capacity() + self.partial.as_ref().map_or(0, |(_, b)| b.capacity())
+    }
+
     /// Changes the body size limit for frames not yet started.
     pub(crate) fn set_limit(&mut self, limit: u64) {
         self.limit = limit;
