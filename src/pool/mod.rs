@@ -499,7 +499,10 @@ fn runtime_has_io_and_time() -> bool {
 ///   most 1 s) for as long as the pool lives; tasks wait in the queue meanwhile
 ///   ([`PoolStats::degraded`] says why). Two start failures are fatal, because no
 ///   retry can heal them: a worker of a different build and a failing initializer.
-///   Then every queued and later task fails with [`TaskError::WorkerStart`].
+///   Then every queued and later task fails with [`TaskError::WorkerStart`]. A caller
+///   that must not wait for a degraded pool bounds the wait with
+///   `tokio::time::timeout`: dropping the handle of a task that is still queued drops
+///   the task.
 /// - No task ever resolves [`TaskError::Cancelled`] unless it was cancelled: by its
 ///   handle, by dropping the handle while it was queued, by
 ///   [`shutdown_now`](Self::shutdown_now) or by dropping the pool.

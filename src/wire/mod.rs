@@ -299,14 +299,20 @@ mod tests {
 
     /// Writes `bytes` into a socketpair, closes the writing end and reads frames
     /// until an error.
-    pub(super) fn read_all(bytes: &[u8], limit: u64) -> (Vec<stream::Frame>, ReadError) {
+    /// A socket that reads `bytes`, then EOF.
+    pub(super) fn socket_reading(bytes: &[u8]) -> std::os::fd::OwnedFd {
         use std::os::fd::AsFd;
         let (a, b) = crate::sys::sock::pair(crate::sys::sock::Kind::Stream).unwrap();
         let mut sent = 0;
         while sent < bytes.len() {
             sent += crate::sys::sock::send(a.as_fd(), &bytes[sent..], &[], false).unwrap();
         }
-        drop(a);
+        b
+    }
+
+    pub(super) fn read_all(bytes: &[u8], limit: u64) -> (Vec<stream::Frame>, ReadError) {
+        use std::os::fd::AsFd;
+        let b = socket_reading(bytes);
         let mut reader = stream::FrameReader::new(limit);
         let mut frames = Vec::new();
         loop {
@@ -535,12 +541,7 @@ mod properties {
                 bytes.extend_from_slice(&frame);
                 bytes.extend_from_slice(&noise);
             }
-            let (a, b) = crate::sys::sock::pair(crate::sys::sock::Kind::Stream).unwrap();
-            let mut sent = 0;
-            while sent < bytes.len() {
-                sent += crate::sys::sock::send(a.as_fd(), &bytes[sent..], &[], false).unwrap();
-            }
-            drop(a);
+            let b = tests::socket_reading(&bytes);
             let mut reader = stream::FrameReader::new(limit);
             let before = reader.allocated();
             loop {
