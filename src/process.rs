@@ -682,7 +682,8 @@ impl<R: DeserializeOwned + 'static> Process<R> {
     /// As [`join`](Self::join).
     pub fn blocking_join(&mut self) -> Result<R, ProcessError> {
         let rx = self.outcome.as_mut().ok_or(ProcessError::AlreadyJoined)?;
-        let outcome = futures::executor::block_on(rx);
+        // Unconstrained: see `supervisor::spawn_blocking` (tokio's coop budget).
+        let outcome = futures::executor::block_on(tokio::task::unconstrained(rx));
         self.finish(outcome)
     }
 

@@ -77,7 +77,10 @@ pub(crate) async fn spawn(cmd: Command) -> io::Result<Child> {
 pub(crate) fn spawn_blocking(cmd: Command) -> io::Result<Child> {
     let (reply, rx) = tokio::sync::oneshot::channel();
     spawn_task(start(cmd, reply))?;
-    futures::executor::block_on(rx).map_err(|_| gone())?
+    // Unconstrained: called from a task of a tokio runtime, a oneshot polled past the
+    // task's coop budget answers Pending for ever (its wake-up is deferred to a
+    // scheduler this loop never returns to): 128 spawns in one poll livelocked.
+    futures::executor::block_on(tokio::task::unconstrained(rx)).map_err(|_| gone())?
 }
 
 fn gone() -> io::Error {

@@ -343,3 +343,16 @@ fn an_argument_that_does_not_serialise_fails_spawn() {
         other => panic!("expected Encode, got {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn many_spawns_and_blocking_joins_in_one_poll_of_a_task_do_not_livelock() {
+    // `spawn` and `blocking_join` wait for procpool's supervisor thread from a task of
+    // this runtime, with no await in between: past tokio's coop budget (128 polls
+    // per task poll) a oneshot polled that way answered Pending for ever.
+    let mut ps: Vec<_> = (0..300u32)
+        .map(|i| Process::spawn(|x: u32| x + 1, i).unwrap())
+        .collect();
+    for (i, p) in ps.iter_mut().enumerate() {
+        assert_eq!(p.blocking_join().unwrap(), i as u32 + 1);
+    }
+}
