@@ -100,6 +100,20 @@ pub enum Address {
     Unix(PathBuf),
 }
 
+impl Address {
+    /// An abstract unix socket name (Linux): no file is made, so none is left behind,
+    /// even by a process killed with `SIGKILL`. Any local process may connect to it;
+    /// the authkey is what keeps strangers out.
+    ///
+    /// ```
+    /// let a = procpool::connection::Address::unix_abstract("my-service");
+    /// assert_eq!(a.to_string(), "@my-service");
+    /// ```
+    pub fn unix_abstract(name: &str) -> Address {
+        Address::Unix(PathBuf::from(format!("\0{name}")))
+    }
+}
+
 impl From<SocketAddr> for Address {
     fn from(a: SocketAddr) -> Self {
         Address::Tcp(a)
@@ -122,7 +136,11 @@ impl fmt::Display for Address {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Address::Tcp(a) => write!(f, "{a}"),
-            Address::Unix(p) => write!(f, "{}", p.display()),
+            Address::Unix(p) => match p.to_str().and_then(|s| s.strip_prefix('\0')) {
+                // As `ss` and `netstat` print abstract names.
+                Some(name) => write!(f, "@{name}"),
+                None => write!(f, "{}", p.display()),
+            },
         }
     }
 }

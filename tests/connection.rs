@@ -134,6 +134,25 @@ async fn unix_socket_path() {
     std::fs::remove_file(&dir).unwrap();
 }
 
+#[tokio::test]
+async fn an_abstract_unix_name_makes_no_file() {
+    let name = format!("procpool-test-{}", std::process::id());
+    let mut listener = Listener::bind(Address::unix_abstract(&name), b"k")
+        .await
+        .unwrap();
+    let addr = listener.address().clone();
+    assert_eq!(addr.to_string(), format!("@{name}"));
+    let client = tokio::spawn(async move {
+        let c: Connection<u8> = Client::connect(&addr, b"k").await.unwrap();
+        c.send(&7).await.unwrap();
+    });
+    let s: Connection<u8> = listener.accept().await.unwrap();
+    assert_eq!(s.recv().await.unwrap(), 7);
+    client.await.unwrap();
+    assert!(!std::path::Path::new(&name).exists());
+    assert!(!std::env::temp_dir().join(&name).exists());
+}
+
 fn connect_back(addr: Address) -> u32 {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

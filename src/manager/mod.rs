@@ -325,6 +325,7 @@ impl Manager {
         let start = ManagerError::Start;
         let mut nonce = [0u8; 8];
         crate::sys::proc::random_bytes(&mut nonce).map_err(start)?;
+        // A leading NUL: an abstract name (see `Address::unix_abstract`).
         let path = PathBuf::from(format!(
             "\0procpool-manager-{}-{}-{:016x}",
             std::process::id(),

@@ -9,7 +9,7 @@
 //! process group, reaps it and starts the next one; the pool never becomes "broken".
 //!
 //! # Starting workers
-//! A start that fails is retried with back-off ([`backoff`]), for as long as the pool
+//! A start that fails is retried with back-off ([`start::backoff`]), for as long as the pool
 //! lives; meanwhile the slot takes no job, so tasks wait in the queue for a slot that
 //! has a worker. Only a failure no retry can heal (another build, a failing
 //! initializer) ends the pool.
@@ -31,6 +31,8 @@
 //! ([`JobQueue`](super::jobs::JobQueue)), for the idle driver to take. Two tasks that
 //! wait for each other (a barrier, a queue hand-off) therefore never deadlock in one
 //! worker while another is free.
+
+mod start;
 
 use std::collections::VecDeque;
 use std::io;
@@ -56,12 +58,6 @@ use crate::wire::{self, Failure, Payload, ReadError, FLAG_FAILED, FLAG_SKIPPED};
 /// work ahead ([`Pace`]), so a task over it is not one of the short ones pipelining is
 /// for.
 pub(crate) const GIVE_BACK_AFTER: Duration = Pace::AHEAD;
-
-/// The pause before start attempt `failures + 1`: 10 ms, doubling, at most 1 s.
-pub(crate) fn backoff(failures: u32) -> Duration {
-    let ms = 10u64 << failures.saturating_sub(1).min(7);
-    Duration::from_millis(ms.min(1000))
-}
 
 pub(crate) async fn drive(inner: Arc<Inner>) {
     let _alive = AliveGuard(inner.clone());
@@ -255,58 +251,6 @@ impl Driver {
                 Event::Job(None) => self.queue_ended = true,
             }
         }
-    }
-
-    /// Starts a worker, retrying with back-off; false if the pool must stop (abort,
-    /// or a failure no retry can heal).
-    async fn start_worker(&mut self) -> bool {
-        let mut failures = 0;
-        loop {
-            let started = tokio::select! {
-                biased;
-                _ = self.inner.abort.cancelled() => return false,
-                r = Worker::start(&self.inner.config) => r,
-            };
-            let error = match started {
-                Ok(w) => {
-                    self.worker = Some(w);
-                    let was_failing = std::mem::replace(&mut self.failing, false);
-                    self.inner.health.send_modify(|h| {
-                        h.live += 1;
-                        h.failing -= usize::from(was_failing);
-                    });
-                    return true;
-                }
-                Err(e) => e,
-            };
-            match error.retryable() {
-                Err(fatal) => {
-                    self.inner.fail(fatal);
-                    return false;
-                }
-                Ok(failure) => {
-                    failures += 1;
-                    let newly = !std::mem::replace(&mut self.failing, true);
-                    self.inner.health.send_modify(|h| {
-                        h.failures += 1;
-                        h.failing += usize::from(newly);
-                        h.last_failure = Some(failure);
-                    });
-                }
-            }
-            tokio::select! {
-                biased;
-                _ = self.inner.abort.cancelled() => return false,
-                _ = tokio::time::sleep(backoff(failures)) => {}
-            }
-        }
-    }
-
-    /// Takes the worker out of the slot, for `ready` and `stats`.
-    fn take_worker(&mut self) -> Option<Worker> {
-        let w = self.worker.take()?;
-        self.inner.health.send_modify(|h| h.live -= 1);
-        Some(w)
     }
 
     /// Whether the worker may be sent another task now: always if it has none; one
