@@ -95,7 +95,7 @@ macro_rules! assert_zero_sized {
     };
 }
 
-mod bootstrap;
+mod authkey;
 pub mod connection;
 mod error;
 pub mod manager;
@@ -104,12 +104,14 @@ mod pool;
 mod process;
 pub mod queue;
 pub mod shm;
+mod spawn;
 mod supervisor;
 pub mod sync;
 mod sys;
 mod task;
 mod waitcell;
 mod wire;
+mod worker;
 
 pub use error::{Error, Exit, ProtocolError, TaskError};
 pub use manager::Manager;
@@ -144,7 +146,7 @@ pub use sync::{
 // The example is about what goes first in `main`, so it shows `main`.
 #[allow(clippy::needless_doctest_main)]
 pub fn init() {
-    bootstrap::run_if_worker();
+    worker::run_if_worker();
 }
 
 /// Number of CPUs this process may use (`std::thread::available_parallelism`), at

@@ -29,13 +29,14 @@ use tokio::sync::oneshot;
 
 pub use std::process::Stdio;
 
-use crate::bootstrap;
 use crate::error::{fmt_codec, fmt_panic, Error, Exit, ProtocolError};
+use crate::spawn;
 use crate::supervisor;
 use crate::sys;
 use crate::task::{self, Trampoline};
 use crate::wire::stream::{Frame, FrameReader, FrameWriter};
 use crate::wire::{self, handles, value, Failure, Hello, Kind, Payload, ReadError, FLAG_FAILED};
+use crate::worker::identity;
 
 // ---------------------------------------------------------------------------------
 // Who am I
@@ -69,31 +70,6 @@ pub struct ProcessInfo {
     pub daemon: bool,
 }
 
-#[derive(Debug)]
-struct Identity {
-    parent: u32,
-    daemon: bool,
-    name: OnceLock<(String, bool)>,
-}
-
-static IDENTITY: OnceLock<Identity> = OnceLock::new();
-
-/// Records, in a freshly started child, who its parent is and whether it is a daemon.
-pub(crate) fn set_identity_parent(parent: u32, daemon: bool) {
-    let _ = IDENTITY.set(Identity {
-        parent,
-        daemon,
-        name: OnceLock::new(),
-    });
-}
-
-/// Records a child's name and whether it is a one-shot `Process` child.
-pub(crate) fn set_identity_name(name: String, one_shot: bool) {
-    if let Some(id) = IDENTITY.get() {
-        let _ = id.name.set((name, one_shot));
-    }
-}
-
 /// This process: name, pid, kind, daemon flag (Python's
 /// `multiprocessing.current_process()`).
 ///
@@ -104,7 +80,7 @@ pub(crate) fn set_identity_name(name: String, one_shot: bool) {
 /// ```
 pub fn current_process() -> ProcessInfo {
     let pid = std::process::id();
-    match IDENTITY.get() {
+    match identity::get() {
         None => ProcessInfo {
             name: "MainProcess".to_owned(),
             pid,
@@ -130,7 +106,7 @@ pub fn current_process() -> ProcessInfo {
 /// The pid of the process that started this one, if procpool started it (Python's
 /// `multiprocessing.parent_process()`, which is `None` in the main process).
 pub fn parent_process() -> Option<u32> {
-    IDENTITY.get().map(|id| id.parent)
+    identity::get().map(|id| id.parent)
 }
 
 /// Children started with [`Process::spawn`] in this process that are still running
@@ -368,7 +344,7 @@ impl Builder {
         if current_process().daemon {
             return Err(Error::DaemonicParent);
         }
-        crate::sys::ctor::keep_linked();
+        crate::worker::keep_linked();
         static NEXT: AtomicU64 = AtomicU64::new(1);
         let name = self
             .name
@@ -383,7 +359,7 @@ impl Builder {
                 initializer: None,
                 name: name.clone(),
                 one_shot: true,
-                authkey: crate::connection::authkey(),
+                authkey: crate::authkey::authkey(),
                 progress: false,
                 spin: false,
             },
@@ -406,7 +382,7 @@ impl Builder {
         wire::finish(&mut run, Kind::Run, flags, RUN_ID, func);
 
         let (ours, theirs) = sys::sock::pair(sys::sock::Kind::Stream).map_err(Error::Spawn)?;
-        let mut cmd = bootstrap::child_command(self.daemon, theirs, &self.env);
+        let mut cmd = spawn::child_command(self.daemon, theirs, &self.env);
         if let Some(s) = self.stdout {
             cmd.stdout(s);
         }

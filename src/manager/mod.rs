@@ -340,7 +340,7 @@ impl Manager {
             .map_err(|e| start(io::Error::other(e)))?;
         ready.recv().await.map_err(|e| start(io::Error::other(e)))?;
         Ok(Manager {
-            link: Link::new(Address::Unix(path), connection::authkey()),
+            link: Link::new(Address::Unix(path), crate::authkey::authkey()),
             server: Some(server),
         })
     }

@@ -391,7 +391,7 @@ pub(crate) fn serve((path, ready): (PathBuf, Connection<()>)) {
         return;
     };
     rt.block_on(async move {
-        let Ok(listener) = Listener::bind(path, &crate::connection::authkey()).await else {
+        let Ok(listener) = Listener::bind(path, &crate::authkey::authkey()).await else {
             return;
         };
         if ready.send(&()).await.is_err() {

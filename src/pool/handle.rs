@@ -13,8 +13,8 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{oneshot, Notify};
 
 use crate::error::TaskError;
-use crate::pool::progress::Progress;
 use crate::wire::{handles, value, Payload};
+use crate::worker::progress::Progress;
 
 const QUEUED: u8 = 0;
 const RUNNING: u8 = 1;

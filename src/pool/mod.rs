@@ -16,7 +16,6 @@ mod handle;
 mod jobs;
 mod map;
 mod pace;
-pub(crate) mod progress;
 mod stats;
 mod worker;
 
@@ -47,7 +46,7 @@ use stats::{Counters, Health};
 /// Default frame size limit: 1 GiB, for an argument, a result or a chunk.
 pub const DEFAULT_MAX_FRAME: u64 = 1 << 30;
 /// Most tasks a worker may be sent ahead; see [`Builder::pipeline_depth`].
-pub const MAX_PIPELINE: usize = progress::DEPTH_MAX;
+pub const MAX_PIPELINE: usize = crate::worker::progress::DEPTH_MAX;
 /// Default capacity of the queue of pending tasks.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 1 << 16;
 
@@ -311,7 +310,7 @@ impl Builder {
             Some((func, Ok((arg, fds)))) => (Some((func, arg)), fds),
             Some((_, Err(e))) => return Err(e),
         };
-        crate::sys::ctor::keep_linked();
+        crate::worker::keep_linked();
         let config = Config {
             workers,
             max_tasks_per_worker: self.max_tasks_per_worker,

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::pool::progress::DEPTH_MAX;
+use crate::worker::progress::DEPTH_MAX;
 
 /// How quickly this worker answers, and what the driver makes of it.
 ///

@@ -12,14 +12,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::bootstrap;
 use crate::error::{Error, Exit, ProtocolError};
-use crate::pool::progress::Progress;
 use crate::pool::{Config, StartFailure};
+use crate::spawn;
 use crate::supervisor;
 use crate::sys;
 use crate::wire::stream::{Frame, FrameReader, FrameWriter};
 use crate::wire::{self, Failure, Hello, Kind, ReadError, Ready};
+use crate::worker::progress::Progress;
 
 /// Numbers pool workers' names (`PoolWorker-N`) across all pools of this process.
 static NEXT_WORKER: AtomicU64 = AtomicU64::new(1);
@@ -92,7 +92,7 @@ impl Worker {
     pub(crate) async fn start(config: &Config) -> Result<Worker, StartError> {
         let (progress, page) = Progress::create().map_err(StartError::Spawn)?;
         let (ours, theirs) = sys::sock::pair(sys::sock::Kind::Stream).map_err(StartError::Spawn)?;
-        let mut cmd = bootstrap::child_command(true, theirs, &config.env);
+        let mut cmd = spawn::child_command(true, theirs, &config.env);
         // A process group of its own: a terminal's Ctrl-C (SIGINT to the foreground
         // group) reaches only the parent, which decides whether to drain or stop.
         cmd.process_group(0);
@@ -112,7 +112,7 @@ impl Worker {
             initializer: config.initializer.clone(),
             name: format!("PoolWorker-{}", NEXT_WORKER.fetch_add(1, Ordering::Relaxed)),
             one_shot: false,
-            authkey: crate::connection::authkey(),
+            authkey: crate::authkey::authkey(),
             progress: true,
             // A core each for the workers and one for the parent's driving thread.
             spin: crate::cpu_count() > config.workers + 1,

@@ -6,14 +6,12 @@
 //! invariant it relies on. A port to another OS touches only this module.
 //!
 //! What lives here:
-//! - [`ctor`]: the library constructor that routes a re-executed worker before `main`.
 //! - [`image`]: where the executable is mapped (`dl_iterate_phdr`), for naming
 //!   functions by offset and for the build fingerprint.
 //! - [`proc`]: pidfds, signals, `PR_SET_PDEATHSIG`, `getppid`, moving the control
 //!   socket off stdin.
 #![allow(unsafe_code)]
 
-pub(crate) mod ctor;
 pub(crate) mod image;
 pub(crate) mod proc;
 pub(crate) mod shm;

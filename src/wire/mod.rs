@@ -246,7 +246,7 @@ pub(crate) struct Hello {
     /// `current_process().authkey` is (over the socket, not the environment).
     pub(crate) authkey: Vec<u8>,
     /// A pool worker: the frame's last descriptor is its progress page
-    /// (`pool::progress`), to claim each task on before running it.
+    /// (`worker::progress`), to claim each task on before running it.
     pub(crate) progress: bool,
     /// Whether the worker may poll for its next task before sleeping: only where
     /// there are more cores than the workers and the parent's busiest thread need.

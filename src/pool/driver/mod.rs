@@ -18,8 +18,8 @@
 //! A worker that waits for its parent between tasks is idle for a reply's trip back,
 //! the parent's turn-around and the next task's trip out. When the worker's replies
 //! come quickly ([`Pace`]), the driver sends it up to
-//! [`DEPTH_MAX`](super::progress::DEPTH_MAX) tasks ahead, so that it goes from one to
-//! the next without waiting. The progress page ([`super::progress`]) says which of
+//! [`DEPTH_MAX`](crate::worker::progress::DEPTH_MAX) tasks ahead, so that it goes from one to
+//! the next without waiting. The progress page ([`crate::worker::progress`]) says which of
 //! the tasks sent have started: cancelling one that has not is a skip, and when a
 //! worker is lost, only the task it was running fails; the ones behind it go back to
 //! the queue, never run twice and never lost.
@@ -46,12 +46,12 @@ use tokio::sync::Notify;
 use crate::error::{Error, ProtocolError, TaskError};
 use crate::pool::handle::Job;
 use crate::pool::pace::Pace;
-use crate::pool::progress::Hold;
 use crate::pool::worker::{Io, Worker};
 use crate::pool::Inner;
 use crate::sys::sock::MAX_PARTS;
 use crate::wire::stream::Frame;
 use crate::wire::{self, Failure, Payload, ReadError, FLAG_FAILED, FLAG_SKIPPED};
+use crate::worker::progress::Hold;
 
 /// How long a worker's current task may run, with tasks sent behind it and another
 /// driver idle, before those tasks are handed back. Pipelining aims at about this much

@@ -1,17 +1,23 @@
 //! The library constructor.
 //!
+//! It lives here, in the worker layer, rather than in `sys`: it names the worker entry,
+//! and `sys` names nothing above it. The `.init_array` entry and the volatile read
+//! below are its only unsafe parts.
+//!
 //! A function pointer in `.init_array` is called by the dynamic loader (or by the
 //! static start-up code) before `main`, in every binary that links this object:
 //! user binaries, examples, `tests/*.rs` and doc tests alike. `#[used]` keeps the
 //! static alive through dead-code elimination and LTO.
 //!
 //! Safety of the constructor rests on what it does: it calls
-//! [`crate::bootstrap::run_if_worker`], which returns at once unless the process was
+//! [`super::run_if_worker`], which returns at once unless the process was
 //! started as a procpool worker, and which catches every panic (a panic escaping a
 //! constructor would abort).
 
+#![allow(unsafe_code)]
+
 extern "C" fn procpool_ctor() {
-    crate::bootstrap::run_if_worker();
+    super::run_if_worker();
 }
 
 #[used]

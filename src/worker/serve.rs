@@ -1,122 +1,18 @@
-//! Recognising a worker before `main`, and the worker's loop.
-//!
-//! A worker is this executable started again (`/proc/self/exe`) with
-//! [`ENV_WORKER`] in its environment (the parent's pid) and its end of the control
-//! socketpair as stdin. The library constructor ([`crate::sys::ctor`]) calls
-//! [`run_if_worker`] before `main`; in a worker it never returns, so user `main` never
-//! runs there. [`crate::init`] calls the same function for users who prefer an explicit
-//! call (and as a fallback on a platform where the constructor would not run).
-//!
-//! The constructor runs before std's own start-up, so the worker sets up what it needs
-//! itself: `SIGPIPE` ignored (a write to a closed socket must fail, not kill), its
-//! panic hook, and the parent-death signal.
+//! The worker loop: the handshake, then one task at a time until EOF or `Shutdown`.
 
-use std::ffi::OsString;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::panic::{self, AssertUnwindSafe};
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::pool::progress::{Begin, Progress};
-
+use super::code;
+use super::identity;
+use super::progress::{Begin, Progress};
 use crate::sys;
 use crate::task::{self, WorkerCtx};
 use crate::wire::stream::{FrameReader, FrameWriter};
 use crate::wire::{self, Failure, Hello, Kind, ReadError, Ready};
 
-/// Environment variable that marks a worker; its value is `<parent pid>:<d|n>`, `d`
-/// for a daemonic child (killed with its parent), `n` for one that may outlive it.
-pub(crate) const ENV_WORKER: &str = "__PROCPOOL_WORKER_OF";
-
-/// The command that starts a child of this process: this executable again, marked,
-/// with its end of the control socketpair as stdin and `env` on top of ours.
-///
-/// No `pre_exec`: std then starts the child with posix_spawn (vfork semantics), whose
-/// cost does not grow with the parent's memory.
-pub(crate) fn child_command(
-    daemon: bool,
-    socket: OwnedFd,
-    env: &[(OsString, OsString)],
-) -> Command {
-    let mut cmd = Command::new("/proc/self/exe");
-    let marker = format!("{}:{}", std::process::id(), if daemon { 'd' } else { 'n' });
-    cmd.env(ENV_WORKER, marker).stdin(Stdio::from(socket));
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd
-}
-
-/// Exit codes of a worker that stops for a reason of its own (the parent reads the
-/// reason from the socket when it can; these make `ps`/logs readable otherwise).
-mod code {
-    pub(super) const OK: i32 = 0;
-    pub(super) const FAILED: i32 = 1;
-    pub(super) const SETUP: i32 = 101;
-    pub(super) const ORPHANED: i32 = 102;
-    pub(super) const REFUSED: i32 = 103;
-    pub(super) const INIT_FAILED: i32 = 104;
-    pub(super) const PROTOCOL: i32 = 105;
-    pub(super) const PANICKED: i32 = 106;
-}
-
-static STARTED: AtomicBool = AtomicBool::new(false);
-
-/// If this process is a procpool worker, runs the worker and exits; otherwise returns
-/// at once (one environment look-up).
-pub(crate) fn run_if_worker() {
-    let Some(parent) = std::env::var_os(ENV_WORKER) else {
-        return;
-    };
-    if STARTED.swap(true, Ordering::SeqCst) {
-        return;
-    }
-    // Children this worker starts (a pool inside a task) must not take themselves for
-    // workers of our parent. We are single-threaded here: nothing reads the environment
-    // concurrently.
-    std::env::remove_var(ENV_WORKER);
-    let parsed = parent.to_str().and_then(|s| {
-        let (pid, kind) = s.split_once(':')?;
-        Some((pid.parse::<u32>().ok()?, kind == "d"))
-    });
-    let code = match panic::catch_unwind(AssertUnwindSafe(|| worker_main(parsed))) {
-        Ok(code) => code,
-        Err(_) => code::PANICKED,
-    };
-    std::process::exit(code);
-}
-
-fn worker_main(marker: Option<(u32, bool)>) -> i32 {
-    sys::proc::ignore_sigpipe();
-    let Some((parent, daemon)) = marker else {
-        return code::SETUP;
-    };
-    // The parent-death signal is tied to the spawning thread, which procpool keeps
-    // alive for the life of the parent. If the parent already died between spawn and
-    // here, the signal will never come: check the parent is still ours.
-    if daemon && sys::proc::kill_me_when_parent_dies().is_err() {
-        return code::SETUP;
-    }
-    // A daemon whose parent is already gone must not run: the signal would never come.
-    // A non-daemon goes on: its task is already in its socket.
-    if daemon && parent != sys::proc::parent_pid() {
-        return code::ORPHANED;
-    }
-    crate::process::set_identity_parent(parent, daemon);
-    let socket = match sys::proc::take_socket_from_stdin() {
-        Ok(fd) => fd,
-        Err(_) => return code::SETUP,
-    };
-    task::install_panic_hook();
-    match serve(socket) {
-        Ok(code) => code,
-        Err(_) => code::PROTOCOL,
-    }
-}
-
 /// The worker loop: handshake, then one task at a time until EOF or `Shutdown`.
-fn serve(socket: OwnedFd) -> std::io::Result<i32> {
+pub(super) fn serve(socket: OwnedFd) -> std::io::Result<i32> {
     let sock = socket.as_fd();
     // The parent checked the Hello against its frame limit, which we learn from it.
     let mut reader = FrameReader::new(u64::MAX);
@@ -153,8 +49,8 @@ fn serve(socket: OwnedFd) -> std::io::Result<i32> {
     } else {
         None
     };
-    crate::process::set_identity_name(hello.name.clone(), hello.one_shot);
-    crate::connection::inherit_authkey(hello.authkey.clone());
+    identity::set_name(hello.name.clone(), hello.one_shot);
+    crate::authkey::inherit_authkey(hello.authkey.clone());
     let mut ctx = WorkerCtx::new(hello.max_frame);
     ctx.on_item = progress.clone().map(|page| {
         let report: task::ItemReport = std::sync::Arc::new(move |seq, i| page.item_begun(seq, i));
@@ -186,7 +82,7 @@ fn serve(socket: OwnedFd) -> std::io::Result<i32> {
     }
 
     // Tasks are numbered in the order their frames arrive, as the driver numbers them
-    // in the order it writes them (see `pool::progress`).
+    // in the order it writes them (see `worker::progress`).
     let mut seq = 0u64;
     let mut pace = Pace::new(hello.spin);
     // Replies without descriptors or a tail wait here while the next task is already

@@ -1,0 +1,103 @@
+//! The child's side: recognising a worker before `main`, and what it runs.
+//!
+//! A worker is this executable started again (`/proc/self/exe`, see [`crate::spawn`])
+//! with [`ENV_WORKER`] in its environment (the parent's pid) and its end of the control
+//! socketpair as stdin. The library constructor ([`ctor`]) calls [`run_if_worker`]
+//! before `main`; in a worker it never returns, so user `main` never runs there.
+//!
+//! - [`serve`]: the loop, handshake then one task at a time;
+//! - [`progress`]: the page shared with the parent's driver, on which the worker
+//!   claims each task before running it;
+//! - [`identity`]: who the process is, for `current_process()`.
+//!
+//! This layer sits below the pool, `Process` and the manager, which start children
+//! through [`crate::spawn`] and talk to them with the wire format. [`crate::init`] calls the same function for users who prefer an explicit
+//! call (and as a fallback on a platform where the constructor would not run).
+//!
+//! The constructor runs before std's own start-up, so the worker sets up what it needs
+//! itself: `SIGPIPE` ignored (a write to a closed socket must fail, not kill), its
+//! panic hook, and the parent-death signal.
+
+mod ctor;
+pub(crate) mod identity;
+pub(crate) mod progress;
+mod serve;
+
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+pub(crate) use ctor::keep_linked;
+
+use crate::sys;
+use crate::task;
+
+/// Environment variable that marks a worker; its value is `<parent pid>:<d|n>`, `d`
+/// for a daemonic child (killed with its parent), `n` for one that may outlive it.
+pub(crate) const ENV_WORKER: &str = "__PROCPOOL_WORKER_OF";
+
+/// Exit codes of a worker that stops for a reason of its own (the parent reads the
+/// reason from the socket when it can; these make `ps`/logs readable otherwise).
+pub(crate) mod code {
+    pub(crate) const OK: i32 = 0;
+    pub(crate) const FAILED: i32 = 1;
+    pub(crate) const SETUP: i32 = 101;
+    pub(crate) const ORPHANED: i32 = 102;
+    pub(crate) const REFUSED: i32 = 103;
+    pub(crate) const INIT_FAILED: i32 = 104;
+    pub(crate) const PROTOCOL: i32 = 105;
+    pub(crate) const PANICKED: i32 = 106;
+}
+
+static STARTED: AtomicBool = AtomicBool::new(false);
+
+/// If this process is a procpool worker, runs the worker and exits; otherwise returns
+/// at once (one environment look-up).
+pub(crate) fn run_if_worker() {
+    let Some(parent) = std::env::var_os(ENV_WORKER) else {
+        return;
+    };
+    if STARTED.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    // Children this worker starts (a pool inside a task) must not take themselves for
+    // workers of our parent. We are single-threaded here: nothing reads the environment
+    // concurrently.
+    std::env::remove_var(ENV_WORKER);
+    let parsed = parent.to_str().and_then(|s| {
+        let (pid, kind) = s.split_once(':')?;
+        Some((pid.parse::<u32>().ok()?, kind == "d"))
+    });
+    let code = match panic::catch_unwind(AssertUnwindSafe(|| worker_main(parsed))) {
+        Ok(code) => code,
+        Err(_) => code::PANICKED,
+    };
+    std::process::exit(code);
+}
+
+fn worker_main(marker: Option<(u32, bool)>) -> i32 {
+    sys::proc::ignore_sigpipe();
+    let Some((parent, daemon)) = marker else {
+        return code::SETUP;
+    };
+    // The parent-death signal is tied to the spawning thread, which procpool keeps
+    // alive for the life of the parent. If the parent already died between spawn and
+    // here, the signal will never come: check the parent is still ours.
+    if daemon && sys::proc::kill_me_when_parent_dies().is_err() {
+        return code::SETUP;
+    }
+    // A daemon whose parent is already gone must not run: the signal would never come.
+    // A non-daemon goes on: its task is already in its socket.
+    if daemon && parent != sys::proc::parent_pid() {
+        return code::ORPHANED;
+    }
+    identity::set_parent(parent, daemon);
+    let socket = match sys::proc::take_socket_from_stdin() {
+        Ok(fd) => fd,
+        Err(_) => return code::SETUP,
+    };
+    task::install_panic_hook();
+    match serve::serve(socket) {
+        Ok(code) => code,
+        Err(_) => code::PROTOCOL,
+    }
+}
