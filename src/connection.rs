@@ -371,6 +371,9 @@ impl Listener {
     ///
     /// # Errors
     /// The address cannot be bound; no tokio runtime with I/O enabled.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: nothing is bound until it returns.
     pub async fn bind(address: impl Into<Address>, authkey: &[u8]) -> io::Result<Listener> {
         let (socket, address) = match address.into() {
             Address::Tcp(a) => {
@@ -456,6 +459,9 @@ impl Client {
     /// [`DigestSentWasRejected`](AuthenticationError::DigestSentWasRejected) when the
     /// listener has another key (or `DigestReceivedWasWrong` when it answered wrongly);
     /// an I/O error when nothing listens there.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: dropping the future closes the half-made connection.
     pub async fn connect<S, R>(
         address: &Address,
         authkey: &[u8],

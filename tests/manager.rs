@@ -349,3 +349,17 @@ async fn a_tcp_client_that_names_code_for_the_manager_to_run_is_refused() {
     m.shutdown().await.unwrap();
     serving.await.unwrap();
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_call_dropped_before_its_answer_does_not_answer_the_next_call() {
+    let m = Manager::start().await.unwrap();
+    let one = m.value(&1u64).await.unwrap();
+    let two = m.value(&2u64).await.unwrap();
+    for _ in 0..20 {
+        // Polled once: the request goes out, then the future is dropped unanswered.
+        let _ = tokio::time::timeout(std::time::Duration::ZERO, one.get()).await;
+        assert_eq!(two.get().await.unwrap(), 2);
+        assert_eq!(one.get().await.unwrap(), 1);
+    }
+    m.shutdown().await.unwrap();
+}

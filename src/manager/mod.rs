@@ -18,6 +18,12 @@
 //! function in the caller and stores the result with a compare-and-set, retrying on a
 //! conflict, so `update(|v| v + 1)` from many processes loses nothing.
 //!
+//! # Cancel safety
+//! Every async method of the manager and of its proxies may be dropped at any await
+//! point without harming the proxy or its link: a request whose future was dropped
+//! may or may not have been applied by the manager, and the next call gets its own
+//! answer.
+//!
 //! # No code from the network
 //! Only values cross a manager's connections. The server never runs a function a
 //! client names: a request that does (an older client's server-side `update`) is
@@ -189,21 +195,23 @@ impl Link {
         link
     }
 
+    /// Sends `req` and waits for its answer.
+    ///
+    /// # Cancel safety
+    /// The connection is taken out of the link for the call and put back only when
+    /// the answer has been read: a call dropped between its request and its answer
+    /// drops the connection with it, so the next call cannot read the answer meant
+    /// for this one. (The manager may or may not have applied the dropped request.)
     async fn call(&self, req: Request) -> Result<Response, ManagerError> {
-        let mut conn = self.conn.lock().await;
-        let c = match &mut *conn {
+        let mut slot = self.conn.lock().await;
+        let c = match slot.take() {
             Some(c) => c,
-            slot @ None => slot.insert(Client::connect(&self.address, &self.key).await?),
+            None => Client::connect(&self.address, &self.key).await?,
         };
-        let r = async {
-            c.send(&req).await?;
-            Ok::<_, ManagerError>(c.recv().await?)
-        }
-        .await;
-        if r.is_err() {
-            *conn = None;
-        }
-        check(r?)
+        c.send(&req).await?;
+        let r = c.recv().await?;
+        *slot = Some(c);
+        check(r)
     }
 
     fn blocking_call(&self, req: Request) -> Result<Response, ManagerError> {
@@ -297,6 +305,10 @@ impl ManagerServer {
     }
 
     /// Serves clients until one of them calls [`Manager::shutdown`].
+    ///
+    /// # Cancel safety
+    /// Dropping the future stops serving: the listener and every client connection
+    /// close.
     pub async fn run(self) {
         server::run(self.listener).await
     }
@@ -315,6 +327,10 @@ impl Manager {
     ///
     /// # Errors
     /// [`ManagerError::Start`] if the process or its socket could not be made.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a server started for a dropped future is killed with it (it is a
+    /// daemonic child of this process).
     pub async fn start() -> Result<Manager, ManagerError> {
         // An abstract socket name (Linux): no file, so nothing is left behind however
         // the server or this process ends. Any local process may connect to it, so
@@ -351,6 +367,9 @@ impl Manager {
     ///
     /// # Errors
     /// [`ManagerError::Start`] if the address cannot be bound.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: nothing is bound until it returns.
     pub async fn serve(
         address: impl Into<Address>,
         authkey: &[u8],
@@ -367,6 +386,9 @@ impl Manager {
     /// # Errors
     /// [`ManagerError::Authentication`] with the wrong key;
     /// [`ManagerError::Disconnected`] if nothing serves there.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: dropping the future closes the half-made connection.
     pub async fn connect(address: &Address, authkey: &[u8]) -> Result<Manager, ManagerError> {
         let link = Link::new(address.clone(), authkey.to_vec());
         unit_of(link.call(Request::Ping).await?)?;
@@ -382,6 +404,10 @@ impl Manager {
     ///
     /// # Errors
     /// [`ManagerError::Disconnected`] if it was already gone.
+    ///
+    /// # Cancel safety
+    /// If the future is dropped, the request may or may not have reached the server; a
+    /// local server is killed with the dropped `Manager` either way.
     pub async fn shutdown(mut self) -> Result<(), ManagerError> {
         let r = self.link.call(Request::Shutdown).await;
         if let Some(mut p) = self.server.take() {
@@ -549,6 +575,10 @@ macro_rules! call_pair {
         /// # Errors
         /// [`ManagerError::Disconnected`] once the manager is gone; a codec or refusal
         /// error as the method says.
+        ///
+        /// # Cancel safety
+        /// Dropping the future leaves the proxy usable; the request may or may not
+        /// have reached the manager.
         pub async fn $name(&self, $($arg: $ty),*) -> Result<$ret, ManagerError> {
             let $this = self;
             let req = $req;
