@@ -262,7 +262,7 @@ async fn main() {
                     other => tally.spurious(format!("a panicking task gave {other:?}")),
                 }
                 // Past the 500 ms timeout.
-                if i % 10 == 0 {
+                if i.is_multiple_of(10) {
                     match pool.run(sleeps, 2000).await {
                         Err(TaskError::TimedOut { .. }) => {
                             tally.timed_out.fetch_add(1, Ordering::Relaxed);

@@ -80,6 +80,12 @@
 
 #![deny(unsafe_code)]
 
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "procpool supports Linux only (5.3 or later, x86_64 or aarch64): it is built on \
+     pidfds, memfd seals, futexes and SCM_RIGHTS. Other platforms are not supported yet."
+);
+
 /// Rejects functions with a size (capturing closures, fn pointers) at the user's call
 /// site, with a message that says what to do.
 macro_rules! assert_zero_sized {

@@ -169,7 +169,8 @@ impl Region {
 
     fn at(&self, offset: usize, size: usize, align: usize) -> *mut u8 {
         assert!(
-            offset.checked_add(size).is_some_and(|end| end <= self.len) && offset % align == 0,
+            offset.checked_add(size).is_some_and(|end| end <= self.len)
+                && offset.is_multiple_of(align),
             "shared memory access out of bounds: {offset}+{size} of {}",
             self.len
         );
