@@ -185,6 +185,31 @@ impl SharedMemory {
     }
 }
 
+/// The element type of a shared value or array, as it travels with the handle: its
+/// name and its layout. Sizes alone would let a `Value<u64>` arrive as a `Value<f64>`
+/// and be read as one.
+fn type_tag<T>(kind: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    // Fixed keys: the same in every process of a build.
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    kind.hash(&mut h);
+    std::any::type_name::<T>().hash(&mut h);
+    size_of::<T>().hash(&mut h);
+    std::mem::align_of::<T>().hash(&mut h);
+    h.finish()
+}
+
+/// Refuses a handle whose element type is not `T`.
+fn check_tag<T, E: serde::de::Error>(kind: &str, tag: u64) -> Result<(), E> {
+    if tag == type_tag::<T>(kind) {
+        return Ok(());
+    }
+    Err(E::custom(format!(
+        "a shared {kind} of another element type arrived where a {kind}<{}> was expected",
+        std::any::type_name::<T>()
+    )))
+}
+
 impl Serialize for SharedMemory {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         (SendFd(self.mem.fd.as_fd()), self.mem.len as u64).serialize(s)
@@ -305,13 +330,14 @@ impl<T: Pod> Value<T> {
 
 impl<T> Serialize for Value<T> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        (&self.lock, &self.mem).serialize(s)
+        (&self.lock, &self.mem, type_tag::<T>("Value")).serialize(s)
     }
 }
 
 impl<'de, T: Pod> Deserialize<'de> for Value<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let (lock, mem) = <(Lock, SharedMemory)>::deserialize(d)?;
+        let (lock, mem, tag) = <(Lock, SharedMemory, u64)>::deserialize(d)?;
+        check_tag::<T, D::Error>("Value", tag)?;
         if mem.len() != size_of::<T>() {
             return Err(D::Error::custom("a shared value of another size arrived"));
         }
@@ -413,13 +439,14 @@ atomic_ops!(usize => u64_at, isize => u64_at);
 
 impl<T> Serialize for RawValue<T> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.mem.serialize(s)
+        (&self.mem, type_tag::<T>("RawValue")).serialize(s)
     }
 }
 
 impl<'de, T: Pod> Deserialize<'de> for RawValue<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let mem = SharedMemory::deserialize(d)?;
+        let (mem, tag) = <(SharedMemory, u64)>::deserialize(d)?;
+        check_tag::<T, D::Error>("RawValue", tag)?;
         if mem.len() != size_of::<T>() {
             return Err(D::Error::custom("a shared value of another size arrived"));
         }
@@ -691,13 +718,14 @@ impl<T: Pod> RawArray<T> {
 
 impl<T> Serialize for RawArray<T> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        (&self.mem, self.len as u64).serialize(s)
+        (&self.mem, self.len as u64, type_tag::<T>("Array")).serialize(s)
     }
 }
 
 impl<'de, T: Pod> Deserialize<'de> for RawArray<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let (mem, len) = <(SharedMemory, u64)>::deserialize(d)?;
+        let (mem, len, tag) = <(SharedMemory, u64, u64)>::deserialize(d)?;
+        check_tag::<T, D::Error>("Array", tag)?;
         let len = len as usize;
         if len.checked_mul(size_of::<T>()) != Some(mem.len()) {
             return Err(D::Error::custom("a shared array of another size arrived"));
@@ -707,5 +735,36 @@ impl<'de, T: Pod> Deserialize<'de> for RawArray<T> {
             len,
             _t: PhantomData,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::handles;
+
+    /// Sends `value` as a message would carry it and receives it as a `U`.
+    fn resend<V: Serialize, U: serde::de::DeserializeOwned>(value: &V) -> Result<U, String> {
+        let (bytes, fds) = handles::collecting(|| postcard::to_allocvec(value));
+        let bytes = bytes.map_err(|e| e.to_string())?;
+        handles::supplying(fds, || postcard::from_bytes::<U>(&bytes)).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_handle_arrives_only_as_its_own_element_type() {
+        let v = Value::new(7u64).unwrap();
+        let same: Value<u64> = resend(&v).unwrap();
+        assert_eq!(same.load(), 7);
+        // Same size, another type: refused, not read as an f64. (postcard keeps no
+        // custom message: the caller's typed error names the type it expected.)
+        assert!(resend::<_, Value<f64>>(&v).is_err());
+        assert!(resend::<_, Value<i64>>(&v).is_err());
+        let r = RawValue::new(1u32).unwrap();
+        assert!(resend::<_, RawValue<f32>>(&r).is_err());
+        assert_eq!(resend::<_, RawValue<u32>>(&r).unwrap().load(), 1);
+        let a = Array::from_slice(&[1u16, 2, 3, 4]).unwrap();
+        assert!(resend::<_, Array<i16>>(&a).is_err());
+        assert!(resend::<_, Array<u32>>(&a).is_err());
+        assert_eq!(resend::<_, Array<u16>>(&a).unwrap().to_vec(), [1, 2, 3, 4]);
     }
 }
