@@ -393,7 +393,10 @@ fn runtime_has_io_and_time() -> bool {
 /// or cancel, recycling, shutdown), its group is sent `SIGKILL` before the worker is
 /// reaped: nothing a task started outlives its worker. A task that must leave a
 /// process running starts it in a group or session of its own
-/// (`CommandExt::process_group(0)`, `setsid`).
+/// (`CommandExt::process_group(0)`, `setsid`). One case is out of reach: if this
+/// process itself is killed with `SIGKILL`, its workers die (parent-death signal,
+/// socket EOF), but nobody is left to kill their groups, so what their tasks left
+/// running goes on, as an orphan.
 ///
 /// # Dropping
 /// Dropping the pool without [`shutdown`](Self::shutdown) cancels queued tasks, kills
