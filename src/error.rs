@@ -111,7 +111,9 @@ pub enum Error {
         /// Where it panicked (`file:line:column`), if it panicked.
         location: Option<String>,
     },
-    /// A worker died or broke protocol before it was ready, several times in a row.
+    /// A worker died or broke protocol before it was ready. The pool retries with
+    /// back-off; [`ProcessPoolExecutor::ready`](crate::ProcessPoolExecutor::ready)
+    /// reports it when an attempt fails while it waits.
     Handshake {
         /// What went wrong the last time.
         reason: String,
@@ -123,40 +125,32 @@ impl fmt::Display for Error {
         match self {
             Error::NoRuntime => write!(
                 f,
-                "procpool: no tokio runtime with I/O and timers here; build the pool inside one \
+                "no tokio runtime with I/O and timers here; build the pool inside one \
                  (e.g. #[tokio::main], or a Builder with enable_all)"
             ),
-            Error::Shutdown => write!(
-                f,
-                "procpool: the pool was shut down before its workers were ready"
-            ),
+            Error::Shutdown => write!(f, "the pool was shut down before its workers were ready"),
             Error::DaemonicParent => write!(
                 f,
-                "procpool: daemonic processes are not allowed to have children; start them from the parent"
+                "daemonic processes are not allowed to have children; start them from the parent"
             ),
-            Error::Encode { type_name, reason } => {
-                f.write_str("procpool: ")?;
-                fmt_codec(f, "serialise", type_name, reason)
-            }
-            Error::InvalidConfig { what } => write!(f, "procpool: invalid pool setting: {what}"),
-            Error::Spawn(e) => write!(f, "procpool: could not start a worker process: {e}"),
+            Error::Encode { type_name, reason } => fmt_codec(f, "serialise", type_name, reason),
+            Error::InvalidConfig { what } => write!(f, "invalid pool setting: {what}"),
+            Error::Spawn(_) => f.write_str("could not start a worker process"),
             Error::FingerprintMismatch { expected, found } => write!(
                 f,
-                "procpool: worker is a different build ({found:016x}, expected {expected:016x}); \
+                "worker is a different build ({found:016x}, expected {expected:016x}); \
                  the executable changed on disk since this process started: restart it"
             ),
             Error::Initializer { message, location } => fmt_panic(
                 f,
-                "procpool: the pool initializer failed in a worker",
+                "the pool initializer failed in a worker",
                 message,
                 location.as_deref(),
             ),
-            Error::Handshake { reason } => {
-                write!(
-                    f,
-                    "procpool: workers keep failing before they are ready: {reason}"
-                )
-            }
+            Error::Handshake { reason } => write!(
+                f,
+                "a worker failed before it was ready ({reason}); the pool keeps retrying"
+            ),
         }
     }
 }
@@ -328,8 +322,8 @@ impl fmt::Display for TaskError {
                 f,
                 "the pool's task queue is full ({capacity} pending); retry later or raise queue_capacity"
             ),
-            TaskError::Spawn(e) => write!(f, "could not start a worker for the task: {e}"),
-            TaskError::WorkerStart(e) => write!(f, "the pool cannot start workers: {e}"),
+            TaskError::Spawn(_) => f.write_str("could not start a worker for the task"),
+            TaskError::WorkerStart(_) => f.write_str("the pool cannot start workers"),
             TaskError::Protocol(e) => write!(f, "protocol error from the worker: {e}; it was replaced"),
             TaskError::WorkerRuntime { reason } => {
                 write!(f, "the worker could not build its tokio runtime: {reason}")

@@ -1,5 +1,7 @@
-//! The manager: the seeds' scenarios, atomic server-side updates, and proxies after
-//! shutdown.
+//! The manager: shared objects changed by children and pool tasks, updates that lose
+//! nothing, hostile clients, and proxies after shutdown.
+
+mod common;
 
 use procpool::manager::{DictProxy, ListProxy, Manager, ManagerError, Namespace, ValueProxy};
 use procpool::{Process, ProcessPoolExecutor};
@@ -220,7 +222,7 @@ fn remote_client((addr, key): (procpool::connection::Address, Vec<u8>)) -> Resul
     rt.block_on(async {
         let m = Manager::connect(&addr, &key)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| common::report(&e))?;
         let ns = m.namespace().await.map_err(|e| e.to_string())?;
         ns.set("from", &"child".to_owned())
             .await

@@ -136,7 +136,8 @@ async fn a_worker_of_another_build_is_refused() {
         err,
         TaskError::WorkerStart(Error::FingerprintMismatch { .. })
     ));
-    assert!(err.to_string().contains("restart"), "{err}");
+    let report = common::report(&err);
+    assert!(report.contains("restart"), "{report}");
     pool.shutdown().await;
 }
 

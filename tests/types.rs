@@ -53,3 +53,51 @@ fn errors_say_what_happened() {
     let cloned = TaskError::Spawn(std::io::Error::from_raw_os_error(libc::EAGAIN)).clone();
     assert!(matches!(cloned, TaskError::Spawn(ref io) if io.raw_os_error() == Some(libc::EAGAIN)));
 }
+
+/// Every error of the chain says its own part only: a cause reached through
+/// `source()` is not repeated in the message above it, and no message carries a crate
+/// prefix (a report prints "a: b: c", not "procpool: a: b: b: c: c").
+#[test]
+fn walking_source_prints_each_cause_once() {
+    use procpool::connection::{AuthenticationError, ConnectError, HandshakeError};
+    use procpool::manager::ManagerError;
+    use procpool::pipe::{RecvError, SendError};
+    let io = || std::io::Error::from_raw_os_error(libc::EAGAIN);
+    let errors: Vec<Box<dyn std::error::Error>> = vec![
+        Box::new(Error::Spawn(io())),
+        Box::new(TaskError::Spawn(io())),
+        Box::new(TaskError::WorkerStart(Error::Spawn(io()))),
+        Box::new(TaskError::WorkerStart(Error::FingerprintMismatch {
+            expected: 1,
+            found: 2,
+        })),
+        Box::new(ManagerError::Start(io())),
+        Box::new(ManagerError::Authentication(
+            AuthenticationError::DigestSentWasRejected,
+        )),
+        Box::new(ConnectError::Io(io())),
+        Box::new(ConnectError::Handshake(HandshakeError::TooLong)),
+        Box::new(SendError::Io(io())),
+        Box::new(RecvError::Io(io())),
+    ];
+    for e in &errors {
+        let mut chain = vec![e.to_string()];
+        let mut cause = e.source();
+        while let Some(c) = cause {
+            chain.push(c.to_string());
+            cause = c.source();
+        }
+        assert!(chain.len() >= 2, "{chain:?} has a cause");
+        for pair in chain.windows(2) {
+            assert!(
+                !pair[0].contains(&pair[1]),
+                "{:?} repeats its cause {:?}",
+                pair[0],
+                pair[1]
+            );
+        }
+        for part in &chain {
+            assert!(!part.starts_with("procpool"), "{part:?}");
+        }
+    }
+}

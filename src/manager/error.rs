@@ -29,11 +29,11 @@ impl fmt::Display for ManagerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ManagerError::Disconnected => f.write_str("the manager is gone"),
-            ManagerError::Authentication(e) => write!(f, "manager authentication failed: {e}"),
+            ManagerError::Authentication(_) => f.write_str("manager authentication failed"),
             ManagerError::Codec { type_name, reason } => fmt_codec(f, "code", type_name, reason),
             ManagerError::Refused(why) => write!(f, "the manager refused: {why}"),
-            ManagerError::Protocol(e) => write!(f, "manager protocol error: {e}"),
-            ManagerError::Start(e) => write!(f, "the manager did not start: {e}"),
+            ManagerError::Protocol(_) => f.write_str("manager protocol error"),
+            ManagerError::Start(_) => f.write_str("the manager did not start"),
         }
     }
 }

@@ -41,7 +41,7 @@ impl fmt::Display for SendError {
                 f,
                 "a message of {len} bytes is over the pipe's limit of {limit} bytes"
             ),
-            SendError::Io(e) => write!(f, "pipe I/O error: {e}"),
+            SendError::Io(_) => f.write_str("pipe I/O error"),
         }
     }
 }
@@ -123,9 +123,9 @@ impl fmt::Display for RecvError {
                 f,
                 "a message of {len} bytes is longer than the maximum of {max}; the connection is closed"
             ),
-            RecvError::Protocol(e) => write!(f, "not a procpool message stream: {e}"),
+            RecvError::Protocol(_) => f.write_str("not a procpool message stream"),
             RecvError::Closed => f.write_str("this end of the pipe was closed by an earlier error"),
-            RecvError::Io(e) => write!(f, "pipe I/O error: {e}"),
+            RecvError::Io(_) => f.write_str("pipe I/O error"),
         }
     }
 }

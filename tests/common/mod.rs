@@ -5,6 +5,19 @@
 
 use std::time::Duration;
 
+/// An error and its causes, as a report prints them: each `Display`, then its
+/// `source()`'s, joined by ": ".
+pub fn report(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
+
 /// Whether a process with this pid exists at all (running or zombie).
 pub fn exists(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
