@@ -3,7 +3,7 @@
 //! [`pipe`] makes a connected pair of [`Connection`]s (a unix socketpair). Either end
 //! can be passed to another process as a task or [`Process`](crate::Process) argument
 //! or result, or sent through another pipe or queue: its descriptor travels beside the
-//! message, and each process then holds its own. [`simplex`] makes a one-way pair
+//! message, and each process then holds its own. [`simplex()`] makes a one-way pair
 //! ([`Receiver`], [`Sender`]; Python's `Pipe(duplex=False)`), and [`duplex`] a pair
 //! whose two directions carry different types (requests one way, responses the other).
 //!

@@ -1,4 +1,4 @@
-//! One-way pipes: [`simplex`] makes a [`Receiver`] and a [`Sender`].
+//! One-way pipes: [`simplex()`] makes a [`Receiver`] and a [`Sender`].
 
 use super::*;
 
@@ -21,12 +21,12 @@ pub fn simplex<T>() -> io::Result<(Receiver<T>, Sender<T>)> {
     ))
 }
 
-/// The receiving end of a [`simplex`] pipe.
+/// The receiving end of a [`simplex()`] pipe.
 pub struct Receiver<T> {
     conn: Connection<(), T>,
 }
 
-/// The sending end of a [`simplex`] pipe.
+/// The sending end of a [`simplex()`] pipe.
 pub struct Sender<T> {
     conn: Connection<T, ()>,
 }

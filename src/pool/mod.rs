@@ -17,7 +17,7 @@ mod jobs;
 mod map;
 mod pace;
 mod stats;
-mod worker;
+mod worker_process;
 
 use std::any::type_name;
 use std::ffi::OsString;

@@ -1,10 +1,11 @@
 //! The progress page: which of the tasks queued in a worker's socket it has started.
 //!
 //! A driver may send a worker several tasks before the first is answered (pipelining,
-//! see [`super::driver`]). Then "sent" no longer means "started", and the parent must
-//! know which is which: a cancelled task that has not started must not run, one that
-//! has must have its worker killed, and when a worker dies, the one task it was running
-//! fails while the tasks behind it, never started, go to the next worker.
+//! see the pool's driver, `pool::driver`). Then "sent" no longer means "started", and
+//! the parent must know which is which: a cancelled task that has not started must not
+//! run, one that has must have its worker killed, and when a worker dies, the one task
+//! it was running fails while the tasks behind it, never started, go to the next
+//! worker.
 //!
 //! Each worker shares one page of memory with its driver (a memfd sent with `Hello`).
 //! Task number `seq` (counted by both sides in the order `Run` frames are written and

@@ -46,7 +46,7 @@ use tokio::sync::Notify;
 use crate::error::{Error, ProtocolError, TaskError};
 use crate::pool::handle::Job;
 use crate::pool::pace::Pace;
-use crate::pool::worker::{Io, Worker};
+use crate::pool::worker_process::{Io, WorkerProcess};
 use crate::pool::Inner;
 use crate::sys::sock::MAX_PARTS;
 use crate::wire::stream::Frame;
@@ -130,7 +130,7 @@ enum Event {
 
 struct Driver {
     inner: Arc<Inner>,
-    worker: Option<Worker>,
+    worker: Option<WorkerProcess>,
     /// In the order written; the worker answers in this order.
     flights: VecDeque<Flight>,
     /// `flights[..unsent]` are completely written; `flights[unsent]` has `written`
@@ -723,7 +723,7 @@ async fn until(deadline: Option<Instant>) {
 }
 
 /// Resolves when an idle worker's process exits; never, if there is no worker.
-async fn idle_exit(worker: Option<&Worker>) {
+async fn idle_exit(worker: Option<&WorkerProcess>) {
     match worker {
         Some(w) => w.exited().await,
         None => std::future::pending().await,

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::Driver;
-use crate::pool::worker::Worker;
+use crate::pool::worker_process::WorkerProcess;
 
 /// The pause before start attempt `failures + 1`: 10 ms, doubling, at most 1 s.
 pub(crate) fn backoff(failures: u32) -> Duration {
@@ -21,7 +21,7 @@ impl Driver {
             let started = tokio::select! {
                 biased;
                 _ = self.inner.abort.cancelled() => return false,
-                r = Worker::start(&self.inner.config) => r,
+                r = WorkerProcess::start(&self.inner.config) => r,
             };
             let error = match started {
                 Ok(w) => {
@@ -59,7 +59,7 @@ impl Driver {
     }
 
     /// Takes the worker out of the slot, for `ready` and `stats`.
-    pub(super) fn take_worker(&mut self) -> Option<Worker> {
+    pub(super) fn take_worker(&mut self) -> Option<WorkerProcess> {
         let w = self.worker.take()?;
         self.inner.health.send_modify(|h| h.live -= 1);
         Some(w)

@@ -1,4 +1,5 @@
-//! One worker process as the parent sees it: the child, its pidfd, its socket.
+//! [`WorkerProcess`]: one worker as its parent sees it: the child process, its pidfd,
+//! its socket, its progress page. (The worker's own side is [`crate::worker`].)
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -60,7 +61,7 @@ impl StartError {
 
 /// A running worker. Dropping it kills the process and has it reaped.
 #[derive(Debug)]
-pub(crate) struct Worker {
+pub(crate) struct WorkerProcess {
     pid: u32,
     child: Option<Child>,
     pidfd: AsyncFd<OwnedFd>,
@@ -75,7 +76,7 @@ pub(crate) struct Worker {
     pub(crate) tasks_done: u64,
 }
 
-/// What [`Worker::next_io`] saw.
+/// What [`WorkerProcess::next_io`] saw.
 #[derive(Debug)]
 pub(crate) enum Io {
     /// A reply (or why none can come).
@@ -87,9 +88,9 @@ pub(crate) enum Io {
     Exited,
 }
 
-impl Worker {
+impl WorkerProcess {
     /// Starts a worker and completes the handshake (fingerprint, initializer).
-    pub(crate) async fn start(config: &Config) -> Result<Worker, StartError> {
+    pub(crate) async fn start(config: &Config) -> Result<WorkerProcess, StartError> {
         let (progress, page) = Progress::create().map_err(StartError::Spawn)?;
         let (ours, theirs) = sys::sock::pair(sys::sock::Kind::Stream).map_err(StartError::Spawn)?;
         let mut cmd = spawn::child_command(true, theirs, &config.env);
@@ -202,7 +203,7 @@ impl Worker {
         ours: OwnedFd,
         limit: u64,
         progress: Progress,
-    ) -> Result<Worker, (Child, io::Error)> {
+    ) -> Result<WorkerProcess, (Child, io::Error)> {
         let pid = child.id();
         let setup = (|| -> io::Result<_> {
             let pidfd = sys::proc::async_readable(sys::proc::pidfd_open(pid)?)?;
@@ -210,7 +211,7 @@ impl Worker {
             Ok((pidfd, sock))
         })();
         match setup {
-            Ok((pidfd, sock)) => Ok(Worker {
+            Ok((pidfd, sock)) => Ok(WorkerProcess {
                 pid,
                 child: Some(child),
                 pidfd,
@@ -269,7 +270,7 @@ impl Worker {
     /// # Cancel safety
     /// Cancel safe: a frame read in part stays in the reader.
     pub(crate) async fn next_io(&mut self, spin: Duration, write: bool) -> Io {
-        let Worker {
+        let WorkerProcess {
             reader,
             sock,
             pidfd,
@@ -411,7 +412,7 @@ impl Worker {
     }
 }
 
-impl Drop for Worker {
+impl Drop for WorkerProcess {
     fn drop(&mut self) {
         self.kill_group();
         if let Some(mut child) = self.child.take() {
