@@ -4,7 +4,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{Error, Exit, TaskError};
 
-/// Counters a service can export; see [`ProcessPoolExecutor::stats`](crate::ProcessPoolExecutor::stats).
+/// Counters a service can export; see
+/// [`ProcessPoolExecutor::stats`](crate::ProcessPoolExecutor::stats).
 ///
 /// Every task the queue accepted is counted once in `submitted` and, at any moment, in
 /// exactly one of `queued`, `running`, `completed`, `failed` and `cancelled`. Once the

@@ -11,8 +11,9 @@
 //! - [`identity`]: who the process is, for `current_process()`.
 //!
 //! This layer sits below the pool, `Process` and the manager, which start children
-//! through [`crate::spawn`] and talk to them with the wire format. [`crate::init`] calls the same function for users who prefer an explicit
-//! call (and as a fallback on a platform where the constructor would not run).
+//! through [`crate::spawn`] and talk to them with the wire format. [`crate::init`]
+//! calls [`run_if_worker`] for users who prefer an explicit call (and as a fallback on
+//! a platform where the constructor would not run).
 //!
 //! The constructor runs before std's own start-up, so the worker sets up what it needs
 //! itself: `SIGPIPE` ignored (a write to a closed socket must fail, not kill), its
