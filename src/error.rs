@@ -62,7 +62,7 @@ impl fmt::Display for Exit {
 
 /// Why a pool could not be set up, or why its workers could not be started.
 ///
-/// Returned by [`Builder::build`](crate::Builder::build) and
+/// Returned by [`PoolBuilder::build`](crate::PoolBuilder::build) and
 /// [`ProcessPoolExecutor::ready`](crate::ProcessPoolExecutor::ready); carried by
 /// [`TaskError::WorkerStart`] to tasks that a pool which cannot start workers will
 /// never run.
@@ -200,7 +200,7 @@ pub enum ProtocolError {
     FrameTooLarge {
         /// Bytes announced.
         len: u64,
-        /// The limit ([`Builder::max_frame_size`](crate::Builder::max_frame_size)).
+        /// The limit ([`PoolBuilder::max_frame_size`](crate::PoolBuilder::max_frame_size)).
         limit: u64,
     },
     /// The frame header or a control message did not decode.
@@ -281,7 +281,7 @@ pub enum TaskError {
     /// The pool was shut down before the task was submitted.
     Shutdown,
     /// The bounded queue of pending tasks is full; retry later or raise
-    /// [`Builder::queue_capacity`](crate::Builder::queue_capacity).
+    /// [`Builder::queue_capacity`](crate::PoolBuilder::queue_capacity).
     QueueFull {
         /// The queue's capacity.
         capacity: usize,

@@ -123,8 +123,8 @@ pub use error::{Error, Exit, ProtocolError, TaskError};
 pub use manager::Manager;
 pub use pipe::{duplex, pipe, Connection};
 pub use pool::{
-    Builder, Map, MapFuture, MapStream, PoolStats, ProcessPoolExecutor, StartFailure, TaskHandle,
-    DEFAULT_MAX_FRAME, DEFAULT_QUEUE_CAPACITY, MAX_PIPELINE,
+    Map, MapFuture, MapStream, PoolBuilder, PoolStats, ProcessPoolExecutor, StartFailure,
+    TaskHandle, DEFAULT_MAX_FRAME, DEFAULT_QUEUE_CAPACITY, MAX_PIPELINE,
 };
 pub use process::{
     active_children, current_process, parent_process, Builder as ProcessBuilder, ChildOutput,

@@ -1,7 +1,7 @@
 //! Public types are `Send`/`Sync` where a service needs them to be.
 
 use procpool::{
-    Builder, Error, Exit, PoolStats, ProcessPoolExecutor, ProtocolError, TaskError, TaskHandle,
+    Error, Exit, PoolBuilder, PoolStats, ProcessPoolExecutor, ProtocolError, TaskError, TaskHandle,
 };
 
 fn send<T: Send>() {}
@@ -19,8 +19,8 @@ fn public_types_are_send_and_sync() {
     send::<TaskHandle<Vec<u8>>>();
     sync::<TaskHandle<Vec<u8>>>();
     unpin::<TaskHandle<Vec<u8>>>();
-    send::<Builder>();
-    sync::<Builder>();
+    send::<PoolBuilder>();
+    sync::<PoolBuilder>();
     send::<TaskError>();
     sync::<TaskError>();
     send::<Error>();

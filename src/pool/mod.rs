@@ -45,7 +45,7 @@ use stats::{Counters, Health};
 
 /// Default frame size limit: 1 GiB, for an argument, a result or a chunk.
 pub const DEFAULT_MAX_FRAME: u64 = 1 << 30;
-/// Most tasks a worker may be sent ahead; see [`Builder::pipeline_depth`].
+/// Most tasks a worker may be sent ahead; see [`PoolBuilder::pipeline_depth`].
 pub const MAX_PIPELINE: usize = crate::worker::progress::DEPTH_MAX;
 /// Default capacity of the queue of pending tasks.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 1 << 16;
@@ -129,8 +129,8 @@ impl Inner {
 /// # }
 /// ```
 #[derive(Debug, Clone)]
-#[must_use = "a Builder does nothing until `build` is called"]
-pub struct Builder {
+#[must_use = "a PoolBuilder does nothing until `build` is called"]
+pub struct PoolBuilder {
     workers: Option<usize>,
     max_tasks_per_worker: Option<u64>,
     task_timeout: Option<Duration>,
@@ -145,9 +145,9 @@ pub struct Builder {
     env: Vec<(OsString, OsString)>,
 }
 
-impl Default for Builder {
+impl Default for PoolBuilder {
     fn default() -> Self {
-        Builder {
+        PoolBuilder {
             workers: None,
             max_tasks_per_worker: None,
             task_timeout: None,
@@ -161,7 +161,7 @@ impl Default for Builder {
     }
 }
 
-impl Builder {
+impl PoolBuilder {
     /// Number of worker processes. Default: [`crate::cpu_count`] (available
     /// parallelism).
     pub fn workers(mut self, n: usize) -> Self {
@@ -431,17 +431,17 @@ pub struct ProcessPoolExecutor {
 }
 
 impl ProcessPoolExecutor {
-    /// A pool with every [`Builder`] default.
+    /// A pool with every [`PoolBuilder`] default.
     ///
     /// # Errors
-    /// As [`Builder::build`].
+    /// As [`PoolBuilder::build`].
     pub fn new() -> Result<Self, Error> {
-        Builder::default().build()
+        PoolBuilder::default().build()
     }
 
     /// Starts setting up a pool.
-    pub fn builder() -> Builder {
-        Builder::default()
+    pub fn builder() -> PoolBuilder {
+        PoolBuilder::default()
     }
 
     /// Number of worker processes.
