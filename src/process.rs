@@ -681,7 +681,7 @@ impl<R: DeserializeOwned + 'static> Process<R> {
             }
             .map_err(|e| ProcessError::Decode {
                 type_name: std::any::type_name::<R>().to_owned(),
-                reason: e.to_string(),
+                reason: handles::reason(&e),
             }),
             Some(Err(e)) => Err(e),
             None => Err(ProcessError::Died { exit: outcome.exit }),

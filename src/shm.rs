@@ -54,12 +54,11 @@ use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
 
 pub use bytemuck::Pod;
-use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::sync::{Lock, LockError, LockGuard};
 use crate::sys::shm::{self, Region};
-use crate::wire::handles::{RecvFd, SendFd};
+use crate::wire::handles::{self, RecvFd, SendFd};
 
 #[derive(Debug)]
 struct Mem {
@@ -204,7 +203,7 @@ fn check_tag<T, E: serde::de::Error>(kind: &str, tag: u64) -> Result<(), E> {
     if tag == type_tag::<T>(kind) {
         return Ok(());
     }
-    Err(E::custom(format!(
+    Err(handles::refuse(format!(
         "a shared {kind} of another element type arrived where a {kind}<{}> was expected",
         std::any::type_name::<T>()
     )))
@@ -219,11 +218,13 @@ impl Serialize for SharedMemory {
 impl<'de> Deserialize<'de> for SharedMemory {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let (RecvFd(fd), len) = <(RecvFd, u64)>::deserialize(d)?;
-        let actual = shm::file_len(fd.as_fd()).map_err(D::Error::custom)?;
+        let actual = shm::file_len(fd.as_fd()).map_err(handles::refuse::<D::Error>)?;
         if actual < len {
-            return Err(D::Error::custom("shared memory shorter than announced"));
+            return Err(handles::refuse::<D::Error>(
+                "shared memory shorter than announced",
+            ));
         }
-        SharedMemory::map(fd, len as usize).map_err(D::Error::custom)
+        SharedMemory::map(fd, len as usize).map_err(handles::refuse::<D::Error>)
     }
 }
 
@@ -339,7 +340,9 @@ impl<'de, T: Pod> Deserialize<'de> for Value<T> {
         let (lock, mem, tag) = <(Lock, SharedMemory, u64)>::deserialize(d)?;
         check_tag::<T, D::Error>("Value", tag)?;
         if mem.len() != size_of::<T>() {
-            return Err(D::Error::custom("a shared value of another size arrived"));
+            return Err(handles::refuse::<D::Error>(
+                "a shared value of another size arrived",
+            ));
         }
         Ok(Value {
             lock,
@@ -448,7 +451,9 @@ impl<'de, T: Pod> Deserialize<'de> for RawValue<T> {
         let (mem, tag) = <(SharedMemory, u64)>::deserialize(d)?;
         check_tag::<T, D::Error>("RawValue", tag)?;
         if mem.len() != size_of::<T>() {
-            return Err(D::Error::custom("a shared value of another size arrived"));
+            return Err(handles::refuse::<D::Error>(
+                "a shared value of another size arrived",
+            ));
         }
         Ok(RawValue {
             mem,
@@ -728,7 +733,9 @@ impl<'de, T: Pod> Deserialize<'de> for RawArray<T> {
         check_tag::<T, D::Error>("Array", tag)?;
         let len = len as usize;
         if len.checked_mul(size_of::<T>()) != Some(mem.len()) {
-            return Err(D::Error::custom("a shared array of another size arrived"));
+            return Err(handles::refuse::<D::Error>(
+                "a shared array of another size arrived",
+            ));
         }
         Ok(RawArray {
             mem,
@@ -741,13 +748,13 @@ impl<'de, T: Pod> Deserialize<'de> for RawArray<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::handles;
 
     /// Sends `value` as a message would carry it and receives it as a `U`.
     fn resend<V: Serialize, U: serde::de::DeserializeOwned>(value: &V) -> Result<U, String> {
         let (bytes, fds) = handles::collecting(|| postcard::to_allocvec(value));
         let bytes = bytes.map_err(|e| e.to_string())?;
-        handles::supplying(fds, || postcard::from_bytes::<U>(&bytes)).map_err(|e| e.to_string())
+        handles::supplying(fds, || postcard::from_bytes::<U>(&bytes))
+            .map_err(|e| handles::reason(&e))
     }
 
     #[test]
@@ -755,9 +762,9 @@ mod tests {
         let v = Value::new(7u64).unwrap();
         let same: Value<u64> = resend(&v).unwrap();
         assert_eq!(same.load(), 7);
-        // Same size, another type: refused, not read as an f64. (postcard keeps no
-        // custom message: the caller's typed error names the type it expected.)
-        assert!(resend::<_, Value<f64>>(&v).is_err());
+        // Same size, another type: refused, not read as an f64, and saying so.
+        let err = resend::<_, Value<f64>>(&v).unwrap_err();
+        assert!(err.contains("where a Value<f64> was expected"), "{err}");
         assert!(resend::<_, Value<i64>>(&v).is_err());
         let r = RawValue::new(1u32).unwrap();
         assert!(resend::<_, RawValue<f32>>(&r).is_err());

@@ -64,7 +64,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use serde::de::{DeserializeOwned, Error as _};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
@@ -201,7 +201,7 @@ fn decode<R: DeserializeOwned + 'static>(frame: Frame) -> Result<R, RecvError> {
     };
     handles::supplying(fds, || postcard::from_bytes(&body)).map_err(|e| RecvError::Decode {
         type_name: type_name::<R>(),
-        reason: e.to_string(),
+        reason: handles::reason(&e),
     })
 }
 
@@ -633,7 +633,7 @@ impl<'de, S, R> Deserialize<'de> for Connection<S, R> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let (RecvFd(fd), tag) = <(RecvFd, u64)>::deserialize(d)?;
         if tag != types_tag::<S, R>() {
-            return Err(D::Error::custom(format!(
+            return Err(handles::refuse::<D::Error>(format!(
                 "a pipe end of other types arrived where a Connection<{}, {}> was expected",
                 type_name::<S>(),
                 type_name::<R>()

@@ -374,7 +374,7 @@ pub(crate) fn decode<R: DeserializeOwned + 'static>(payload: Payload) -> Result<
     };
     handles::supplying(fds, || postcard::from_bytes(&body)).map_err(|e| TaskError::Decode {
         type_name: std::any::type_name::<R>().to_owned(),
-        reason: e.to_string(),
+        reason: handles::reason(&e),
     })
 }
 

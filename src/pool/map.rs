@@ -363,7 +363,7 @@ where
                             Err(e) => {
                                 last_error = Some(TaskError::Decode {
                                     type_name: std::any::type_name::<R>().to_owned(),
-                                    reason: e.to_string(),
+                                    reason: handles::reason(&e),
                                 });
                                 break;
                             }

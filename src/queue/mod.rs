@@ -68,7 +68,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use futures::Stream;
-use serde::de::{DeserializeOwned, Error as _};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::fmt_codec;
@@ -122,7 +122,7 @@ fn decode<T: DeserializeOwned + 'static>(item: Item) -> Result<T, GetError> {
     };
     handles::supplying(fds, || postcard::from_bytes(&bytes)).map_err(|e| GetError::Decode {
         type_name: type_name::<T>(),
-        reason: e.to_string(),
+        reason: handles::reason(&e),
     })
 }
 
@@ -497,11 +497,12 @@ fn deserialize_core<'de, D: Deserializer<'de>>(
     let (RecvFd(a), RecvFd(b), RecvFd(c), RecvFd(e), got) =
         <(RecvFd, RecvFd, RecvFd, RecvFd, u64)>::deserialize(d)?;
     if got != tag {
-        return Err(D::Error::custom(format!(
+        return Err(handles::refuse::<D::Error>(format!(
             "a queue of another kind or item type arrived where a {what} was expected"
         )));
     }
-    Core::open([a, b, c, e]).map_err(|e| D::Error::custom(format!("opening a queue: {e}")))
+    Core::open([a, b, c, e])
+        .map_err(|e| handles::refuse::<D::Error>(format!("opening a queue: {e}")))
 }
 
 /// Serde for a queue type: its four descriptors and a tag of its kind and item type.

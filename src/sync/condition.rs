@@ -48,10 +48,10 @@ impl<'de, L: Deserialize<'de>> Deserialize<'de> for Condition<L> {
         let (RecvFd(memfd), RecvFd(event), magic, lock) =
             <(RecvFd, RecvFd, u64, L)>::deserialize(d)?;
         if magic != MAGIC_COND {
-            return Err(D::Error::custom("not a Condition"));
+            return Err(handles::refuse::<D::Error>("not a Condition"));
         }
         let cell = WaitCell::open(memfd, event, MAGIC_COND)
-            .map_err(|e| D::Error::custom(format!("opening a Condition: {e}")))?;
+            .map_err(|e| handles::refuse::<D::Error>(format!("opening a Condition: {e}")))?;
         Ok(Condition {
             shared: Arc::new(Shared { cell }),
             lock,

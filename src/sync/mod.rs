@@ -57,13 +57,12 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::sys;
 use crate::sys::shm::Region;
 use crate::waitcell::{CellGuard, Step, WaitCell, USER};
-use crate::wire::handles::{RecvFd, SendFd};
+use crate::wire::handles::{self, RecvFd, SendFd};
 pub(crate) use owner::Owner;
 
 // ---------------------------------------------------------------- errors
@@ -102,12 +101,12 @@ impl Shared {
     fn deserialize<'de, D: Deserializer<'de>>(d: D, magic: u64) -> Result<Arc<Shared>, D::Error> {
         let (RecvFd(memfd), RecvFd(event), got) = <(RecvFd, RecvFd, u64)>::deserialize(d)?;
         if got != magic {
-            return Err(D::Error::custom(
+            return Err(handles::refuse::<D::Error>(
                 "a synchronization primitive of another kind arrived",
             ));
         }
         let cell = WaitCell::open(memfd, event, magic)
-            .map_err(|e| D::Error::custom(format!("opening a shared primitive: {e}")))?;
+            .map_err(|e| handles::refuse::<D::Error>(format!("opening a shared primitive: {e}")))?;
         Ok(Arc::new(Shared { cell }))
     }
 }

@@ -164,7 +164,7 @@ fn decode<A: DeserializeOwned>(ctx: &mut WorkerCtx, input: &[u8]) -> Result<A, F
     handles::supply_from(&mut ctx.fds_in, || postcard::from_bytes(input)).map_err(|e| {
         Failure::Decode {
             type_name: type_name::<A>().to_owned(),
-            reason: e.to_string(),
+            reason: handles::reason(&e),
         }
     })
 }
@@ -310,7 +310,7 @@ where
                 Err(e) => {
                     return Some(Failure::Decode {
                         type_name: type_name::<A>().to_owned(),
-                        reason: e.to_string(),
+                        reason: handles::reason(&e),
                     })
                 }
             }

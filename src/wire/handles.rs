@@ -29,6 +29,24 @@ pub(crate) const MAX_FDS: usize = sys::sock::MAX_FDS_PER_MESSAGE;
 thread_local! {
     static OUTGOING: RefCell<Option<Vec<OwnedFd>>> = const { RefCell::new(None) };
     static INCOMING: RefCell<Option<Vec<Option<OwnedFd>>>> = const { RefCell::new(None) };
+    static REFUSAL: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// The error a handle's `Deserialize` returns when it refuses what arrived (another
+/// type, a short file). Serde formats such as postcard keep no custom message, so the
+/// message is also kept aside for [`reason`] to report.
+pub(crate) fn refuse<E: serde::de::Error>(why: impl std::fmt::Display) -> E {
+    let why = why.to_string();
+    REFUSAL.with(|r| *r.borrow_mut() = Some(why.clone()));
+    E::custom(why)
+}
+
+/// Why decoding a message failed: what a handle in it said when it refused, if one
+/// did, else the decoder's own error.
+pub(crate) fn reason(e: &impl std::fmt::Display) -> String {
+    REFUSAL
+        .with(|r| r.borrow_mut().take())
+        .unwrap_or_else(|| e.to_string())
 }
 
 const OUTSIDE: &str = "a procpool handle (pipe end, queue, ...) can only be sent through \
@@ -64,6 +82,8 @@ pub(crate) fn supplying<R>(fds: Vec<OwnedFd>, decode: impl FnOnce() -> R) -> R {
 /// Runs `decode` with the descriptors in `fds` available by index; the ones claimed
 /// are taken out. Several values decoded from one frame share the slots.
 pub(crate) fn supply_from<R>(fds: &mut Vec<Option<OwnedFd>>, decode: impl FnOnce() -> R) -> R {
+    // A refusal left from an earlier message must not explain this one's failure.
+    REFUSAL.with(|r| r.borrow_mut().take());
     let outer = INCOMING.with(|c| c.replace(Some(std::mem::take(fds))));
     let r = decode();
     *fds = INCOMING
