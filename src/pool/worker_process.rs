@@ -5,13 +5,13 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::Child;
-
-use tokio::io::unix::AsyncFd;
-use tokio::io::Interest;
-
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Exit, ProtocolError};
 use crate::pool::{Config, StartFailure};
@@ -36,6 +36,9 @@ pub(crate) enum StartError {
     Died(u32, Exit),
     /// It spoke garbage in the handshake; another may succeed.
     Protocol(String),
+    /// The pool is being stopped (`shutdown_now`, dropped): the half-started worker
+    /// was killed and reaped.
+    Aborted,
 }
 
 impl StartError {
@@ -55,6 +58,8 @@ impl StartError {
                 StartFailure::Died { exit },
             ),
             StartError::Protocol(reason) => (Error::Handshake { reason }, StartFailure::Handshake),
+            // Not a failure of the worker; the driver leaves instead of asking.
+            StartError::Aborted => return Err(Error::Shutdown),
         })
     }
 }
@@ -90,7 +95,14 @@ pub(crate) enum Io {
 
 impl WorkerProcess {
     /// Starts a worker and completes the handshake (fingerprint, initializer).
-    pub(crate) async fn start(config: &Config) -> Result<WorkerProcess, StartError> {
+    ///
+    /// If `abort` fires during the handshake, the worker is killed and reaped before
+    /// this returns [`StartError::Aborted`]: a pool being stopped leaves no child
+    /// behind, not even a zombie for the supervisor thread to reap later.
+    pub(crate) async fn start(
+        config: &Config,
+        abort: &CancellationToken,
+    ) -> Result<WorkerProcess, StartError> {
         let (progress, page) = Progress::create().map_err(StartError::Spawn)?;
         let (ours, theirs) = sys::sock::pair(sys::sock::Kind::Stream).map_err(StartError::Spawn)?;
         let mut cmd = spawn::child_command(true, theirs, &config.env);
@@ -140,7 +152,15 @@ impl WorkerProcess {
             let exit = worker.wait().await;
             return Err(StartError::Died(pid, exit));
         }
-        match worker.recv().await {
+        let answer = tokio::select! {
+            biased;
+            r = worker.recv() => r,
+            _ = abort.cancelled() => {
+                worker.kill().await;
+                return Err(StartError::Aborted);
+            }
+        };
+        match answer {
             Ok(Frame {
                 header: h, body, ..
             }) => match h.kind {

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::Driver;
-use crate::pool::worker_process::WorkerProcess;
+use crate::pool::worker_process::{StartError, WorkerProcess};
 
 /// The pause before start attempt `failures + 1`: 10 ms, doubling, at most 1 s.
 pub(crate) fn backoff(failures: u32) -> Duration {
@@ -18,11 +18,12 @@ impl Driver {
     pub(super) async fn start_worker(&mut self) -> bool {
         let mut failures = 0;
         loop {
-            let started = tokio::select! {
-                biased;
-                _ = self.inner.abort.cancelled() => return false,
-                r = WorkerProcess::start(&self.inner.config) => r,
-            };
+            if self.inner.abort.is_cancelled() {
+                return false;
+            }
+            // Not raced against the abort: `start` watches it itself, so that a
+            // half-started worker is reaped before this driver leaves.
+            let started = WorkerProcess::start(&self.inner.config, &self.inner.abort).await;
             let error = match started {
                 Ok(w) => {
                     self.worker = Some(w);
@@ -33,6 +34,7 @@ impl Driver {
                     });
                     return true;
                 }
+                Err(StartError::Aborted) => return false,
                 Err(e) => e,
             };
             match error.retryable() {
