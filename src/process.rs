@@ -658,8 +658,7 @@ impl<R: DeserializeOwned + 'static> Process<R> {
     /// As [`join`](Self::join).
     pub fn blocking_join(&mut self) -> Result<R, ProcessError> {
         let rx = self.outcome.as_mut().ok_or(ProcessError::AlreadyJoined)?;
-        // Unconstrained: see `supervisor::spawn_blocking` (tokio's coop budget).
-        let outcome = futures::executor::block_on(tokio::task::unconstrained(rx));
+        let outcome = supervisor::wait_blocking(rx);
         self.finish(outcome)
     }
 

@@ -184,23 +184,9 @@ impl SharedMemory {
     }
 }
 
-/// The element type of a shared value or array, as it travels with the handle: its
-/// name and its layout. Sizes alone would let a `Value<u64>` arrive as a `Value<f64>`
-/// and be read as one.
-fn type_tag<T>(kind: &str) -> u64 {
-    use std::hash::{Hash, Hasher};
-    // Fixed keys: the same in every process of a build.
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    kind.hash(&mut h);
-    std::any::type_name::<T>().hash(&mut h);
-    size_of::<T>().hash(&mut h);
-    std::mem::align_of::<T>().hash(&mut h);
-    h.finish()
-}
-
 /// Refuses a handle whose element type is not `T`.
 fn check_tag<T, E: serde::de::Error>(kind: &str, tag: u64) -> Result<(), E> {
-    if tag == type_tag::<T>(kind) {
+    if tag == handles::type_tag::<T>(kind) {
         return Ok(());
     }
     Err(handles::refuse(format!(
@@ -331,7 +317,7 @@ impl<T: Pod> Value<T> {
 
 impl<T> Serialize for Value<T> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        (&self.lock, &self.mem, type_tag::<T>("Value")).serialize(s)
+        (&self.lock, &self.mem, handles::type_tag::<T>("Value")).serialize(s)
     }
 }
 
@@ -442,7 +428,7 @@ atomic_ops!(usize => u64_at, isize => u64_at);
 
 impl<T> Serialize for RawValue<T> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        (&self.mem, type_tag::<T>("RawValue")).serialize(s)
+        (&self.mem, handles::type_tag::<T>("RawValue")).serialize(s)
     }
 }
 
@@ -723,7 +709,7 @@ impl<T: Pod> RawArray<T> {
 
 impl<T> Serialize for RawArray<T> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        (&self.mem, self.len as u64, type_tag::<T>("Array")).serialize(s)
+        (&self.mem, self.len as u64, handles::type_tag::<T>("Array")).serialize(s)
     }
 }
 

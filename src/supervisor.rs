@@ -77,10 +77,16 @@ pub(crate) async fn spawn(cmd: Command) -> io::Result<Child> {
 pub(crate) fn spawn_blocking(cmd: Command) -> io::Result<Child> {
     let (reply, rx) = tokio::sync::oneshot::channel();
     spawn_task(start(cmd, reply))?;
-    // Unconstrained: called from a task of a tokio runtime, a oneshot polled past the
-    // task's coop budget answers Pending for ever (its wake-up is deferred to a
-    // scheduler this loop never returns to): 128 spawns in one poll livelocked.
-    futures::executor::block_on(tokio::task::unconstrained(rx)).map_err(|_| gone())?
+    wait_blocking(rx).map_err(|_| gone())?
+}
+
+/// Blocks the thread until `fut` (an answer from the supervisor thread) is ready.
+///
+/// Polled unconstrained: from a task of a tokio runtime, a tokio future polled past
+/// the task's coop budget answers Pending for ever (its wake-up is deferred to a
+/// scheduler this loop never returns to); 128 spawns in one poll livelocked.
+pub(crate) fn wait_blocking<F: Future>(fut: F) -> F::Output {
+    futures::executor::block_on(tokio::task::unconstrained(fut))
 }
 
 fn gone() -> io::Error {

@@ -3,8 +3,10 @@
 //! task resolves, the counts add up, and no zombie is left.
 //!
 //! The storms SIGKILL *every* child of this process, so the tests of this file take
-//! [`STORM`] and run one at a time. The killer paces itself with sleeps; no assertion
-//! depends on time.
+//! [`STORM`] and run one at a time. A storm's period is its rate, the one place time
+//! appears: the killer sleeps between rounds only to pace itself, and nothing waits on
+//! that sleep. Every wait in the tests is on a result, a pid or an event, and no
+//! assertion depends on time.
 
 mod common;
 

@@ -62,7 +62,6 @@ use std::any::type_name;
 use std::fmt;
 use std::io;
 use std::marker::PhantomData;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -159,9 +158,8 @@ impl Manager {
         let start = ManagerError::Start;
         let mut nonce = [0u8; 8];
         crate::sys::proc::random_bytes(&mut nonce).map_err(start)?;
-        // A leading NUL: an abstract name (see `Address::unix_abstract`).
-        let path = PathBuf::from(format!(
-            "\0procpool-manager-{}-{}-{:016x}",
+        let address = Address::unix_abstract(&format!(
+            "procpool-manager-{}-{}-{:016x}",
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed),
             u64::from_ne_bytes(nonce)
@@ -170,11 +168,11 @@ impl Manager {
         let server = Process::builder()
             .name("Manager")
             .daemon(true)
-            .spawn(server::serve, (path.clone(), ready_child))
+            .spawn(server::serve, (address.clone(), ready_child))
             .map_err(|e| start(io::Error::other(e)))?;
         ready.recv().await.map_err(|e| start(io::Error::other(e)))?;
         Ok(Manager {
-            link: Link::new(Address::Unix(path), crate::authkey::authkey()),
+            link: Link::new(address, crate::authkey::authkey()),
             server: Some(server),
         })
     }

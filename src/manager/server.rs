@@ -2,12 +2,11 @@
 //! connection, each request applied under one mutex (so it is atomic).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
-use crate::connection::Listener;
+use crate::connection::{Address, Listener};
 use crate::pipe::Connection;
 use crate::wire::TaskRef;
 
@@ -381,9 +380,9 @@ impl State {
     }
 }
 
-/// The server process's body: listen at `path`, say so on `ready`, serve until a
+/// The server process's body: listen at `address`, say so on `ready`, serve until a
 /// `Shutdown` request (or until killed).
-pub(crate) fn serve((path, ready): (PathBuf, Connection<()>)) {
+pub(crate) fn serve((address, ready): (Address, Connection<()>)) {
     let Ok(rt) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -391,7 +390,7 @@ pub(crate) fn serve((path, ready): (PathBuf, Connection<()>)) {
         return;
     };
     rt.block_on(async move {
-        let Ok(listener) = Listener::bind(path, &crate::authkey::authkey()).await else {
+        let Ok(listener) = Listener::bind(address, &crate::authkey::authkey()).await else {
             return;
         };
         if ready.send(&()).await.is_err() {

@@ -57,7 +57,6 @@
 
 use std::any::type_name;
 use std::fmt;
-use std::hash::{Hash, Hasher};
 use std::io;
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
@@ -614,25 +613,20 @@ impl<S, R> fmt::Debug for Connection<S, R> {
     }
 }
 
-/// A hash of the end's types, carried with the handle so that an end decoded as a
-/// connection of other types is an error instead of garbage later.
-fn types_tag<S, R>() -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    type_name::<S>().hash(&mut h);
-    type_name::<R>().hash(&mut h);
-    h.finish()
-}
-
 impl<S, R> Serialize for Connection<S, R> {
     fn serialize<Z: Serializer>(&self, s: Z) -> Result<Z::Ok, Z::Error> {
-        (SendFd(self.end.fd.as_fd()), types_tag::<S, R>()).serialize(s)
+        (
+            SendFd(self.end.fd.as_fd()),
+            handles::type_tag::<(S, R)>("Connection"),
+        )
+            .serialize(s)
     }
 }
 
 impl<'de, S, R> Deserialize<'de> for Connection<S, R> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let (RecvFd(fd), tag) = <(RecvFd, u64)>::deserialize(d)?;
-        if tag != types_tag::<S, R>() {
+        if tag != handles::type_tag::<(S, R)>("Connection") {
             return Err(handles::refuse::<D::Error>(format!(
                 "a pipe end of other types arrived where a Connection<{}, {}> was expected",
                 type_name::<S>(),

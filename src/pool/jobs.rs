@@ -26,6 +26,9 @@ use crate::pool::handle::Job;
 pub(crate) struct JobQueue {
     submitted: async_channel::Receiver<Job>,
     returned: Mutex<VecDeque<Job>>,
+    /// Jobs in `returned`, read without the lock: taking a job locks nothing unless
+    /// one was handed back.
+    returned_len: AtomicUsize,
     /// Jobs in `submitted` and in `returned`.
     len: AtomicUsize,
     /// Drivers waiting in [`next`](Self::next) with a live worker.
@@ -43,6 +46,7 @@ impl JobQueue {
         JobQueue {
             submitted,
             returned: Mutex::new(VecDeque::new()),
+            returned_len: AtomicUsize::new(0),
             len: AtomicUsize::new(0),
             idle: AtomicUsize::new(0),
             ahead: AtomicUsize::new(0),
@@ -82,8 +86,15 @@ impl JobQueue {
 
     /// The next job, if one is waiting: handed-back ones first.
     pub(crate) fn try_next(&self) -> Option<Job> {
-        let job = match self.lock().pop_front() {
-            Some(job) => job,
+        let returned = match self.returned_len.load(Ordering::Acquire) {
+            0 => None,
+            _ => self.lock().pop_front(),
+        };
+        let job = match returned {
+            Some(job) => {
+                self.returned_len.fetch_sub(1, Ordering::AcqRel);
+                job
+            }
             None => self.submitted.try_recv().ok()?,
         };
         self.len.fetch_sub(1, Ordering::AcqRel);
@@ -140,6 +151,9 @@ impl JobQueue {
             returned.push_front(job);
             n += 1;
         }
+        // Counted before the lock is released: a taker that sees the count finds the
+        // jobs.
+        self.returned_len.fetch_add(n, Ordering::AcqRel);
         drop(returned);
         if n > 0 {
             self.len.fetch_add(n, Ordering::AcqRel);

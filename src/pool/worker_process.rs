@@ -41,26 +41,37 @@ pub(crate) enum StartError {
     Aborted,
 }
 
+/// What a driver does after a failed start.
+#[derive(Debug)]
+pub(crate) enum AfterFailure {
+    /// Back off and try again; tell `ready` and `stats` why.
+    Retry(Error, StartFailure),
+    /// No retry can heal this: the pool stops taking tasks.
+    Fatal(Error),
+    /// The pool is being stopped: leave.
+    Leave,
+}
+
 impl StartError {
-    /// What to tell `ready` and `stats` of a failure that a retry may heal; `Err`
-    /// with the error itself if none can.
-    pub(crate) fn retryable(self) -> Result<(Error, StartFailure), Error> {
-        Ok(match self {
-            StartError::Fatal(e) => return Err(e),
+    /// What the failure means for the pool.
+    pub(crate) fn after(self) -> AfterFailure {
+        match self {
+            StartError::Fatal(e) => AfterFailure::Fatal(e),
             StartError::Spawn(e) => {
                 let errno = e.raw_os_error().unwrap_or(0);
-                (Error::Spawn(e), StartFailure::Spawn { errno })
+                AfterFailure::Retry(Error::Spawn(e), StartFailure::Spawn { errno })
             }
-            StartError::Died(pid, exit) => (
+            StartError::Died(pid, exit) => AfterFailure::Retry(
                 Error::Handshake {
                     reason: format!("worker {pid} ended before it was ready ({exit})"),
                 },
                 StartFailure::Died { exit },
             ),
-            StartError::Protocol(reason) => (Error::Handshake { reason }, StartFailure::Handshake),
-            // Not a failure of the worker; the driver leaves instead of asking.
-            StartError::Aborted => return Err(Error::Shutdown),
-        })
+            StartError::Protocol(reason) => {
+                AfterFailure::Retry(Error::Handshake { reason }, StartFailure::Handshake)
+            }
+            StartError::Aborted => AfterFailure::Leave,
+        }
     }
 }
 

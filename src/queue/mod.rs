@@ -59,7 +59,6 @@ mod shared;
 
 use std::any::type_name;
 use std::fmt;
-use std::hash::{Hash, Hasher};
 use std::io;
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -475,15 +474,6 @@ impl<T: Serialize + DeserializeOwned + 'static> Queue<T> {
     }
 }
 
-/// A hash of the item type, carried with the handle so that a queue decoded with
-/// another item type is an error instead of garbage later.
-fn type_tag<T>(kind: &str) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    kind.hash(&mut h);
-    type_name::<T>().hash(&mut h);
-    h.finish()
-}
-
 fn serialize_core<S: Serializer>(core: &Core, tag: u64, s: S) -> Result<S::Ok, S::Error> {
     let [a, b, c, d] = core.fds();
     (SendFd(a), SendFd(b), SendFd(c), SendFd(d), tag).serialize(s)
@@ -513,13 +503,13 @@ macro_rules! handle_serde {
             fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 let $this = self;
                 let queue: &Queue<T> = $queue;
-                serialize_core(&queue.core, type_tag::<T>(stringify!($ty)), s)
+                serialize_core(&queue.core, handles::type_tag::<T>(stringify!($ty)), s)
             }
         }
 
         impl<'de, T> Deserialize<'de> for $ty<T> {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let tag = type_tag::<T>(stringify!($ty));
+                let tag = handles::type_tag::<T>(stringify!($ty));
                 let core = deserialize_core(d, tag, type_name::<Self>())?;
                 let $q = Queue {
                     core: Arc::new(core),

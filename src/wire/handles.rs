@@ -32,6 +32,21 @@ thread_local! {
     static REFUSAL: RefCell<Option<String>> = const { RefCell::new(None) };
 }
 
+/// What a handle says it holds, carried with it and checked on arrival: its kind and
+/// the name and layout of its type parameter. A queue, pipe end or shared value that
+/// arrives where another type is expected is refused, not read as the wrong type
+/// (sizes alone would let a `Value<u64>` pass as a `Value<f64>`).
+pub(crate) fn type_tag<T>(kind: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    // Fixed keys: the same in every process of a build.
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    kind.hash(&mut h);
+    std::any::type_name::<T>().hash(&mut h);
+    std::mem::size_of::<T>().hash(&mut h);
+    std::mem::align_of::<T>().hash(&mut h);
+    h.finish()
+}
+
 /// The error a handle's `Deserialize` returns when it refuses what arrived (another
 /// type, a short file). Serde formats such as postcard keep no custom message, so the
 /// message is also kept aside for [`reason`] to report.

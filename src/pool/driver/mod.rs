@@ -625,10 +625,9 @@ impl Driver {
         // The process is reaped: its progress page no longer changes.
         let mut again = Vec::new();
         for f in std::mem::take(&mut self.flights) {
-            let Some(job) = f.job else {
+            let Some(mut job) = f.job else {
                 continue; // handed back already
             };
-            let mut job = job;
             let error = match (f.verdict, w.progress().started(f.seq)) {
                 (Some(v), _) => Some(v.error()),
                 (None, true) => Some(match protocol.take() {

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::Driver;
-use crate::pool::worker_process::{StartError, WorkerProcess};
+use crate::pool::worker_process::{AfterFailure, WorkerProcess};
 
 /// The pause before start attempt `failures + 1`: 10 ms, doubling, at most 1 s.
 pub(crate) fn backoff(failures: u32) -> Duration {
@@ -34,21 +34,21 @@ impl Driver {
                     });
                     return true;
                 }
-                Err(StartError::Aborted) => return false,
                 Err(e) => e,
             };
-            match error.retryable() {
-                Err(fatal) => {
+            match error.after() {
+                AfterFailure::Leave => return false,
+                AfterFailure::Fatal(fatal) => {
                     self.inner.fail(fatal);
                     return false;
                 }
-                Ok(failure) => {
+                AfterFailure::Retry(error, why) => {
                     failures += 1;
                     let newly = !std::mem::replace(&mut self.failing, true);
                     self.inner.health.send_modify(|h| {
                         h.failures += 1;
                         h.failing += usize::from(newly);
-                        h.last_failure = Some(failure);
+                        h.last_failure = Some((error, why));
                     });
                 }
             }
