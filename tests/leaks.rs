@@ -24,6 +24,33 @@ fn rss_kib() -> u64 {
         .unwrap()
 }
 
+/// What this process holds: descriptors, threads, resident KiB.
+#[derive(Clone, Copy, Debug)]
+struct Footprint {
+    fds: usize,
+    threads: usize,
+    rss_kib: u64,
+}
+
+impl Footprint {
+    fn now() -> Footprint {
+        Footprint {
+            fds: open_fds(),
+            threads: threads(),
+            rss_kib: rss_kib(),
+        }
+    }
+
+    /// The same descriptors and threads as `self`, and memory within the slack.
+    fn assert_flat(self, after: &str) {
+        let now = Footprint::now();
+        assert_eq!(now.fds, self.fds, "descriptors after {after}");
+        assert_eq!(now.threads, self.threads, "threads after {after}");
+        let grown = now.rss_kib.saturating_sub(self.rss_kib);
+        assert!(grown < RSS_SLACK_KIB, "RSS grew {grown} KiB over {after}");
+    }
+}
+
 fn double(x: u64) -> u64 {
     x * 2
 }
@@ -52,18 +79,12 @@ async fn nothing_grows_over_200_000_submits_and_2_000_processes() {
     for w in 0..2 {
         wave(w * 10_000).await;
     }
-    let (fds, threads_before, rss) = (open_fds(), threads(), rss_kib());
+    let before = Footprint::now();
     for w in 2..22 {
         wave(w * 10_000).await;
     }
     assert_eq!(pool.stats().completed, 220_000);
-    assert_eq!(open_fds(), fds, "descriptors after 200,000 submits");
-    assert_eq!(threads(), threads_before, "threads after 200,000 submits");
-    let grown = rss_kib().saturating_sub(rss);
-    assert!(
-        grown < RSS_SLACK_KIB,
-        "RSS grew {grown} KiB over 200,000 submits"
-    );
+    before.assert_flat("200,000 submits");
     pool.shutdown().await;
 
     // 2,000 processes, 50 at a time.
@@ -76,16 +97,10 @@ async fn nothing_grows_over_200_000_submits_and_2_000_processes() {
         }
     };
     batch(0).await;
-    let (fds, threads_before, rss) = (open_fds(), threads(), rss_kib());
+    let before = Footprint::now();
     for b in 1..=40 {
         batch(b * 50).await;
     }
-    assert_eq!(open_fds(), fds, "descriptors after 2,000 processes");
-    assert_eq!(threads(), threads_before, "threads after 2,000 processes");
-    let grown = rss_kib().saturating_sub(rss);
-    assert!(
-        grown < RSS_SLACK_KIB,
-        "RSS grew {grown} KiB over 2,000 processes"
-    );
+    before.assert_flat("2,000 processes");
     assert!(common::zombie_children().is_empty());
 }
