@@ -1,6 +1,6 @@
 //! Start-up, recycling, initializers, shutdown and the build fingerprint.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -111,7 +111,7 @@ async fn a_panicking_initializer_is_reported_with_its_location() {
     match pool.ready().await {
         Err(Error::Initializer { message, location }) => {
             assert_eq!(message, "initializer exploded");
-            assert!(location.unwrap().starts_with("tests/pool_lifecycle.rs:"));
+            assert!(location.unwrap().starts_with("tests/pool/lifecycle.rs:"));
         }
         other => panic!("expected Initializer, got {other:?}"),
     }

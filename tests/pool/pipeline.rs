@@ -6,7 +6,7 @@
 //! really in the worker's socket, and waits on `TaskHandle::started` (sent) and on an
 //! `Event` set by the blocker (begun), never on time.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! The manager: shared objects changed by children and pool tasks, updates that lose
 //! nothing, hostile clients, and proxies after shutdown.
 
-mod common;
+use crate::common;
 
 use procpool::manager::{DictProxy, ListProxy, Manager, ManagerError, Namespace, ValueProxy};
 use procpool::{Process, ProcessPoolExecutor};

@@ -1,8 +1,6 @@
 //! Queues: the seeds' scenarios across processes, Python's traps, bounds, exact
 //! lengths, close, and processes killed in the middle of an operation.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 

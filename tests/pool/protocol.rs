@@ -7,7 +7,7 @@
 // Writing raw bytes to a borrowed fd found in /proc/self/fd.
 #![allow(unsafe_code)]
 
-mod common;
+use crate::common;
 
 use procpool::{ProcessPoolExecutor, ProtocolError, TaskError};
 

@@ -1,7 +1,7 @@
 //! Panics, aborts, exits, timeouts and cancellation: only the task in flight fails,
 //! and the pool goes on.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
@@ -30,7 +30,7 @@ async fn a_panic_is_an_error_and_the_same_worker_serves_the_next_task() {
         Err(TaskError::Panicked { message, location }) => {
             assert_eq!(message, "unlucky number 13");
             let location = location.expect("a location");
-            assert!(location.starts_with("tests/pool_crash.rs:"), "{location}");
+            assert!(location.starts_with("tests/pool/crash.rs:"), "{location}");
         }
         other => panic!("expected Panicked, got {other:?}"),
     }

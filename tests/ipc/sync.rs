@@ -1,8 +1,6 @@
 //! Synchronization primitives across processes: the seeds' scenarios, Python's error
 //! cases, timeouts, and holders killed with SIGKILL.
 
-mod common;
-
 use std::time::Duration;
 
 use procpool::sync::{LockError, ReleaseError, WaitError};

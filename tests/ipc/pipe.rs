@@ -1,8 +1,6 @@
 //! Pipes: the seeds' scenarios (ping-pong, half duplex, EOF), bytes, limits, and ends
 //! passed between processes.
 
-mod common;
-
 use std::time::Duration;
 
 use procpool::pipe::{self, RecvError, SendError};

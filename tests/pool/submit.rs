@@ -1,6 +1,6 @@
 //! Submitting single tasks: functions, closures, argument types, concurrency, runtimes.
 
-mod common;
+use crate::common;
 
 use procpool::{ProcessPoolExecutor, TaskError};
 use serde::{Deserialize, Serialize};

@@ -5,7 +5,7 @@ fn capturing_closures_are_rejected_at_the_call_site() {
     let t = trybuild::TestCases::new();
     // The zero-size check is evaluated when the call is monomorphised, which `cargo
     // check` skips; a passing case makes trybuild run a full build for the batch.
-    t.pass("tests/ui/non_capturing_closure.rs");
-    t.compile_fail("tests/ui/capturing_closure.rs");
-    t.compile_fail("tests/ui/capturing_process.rs");
+    t.pass("tests/api/ui/non_capturing_closure.rs");
+    t.compile_fail("tests/api/ui/capturing_closure.rs");
+    t.compile_fail("tests/api/ui/capturing_process.rs");
 }

@@ -86,7 +86,7 @@ async fn a_panic_is_reported_and_the_exit_code_is_1() {
     match p.join().await {
         Err(ProcessError::Panicked { message, location }) => {
             assert_eq!(message, "child failed");
-            assert!(location.unwrap().starts_with("tests/process_basic.rs:"));
+            assert!(location.unwrap().starts_with("tests/process.rs:"));
         }
         other => panic!("expected Panicked, got {other:?}"),
     }

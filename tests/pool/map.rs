@@ -1,7 +1,5 @@
 //! `map`, `map_unordered` and `map_ordered_stream`.
 
-mod common;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
