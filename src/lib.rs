@@ -102,6 +102,7 @@ macro_rules! assert_zero_sized {
 }
 
 mod authkey;
+mod blocking;
 pub mod connection;
 mod error;
 pub mod manager;

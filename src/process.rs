@@ -656,7 +656,13 @@ impl<R: DeserializeOwned + 'static> Process<R> {
     ///
     /// # Errors
     /// As [`join`](Self::join).
+    ///
+    /// # Panics
+    /// If called from an async context, where it would stall the runtime; `.await`
+    /// [`join`](Self::join) there.
+    #[track_caller]
     pub fn blocking_join(&mut self) -> Result<R, ProcessError> {
+        crate::blocking::assert_may_block("blocking_join", "join");
         let rx = self.outcome.as_mut().ok_or(ProcessError::AlreadyJoined)?;
         let outcome = supervisor::wait_blocking(rx);
         self.finish(outcome)

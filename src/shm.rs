@@ -220,7 +220,7 @@ impl<'de> Deserialize<'de> for SharedMemory {
 /// # Errors
 /// Only if the lock's shared state is damaged (the robust mutex refuses).
 fn hold(lock: &Lock) -> io::Result<LockGuard<'_>> {
-    match lock.blocking_lock() {
+    match lock.lock_blocking_unchecked() {
         Ok(g) | Err(LockError::OwnerDied(g)) => Ok(g),
         Err(LockError::Io(e)) => Err(e),
         // Neither can come from a wait without a deadline.
@@ -585,7 +585,13 @@ impl<T: Pod> Array<T> {
     ///
     /// # Errors
     /// As [`lock`](Self::lock).
+    ///
+    /// # Panics
+    /// If called from an async context, where it would stall the runtime; `.await`
+    /// [`lock`](Self::lock) there.
+    #[track_caller]
     pub fn blocking_lock(&self) -> io::Result<ArrayGuard<'_, T>> {
+        crate::blocking::assert_may_block("blocking_lock", "lock");
         let held = hold(&self.lock)?;
         Ok(ArrayGuard {
             _held: held,

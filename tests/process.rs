@@ -345,11 +345,22 @@ fn an_argument_that_does_not_serialise_fails_spawn() {
 }
 
 #[tokio::test(flavor = "current_thread")]
-async fn many_spawns_and_blocking_joins_in_one_poll_of_a_task_do_not_livelock() {
-    // `spawn` and `blocking_join` wait for procpool's supervisor thread from a task of
-    // this runtime, with no await in between: past tokio's coop budget (128 polls
-    // per task poll) a oneshot polled that way answered Pending for ever.
+async fn many_spawns_in_one_poll_of_a_task_do_not_livelock() {
+    // `spawn` waits for procpool's supervisor thread from a task of this runtime, with
+    // no await in between: past tokio's coop budget (128 polls per task poll) a
+    // oneshot polled that way answered Pending for ever. (`blocking_join` did the
+    // same; from a task it now panics, as tokio's blocking forms do.)
     let mut ps: Vec<_> = (0..300u32)
+        .map(|i| Process::spawn(|x: u32| x + 1, i).unwrap())
+        .collect();
+    for (i, p) in ps.iter_mut().enumerate() {
+        assert_eq!(p.join().await.unwrap(), i as u32 + 1);
+    }
+}
+
+#[test]
+fn blocking_joins_off_the_runtime() {
+    let mut ps: Vec<_> = (0..50u32)
         .map(|i| Process::spawn(|x: u32| x + 1, i).unwrap())
         .collect();
     for (i, p) in ps.iter_mut().enumerate() {

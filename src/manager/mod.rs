@@ -406,7 +406,13 @@ macro_rules! call_pair {
         ///
         /// # Errors
         /// As the async form.
+        ///
+        /// # Panics
+        /// If called from an async context, where it would stall the runtime; `.await`
+        /// the async form there.
+        #[track_caller]
         pub fn $blocking(&self, $($arg: $ty),*) -> Result<$ret, ManagerError> {
+            crate::blocking::assert_may_block(stringify!($blocking), stringify!($name));
             let $this = self;
             let req = $req;
             let $resp = $this.0.link.blocking_call(req)?;

@@ -64,10 +64,16 @@ impl<T: Serialize + DeserializeOwned> ValueProxy<T> {
     ///
     /// # Panics
     /// If `f` panics (the value is then unchanged).
+    ///
+    /// # Panics
+    /// If called from an async context, where it would stall the runtime; `.await`
+    /// [`update`](Self::update) there.
+    #[track_caller]
     pub fn blocking_update<F>(&self, mut f: F) -> Result<T, ManagerError>
     where
         F: FnMut(T) -> T,
     {
+        crate::blocking::assert_may_block("blocking_update", "update");
         let mut current = self
             .0
             .link
@@ -242,7 +248,13 @@ impl Namespace {
     ///
     /// # Errors
     /// As [`set`](Self::set).
+    ///
+    /// # Panics
+    /// If called from an async context, where it would stall the runtime; `.await`
+    /// [`set`](Self::set) there.
+    #[track_caller]
     pub fn blocking_set<T: Serialize>(&self, name: &str, value: &T) -> Result<(), ManagerError> {
+        crate::blocking::assert_may_block("blocking_set", "set");
         unit_of(self.0.link.blocking_call(Request::DictSet(
             self.0.id,
             encode(&name)?,
@@ -254,7 +266,13 @@ impl Namespace {
     ///
     /// # Errors
     /// As [`get`](Self::get).
+    ///
+    /// # Panics
+    /// If called from an async context, where it would stall the runtime; `.await`
+    /// [`get`](Self::get) there.
+    #[track_caller]
     pub fn blocking_get<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, ManagerError> {
+        crate::blocking::assert_may_block("blocking_get", "get");
         let r = self
             .0
             .link

@@ -48,7 +48,13 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
     ///
     /// # Errors
     /// As [`get`](Self::get).
+    ///
+    /// # Panics
+    /// If called from an async context, where it would stall the runtime; `.await`
+    /// [`get`](Self::get) there.
+    #[track_caller]
     pub fn blocking_get(&self) -> Result<T, ManagerError> {
+        crate::blocking::assert_may_block("blocking_get", "get");
         let c = self.0.link.blocking_dedicated()?;
         required(bytes_of(blocking_ask(&c, Request::QueueGet(self.0.id))?)?)
     }
@@ -80,7 +86,13 @@ impl LockProxy {
     ///
     /// # Errors
     /// As [`lock`](Self::lock).
+    ///
+    /// # Panics
+    /// If called from an async context, where it would stall the runtime; `.await`
+    /// [`lock`](Self::lock) there.
+    #[track_caller]
     pub fn blocking_lock(&self) -> Result<ManagerLockGuard, ManagerError> {
+        crate::blocking::assert_may_block("blocking_lock", "lock");
         let c = self.0.link.blocking_dedicated()?;
         unit_of(blocking_ask(&c, Request::LockAcquire(self.0.id))?)?;
         Ok(ManagerLockGuard { _conn: c })
@@ -128,7 +140,13 @@ impl EventProxy {
     ///
     /// # Errors
     /// As [`wait`](Self::wait).
+    ///
+    /// # Panics
+    /// If called from an async context, where it would stall the runtime; `.await`
+    /// [`wait`](Self::wait) there.
+    #[track_caller]
     pub fn blocking_wait(&self) -> Result<(), ManagerError> {
+        crate::blocking::assert_may_block("blocking_wait", "wait");
         let c = self.0.link.blocking_dedicated()?;
         unit_of(blocking_ask(&c, Request::EventWait(self.0.id))?)
     }

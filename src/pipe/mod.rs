@@ -277,7 +277,13 @@ impl<S, R> Connection<S, R> {
     ///
     /// # Panics
     /// If called from within an async runtime context.
+    ///
+    /// # Panics
+    /// If called from an async context, where it would stall the runtime; `.await`
+    /// [`send_bytes`](Self::send_bytes) there.
+    #[track_caller]
     pub fn blocking_send_bytes(&self, bytes: &[u8]) -> Result<(), SendError> {
+        crate::blocking::assert_may_block("blocking_send_bytes", "send_bytes");
         let (frame, fds) = encode_bytes(bytes)?;
         self.blocking_send_frame(frame, fds)
     }
@@ -384,7 +390,13 @@ impl<S, R> Connection<S, R> {
     ///
     /// # Panics
     /// If called from within an async runtime context.
+    ///
+    /// # Panics
+    /// If called from an async context, where it would stall the runtime; `.await`
+    /// [`recv_bytes`](Self::recv_bytes) there.
+    #[track_caller]
     pub fn blocking_recv_bytes(&self) -> Result<Vec<u8>, RecvError> {
+        crate::blocking::assert_may_block("blocking_recv_bytes", "recv_bytes");
         self.blocking_recv_frame(None, None).map(|f| f.body)
     }
 
@@ -408,7 +420,13 @@ impl<S, R> Connection<S, R> {
     ///
     /// # Panics
     /// If called from within an async runtime context.
+    ///
+    /// # Panics
+    /// If called from an async context, where it would stall the runtime; `.await`
+    /// [`recv_bytes_max`](Self::recv_bytes_max) there.
+    #[track_caller]
     pub fn blocking_recv_bytes_max(&self, max: usize) -> Result<Vec<u8>, RecvError> {
+        crate::blocking::assert_may_block("blocking_recv_bytes_max", "recv_bytes_max");
         self.blocking_recv_frame(Some(max as u64), None)
             .map(|f| f.body)
     }
@@ -433,7 +451,13 @@ impl<S, R> Connection<S, R> {
     ///
     /// # Panics
     /// If called from within an async runtime context.
+    ///
+    /// # Panics
+    /// If called from an async context, where it would stall the runtime; `.await`
+    /// [`recv_bytes_into`](Self::recv_bytes_into) there.
+    #[track_caller]
     pub fn blocking_recv_bytes_into(&self, buf: &mut [u8]) -> Result<usize, RecvError> {
+        crate::blocking::assert_may_block("blocking_recv_bytes_into", "recv_bytes_into");
         let body = self.blocking_recv_frame(None, None)?.body;
         copy_into(body, buf)
     }
@@ -484,7 +508,13 @@ impl<S, R> Connection<S, R> {
     ///
     /// # Errors
     /// An I/O error from the system.
+    ///
+    /// # Panics
+    /// If called from an async context, where it would stall the runtime; `.await`
+    /// [`poll`](Self::poll) there.
+    #[track_caller]
     pub fn blocking_poll(&self, timeout: Option<Duration>) -> io::Result<bool> {
+        crate::blocking::assert_may_block("blocking_poll", "poll");
         if let Ok(r) = self.end.reader.try_lock() {
             if r.frames.has_frame() {
                 return Ok(true);
@@ -529,7 +559,13 @@ impl<S: Serialize + 'static, R> Connection<S, R> {
     ///
     /// # Panics
     /// If called from within an async runtime context.
+    ///
+    /// # Panics
+    /// If called from an async context, where it would stall the runtime; `.await`
+    /// [`send`](Self::send) there.
+    #[track_caller]
     pub fn blocking_send(&self, value: &S) -> Result<(), SendError> {
+        crate::blocking::assert_may_block("blocking_send", "send");
         let (frame, fds) = encode(value)?;
         self.blocking_send_frame(frame, fds)
     }
@@ -555,7 +591,13 @@ impl<S, R: DeserializeOwned + 'static> Connection<S, R> {
     ///
     /// # Panics
     /// If called from within an async runtime context.
+    ///
+    /// # Panics
+    /// If called from an async context, where it would stall the runtime; `.await`
+    /// [`recv`](Self::recv) there.
+    #[track_caller]
     pub fn blocking_recv(&self) -> Result<R, RecvError> {
+        crate::blocking::assert_may_block("blocking_recv", "recv");
         decode(self.blocking_recv_frame(None, None)?)
     }
 
@@ -590,7 +632,13 @@ impl<S, R: DeserializeOwned + 'static> Connection<S, R> {
     ///
     /// # Panics
     /// If called from within an async runtime context.
+    ///
+    /// # Panics
+    /// If called from an async context, where it would stall the runtime; `.await`
+    /// [`recv_timeout`](Self::recv_timeout) there.
+    #[track_caller]
     pub fn blocking_recv_timeout(&self, timeout: Duration) -> Result<R, RecvError> {
+        crate::blocking::assert_may_block("blocking_recv_timeout", "recv_timeout");
         decode(self.blocking_recv_frame(None, Some(Instant::now() + timeout))?)
     }
 }

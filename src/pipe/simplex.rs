@@ -50,7 +50,13 @@ impl<T: Serialize + 'static> Sender<T> {
     ///
     /// # Panics
     /// If called from within an async runtime context.
+    ///
+    /// # Panics
+    /// If called from an async context, where it would stall the runtime; `.await`
+    /// [`send`](Self::send) there.
+    #[track_caller]
     pub fn blocking_send(&self, value: &T) -> Result<(), SendError> {
+        crate::blocking::assert_may_block("blocking_send", "send");
         self.conn.blocking_send(value)
     }
 }
@@ -74,7 +80,13 @@ impl<T> Sender<T> {
     ///
     /// # Panics
     /// If called from within an async runtime context.
+    ///
+    /// # Panics
+    /// If called from an async context, where it would stall the runtime; `.await`
+    /// [`send_bytes`](Self::send_bytes) there.
+    #[track_caller]
     pub fn blocking_send_bytes(&self, bytes: &[u8]) -> Result<(), SendError> {
+        crate::blocking::assert_may_block("blocking_send_bytes", "send_bytes");
         self.conn.blocking_send_bytes(bytes)
     }
 
@@ -101,7 +113,13 @@ impl<T: DeserializeOwned + 'static> Receiver<T> {
     ///
     /// # Panics
     /// If called from within an async runtime context.
+    ///
+    /// # Panics
+    /// If called from an async context, where it would stall the runtime; `.await`
+    /// [`recv`](Self::recv) there.
+    #[track_caller]
     pub fn blocking_recv(&self) -> Result<T, RecvError> {
+        crate::blocking::assert_may_block("blocking_recv", "recv");
         self.conn.blocking_recv()
     }
 
@@ -131,7 +149,13 @@ impl<T: DeserializeOwned + 'static> Receiver<T> {
     ///
     /// # Panics
     /// If called from within an async runtime context.
+    ///
+    /// # Panics
+    /// If called from an async context, where it would stall the runtime; `.await`
+    /// [`recv_timeout`](Self::recv_timeout) there.
+    #[track_caller]
     pub fn blocking_recv_timeout(&self, timeout: Duration) -> Result<T, RecvError> {
+        crate::blocking::assert_may_block("blocking_recv_timeout", "recv_timeout");
         self.conn.blocking_recv_timeout(timeout)
     }
 }
@@ -155,7 +179,13 @@ impl<T> Receiver<T> {
     ///
     /// # Panics
     /// If called from within an async runtime context.
+    ///
+    /// # Panics
+    /// If called from an async context, where it would stall the runtime; `.await`
+    /// [`recv_bytes`](Self::recv_bytes) there.
+    #[track_caller]
     pub fn blocking_recv_bytes(&self) -> Result<Vec<u8>, RecvError> {
+        crate::blocking::assert_may_block("blocking_recv_bytes", "recv_bytes");
         self.conn.blocking_recv_bytes()
     }
 
@@ -174,7 +204,13 @@ impl<T> Receiver<T> {
     ///
     /// # Errors
     /// As [`Connection::blocking_poll`].
+    ///
+    /// # Panics
+    /// If called from an async context, where it would stall the runtime; `.await`
+    /// [`poll`](Self::poll) there.
+    #[track_caller]
     pub fn blocking_poll(&self, timeout: Option<Duration>) -> io::Result<bool> {
+        crate::blocking::assert_may_block("blocking_poll", "poll");
         self.conn.blocking_poll(timeout)
     }
 

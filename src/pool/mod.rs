@@ -16,6 +16,7 @@ mod handle;
 mod jobs;
 mod map;
 mod pace;
+mod runtime_probe;
 mod stats;
 mod worker_process;
 
@@ -271,7 +272,7 @@ impl PoolBuilder {
     /// [`Error::Spawn`] if the supervisor thread cannot be started.
     pub fn build(self) -> Result<ProcessPoolExecutor, Error> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
-        if !runtime_has_io_and_time() {
+        if !runtime_probe::has_io_and_time() {
             return Err(Error::NoRuntime);
         }
         let workers = self.workers.unwrap_or_else(crate::cpu_count);
@@ -345,17 +346,6 @@ impl PoolBuilder {
             closed: AtomicBool::new(false),
         })
     }
-}
-
-/// Whether the current runtime can register fds and run timers. tokio panics (rather
-/// than returning an error) when a driver is disabled, so probe under `catch_unwind`.
-fn runtime_has_io_and_time() -> bool {
-    std::panic::catch_unwind(|| {
-        let io = tokio::net::UnixStream::pair().is_ok();
-        let _timer = tokio::time::sleep(Duration::ZERO);
-        io
-    })
-    .unwrap_or(false)
 }
 
 /// A pool of worker processes running functions of this binary, each task a future.

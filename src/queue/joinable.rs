@@ -114,7 +114,13 @@ impl<T> JoinableQueue<T> {
     ///
     /// # Errors
     /// As [`join`](Self::join).
+    ///
+    /// # Panics
+    /// If called from an async context, where it would stall the runtime; `.await`
+    /// [`join`](Self::join) there.
+    #[track_caller]
     pub fn blocking_join(&self) -> io::Result<()> {
+        crate::blocking::assert_may_block("blocking_join", "join");
         self.inner
             .core
             .blocking_wait(None, Self::all_done)

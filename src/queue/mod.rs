@@ -345,7 +345,13 @@ impl<T: Serialize + DeserializeOwned + 'static> Queue<T> {
     ///
     /// # Errors
     /// As [`put`](Self::put).
+    ///
+    /// # Panics
+    /// If called from an async context, where it would stall the runtime; `.await`
+    /// [`put`](Self::put) there.
+    #[track_caller]
     pub fn blocking_put(&self, item: T) -> Result<(), PutError<T>> {
+        crate::blocking::assert_may_block("blocking_put", "put");
         self.blocking_put_inner(item, None)
     }
 
@@ -353,7 +359,13 @@ impl<T: Serialize + DeserializeOwned + 'static> Queue<T> {
     ///
     /// # Errors
     /// As [`put_timeout`](Self::put_timeout).
+    ///
+    /// # Panics
+    /// If called from an async context, where it would stall the runtime; `.await`
+    /// [`put_timeout`](Self::put_timeout) there.
+    #[track_caller]
     pub fn blocking_put_timeout(&self, item: T, timeout: Duration) -> Result<(), PutError<T>> {
+        crate::blocking::assert_may_block("blocking_put_timeout", "put_timeout");
         self.blocking_put_inner(item, Some(timeout))
     }
 
@@ -426,7 +438,13 @@ impl<T: Serialize + DeserializeOwned + 'static> Queue<T> {
     ///
     /// # Errors
     /// As [`get`](Self::get).
+    ///
+    /// # Panics
+    /// If called from an async context, where it would stall the runtime; `.await`
+    /// [`get`](Self::get) there.
+    #[track_caller]
     pub fn blocking_get(&self) -> Result<T, GetError> {
+        crate::blocking::assert_may_block("blocking_get", "get");
         self.blocking_get_inner(None)
     }
 
@@ -434,7 +452,13 @@ impl<T: Serialize + DeserializeOwned + 'static> Queue<T> {
     ///
     /// # Errors
     /// As [`get_timeout`](Self::get_timeout).
+    ///
+    /// # Panics
+    /// If called from an async context, where it would stall the runtime; `.await`
+    /// [`get_timeout`](Self::get_timeout) there.
+    #[track_caller]
     pub fn blocking_get_timeout(&self, timeout: Duration) -> Result<T, GetError> {
+        crate::blocking::assert_may_block("blocking_get_timeout", "get_timeout");
         self.blocking_get_inner(Some(timeout))
     }
 

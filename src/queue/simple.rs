@@ -73,7 +73,13 @@ impl<T: Serialize + DeserializeOwned + 'static> SimpleQueue<T> {
     ///
     /// # Errors
     /// As [`Queue::put`].
+    ///
+    /// # Panics
+    /// If called from an async context, where it would stall the runtime; `.await`
+    /// [`put`](Self::put) there.
+    #[track_caller]
     pub fn blocking_put(&self, item: T) -> Result<(), PutError<T>> {
+        crate::blocking::assert_may_block("blocking_put", "put");
         self.inner.blocking_put(item)
     }
 
@@ -92,7 +98,13 @@ impl<T: Serialize + DeserializeOwned + 'static> SimpleQueue<T> {
     ///
     /// # Errors
     /// As [`Queue::get`].
+    ///
+    /// # Panics
+    /// If called from an async context, where it would stall the runtime; `.await`
+    /// [`get`](Self::get) there.
+    #[track_caller]
     pub fn blocking_get(&self) -> Result<T, GetError> {
+        crate::blocking::assert_may_block("blocking_get", "get");
         self.inner.blocking_get()
     }
 

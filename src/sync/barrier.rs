@@ -145,7 +145,13 @@ impl Barrier {
     ///
     /// # Errors
     /// As [`wait`](Self::wait).
+    ///
+    /// # Panics
+    /// If called from an async context, where it would stall the runtime; `.await`
+    /// [`wait`](Self::wait) there.
+    #[track_caller]
     pub fn blocking_wait(&self) -> Result<usize, WaitError> {
+        crate::blocking::assert_may_block("blocking_wait", "wait");
         match self.arrive()? {
             Arrival::Done(i) => Ok(i),
             Arrival::Waiting { index, generation } => {
@@ -161,7 +167,13 @@ impl Barrier {
     ///
     /// # Errors
     /// As [`wait_timeout`](Self::wait_timeout).
+    ///
+    /// # Panics
+    /// If called from an async context, where it would stall the runtime; `.await`
+    /// [`wait_timeout`](Self::wait_timeout) there.
+    #[track_caller]
     pub fn blocking_wait_timeout(&self, timeout: Duration) -> Result<usize, WaitError> {
+        crate::blocking::assert_may_block("blocking_wait_timeout", "wait_timeout");
         match self.arrive()? {
             Arrival::Done(i) => Ok(i),
             Arrival::Waiting { index, generation } => match self

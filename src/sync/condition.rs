@@ -146,7 +146,7 @@ macro_rules! condition_waits {
                 &'a self,
                 saved: u64,
             ) -> Result<$guard<'a>, LockError<$guard<'a>>> {
-                let r = self.lock.blocking_lock();
+                let r = self.lock.lock_blocking_unchecked();
                 $restore(&self.lock, saved);
                 r
             }
@@ -220,10 +220,16 @@ macro_rules! condition_waits {
             ///
             /// # Errors
             /// As [`wait`](Self::wait).
+            ///
+            /// # Panics
+            /// If called from an async context, where it would stall the runtime; `.await`
+            /// [`wait`](Self::wait) there.
+            #[track_caller]
             pub fn blocking_wait<'a>(
                 &'a self,
                 guard: $guard<'a>,
             ) -> Result<$guard<'a>, LockError<$guard<'a>>> {
+                crate::blocking::assert_may_block("blocking_wait", "wait");
                 self.register()?;
                 let saved = $release(guard)?;
                 self.shared
@@ -236,11 +242,17 @@ macro_rules! condition_waits {
             ///
             /// # Errors
             /// As [`wait`](Self::wait).
+            ///
+            /// # Panics
+            /// If called from an async context, where it would stall the runtime; `.await`
+            /// [`wait_timeout`](Self::wait_timeout) there.
+            #[track_caller]
             pub fn blocking_wait_timeout<'a>(
                 &'a self,
                 guard: $guard<'a>,
                 timeout: Duration,
             ) -> Result<($guard<'a>, bool), LockError<$guard<'a>>> {
+                crate::blocking::assert_may_block("blocking_wait_timeout", "wait_timeout");
                 self.register()?;
                 let saved = $release(guard)?;
                 let notified = self
@@ -256,11 +268,17 @@ macro_rules! condition_waits {
             ///
             /// # Errors
             /// As [`wait`](Self::wait).
+            ///
+            /// # Panics
+            /// If called from an async context, where it would stall the runtime; `.await`
+            /// [`wait_while`](Self::wait_while) there.
+            #[track_caller]
             pub fn blocking_wait_while<'a>(
                 &'a self,
                 mut guard: $guard<'a>,
                 mut condition: impl FnMut() -> bool,
             ) -> Result<$guard<'a>, LockError<$guard<'a>>> {
+                crate::blocking::assert_may_block("blocking_wait_while", "wait_while");
                 while condition() {
                     guard = self.blocking_wait(guard)?;
                 }

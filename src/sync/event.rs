@@ -90,7 +90,13 @@ impl Event {
     ///
     /// # Errors
     /// A system error from the shared state.
+    ///
+    /// # Panics
+    /// If called from an async context, where it would stall the runtime; `.await`
+    /// [`wait`](Self::wait) there.
+    #[track_caller]
     pub fn blocking_wait(&self) -> io::Result<()> {
+        crate::blocking::assert_may_block("blocking_wait", "wait");
         self.shared
             .cell
             .blocking_wait(None, |_| self.check())
@@ -101,7 +107,13 @@ impl Event {
     ///
     /// # Errors
     /// A system error from the shared state.
+    ///
+    /// # Panics
+    /// If called from an async context, where it would stall the runtime; `.await`
+    /// [`wait_timeout`](Self::wait_timeout) there.
+    #[track_caller]
     pub fn blocking_wait_timeout(&self, timeout: Duration) -> io::Result<bool> {
+        crate::blocking::assert_may_block("blocking_wait_timeout", "wait_timeout");
         self.shared
             .cell
             .blocking_wait(deadline(timeout), |_| self.check())

@@ -192,8 +192,13 @@ impl RLock {
     /// # Errors
     /// As [`blocking_lock`](Self::blocking_lock) (`OwnerDied` carries `()`: the lock
     /// is held).
+    ///
+    /// # Panics
+    /// If called from an async context, as [`blocking_lock`](Self::blocking_lock).
+    #[track_caller]
     pub fn acquire(&self) -> Result<(), LockError<()>> {
-        match self.blocking_lock() {
+        crate::blocking::assert_may_block("acquire", "lock");
+        match self.lock_blocking_unchecked() {
             Ok(g) => {
                 std::mem::forget(g);
                 Ok(())

@@ -212,7 +212,20 @@ macro_rules! lock_methods {
         ///
         /// # Errors
         /// As [`lock`](Self::lock).
+        ///
+        /// # Panics
+        /// If called from an async context, where it would stall the runtime; `.await`
+        /// [`lock`](Self::lock) there.
+        #[track_caller]
         pub fn blocking_lock(&self) -> Result<$guard<'_>, LockError<$guard<'_>>> {
+            crate::blocking::assert_may_block("blocking_lock", "lock");
+            self.lock_blocking_unchecked()
+        }
+
+        /// [`blocking_lock`](Self::blocking_lock) without the async-context check, for
+        /// the crate's own short critical sections (a shared `Value`'s get and set),
+        /// which hold the lock for a copy and are fine from async code.
+        pub(crate) fn lock_blocking_unchecked(&self) -> Result<$guard<'_>, LockError<$guard<'_>>> {
             let tid = $tid;
             let got = self
                 .shared
@@ -226,10 +239,16 @@ macro_rules! lock_methods {
         ///
         /// # Errors
         /// As [`lock_timeout`](Self::lock_timeout).
+        ///
+        /// # Panics
+        /// If called from an async context, where it would stall the runtime; `.await`
+        /// [`lock_timeout`](Self::lock_timeout) there.
+        #[track_caller]
         pub fn blocking_lock_timeout(
             &self,
             timeout: Duration,
         ) -> Result<$guard<'_>, LockError<$guard<'_>>> {
+            crate::blocking::assert_may_block("blocking_lock_timeout", "lock_timeout");
             let tid = $tid;
             match self
                 .shared

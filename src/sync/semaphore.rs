@@ -212,7 +212,13 @@ macro_rules! semaphore_methods {
             ///
             /// # Errors
             /// As [`acquire`](Self::acquire).
+            ///
+            /// # Panics
+            /// If called from an async context, where it would stall the runtime; `.await`
+            /// [`acquire`](Self::acquire) there.
+            #[track_caller]
             pub fn blocking_acquire(&self) -> Result<SemaphoreGuard<'_>, WaitError> {
+                crate::blocking::assert_may_block("blocking_acquire", "acquire");
                 let r = self
                     .shared
                     .cell
@@ -225,10 +231,16 @@ macro_rules! semaphore_methods {
             ///
             /// # Errors
             /// As [`acquire_timeout`](Self::acquire_timeout).
+            ///
+            /// # Panics
+            /// If called from an async context, where it would stall the runtime; `.await`
+            /// [`acquire_timeout`](Self::acquire_timeout) there.
+            #[track_caller]
             pub fn blocking_acquire_timeout(
                 &self,
                 timeout: Duration,
             ) -> Result<SemaphoreGuard<'_>, WaitError> {
+                crate::blocking::assert_may_block("blocking_acquire_timeout", "acquire_timeout");
                 match self
                     .shared
                     .cell

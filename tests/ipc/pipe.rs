@@ -102,11 +102,33 @@ async fn blocking_forms_work_off_the_runtime() {
     a.send(&vec![1, 2, 3]).await.unwrap();
     assert_eq!(a.recv().await.unwrap(), [2, 3, 4]);
     let b = t.await.unwrap();
-    assert!(!b.blocking_poll(Some(Duration::ZERO)).unwrap());
+    let b = tokio::task::spawn_blocking(move || {
+        assert!(!b.blocking_poll(Some(Duration::ZERO)).unwrap());
+        b
+    })
+    .await
+    .unwrap();
     a.send(&vec![]).await.unwrap();
-    assert!(b.blocking_poll(None).unwrap());
+    let b = tokio::task::spawn_blocking(move || {
+        assert!(b.blocking_poll(None).unwrap());
+        b
+    })
+    .await
+    .unwrap();
     assert_eq!(b.try_recv().unwrap(), Vec::<u32>::new());
     assert!(matches!(b.try_recv(), Err(RecvError::Empty)));
+}
+
+#[tokio::test]
+async fn a_blocking_form_in_an_async_context_panics_naming_the_async_form() {
+    let (_a, b) = procpool::pipe::<u32>().unwrap();
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        b.blocking_recv_timeout(Duration::ZERO)
+    }));
+    let payload = caught.expect_err("blocking_recv_timeout ran inside a tokio task");
+    let message = payload.downcast_ref::<String>().unwrap();
+    assert!(message.contains("`blocking_recv_timeout`"), "{message}");
+    assert!(message.contains("`recv_timeout(..).await`"), "{message}");
 }
 
 #[tokio::test]

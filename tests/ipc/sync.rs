@@ -1,6 +1,7 @@
 //! Synchronization primitives across processes: the seeds' scenarios, Python's error
 //! cases, timeouts, and holders killed with SIGKILL.
 
+use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
 use procpool::sync::{LockError, ReleaseError, WaitError};
@@ -164,12 +165,46 @@ fn bounded_semaphore_released_too_often_is_an_error() {
     assert_eq!(plain.value(), 2);
 }
 
+#[tokio::test]
+async fn blocking_forms_panic_in_a_task_and_work_in_spawn_blocking() {
+    let ev = Event::new().unwrap();
+    let lock = Lock::new().unwrap();
+    for (what, caught) in [
+        (
+            "blocking_wait_timeout",
+            std::panic::catch_unwind(AssertUnwindSafe(|| {
+                drop(ev.blocking_wait_timeout(Duration::ZERO))
+            })),
+        ),
+        (
+            "blocking_lock",
+            std::panic::catch_unwind(AssertUnwindSafe(|| drop(lock.blocking_lock()))),
+        ),
+    ] {
+        let payload = caught.expect_err(what);
+        let message = payload.downcast_ref::<String>().unwrap();
+        assert!(message.contains(&format!("`{what}`")), "{message}");
+        assert!(message.contains("spawn_blocking"), "{message}");
+    }
+    // The lock was never taken, and the blocking forms work where blocking is allowed.
+    let got = tokio::task::spawn_blocking(move || {
+        let guard = lock.blocking_lock().unwrap();
+        drop(guard);
+        ev.set();
+        ev.blocking_wait_timeout(Duration::ZERO).unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(got);
+}
+
 fn try_rlock(r: RLock) -> bool {
     r.try_lock().is_ok()
 }
 
-#[tokio::test]
-async fn rlock_reenters_for_its_thread_and_refuses_others() {
+// Python-style `acquire` blocks, so this test runs off any runtime.
+#[test]
+fn rlock_reenters_for_its_thread_and_refuses_others() {
     let r = RLock::new().unwrap();
     r.acquire().unwrap();
     r.acquire().unwrap();
@@ -189,12 +224,12 @@ async fn rlock_reenters_for_its_thread_and_refuses_others() {
     assert_eq!(other, (true, true));
     // Nor does another process.
     let mut p = Process::spawn(try_rlock, r.clone()).unwrap();
-    assert!(!p.join().await.unwrap());
+    assert!(!p.blocking_join().unwrap());
     r.release().unwrap();
     r.release().unwrap();
     assert!(matches!(r.release(), Err(ReleaseError::NotOwner)));
     let mut p = Process::spawn(try_rlock, r.clone()).unwrap();
-    assert!(p.join().await.unwrap());
+    assert!(p.blocking_join().unwrap());
 }
 
 /// Consumer: takes `n` items as they are produced, under the condition.

@@ -245,6 +245,34 @@ fn a_runtime_without_io_is_refused_with_a_typed_error() {
     }
 }
 
+/// The refusal above, run again in a child test process of its own (this binary, with
+/// output not captured), must leave its stderr without a panic message.
+#[test]
+fn the_refusal_of_a_runtime_without_io_prints_nothing() {
+    const CHILD: &str = "PROCPOOL_TEST_REFUSAL_CHILD";
+    if std::env::var_os(CHILD).is_some() {
+        return a_runtime_without_io_is_refused_with_a_typed_error();
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "submit::the_refusal_of_a_runtime_without_io_prints_nothing",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD, "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "child failed: {stdout}{stderr}");
+    assert!(
+        stdout.contains("1 passed"),
+        "the child ran no test: {stdout}"
+    );
+    assert!(!stderr.contains("panicked"), "the probe printed: {stderr}");
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn an_argument_that_does_not_serialise_fails_its_handle_at_once() {
     let pool = ProcessPoolExecutor::builder().workers(1).build().unwrap();
