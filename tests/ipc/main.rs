@@ -1,11 +1,10 @@
 //! Shared state between processes: pipes, queues, shared memory, locks and other sync
-//! primitives, handles with fds, connections and the manager.
+//! primitives, connections and the manager.
 
 #[path = "../common/mod.rs"]
 mod common;
 
 mod connection;
-mod handles_fds;
 mod manager;
 mod pipe;
 mod queue;

@@ -1,5 +1,5 @@
 //! Handles passed between processes leave no descriptor behind in the parent, and a
-//! handle dropped in one process does not disturb the others. One test per binary:
+//! handle dropped in one process does not disturb the others. Alone in its binary:
 //! it counts this process's open descriptors.
 
 use procpool::{Connection, Process, ProcessPoolExecutor, Queue};
