@@ -86,21 +86,6 @@ compile_error!(
      pidfds, memfd seals, futexes and SCM_RIGHTS. Other platforms are not supported yet."
 );
 
-/// Rejects functions with a size (capturing closures, fn pointers) at the user's call
-/// site, with a message that says what to do.
-macro_rules! assert_zero_sized {
-    ($f:ty) => {
-        const {
-            assert!(
-                std::mem::size_of::<$f>() == 0,
-                "procpool can only send functions that capture nothing (fn items and \
-                 non-capturing closures): a worker process cannot see the captured \
-                 variables. Pass the captured data in the argument instead."
-            )
-        }
-    };
-}
-
 mod authkey;
 mod blocking;
 pub mod connection;
@@ -137,6 +122,7 @@ pub use sync::{
     Barrier, BoundedSemaphore, Condition, Event, Lock, LockGuard, RLock, RLockGuard, Semaphore,
     SemaphoreGuard,
 };
+pub use task::{AsyncTask, Message, Task};
 
 /// Runs the worker if this process was started as a procpool worker; does nothing
 /// otherwise.

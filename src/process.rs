@@ -14,7 +14,6 @@
 
 use std::ffi::OsString;
 use std::fmt;
-use std::future::Future;
 use std::io::{self, Read};
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, OwnedFd};
@@ -33,7 +32,7 @@ use crate::error::{fmt_codec, fmt_panic, Error, Exit, ProtocolError};
 use crate::spawn;
 use crate::supervisor;
 use crate::sys;
-use crate::task::{self, Trampoline};
+use crate::task::{self, AsyncTask, Message, Task, Trampoline};
 use crate::wire::stream::{Frame, FrameReader, FrameWriter};
 use crate::wire::{self, handles, value, Failure, Hello, Kind, Payload, ReadError, FLAG_FAILED};
 use crate::worker::identity;
@@ -310,11 +309,11 @@ impl Builder {
     /// does not serialise.
     pub fn spawn<F, A, R>(self, f: F, arg: A) -> Result<Process<R>, Error>
     where
-        F: Fn(A) -> R + Copy + Send + 'static,
-        A: Serialize + DeserializeOwned + Send + 'static,
-        R: Serialize + DeserializeOwned + Send + 'static,
+        F: Task<A, R>,
+        A: Message,
+        R: Message,
     {
-        assert_zero_sized!(F);
+        let () = F::CAPTURES_NOTHING;
         let _ = f;
         self.start(task::call::<F, A, R>, arg)
     }
@@ -324,16 +323,15 @@ impl Builder {
     ///
     /// # Errors
     /// As [`spawn`](Self::spawn).
-    pub fn spawn_async<F, A, Fut, R>(self, f: F, arg: A) -> Result<Process<R>, Error>
+    pub fn spawn_async<F, A, R>(self, f: F, arg: A) -> Result<Process<R>, Error>
     where
-        F: Fn(A) -> Fut + Copy + Send + 'static,
-        Fut: Future<Output = R> + 'static,
-        A: Serialize + DeserializeOwned + Send + 'static,
-        R: Serialize + DeserializeOwned + Send + 'static,
+        F: AsyncTask<A, R>,
+        A: Message,
+        R: Message,
     {
-        assert_zero_sized!(F);
+        let () = F::CAPTURES_NOTHING;
         let _ = f;
-        self.start(task::call_async::<F, A, Fut, R>, arg)
+        self.start(task::call_async::<F, A, R>, arg)
     }
 
     fn start<A: Serialize + 'static, R>(
@@ -354,14 +352,8 @@ impl Builder {
         let hello = wire::control(
             Kind::Hello,
             &Hello {
-                fingerprint: task::fingerprint(),
-                max_frame: crate::DEFAULT_MAX_FRAME,
-                initializer: None,
-                name: name.clone(),
                 one_shot: true,
-                authkey: crate::authkey::authkey(),
-                progress: false,
-                spin: false,
+                ..spawn::hello(name.clone())
             },
         );
         let mut run = Vec::new();
@@ -381,16 +373,19 @@ impl Builder {
         let (flags, func) = task::local_ref(trampoline).to_header();
         wire::finish(&mut run, Kind::Run, flags, RUN_ID, func);
 
-        let (ours, theirs) = sys::sock::pair(sys::sock::Kind::Stream).map_err(Error::Spawn)?;
-        let mut cmd = spawn::child_command(self.daemon, theirs, &self.env);
-        if let Some(s) = self.stdout {
-            cmd.stdout(s);
-        }
-        if let Some(s) = self.stderr {
-            cmd.stderr(s);
-        }
-        let mut child = supervisor::spawn_blocking(cmd).map_err(Error::Spawn)?;
-        let pid = child.id();
+        let spawn::Started {
+            mut child,
+            pid,
+            pidfd,
+            socket: ours,
+        } = spawn::start_now(spawn::ChildSpec {
+            daemon: self.daemon,
+            env: &self.env,
+            own_group: false,
+            stdout: self.stdout,
+            stderr: self.stderr,
+        })
+        .map_err(Error::Spawn)?;
         let stdout = child
             .stdout
             .take()
@@ -399,13 +394,6 @@ impl Builder {
             .stderr
             .take()
             .map(|s| ChildOutput(std::fs::File::from(OwnedFd::from(s))));
-        let pidfd = match sys::proc::pidfd_open(pid) {
-            Ok(fd) => fd,
-            Err(e) => {
-                supervisor::reap_later(child);
-                return Err(Error::Spawn(e));
-            }
-        };
         let shared = Arc::new(Shared {
             pid,
             name,
@@ -527,10 +515,10 @@ impl<R: Serialize + DeserializeOwned + Send + 'static> Process<R> {
     /// As [`Builder::spawn`].
     pub fn spawn<F, A>(f: F, arg: A) -> Result<Process<R>, Error>
     where
-        F: Fn(A) -> R + Copy + Send + 'static,
-        A: Serialize + DeserializeOwned + Send + 'static,
+        F: Task<A, R>,
+        A: Message,
     {
-        assert_zero_sized!(F);
+        let () = F::CAPTURES_NOTHING;
         Builder::default().spawn(f, arg)
     }
 
@@ -539,13 +527,12 @@ impl<R: Serialize + DeserializeOwned + Send + 'static> Process<R> {
     ///
     /// # Errors
     /// As [`Builder::spawn`].
-    pub fn spawn_async<F, A, Fut>(f: F, arg: A) -> Result<Process<R>, Error>
+    pub fn spawn_async<F, A>(f: F, arg: A) -> Result<Process<R>, Error>
     where
-        F: Fn(A) -> Fut + Copy + Send + 'static,
-        Fut: Future<Output = R> + 'static,
-        A: Serialize + DeserializeOwned + Send + 'static,
+        F: AsyncTask<A, R>,
+        A: Message,
     {
-        assert_zero_sized!(F);
+        let () = F::CAPTURES_NOTHING;
         Builder::default().spawn_async(f, arg)
     }
 }

@@ -1,27 +1,135 @@
-//! The parent's side of starting a child: the command that re-executes this program
-//! as a procpool child ([`crate::worker`] is the child's side).
+//! The parent's side of starting a child, shared by pool workers and `Process`: the
+//! command that re-executes this program as a procpool child, the start itself (from
+//! the supervisor thread), the pidfd, and the greeting it is sent first.
+//! ([`crate::worker`] is the child's side.)
+//!
+//! What differs between the two callers stays with them: a pool worker answers the
+//! greeting before it takes work (`pool::worker_process`); a `Process` child is sent
+//! its one task right behind it and answers once, when it is done (`process`).
 
 use std::ffi::OsString;
+use std::io;
 use std::os::fd::OwnedFd;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 
+use crate::supervisor;
+use crate::sys;
+use crate::wire::Hello;
 use crate::worker::ENV_WORKER;
 
+/// How to start one child.
+#[derive(Debug, Default)]
+pub(crate) struct ChildSpec<'a> {
+    /// Marked daemonic: it may not start children of its own, and it is killed with
+    /// its parent.
+    pub(crate) daemon: bool,
+    /// Variables set on top of this process's environment.
+    pub(crate) env: &'a [(OsString, OsString)],
+    /// A process group of its own (pool workers): a terminal's Ctrl-C (SIGINT to the
+    /// foreground group) reaches only the parent, which decides what to do, and the
+    /// group can be killed whole when the worker ends.
+    pub(crate) own_group: bool,
+    /// Where its stdout goes; inherited when `None`.
+    pub(crate) stdout: Option<Stdio>,
+    /// Where its stderr goes; inherited when `None`.
+    pub(crate) stderr: Option<Stdio>,
+}
+
+/// A child that runs, not yet greeted.
+#[derive(Debug)]
+pub(crate) struct Started {
+    /// To reap it; the caller owns that duty from here on.
+    pub(crate) child: Child,
+    pub(crate) pid: u32,
+    /// Names this child and no other, even after its pid is reused.
+    pub(crate) pidfd: OwnedFd,
+    /// The parent's end of the control socket (the child's is its stdin).
+    pub(crate) socket: OwnedFd,
+}
+
+/// Starts a child, waiting for the supervisor thread asynchronously.
+///
+/// # Errors
+/// The socketpair, the start or the pidfd failed; nothing is left running.
+///
+/// # Cancel safety
+/// If dropped after the request reached the supervisor, the child may start; the
+/// supervisor then kills and reaps it itself.
+pub(crate) async fn start(spec: ChildSpec<'_>) -> io::Result<Started> {
+    let (cmd, ours) = command(spec)?;
+    let child = supervisor::spawn(cmd).await?;
+    attach(child, ours)
+}
+
+/// Starts a child, blocking the thread for as long as the start takes (about a
+/// millisecond, as `std::process::Command::spawn`).
+///
+/// # Errors
+/// As [`start`].
+pub(crate) fn start_now(spec: ChildSpec<'_>) -> io::Result<Started> {
+    let (cmd, ours) = command(spec)?;
+    let child = supervisor::spawn_blocking(cmd)?;
+    attach(child, ours)
+}
+
+/// The greeting every child is sent first. Callers set what is theirs (limits, the
+/// initializer, the progress page, `one_shot`) with struct update syntax.
+pub(crate) fn hello(name: String) -> Hello {
+    Hello {
+        fingerprint: crate::task::fingerprint(),
+        max_frame: crate::DEFAULT_MAX_FRAME,
+        initializer: None,
+        name,
+        one_shot: false,
+        authkey: crate::authkey::authkey(),
+        progress: false,
+        spin: false,
+    }
+}
+
 /// The command that starts a child of this process: this executable again, marked,
-/// with its end of the control socketpair as stdin and `env` on top of ours.
+/// with its end of a new control socketpair as stdin and `env` on top of ours;
+/// returns it with our end.
 ///
 /// No `pre_exec`: std then starts the child with posix_spawn (vfork semantics), whose
 /// cost does not grow with the parent's memory.
-pub(crate) fn child_command(
-    daemon: bool,
-    socket: OwnedFd,
-    env: &[(OsString, OsString)],
-) -> Command {
+fn command(spec: ChildSpec<'_>) -> io::Result<(Command, OwnedFd)> {
+    use std::os::unix::process::CommandExt;
+
+    let (ours, theirs) = sys::sock::pair(sys::sock::Kind::Stream)?;
     let mut cmd = Command::new("/proc/self/exe");
-    let marker = format!("{}:{}", std::process::id(), if daemon { 'd' } else { 'n' });
-    cmd.env(ENV_WORKER, marker).stdin(Stdio::from(socket));
-    for (k, v) in env {
+    let kind = if spec.daemon { 'd' } else { 'n' };
+    let marker = format!("{}:{kind}", std::process::id());
+    cmd.env(ENV_WORKER, marker).stdin(Stdio::from(theirs));
+    for (k, v) in spec.env {
         cmd.env(k, v);
     }
-    cmd
+    if spec.own_group {
+        cmd.process_group(0);
+    }
+    if let Some(s) = spec.stdout {
+        cmd.stdout(s);
+    }
+    if let Some(s) = spec.stderr {
+        cmd.stderr(s);
+    }
+    Ok((cmd, ours))
+}
+
+/// Opens the pidfd of a child just started; if that fails, the supervisor kills and
+/// reaps the child.
+fn attach(child: Child, socket: OwnedFd) -> io::Result<Started> {
+    let pid = child.id();
+    match sys::proc::pidfd_open(pid) {
+        Ok(pidfd) => Ok(Started {
+            child,
+            pid,
+            pidfd,
+            socket,
+        }),
+        Err(e) => {
+            supervisor::reap_later(child);
+            Err(e)
+        }
+    }
 }

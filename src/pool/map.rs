@@ -26,13 +26,11 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use futures::stream::{FuturesUnordered, Stream, StreamExt};
-use serde::de::DeserializeOwned;
-use serde::Serialize;
 
 use super::handle::{RawTask, Salvage};
 use super::ProcessPoolExecutor;
 use crate::error::TaskError;
-use crate::task;
+use crate::task::{self, Message, Task};
 use crate::wire::{self, handles, Failure, Payload, HEADER_LEN};
 
 /// A chunk closes once its encoded items pass this many bytes, whatever the chunk size.
@@ -127,10 +125,10 @@ impl<F, I: Iterator, R> Unpin for MapStream<'_, F, I, R> {}
 
 impl<'a, F, I, A, R> MapStream<'a, F, I, R>
 where
-    F: Fn(A) -> R + Copy + Send + 'static,
+    F: Task<A, R>,
     I: Iterator<Item = A>,
-    A: Serialize + DeserializeOwned + Send + 'static,
-    R: Serialize + DeserializeOwned + Send + 'static,
+    A: Message,
+    R: Message,
 {
     pub(crate) fn new(pool: &'a ProcessPoolExecutor, _f: F, items: I, ordered: bool) -> Self {
         MapStream {
@@ -387,10 +385,10 @@ where
 
 impl<F, I, A, R> Stream for MapStream<'_, F, I, R>
 where
-    F: Fn(A) -> R + Copy + Send + 'static,
+    F: Task<A, R>,
     I: Iterator<Item = A>,
-    A: Serialize + DeserializeOwned + Send + 'static,
-    R: Serialize + DeserializeOwned + Send + 'static,
+    A: Message,
+    R: Message,
 {
     type Item = Result<R, TaskError>;
 
@@ -455,10 +453,10 @@ pub struct Map<'a, F, I: Iterator, R> {
 
 impl<'a, F, I, A, R> Map<'a, F, I, R>
 where
-    F: Fn(A) -> R + Copy + Send + 'static,
+    F: Task<A, R>,
     I: Iterator<Item = A>,
-    A: Serialize + DeserializeOwned + Send + 'static,
-    R: Serialize + DeserializeOwned + Send + 'static,
+    A: Message,
+    R: Message,
 {
     pub(crate) fn new(stream: MapStream<'a, F, I, R>) -> Self {
         Map { stream }
@@ -477,10 +475,10 @@ where
 
 impl<'a, F, I, A, R> IntoFuture for Map<'a, F, I, R>
 where
-    F: Fn(A) -> R + Copy + Send + 'static,
+    F: Task<A, R>,
     I: Iterator<Item = A>,
-    A: Serialize + DeserializeOwned + Send + 'static,
-    R: Serialize + DeserializeOwned + Send + 'static,
+    A: Message,
+    R: Message,
 {
     type Output = Result<Vec<R>, TaskError>;
     type IntoFuture = MapFuture<'a, F, I, R>;
@@ -514,10 +512,10 @@ impl<F, I: Iterator, R> Unpin for MapFuture<'_, F, I, R> {}
 
 impl<F, I, A, R> Future for MapFuture<'_, F, I, R>
 where
-    F: Fn(A) -> R + Copy + Send + 'static,
+    F: Task<A, R>,
     I: Iterator<Item = A>,
-    A: Serialize + DeserializeOwned + Send + 'static,
-    R: Serialize + DeserializeOwned + Send + 'static,
+    A: Message,
+    R: Message,
 {
     type Output = Result<Vec<R>, TaskError>;
 

@@ -22,13 +22,11 @@ mod worker_process;
 
 use std::any::type_name;
 use std::ffi::OsString;
-use std::future::Future;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -38,7 +36,7 @@ pub use map::{Map, MapFuture, MapStream};
 pub use stats::{PoolStats, StartFailure};
 
 use crate::error::{Error, TaskError};
-use crate::task::{self, Trampoline};
+use crate::task::{self, AsyncTask, Message, Task, Trampoline};
 use crate::wire::{self, handles, value, Kind, TaskRef, HEADER_LEN};
 use handle::{Job, RawTask};
 use jobs::JobQueue;
@@ -223,10 +221,10 @@ impl PoolBuilder {
     pub fn initializer<F, A, E>(mut self, f: F, arg: A) -> Self
     where
         F: Fn(A) -> Result<(), E> + Copy + Send + 'static,
-        A: Serialize + DeserializeOwned + Send + 'static,
+        A: Message,
         E: std::fmt::Display,
     {
-        assert_zero_sized!(F);
+        const { task::assert_captures_nothing::<F>() };
         let _ = f;
         let func = task::local_ref(task::call_init::<F, A, E>);
         let (arg, fds) = handles::collecting(|| postcard::to_allocvec(&arg));
@@ -493,11 +491,11 @@ impl ProcessPoolExecutor {
     /// ([`TaskError::WorkerStart`]).
     pub fn submit<F, A, R>(&self, f: F, arg: A) -> TaskHandle<R>
     where
-        F: Fn(A) -> R + Copy + Send + 'static,
-        A: Serialize + DeserializeOwned + Send + 'static,
-        R: Serialize + DeserializeOwned + Send + 'static,
+        F: Task<A, R>,
+        A: Message,
+        R: Message,
     {
-        assert_zero_sized!(F);
+        let () = F::CAPTURES_NOTHING;
         let _ = f;
         TaskHandle::new(self.enqueue_value(task::call::<F, A, R>, arg))
     }
@@ -505,16 +503,15 @@ impl ProcessPoolExecutor {
     /// Queues the async function `f(arg)`; the worker runs the future to completion on
     /// its own current-thread tokio runtime (timers and I/O work there; the future need
     /// not be `Send`).
-    pub fn submit_async<F, A, Fut, R>(&self, f: F, arg: A) -> TaskHandle<R>
+    pub fn submit_async<F, A, R>(&self, f: F, arg: A) -> TaskHandle<R>
     where
-        F: Fn(A) -> Fut + Copy + Send + 'static,
-        Fut: Future<Output = R> + 'static,
-        A: Serialize + DeserializeOwned + Send + 'static,
-        R: Serialize + DeserializeOwned + Send + 'static,
+        F: AsyncTask<A, R>,
+        A: Message,
+        R: Message,
     {
-        assert_zero_sized!(F);
+        let () = F::CAPTURES_NOTHING;
         let _ = f;
-        TaskHandle::new(self.enqueue_value(task::call_async::<F, A, Fut, R>, arg))
+        TaskHandle::new(self.enqueue_value(task::call_async::<F, A, R>, arg))
     }
 
     /// Submits `f(arg)` and waits for its result: `submit(f, arg).await`.
@@ -527,11 +524,11 @@ impl ProcessPoolExecutor {
     /// worker finishes it and the result is discarded.
     pub async fn run<F, A, R>(&self, f: F, arg: A) -> Result<R, TaskError>
     where
-        F: Fn(A) -> R + Copy + Send + 'static,
-        A: Serialize + DeserializeOwned + Send + 'static,
-        R: Serialize + DeserializeOwned + Send + 'static,
+        F: Task<A, R>,
+        A: Message,
+        R: Message,
     {
-        assert_zero_sized!(F);
+        let () = F::CAPTURES_NOTHING;
         self.submit(f, arg).await
     }
 
@@ -545,12 +542,12 @@ impl ProcessPoolExecutor {
     /// very long iterator runs in bounded memory.
     pub fn map<F, I, A, R>(&self, f: F, items: I) -> Map<'_, F, I::IntoIter, R>
     where
-        F: Fn(A) -> R + Copy + Send + 'static,
+        F: Task<A, R>,
         I: IntoIterator<Item = A>,
-        A: Serialize + DeserializeOwned + Send + 'static,
-        R: Serialize + DeserializeOwned + Send + 'static,
+        A: Message,
+        R: Message,
     {
-        assert_zero_sized!(F);
+        let () = F::CAPTURES_NOTHING;
         Map::new(MapStream::new(self, f, items.into_iter(), true))
     }
 
@@ -559,12 +556,12 @@ impl ProcessPoolExecutor {
     /// not stop the others.
     pub fn map_unordered<F, I, A, R>(&self, f: F, items: I) -> MapStream<'_, F, I::IntoIter, R>
     where
-        F: Fn(A) -> R + Copy + Send + 'static,
+        F: Task<A, R>,
         I: IntoIterator<Item = A>,
-        A: Serialize + DeserializeOwned + Send + 'static,
-        R: Serialize + DeserializeOwned + Send + 'static,
+        A: Message,
+        R: Message,
     {
-        assert_zero_sized!(F);
+        let () = F::CAPTURES_NOTHING;
         MapStream::new(self, f, items.into_iter(), false)
     }
 
@@ -572,12 +569,12 @@ impl ProcessPoolExecutor {
     /// (Python's `imap`).
     pub fn map_ordered_stream<F, I, A, R>(&self, f: F, items: I) -> MapStream<'_, F, I::IntoIter, R>
     where
-        F: Fn(A) -> R + Copy + Send + 'static,
+        F: Task<A, R>,
         I: IntoIterator<Item = A>,
-        A: Serialize + DeserializeOwned + Send + 'static,
-        R: Serialize + DeserializeOwned + Send + 'static,
+        A: Message,
+        R: Message,
     {
-        assert_zero_sized!(F);
+        let () = F::CAPTURES_NOTHING;
         MapStream::new(self, f, items.into_iter(), true)
     }
 

@@ -3,7 +3,6 @@
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::process::CommandExt;
 use std::process::Child;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -115,17 +114,18 @@ impl WorkerProcess {
         abort: &CancellationToken,
     ) -> Result<WorkerProcess, StartError> {
         let (progress, page) = Progress::create().map_err(StartError::Spawn)?;
-        let (ours, theirs) = sys::sock::pair(sys::sock::Kind::Stream).map_err(StartError::Spawn)?;
-        let mut cmd = spawn::child_command(true, theirs, &config.env);
-        // A process group of its own: a terminal's Ctrl-C (SIGINT to the foreground
-        // group) reaches only the parent, which decides whether to drain or stop.
-        cmd.process_group(0);
-        let child = supervisor::spawn(cmd).await.map_err(StartError::Spawn)?;
-        let pid = child.id();
-        let mut worker = match Self::attach(child, ours, config.max_frame, progress) {
+        let started = spawn::start(spawn::ChildSpec {
+            daemon: true,
+            env: &config.env,
+            own_group: true,
+            ..Default::default()
+        })
+        .await
+        .map_err(StartError::Spawn)?;
+        let pid = started.pid;
+        let mut worker = match Self::attach(started, config.max_frame, progress) {
             Ok(w) => w,
-            Err((mut child, e)) => {
-                let _ = child.kill();
+            Err((child, e)) => {
                 supervisor::reap_later(child);
                 return Err(StartError::Spawn(e));
             }
@@ -134,12 +134,13 @@ impl WorkerProcess {
             fingerprint: config.fingerprint,
             max_frame: config.max_frame,
             initializer: config.initializer.clone(),
-            name: format!("PoolWorker-{}", NEXT_WORKER.fetch_add(1, Ordering::Relaxed)),
-            one_shot: false,
-            authkey: crate::authkey::authkey(),
             progress: true,
             // A core each for the workers and one for the parent's driving thread.
             spin: crate::cpu_count() > config.workers + 1,
+            ..spawn::hello(format!(
+                "PoolWorker-{}",
+                NEXT_WORKER.fetch_add(1, Ordering::Relaxed)
+            ))
         };
         // The initializer's descriptors, then the progress page (last, see `Hello`).
         let fds = match config
@@ -229,16 +230,22 @@ impl WorkerProcess {
         }
     }
 
+    /// Registers a started child's pidfd and socket with the runtime; on failure,
+    /// hands the child back to be killed and reaped.
     fn attach(
-        child: Child,
-        ours: OwnedFd,
+        started: spawn::Started,
         limit: u64,
         progress: Progress,
     ) -> Result<WorkerProcess, (Child, io::Error)> {
-        let pid = child.id();
+        let spawn::Started {
+            child,
+            pid,
+            pidfd,
+            socket,
+        } = started;
         let setup = (|| -> io::Result<_> {
-            let pidfd = sys::proc::async_readable(sys::proc::pidfd_open(pid)?)?;
-            let sock = sys::proc::async_fd(ours, Interest::READABLE | Interest::WRITABLE)?;
+            let pidfd = sys::proc::async_readable(pidfd)?;
+            let sock = sys::proc::async_fd(socket, Interest::READABLE | Interest::WRITABLE)?;
             Ok((pidfd, sock))
         })();
         match setup {

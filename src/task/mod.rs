@@ -11,10 +11,10 @@
 //! The [build fingerprint](fingerprint) makes sure "same executable" holds.
 
 mod conjure;
+mod traits;
 
 use std::any::{type_name, Any};
 use std::cell::RefCell;
-use std::future::Future;
 use std::hash::{Hash, Hasher};
 use std::os::fd::OwnedFd;
 use std::panic::{self, AssertUnwindSafe};
@@ -24,6 +24,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 pub(crate) use conjure::{conjure, resolve};
+pub(crate) use traits::assert_captures_nothing;
+pub use traits::{AsyncTask, Message, Task};
 
 use crate::sys::image::{self, Image};
 use crate::wire::{self, handles, value, Failure, TaskRef, HEADER_LEN};
@@ -260,21 +262,20 @@ where
 }
 
 /// Trampoline for an async function, run to completion on the worker's runtime.
-pub(crate) fn call_async<F, A, Fut, R>(
+pub(crate) fn call_async<F, A, R>(
     ctx: &mut WorkerCtx,
     input: &mut Vec<u8>,
     out: &mut Vec<u8>,
 ) -> Result<(), Failure>
 where
-    F: Fn(A) -> Fut + Copy,
-    Fut: Future<Output = R>,
+    F: AsyncTask<A, R>,
     A: DeserializeOwned + 'static,
     R: Serialize + 'static,
 {
     let arg: A = decode_value(ctx, input)?;
     let f: F = conjure();
     let rt = ctx.runtime()?;
-    let result = catch(move || rt.block_on(f(arg)))?;
+    let result = catch(move || rt.block_on(f.call(arg)))?;
     encode_value(result, ctx, out)
 }
 
