@@ -7,7 +7,7 @@
 
 use std::time::Instant;
 
-use procpool::{ProcessPoolExecutor, TaskError};
+use procpool::{PanicInfo, ProcessPoolExecutor, TaskError};
 
 /// Counts the primes in `[start, end)` by trial division: honest CPU work.
 fn count_primes((start, end): (u64, u64)) -> u64 {
@@ -63,7 +63,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let handle = pool.submit(reject_negative, -5);
     let pid = handle.started().await;
     match handle.await {
-        Err(TaskError::Panicked { message, location }) => println!(
+        Err(TaskError::Panicked(PanicInfo {
+            message, location, ..
+        })) => println!(
             "panic:    handled as an error: {message:?} at {} (worker {pid:?})",
             location.unwrap_or_default()
         ),

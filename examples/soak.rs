@@ -253,7 +253,7 @@ async fn main() {
                 i += 1;
                 // A panic: the worker survives it.
                 match pool.run(panics, i).await {
-                    Err(TaskError::Panicked { .. }) => {
+                    Err(TaskError::Panicked(_)) => {
                         tally.panicked.fetch_add(1, Ordering::Relaxed);
                     }
                     Err(TaskError::WorkerDied { .. }) => {

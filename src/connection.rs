@@ -121,89 +121,51 @@ impl fmt::Display for Address {
 }
 
 /// The peer does not know the key (Python's `AuthenticationError`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum AuthenticationError {
     /// We challenged the peer and its answer was wrong.
+    #[error("digest received was wrong")]
     DigestReceivedWasWrong,
     /// We answered the peer's challenge and it rejected our answer.
+    #[error("digest sent was rejected")]
     DigestSentWasRejected,
 }
 
-impl fmt::Display for AuthenticationError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            AuthenticationError::DigestReceivedWasWrong => "digest received was wrong",
-            AuthenticationError::DigestSentWasRejected => "digest sent was rejected",
-        })
-    }
-}
-
-impl std::error::Error for AuthenticationError {}
-
 /// What was wrong with a peer's handshake.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum HandshakeError {
     /// It closed the connection before the handshake was over.
+    #[error("the peer closed the connection")]
     Closed,
     /// It announced a message over 256 bytes (nothing was allocated for it).
+    #[error("a handshake message over 256 bytes")]
     TooLong,
     /// It sent something other than a `{sha256}` challenge.
+    #[error("expected a {{sha256}} challenge")]
     NotAChallenge,
     /// It answered our digest with something other than `#WELCOME#` or `#FAILURE#`.
+    #[error("expected #WELCOME# or #FAILURE#")]
     NotAVerdict,
 }
 
-impl fmt::Display for HandshakeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            HandshakeError::Closed => "the peer closed the connection",
-            HandshakeError::TooLong => "a handshake message over 256 bytes",
-            HandshakeError::NotAChallenge => "expected a {sha256} challenge",
-            HandshakeError::NotAVerdict => "expected #WELCOME# or #FAILURE#",
-        })
-    }
-}
-
-impl std::error::Error for HandshakeError {}
-
 /// Why a connection was not established.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConnectError {
     /// The key did not match.
-    Authentication(AuthenticationError),
+    #[error("authentication failed")]
+    Authentication(#[source] AuthenticationError),
     /// The peer did not finish the handshake in time.
+    #[error("the peer did not finish the handshake in time")]
     HandshakeTimeout,
     /// The peer spoke something other than the handshake; it was dropped.
-    Handshake(HandshakeError),
+    #[error("bad handshake")]
+    Handshake(#[source] HandshakeError),
     /// A socket error.
-    Io(io::Error),
-}
-
-impl fmt::Display for ConnectError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ConnectError::Authentication(_) => f.write_str("authentication failed"),
-            ConnectError::HandshakeTimeout => {
-                f.write_str("the peer did not finish the handshake in time")
-            }
-            ConnectError::Handshake(_) => f.write_str("bad handshake"),
-            ConnectError::Io(_) => f.write_str("connection I/O error"),
-        }
-    }
-}
-
-impl std::error::Error for ConnectError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            ConnectError::Authentication(e) => Some(e),
-            ConnectError::Handshake(e) => Some(e),
-            ConnectError::Io(e) => Some(e),
-            _ => None,
-        }
-    }
+    #[error("connection I/O error")]
+    Io(#[source] io::Error),
 }
 
 impl From<io::Error> for ConnectError {

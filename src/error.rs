@@ -1,9 +1,18 @@
-//! Errors: [`Error`] for setting a pool up, [`TaskError`] for one task, [`Exit`] for
-//! how a process ended.
+//! The error vocabulary: [`Error`] for setting a pool up, [`TaskError`] for one task,
+//! [`ProtocolError`] for a peer that broke the wire protocol, [`Exit`] for how a
+//! process ended, and the two parts every error type shares: [`PanicInfo`] for a
+//! panic in another process and [`CodecError`] for a value that did not encode or
+//! decode.
+//!
+//! One style for every message: lower case, no crate prefix, and never the text of
+//! its own `source()`, so a report that walks the chain prints each cause once.
 
 use std::fmt;
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
 
 /// How a process ended: Python's `exitcode`, with the sign turned into a variant.
 ///
@@ -60,43 +69,123 @@ impl fmt::Display for Exit {
     }
 }
 
+/// A panic in another process, as it arrives: the message and where it happened.
+///
+/// ```
+/// let p = procpool::PanicInfo::new("index out of bounds", Some("src/main.rs:3:5".into()));
+/// assert_eq!(p.to_string(), "index out of bounds (at src/main.rs:3:5)");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct PanicInfo {
+    /// The panic message (the `&str` or `String` payload), or the initializer's error.
+    pub message: String,
+    /// `file:line:column` of the panic, when known.
+    pub location: Option<String>,
+}
+
+impl PanicInfo {
+    /// A panic with this message, at this location if known.
+    pub fn new(message: impl Into<String>, location: Option<String>) -> PanicInfo {
+        PanicInfo {
+            message: message.into(),
+            location,
+        }
+    }
+}
+
+impl fmt::Display for PanicInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)?;
+        match &self.location {
+            Some(loc) => write!(f, " (at {loc})"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A value that could not be serialised or deserialised: its type and the codec's
+/// message. The error that carries it says which way.
+///
+/// ```
+/// let e = procpool::CodecError::new("my::Order", "unexpected end of input");
+/// assert_eq!(e.to_string(), "a value of type my::Order: unexpected end of input");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct CodecError {
+    /// `std::any::type_name` of the value.
+    pub type_name: String,
+    /// The serializer's or deserializer's message.
+    pub reason: String,
+}
+
+impl CodecError {
+    /// A codec failure for a value of this type, with the codec's message.
+    pub fn new(type_name: impl Into<String>, reason: impl fmt::Display) -> CodecError {
+        CodecError {
+            type_name: type_name.into(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// A codec failure for a value of type `T`.
+    pub(crate) fn of<T: ?Sized>(reason: impl fmt::Display) -> CodecError {
+        CodecError::new(std::any::type_name::<T>(), reason)
+    }
+}
+
+impl fmt::Display for CodecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "a value of type {}: {}", self.type_name, self.reason)
+    }
+}
+
 /// Why a pool could not be set up, or why its workers could not be started.
 ///
 /// Returned by [`PoolBuilder::build`](crate::PoolBuilder::build) and
 /// [`ProcessPoolExecutor::ready`](crate::ProcessPoolExecutor::ready); carried by
 /// [`TaskError::WorkerStart`] to tasks that a pool which cannot start workers will
 /// never run.
-#[derive(Debug)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The pool was built outside a tokio runtime, or in one without I/O and timers.
     /// Call `build` from inside one built with `enable_all` (as `#[tokio::main]` is),
     /// or enter one with `Runtime::enter`.
+    #[error(
+        "no tokio runtime with I/O and timers here; build the pool inside one \
+         (e.g. #[tokio::main], or a Builder with enable_all)"
+    )]
     NoRuntime,
     /// The pool was shut down before all its workers were ready.
+    #[error("the pool was shut down before its workers were ready")]
     Shutdown,
     /// This process is daemonic (a pool worker, or a `Process` built with
     /// `daemon(true)`) and may not start children: they would be killed with it
     /// without a chance to finish (Python: "daemonic processes are not allowed to have
     /// children"). Start them from the parent instead.
+    #[error("daemonic processes are not allowed to have children; start them from the parent")]
     DaemonicParent,
     /// The argument of a `Process` or of a pool initializer could not be serialised.
-    Encode {
-        /// `std::any::type_name` of the value.
-        type_name: String,
-        /// The serializer's message.
-        reason: String,
-    },
+    #[error("could not serialise {0}")]
+    Encode(CodecError),
     /// A builder setting is out of range; the field names which.
+    #[error("invalid pool setting: {what}")]
     InvalidConfig {
         /// The setting at fault and the range it accepts.
         what: &'static str,
     },
     /// The operating system refused to start a worker process (out of pids, memory,
     /// or the executable is gone).
-    Spawn(io::Error),
+    #[error("could not start a worker process")]
+    Spawn(#[source] Arc<io::Error>),
     /// A started worker is not the same build as this process: the executable on disk
     /// changed since this process started. Restart the service.
+    #[error(
+        "worker is a different build ({found:016x}, expected {expected:016x}); \
+         the executable changed on disk since this process started: restart it"
+    )]
     FingerprintMismatch {
         /// This process's build fingerprint.
         expected: u64,
@@ -105,98 +194,32 @@ pub enum Error {
     },
     /// The pool's initializer failed in a worker (it returned `Err` or panicked). The
     /// pool runs no task, since every worker would start the same way.
-    Initializer {
-        /// The error's `Display` text, or the panic message.
-        message: String,
-        /// Where it panicked (`file:line:column`), if it panicked.
-        location: Option<String>,
-    },
+    #[error("the pool initializer failed in a worker: {0}")]
+    Initializer(PanicInfo),
     /// A worker died or broke protocol before it was ready. The pool retries with
     /// back-off; [`ProcessPoolExecutor::ready`](crate::ProcessPoolExecutor::ready)
     /// reports it when an attempt fails while it waits.
+    #[error("a worker failed before it was ready ({reason}); the pool keeps retrying")]
     Handshake {
         /// What went wrong the last time.
         reason: String,
     },
 }
 
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::NoRuntime => write!(
-                f,
-                "no tokio runtime with I/O and timers here; build the pool inside one \
-                 (e.g. #[tokio::main], or a Builder with enable_all)"
-            ),
-            Error::Shutdown => write!(f, "the pool was shut down before its workers were ready"),
-            Error::DaemonicParent => write!(
-                f,
-                "daemonic processes are not allowed to have children; start them from the parent"
-            ),
-            Error::Encode { type_name, reason } => fmt_codec(f, "serialise", type_name, reason),
-            Error::InvalidConfig { what } => write!(f, "invalid pool setting: {what}"),
-            Error::Spawn(_) => f.write_str("could not start a worker process"),
-            Error::FingerprintMismatch { expected, found } => write!(
-                f,
-                "worker is a different build ({found:016x}, expected {expected:016x}); \
-                 the executable changed on disk since this process started: restart it"
-            ),
-            Error::Initializer { message, location } => fmt_panic(
-                f,
-                "the pool initializer failed in a worker",
-                message,
-                location.as_deref(),
-            ),
-            Error::Handshake { reason } => write!(
-                f,
-                "a worker failed before it was ready ({reason}); the pool keeps retrying"
-            ),
-        }
+impl Error {
+    /// [`Error::Spawn`] from the system's error.
+    pub(crate) fn spawn(e: io::Error) -> Error {
+        Error::Spawn(Arc::new(e))
     }
 }
 
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Error::Spawn(e) => Some(e),
-            _ => None,
-        }
-    }
-}
-
-impl Clone for Error {
-    fn clone(&self) -> Self {
-        match self {
-            Error::NoRuntime => Error::NoRuntime,
-            Error::Shutdown => Error::Shutdown,
-            Error::DaemonicParent => Error::DaemonicParent,
-            Error::Encode { type_name, reason } => Error::Encode {
-                type_name: type_name.clone(),
-                reason: reason.clone(),
-            },
-            Error::InvalidConfig { what } => Error::InvalidConfig { what },
-            Error::Spawn(e) => Error::Spawn(clone_io(e)),
-            Error::FingerprintMismatch { expected, found } => Error::FingerprintMismatch {
-                expected: *expected,
-                found: *found,
-            },
-            Error::Initializer { message, location } => Error::Initializer {
-                message: message.clone(),
-                location: location.clone(),
-            },
-            Error::Handshake { reason } => Error::Handshake {
-                reason: reason.clone(),
-            },
-        }
-    }
-}
-
-/// A frame from a worker that the parent could not accept. The worker is killed and
+/// A frame from a peer that could not be accepted. A pool's worker is killed and
 /// replaced, since the byte stream can no longer be trusted.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProtocolError {
-    /// The frame announced more bytes than the pool's frame size limit.
+    /// The frame announced more bytes than the frame size limit.
+    #[error("frame of {len} bytes is over the limit of {limit} bytes")]
     FrameTooLarge {
         /// Bytes announced.
         len: u64,
@@ -204,27 +227,17 @@ pub enum ProtocolError {
         limit: u64,
     },
     /// The frame header or a control message did not decode.
+    #[error("malformed frame: {reason}")]
     Malformed {
         /// What was wrong.
         reason: String,
     },
     /// A well-formed message arrived where the protocol does not allow it.
+    #[error("unexpected message: {what}")]
     Unexpected {
         /// What arrived.
         what: String,
     },
-}
-
-impl fmt::Display for ProtocolError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ProtocolError::FrameTooLarge { len, limit } => {
-                write!(f, "frame of {len} bytes is over the limit of {limit} bytes")
-            }
-            ProtocolError::Malformed { reason } => write!(f, "malformed frame: {reason}"),
-            ProtocolError::Unexpected { what } => write!(f, "unexpected message: {what}"),
-        }
-    }
 }
 
 /// Why a task produced no value.
@@ -234,25 +247,26 @@ impl fmt::Display for ProtocolError {
 /// a [`cancel`](crate::TaskHandle::cancel) of a running task and
 /// [`Protocol`](TaskError::Protocol) cost a worker, and the pool replaces it; the pool
 /// itself goes on in every case.
-#[derive(Debug)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TaskError {
     /// The function panicked. The worker caught the panic and serves the next task.
-    Panicked {
-        /// The panic message (the `&str` or `String` payload).
-        message: String,
-        /// `file:line:column` of the panic, when known.
-        location: Option<String>,
-    },
+    #[error("task panicked: {0}")]
+    Panicked(PanicInfo),
     /// The worker process running the task died (a signal such as `SIGSEGV` or
     /// `SIGABRT`, or `exit` called by the task). Only this task fails; the worker is
     /// replaced.
+    #[error("the worker running the task died ({exit}); it was replaced, the pool goes on")]
     WorkerDied {
         /// How the worker ended.
         exit: Exit,
     },
     /// The task ran longer than the pool's `task_timeout`; its worker was killed and
     /// replaced.
+    #[error(
+        "task ran longer than the pool's task timeout ({after:?}); its worker was killed \
+         and replaced"
+    )]
     TimedOut {
         /// The timeout that elapsed.
         after: Duration,
@@ -260,147 +274,44 @@ pub enum TaskError {
     /// The task was cancelled: by [`TaskHandle::cancel`](crate::TaskHandle::cancel), by
     /// [`shutdown_now`](crate::ProcessPoolExecutor::shutdown_now), or by dropping the
     /// pool while it was queued or running.
+    #[error("task was cancelled")]
     Cancelled,
     /// A value could not be serialised: the argument (in the parent) or the result (in
     /// the worker). Check the type's `Serialize` impl; postcard cannot encode
     /// `#[serde(flatten)]` or untagged enums with unknown lengths, for example.
-    Encode {
-        /// `std::any::type_name` of the value.
-        type_name: String,
-        /// The serializer's message.
-        reason: String,
-    },
+    #[error("could not serialise {0}")]
+    Encode(CodecError),
     /// A value could not be deserialised: the argument (in the worker) or the result
     /// (in the parent). The `Serialize` and `Deserialize` impls of the type disagree.
-    Decode {
-        /// `std::any::type_name` of the value.
-        type_name: String,
-        /// The deserializer's message.
-        reason: String,
-    },
+    #[error("could not deserialise {0}")]
+    Decode(CodecError),
     /// The pool was shut down before the task was submitted.
+    #[error("the pool is shut down; the task was not accepted")]
     Shutdown,
     /// The bounded queue of pending tasks is full; retry later or raise
-    /// [`Builder::queue_capacity`](crate::PoolBuilder::queue_capacity).
+    /// [`PoolBuilder::queue_capacity`](crate::PoolBuilder::queue_capacity).
+    #[error(
+        "the pool's task queue is full ({capacity} pending); retry later or raise \
+         queue_capacity"
+    )]
     QueueFull {
         /// The queue's capacity.
         capacity: usize,
     },
     /// A worker process could not be started to run this task.
-    Spawn(io::Error),
+    #[error("could not start a worker for the task")]
+    Spawn(#[source] Arc<io::Error>),
     /// The pool cannot start workers at all (different build, failing initializer); the
     /// task will never run.
-    WorkerStart(Error),
+    #[error("the pool cannot start workers")]
+    WorkerStart(#[source] Error),
     /// The worker sent a frame the parent could not accept; the worker was replaced.
-    Protocol(ProtocolError),
+    #[error("the worker broke the protocol and was replaced")]
+    Protocol(#[source] ProtocolError),
     /// The worker could not build the tokio runtime for an async task.
+    #[error("the worker could not build its tokio runtime: {reason}")]
     WorkerRuntime {
         /// The I/O error's text.
         reason: String,
     },
-}
-
-impl fmt::Display for TaskError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            TaskError::Panicked { message, location } => {
-                fmt_panic(f, "task panicked", message, location.as_deref())
-            }
-            TaskError::WorkerDied { exit } => write!(
-                f,
-                "the worker running the task died ({exit}); it was replaced, the pool goes on"
-            ),
-            TaskError::TimedOut { after } => write!(
-                f,
-                "task ran longer than the pool's task timeout ({after:?}); its worker was killed and replaced"
-            ),
-            TaskError::Cancelled => write!(f, "task was cancelled"),
-            TaskError::Encode { type_name, reason } => fmt_codec(f, "serialise", type_name, reason),
-            TaskError::Decode { type_name, reason } => fmt_codec(f, "deserialise", type_name, reason),
-            TaskError::Shutdown => write!(f, "the pool is shut down; the task was not accepted"),
-            TaskError::QueueFull { capacity } => write!(
-                f,
-                "the pool's task queue is full ({capacity} pending); retry later or raise queue_capacity"
-            ),
-            TaskError::Spawn(_) => f.write_str("could not start a worker for the task"),
-            TaskError::WorkerStart(_) => f.write_str("the pool cannot start workers"),
-            TaskError::Protocol(e) => write!(f, "protocol error from the worker: {e}; it was replaced"),
-            TaskError::WorkerRuntime { reason } => {
-                write!(f, "the worker could not build its tokio runtime: {reason}")
-            }
-        }
-    }
-}
-
-impl std::error::Error for TaskError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            TaskError::Spawn(e) => Some(e),
-            TaskError::WorkerStart(e) => Some(e),
-            _ => None,
-        }
-    }
-}
-
-impl Clone for TaskError {
-    fn clone(&self) -> Self {
-        match self {
-            TaskError::Panicked { message, location } => TaskError::Panicked {
-                message: message.clone(),
-                location: location.clone(),
-            },
-            TaskError::WorkerDied { exit } => TaskError::WorkerDied { exit: *exit },
-            TaskError::TimedOut { after } => TaskError::TimedOut { after: *after },
-            TaskError::Cancelled => TaskError::Cancelled,
-            TaskError::Encode { type_name, reason } => TaskError::Encode {
-                type_name: type_name.clone(),
-                reason: reason.clone(),
-            },
-            TaskError::Decode { type_name, reason } => TaskError::Decode {
-                type_name: type_name.clone(),
-                reason: reason.clone(),
-            },
-            TaskError::Shutdown => TaskError::Shutdown,
-            TaskError::QueueFull { capacity } => TaskError::QueueFull {
-                capacity: *capacity,
-            },
-            TaskError::Spawn(e) => TaskError::Spawn(clone_io(e)),
-            TaskError::WorkerStart(e) => TaskError::WorkerStart(e.clone()),
-            TaskError::Protocol(e) => TaskError::Protocol(e.clone()),
-            TaskError::WorkerRuntime { reason } => TaskError::WorkerRuntime {
-                reason: reason.clone(),
-            },
-        }
-    }
-}
-
-/// Writes `{what}: {message}`, then ` (at {location})` when the location is known.
-pub(crate) fn fmt_panic(
-    f: &mut fmt::Formatter<'_>,
-    what: &str,
-    message: &str,
-    location: Option<&str>,
-) -> fmt::Result {
-    write!(f, "{what}: {message}")?;
-    match location {
-        Some(loc) => write!(f, " (at {loc})"),
-        None => Ok(()),
-    }
-}
-
-/// Writes `could not {verb} a value of type {type_name}: {reason}`.
-pub(crate) fn fmt_codec(
-    f: &mut fmt::Formatter<'_>,
-    verb: &str,
-    type_name: &str,
-    reason: &str,
-) -> fmt::Result {
-    write!(f, "could not {verb} a value of type {type_name}: {reason}")
-}
-
-pub(crate) fn clone_io(e: &io::Error) -> io::Error {
-    match e.raw_os_error() {
-        Some(code) => io::Error::from_raw_os_error(code),
-        None => io::Error::new(e.kind(), e.to_string()),
-    }
 }

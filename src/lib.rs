@@ -21,7 +21,7 @@
 //!
 //! // A panic is an error value; the worker goes on.
 //! let err = pool.run(|x: u32| -> u32 { panic!("bad input {x}") }, 7).await.unwrap_err();
-//! assert!(matches!(err, TaskError::Panicked { ref message, .. } if message == "bad input 7"));
+//! assert!(matches!(err, TaskError::Panicked(ref p) if p.message == "bad input 7"));
 //! pool.shutdown().await;
 //! # Ok(())
 //! # }
@@ -105,7 +105,7 @@ mod waitcell;
 mod wire;
 mod worker;
 
-pub use error::{Error, Exit, ProtocolError, TaskError};
+pub use error::{CodecError, Error, Exit, PanicInfo, ProtocolError, TaskError};
 pub use manager::Manager;
 pub use pipe::{duplex, pipe, Connection};
 pub use pool::{

@@ -28,7 +28,7 @@ use tokio::sync::oneshot;
 
 pub use std::process::Stdio;
 
-use crate::error::{fmt_codec, fmt_panic, Error, Exit, ProtocolError};
+use crate::error::{CodecError, Error, Exit, PanicInfo, ProtocolError};
 use crate::spawn;
 use crate::supervisor;
 use crate::sys;
@@ -135,94 +135,55 @@ fn registry() -> &'static Mutex<Vec<Arc<Shared>>> {
 // ---------------------------------------------------------------------------------
 
 /// Why [`Process::join`] has no value.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProcessError {
     /// The function panicked; the child exited with code 1.
-    Panicked {
-        /// The panic message.
-        message: String,
-        /// `file:line:column` of the panic, when known.
-        location: Option<String>,
-    },
+    #[error("the child panicked: {0}")]
+    Panicked(PanicInfo),
     /// The child ended without returning a value: killed by a signal
     /// ([`terminate`](Process::terminate), [`kill`](Process::kill), a crash) or
     /// `exit` called by the function.
+    #[error("the child ended without a result ({exit})")]
     Died {
         /// How it ended.
         exit: Exit,
     },
     /// The argument could not be serialised (in the parent) or the result (in the
     /// child); see [`TaskError::Encode`](crate::TaskError::Encode).
-    Encode {
-        /// `std::any::type_name` of the value.
-        type_name: String,
-        /// The serializer's message.
-        reason: String,
-    },
+    #[error("could not serialise {0}")]
+    Encode(CodecError),
     /// The argument (in the child) or the result (in the parent) could not be
     /// deserialised.
-    Decode {
-        /// `std::any::type_name` of the value.
-        type_name: String,
-        /// The deserializer's message.
-        reason: String,
-    },
+    #[error("could not deserialise {0}")]
+    Decode(CodecError),
     /// The child sent something the parent could not accept; it was killed.
-    Protocol(ProtocolError),
+    #[error("the child broke the protocol and was killed")]
+    Protocol(#[source] ProtocolError),
     /// The child could not build the tokio runtime for an async function.
+    #[error("the child could not build its tokio runtime: {reason}")]
     WorkerRuntime {
         /// The I/O error's text.
         reason: String,
     },
     /// [`join_timeout`](Process::join_timeout) gave up waiting; the child runs on and
     /// can be joined again.
+    #[error("the child is still running after {after:?}; join again to keep waiting")]
     TimedOut {
         /// The timeout that elapsed.
         after: Duration,
     },
     /// The process was already joined; its value was returned then.
+    #[error("the process was already joined")]
     AlreadyJoined,
 }
-
-impl fmt::Display for ProcessError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ProcessError::Panicked { message, location } => {
-                fmt_panic(f, "the child panicked", message, location.as_deref())
-            }
-            ProcessError::Died { exit } => write!(f, "the child ended without a result ({exit})"),
-            ProcessError::Encode { type_name, reason } => {
-                fmt_codec(f, "serialise", type_name, reason)
-            }
-            ProcessError::Decode { type_name, reason } => {
-                fmt_codec(f, "deserialise", type_name, reason)
-            }
-            ProcessError::Protocol(e) => {
-                write!(f, "protocol error from the child: {e}; it was killed")
-            }
-            ProcessError::WorkerRuntime { reason } => {
-                write!(f, "the child could not build its tokio runtime: {reason}")
-            }
-            ProcessError::TimedOut { after } => {
-                write!(
-                    f,
-                    "the child is still running after {after:?}; join again to keep waiting"
-                )
-            }
-            ProcessError::AlreadyJoined => write!(f, "the process was already joined"),
-        }
-    }
-}
-
-impl std::error::Error for ProcessError {}
 
 impl From<Failure> for ProcessError {
     fn from(f: Failure) -> Self {
         match f {
-            Failure::Panicked { message, location } => ProcessError::Panicked { message, location },
-            Failure::Encode { type_name, reason } => ProcessError::Encode { type_name, reason },
-            Failure::Decode { type_name, reason } => ProcessError::Decode { type_name, reason },
+            Failure::Panicked(p) => ProcessError::Panicked(p),
+            Failure::Encode(e) => ProcessError::Encode(e),
+            Failure::Decode(e) => ProcessError::Decode(e),
             Failure::Runtime { reason } => ProcessError::WorkerRuntime { reason },
             Failure::UnknownFunction { reason }
             | Failure::InitializerFailed { message: reason } => {
@@ -363,10 +324,7 @@ impl Builder {
             Ok(bytes) => (bytes, Vec::new()),
             Err(arg) => {
                 let (encoded, fds) = handles::collecting(|| postcard::to_io(&arg, &mut run));
-                encoded.map_err(|e| Error::Encode {
-                    type_name: std::any::type_name::<A>().to_owned(),
-                    reason: e.to_string(),
-                })?;
+                encoded.map_err(|e| Error::Encode(CodecError::of::<A>(e)))?;
                 (Vec::new(), fds)
             }
         };
@@ -385,7 +343,7 @@ impl Builder {
             stdout: self.stdout,
             stderr: self.stderr,
         })
-        .map_err(Error::Spawn)?;
+        .map_err(Error::spawn)?;
         let stdout = child
             .stdout
             .take()
@@ -419,7 +377,7 @@ impl Builder {
             .unwrap_or_else(|p| p.into_inner())
             .push(shared.clone());
         let watcher = watch(child, ours, shared.clone(), tx);
-        supervisor::spawn_task(watcher).map_err(Error::Spawn)?;
+        supervisor::spawn_task(watcher).map_err(Error::spawn)?;
         Ok(Process {
             shared,
             outcome: Some(rx),
@@ -671,10 +629,7 @@ impl<R: DeserializeOwned + 'static> Process<R> {
                 Ok(r) => Ok(r),
                 Err(body) => handles::supplying(fds, || postcard::from_bytes(&body)),
             }
-            .map_err(|e| ProcessError::Decode {
-                type_name: std::any::type_name::<R>().to_owned(),
-                reason: handles::reason(&e),
-            }),
+            .map_err(|e| ProcessError::Decode(CodecError::of::<R>(handles::reason(&e)))),
             Some(Err(e)) => Err(e),
             None => Err(ProcessError::Died { exit: outcome.exit }),
         }

@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use procpool::{Exit, Process, ProcessError, ProcessKind, Stdio};
+use procpool::{CodecError, Exit, PanicInfo, Process, ProcessError, ProcessKind, Stdio};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
@@ -84,7 +84,9 @@ async fn return_values_of_several_types() {
 async fn a_panic_is_reported_and_the_exit_code_is_1() {
     let mut p = Process::spawn(panics, "child failed".to_string()).unwrap();
     match p.join().await {
-        Err(ProcessError::Panicked { message, location }) => {
+        Err(ProcessError::Panicked(PanicInfo {
+            message, location, ..
+        })) => {
             assert_eq!(message, "child failed");
             assert!(location.unwrap().starts_with("tests/process.rs:"));
         }
@@ -337,7 +339,7 @@ async fn a_large_argument_and_result_travel() {
 #[test]
 fn an_argument_that_does_not_serialise_fails_spawn() {
     match Process::spawn(|_: common::Unserialisable| 0u8, common::Unserialisable) {
-        Err(procpool::Error::Encode { type_name, .. }) => {
+        Err(procpool::Error::Encode(CodecError { type_name, .. })) => {
             assert!(type_name.ends_with("Unserialisable"))
         }
         other => panic!("expected Encode, got {other:?}"),

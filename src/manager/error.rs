@@ -3,50 +3,27 @@
 use super::*;
 
 /// Why a manager call failed.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ManagerError {
     /// The manager is gone (shut down or dead): nothing will answer.
+    #[error("the manager is gone")]
     Disconnected,
     /// The manager's key is not ours.
-    Authentication(connection::AuthenticationError),
+    #[error("manager authentication failed")]
+    Authentication(#[source] connection::AuthenticationError),
     /// A value did not encode or decode as the proxy's type.
-    Codec {
-        /// The type.
-        type_name: &'static str,
-        /// What went wrong.
-        reason: String,
-    },
+    #[error("could not serialise or deserialise {0}")]
+    Codec(CodecError),
     /// The server refused the request; the [`Refusal`] says why.
+    #[error("the manager refused: {0}")]
     Refused(Refusal),
     /// The server answered something the protocol does not allow there.
-    Protocol(ProtocolError),
+    #[error("manager protocol error")]
+    Protocol(#[source] ProtocolError),
     /// Starting (or binding) the server failed.
-    Start(io::Error),
-}
-
-impl fmt::Display for ManagerError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ManagerError::Disconnected => f.write_str("the manager is gone"),
-            ManagerError::Authentication(_) => f.write_str("manager authentication failed"),
-            ManagerError::Codec { type_name, reason } => fmt_codec(f, "code", type_name, reason),
-            ManagerError::Refused(why) => write!(f, "the manager refused: {why}"),
-            ManagerError::Protocol(_) => f.write_str("manager protocol error"),
-            ManagerError::Start(_) => f.write_str("the manager did not start"),
-        }
-    }
-}
-
-impl std::error::Error for ManagerError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            ManagerError::Authentication(e) => Some(e),
-            ManagerError::Protocol(e) => Some(e),
-            ManagerError::Start(e) => Some(e),
-            _ => None,
-        }
-    }
+    #[error("the manager did not start")]
+    Start(#[source] io::Error),
 }
 
 impl From<ConnectError> for ManagerError {

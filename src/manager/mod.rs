@@ -58,7 +58,6 @@
 
 mod server;
 
-use std::any::type_name;
 use std::fmt;
 use std::io;
 use std::marker::PhantomData;
@@ -70,7 +69,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tokio::sync::Mutex;
 
 use crate::connection::{self, Address, Client, ConnectError};
-use crate::error::{fmt_codec, ProtocolError};
+use crate::error::{CodecError, ProtocolError};
 use crate::pipe::{Connection, RecvError, SendError};
 use crate::process::Process;
 pub use server::Refusal;
@@ -83,17 +82,11 @@ pub use error::ManagerError;
 use link::{ask, blocking_ask, unexpected, Link};
 
 fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, ManagerError> {
-    postcard::to_allocvec(v).map_err(|e| ManagerError::Codec {
-        type_name: type_name::<T>(),
-        reason: e.to_string(),
-    })
+    postcard::to_allocvec(v).map_err(|e| ManagerError::Codec(CodecError::of::<T>(e)))
 }
 
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ManagerError> {
-    postcard::from_bytes(bytes).map_err(|e| ManagerError::Codec {
-        type_name: type_name::<T>(),
-        reason: e.to_string(),
-    })
+    postcard::from_bytes(bytes).map_err(|e| ManagerError::Codec(CodecError::of::<T>(e)))
 }
 
 /// A handle to a manager server process.

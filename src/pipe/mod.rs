@@ -69,7 +69,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::sync::Mutex;
 
-use crate::error::{clone_io, fmt_codec, ProtocolError};
+use crate::error::{CodecError, ProtocolError};
 use crate::sys;
 use crate::wire::handles::{self, RecvFd, SendFd};
 use crate::wire::stream::{Frame, FrameReader, FrameWriter};
@@ -166,10 +166,7 @@ fn encode<S: Serialize + 'static>(value: &S) -> Result<(Vec<u8>, Vec<OwnedFd>), 
     let mut frame = Vec::with_capacity(64);
     wire::begin(&mut frame);
     let (r, fds) = handles::collecting(|| postcard::to_io(value, &mut frame));
-    r.map_err(|e| SendError::Encode {
-        type_name: type_name::<S>(),
-        reason: e.to_string(),
-    })?;
+    r.map_err(|e| SendError::Encode(CodecError::of::<S>(e)))?;
     finish(frame).map(|f| (f, fds))
 }
 
@@ -198,10 +195,8 @@ fn decode<R: DeserializeOwned + 'static>(frame: Frame) -> Result<R, RecvError> {
         Ok(r) => return Ok(r),
         Err(body) => body,
     };
-    handles::supplying(fds, || postcard::from_bytes(&body)).map_err(|e| RecvError::Decode {
-        type_name: type_name::<R>(),
-        reason: handles::reason(&e),
-    })
+    handles::supplying(fds, || postcard::from_bytes(&body))
+        .map_err(|e| RecvError::Decode(CodecError::of::<R>(handles::reason(&e))))
 }
 
 /// How long until `deadline`, or `None` when it has passed.

@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use serde::de::DeserializeOwned;
 use tokio::sync::{oneshot, Notify};
 
-use crate::error::TaskError;
+use crate::error::{CodecError, TaskError};
 use crate::wire::{handles, value, Payload};
 use crate::worker::progress::Progress;
 
@@ -372,10 +372,8 @@ pub(crate) fn decode<R: DeserializeOwned + 'static>(payload: Payload) -> Result<
         Ok(r) => return Ok(r),
         Err(body) => body,
     };
-    handles::supplying(fds, || postcard::from_bytes(&body)).map_err(|e| TaskError::Decode {
-        type_name: std::any::type_name::<R>().to_owned(),
-        reason: handles::reason(&e),
-    })
+    handles::supplying(fds, || postcard::from_bytes(&body))
+        .map_err(|e| TaskError::Decode(CodecError::of::<R>(handles::reason(&e))))
 }
 
 impl<R> fmt::Debug for TaskHandle<R> {

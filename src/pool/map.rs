@@ -29,7 +29,7 @@ use futures::stream::{FuturesUnordered, Stream, StreamExt};
 
 use super::handle::{RawTask, Salvage};
 use super::ProcessPoolExecutor;
-use crate::error::TaskError;
+use crate::error::{CodecError, TaskError};
 use crate::task::{self, Message, Task};
 use crate::wire::{self, handles, Failure, Payload, HEADER_LEN};
 
@@ -280,10 +280,7 @@ where
                             // Descriptors of the failed item's handles, if any were
                             // collected, go along unclaimed and are closed on arrival.
                             frame.truncate(before);
-                            failed_item = Some(TaskError::Encode {
-                                type_name: std::any::type_name::<A>().to_owned(),
-                                reason: e.to_string(),
-                            });
+                            failed_item = Some(TaskError::Encode(CodecError::of::<A>(e)));
                             break;
                         }
                     }
@@ -326,10 +323,9 @@ where
         all.into_iter()
             .map(|r| {
                 r.unwrap_or_else(|| {
-                    Err(TaskError::Decode {
-                        type_name: std::any::type_name::<R>().to_owned(),
-                        reason: "no result for this item".to_owned(),
-                    })
+                    Err(TaskError::Decode(CodecError::of::<R>(
+                        "no result for this item",
+                    )))
                 })
             })
             .collect()
@@ -359,10 +355,9 @@ where
                                 out.push_back(item);
                             }
                             Err(e) => {
-                                last_error = Some(TaskError::Decode {
-                                    type_name: std::any::type_name::<R>().to_owned(),
-                                    reason: handles::reason(&e),
-                                });
+                                last_error = Some(TaskError::Decode(CodecError::of::<R>(
+                                    handles::reason(&e),
+                                )));
                                 break;
                             }
                         }
@@ -370,9 +365,10 @@ where
                 });
                 // Items the worker could not answer (a chunk cut short by an argument
                 // that did not decode) share the error that ended the chunk.
-                let missing = last_error.unwrap_or_else(|| TaskError::Decode {
-                    type_name: std::any::type_name::<R>().to_owned(),
-                    reason: "the worker returned fewer results than items".to_owned(),
+                let missing = last_error.unwrap_or_else(|| {
+                    TaskError::Decode(CodecError::of::<R>(
+                        "the worker returned fewer results than items",
+                    ))
                 });
                 while out.len() < count {
                     out.push_back(Err(missing.clone()));

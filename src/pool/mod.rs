@@ -20,7 +20,6 @@ mod runtime_probe;
 mod stats;
 mod worker_process;
 
-use std::any::type_name;
 use std::ffi::OsString;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -35,7 +34,7 @@ pub use handle::TaskHandle;
 pub use map::{Map, MapFuture, MapStream};
 pub use stats::{PoolStats, StartFailure};
 
-use crate::error::{Error, TaskError};
+use crate::error::{CodecError, Error, TaskError};
 use crate::task::{self, AsyncTask, Message, Task, Trampoline};
 use crate::wire::{self, handles, value, Kind, TaskRef, HEADER_LEN};
 use handle::{Job, RawTask};
@@ -230,10 +229,7 @@ impl PoolBuilder {
         let (arg, fds) = handles::collecting(|| postcard::to_allocvec(&arg));
         let arg = arg
             .map(|bytes| (bytes, Arc::new(fds)))
-            .map_err(|e| Error::Encode {
-                type_name: type_name::<A>().to_owned(),
-                reason: e.to_string(),
-            });
+            .map_err(|e| Error::Encode(CodecError::of::<A>(e)));
         self.initializer = Some((func, arg));
         self
     }
@@ -662,10 +658,7 @@ impl ProcessPoolExecutor {
         self.enqueue(func, |buf, fds| {
             handles::collect_into(fds, || postcard::to_io(&arg, &mut *buf))
                 .map(drop)
-                .map_err(|e| TaskError::Encode {
-                    type_name: type_name::<A>().to_owned(),
-                    reason: e.to_string(),
-                })
+                .map_err(|e| TaskError::Encode(CodecError::of::<A>(e)))
         })
     }
 
@@ -726,10 +719,10 @@ impl ProcessPoolExecutor {
     ) -> RawTask {
         let body = (frame.len() - HEADER_LEN + tail.len()) as u64;
         if body > self.inner.config.max_frame {
-            return RawTask::failed(TaskError::Encode {
-                type_name: "task argument".to_owned(),
-                reason: wire::over_limit(body, self.inner.config.max_frame),
-            });
+            return RawTask::failed(TaskError::Encode(CodecError::new(
+                "task argument",
+                wire::over_limit(body, self.inner.config.max_frame),
+            )));
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (flags, func) = func.to_header();

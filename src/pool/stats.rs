@@ -95,7 +95,7 @@ impl Counters {
             Err(TaskError::Cancelled) => &self.cancelled,
             Err(e) => {
                 let kind = match e {
-                    TaskError::Panicked { .. } => Some(&self.panicked),
+                    TaskError::Panicked(_) => Some(&self.panicked),
                     TaskError::WorkerDied { .. } => Some(&self.worker_died),
                     TaskError::TimedOut { .. } => Some(&self.timed_out),
                     _ => None,

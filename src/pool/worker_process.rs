@@ -12,7 +12,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio_util::sync::CancellationToken;
 
-use crate::error::{Error, Exit, ProtocolError};
+use crate::error::{Error, Exit, PanicInfo, ProtocolError};
 use crate::pool::{Config, StartFailure};
 use crate::spawn;
 use crate::supervisor;
@@ -58,7 +58,7 @@ impl StartError {
             StartError::Fatal(e) => AfterFailure::Fatal(e),
             StartError::Spawn(e) => {
                 let errno = e.raw_os_error().unwrap_or(0);
-                AfterFailure::Retry(Error::Spawn(e), StartFailure::Spawn { errno })
+                AfterFailure::Retry(Error::spawn(e), StartFailure::Spawn { errno })
             }
             StartError::Died(pid, exit) => AfterFailure::Retry(
                 Error::Handshake {
@@ -204,13 +204,13 @@ impl WorkerProcess {
                 Kind::InitFailed => {
                     let failure: Result<Failure, ProtocolError> = wire::decode_control(&body);
                     worker.wait().await;
-                    let (message, location) = match failure {
-                        Ok(Failure::InitializerFailed { message }) => (message, None),
-                        Ok(Failure::Panicked { message, location }) => (message, location),
-                        Ok(other) => (format!("{:?}", other), None),
-                        Err(e) => (e.to_string(), None),
+                    let panic = match failure {
+                        Ok(Failure::InitializerFailed { message }) => PanicInfo::new(message, None),
+                        Ok(Failure::Panicked(p)) => p,
+                        Ok(other) => PanicInfo::new(format!("{other:?}"), None),
+                        Err(e) => PanicInfo::new(e.to_string(), None),
                     };
-                    Err(StartError::Fatal(Error::Initializer { message, location }))
+                    Err(StartError::Fatal(Error::Initializer(panic)))
                 }
                 other => {
                     worker.kill().await;

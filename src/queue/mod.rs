@@ -70,7 +70,7 @@ use futures::Stream;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::error::fmt_codec;
+use crate::error::CodecError;
 use crate::wire::handles::{self, RecvFd, SendFd};
 use crate::wire::value;
 use shared::{deadline_after, Core, CoreError, Guard, Item};
@@ -100,10 +100,7 @@ fn encode<T: Serialize + 'static>(item: &T) -> Result<Encoded, PutError<T>> {
         Some(bytes) => (Ok(bytes.to_vec()), Vec::new()),
         None => handles::collecting(|| postcard::to_allocvec(item)),
     };
-    let bytes = r.map_err(|e| PutError::Encode {
-        type_name: type_name::<T>(),
-        reason: e.to_string(),
-    })?;
+    let bytes = r.map_err(|e| PutError::Encode(CodecError::of::<T>(e)))?;
     if bytes.len() > MAX_ITEM {
         return Err(PutError::TooLarge {
             len: bytes.len(),
@@ -119,10 +116,8 @@ fn decode<T: DeserializeOwned + 'static>(item: Item) -> Result<T, GetError> {
         Ok(item) => return Ok(item),
         Err(bytes) => bytes,
     };
-    handles::supplying(fds, || postcard::from_bytes(&bytes)).map_err(|e| GetError::Decode {
-        type_name: type_name::<T>(),
-        reason: handles::reason(&e),
-    })
+    handles::supplying(fds, || postcard::from_bytes(&bytes))
+        .map_err(|e| GetError::Decode(CodecError::of::<T>(handles::reason(&e))))
 }
 
 /// What a put attempt found.

@@ -13,7 +13,7 @@
 mod conjure;
 mod traits;
 
-use std::any::{type_name, Any};
+use std::any::Any;
 use std::cell::RefCell;
 use std::hash::{Hash, Hasher};
 use std::os::fd::OwnedFd;
@@ -27,6 +27,7 @@ pub(crate) use conjure::{conjure, resolve};
 pub(crate) use traits::assert_captures_nothing;
 pub use traits::{AsyncTask, Message, Task};
 
+use crate::error::{CodecError, PanicInfo};
 use crate::sys::image::{self, Image};
 use crate::wire::{self, handles, value, Failure, TaskRef, HEADER_LEN};
 
@@ -155,20 +156,16 @@ fn catch<T>(f: impl FnOnce() -> T) -> Result<T, Failure> {
         let message = panic_message(&*payload);
         // A payload whose destructor panics would abort; leaking it is harmless.
         std::mem::forget(payload);
-        Failure::Panicked {
+        Failure::Panicked(PanicInfo::new(
             message,
-            location: PANIC_LOCATION.with(|cell| cell.borrow_mut().take()),
-        }
+            PANIC_LOCATION.with(|cell| cell.borrow_mut().take()),
+        ))
     })
 }
 
 fn decode<A: DeserializeOwned>(ctx: &mut WorkerCtx, input: &[u8]) -> Result<A, Failure> {
-    handles::supply_from(&mut ctx.fds_in, || postcard::from_bytes(input)).map_err(|e| {
-        Failure::Decode {
-            type_name: type_name::<A>().to_owned(),
-            reason: handles::reason(&e),
-        }
-    })
+    handles::supply_from(&mut ctx.fds_in, || postcard::from_bytes(input))
+        .map_err(|e| Failure::Decode(CodecError::of::<A>(handles::reason(&e))))
 }
 
 /// Appends `value` to `out` and its handles' descriptors to `fds`, or leaves both as
@@ -193,18 +190,14 @@ fn encode_plain<T: Serialize>(value: &T, out: &mut Vec<u8>, max_frame: u64) -> R
     let start = out.len();
     if let Err(e) = postcard::to_io(value, &mut *out) {
         out.truncate(start);
-        return Err(Failure::Encode {
-            type_name: type_name::<T>().to_owned(),
-            reason: e.to_string(),
-        });
+        return Err(Failure::Encode(CodecError::of::<T>(e)));
     }
     let body = (out.len() - HEADER_LEN.min(out.len())) as u64;
     if body > max_frame {
         out.truncate(start);
-        return Err(Failure::Encode {
-            type_name: type_name::<T>().to_owned(),
-            reason: wire::over_limit(body, max_frame),
-        });
+        return Err(Failure::Encode(CodecError::of::<T>(wire::over_limit(
+            body, max_frame,
+        ))));
     }
     Ok(())
 }
@@ -232,10 +225,9 @@ fn encode_value<R: Serialize + 'static>(
     out: &mut Vec<u8>,
 ) -> Result<(), Failure> {
     match value::into_raw(result) {
-        Ok(bytes) if bytes.len() as u64 > ctx.max_frame => Err(Failure::Encode {
-            type_name: type_name::<R>().to_owned(),
-            reason: wire::over_limit(bytes.len() as u64, ctx.max_frame),
-        }),
+        Ok(bytes) if bytes.len() as u64 > ctx.max_frame => Err(Failure::Encode(
+            CodecError::of::<R>(wire::over_limit(bytes.len() as u64, ctx.max_frame)),
+        )),
         Ok(bytes) => {
             ctx.tail_out = bytes;
             Ok(())
@@ -308,12 +300,7 @@ where
                     args.push(arg);
                     rest = tail;
                 }
-                Err(e) => {
-                    return Some(Failure::Decode {
-                        type_name: type_name::<A>().to_owned(),
-                        reason: handles::reason(&e),
-                    })
-                }
+                Err(e) => return Some(Failure::Decode(CodecError::of::<A>(handles::reason(&e)))),
             }
         }
         None

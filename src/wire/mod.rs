@@ -24,7 +24,7 @@ use std::io;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::ProtocolError;
+use crate::error::{CodecError, PanicInfo, ProtocolError};
 
 pub(crate) mod handles;
 pub(crate) mod stream;
@@ -263,27 +263,12 @@ pub(crate) struct Ready {
 /// Why a task (or an item of a batch) produced no value, as the worker reports it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum Failure {
-    Panicked {
-        message: String,
-        location: Option<String>,
-    },
-    Encode {
-        type_name: String,
-        reason: String,
-    },
-    Decode {
-        type_name: String,
-        reason: String,
-    },
-    UnknownFunction {
-        reason: String,
-    },
-    Runtime {
-        reason: String,
-    },
-    InitializerFailed {
-        message: String,
-    },
+    Panicked(PanicInfo),
+    Encode(CodecError),
+    Decode(CodecError),
+    UnknownFunction { reason: String },
+    Runtime { reason: String },
+    InitializerFailed { message: String },
 }
 
 #[cfg(test)]
@@ -574,7 +559,7 @@ mod properties {
         /// Control messages decode only from what encodes them, never with a panic.
         #[test]
         fn failures_round_trip_and_garbage_is_rejected(message in ".{0,64}", garbage in proptest::collection::vec(any::<u8>(), 0..64)) {
-            let f = Failure::Panicked { message: message.clone(), location: Some("x.rs:1:2".into()) };
+            let f = Failure::Panicked(PanicInfo::new(message.clone(), Some("x.rs:1:2".into())));
             let frame = control(Kind::InitFailed, &f);
             prop_assert_eq!(decode_control::<Failure>(&frame[HEADER_LEN..]).unwrap(), f);
             let _ = decode_control::<Failure>(&garbage);

@@ -50,7 +50,8 @@ fn errors_say_what_happened() {
     );
     let e = TaskError::QueueFull { capacity: 8 };
     assert!(e.to_string().contains("queue_capacity"));
-    let cloned = TaskError::Spawn(std::io::Error::from_raw_os_error(libc::EAGAIN)).clone();
+    let io = std::io::Error::from_raw_os_error(libc::EAGAIN);
+    let cloned = TaskError::Spawn(std::sync::Arc::new(io)).clone();
     assert!(matches!(cloned, TaskError::Spawn(ref io) if io.raw_os_error() == Some(libc::EAGAIN)));
 }
 
@@ -62,11 +63,27 @@ fn walking_source_prints_each_cause_once() {
     use procpool::connection::{AuthenticationError, ConnectError, HandshakeError};
     use procpool::manager::ManagerError;
     use procpool::pipe::{RecvError, SendError};
+    use procpool::queue::{GetError, PutError};
+    use procpool::sync::{LockError, ReleaseError, WaitError};
+    use procpool::ProcessError;
     let io = || std::io::Error::from_raw_os_error(libc::EAGAIN);
+    let shared_io = || std::sync::Arc::new(io());
+    let protocol = || ProtocolError::Malformed {
+        reason: "bad header".into(),
+    };
     let errors: Vec<Box<dyn std::error::Error>> = vec![
-        Box::new(Error::Spawn(io())),
-        Box::new(TaskError::Spawn(io())),
-        Box::new(TaskError::WorkerStart(Error::Spawn(io()))),
+        Box::new(Error::Spawn(shared_io())),
+        Box::new(TaskError::Spawn(shared_io())),
+        Box::new(TaskError::WorkerStart(Error::Spawn(shared_io()))),
+        Box::new(TaskError::Protocol(protocol())),
+        Box::new(ProcessError::Protocol(protocol())),
+        Box::new(RecvError::Protocol(protocol())),
+        Box::new(ManagerError::Protocol(protocol())),
+        Box::new(LockError::<()>::Io(io())),
+        Box::new(ReleaseError::Io(io())),
+        Box::new(WaitError::Io(io())),
+        Box::new(PutError::<u8>::Io(io())),
+        Box::new(GetError::Io(io())),
         Box::new(TaskError::WorkerStart(Error::FingerprintMismatch {
             expected: 1,
             found: 2,
@@ -99,5 +116,41 @@ fn walking_source_prints_each_cause_once() {
         for part in &chain {
             assert!(!part.starts_with("procpool"), "{part:?}");
         }
+    }
+}
+
+/// A panic and a codec failure read the same in every error that carries one.
+#[test]
+fn panics_and_codec_failures_read_alike_everywhere() {
+    use procpool::pipe::RecvError;
+    use procpool::{CodecError, PanicInfo, ProcessError};
+    let panic = PanicInfo::new("boom", Some("src/x.rs:1:2".into()));
+    assert_eq!(
+        TaskError::Panicked(panic.clone()).to_string(),
+        "task panicked: boom (at src/x.rs:1:2)"
+    );
+    assert_eq!(
+        ProcessError::Panicked(panic.clone()).to_string(),
+        "the child panicked: boom (at src/x.rs:1:2)"
+    );
+    assert_eq!(
+        Error::Initializer(panic).to_string(),
+        "the pool initializer failed in a worker: boom (at src/x.rs:1:2)"
+    );
+    let codec = CodecError::new("app::Order", "unexpected end of input");
+    for (e, way) in [
+        (TaskError::Decode(codec.clone()).to_string(), "deserialise"),
+        (
+            ProcessError::Decode(codec.clone()).to_string(),
+            "deserialise",
+        ),
+        (RecvError::Decode(codec.clone()).to_string(), "deserialise"),
+        (TaskError::Encode(codec.clone()).to_string(), "serialise"),
+        (Error::Encode(codec.clone()).to_string(), "serialise"),
+    ] {
+        assert_eq!(
+            e,
+            format!("could not {way} a value of type app::Order: unexpected end of input")
+        );
     }
 }

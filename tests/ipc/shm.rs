@@ -1,6 +1,6 @@
 //! Shared memory across processes: arrays written by children, raw bytes, atomics.
 
-use procpool::{Array, Process, RawArray, RawValue, SharedMemory, Value};
+use procpool::{Array, CodecError, Process, RawArray, RawValue, SharedMemory, Value};
 
 fn square((a, i): (Array<u64>, usize)) {
     a.set(i, (i * i) as u64);
@@ -190,7 +190,9 @@ async fn a_value_u64_received_as_a_value_f64_is_refused() {
     });
     let reader: Connection<(), Value<f64>> = listener.accept().await.unwrap();
     match reader.recv().await {
-        Err(RecvError::Decode { type_name, reason }) => {
+        Err(RecvError::Decode(CodecError {
+            type_name, reason, ..
+        })) => {
             assert!(type_name.contains("Value<f64>"), "{type_name}");
             assert!(
                 reason.contains("where a Value<f64> was expected"),
@@ -200,7 +202,7 @@ async fn a_value_u64_received_as_a_value_f64_is_refused() {
         other => panic!("expected a Decode refusal, got {other:?}"),
     }
     // One message refused, not the stream: the next is read (and refused) in turn.
-    assert!(matches!(reader.recv().await, Err(RecvError::Decode { .. })));
+    assert!(matches!(reader.recv().await, Err(RecvError::Decode(_))));
     drop(sender.await.unwrap());
     assert!(matches!(reader.recv().await, Err(RecvError::Eof)));
 }

@@ -5,7 +5,7 @@ use crate::common;
 
 use std::time::Duration;
 
-use procpool::{Exit, ProcessPoolExecutor, TaskError};
+use procpool::{Exit, PanicInfo, ProcessPoolExecutor, TaskError};
 
 fn panics(x: u32) -> u32 {
     if x == 13 {
@@ -27,7 +27,9 @@ async fn a_panic_is_an_error_and_the_same_worker_serves_the_next_task() {
     let pool = ProcessPoolExecutor::builder().workers(1).build().unwrap();
     let before = pool.run(common::whoami, ()).await.unwrap();
     match pool.run(panics, 13).await {
-        Err(TaskError::Panicked { message, location }) => {
+        Err(TaskError::Panicked(PanicInfo {
+            message, location, ..
+        })) => {
             assert_eq!(message, "unlucky number 13");
             let location = location.expect("a location");
             assert!(location.starts_with("tests/pool/crash.rs:"), "{location}");

@@ -4,7 +4,7 @@ use crate::common;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use procpool::{Error, ProcessPoolExecutor, TaskError};
+use procpool::{CodecError, Error, PanicInfo, ProcessPoolExecutor, TaskError};
 
 #[tokio::test(flavor = "current_thread")]
 async fn max_tasks_per_worker_recycles_every_two_tasks() {
@@ -85,11 +85,11 @@ async fn a_failing_initializer_is_reported_by_ready_and_by_every_task() {
         .build()
         .unwrap();
     match pool.ready().await {
-        Err(Error::Initializer { message, .. }) => assert_eq!(message, "no model file"),
+        Err(Error::Initializer(PanicInfo { message, .. })) => assert_eq!(message, "no model file"),
         other => panic!("expected Initializer, got {other:?}"),
     }
     match pool.run(common::whoami, ()).await {
-        Err(TaskError::WorkerStart(Error::Initializer { message, .. })) => {
+        Err(TaskError::WorkerStart(Error::Initializer(PanicInfo { message, .. }))) => {
             assert_eq!(message, "no model file")
         }
         other => panic!("expected WorkerStart, got {other:?}"),
@@ -109,7 +109,9 @@ async fn a_panicking_initializer_is_reported_with_its_location() {
         .build()
         .unwrap();
     match pool.ready().await {
-        Err(Error::Initializer { message, location }) => {
+        Err(Error::Initializer(PanicInfo {
+            message, location, ..
+        })) => {
             assert_eq!(message, "initializer exploded");
             assert!(location.unwrap().starts_with("tests/pool/lifecycle.rs:"));
         }
@@ -332,7 +334,9 @@ async fn an_initializer_argument_that_does_not_serialise_fails_build() {
         .initializer(init_with, common::Unserialisable)
         .build();
     match built {
-        Err(Error::Encode { type_name, reason }) => {
+        Err(Error::Encode(CodecError {
+            type_name, reason, ..
+        })) => {
             assert!(type_name.ends_with("Unserialisable"), "{type_name}");
             // postcard reports a custom serde error without its text.
             assert!(!reason.is_empty());

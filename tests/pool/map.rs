@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use futures::StreamExt;
-use procpool::{ProcessPoolExecutor, TaskError};
+use procpool::{PanicInfo, ProcessPoolExecutor, TaskError};
 
 fn square(x: u64) -> u64 {
     x * x
@@ -72,7 +72,7 @@ async fn the_ordered_stream_is_in_order_and_keeps_going_past_a_panic() {
     for (i, r) in results.into_iter().enumerate() {
         match r {
             Ok(v) => assert_eq!(v as usize, i),
-            Err(TaskError::Panicked { message, .. }) => {
+            Err(TaskError::Panicked(PanicInfo { message, .. })) => {
                 assert_eq!(i, 7);
                 assert_eq!(message, "seven");
             }
@@ -86,7 +86,7 @@ async fn the_ordered_stream_is_in_order_and_keeps_going_past_a_panic() {
 async fn map_returns_the_first_error() {
     let pool = ProcessPoolExecutor::builder().workers(2).build().unwrap();
     match pool.map(fails_on_7, 0..100).chunk_size(5).await {
-        Err(TaskError::Panicked { message, .. }) => assert_eq!(message, "seven"),
+        Err(TaskError::Panicked(PanicInfo { message, .. })) => assert_eq!(message, "seven"),
         other => panic!("expected Panicked, got {other:?}"),
     }
     // The pool is fine afterwards.

@@ -2,7 +2,7 @@
 
 use crate::common;
 
-use procpool::{ProcessPoolExecutor, TaskError};
+use procpool::{CodecError, ProcessPoolExecutor, TaskError};
 use serde::{Deserialize, Serialize};
 
 fn fib(n: u64) -> u64 {
@@ -163,20 +163,24 @@ async fn encode_and_decode_failures_are_typed_and_name_the_type() {
         .build()
         .unwrap();
     match pool.run(|_: ()| Lopsided, ()).await {
-        Err(TaskError::Decode { type_name, .. }) => {
+        Err(TaskError::Decode(CodecError { type_name, .. })) => {
             assert!(type_name.ends_with("Lopsided"), "{type_name}")
         }
         other => panic!("expected Decode, got {other:?}"),
     }
     // An argument over the frame limit is refused in the parent.
     match pool.run(checksum, vec![0u8; 10_000]).await {
-        Err(TaskError::Encode { reason, .. }) => assert!(reason.contains("limit"), "{reason}"),
+        Err(TaskError::Encode(CodecError { reason, .. })) => {
+            assert!(reason.contains("limit"), "{reason}")
+        }
         other => panic!("expected Encode, got {other:?}"),
     }
     // A result over the frame limit is refused in the worker, which goes on.
     let pid = pool.run(common::whoami, ()).await.unwrap();
     match pool.run(|n: usize| vec![1u8; n], 10_000).await {
-        Err(TaskError::Encode { type_name, reason }) => {
+        Err(TaskError::Encode(CodecError {
+            type_name, reason, ..
+        })) => {
             assert!(type_name.contains("Vec<u8>"), "{type_name}");
             assert!(reason.contains("limit"), "{reason}");
         }
@@ -279,7 +283,9 @@ async fn an_argument_that_does_not_serialise_fails_its_handle_at_once() {
     let handle = pool.submit(|_: common::Unserialisable| 0u8, common::Unserialisable);
     assert!(handle.is_finished());
     match handle.await {
-        Err(TaskError::Encode { type_name, reason }) => {
+        Err(TaskError::Encode(CodecError {
+            type_name, reason, ..
+        })) => {
             assert!(type_name.ends_with("Unserialisable"), "{type_name}");
             // postcard reports a custom serde error without its text.
             assert!(!reason.is_empty());

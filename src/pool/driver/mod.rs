@@ -43,7 +43,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use crate::error::{Error, ProtocolError, TaskError};
+use crate::error::{Error, PanicInfo, ProtocolError, TaskError};
 use crate::pool::handle::Job;
 use crate::pool::pace::Pace;
 use crate::pool::worker_process::{Io, WorkerProcess};
@@ -732,17 +732,16 @@ async fn idle_exit(worker: Option<&WorkerProcess>) {
 impl From<Failure> for TaskError {
     fn from(f: Failure) -> Self {
         match f {
-            Failure::Panicked { message, location } => TaskError::Panicked { message, location },
-            Failure::Encode { type_name, reason } => TaskError::Encode { type_name, reason },
-            Failure::Decode { type_name, reason } => TaskError::Decode { type_name, reason },
+            Failure::Panicked(p) => TaskError::Panicked(p),
+            Failure::Encode(e) => TaskError::Encode(e),
+            Failure::Decode(e) => TaskError::Decode(e),
             Failure::UnknownFunction { reason } => {
                 TaskError::Protocol(ProtocolError::Unexpected { what: reason })
             }
             Failure::Runtime { reason } => TaskError::WorkerRuntime { reason },
-            Failure::InitializerFailed { message } => TaskError::WorkerStart(Error::Initializer {
-                message,
-                location: None,
-            }),
+            Failure::InitializerFailed { message } => {
+                TaskError::WorkerStart(Error::Initializer(PanicInfo::new(message, None)))
+            }
         }
     }
 }
