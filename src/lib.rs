@@ -90,6 +90,8 @@ mod authkey;
 mod blocking;
 pub mod connection;
 mod error;
+#[cfg(test)]
+mod handle_tags;
 pub mod manager;
 pub mod pipe;
 mod pool;

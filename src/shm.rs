@@ -54,11 +54,10 @@ use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
 
 pub use bytemuck::Pod;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::sync::{Lock, LockError, LockGuard};
 use crate::sys::shm::{self, Region};
-use crate::wire::handles::{self, RecvFd, SendFd};
+use crate::wire::handles::{handle_serde, Handle, RecvFd, SendFd};
 
 #[derive(Debug)]
 struct Mem {
@@ -184,35 +183,26 @@ impl SharedMemory {
     }
 }
 
-/// Refuses a handle whose element type is not `T`.
-fn check_tag<T, E: serde::de::Error>(kind: &str, tag: u64) -> Result<(), E> {
-    if tag == handles::type_tag::<T>(kind) {
-        return Ok(());
-    }
-    Err(handles::refuse(format!(
-        "a shared {kind} of another element type arrived where a {kind}<{}> was expected",
-        std::any::type_name::<T>()
-    )))
-}
+impl Handle for SharedMemory {
+    const KIND: &'static str = "SharedMemory";
+    type Params = ();
+    type Parts<'a> = (SendFd<'a>, u64);
+    type Received = (RecvFd, u64);
 
-impl Serialize for SharedMemory {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        (SendFd(self.mem.fd.as_fd()), self.mem.len as u64).serialize(s)
+    fn parts(&self) -> (SendFd<'_>, u64) {
+        (SendFd(self.mem.fd.as_fd()), self.mem.len as u64)
     }
-}
 
-impl<'de> Deserialize<'de> for SharedMemory {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let (RecvFd(fd), len) = <(RecvFd, u64)>::deserialize(d)?;
-        let actual = shm::file_len(fd.as_fd()).map_err(handles::refuse::<D::Error>)?;
+    fn assemble((RecvFd(fd), len): (RecvFd, u64)) -> Result<Self, String> {
+        let actual = shm::file_len(fd.as_fd()).map_err(|e| e.to_string())?;
         if actual < len {
-            return Err(handles::refuse::<D::Error>(
-                "shared memory shorter than announced",
-            ));
+            return Err("shared memory shorter than announced".to_owned());
         }
-        SharedMemory::map(fd, len as usize).map_err(handles::refuse::<D::Error>)
+        SharedMemory::map(fd, len as usize).map_err(|e| e.to_string())
     }
 }
+
+handle_serde!(SharedMemory);
 
 /// Takes `lock`, treating a holder that died as released: a value or array is plain
 /// data, valid whatever bytes a dead writer left.
@@ -315,20 +305,19 @@ impl<T: Pod> Value<T> {
     }
 }
 
-impl<T> Serialize for Value<T> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        (&self.lock, &self.mem, handles::type_tag::<T>("Value")).serialize(s)
-    }
-}
+impl<T: Pod> Handle for Value<T> {
+    const KIND: &'static str = "Value";
+    type Params = T;
+    type Parts<'a> = (&'a Lock, &'a SharedMemory);
+    type Received = (Lock, SharedMemory);
 
-impl<'de, T: Pod> Deserialize<'de> for Value<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let (lock, mem, tag) = <(Lock, SharedMemory, u64)>::deserialize(d)?;
-        check_tag::<T, D::Error>("Value", tag)?;
+    fn parts(&self) -> Self::Parts<'_> {
+        (&self.lock, &self.mem)
+    }
+
+    fn assemble((lock, mem): (Lock, SharedMemory)) -> Result<Self, String> {
         if mem.len() != size_of::<T>() {
-            return Err(handles::refuse::<D::Error>(
-                "a shared value of another size arrived",
-            ));
+            return Err("a shared value of another size arrived".to_owned());
         }
         Ok(Value {
             lock,
@@ -337,6 +326,8 @@ impl<'de, T: Pod> Deserialize<'de> for Value<T> {
         })
     }
 }
+
+handle_serde!(Value<T>);
 
 /// A `T` in shared memory without a lock (Python's `RawValue`). Integer values also
 /// have atomic operations.
@@ -426,20 +417,19 @@ atomic_ops!(u32 => u32_at, i32 => u32_at, u64 => u64_at, i64 => u64_at);
 #[cfg(target_pointer_width = "64")]
 atomic_ops!(usize => u64_at, isize => u64_at);
 
-impl<T> Serialize for RawValue<T> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        (&self.mem, handles::type_tag::<T>("RawValue")).serialize(s)
-    }
-}
+impl<T: Pod> Handle for RawValue<T> {
+    const KIND: &'static str = "RawValue";
+    type Params = T;
+    type Parts<'a> = &'a SharedMemory;
+    type Received = SharedMemory;
 
-impl<'de, T: Pod> Deserialize<'de> for RawValue<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let (mem, tag) = <(SharedMemory, u64)>::deserialize(d)?;
-        check_tag::<T, D::Error>("RawValue", tag)?;
+    fn parts(&self) -> &SharedMemory {
+        &self.mem
+    }
+
+    fn assemble(mem: SharedMemory) -> Result<Self, String> {
         if mem.len() != size_of::<T>() {
-            return Err(handles::refuse::<D::Error>(
-                "a shared value of another size arrived",
-            ));
+            return Err("a shared value of another size arrived".to_owned());
         }
         Ok(RawValue {
             mem,
@@ -447,6 +437,8 @@ impl<'de, T: Pod> Deserialize<'de> for RawValue<T> {
         })
     }
 }
+
+handle_serde!(RawValue<T>);
 
 /// A fixed-length array of `T` in shared memory with a built-in [`Lock`] (Python's
 /// `multiprocessing.Array`).
@@ -605,18 +597,22 @@ impl<T: Pod> Array<T> {
     }
 }
 
-impl<T> Serialize for Array<T> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        (&self.lock, &self.raw).serialize(s)
-    }
-}
+impl<T: Pod> Handle for Array<T> {
+    const KIND: &'static str = "Array";
+    type Params = T;
+    type Parts<'a> = (&'a Lock, &'a RawArray<T>);
+    type Received = (Lock, RawArray<T>);
 
-impl<'de, T: Pod> Deserialize<'de> for Array<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let (lock, raw) = <(Lock, RawArray<T>)>::deserialize(d)?;
+    fn parts(&self) -> Self::Parts<'_> {
+        (&self.lock, &self.raw)
+    }
+
+    fn assemble((lock, raw): (Lock, RawArray<T>)) -> Result<Self, String> {
         Ok(Array { lock, raw })
     }
 }
+
+handle_serde!(Array<T>);
 
 /// A fixed-length array of `T` in shared memory without a lock (Python's `RawArray`):
 /// element reads and writes are copies that may interleave with other processes'.
@@ -713,21 +709,20 @@ impl<T: Pod> RawArray<T> {
     }
 }
 
-impl<T> Serialize for RawArray<T> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        (&self.mem, self.len as u64, handles::type_tag::<T>("Array")).serialize(s)
-    }
-}
+impl<T: Pod> Handle for RawArray<T> {
+    const KIND: &'static str = "RawArray";
+    type Params = T;
+    type Parts<'a> = (&'a SharedMemory, u64);
+    type Received = (SharedMemory, u64);
 
-impl<'de, T: Pod> Deserialize<'de> for RawArray<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let (mem, len, tag) = <(SharedMemory, u64, u64)>::deserialize(d)?;
-        check_tag::<T, D::Error>("Array", tag)?;
+    fn parts(&self) -> Self::Parts<'_> {
+        (&self.mem, self.len as u64)
+    }
+
+    fn assemble((mem, len): (SharedMemory, u64)) -> Result<Self, String> {
         let len = len as usize;
         if len.checked_mul(size_of::<T>()) != Some(mem.len()) {
-            return Err(handles::refuse::<D::Error>(
-                "a shared array of another size arrived",
-            ));
+            return Err("a shared array of another size arrived".to_owned());
         }
         Ok(RawArray {
             mem,
@@ -737,17 +732,12 @@ impl<'de, T: Pod> Deserialize<'de> for RawArray<T> {
     }
 }
 
+handle_serde!(RawArray<T>);
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Sends `value` as a message would carry it and receives it as a `U`.
-    fn resend<V: Serialize, U: serde::de::DeserializeOwned>(value: &V) -> Result<U, String> {
-        let (bytes, fds) = handles::collecting(|| postcard::to_allocvec(value));
-        let bytes = bytes.map_err(|e| e.to_string())?;
-        handles::supplying(fds, || postcard::from_bytes::<U>(&bytes))
-            .map_err(|e| handles::reason(&e))
-    }
+    use crate::wire::handles::tests::resend;
 
     #[test]
     fn a_handle_arrives_only_as_its_own_element_type() {

@@ -65,13 +65,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::Serialize;
 use tokio::sync::Mutex;
 
 use crate::connection::{self, Address, Client, ConnectError};
 use crate::error::{CodecError, ProtocolError};
 use crate::pipe::{Connection, RecvError, SendError};
 use crate::process::Process;
+use crate::wire::handles::{handle_serde, Handle};
 pub use server::Refusal;
 use server::{Kind, Request, Response};
 
@@ -329,20 +330,19 @@ impl<T> Clone for Proxy<T> {
     }
 }
 
-impl<T> Serialize for Proxy<T> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        (&self.link.address, &self.link.key, self.id).serialize(s)
+impl<T> Proxy<T> {
+    /// What travels of a proxy: where its manager is, the key, and which object.
+    fn parts(&self) -> (&Address, &[u8], u64) {
+        (&self.link.address, &self.link.key, self.id)
+    }
+
+    fn assemble((address, key, id): (Address, Vec<u8>, u64)) -> Self {
+        Proxy::new(Link::new(address, key), id)
     }
 }
 
-impl<'de, T> Deserialize<'de> for Proxy<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let (address, key, id) = <(Address, Vec<u8>, u64)>::deserialize(d)?;
-        Ok(Proxy::new(Link::new(address, key), id))
-    }
-}
-
-/// Clone, Debug and serde for a proxy newtype.
+/// Clone, Debug, [`Handle`] and serde for a proxy newtype: tagged with its kind and
+/// type parameters, so a `ValueProxy<u64>` does not arrive as a `ValueProxy<f64>`.
 macro_rules! proxy_impls {
     ($name:ident) => {
         proxy_impls!($name<>);
@@ -360,17 +360,25 @@ macro_rules! proxy_impls {
             }
         }
 
-        impl<$($p),*> Serialize for $name<$($p),*> {
-            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                self.0.serialize(s)
+        impl<$($p),*> Handle for $name<$($p),*> {
+            const KIND: &'static str = stringify!($name);
+            type Params = ($($p,)*);
+            type Parts<'a>
+                = (&'a Address, &'a [u8], u64)
+            where
+                Self: 'a;
+            type Received = (Address, Vec<u8>, u64);
+
+            fn parts(&self) -> Self::Parts<'_> {
+                self.0.parts()
+            }
+
+            fn assemble(received: Self::Received) -> Result<Self, String> {
+                Ok($name(Proxy::assemble(received)))
             }
         }
 
-        impl<'de, $($p),*> Deserialize<'de> for $name<$($p),*> {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                Ok($name(Proxy::deserialize(d)?))
-            }
-        }
+        handle_serde!($name<$($p),*>);
     };
 }
 

@@ -8,6 +8,14 @@ pub struct ValueProxy<T>(pub(super) Proxy<T>);
 
 proxy_impls!(ValueProxy<T>);
 
+#[cfg(test)]
+impl<T> ValueProxy<T> {
+    /// A proxy for object `id` of the manager at `address`, without a manager.
+    pub(crate) fn for_testing(address: crate::connection::Address, key: Vec<u8>, id: u64) -> Self {
+        ValueProxy(Proxy::new(super::link::Link::new(address, key), id))
+    }
+}
+
 impl<T: Serialize + DeserializeOwned> ValueProxy<T> {
     call_pair!(
         /// The value (a copy).

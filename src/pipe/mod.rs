@@ -71,7 +71,7 @@ use tokio::sync::Mutex;
 
 use crate::error::{CodecError, ProtocolError};
 use crate::sys;
-use crate::wire::handles::{self, RecvFd, SendFd};
+use crate::wire::handles::{self, handle_serde, Handle, RecvFd, SendFd};
 use crate::wire::stream::{Frame, FrameReader, FrameWriter};
 use crate::wire::{self, Kind, ReadError, HEADER_LEN};
 
@@ -656,26 +656,22 @@ impl<S, R> fmt::Debug for Connection<S, R> {
     }
 }
 
-impl<S, R> Serialize for Connection<S, R> {
-    fn serialize<Z: Serializer>(&self, s: Z) -> Result<Z::Ok, Z::Error> {
-        (
-            SendFd(self.end.fd.as_fd()),
-            handles::type_tag::<(S, R)>("Connection"),
-        )
-            .serialize(s)
-    }
-}
+impl<S, R> Handle for Connection<S, R> {
+    const KIND: &'static str = "Connection";
+    type Params = (S, R);
+    type Parts<'a>
+        = SendFd<'a>
+    where
+        Self: 'a;
+    type Received = RecvFd;
 
-impl<'de, S, R> Deserialize<'de> for Connection<S, R> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let (RecvFd(fd), tag) = <(RecvFd, u64)>::deserialize(d)?;
-        if tag != handles::type_tag::<(S, R)>("Connection") {
-            return Err(handles::refuse::<D::Error>(format!(
-                "a pipe end of other types arrived where a Connection<{}, {}> was expected",
-                type_name::<S>(),
-                type_name::<R>()
-            )));
-        }
+    fn parts(&self) -> SendFd<'_> {
+        SendFd(self.end.fd.as_fd())
+    }
+
+    fn assemble(RecvFd(fd): RecvFd) -> Result<Self, String> {
         Ok(Connection::from_fd(fd))
     }
 }
+
+handle_serde!(Connection<S, R>);

@@ -129,6 +129,6 @@ impl<T> JoinableQueue<T> {
     }
 }
 
-handle_serde!(JoinableQueue, |this| &this.inner, |q| JoinableQueue {
+queue_handle!(JoinableQueue, |this| &this.inner, |q| JoinableQueue {
     inner: q
 });

@@ -68,10 +68,10 @@ use std::time::Duration;
 
 use futures::Stream;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::Serialize;
 
 use crate::error::CodecError;
-use crate::wire::handles::{self, RecvFd, SendFd};
+use crate::wire::handles::{self, handle_serde, Handle, RecvFd, SendFd};
 use crate::wire::value;
 use shared::{deadline_after, Core, CoreError, Guard, Item};
 
@@ -493,54 +493,59 @@ impl<T: Serialize + DeserializeOwned + 'static> Queue<T> {
     }
 }
 
-fn serialize_core<S: Serializer>(core: &Core, tag: u64, s: S) -> Result<S::Ok, S::Error> {
+/// A queue's four descriptors, as they travel.
+type CoreParts<'a> = (SendFd<'a>, SendFd<'a>, SendFd<'a>, SendFd<'a>);
+
+fn core_parts(core: &Core) -> CoreParts<'_> {
     let [a, b, c, d] = core.fds();
-    (SendFd(a), SendFd(b), SendFd(c), SendFd(d), tag).serialize(s)
+    (SendFd(a), SendFd(b), SendFd(c), SendFd(d))
 }
 
-fn deserialize_core<'de, D: Deserializer<'de>>(
-    d: D,
-    tag: u64,
-    what: &str,
-) -> Result<Core, D::Error> {
-    let (RecvFd(a), RecvFd(b), RecvFd(c), RecvFd(e), got) =
-        <(RecvFd, RecvFd, RecvFd, RecvFd, u64)>::deserialize(d)?;
-    if got != tag {
-        return Err(handles::refuse::<D::Error>(format!(
-            "a queue of another kind or item type arrived where a {what} was expected"
-        )));
-    }
-    Core::open([a, b, c, e])
-        .map_err(|e| handles::refuse::<D::Error>(format!("opening a queue: {e}")))
+fn open_core(
+    (RecvFd(a), RecvFd(b), RecvFd(c), RecvFd(d)): (RecvFd, RecvFd, RecvFd, RecvFd),
+) -> Result<Queue<()>, String> {
+    let core = Core::open([a, b, c, d]).map_err(|e| format!("opening a queue: {e}"))?;
+    Ok(Queue {
+        core: Arc::new(core),
+        _items: PhantomData,
+    })
 }
 
-/// Serde for a queue type: its four descriptors and a tag of its kind and item type.
-/// `|$this| $queue` names the handle's `Queue`; `|$q| $wrap` makes the handle from one.
-macro_rules! handle_serde {
+/// [`Handle`] and serde for a queue type: its four descriptors, tagged with its kind
+/// and item type. `|$this| $queue` names the handle's `Queue`; `|$q| $wrap` makes the
+/// handle from one.
+macro_rules! queue_handle {
     ($ty:ident, |$this:ident| $queue:expr, |$q:ident| $wrap:expr) => {
-        impl<T> Serialize for $ty<T> {
-            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        impl<T> Handle for $ty<T> {
+            const KIND: &'static str = stringify!($ty);
+            type Params = T;
+            type Parts<'a>
+                = CoreParts<'a>
+            where
+                Self: 'a;
+            type Received = (RecvFd, RecvFd, RecvFd, RecvFd);
+
+            fn parts(&self) -> CoreParts<'_> {
                 let $this = self;
                 let queue: &Queue<T> = $queue;
-                serialize_core(&queue.core, handles::type_tag::<T>(stringify!($ty)), s)
+                core_parts(&queue.core)
             }
-        }
 
-        impl<'de, T> Deserialize<'de> for $ty<T> {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let tag = handles::type_tag::<T>(stringify!($ty));
-                let core = deserialize_core(d, tag, type_name::<Self>())?;
-                let $q = Queue {
-                    core: Arc::new(core),
+            fn assemble(fds: Self::Received) -> Result<Self, String> {
+                let untyped = open_core(fds)?;
+                let $q: Queue<T> = Queue {
+                    core: untyped.core,
                     _items: PhantomData,
                 };
                 Ok($wrap)
             }
         }
+
+        handle_serde!($ty<T>);
     };
 }
 
-handle_serde!(Queue, |this| this, |q| q);
+queue_handle!(Queue, |this| this, |q| q);
 
 mod error;
 mod joinable;

@@ -117,6 +117,6 @@ impl<T: Serialize + DeserializeOwned + 'static> SimpleQueue<T> {
     }
 }
 
-handle_serde!(SimpleQueue, |this| &this.inner, |q| SimpleQueue {
+queue_handle!(SimpleQueue, |this| &this.inner, |q| SimpleQueue {
     inner: q
 });

@@ -36,28 +36,29 @@ impl<L> fmt::Debug for Condition<L> {
     }
 }
 
-impl<L: Serialize> Serialize for Condition<L> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let [m, e] = [self.shared.cell.memfd(), self.shared.cell.event_fd()];
-        (SendFd(m), SendFd(e), MAGIC_COND, &self.lock).serialize(s)
-    }
-}
+impl<L: Serialize + serde::de::DeserializeOwned> Handle for Condition<L> {
+    const KIND: &'static str = "Condition";
+    type Params = L;
+    type Parts<'a>
+        = (SendFd<'a>, SendFd<'a>, &'a L)
+    where
+        Self: 'a;
+    type Received = (RecvFd, RecvFd, L);
 
-impl<'de, L: Deserialize<'de>> Deserialize<'de> for Condition<L> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let (RecvFd(memfd), RecvFd(event), magic, lock) =
-            <(RecvFd, RecvFd, u64, L)>::deserialize(d)?;
-        if magic != MAGIC_COND {
-            return Err(handles::refuse::<D::Error>("not a Condition"));
-        }
-        let cell = WaitCell::open(memfd, event, MAGIC_COND)
-            .map_err(|e| handles::refuse::<D::Error>(format!("opening a Condition: {e}")))?;
+    fn parts(&self) -> Self::Parts<'_> {
+        let (memfd, event) = self.shared.parts();
+        (memfd, event, &self.lock)
+    }
+
+    fn assemble((memfd, event, lock): Self::Received) -> Result<Self, String> {
         Ok(Condition {
-            shared: Arc::new(Shared { cell }),
+            shared: Shared::open((memfd, event), MAGIC_COND)?,
             lock,
         })
     }
 }
+
+handle_serde!(Condition<L>);
 
 impl<L> Condition<L> {
     /// A condition over `lock` (a [`Lock`] or an [`RLock`]).

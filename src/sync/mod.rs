@@ -57,12 +57,12 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::Serialize;
 
 use crate::sys;
 use crate::sys::shm::Region;
 use crate::waitcell::{CellGuard, Step, WaitCell, USER};
-use crate::wire::handles::{self, RecvFd, SendFd};
+use crate::wire::handles::{handle_serde, Handle, RecvFd, SendFd};
 pub(crate) use owner::Owner;
 
 // ---------------------------------------------------------------- errors
@@ -89,27 +89,24 @@ impl Shared {
         self.cell.lock()
     }
 
-    fn serialize<S: Serializer>(&self, magic: u64, s: S) -> Result<S::Ok, S::Error> {
-        (
-            SendFd(self.cell.memfd()),
-            SendFd(self.cell.event_fd()),
-            magic,
-        )
-            .serialize(s)
+    /// The page's descriptors, as they travel.
+    fn parts(&self) -> SharedParts<'_> {
+        (SendFd(self.cell.memfd()), SendFd(self.cell.event_fd()))
     }
 
-    fn deserialize<'de, D: Deserializer<'de>>(d: D, magic: u64) -> Result<Arc<Shared>, D::Error> {
-        let (RecvFd(memfd), RecvFd(event), got) = <(RecvFd, RecvFd, u64)>::deserialize(d)?;
-        if got != magic {
-            return Err(handles::refuse::<D::Error>(
-                "a synchronization primitive of another kind arrived",
-            ));
-        }
+    /// Opens a page that arrived; `WaitCell::open` checks that it holds a `magic`.
+    fn open(
+        (RecvFd(memfd), RecvFd(event)): (RecvFd, RecvFd),
+        magic: u64,
+    ) -> Result<Arc<Shared>, String> {
         let cell = WaitCell::open(memfd, event, magic)
-            .map_err(|e| handles::refuse::<D::Error>(format!("opening a shared primitive: {e}")))?;
+            .map_err(|e| format!("opening a shared primitive: {e}"))?;
         Ok(Arc::new(Shared { cell }))
     }
 }
+
+/// A primitive's two descriptors, as they travel.
+type SharedParts<'a> = (SendFd<'a>, SendFd<'a>);
 
 fn u64_at(r: &Region, field: usize) -> u64 {
     r.u64_at(USER + field).load(Relaxed)
@@ -139,7 +136,7 @@ fn deadline(timeout: Duration) -> Option<Instant> {
     Some(Instant::now() + timeout)
 }
 
-/// Implements Clone, Debug and serde for a primitive `$ty { shared: Arc<Shared>, .. }`.
+/// Implements Clone, Debug, [`Handle`] and serde for a primitive `$ty { shared: Arc<Shared>, .. }`.
 macro_rules! primitive {
     ($ty:ident, $magic:expr, { $($field:ident: $init:expr),* }) => {
         impl Clone for $ty {
@@ -154,17 +151,22 @@ macro_rules! primitive {
             }
         }
 
-        impl Serialize for $ty {
-            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                self.shared.serialize($magic, s)
+        impl Handle for $ty {
+            const KIND: &'static str = stringify!($ty);
+            type Params = ();
+            type Parts<'a> = SharedParts<'a>;
+            type Received = (RecvFd, RecvFd);
+
+            fn parts(&self) -> SharedParts<'_> {
+                self.shared.parts()
+            }
+
+            fn assemble(fds: (RecvFd, RecvFd)) -> Result<Self, String> {
+                Ok($ty { shared: Shared::open(fds, $magic)? $(, $field: $init)* })
             }
         }
 
-        impl<'de> Deserialize<'de> for $ty {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                Ok($ty { shared: Shared::deserialize(d, $magic)? $(, $field: $init)* })
-            }
-        }
+        handle_serde!($ty);
     };
 }
 

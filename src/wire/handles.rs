@@ -15,9 +15,11 @@
 //! of them (say, with `serde_json`) is a serde error naming the problem, not a panic.
 
 use std::cell::RefCell;
+use std::fmt;
+use std::marker::PhantomData;
 use std::os::fd::{BorrowedFd, OwnedFd};
 
-use serde::de::Error as _;
+use serde::de::{DeserializeOwned, Error as _, SeqAccess, Visitor};
 use serde::ser::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -45,6 +47,113 @@ pub(crate) fn type_tag<T>(kind: &str) -> u64 {
     std::mem::size_of::<T>().hash(&mut h);
     std::mem::align_of::<T>().hash(&mut h);
     h.finish()
+}
+
+/// A procpool object that travels inside a message: a kind (`"Value"`, `"Queue"`)
+/// and type parameters, then its parts (descriptors through [`SendFd`]/[`RecvFd`],
+/// handles it is made of, plain numbers).
+///
+/// Every handle type travels through [`serialize`] and [`deserialize`] here: first
+/// the tag of its kind and parameters ([`type_tag`]), then its parts. On arrival the
+/// tag is checked before anything else is read, so a handle of another kind or type
+/// is refused with one message, whatever its shape.
+pub(crate) trait Handle: Sized {
+    /// The kind as users name it; part of the tag and of refusals.
+    const KIND: &'static str;
+    /// The type parameters the tag covers (`()` for none).
+    type Params;
+    /// What is sent after the tag, borrowed from the handle.
+    type Parts<'a>: Serialize
+    where
+        Self: 'a;
+    /// What arrives after the tag.
+    type Received: DeserializeOwned;
+
+    /// The parts to send.
+    fn parts(&self) -> Self::Parts<'_>;
+
+    /// Builds the handle from what arrived; an `Err` says why it is refused.
+    fn assemble(received: Self::Received) -> Result<Self, String>;
+}
+
+/// Serialises a handle: its tag, then its parts.
+pub(crate) fn serialize<H: Handle, S: Serializer>(handle: &H, s: S) -> Result<S::Ok, S::Error> {
+    (type_tag::<H::Params>(H::KIND), handle.parts()).serialize(s)
+}
+
+/// Deserialises a handle, refusing it (see [`refuse`]) if its tag is not `H`'s or if
+/// [`Handle::assemble`] turns its parts down.
+pub(crate) fn deserialize<'de, H: Handle, D: Deserializer<'de>>(d: D) -> Result<H, D::Error> {
+    struct Tagged<H>(PhantomData<H>);
+
+    impl<'de, H: Handle> Visitor<'de> for Tagged<H> {
+        type Value = H;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "a procpool {}", H::KIND)
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<H, A::Error> {
+            let tag: u64 = seq
+                .next_element()?
+                .ok_or_else(|| A::Error::invalid_length(0, &self))?;
+            if tag != type_tag::<H::Params>(H::KIND) {
+                return Err(refuse(format!(
+                    "a handle of another kind or type arrived where a {} was expected",
+                    short_type_name::<H>()
+                )));
+            }
+            let received = seq
+                .next_element()?
+                .ok_or_else(|| A::Error::invalid_length(1, &self))?;
+            H::assemble(received).map_err(refuse)
+        }
+    }
+
+    d.deserialize_tuple(2, Tagged(PhantomData))
+}
+
+/// `Serialize` and `Deserialize` for a type that implements [`Handle`], through
+/// [`serialize`] and [`deserialize`].
+macro_rules! handle_serde {
+    ($ty:ident $(< $($p:ident),* >)?) => {
+        impl$(<$($p),*>)? serde::Serialize for $ty$(<$($p),*>)?
+        where
+            Self: $crate::wire::handles::Handle,
+        {
+            fn serialize<Z: serde::Serializer>(&self, s: Z) -> Result<Z::Ok, Z::Error> {
+                $crate::wire::handles::serialize(self, s)
+            }
+        }
+
+        impl<'de, $($($p),*)?> serde::Deserialize<'de> for $ty$(<$($p),*>)?
+        where
+            Self: $crate::wire::handles::Handle,
+        {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                $crate::wire::handles::deserialize(d)
+            }
+        }
+    };
+}
+pub(crate) use handle_serde;
+
+/// `T`'s name without module paths: `Value<f64>`, `Connection<String, u32>`.
+pub(crate) fn short_type_name<T: ?Sized>() -> String {
+    let full = std::any::type_name::<T>();
+    let mut out = String::with_capacity(full.len());
+    let mut word = String::new();
+    for c in full.chars() {
+        if c.is_alphanumeric() || c == '_' || c == ':' {
+            word.push(c);
+        } else {
+            out.push_str(word.rsplit("::").next().unwrap_or(""));
+            word.clear();
+            out.push(c);
+        }
+    }
+    out.push_str(word.rsplit("::").next().unwrap_or(""));
+    out
 }
 
 /// The error a handle's `Deserialize` returns when it refuses what arrived (another
@@ -154,7 +263,7 @@ impl<'de> Deserialize<'de> for RecvFd {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::os::fd::{AsFd, AsRawFd};
 
@@ -174,6 +283,25 @@ mod tests {
             supplying(fds, || postcard::from_bytes::<(u8, RecvFd, RecvFd)>(&bytes)).unwrap();
         assert_eq!(n, 7);
         assert_ne!(x.as_raw_fd(), y.as_raw_fd());
+    }
+
+    /// Sends `value` as a message would carry it and receives it as a `U`; the
+    /// refusal's reason if it is refused.
+    pub(crate) fn resend<V: Serialize, U: serde::de::DeserializeOwned>(
+        value: &V,
+    ) -> Result<U, String> {
+        let (bytes, fds) = collecting(|| postcard::to_allocvec(value));
+        let bytes = bytes.map_err(|e| e.to_string())?;
+        supplying(fds, || postcard::from_bytes::<U>(&bytes)).map_err(|e| reason(&e))
+    }
+
+    #[test]
+    fn short_type_names_drop_module_paths() {
+        assert_eq!(short_type_name::<Vec<String>>(), "Vec<String>");
+        assert_eq!(
+            short_type_name::<(std::sync::Arc<u8>, Option<()>)>(),
+            "(Arc<u8>, Option<()>)"
+        );
     }
 
     #[test]
