@@ -427,7 +427,7 @@ impl WorkerProcess {
     fn kill_group(&self) {
         if self.child.is_some() {
             // ESRCH: nobody left in the group. Nothing else can fail here.
-            let _ = sys::proc::kill_group(self.pid, libc::SIGKILL);
+            let _ = sys::proc::kill_group(self.pid);
         }
     }
 

@@ -1,9 +1,14 @@
 //! Every system call procpool makes, and nothing else.
 //!
 //! The crate root denies `unsafe_code`; this module is where it is allowed again.
-//! Each wrapper is small, takes and returns owned or borrowed fds (never bare
-//! integers that outlive their owner), and carries a `// SAFETY:` comment naming the
-//! invariant it relies on. A port to another OS touches only this module.
+//! Each wrapper is small and takes and returns owned or borrowed fds (never bare
+//! integers that outlive their owner). Calls go through `rustix`'s safe wrappers
+//! wherever one exists; `libc` and `unsafe` remain only where none can: mapping
+//! shared memory and the views of it, the process-shared robust pthread mutex,
+//! receiving into uninitialised memory, walking the program headers, the `SIGPIPE`
+//! disposition, real-time signals and tokio's fd registration. Each of those blocks
+//! carries a `// SAFETY:` comment naming the invariant it relies on. A port to
+//! another OS touches only this module.
 //!
 //! What lives here:
 //! - [`image`]: where the executable is mapped (`dl_iterate_phdr`), for naming
@@ -16,14 +21,3 @@ pub(crate) mod image;
 pub(crate) mod proc;
 pub(crate) mod shm;
 pub(crate) mod sock;
-
-use std::io;
-
-/// Turns a libc return value of `-1` into the thread's `errno` as an [`io::Error`].
-fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
-    if ret == -1 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret)
-    }
-}

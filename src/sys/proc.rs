@@ -12,12 +12,13 @@
 //! - <https://man7.org/linux/man-pages/man2/fcntl.2.html>
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 
-use super::cvt;
+use rustix::process::{Pid, PidfdFlags, Signal, WaitId, WaitIdOptions};
 
 /// Ignores `SIGPIPE`, as std does for a normal `main`: a write to a closed socket then
-/// fails with `EPIPE` instead of killing the process.
+/// fails with `EPIPE` instead of killing the process. (rustix has no safe call for
+/// signal dispositions.)
 pub(crate) fn ignore_sigpipe() {
     // SAFETY: `signal` with `SIG_IGN` installs no handler code; it only changes the
     // disposition, which is process-wide state nothing else in a fresh worker relies on.
@@ -29,25 +30,14 @@ pub(crate) fn ignore_sigpipe() {
 /// Asks the kernel to send `SIGKILL` to this process when the thread that spawned it
 /// exits. procpool spawns from one thread that lives as long as the process.
 pub(crate) fn kill_me_when_parent_dies() -> io::Result<()> {
-    // SAFETY: PR_SET_PDEATHSIG takes a signal number by value; no pointers are passed.
-    cvt(unsafe {
-        libc::prctl(
-            libc::PR_SET_PDEATHSIG,
-            libc::SIGKILL as libc::c_ulong,
-            0,
-            0,
-            0,
-        )
-    })?;
+    rustix::process::set_parent_process_death_signal(Some(Signal::KILL))?;
     Ok(())
 }
 
 /// The calling thread's id (`gettid(2)`): which thread of this process holds an
 /// `RLock`.
 pub(crate) fn thread_id() -> u64 {
-    // SAFETY: gettid has no preconditions and cannot fail.
-    let tid = unsafe { libc::gettid() };
-    tid as u64
+    rustix::thread::gettid().as_raw_nonzero().get() as u64
 }
 
 /// Fills `buf` from the kernel's random source (`getrandom(2)`, or `/dev/urandom` where
@@ -56,31 +46,24 @@ pub(crate) fn random_bytes(buf: &mut [u8]) -> io::Result<()> {
     let mut done = 0;
     while done < buf.len() {
         let rest = &mut buf[done..];
-        // SAFETY: `rest` is valid for writes of its length; flags 0.
-        let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            match e.raw_os_error() {
-                Some(libc::EINTR) => continue,
-                // No getrandom(2) here (a seccomp profile refusing it, an old kernel):
-                // the same source through its device.
-                Some(libc::ENOSYS | libc::EPERM) => {
-                    use std::io::Read;
-                    return std::fs::File::open("/dev/urandom")?.read_exact(rest);
-                }
-                _ => return Err(e),
+        match rustix::rand::getrandom(&mut *rest, rustix::rand::GetRandomFlags::empty()) {
+            Ok(n) => done += n,
+            Err(rustix::io::Errno::INTR) => continue,
+            // No getrandom(2) here (a seccomp profile refusing it, an old kernel):
+            // the same source through its device.
+            Err(rustix::io::Errno::NOSYS | rustix::io::Errno::PERM) => {
+                use std::io::Read;
+                return std::fs::File::open("/dev/urandom")?.read_exact(rest);
             }
+            Err(e) => return Err(e.into()),
         }
-        done += n as usize;
     }
     Ok(())
 }
 
 /// The pid of this process's parent (`getppid(2)`).
 pub(crate) fn parent_pid() -> u32 {
-    // SAFETY: getppid has no preconditions and cannot fail.
-    let pid = unsafe { libc::getppid() };
-    pid as u32
+    std::os::unix::process::parent_id()
 }
 
 /// Takes the socket a worker inherited as its stdin: moves it to a fresh close-on-exec
@@ -90,42 +73,40 @@ pub(crate) fn parent_pid() -> u32 {
 /// Fails if fd 0 is not a socket (the process was not started by procpool) or a call
 /// fails.
 pub(crate) fn take_socket_from_stdin() -> io::Result<OwnedFd> {
-    // SAFETY: `stat` is a plain-old-data struct; zeroed is a valid value for it, and
-    // fstat writes into it only through the pointer we pass for this call.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: fd 0 is only inspected; `st` is a valid, writable `stat`.
-    cvt(unsafe { libc::fstat(0, &mut st) })?;
-    if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+    let stdin = rustix::stdio::stdin();
+    let st = rustix::fs::fstat(stdin)?;
+    if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::Socket {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "procpool worker: stdin is not the control socket",
         ));
     }
-    // SAFETY: F_DUPFD_CLOEXEC duplicates fd 0 (open, checked above) to a new fd >= 3.
-    let moved = cvt(unsafe { libc::fcntl(0, libc::F_DUPFD_CLOEXEC, 3) })?;
-    // SAFETY: `moved` was just returned by fcntl and is owned by nobody else.
-    let socket = unsafe { OwnedFd::from_raw_fd(moved) };
-    // SAFETY: the path is a valid NUL-terminated C string.
-    let null = cvt(unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) })?;
-    // SAFETY: `null` is a valid fd we own; dup2 atomically replaces fd 0 (our copy of
-    // the socket, already duplicated above) with it. `null` is closed right after.
-    let dup = unsafe { libc::dup2(null, 0) };
-    // SAFETY: `null` is ours and no longer needed (fd 0 now refers to the same file).
-    unsafe { libc::close(null) };
-    cvt(dup)?;
+    let socket = rustix::io::fcntl_dupfd_cloexec(stdin, 3)?;
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
+    // Atomically replaces fd 0 (our copy of the socket, duplicated above); `null` is
+    // closed when it drops.
+    rustix::stdio::dup2_stdin(&null)?;
     Ok(socket)
 }
 
 /// Opens a pidfd for `pid`, a child of this process that has not been reaped yet (so
 /// the pid cannot have been reused). It becomes readable when the child exits.
 pub(crate) fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags by value and returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0 as libc::c_uint) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the kernel returned a fresh fd (opened with O_CLOEXEC) that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
+    Ok(rustix::process::pidfd_open(
+        pid_of(pid)?,
+        PidfdFlags::empty(),
+    )?)
+}
+
+/// `pid` as a rustix [`Pid`]: positive and in range, else `EINVAL`.
+fn pid_of(pid: u32) -> io::Result<Pid> {
+    i32::try_from(pid)
+        .ok()
+        .and_then(Pid::from_raw)
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))
 }
 
 /// The conventional name of a signal (`"SIGKILL"`), or `None` for an unusual number.
@@ -178,6 +159,14 @@ pub(crate) fn async_fd(
 /// # Errors
 /// `ESRCH` if the process has been reaped, `EINVAL` for a bad signal number.
 pub(crate) fn pidfd_send_signal(pidfd: BorrowedFd<'_>, signal: i32) -> io::Result<()> {
+    if let Some(named) = Signal::from_named_raw(signal) {
+        rustix::process::pidfd_send_signal(pidfd, named)?;
+        return Ok(());
+    }
+    // A real-time or otherwise unnamed signal, which rustix cannot express safely
+    // (its `Signal` excludes the range libc reserves): the raw call, where the kernel
+    // validates the number.
+    //
     // SAFETY: the fd is borrowed for the call; the info pointer may be null (the kernel
     // then fills in a SI_USER siginfo), and flags must be 0.
     let rc = unsafe {
@@ -195,8 +184,8 @@ pub(crate) fn pidfd_send_signal(pidfd: BorrowedFd<'_>, signal: i32) -> io::Resul
     Ok(())
 }
 
-/// Sends `signal` to every process in the process group `pgid`: a worker and whatever
-/// it started that stayed in its group.
+/// Sends `SIGKILL` to every process in the process group `pgid`: a worker and
+/// whatever it started that stayed in its group.
 ///
 /// Call it only while the group's leader (the process whose pid is `pgid`) is not yet
 /// reaped: until then its pid, and so the group id, cannot name anyone else.
@@ -204,16 +193,12 @@ pub(crate) fn pidfd_send_signal(pidfd: BorrowedFd<'_>, signal: i32) -> io::Resul
 /// # Errors
 /// `ESRCH` if the group has no member left; `EINVAL` for a `pgid` of 0 or 1, which would
 /// name our own group or every process.
-pub(crate) fn kill_group(pgid: u32, signal: i32) -> io::Result<()> {
-    let Ok(id) = libc::pid_t::try_from(pgid) else {
-        return Err(io::Error::from_raw_os_error(libc::EINVAL));
-    };
-    if id <= 1 {
+pub(crate) fn kill_group(pgid: u32) -> io::Result<()> {
+    let pgid = pid_of(pgid)?;
+    if pgid.is_init() {
         return Err(io::Error::from_raw_os_error(libc::EINVAL));
     }
-    // SAFETY: kill takes plain integers; `-id` with `id > 1` names exactly the process
-    // group `id`, never "every process" (-1) nor our own group (0).
-    cvt(unsafe { libc::kill(-id, signal) })?;
+    rustix::process::kill_process_group(pgid, Signal::KILL)?;
     Ok(())
 }
 
@@ -221,26 +206,14 @@ pub(crate) fn kill_group(pgid: u32, signal: i32) -> io::Result<()> {
 /// (`waitid(P_PIDFD, WEXITED | WNOHANG | WNOWAIT)`), so the reaper still gets the
 /// status.
 pub(crate) fn pidfd_peek_exit(pidfd: BorrowedFd<'_>) -> io::Result<Option<crate::Exit>> {
-    // SAFETY: siginfo_t is plain old data; all-zero is a valid value, and `si_pid` stays
-    // zero when no child has changed state (waitid(2), WNOHANG).
-    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `info` is a valid, writable siginfo_t and the fd is borrowed for the call.
-    cvt(unsafe {
-        libc::waitid(
-            libc::P_PIDFD,
-            pidfd.as_raw_fd() as libc::id_t,
-            &mut info,
-            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
-        )
-    })?;
-    // SAFETY: after a successful waitid the kernel has written a SIGCHLD siginfo (or
-    // left it zeroed), for which si_pid and si_status are the valid union members.
-    let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
-    if pid == 0 {
+    let options = WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT;
+    let Some(status) = rustix::process::waitid(WaitId::PidFd(pidfd), options)? else {
         return Ok(None);
-    }
-    Ok(Some(match info.si_code {
-        libc::CLD_EXITED => crate::Exit::Code(status),
-        _ => crate::Exit::Signal(status),
-    }))
+    };
+    Ok(match (status.exit_status(), status.terminating_signal()) {
+        (Some(code), _) => Some(crate::Exit::Code(code)),
+        (None, Some(signal)) => Some(crate::Exit::Signal(signal)),
+        // Not an exit (stopped or continued): not asked for, not reported.
+        (None, None) => None,
+    })
 }

@@ -18,12 +18,14 @@
 //! - <https://man7.org/linux/man-pages/man2/eventfd.2.html>
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::time::Duration;
 
-use super::cvt;
+use rustix::event::EventfdFlags;
+use rustix::fs::{FallocateFlags, MemfdFlags, SealFlags};
+use rustix::thread::futex::Flags as FutexFlags;
 
 /// Whether a memory file keeps its size.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,19 +42,15 @@ pub(crate) enum Size {
 /// another process's mapping would make that process's next access to the lost pages
 /// a `SIGBUS`; sealed, a peer's `ftruncate` fails with `EPERM` and harms no one.
 pub(crate) fn memfd(name: &str, len: u64, size: Size) -> io::Result<OwnedFd> {
-    let cname = std::ffi::CString::new(name).unwrap_or_default();
-    let flags = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
-    // SAFETY: `cname` is a valid NUL-terminated string for the duration of the call.
-    let fd = cvt(unsafe { libc::memfd_create(cname.as_ptr(), flags) })?;
-    // SAFETY: memfd_create returned a fresh descriptor nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // A name with a NUL in it (never one of ours) is named nothing rather than refused.
+    let name = if name.contains('\0') { "" } else { name };
+    let fd = rustix::fs::memfd_create(name, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)?;
     set_len(fd.as_fd(), len)?;
     let seals = match size {
-        Size::Fixed => libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL,
-        Size::Growing => libc::F_SEAL_SHRINK | libc::F_SEAL_SEAL,
+        Size::Fixed => SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL,
+        Size::Growing => SealFlags::SHRINK | SealFlags::SEAL,
     };
-    // SAFETY: fcntl(F_ADD_SEALS) takes the descriptor and an int of seal bits.
-    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) })?;
+    rustix::fs::fcntl_add_seals(&fd, seals)?;
     Ok(fd)
 }
 
@@ -68,42 +66,28 @@ pub(crate) fn grow_to(fd: BorrowedFd<'_>, len: u64) -> io::Result<()> {
 /// Gives the pages of `len` bytes at `offset` back to the system, keeping the file's
 /// size (`fallocate(PUNCH_HOLE | KEEP_SIZE)`); they read as zeros afterwards.
 pub(crate) fn release(fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()> {
-    let (Ok(offset), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "range too large",
-        ));
-    };
-    let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
-    loop {
-        // SAFETY: fallocate takes a descriptor, a mode and a range by value.
-        match cvt(unsafe { libc::fallocate(fd.as_raw_fd(), mode, offset, len) }) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            r => return r.map(drop),
-        }
-    }
+    let mode = FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE;
+    retry_on_eintr(|| rustix::fs::fallocate(fd, mode, offset, len))
 }
 
 /// Sets the size of a memory file (`ftruncate`).
 fn set_len(fd: BorrowedFd<'_>, len: u64) -> io::Result<()> {
-    let len = libc::off_t::try_from(len)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "size too large"))?;
+    retry_on_eintr(|| rustix::fs::ftruncate(fd, len))
+}
+
+/// Runs `call` again while a signal interrupts it.
+fn retry_on_eintr(mut call: impl FnMut() -> rustix::io::Result<()>) -> io::Result<()> {
     loop {
-        // SAFETY: ftruncate takes a descriptor and a length by value.
-        match cvt(unsafe { libc::ftruncate(fd.as_raw_fd(), len) }) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            r => return r.map(drop),
+        match call() {
+            Err(rustix::io::Errno::INTR) => continue,
+            r => return Ok(r?),
         }
     }
 }
 
 /// The current size of a file (`fstat`).
 pub(crate) fn file_len(fd: BorrowedFd<'_>) -> io::Result<u64> {
-    // SAFETY: `stat` is plain data; zeroed is valid, and fstat writes only into it.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: `st` is a valid out-pointer for the call.
-    cvt(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) })?;
-    Ok(st.st_size as u64)
+    Ok(rustix::fs::fstat(fd)?.st_size as u64)
 }
 
 /// A shared mapping of a memory file.
@@ -352,34 +336,19 @@ fn check(r: libc::c_int) -> io::Result<()> {
 /// Sleeps while `word` equals `expected`, at most `timeout`. Returns on a wake-up, a
 /// changed value, a signal or the timeout; callers re-check their condition.
 pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
-    let ts = timeout.map(|d| libc::timespec {
-        tv_sec: d.as_secs().min(i64::MAX as u64) as libc::time_t,
-        tv_nsec: d.subsec_nanos() as libc::c_long,
+    let ts = timeout.map(|d| rustix::thread::futex::Timespec {
+        tv_sec: d.as_secs().min(i64::MAX as u64) as i64,
+        tv_nsec: d.subsec_nanos().into(),
     });
-    let ts_ptr = ts
-        .as_ref()
-        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
-    // SAFETY: `word` is a valid, aligned 32-bit word (in shared memory: FUTEX_WAIT
-    // without the PRIVATE flag, so other processes' wakes reach us); `ts_ptr` is null
-    // or points at a timespec that outlives the call. A relative timeout is allowed
-    // for FUTEX_WAIT.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAIT,
-            expected,
-            ts_ptr,
-        );
-    }
+    // Without the PRIVATE flag: the word is in shared memory, and other processes'
+    // wakes must reach us. The outcome (woken, value changed, timed out, interrupted)
+    // does not matter: callers re-check their condition.
+    let _ = rustix::thread::futex::wait(word, FutexFlags::empty(), expected, ts.as_ref());
 }
 
 /// Wakes every thread, in any process, sleeping in [`futex_wait`] on `word`.
 pub(crate) fn futex_wake_all(word: &AtomicU32) {
-    // SAFETY: FUTEX_WAKE only reads the address as a key; `word` is valid.
-    unsafe {
-        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, i32::MAX);
-    }
+    let _ = rustix::thread::futex::wake(word, FutexFlags::empty(), i32::MAX as u32);
 }
 
 /// An `eventfd`: the fd that async waiters in every process watch through tokio.
@@ -389,10 +358,8 @@ pub(crate) struct EventFd(OwnedFd);
 impl EventFd {
     /// A new eventfd (non-blocking, close-on-exec).
     pub(crate) fn new() -> io::Result<EventFd> {
-        // SAFETY: eventfd takes an initial value and flags by value.
-        let fd = cvt(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })?;
-        // SAFETY: a fresh descriptor nothing else owns.
-        Ok(EventFd(unsafe { OwnedFd::from_raw_fd(fd) }))
+        let flags = EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK;
+        Ok(EventFd(rustix::event::eventfd(0, flags)?))
     }
 
     /// Wraps an eventfd received from another process.
@@ -402,22 +369,15 @@ impl EventFd {
 
     /// Signals every watcher (adds 1 to the counter).
     pub(crate) fn notify(&self) {
-        let one = 1u64.to_ne_bytes();
-        // SAFETY: writes 8 bytes from a valid buffer. A full counter (EAGAIN, after
-        // 2^64 - 2 unread notifications) still leaves the fd readable: ignoring it
-        // loses no wake-up.
-        unsafe {
-            libc::write(self.0.as_raw_fd(), one.as_ptr().cast(), 8);
-        }
+        // A full counter (EAGAIN, after 2^64 - 2 unread notifications) still leaves
+        // the fd readable: ignoring the error loses no wake-up.
+        let _ = rustix::io::write(&self.0, &1u64.to_ne_bytes());
     }
 
     /// Resets the counter (non-blocking; nothing to read is fine).
     pub(crate) fn drain(&self) {
         let mut buf = [0u8; 8];
-        // SAFETY: reads at most 8 bytes into a valid buffer.
-        unsafe {
-            libc::read(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), 8);
-        }
+        let _ = rustix::io::read(&self.0, &mut buf);
     }
 }
 

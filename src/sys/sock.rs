@@ -11,18 +11,22 @@
 //! - <https://man7.org/linux/man-pages/man3/cmsg.3.html>
 
 use std::collections::VecDeque;
-use std::io;
-use std::mem::size_of;
+use std::io::{self, IoSlice};
+use std::mem::{size_of, MaybeUninit};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
-use super::cvt;
+use rustix::event::{PollFd, PollFlags};
+use rustix::net::{
+    AddressFamily, SendAncillaryBuffer, SendAncillaryMessage, SendFlags, Shutdown, SocketFlags,
+    SocketType,
+};
 
 /// Most descriptors one `sendmsg` may carry (the kernel's `SCM_MAX_FD`).
 pub(crate) const MAX_FDS_PER_MESSAGE: usize = 253;
 
 /// Room for a control message holding [`MAX_FDS_PER_MESSAGE`] descriptors, aligned
-/// for `cmsghdr`.
+/// for `cmsghdr` (for [`recv_raw`]).
 #[repr(C, align(8))]
 struct CmsgSpace([u8; cmsg_space(MAX_FDS_PER_MESSAGE)]);
 
@@ -48,14 +52,15 @@ pub(crate) enum Kind {
 /// A connected pair of unix sockets, both close-on-exec.
 pub(crate) fn pair(kind: Kind) -> io::Result<(OwnedFd, OwnedFd)> {
     let ty = match kind {
-        Kind::Stream => libc::SOCK_STREAM,
-        Kind::SeqPacket => libc::SOCK_SEQPACKET,
+        Kind::Stream => SocketType::STREAM,
+        Kind::SeqPacket => SocketType::SEQPACKET,
     };
-    let mut fds = [0 as RawFd; 2];
-    // SAFETY: `fds` is a valid array of two ints for the kernel to fill.
-    cvt(unsafe { libc::socketpair(libc::AF_UNIX, ty | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) })?;
-    // SAFETY: socketpair succeeded, so both are fresh descriptors nothing else owns.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    Ok(rustix::net::socketpair(
+        AddressFamily::UNIX,
+        ty,
+        SocketFlags::CLOEXEC,
+        None,
+    )?)
 }
 
 /// Sends `data` with `fds` attached to its first byte. Returns how many bytes were
@@ -94,55 +99,27 @@ pub(crate) fn send_vectored(
 ) -> io::Result<usize> {
     assert!(fds.len() <= MAX_FDS_PER_MESSAGE, "too many descriptors");
     assert!(parts.len() <= MAX_PARTS, "too many buffers");
-    let mut flags = libc::MSG_NOSIGNAL;
+    let mut flags = SendFlags::NOSIGNAL;
     if nonblocking {
-        flags |= libc::MSG_DONTWAIT;
+        flags |= SendFlags::DONTWAIT;
     }
-    let empty = libc::iovec {
-        iov_base: std::ptr::null_mut(),
-        iov_len: 0,
-    };
-    let mut iov = [empty; MAX_PARTS];
+    let mut iov = [IoSlice::new(&[]); MAX_PARTS];
     for (v, p) in iov.iter_mut().zip(parts) {
-        *v = libc::iovec {
-            iov_base: p.as_ptr() as *mut libc::c_void,
-            iov_len: p.len(),
-        };
+        *v = IoSlice::new(p);
     }
-    // Only a message with descriptors needs (and zeroes) a control buffer.
-    let mut space;
-    // SAFETY: msghdr is plain data; all-zero is a valid empty header.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = iov.as_mut_ptr();
-    msg.msg_iovlen = parts.len() as _;
+    // Only a message with descriptors needs a control buffer.
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS_PER_MESSAGE))];
+    let mut control = SendAncillaryBuffer::new(if fds.is_empty() { &mut [] } else { &mut space });
     if !fds.is_empty() {
-        space = CmsgSpace([0; cmsg_space(MAX_FDS_PER_MESSAGE)]);
-        let payload = fds.len() * size_of::<RawFd>();
-        msg.msg_control = space.0.as_mut_ptr().cast();
-        msg.msg_controllen = cmsg_space(fds.len()) as _;
-        // SAFETY: msg_control points at `space`, which is aligned for cmsghdr and at
-        // least CMSG_SPACE(payload) bytes long, so the first header and its data fit;
-        // CMSG_FIRSTHDR/CMSG_DATA only compute addresses inside it.
-        unsafe {
-            let cmsg = libc::CMSG_FIRSTHDR(&msg);
-            (*cmsg).cmsg_level = libc::SOL_SOCKET;
-            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-            (*cmsg).cmsg_len = libc::CMSG_LEN(payload as u32) as _;
-            let data = libc::CMSG_DATA(cmsg).cast::<RawFd>();
-            for (i, fd) in fds.iter().enumerate() {
-                data.add(i).write_unaligned(fd.as_raw_fd());
-            }
-        }
+        let pushed = control.push(SendAncillaryMessage::ScmRights(fds));
+        debug_assert!(pushed, "the buffer has room for MAX_FDS_PER_MESSAGE");
     }
-    // SAFETY: `msg` points at `iov`, whose first `parts.len()` entries each describe
-    // a part's readable bytes, and at a control buffer filled above; all outlive
-    // the call.
-    let n = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, flags) };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
+    Ok(rustix::net::sendmsg(
+        sock,
+        &iov[..parts.len()],
+        &mut control,
+        flags,
+    )?)
 }
 
 /// Receives into `buf`, appending any descriptors that arrive to `fds` (close-on-exec).
@@ -182,6 +159,10 @@ pub(crate) fn recv_spare(
     Ok(n)
 }
 
+/// The one receive path, over libc rather than rustix: rustix's `recvmsg` takes only
+/// initialised buffers, and a large frame is read into a `Vec`'s spare capacity
+/// without zeroing it first.
+///
 /// # Safety
 /// `ptr` must be valid for writes of `len` bytes.
 unsafe fn recv_raw(
@@ -250,28 +231,24 @@ pub(crate) enum Wait {
 /// read or write reports them.
 pub(crate) fn poll(fd: BorrowedFd<'_>, wait: Wait, timeout: Option<Duration>) -> io::Result<bool> {
     let events = match wait {
-        Wait::Readable => libc::POLLIN,
-        Wait::Writable => libc::POLLOUT,
+        Wait::Readable => PollFlags::IN,
+        Wait::Writable => PollFlags::OUT,
     };
-    let mut pfd = libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events,
-        revents: 0,
-    };
-    let ms = match timeout {
-        None => -1,
-        // Round up: a wait of 0.3 ms must not become a busy poll.
-        Some(d) => d
-            .as_nanos()
-            .div_ceil(1_000_000)
-            .min(libc::c_int::MAX as u128) as libc::c_int,
-    };
+    let mut pfd = [PollFd::new(&fd, events)];
+    // Round up to whole milliseconds, as poll(2) itself would: a wait of 0.3 ms must
+    // not become a busy poll.
+    let timeout = timeout.map(|d| {
+        let ms = d.as_nanos().div_ceil(1_000_000).min(i64::MAX as u128) as i64;
+        rustix::event::Timespec {
+            tv_sec: ms / 1000,
+            tv_nsec: (ms % 1000) * 1_000_000,
+        }
+    });
     loop {
-        // SAFETY: `pfd` is one valid pollfd for the duration of the call.
-        match cvt(unsafe { libc::poll(&mut pfd, 1, ms) }) {
+        match rustix::event::poll(&mut pfd, timeout.as_ref()) {
             Ok(n) => return Ok(n > 0),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
         }
     }
 }
@@ -279,25 +256,12 @@ pub(crate) fn poll(fd: BorrowedFd<'_>, wait: Wait, timeout: Option<Duration>) ->
 /// Shuts down the writing direction: the peer reads end of stream once it has read
 /// what was sent, even while other processes still hold the socket.
 pub(crate) fn shutdown_write(sock: BorrowedFd<'_>) -> io::Result<()> {
-    // SAFETY: shutdown takes a descriptor and a constant by value.
-    cvt(unsafe { libc::shutdown(sock.as_raw_fd(), libc::SHUT_WR) }).map(drop)
+    Ok(rustix::net::shutdown(sock, Shutdown::Write)?)
 }
 
 /// Whether `sock` is a unix-domain socket (only those carry descriptors).
 pub(crate) fn is_unix(sock: BorrowedFd<'_>) -> bool {
-    let mut domain: libc::c_int = 0;
-    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: SO_DOMAIN writes one int into `domain`, whose size `len` gives.
-    let r = unsafe {
-        libc::getsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_DOMAIN,
-            (&mut domain as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    r == 0 && domain == libc::AF_UNIX
+    rustix::net::sockopt::socket_domain(sock).is_ok_and(|d| d == AddressFamily::UNIX)
 }
 
 /// Duplicates `fd` (close-on-exec): a handle being sent keeps its own copy until the

@@ -1,6 +1,6 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code, unreachable_pub)]
-// Tests watch processes from outside (pidfd_open, kill), which std does not wrap.
+// Registering a pidfd with tokio is unsafe (`AsyncFd::register_with_interest`).
 #![allow(unsafe_code)]
 
 use std::time::Duration;
@@ -63,19 +63,8 @@ pub fn kill_children() -> u64 {
         if ppid(pid) != Some(me) {
             continue;
         }
-        use std::os::fd::AsRawFd;
-        // SAFETY: the pidfd is open for the call; a null siginfo and flags 0 are what
-        // pidfd_send_signal(2) expects for a plain signal.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                fd.as_raw_fd(),
-                libc::SIGKILL,
-                std::ptr::null::<libc::siginfo_t>(),
-                0u32,
-            )
-        };
-        if rc == 0 {
+        let rc = rustix::process::pidfd_send_signal(&fd, rustix::process::Signal::KILL);
+        if rc.is_ok() {
             n += 1;
         }
     }
@@ -155,26 +144,20 @@ async fn watch(pid: u32, done: impl Fn(tokio::io::Ready) -> bool, what: &str) {
 }
 
 fn pidfd(pid: u32) -> std::io::Result<std::os::fd::OwnedFd> {
-    use std::os::fd::FromRawFd;
-    // SAFETY: pidfd_open takes plain integers and returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: a fresh fd from the kernel, owned by nobody else.
-    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
+    let pid = rustix::process::Pid::from_raw(pid as i32).expect("a pid is positive");
+    Ok(rustix::process::pidfd_open(
+        pid,
+        rustix::process::PidfdFlags::empty(),
+    )?)
 }
 
 /// Sends `signal` to `pid`.
 pub fn signal(pid: u32, signal: i32) {
-    // SAFETY: kill takes plain integers.
-    let rc = unsafe { libc::kill(pid as libc::pid_t, signal) };
-    assert_eq!(
-        rc,
-        0,
-        "kill({pid}, {signal}): {}",
-        std::io::Error::last_os_error()
-    );
+    let sig = rustix::process::Signal::from_named_raw(signal).expect("a named signal");
+    let target = rustix::process::Pid::from_raw(pid as i32).expect("a pid is positive");
+    if let Err(e) = rustix::process::kill_process(target, sig) {
+        panic!("kill({pid}, {signal}): {e}");
+    }
 }
 
 /// Returns this process's pid: a task that tells which worker ran it.
@@ -203,31 +186,22 @@ pub fn signal_then_spin_forever(running: procpool::Event) -> u32 {
 /// for a test alone in its binary), so a test can watch and reap grandchildren whose
 /// parent it killed.
 pub fn become_subreaper() {
-    // SAFETY: prctl with integer arguments only.
-    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    assert_eq!(
-        rc,
-        0,
-        "PR_SET_CHILD_SUBREAPER: {}",
-        std::io::Error::last_os_error()
-    );
+    let me = rustix::process::getpid();
+    if let Err(e) = rustix::process::set_child_subreaper(Some(me)) {
+        panic!("PR_SET_CHILD_SUBREAPER: {e}");
+    }
 }
 
 /// Waits for `pid`, a child or an orphan reparented to this subreaper, and reaps it.
 pub fn reap(pid: u32) -> procpool::Exit {
-    let mut status = 0;
-    // SAFETY: waitpid writes the status through a valid pointer to a local.
-    let rc = unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) };
-    assert_eq!(
-        rc,
-        pid as libc::pid_t,
-        "waitpid({pid}): {}",
-        std::io::Error::last_os_error()
-    );
-    if libc::WIFSIGNALED(status) {
-        procpool::Exit::Signal(libc::WTERMSIG(status))
-    } else {
-        procpool::Exit::Code(libc::WEXITSTATUS(status))
+    let target = rustix::process::Pid::from_raw(pid as i32).expect("a pid is positive");
+    let (_, status) = rustix::process::waitpid(Some(target), rustix::process::WaitOptions::empty())
+        .unwrap_or_else(|e| panic!("waitpid({pid}): {e}"))
+        .expect("waitpid without WNOHANG reports a status");
+    match (status.terminating_signal(), status.exit_status()) {
+        (Some(signal), _) => procpool::Exit::Signal(signal),
+        (None, Some(code)) => procpool::Exit::Code(code),
+        (None, None) => panic!("waitpid({pid}): neither exited nor killed"),
     }
 }
 
