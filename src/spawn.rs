@@ -57,7 +57,7 @@ pub(crate) struct Started {
 /// supervisor then kills and reaps it itself.
 pub(crate) async fn start(spec: ChildSpec<'_>) -> io::Result<Started> {
     let (cmd, ours) = command(spec)?;
-    let child = supervisor::spawn(cmd).await?;
+    let child = supervisor::start_child(cmd).await?;
     attach(child, ours)
 }
 
@@ -68,7 +68,7 @@ pub(crate) async fn start(spec: ChildSpec<'_>) -> io::Result<Started> {
 /// As [`start`].
 pub(crate) fn start_now(spec: ChildSpec<'_>) -> io::Result<Started> {
     let (cmd, ours) = command(spec)?;
-    let child = supervisor::spawn_blocking(cmd)?;
+    let child = supervisor::start_child_now(cmd)?;
     attach(child, ours)
 }
 

@@ -66,7 +66,7 @@ where
 /// # Cancel safety
 /// If the future is dropped after the request was sent, the child may still be
 /// started; the supervisor then kills and reaps it itself.
-pub(crate) async fn spawn(cmd: Command) -> io::Result<Child> {
+pub(crate) async fn start_child(cmd: Command) -> io::Result<Child> {
     let (reply, rx) = tokio::sync::oneshot::channel();
     spawn_task(start(cmd, reply))?;
     rx.await.map_err(|_| gone())?
@@ -74,7 +74,7 @@ pub(crate) async fn spawn(cmd: Command) -> io::Result<Child> {
 
 /// Starts `cmd` from the supervisor thread, waiting without a runtime. Takes about as
 /// long as `posix_spawn` itself (a millisecond), like `std::process::Command::spawn`.
-pub(crate) fn spawn_blocking(cmd: Command) -> io::Result<Child> {
+pub(crate) fn start_child_now(cmd: Command) -> io::Result<Child> {
     let (reply, rx) = tokio::sync::oneshot::channel();
     spawn_task(start(cmd, reply))?;
     wait_blocking(rx).map_err(|_| gone())?

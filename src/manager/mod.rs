@@ -237,6 +237,10 @@ impl Manager {
     ///
     /// # Errors
     /// [`ManagerError`] if the manager is gone or `init` does not encode.
+    ///
+    /// # Cancel safety
+    /// If cancelled after the request reached the manager, the object is created
+    /// and stays unused in the manager until it shuts down.
     pub async fn value<T: Serialize>(&self, init: &T) -> Result<ValueProxy<T>, ManagerError> {
         let id = self.new_object(Kind::Value, encode(init)?).await?;
         Ok(ValueProxy(Proxy::new(self.link.clone(), id)))
@@ -246,6 +250,10 @@ impl Manager {
     ///
     /// # Errors
     /// [`ManagerError::Disconnected`] if the manager is gone.
+    ///
+    /// # Cancel safety
+    /// If cancelled after the request reached the manager, the object is created
+    /// and stays unused in the manager until it shuts down.
     pub async fn list<T>(&self) -> Result<ListProxy<T>, ManagerError> {
         let id = self.new_object(Kind::List, Vec::new()).await?;
         Ok(ListProxy(Proxy::new(self.link.clone(), id)))
@@ -256,6 +264,10 @@ impl Manager {
     ///
     /// # Errors
     /// [`ManagerError::Disconnected`] if the manager is gone.
+    ///
+    /// # Cancel safety
+    /// If cancelled after the request reached the manager, the object is created
+    /// and stays unused in the manager until it shuts down.
     pub async fn dict<K, V>(&self) -> Result<DictProxy<K, V>, ManagerError> {
         let id = self.new_object(Kind::Dict, Vec::new()).await?;
         Ok(DictProxy(Proxy::new(self.link.clone(), id)))
@@ -265,6 +277,10 @@ impl Manager {
     ///
     /// # Errors
     /// [`ManagerError::Disconnected`] if the manager is gone.
+    ///
+    /// # Cancel safety
+    /// If cancelled after the request reached the manager, the object is created
+    /// and stays unused in the manager until it shuts down.
     pub async fn queue<T>(&self) -> Result<QueueProxy<T>, ManagerError> {
         let id = self.new_object(Kind::Queue, Vec::new()).await?;
         Ok(QueueProxy(Proxy::new(self.link.clone(), id)))
@@ -275,6 +291,10 @@ impl Manager {
     ///
     /// # Errors
     /// [`ManagerError::Disconnected`] if the manager is gone.
+    ///
+    /// # Cancel safety
+    /// If cancelled after the request reached the manager, the object is created
+    /// and stays unused in the manager until it shuts down.
     pub async fn lock(&self) -> Result<LockProxy, ManagerError> {
         let id = self.new_object(Kind::Lock, Vec::new()).await?;
         Ok(LockProxy(Proxy::new(self.link.clone(), id)))
@@ -284,6 +304,10 @@ impl Manager {
     ///
     /// # Errors
     /// [`ManagerError::Disconnected`] if the manager is gone.
+    ///
+    /// # Cancel safety
+    /// If cancelled after the request reached the manager, the object is created
+    /// and stays unused in the manager until it shuts down.
     pub async fn event(&self) -> Result<EventProxy, ManagerError> {
         let id = self.new_object(Kind::Event, Vec::new()).await?;
         Ok(EventProxy(Proxy::new(self.link.clone(), id)))
@@ -294,6 +318,10 @@ impl Manager {
     ///
     /// # Errors
     /// [`ManagerError::Disconnected`] if the manager is gone.
+    ///
+    /// # Cancel safety
+    /// If cancelled after the request reached the manager, the object is created
+    /// and stays unused in the manager until it shuts down.
     pub async fn namespace(&self) -> Result<Namespace, ManagerError> {
         let id = self.new_object(Kind::Namespace, Vec::new()).await?;
         Ok(Namespace(Proxy::new(self.link.clone(), id)))

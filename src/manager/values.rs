@@ -229,6 +229,10 @@ impl Namespace {
     ///
     /// # Errors
     /// [`ManagerError::Disconnected`] once the manager is gone.
+    ///
+    /// # Cancel safety
+    /// Dropping the future leaves the proxy usable; the request may or may not
+    /// have reached the manager.
     pub async fn set<T: Serialize>(&self, name: &str, value: &T) -> Result<(), ManagerError> {
         unit_of(
             self.0
@@ -243,6 +247,9 @@ impl Namespace {
     /// # Errors
     /// [`ManagerError::Codec`] if it is not a `T`; [`ManagerError::Disconnected`] once
     /// the manager is gone.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a read changes nothing, and the proxy stays usable.
     pub async fn get<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, ManagerError> {
         let r = self
             .0

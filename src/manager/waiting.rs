@@ -76,6 +76,10 @@ impl LockProxy {
     ///
     /// # Errors
     /// [`ManagerError::Disconnected`] once the manager is gone.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: if cancelled, the request's connection closes, and the manager
+    /// releases the lock if it had already granted it.
     pub async fn lock(&self) -> Result<ManagerLockGuard, ManagerError> {
         let c = self.0.link.dedicated().await?;
         unit_of(ask(&c, Request::LockAcquire(self.0.id)).await?)?;
@@ -131,6 +135,9 @@ impl EventProxy {
     ///
     /// # Errors
     /// [`ManagerError::Disconnected`] once the manager is gone.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: the wait's connection closes and nothing else changes.
     pub async fn wait(&self) -> Result<(), ManagerError> {
         let c = self.0.link.dedicated().await?;
         unit_of(ask(&c, Request::EventWait(self.0.id)).await?)
