@@ -1,6 +1,7 @@
 //! The crate's top-level modules depend on each other without a cycle: each names
 //! (`crate::x`, outside comments) only modules below it. Reads the sources; fails
-//! naming the cycle it finds.
+//! naming the cycle it finds, or when the module graph in `ARCHITECTURE.md` no longer
+//! matches the code.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -106,5 +107,77 @@ fn top_level_modules_form_no_cycle() {
     assert!(
         edges.contains_key("pool"),
         "the scan found the pool's imports"
+    );
+    picture_is_current(&modules, &edges);
+}
+
+/// Each module's layer: 0 for one that names no other, else one above the highest
+/// module it names.
+fn layers(
+    modules: &BTreeSet<String>,
+    edges: &BTreeMap<String, BTreeSet<String>>,
+) -> BTreeMap<String, usize> {
+    fn layer(
+        m: &str,
+        edges: &BTreeMap<String, BTreeSet<String>>,
+        memo: &mut BTreeMap<String, usize>,
+    ) -> usize {
+        if let Some(&l) = memo.get(m) {
+            return l;
+        }
+        let l = edges
+            .get(m)
+            .into_iter()
+            .flatten()
+            .map(|to| layer(to, edges, memo) + 1)
+            .max()
+            .unwrap_or(0);
+        memo.insert(m.to_owned(), l);
+        l
+    }
+    let mut memo = BTreeMap::new();
+    for m in modules {
+        layer(m, edges, &mut memo);
+    }
+    memo
+}
+
+/// The module graph as `ARCHITECTURE.md` draws it: one line per module, top layer
+/// first, each with the modules it names.
+fn picture(modules: &BTreeSet<String>, edges: &BTreeMap<String, BTreeSet<String>>) -> String {
+    let layers = layers(modules, edges);
+    let top = layers.values().copied().max().unwrap_or(0);
+    let mut out = String::new();
+    for l in (0..=top).rev() {
+        for (m, _) in layers.iter().filter(|(_, &ml)| ml == l) {
+            let names: Vec<&str> = edges
+                .get(m)
+                .into_iter()
+                .flatten()
+                .map(String::as_str)
+                .collect();
+            let line = format!("{l:>2}  {m:<12}-> {}", names.join(", "));
+            out.push_str(line.trim_end_matches([' ', '-', '>']));
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// `ARCHITECTURE.md` shows the graph as it is: a new dependency changes the picture,
+/// and the test prints the new one to paste in.
+fn picture_is_current(modules: &BTreeSet<String>, edges: &BTreeMap<String, BTreeSet<String>>) {
+    let doc_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("ARCHITECTURE.md");
+    let doc = std::fs::read_to_string(&doc_path).unwrap();
+    let begin = "<!-- module graph: begin -->\n```text\n";
+    let end = "```\n<!-- module graph: end -->";
+    let (Some(b), Some(e)) = (doc.find(begin), doc.find(end)) else {
+        panic!("ARCHITECTURE.md lacks the module graph markers");
+    };
+    let drawn = &doc[b + begin.len()..e];
+    let actual = picture(modules, edges);
+    assert!(
+        drawn == actual,
+        "ARCHITECTURE.md's module graph is out of date; the graph now is:\n{actual}"
     );
 }
