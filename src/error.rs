@@ -196,6 +196,15 @@ pub enum Error {
     /// pool runs no task, since every worker would start the same way.
     #[error("the pool initializer failed in a worker: {0}")]
     Initializer(PanicInfo),
+    /// A remote back end (the `nats` feature) could not be set up: the server refused
+    /// the connection or the credentials, or the stream or consumer could not be made.
+    #[error("the remote back end could not {what}: {reason}")]
+    Remote {
+        /// What it was doing: "connect", "create the task stream", ...
+        what: &'static str,
+        /// The client's or server's message.
+        reason: String,
+    },
     /// A worker died or broke protocol before it was ready. The pool retries with
     /// back-off; [`ProcessPoolExecutor::ready`](crate::ProcessPoolExecutor::ready)
     /// reports it when an attempt fails while it waits.
@@ -312,6 +321,50 @@ pub enum TaskError {
     #[error("the worker could not build its tokio runtime: {reason}")]
     WorkerRuntime {
         /// The I/O error's text.
+        reason: String,
+    },
+    /// A remote executor (the `nats` feature) could not run the task; the
+    /// [`RemoteTaskError`] says why.
+    #[error("remote task failed: {0}")]
+    Remote(RemoteTaskError),
+}
+
+/// Why a remote executor could not run a task, beyond what a local one can say.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RemoteTaskError {
+    /// The function is not registered under a name (`procpool::remote_task!`), so no
+    /// host could find it. Nothing was sent.
+    #[error(
+        "the function {type_name} is not registered with procpool::remote_task!; nothing was sent"
+    )]
+    NotRegistered {
+        /// The function's type.
+        type_name: String,
+    },
+    /// The argument holds handles (pipe ends, queues, locks, shared memory), which
+    /// cannot leave this machine. Nothing was sent.
+    #[error("handles (pipe ends, queues, locks, shared memory) cannot travel to another host; nothing was sent")]
+    HandlesCannotTravel,
+    /// A host does not know the task's name (another build's registry); it terminated
+    /// the message.
+    #[error("host {host} does not know the task {name:?}")]
+    UnknownTask {
+        /// The registered name that was sent.
+        name: String,
+        /// The host that refused it.
+        host: String,
+    },
+    /// The host took the task but could not run it for another reason.
+    #[error("the host could not run the task: {reason}")]
+    Host {
+        /// The host's message.
+        reason: String,
+    },
+    /// The server refused or lost the message.
+    #[error("the server did not take the task: {reason}")]
+    Publish {
+        /// The client's message.
         reason: String,
     },
 }

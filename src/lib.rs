@@ -93,10 +93,14 @@ mod error;
 #[cfg(test)]
 mod handle_tags;
 pub mod manager;
+#[cfg(feature = "nats")]
+mod nats;
 pub mod pipe;
 mod pool;
 mod process;
 pub mod queue;
+#[cfg(feature = "nats")]
+pub mod remote;
 pub mod shm;
 mod spawn;
 mod supervisor;
@@ -107,7 +111,7 @@ mod waitcell;
 mod wire;
 mod worker;
 
-pub use error::{CodecError, Error, Exit, PanicInfo, ProtocolError, TaskError};
+pub use error::{CodecError, Error, Exit, PanicInfo, ProtocolError, RemoteTaskError, TaskError};
 pub use manager::Manager;
 pub use pipe::{duplex, pipe, Connection};
 pub use pool::{

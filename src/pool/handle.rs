@@ -98,6 +98,18 @@ impl TaskShared {
         started && !self.cancel_requested()
     }
 
+    /// Claims a task for a remote host; false if it was cancelled first. (A remote
+    /// task that runs is not cancelled yet: its handle waits for the result.)
+    #[cfg(feature = "nats")]
+    pub(crate) fn start_remote(&self) -> bool {
+        let started = self
+            .state
+            .compare_exchange(QUEUED, RUNNING, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        self.moved.notify_waiters();
+        started
+    }
+
     pub(crate) fn finish(&self) {
         self.state.store(DONE, Ordering::Release);
         self.moved.notify_waiters();

@@ -16,6 +16,8 @@ mod handle;
 mod jobs;
 mod map;
 mod pace;
+#[cfg(feature = "nats")]
+mod remote;
 mod runtime_probe;
 mod stats;
 mod worker_process;
@@ -64,6 +66,8 @@ pub(crate) struct Config {
     pub(crate) initializer_fds: Arc<Vec<OwnedFd>>,
     pub(crate) fingerprint: u64,
     pub(crate) env: Vec<(OsString, OsString)>,
+    /// Tasks run on remote hosts (the `nats` feature): they must be registered.
+    pub(crate) remote: bool,
 }
 
 /// State the pool handle and its drivers share.
@@ -141,6 +145,9 @@ pub struct PoolBuilder {
     initializer: Option<(TaskRef, Result<(Vec<u8>, Arc<Vec<OwnedFd>>), Error>)>,
     fingerprint: Option<u64>,
     env: Vec<(OsString, OsString)>,
+    /// The remote back end, if the pool runs its tasks on NATS hosts.
+    #[cfg(feature = "nats")]
+    nats: Option<crate::nats::NatsOptions>,
 }
 
 impl Default for PoolBuilder {
@@ -155,11 +162,26 @@ impl Default for PoolBuilder {
             initializer: None,
             fingerprint: None,
             env: Vec::new(),
+            #[cfg(feature = "nats")]
+            nats: None,
         }
     }
 }
 
 impl PoolBuilder {
+    /// Runs the pool's tasks on remote hosts through NATS JetStream instead of in
+    /// local worker processes (the `nats` feature). Hosts serve with
+    /// [`remote::serve`](crate::remote::serve); tasks must be registered with
+    /// [`remote_task!`](crate::remote_task). `submit`, `run`, `map` and the rest work as
+    /// on a local pool; [`ready`](ProcessPoolExecutor::ready) waits until the server is
+    /// reached and the stream exists. Worker settings (`workers`, `initializer`,
+    /// limits) belong to the hosts and are ignored here.
+    #[cfg(feature = "nats")]
+    pub fn nats(mut self, options: crate::nats::NatsOptions) -> Self {
+        self.nats = Some(options);
+        self
+    }
+
     /// Number of worker processes. Default: [`crate::cpu_count`] (available
     /// parallelism).
     pub fn workers(mut self, n: usize) -> Self {
@@ -269,6 +291,18 @@ impl PoolBuilder {
         if !runtime_probe::has_io_and_time() {
             return Err(Error::NoRuntime);
         }
+        #[cfg(feature = "nats")]
+        if let Some(nats) = &self.nats {
+            nats.check()?;
+        }
+        // A remote pool has one slot: its dispatcher.
+        #[cfg(feature = "nats")]
+        let workers = if self.nats.is_some() {
+            1
+        } else {
+            self.workers.unwrap_or_else(crate::cpu_count)
+        };
+        #[cfg(not(feature = "nats"))]
         let workers = self.workers.unwrap_or_else(crate::cpu_count);
         if workers == 0 {
             return Err(Error::InvalidConfig {
@@ -317,6 +351,10 @@ impl PoolBuilder {
             initializer_fds,
             fingerprint: self.fingerprint.unwrap_or_else(task::fingerprint),
             env: self.env,
+            #[cfg(feature = "nats")]
+            remote: self.nats.is_some(),
+            #[cfg(not(feature = "nats"))]
+            remote: false,
         };
         let (jobs_tx, jobs) = async_channel::unbounded();
         let inner = Arc::new(Inner {
@@ -328,6 +366,18 @@ impl PoolBuilder {
             health: watch::channel(Health::default()).0,
             alive: watch::channel(workers).0,
         });
+        // The seam: below the job queue, either local drivers (one per worker
+        // process) or the remote dispatcher takes the jobs.
+        #[cfg(feature = "nats")]
+        if let Some(nats) = self.nats {
+            drop(runtime.spawn(remote::dispatch(inner.clone(), nats)));
+            return Ok(ProcessPoolExecutor {
+                inner,
+                jobs: jobs_tx,
+                next_id: AtomicU64::new(1),
+                closed: AtomicBool::new(false),
+            });
+        }
         for _ in 0..workers {
             // Detached: a driver ends by itself once the queue is closed and drained,
             // or on abort, after reaping its worker.
@@ -493,7 +543,28 @@ impl ProcessPoolExecutor {
     {
         let () = F::CAPTURES_NOTHING;
         let _ = f;
+        if let Some(e) = self.unregistered::<F>(task::call::<F, A, R>) {
+            return TaskHandle::new(RawTask::failed(e));
+        }
         TaskHandle::new(self.enqueue_value(task::call::<F, A, R>, arg))
+    }
+
+    /// On a remote pool, the error for a function `F` (trampoline `call`) that is not
+    /// registered under a name: nothing is sent for it.
+    fn unregistered<F>(&self, call: Trampoline) -> Option<TaskError> {
+        if !self.inner.config.remote {
+            return None;
+        }
+        #[cfg(feature = "nats")]
+        if crate::nats::registry::name_of(task::local_ref(call)).is_none() {
+            return Some(TaskError::Remote(
+                crate::error::RemoteTaskError::NotRegistered {
+                    type_name: std::any::type_name::<F>().to_owned(),
+                },
+            ));
+        }
+        let _ = call;
+        None
     }
 
     /// Queues the async function `f(arg)`; the worker runs the future to completion on
@@ -702,6 +773,22 @@ impl ProcessPoolExecutor {
         fds: Vec<OwnedFd>,
     ) -> RawTask {
         self.queue_job(func, frame, tail, fds, false)
+    }
+
+    /// Queues a task whose body arrived encoded (a remote host's message), for the
+    /// function `func` of this build: a `map` chunk if `chunk`. Resolves to the
+    /// worker's reply body.
+    #[cfg(feature = "nats")]
+    pub(crate) fn submit_raw(
+        &self,
+        func: TaskRef,
+        body: Vec<u8>,
+        chunk: bool,
+    ) -> impl std::future::Future<Output = Result<wire::Payload, TaskError>> {
+        let mut frame = Vec::with_capacity(HEADER_LEN + body.len());
+        wire::begin(&mut frame);
+        frame.extend_from_slice(&body);
+        self.queue_job(func, frame, Vec::new(), Vec::new(), chunk)
     }
 
     /// Queues a `map` chunk: the items' encodings back to back after the header.

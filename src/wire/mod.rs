@@ -204,7 +204,7 @@ impl From<io::Error> for ReadError {
 
 /// How a task names its function: an offset into this executable (a same-binary
 /// worker), or a registered id (reserved for workers on other machines).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub(crate) enum TaskRef {
     /// Address of a trampoline minus the executable's load base.
     Local(u64),

@@ -1,0 +1,242 @@
+//! What submitters and hosts of a NATS JetStream pool agree on: the options, the
+//! subjects, the headers a task and its reply carry, the reply's body, and the task
+//! registry. The submitting back end is `pool::remote`; the host is `crate::remote`.
+//!
+//! # Layout on the server
+//! - Stream `PROCPOOL_<pool>`, work-queue retention, file storage, subjects
+//!   `procpool.<pool>.tasks.>`.
+//! - A task is published to `procpool.<pool>.tasks.<fingerprint>`: the build
+//!   fingerprint in the subject means a host only ever sees tasks of its own build, so
+//!   a fleet in the middle of a rolling upgrade keeps working (each build's hosts serve
+//!   that build's submitters).
+//! - Hosts of one build share the durable pull consumer `hosts-<fingerprint>`, with
+//!   explicit acks.
+//! - Replies go to the submitting executor's own subject,
+//!   `procpool.<pool>.replies.<executor>`, over core NATS, and are matched by task id.
+
+pub(crate) mod registry;
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{CodecError, Error, Exit, PanicInfo, RemoteTaskError, TaskError};
+
+/// Where and how to reach a NATS JetStream pool: the server's URL, the pool's name,
+/// and the delivery settings of its stream.
+///
+/// ```
+/// use std::time::Duration;
+/// let options = procpool::remote::NatsOptions::new("nats://127.0.0.1:4222")
+///     .pool("thumbs")
+///     .ack_wait(Duration::from_secs(30));
+/// assert_eq!(options.pool_name(), "thumbs");
+/// ```
+#[derive(Clone, Debug)]
+pub struct NatsOptions {
+    pub(crate) url: String,
+    pub(crate) pool: String,
+    pub(crate) ack_wait: Duration,
+    pub(crate) max_deliver: i64,
+}
+
+impl NatsOptions {
+    /// A pool named `default` on the server at `url` (`nats://host:port`), with an
+    /// ack wait of 30 s and at most 3 deliveries of a task.
+    pub fn new(url: impl Into<String>) -> NatsOptions {
+        NatsOptions {
+            url: url.into(),
+            pool: "default".to_owned(),
+            ack_wait: Duration::from_secs(30),
+            max_deliver: 3,
+        }
+    }
+
+    /// The pool's name: submitters and hosts with the same name share work. Letters,
+    /// digits, `-` and `_` only (it is part of subject and stream names).
+    pub fn pool(mut self, name: impl Into<String>) -> NatsOptions {
+        self.pool = name.into();
+        self
+    }
+
+    /// How long the server waits for a host's ack (or progress) before it delivers the
+    /// task again elsewhere. Hosts send progress every third of it while a task runs.
+    pub fn ack_wait(mut self, wait: Duration) -> NatsOptions {
+        self.ack_wait = wait;
+        self
+    }
+
+    /// How many times a task is delivered at most (a host that dies under it costs one
+    /// delivery).
+    pub fn max_deliver(mut self, n: u32) -> NatsOptions {
+        self.max_deliver = i64::from(n);
+        self
+    }
+
+    /// The pool's name.
+    pub fn pool_name(&self) -> &str {
+        &self.pool
+    }
+
+    /// Refuses a pool name that cannot be part of a subject, and settings out of range.
+    pub(crate) fn check(&self) -> Result<(), Error> {
+        let name_ok = !self.pool.is_empty()
+            && self
+                .pool
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !name_ok {
+            return Err(Error::InvalidConfig {
+                what: "the NATS pool name must be letters, digits, '-' or '_'",
+            });
+        }
+        if self.ack_wait < Duration::from_millis(100) {
+            return Err(Error::InvalidConfig {
+                what: "the NATS ack wait must be at least 100 ms",
+            });
+        }
+        if self.max_deliver < 1 {
+            return Err(Error::InvalidConfig {
+                what: "the NATS max deliver must be at least 1",
+            });
+        }
+        let twice = registry::duplicates();
+        if !twice.is_empty() {
+            return Err(Error::InvalidConfig {
+                what: "a remote task name is registered twice in this build",
+            });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn stream(&self) -> String {
+        format!("PROCPOOL_{}", self.pool)
+    }
+
+    pub(crate) fn task_subjects(&self) -> String {
+        format!("procpool.{}.tasks.>", self.pool)
+    }
+
+    pub(crate) fn task_subject(&self, fingerprint: u64) -> String {
+        format!("procpool.{}.tasks.{fingerprint:016x}", self.pool)
+    }
+
+    pub(crate) fn consumer(&self, fingerprint: u64) -> String {
+        format!("hosts-{fingerprint:016x}")
+    }
+
+    pub(crate) fn reply_subject(&self, executor: &str) -> String {
+        format!("procpool.{}.replies.{executor}", self.pool)
+    }
+}
+
+/// Makes sure the pool's task stream exists (work-queue retention, file storage), as
+/// submitters and hosts both do before anything else.
+pub(crate) async fn ensure_stream(
+    js: &async_nats::jetstream::Context,
+    options: &NatsOptions,
+) -> Result<async_nats::jetstream::stream::Stream, Error> {
+    use async_nats::jetstream::stream;
+    js.get_or_create_stream(stream::Config {
+        name: options.stream(),
+        subjects: vec![options.task_subjects()],
+        retention: stream::RetentionPolicy::WorkQueue,
+        storage: stream::StorageType::File,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| Error::Remote {
+        what: "create the task stream",
+        reason: e.to_string(),
+    })
+}
+
+/// Header names a task message carries.
+pub(crate) mod header {
+    /// Makes a repeated publish of the same task a no-op within the dedup window.
+    pub(crate) const MSG_ID: &str = "Nats-Msg-Id";
+    /// The registered name of the task.
+    pub(crate) const TASK: &str = "Procpool-Task";
+    /// `call` or `batch` (see `registry::Shape`).
+    pub(crate) const SHAPE: &str = "Procpool-Shape";
+    /// The task's id within its executor.
+    pub(crate) const ID: &str = "Procpool-Id";
+    /// Where the reply goes.
+    pub(crate) const REPLY: &str = "Procpool-Reply";
+}
+
+/// The body of a reply: the task's encoded result as a local worker returned it, or
+/// why there is none.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Reply {
+    /// The local worker's reply body: the encoded result (for a `map` chunk, each
+    /// item's result back to back).
+    Done(Vec<u8>),
+    /// The task produced no reply on the host.
+    Failed(Failed),
+}
+
+/// A host-side failure, as it travels.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Failed {
+    Panicked(PanicInfo),
+    WorkerDied {
+        code: Option<i32>,
+        signal: Option<i32>,
+    },
+    TimedOut {
+        after_ms: u64,
+    },
+    Cancelled,
+    Encode(CodecError),
+    Decode(CodecError),
+    UnknownTask {
+        name: String,
+        host: String,
+    },
+    Other(String),
+}
+
+impl Failed {
+    /// What a host's local pool said, as it travels.
+    pub(crate) fn from_task_error(e: TaskError) -> Failed {
+        match e {
+            TaskError::Panicked(p) => Failed::Panicked(p),
+            TaskError::WorkerDied { exit } => Failed::WorkerDied {
+                code: exit.code(),
+                signal: exit.signal(),
+            },
+            TaskError::TimedOut { after } => Failed::TimedOut {
+                after_ms: after.as_millis() as u64,
+            },
+            TaskError::Cancelled => Failed::Cancelled,
+            TaskError::Encode(c) => Failed::Encode(c),
+            TaskError::Decode(c) => Failed::Decode(c),
+            other => Failed::Other(other.to_string()),
+        }
+    }
+
+    /// What the submitter's task handle says.
+    pub(crate) fn into_task_error(self) -> TaskError {
+        match self {
+            Failed::Panicked(p) => TaskError::Panicked(p),
+            Failed::WorkerDied { code, signal } => TaskError::WorkerDied {
+                exit: match (code, signal) {
+                    (_, Some(s)) => Exit::Signal(s),
+                    (Some(c), None) => Exit::Code(c),
+                    (None, None) => Exit::Code(-1),
+                },
+            },
+            Failed::TimedOut { after_ms } => TaskError::TimedOut {
+                after: Duration::from_millis(after_ms),
+            },
+            Failed::Cancelled => TaskError::Cancelled,
+            Failed::Encode(c) => TaskError::Encode(c),
+            Failed::Decode(c) => TaskError::Decode(c),
+            Failed::UnknownTask { name, host } => {
+                TaskError::Remote(RemoteTaskError::UnknownTask { name, host })
+            }
+            Failed::Other(reason) => TaskError::Remote(RemoteTaskError::Host { reason }),
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! The remote back end: one dispatcher takes jobs from the pool's queue, as a local
+//! driver does, and publishes each to a NATS JetStream pool instead of writing it to a
+//! worker; replies from the hosts resolve them. Everything above the queue (submit,
+//! `map` and its chunks, handles, counters, capacity, shutdown) is the executor's own
+//! and does not know which back end runs its jobs.
+//!
+//! Not yet here (see the NATS issue): cancelling a task once published, per-task
+//! timeouts across the wire, `RetriesExhausted` from the MaxDeliveries advisory.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_nats::jetstream;
+use async_nats::HeaderMap;
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+
+use super::handle::Job;
+use super::Inner;
+use crate::error::{Error, RemoteTaskError, TaskError};
+use crate::nats::registry;
+use crate::nats::{header, NatsOptions, Reply};
+use crate::wire::{Header, Payload, TaskRef, HEADER_LEN};
+
+/// Runs the remote back end of `inner` until the pool is closed and every published
+/// task has its reply, or the pool is aborted.
+pub(super) async fn dispatch(inner: Arc<Inner>, options: NatsOptions) {
+    let _alive = Alive(inner.clone());
+    let connected = tokio::select! {
+        r = connect(&options, inner.config.fingerprint) => r,
+        _ = inner.abort.cancelled() => return,
+    };
+    let (js, mut replies, reply_subject) = match connected {
+        Ok(c) => c,
+        Err(e) => return inner.fail(e),
+    };
+    inner.health.send_modify(|h| h.live = 1);
+    let subject = options.task_subject(inner.config.fingerprint);
+    let executor = reply_subject
+        .rsplit('.')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let mut in_flight: HashMap<u64, Job> = HashMap::new();
+    let mut acks = FuturesUnordered::new();
+    let mut closed = false;
+    loop {
+        if closed && in_flight.is_empty() && acks.is_empty() {
+            break;
+        }
+        tokio::select! {
+            biased;
+            _ = inner.abort.cancelled() => break,
+            Some(msg) = replies.next() => {
+                if let Some((id, result)) = read_reply(&msg) {
+                    if let Some(job) = in_flight.remove(&id) {
+                        inner.resolve(job, result);
+                    }
+                }
+            }
+            Some((id, acked)) = acks.next(), if !acks.is_empty() => {
+                if let Err(reason) = acked {
+                    if let Some(job) = in_flight.remove(&id) {
+                        inner.resolve(job, Err(publish_failed(reason)));
+                    }
+                }
+            }
+            job = inner.jobs.next(true), if !closed => match job {
+                Some(job) => {
+                    if let Some(ack) = publish(&inner, &js, &subject, &executor, &reply_subject, job, &mut in_flight).await {
+                        acks.push(ack);
+                    }
+                }
+                None => closed = true,
+            },
+        }
+    }
+    // Aborted (`shutdown_now`, the pool dropped): nobody will read these replies.
+    for (_, job) in in_flight.drain() {
+        inner.resolve(job, Err(TaskError::Cancelled));
+    }
+    inner.health.send_modify(|h| {
+        h.live = h.live.saturating_sub(1);
+        h.ended += 1;
+    });
+}
+
+/// Connects, makes sure the task stream exists, and subscribes to this executor's
+/// replies.
+async fn connect(
+    options: &NatsOptions,
+    fingerprint: u64,
+) -> Result<(jetstream::Context, async_nats::Subscriber, String), Error> {
+    let client = async_nats::connect(options.url.as_str())
+        .await
+        .map_err(|e| Error::Remote {
+            what: "connect",
+            reason: e.to_string(),
+        })?;
+    let js = jetstream::new(client.clone());
+    crate::nats::ensure_stream(&js, options).await?;
+    let mut id = [0u8; 8];
+    crate::sys::proc::random_bytes(&mut id).map_err(|e| Error::Remote {
+        what: "name the executor",
+        reason: e.to_string(),
+    })?;
+    let executor = format!("{:016x}{fingerprint:016x}", u64::from_le_bytes(id));
+    let reply_subject = options.reply_subject(&executor);
+    let replies = client
+        .subscribe(reply_subject.clone())
+        .await
+        .map_err(|e| Error::Remote {
+            what: "subscribe to replies",
+            reason: e.to_string(),
+        })?;
+    // The subscription is live on the server before the first task can be answered.
+    client.flush().await.map_err(|e| Error::Remote {
+        what: "subscribe to replies",
+        reason: e.to_string(),
+    })?;
+    Ok((js, replies, reply_subject))
+}
+
+type Ack = std::pin::Pin<Box<dyn std::future::Future<Output = (u64, Result<(), String>)> + Send>>;
+
+/// Publishes `job` under its registered name; keeps it in `in_flight` until its reply
+/// comes. A job that cannot be sent is resolved at once, with nothing published.
+async fn publish(
+    inner: &Inner,
+    js: &jetstream::Context,
+    subject: &str,
+    executor: &str,
+    reply_subject: &str,
+    job: Job,
+    in_flight: &mut HashMap<u64, Job>,
+) -> Option<Ack> {
+    if !job.shared.start_remote() {
+        inner.resolve(job, Err(TaskError::Cancelled));
+        return None;
+    }
+    let raw: &[u8; HEADER_LEN] = job.frame[..HEADER_LEN].try_into().expect("a header");
+    let Ok(h) = Header::parse(raw, u64::MAX) else {
+        inner.resolve(job, Err(publish_failed("a malformed job".to_owned())));
+        return None;
+    };
+    let Some((name, shape)) = registry::name_of(TaskRef::from_header(h.flags, h.func)) else {
+        // `submit` names the function's type before it queues; this is the backstop.
+        let type_name = "the task's function".to_owned();
+        inner.resolve(
+            job,
+            Err(TaskError::Remote(RemoteTaskError::NotRegistered {
+                type_name,
+            })),
+        );
+        return None;
+    };
+    if !job.fds.is_empty() {
+        inner.resolve(
+            job,
+            Err(TaskError::Remote(RemoteTaskError::HandlesCannotTravel)),
+        );
+        return None;
+    }
+    let mut headers = HeaderMap::new();
+    headers.insert(header::MSG_ID, format!("{executor}-{}", job.id).as_str());
+    headers.insert(header::TASK, name);
+    headers.insert(header::SHAPE, shape.as_str());
+    headers.insert(header::ID, job.id.to_string().as_str());
+    headers.insert(header::REPLY, reply_subject);
+    let mut body = Vec::with_capacity(job.frame.len() - HEADER_LEN + job.tail.len());
+    body.extend_from_slice(&job.frame[HEADER_LEN..]);
+    body.extend_from_slice(&job.tail);
+    let id = job.id;
+    let sent = js
+        .publish_with_headers(subject.to_owned(), headers, body.into())
+        .await;
+    match sent {
+        Ok(ack) => {
+            in_flight.insert(id, job);
+            Some(Box::pin(async move {
+                (id, ack.await.map(drop).map_err(|e| e.to_string()))
+            }))
+        }
+        Err(e) => {
+            inner.resolve(job, Err(publish_failed(e.to_string())));
+            None
+        }
+    }
+}
+
+/// A reply's task id and what it says; `None` for a message that is not a reply.
+fn read_reply(msg: &async_nats::Message) -> Option<(u64, Result<Payload, TaskError>)> {
+    let id: u64 = msg
+        .headers
+        .as_ref()?
+        .get(header::ID)?
+        .as_str()
+        .parse()
+        .ok()?;
+    let result = match postcard::from_bytes::<Reply>(&msg.payload) {
+        Ok(Reply::Done(body)) => Ok(Payload {
+            body,
+            fds: Vec::new(),
+        }),
+        Ok(Reply::Failed(failed)) => Err(failed.into_task_error()),
+        Err(e) => Err(TaskError::Protocol(
+            crate::error::ProtocolError::Malformed {
+                reason: format!("a reply from a host: {e}"),
+            },
+        )),
+    };
+    Some((id, result))
+}
+
+fn publish_failed(reason: String) -> TaskError {
+    TaskError::Remote(RemoteTaskError::Publish { reason })
+}
+
+/// Counts the dispatcher out when it ends, as a local driver does.
+struct Alive(Arc<Inner>);
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        self.0.alive.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}

