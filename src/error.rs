@@ -355,6 +355,24 @@ pub enum RemoteTaskError {
         /// The host that refused it.
         host: String,
     },
+    /// Every delivery of the task ended with its worker dying under it (or its host
+    /// lost); the last one said why.
+    #[error("the task was delivered {attempts} times and never finished (last: {last})")]
+    RetriesExhausted {
+        /// Deliveries made.
+        attempts: u64,
+        /// How the last attempt ended.
+        last: String,
+    },
+    /// The encoded task is larger than the server takes in one message. Nothing was
+    /// sent.
+    #[error("the task's message of {len} bytes is over the server's limit of {limit} bytes; nothing was sent")]
+    PayloadTooLarge {
+        /// Encoded length.
+        len: usize,
+        /// The server's `max_payload`.
+        limit: usize,
+    },
     /// The host took the task but could not run it for another reason.
     #[error("the host could not run the task: {reason}")]
     Host {

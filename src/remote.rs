@@ -27,8 +27,12 @@
 //! Whoever can publish on the pool's subjects can run the registered tasks of your
 //! build, and only those.
 //!
-//! Not yet: cancelling a published task, timeouts across the wire, `RetriesExhausted`,
-//! credentials and TLS options (see the project's NATS issue).
+//! A task whose worker dies on a host is handed back for another delivery, up to the
+//! consumer's MaxDeliver; after the last it fails with
+//! [`RemoteTaskError::RetriesExhausted`](crate::RemoteTaskError::RetriesExhausted).
+//!
+//! Not yet: cancelling a published task, timeouts across the wire, TLS options (see
+//! the project's NATS issue).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,7 +43,7 @@ use async_nats::HeaderMap;
 use futures::StreamExt;
 use tokio::sync::Semaphore;
 
-use crate::error::Error;
+use crate::error::{Error, TaskError};
 use crate::nats::registry::{self, Shape};
 use crate::nats::{header, Failed, Reply};
 use crate::pool::ProcessPoolExecutor;
@@ -95,9 +99,7 @@ pub async fn serve(options: NatsOptions, workers: usize) -> Result<(), Error> {
             reason: e.to_string(),
         }
     };
-    let client = async_nats::connect(options.url.as_str())
-        .await
-        .map_err(|e| remote("connect")(&e))?;
+    let client = options.connect().await?;
     let js = async_nats::jetstream::new(client.clone());
     let stream = crate::nats::ensure_stream(&js, &options).await?;
     let durable = options.consumer(fingerprint);
@@ -115,6 +117,12 @@ pub async fn serve(options: NatsOptions, workers: usize) -> Result<(), Error> {
         )
         .await
         .map_err(|e| remote("create the hosts' consumer")(&e))?;
+    // The consumer's own settings rule (the first host to create it set them).
+    let max_deliver = match consumer.cached_info().config.max_deliver {
+        n if n > 0 => n,
+        _ => i64::MAX,
+    };
+    let ack_wait = consumer.cached_info().config.ack_wait;
     let host = host_name();
     let free = Arc::new(Semaphore::new(workers.max(1)));
     loop {
@@ -138,23 +146,36 @@ pub async fn serve(options: NatsOptions, workers: usize) -> Result<(), Error> {
             let Ok(msg) = msg else { continue };
             let Some(permit) = permits.pop() else { break };
             let (pool, client, host) = (pool.clone(), client.clone(), host.clone());
-            let progress_every = options.ack_wait / 3;
+            let limits = Limits {
+                progress_every: ack_wait / 3,
+                max_deliver,
+            };
             tokio::spawn(async move {
-                run_one(&pool, &client, &host, msg, progress_every).await;
+                run_one(&pool, &client, &host, msg, limits).await;
                 drop(permit);
             });
         }
     }
 }
 
+/// How a host treats one task's delivery.
+#[derive(Clone, Copy, Debug)]
+struct Limits {
+    /// How often a running task's delivery is kept alive.
+    progress_every: Duration,
+    /// The stream's last delivery: a crash then fails the task instead of retrying.
+    max_deliver: i64,
+}
+
 /// Runs one task message on the local pool and answers it: the reply first, then the
-/// ack (or `Term` for a task this build does not know).
+/// ack. A task that killed its worker is handed back for another delivery until the
+/// last one; a name this build does not know is terminated.
 async fn run_one(
     pool: &ProcessPoolExecutor,
     client: &async_nats::Client,
     host: &str,
     msg: async_nats::jetstream::Message,
-    progress_every: Duration,
+    limits: Limits,
 ) {
     let headers = msg.headers.clone().unwrap_or_default();
     let get = |name: &str| headers.get(name).map(|v| v.as_str().to_owned());
@@ -169,18 +190,19 @@ async fn run_one(
         .as_deref()
         .and_then(Shape::parse)
         .unwrap_or(Shape::Call);
-    let reply = match registry::lookup(&name, shape) {
+    let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
+    let (reply, done) = match registry::lookup(&name, shape) {
         None => {
-            let _ = msg.ack_with(AckKind::Term).await;
-            Reply::Failed(Failed::UnknownTask {
+            let failed = Failed::UnknownTask {
                 name,
                 host: host.to_owned(),
-            })
+            };
+            (Reply::Failed(failed), AckKind::Term)
         }
         Some(func) => {
             let task = pool.submit_raw(func, msg.payload.to_vec(), shape == Shape::Batch);
             tokio::pin!(task);
-            let mut progress = tokio::time::interval(progress_every);
+            let mut progress = tokio::time::interval(limits.progress_every);
             progress.tick().await;
             let result = loop {
                 tokio::select! {
@@ -191,11 +213,25 @@ async fn run_one(
                 }
             };
             match result {
-                Ok(payload) if payload.fds.is_empty() => Reply::Done(payload.body),
-                Ok(_) => Reply::Failed(Failed::Other(
-                    "the result holds handles, which cannot leave the host".to_owned(),
-                )),
-                Err(e) => Reply::Failed(Failed::from_task_error(e)),
+                Ok(payload) if payload.fds.is_empty() => (Reply::Done(payload.body), AckKind::Ack),
+                Ok(_) => {
+                    let why = "the result holds handles, which cannot leave the host";
+                    (Reply::Failed(Failed::Other(why.to_owned())), AckKind::Ack)
+                }
+                // The worker died under it: another delivery (a fresh worker, maybe
+                // another host) may finish it, until the last delivery.
+                Err(TaskError::WorkerDied { .. }) if delivered < limits.max_deliver => {
+                    let _ = msg.ack_with(AckKind::Nak(None)).await;
+                    return;
+                }
+                Err(TaskError::WorkerDied { exit }) => {
+                    let failed = Failed::RetriesExhausted {
+                        attempts: delivered.max(1) as u64,
+                        last: format!("its worker died ({exit})"),
+                    };
+                    (Reply::Failed(failed), AckKind::Term)
+                }
+                Err(e) => (Reply::Failed(Failed::from_task_error(e)), AckKind::Ack),
             }
         }
     };
@@ -207,9 +243,7 @@ async fn run_one(
             .await;
         let _ = client.flush().await;
     }
-    if !matches!(reply, Reply::Failed(Failed::UnknownTask { .. })) {
-        let _ = msg.ack().await;
-    }
+    let _ = msg.ack_with(done).await;
 }
 
 /// This host's name in errors: the kernel's host name and this process's pid.

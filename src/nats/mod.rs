@@ -32,12 +32,39 @@ use crate::error::{CodecError, Error, Exit, PanicInfo, RemoteTaskError, TaskErro
 ///     .ack_wait(Duration::from_secs(30));
 /// assert_eq!(options.pool_name(), "thumbs");
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct NatsOptions {
     pub(crate) url: String,
     pub(crate) pool: String,
     pub(crate) ack_wait: Duration,
     pub(crate) max_deliver: i64,
+    auth: Auth,
+}
+
+/// How to prove who we are to the server.
+#[derive(Clone)]
+enum Auth {
+    None,
+    UserPassword(String, String),
+    Token(String),
+}
+
+/// Without the secrets.
+impl std::fmt::Debug for NatsOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let auth = match self.auth {
+            Auth::None => "none",
+            Auth::UserPassword(..) => "user and password",
+            Auth::Token(_) => "token",
+        };
+        f.debug_struct("NatsOptions")
+            .field("url", &self.url)
+            .field("pool", &self.pool)
+            .field("ack_wait", &self.ack_wait)
+            .field("max_deliver", &self.max_deliver)
+            .field("auth", &auth)
+            .finish()
+    }
 }
 
 impl NatsOptions {
@@ -49,7 +76,41 @@ impl NatsOptions {
             pool: "default".to_owned(),
             ack_wait: Duration::from_secs(30),
             max_deliver: 3,
+            auth: Auth::None,
         }
+    }
+
+    /// Authenticates with a user name and password.
+    pub fn user_and_password(
+        mut self,
+        user: impl Into<String>,
+        password: impl Into<String>,
+    ) -> NatsOptions {
+        self.auth = Auth::UserPassword(user.into(), password.into());
+        self
+    }
+
+    /// Authenticates with a token.
+    pub fn token(mut self, token: impl Into<String>) -> NatsOptions {
+        self.auth = Auth::Token(token.into());
+        self
+    }
+
+    /// Connects to the server with these options' credentials.
+    pub(crate) async fn connect(&self) -> Result<async_nats::Client, Error> {
+        let mut options = async_nats::ConnectOptions::new();
+        match &self.auth {
+            Auth::None => {}
+            Auth::UserPassword(u, p) => options = options.user_and_password(u.clone(), p.clone()),
+            Auth::Token(t) => options = options.token(t.clone()),
+        }
+        options
+            .connect(self.url.as_str())
+            .await
+            .map_err(|e| Error::Remote {
+                what: "connect",
+                reason: e.to_string(),
+            })
     }
 
     /// The pool's name: submitters and hosts with the same name share work. Letters,
@@ -66,8 +127,9 @@ impl NatsOptions {
         self
     }
 
-    /// How many times a task is delivered at most (a host that dies under it costs one
-    /// delivery).
+    /// How many times a task is delivered at most: a host that dies under it, or a
+    /// worker that crashes under it, costs one delivery; after the last, the task
+    /// fails with [`RemoteTaskError::RetriesExhausted`].
     pub fn max_deliver(mut self, n: u32) -> NatsOptions {
         self.max_deliver = i64::from(n);
         self
@@ -194,6 +256,10 @@ pub(crate) enum Failed {
         name: String,
         host: String,
     },
+    RetriesExhausted {
+        attempts: u64,
+        last: String,
+    },
     Other(String),
 }
 
@@ -235,6 +301,9 @@ impl Failed {
             Failed::Decode(c) => TaskError::Decode(c),
             Failed::UnknownTask { name, host } => {
                 TaskError::Remote(RemoteTaskError::UnknownTask { name, host })
+            }
+            Failed::RetriesExhausted { attempts, last } => {
+                TaskError::Remote(RemoteTaskError::RetriesExhausted { attempts, last })
             }
             Failed::Other(reason) => TaskError::Remote(RemoteTaskError::Host { reason }),
         }

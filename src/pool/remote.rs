@@ -5,7 +5,7 @@
 //! and does not know which back end runs its jobs.
 //!
 //! Not yet here (see the NATS issue): cancelling a task once published, per-task
-//! timeouts across the wire, `RetriesExhausted` from the MaxDeliveries advisory.
+//! timeouts across the wire.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -30,7 +30,7 @@ pub(super) async fn dispatch(inner: Arc<Inner>, options: NatsOptions) {
         r = connect(&options, inner.config.fingerprint) => r,
         _ = inner.abort.cancelled() => return,
     };
-    let (js, mut replies, reply_subject) = match connected {
+    let (client, js, mut replies, reply_subject) = match connected {
         Ok(c) => c,
         Err(e) => return inner.fail(e),
     };
@@ -67,7 +67,9 @@ pub(super) async fn dispatch(inner: Arc<Inner>, options: NatsOptions) {
             }
             job = inner.jobs.next(true), if !closed => match job {
                 Some(job) => {
-                    if let Some(ack) = publish(&inner, &js, &subject, &executor, &reply_subject, job, &mut in_flight).await {
+                    let limit = client.server_info().max_payload;
+                    let to = Destination { subject: &subject, executor: &executor, reply: &reply_subject, limit };
+                    if let Some(ack) = publish(&inner, &js, &to, job, &mut in_flight).await {
                         acks.push(ack);
                     }
                 }
@@ -90,13 +92,16 @@ pub(super) async fn dispatch(inner: Arc<Inner>, options: NatsOptions) {
 async fn connect(
     options: &NatsOptions,
     fingerprint: u64,
-) -> Result<(jetstream::Context, async_nats::Subscriber, String), Error> {
-    let client = async_nats::connect(options.url.as_str())
-        .await
-        .map_err(|e| Error::Remote {
-            what: "connect",
-            reason: e.to_string(),
-        })?;
+) -> Result<
+    (
+        async_nats::Client,
+        jetstream::Context,
+        async_nats::Subscriber,
+        String,
+    ),
+    Error,
+> {
+    let client = options.connect().await?;
     let js = jetstream::new(client.clone());
     crate::nats::ensure_stream(&js, options).await?;
     let mut id = [0u8; 8];
@@ -118,19 +123,25 @@ async fn connect(
         what: "subscribe to replies",
         reason: e.to_string(),
     })?;
-    Ok((js, replies, reply_subject))
+    Ok((client, js, replies, reply_subject))
 }
 
 type Ack = std::pin::Pin<Box<dyn std::future::Future<Output = (u64, Result<(), String>)> + Send>>;
 
 /// Publishes `job` under its registered name; keeps it in `in_flight` until its reply
 /// comes. A job that cannot be sent is resolved at once, with nothing published.
+/// Where a task goes, and the largest message the server takes.
+struct Destination<'a> {
+    subject: &'a str,
+    executor: &'a str,
+    reply: &'a str,
+    limit: usize,
+}
+
 async fn publish(
     inner: &Inner,
     js: &jetstream::Context,
-    subject: &str,
-    executor: &str,
-    reply_subject: &str,
+    to: &Destination<'_>,
     job: Job,
     in_flight: &mut HashMap<u64, Job>,
 ) -> Option<Ack> {
@@ -162,17 +173,32 @@ async fn publish(
         return None;
     }
     let mut headers = HeaderMap::new();
-    headers.insert(header::MSG_ID, format!("{executor}-{}", job.id).as_str());
+    headers.insert(
+        header::MSG_ID,
+        format!("{}-{}", to.executor, job.id).as_str(),
+    );
     headers.insert(header::TASK, name);
     headers.insert(header::SHAPE, shape.as_str());
     headers.insert(header::ID, job.id.to_string().as_str());
-    headers.insert(header::REPLY, reply_subject);
+    headers.insert(header::REPLY, to.reply);
     let mut body = Vec::with_capacity(job.frame.len() - HEADER_LEN + job.tail.len());
     body.extend_from_slice(&job.frame[HEADER_LEN..]);
     body.extend_from_slice(&job.tail);
+    // The headers are small; the body alone must leave them room.
+    if body.len() + 1024 > to.limit {
+        let (len, limit) = (body.len(), to.limit);
+        inner.resolve(
+            job,
+            Err(TaskError::Remote(RemoteTaskError::PayloadTooLarge {
+                len,
+                limit,
+            })),
+        );
+        return None;
+    }
     let id = job.id;
     let sent = js
-        .publish_with_headers(subject.to_owned(), headers, body.into())
+        .publish_with_headers(to.subject.to_owned(), headers, body.into())
         .await;
     match sent {
         Ok(ack) => {

@@ -27,12 +27,47 @@ fn not_registered(x: u64) -> u64 {
     x + 1
 }
 
-/// A host: serves the pool with a local pool of `workers`, until it is killed.
-async fn host((url, pool, workers): (String, String, usize)) -> String {
-    let options = NatsOptions::new(url)
-        .pool(pool)
-        .ack_wait(Duration::from_secs(5));
-    match procpool::remote::serve(options, workers).await {
+fn crash_always(_: ()) -> u32 {
+    std::process::abort()
+}
+procpool::remote_task!("test.crash_always" => crash_always);
+
+/// On its first delivery: tells the test, through the FIFO at `fifo`, which host
+/// runs it (its worker's parent), then hangs until that host is killed. On the next
+/// delivery: returns 2.
+fn hang_on_first(fifo: String) -> u32 {
+    use std::io::Write;
+    let marker = format!("{fifo}.ran");
+    if std::path::Path::new(&marker).exists() {
+        return 2;
+    }
+    std::fs::write(&marker, b"").unwrap();
+    let mut f = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    writeln!(f, "{}", std::os::unix::process::parent_id()).unwrap();
+    drop(f);
+    loop {
+        std::thread::park();
+    }
+}
+procpool::remote_task!("test.hang_on_first" => hang_on_first);
+
+/// A host's settings: the pool's name, its workers, and the stream's delivery limits.
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+struct HostSpec {
+    url: String,
+    pool: String,
+    workers: usize,
+    ack_wait_ms: u64,
+    max_deliver: u32,
+}
+
+/// A host: serves the pool with a local pool, until it is killed.
+async fn host(spec: HostSpec) -> String {
+    let options = NatsOptions::new(spec.url)
+        .pool(spec.pool)
+        .ack_wait(Duration::from_millis(spec.ack_wait_ms))
+        .max_deliver(spec.max_deliver);
+    match procpool::remote::serve(options, spec.workers).await {
         Ok(()) => "served".to_owned(),
         Err(e) => common::report(&e),
     }
@@ -43,9 +78,20 @@ struct Hosts(Vec<Process<String>>);
 
 impl Hosts {
     fn start(url: &str, pool: &str, n: usize) -> Hosts {
+        let spec = HostSpec {
+            url: url.to_owned(),
+            pool: pool.to_owned(),
+            workers: 2,
+            ack_wait_ms: 5_000,
+            max_deliver: 3,
+        };
+        Hosts::start_spec(spec, n)
+    }
+
+    fn start_spec(spec: HostSpec, n: usize) -> Hosts {
         Hosts(
             (0..n)
-                .map(|_| Process::spawn_async(host, (url.to_owned(), pool.to_owned(), 2)).unwrap())
+                .map(|_| Process::spawn_async(host, spec.clone()).unwrap())
                 .collect(),
         )
     }
@@ -167,4 +213,121 @@ fn a_bad_pool_name_is_refused_by_build() {
         .nats(NatsOptions::new("nats://127.0.0.1:4222").pool("has.dots"))
         .build();
     assert!(matches!(built, Err(procpool::Error::InvalidConfig { .. })));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_that_always_kills_its_worker_exhausts_its_deliveries() {
+    let server = NatsServer::start();
+    let spec = HostSpec {
+        url: server.url.clone(),
+        pool: "crashes".to_owned(),
+        workers: 1,
+        ack_wait_ms: 5_000,
+        max_deliver: 2,
+    };
+    let hosts = Hosts::start_spec(spec, 1);
+    let pool = executor(&server.url, "crashes");
+    pool.ready().await.unwrap();
+    let crashed = tokio::time::timeout(Duration::from_secs(60), pool.run(crash_always, ()))
+        .await
+        .expect("an answer within a minute");
+    match crashed {
+        Err(TaskError::Remote(RemoteTaskError::RetriesExhausted { attempts, last })) => {
+            assert_eq!(attempts, 2);
+            assert!(last.contains("SIGABRT"), "{last}");
+        }
+        other => panic!("expected RetriesExhausted, got {other:?}"),
+    }
+    // The pool and the host go on.
+    assert_eq!(pool.run(square, 3).await.unwrap().0, 9);
+    drop(hosts);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_killed_under_a_task_hands_it_to_another() {
+    let server = NatsServer::start();
+    let spec = HostSpec {
+        url: server.url.clone(),
+        pool: "handover".to_owned(),
+        workers: 1,
+        ack_wait_ms: 1_000,
+        max_deliver: 3,
+    };
+    let hosts = Hosts::start_spec(spec, 2);
+    let pool = executor(&server.url, "handover");
+    pool.ready().await.unwrap();
+    let dir = std::env::temp_dir().join(format!("procpool-handover-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let task = pool.submit(hang_on_first, fifo.to_string_lossy().into_owned());
+    // The first delivery says which host runs it (opening the FIFO waits for it).
+    let reader = fifo.clone();
+    let line = tokio::task::spawn_blocking(move || std::fs::read_to_string(reader).unwrap())
+        .await
+        .unwrap();
+    let running_on: u32 = line.trim().parse().unwrap();
+    let victim = hosts
+        .0
+        .iter()
+        .find(|h| h.pid() == running_on)
+        .expect("the task runs on one of our hosts");
+    victim.kill().unwrap();
+    // After the ack wait the other host gets it again, and finishes it.
+    let second = tokio::time::timeout(Duration::from_secs(60), task)
+        .await
+        .expect("an answer within a minute")
+        .unwrap();
+    assert_eq!(second, 2, "the task ran a second time");
+    drop(hosts);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payload_over_the_server_limit_fails_before_anything_is_sent() {
+    let server = NatsServer::start();
+    let pool = executor(&server.url, "big");
+    pool.ready().await.unwrap();
+    // The server's default limit is 1 MiB.
+    match pool.run(shout, "x".repeat(2 << 20)).await {
+        Err(TaskError::Remote(RemoteTaskError::PayloadTooLarge { len, limit })) => {
+            assert!(len > limit, "{len} <= {limit}");
+        }
+        other => panic!("expected PayloadTooLarge, got {other:?}"),
+    }
+    pool.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_credentials_are_a_clear_error_at_connect() {
+    let server = NatsServer::start_with(&["--user", "worker", "--pass", "right"]);
+    let wrong = ProcessPoolExecutor::builder()
+        .nats(
+            NatsOptions::new(&server.url)
+                .pool("secured")
+                .user_and_password("worker", "wrong"),
+        )
+        .build()
+        .unwrap();
+    match tokio::time::timeout(Duration::from_secs(30), wrong.ready()).await {
+        Ok(Err(procpool::Error::Remote { what, reason })) => {
+            assert_eq!(what, "connect");
+            assert!(reason.to_lowercase().contains("author"), "{reason}");
+        }
+        other => panic!("expected Error::Remote, got {other:?}"),
+    }
+    let right = ProcessPoolExecutor::builder()
+        .nats(
+            NatsOptions::new(&server.url)
+                .pool("secured")
+                .user_and_password("worker", "right"),
+        )
+        .build()
+        .unwrap();
+    right.ready().await.unwrap();
+    right.shutdown().await;
 }

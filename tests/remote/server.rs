@@ -20,6 +20,11 @@ pub(crate) struct NatsServer {
 impl NatsServer {
     /// Starts the server and returns once it accepts clients (it says so on stderr).
     pub(crate) fn start() -> NatsServer {
+        NatsServer::start_with(&[])
+    }
+
+    /// As [`start`](Self::start), with more command-line options.
+    pub(crate) fn start_with(extra: &[&str]) -> NatsServer {
         let mut bytes = [0u8; 8];
         std::fs::File::open("/dev/urandom")
             .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
@@ -30,6 +35,7 @@ impl NatsServer {
         let spawned = Command::new("nats-server")
             .args(["-js", "-a", "127.0.0.1", "-p", "-1", "-sd"])
             .arg(dir.join("store"))
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
