@@ -76,16 +76,22 @@ async fn host(spec: HostSpec) -> String {
 /// Hosts killed (and reaped) when the test ends, however it ends.
 struct Hosts(Vec<Process<String>>);
 
-impl Hosts {
-    fn start(url: &str, pool: &str, n: usize) -> Hosts {
-        let spec = HostSpec {
+impl HostSpec {
+    /// Two workers, a 5 s ack wait, three deliveries.
+    fn new(url: &str, pool: &str) -> HostSpec {
+        HostSpec {
             url: url.to_owned(),
             pool: pool.to_owned(),
             workers: 2,
             ack_wait_ms: 5_000,
             max_deliver: 3,
-        };
-        Hosts::start_spec(spec, n)
+        }
+    }
+}
+
+impl Hosts {
+    fn start(url: &str, pool: &str, n: usize) -> Hosts {
+        Hosts::start_spec(HostSpec::new(url, pool), n)
     }
 
     fn start_spec(spec: HostSpec, n: usize) -> Hosts {
@@ -219,11 +225,9 @@ fn a_bad_pool_name_is_refused_by_build() {
 async fn a_task_that_always_kills_its_worker_exhausts_its_deliveries() {
     let server = NatsServer::start();
     let spec = HostSpec {
-        url: server.url.clone(),
-        pool: "crashes".to_owned(),
         workers: 1,
-        ack_wait_ms: 5_000,
         max_deliver: 2,
+        ..HostSpec::new(&server.url, "crashes")
     };
     let hosts = Hosts::start_spec(spec, 1);
     let pool = executor(&server.url, "crashes");
@@ -247,11 +251,9 @@ async fn a_task_that_always_kills_its_worker_exhausts_its_deliveries() {
 async fn a_host_killed_under_a_task_hands_it_to_another() {
     let server = NatsServer::start();
     let spec = HostSpec {
-        url: server.url.clone(),
-        pool: "handover".to_owned(),
         workers: 1,
         ack_wait_ms: 1_000,
-        max_deliver: 3,
+        ..HostSpec::new(&server.url, "handover")
     };
     let hosts = Hosts::start_spec(spec, 2);
     let pool = executor(&server.url, "handover");
