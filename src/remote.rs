@@ -31,9 +31,15 @@
 //! consumer's MaxDeliver; after the last it fails with
 //! [`RemoteTaskError::RetriesExhausted`](crate::RemoteTaskError::RetriesExhausted).
 //!
-//! Not yet: cancelling a published task, timeouts across the wire, TLS options (see
-//! the project's NATS issue).
+//! `TaskHandle::cancel` and the pool's task timeout reach the host that runs the
+//! task, which kills its worker. A cancel made while the task is still in the stream
+//! resolves the handle, but a host may still run the task later (its result is
+//! dropped).
+//!
+//! Not yet: TLS options, the Object Store for large arguments (see the project's NATS
+//! issue).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -124,6 +130,30 @@ pub async fn serve(options: NatsOptions, workers: usize) -> Result<(), Error> {
     };
     let ack_wait = consumer.cached_info().config.ack_wait;
     let host = host_name();
+    let running = Running::default();
+    let mut control = client
+        .subscribe(options.control_subject(fingerprint))
+        .await
+        .map_err(|e| remote("subscribe to cancels")(&e))?;
+    client
+        .flush()
+        .await
+        .map_err(|e| remote("subscribe to cancels")(&e))?;
+    let cancels = running.clone();
+    let _listener = AbortOnDrop(tokio::spawn(async move {
+        while let Some(m) = control.next().await {
+            let Some(h) = m.headers.as_ref() else {
+                continue;
+            };
+            let (Some(reply), Some(id)) = (h.get(header::REPLY), h.get(header::ID)) else {
+                continue;
+            };
+            let key = (reply.as_str().to_owned(), id.as_str().to_owned());
+            if let Some(cancel) = cancels.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+                cancel.notify_one();
+            }
+        }
+    }));
     let free = Arc::new(Semaphore::new(workers.max(1)));
     loop {
         // At least one worker free, then as many more as are free now.
@@ -146,12 +176,13 @@ pub async fn serve(options: NatsOptions, workers: usize) -> Result<(), Error> {
             let Ok(msg) = msg else { continue };
             let Some(permit) = permits.pop() else { break };
             let (pool, client, host) = (pool.clone(), client.clone(), host.clone());
+            let running = running.clone();
             let limits = Limits {
                 progress_every: ack_wait / 3,
                 max_deliver,
             };
             tokio::spawn(async move {
-                run_one(&pool, &client, &host, msg, limits).await;
+                run_one(&pool, &client, &host, &running, msg, limits).await;
                 drop(permit);
             });
         }
@@ -174,6 +205,7 @@ async fn run_one(
     pool: &ProcessPoolExecutor,
     client: &async_nats::Client,
     host: &str,
+    running: &Running,
     msg: async_nats::jetstream::Message,
     limits: Limits,
 ) {
@@ -200,50 +232,132 @@ async fn run_one(
             (Reply::Failed(failed), AckKind::Term)
         }
         Some(func) => {
-            let task = pool.submit_raw(func, msg.payload.to_vec(), shape == Shape::Batch);
-            tokio::pin!(task);
+            let cancel = Arc::new(tokio::sync::Notify::new());
+            let _listed = Listed::new(running, (reply_to.clone(), id.clone()), cancel.clone());
+            let timeout = get(header::TIMEOUT_MS)
+                .and_then(|t| t.parse().ok())
+                .map(Duration::from_millis);
+            let deadline = async {
+                match timeout {
+                    Some(t) => tokio::time::sleep(t).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::pin!(deadline);
+            let mut task = pool.submit_raw(func, msg.payload.to_vec(), shape == Shape::Batch);
             let mut progress = tokio::time::interval(limits.progress_every);
             progress.tick().await;
+            // Why this host stopped the task itself, if it did.
+            let mut stopped: Option<Failed> = None;
             let result = loop {
                 tokio::select! {
                     r = &mut task => break r,
                     _ = progress.tick() => {
                         let _ = msg.ack_with(AckKind::Progress).await;
                     }
+                    _ = cancel.notified(), if stopped.is_none() => {
+                        task.cancel();
+                        stopped = Some(Failed::Cancelled);
+                    }
+                    _ = &mut deadline, if stopped.is_none() => {
+                        task.cancel();
+                        let after_ms = timeout.map_or(0, |t| t.as_millis() as u64);
+                        stopped = Some(Failed::TimedOut { after_ms });
+                    }
                 }
             };
-            match result {
-                Ok(payload) if payload.fds.is_empty() => (Reply::Done(payload.body), AckKind::Ack),
-                Ok(_) => {
-                    let why = "the result holds handles, which cannot leave the host";
-                    (Reply::Failed(Failed::Other(why.to_owned())), AckKind::Ack)
-                }
-                // The worker died under it: another delivery (a fresh worker, maybe
-                // another host) may finish it, until the last delivery.
-                Err(TaskError::WorkerDied { .. }) if delivered < limits.max_deliver => {
-                    let _ = msg.ack_with(AckKind::Nak(None)).await;
-                    return;
-                }
-                Err(TaskError::WorkerDied { exit }) => {
-                    let failed = Failed::RetriesExhausted {
-                        attempts: delivered.max(1) as u64,
-                        last: format!("its worker died ({exit})"),
-                    };
-                    (Reply::Failed(failed), AckKind::Term)
-                }
-                Err(e) => (Reply::Failed(Failed::from_task_error(e)), AckKind::Ack),
+            match (stopped, result) {
+                (Some(why), Err(_)) => (Reply::Failed(why), AckKind::Ack),
+                (_, result) => match answer(result, delivered, limits) {
+                    Some(answered) => answered,
+                    None => {
+                        // Handed back for another delivery: no reply yet.
+                        let _ = msg.ack_with(AckKind::Nak(None)).await;
+                        return;
+                    }
+                },
             }
         }
     };
+    publish_reply(client, &reply_to, &id, &reply).await;
+    let _ = msg.ack_with(done).await;
+}
+
+/// The reply to a task the local pool ran to its end, and how to finish its delivery;
+/// `None` to hand it back for another delivery (its worker died, and deliveries are
+/// left).
+fn answer(
+    result: Result<crate::wire::Payload, TaskError>,
+    delivered: i64,
+    limits: Limits,
+) -> Option<(Reply, AckKind)> {
+    Some(match result {
+        Ok(payload) if payload.fds.is_empty() => (Reply::Done(payload.body), AckKind::Ack),
+        Ok(_) => {
+            let why = "the result holds handles, which cannot leave the host";
+            (Reply::Failed(Failed::Other(why.to_owned())), AckKind::Ack)
+        }
+        // The worker died under it: another delivery (a fresh worker, maybe another
+        // host) may finish it, until the last delivery.
+        Err(TaskError::WorkerDied { .. }) if delivered < limits.max_deliver => return None,
+        Err(TaskError::WorkerDied { exit }) => {
+            let failed = Failed::RetriesExhausted {
+                attempts: delivered.max(1) as u64,
+                last: format!("its worker died ({exit})"),
+            };
+            (Reply::Failed(failed), AckKind::Term)
+        }
+        Err(e) => (Reply::Failed(Failed::from_task_error(e)), AckKind::Ack),
+    })
+}
+
+/// Sends `reply` for task `id` to the submitter at `reply_to`.
+async fn publish_reply(client: &async_nats::Client, reply_to: &str, id: &str, reply: &Reply) {
     let mut out = HeaderMap::new();
-    out.insert(header::ID, id.as_str());
-    if let Ok(body) = postcard::to_allocvec(&reply) {
+    out.insert(header::ID, id);
+    if let Ok(body) = postcard::to_allocvec(reply) {
         let _ = client
-            .publish_with_headers(reply_to, out, body.into())
+            .publish_with_headers(reply_to.to_owned(), out, body.into())
             .await;
         let _ = client.flush().await;
     }
-    let _ = msg.ack_with(done).await;
+}
+
+/// The tasks this host runs now, by (reply subject, id): how a cancel finds one.
+type Running = Arc<std::sync::Mutex<HashMap<(String, String), Arc<tokio::sync::Notify>>>>;
+
+/// A task listed in [`Running`] while it runs.
+struct Listed<'a> {
+    running: &'a Running,
+    key: (String, String),
+}
+
+impl<'a> Listed<'a> {
+    fn new(running: &'a Running, key: (String, String), cancel: Arc<tokio::sync::Notify>) -> Self {
+        running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.clone(), cancel);
+        Listed { running, key }
+    }
+}
+
+impl Drop for Listed<'_> {
+    fn drop(&mut self) {
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.key);
+    }
+}
+
+/// Aborts a spawned task when dropped (the cancel listener ends with `serve`).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// This host's name in errors: the kernel's host name and this process's pid.

@@ -13,6 +13,8 @@
 //!   explicit acks.
 //! - Replies go to the submitting executor's own subject,
 //!   `procpool.<pool>.replies.<executor>`, over core NATS, and are matched by task id.
+//! - Cancels go to `procpool.<pool>.control.<fingerprint>`, over core NATS, naming a
+//!   task by its reply subject and id; the host running it kills its worker.
 
 pub(crate) mod registry;
 
@@ -187,6 +189,10 @@ impl NatsOptions {
         format!("hosts-{fingerprint:016x}")
     }
 
+    pub(crate) fn control_subject(&self, fingerprint: u64) -> String {
+        format!("procpool.{}.control.{fingerprint:016x}", self.pool)
+    }
+
     pub(crate) fn reply_subject(&self, executor: &str) -> String {
         format!("procpool.{}.replies.{executor}", self.pool)
     }
@@ -223,8 +229,10 @@ pub(crate) mod header {
     pub(crate) const SHAPE: &str = "Procpool-Shape";
     /// The task's id within its executor.
     pub(crate) const ID: &str = "Procpool-Id";
-    /// Where the reply goes.
+    /// Where the reply goes (with `ID`, also what names a task in a cancel).
     pub(crate) const REPLY: &str = "Procpool-Reply";
+    /// The task's time limit on the host, in milliseconds, from when it begins.
+    pub(crate) const TIMEOUT_MS: &str = "Procpool-Timeout-Ms";
 }
 
 /// The body of a reply: the task's encoded result as a local worker returned it, or

@@ -36,6 +36,9 @@ pub(crate) struct TaskShared {
     /// A `map` chunk whose worker died under it: its frame and how many of its items
     /// the worker had begun, for the map to run the others again.
     salvage: Mutex<Option<Salvage>>,
+    /// A task published to remote hosts: its id and where to ask for its cancellation.
+    #[cfg(feature = "nats")]
+    remote: Mutex<Option<(u64, tokio::sync::mpsc::UnboundedSender<u64>)>>,
 }
 
 /// What is left of a `map` chunk whose worker died under it.
@@ -59,6 +62,8 @@ impl TaskShared {
             sent: Mutex::new(None),
             moved: Notify::new(),
             salvage: Mutex::new(None),
+            #[cfg(feature = "nats")]
+            remote: Mutex::new(None),
         })
     }
 
@@ -98,10 +103,15 @@ impl TaskShared {
         started && !self.cancel_requested()
     }
 
-    /// Claims a task for a remote host; false if it was cancelled first. (A remote
-    /// task that runs is not cancelled yet: its handle waits for the result.)
+    /// Claims a task for a remote host; false if it was cancelled first. A later
+    /// cancel sends the task's `id` to `cancels`, the remote dispatcher's.
     #[cfg(feature = "nats")]
-    pub(crate) fn start_remote(&self) -> bool {
+    pub(crate) fn start_remote(
+        &self,
+        id: u64,
+        cancels: &tokio::sync::mpsc::UnboundedSender<u64>,
+    ) -> bool {
+        *self.remote.lock().unwrap_or_else(|p| p.into_inner()) = Some((id, cancels.clone()));
         let started = self
             .state
             .compare_exchange(QUEUED, RUNNING, Ordering::AcqRel, Ordering::Acquire)
@@ -241,6 +251,13 @@ impl RawTask {
                     // Not begun: now it never will be. Begun: the driver kills it.
                     sent.page.skip(sent.seq);
                     sent.driver.notify_one();
+                }
+                #[cfg(feature = "nats")]
+                if let Some((id, cancels)) =
+                    &*self.shared.remote.lock().unwrap_or_else(|p| p.into_inner())
+                {
+                    // Published: the remote dispatcher resolves it and tells the hosts.
+                    let _ = cancels.send(*id);
                 }
             }
             Err(_) => {}

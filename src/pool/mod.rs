@@ -39,7 +39,8 @@ pub use stats::{PoolStats, StartFailure};
 use crate::error::{CodecError, Error, TaskError};
 use crate::task::{self, AsyncTask, Message, Task, Trampoline};
 use crate::wire::{self, handles, value, Kind, TaskRef, HEADER_LEN};
-use handle::{Job, RawTask};
+use handle::Job;
+pub(crate) use handle::RawTask;
 use jobs::JobQueue;
 use stats::{Counters, Health};
 
@@ -779,12 +780,7 @@ impl ProcessPoolExecutor {
     /// function `func` of this build: a `map` chunk if `chunk`. Resolves to the
     /// worker's reply body.
     #[cfg(feature = "nats")]
-    pub(crate) fn submit_raw(
-        &self,
-        func: TaskRef,
-        body: Vec<u8>,
-        chunk: bool,
-    ) -> impl std::future::Future<Output = Result<wire::Payload, TaskError>> {
+    pub(crate) fn submit_raw(&self, func: TaskRef, body: Vec<u8>, chunk: bool) -> RawTask {
         let mut frame = Vec::with_capacity(HEADER_LEN + body.len());
         wire::begin(&mut frame);
         frame.extend_from_slice(&body);

@@ -4,8 +4,9 @@
 //! `map` and its chunks, handles, counters, capacity, shutdown) is the executor's own
 //! and does not know which back end runs its jobs.
 //!
-//! Not yet here (see the NATS issue): cancelling a task once published, per-task
-//! timeouts across the wire.
+//! A cancel resolves the handle at once and asks the hosts, on the control subject,
+//! to kill the worker running the task; the pool's task timeout travels with each
+//! task and the host applies it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -41,8 +42,10 @@ pub(super) async fn dispatch(inner: Arc<Inner>, options: NatsOptions) {
         .next()
         .unwrap_or_default()
         .to_owned();
+    let control = options.control_subject(inner.config.fingerprint);
     let mut in_flight: HashMap<u64, Job> = HashMap::new();
     let mut acks = FuturesUnordered::new();
+    let (cancels_tx, mut cancels) = tokio::sync::mpsc::unbounded_channel();
     let mut closed = false;
     loop {
         if closed && in_flight.is_empty() && acks.is_empty() {
@@ -58,6 +61,16 @@ pub(super) async fn dispatch(inner: Arc<Inner>, options: NatsOptions) {
                     }
                 }
             }
+            Some(id) = cancels.recv() => {
+                // The handle says Cancelled now; a host running it kills its worker.
+                if let Some(job) = in_flight.remove(&id) {
+                    inner.resolve(job, Err(TaskError::Cancelled));
+                    let mut headers = HeaderMap::new();
+                    headers.insert(header::ID, id.to_string().as_str());
+                    headers.insert(header::REPLY, reply_subject.as_str());
+                    let _ = client.publish_with_headers(control.clone(), headers, Vec::new().into()).await;
+                }
+            }
             Some((id, acked)) = acks.next(), if !acks.is_empty() => {
                 if let Err(reason) = acked {
                     if let Some(job) = in_flight.remove(&id) {
@@ -68,7 +81,14 @@ pub(super) async fn dispatch(inner: Arc<Inner>, options: NatsOptions) {
             job = inner.jobs.next(true), if !closed => match job {
                 Some(job) => {
                     let limit = client.server_info().max_payload;
-                    let to = Destination { subject: &subject, executor: &executor, reply: &reply_subject, limit };
+                    let to = Destination {
+                        subject: &subject,
+                        executor: &executor,
+                        reply: &reply_subject,
+                        limit,
+                        timeout: inner.config.task_timeout,
+                        cancels: &cancels_tx,
+                    };
                     if let Some(ack) = publish(&inner, &js, &to, job, &mut in_flight).await {
                         acks.push(ack);
                     }
@@ -136,6 +156,10 @@ struct Destination<'a> {
     executor: &'a str,
     reply: &'a str,
     limit: usize,
+    /// The pool's task timeout, which the host applies.
+    timeout: Option<std::time::Duration>,
+    /// Where a handle's cancel comes to the dispatcher.
+    cancels: &'a tokio::sync::mpsc::UnboundedSender<u64>,
 }
 
 async fn publish(
@@ -145,7 +169,7 @@ async fn publish(
     job: Job,
     in_flight: &mut HashMap<u64, Job>,
 ) -> Option<Ack> {
-    if !job.shared.start_remote() {
+    if !job.shared.start_remote(job.id, to.cancels) {
         inner.resolve(job, Err(TaskError::Cancelled));
         return None;
     }
@@ -181,6 +205,9 @@ async fn publish(
     headers.insert(header::SHAPE, shape.as_str());
     headers.insert(header::ID, job.id.to_string().as_str());
     headers.insert(header::REPLY, to.reply);
+    if let Some(t) = to.timeout {
+        headers.insert(header::TIMEOUT_MS, t.as_millis().to_string().as_str());
+    }
     let mut body = Vec::with_capacity(job.frame.len() - HEADER_LEN + job.tail.len());
     body.extend_from_slice(&job.frame[HEADER_LEN..]);
     body.extend_from_slice(&job.tail);

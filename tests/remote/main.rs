@@ -51,6 +51,41 @@ fn hang_on_first(fifo: String) -> u32 {
 }
 procpool::remote_task!("test.hang_on_first" => hang_on_first);
 
+/// Tells the test, through the FIFO at `fifo`, the pid of the worker running it, then
+/// hangs until that worker is killed.
+fn report_then_hang(fifo: String) -> u32 {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    writeln!(f, "{}", std::process::id()).unwrap();
+    drop(f);
+    loop {
+        std::thread::park();
+    }
+}
+procpool::remote_task!("test.report_then_hang" => report_then_hang);
+
+/// A FIFO in a fresh directory: (the directory, the FIFO's path).
+fn fifo(name: &str) -> (std::path::PathBuf, String) {
+    let dir = std::env::temp_dir().join(format!("procpool-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    (dir, path.to_string_lossy().into_owned())
+}
+
+/// Reads one line from the FIFO (waiting for its writer) as a pid.
+async fn read_pid(fifo: &str) -> u32 {
+    let path = fifo.to_owned();
+    let line = tokio::task::spawn_blocking(move || std::fs::read_to_string(path).unwrap())
+        .await
+        .unwrap();
+    line.trim().parse().unwrap()
+}
+
 /// A host's settings: the pool's name, its workers, and the stream's delivery limits.
 #[derive(Clone, serde::Serialize, serde::Deserialize)]
 struct HostSpec {
@@ -258,21 +293,10 @@ async fn a_host_killed_under_a_task_hands_it_to_another() {
     let hosts = Hosts::start_spec(spec, 2);
     let pool = executor(&server.url, "handover");
     pool.ready().await.unwrap();
-    let dir = std::env::temp_dir().join(format!("procpool-handover-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let fifo = dir.join("fifo");
-    let made = std::process::Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .unwrap();
-    assert!(made.success());
-    let task = pool.submit(hang_on_first, fifo.to_string_lossy().into_owned());
+    let (dir, path) = fifo("handover");
+    let task = pool.submit(hang_on_first, path.clone());
     // The first delivery says which host runs it (opening the FIFO waits for it).
-    let reader = fifo.clone();
-    let line = tokio::task::spawn_blocking(move || std::fs::read_to_string(reader).unwrap())
-        .await
-        .unwrap();
-    let running_on: u32 = line.trim().parse().unwrap();
+    let running_on = read_pid(&path).await;
     let victim = hosts
         .0
         .iter()
@@ -332,4 +356,52 @@ async fn wrong_credentials_are_a_clear_error_at_connect() {
         .unwrap();
     right.ready().await.unwrap();
     right.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_running_remote_task_kills_its_worker() {
+    let server = NatsServer::start();
+    let hosts = Hosts::start(&server.url, "cancel", 1);
+    let pool = executor(&server.url, "cancel");
+    pool.ready().await.unwrap();
+    let (dir, path) = fifo("cancel");
+    let task = pool.submit(report_then_hang, path.clone());
+    let worker = read_pid(&path).await;
+    task.cancel();
+    let answer = tokio::time::timeout(Duration::from_secs(60), task)
+        .await
+        .expect("an answer within a minute");
+    assert!(matches!(answer, Err(TaskError::Cancelled)), "{answer:?}");
+    // The host killed the worker that ran it.
+    common::wait_gone_or_zombie(worker).await;
+    // And goes on.
+    assert_eq!(pool.run(square, 4).await.unwrap().0, 16);
+    drop(hosts);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_task_past_its_timeout_is_killed_and_times_out() {
+    let server = NatsServer::start();
+    let hosts = Hosts::start(&server.url, "timeout", 1);
+    let pool = ProcessPoolExecutor::builder()
+        .nats(NatsOptions::new(&server.url).pool("timeout"))
+        .task_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    pool.ready().await.unwrap();
+    let (dir, path) = fifo("timeout");
+    let task = pool.submit(report_then_hang, path.clone());
+    let worker = read_pid(&path).await;
+    let answer = tokio::time::timeout(Duration::from_secs(60), task)
+        .await
+        .expect("an answer within a minute");
+    match answer {
+        Err(TaskError::TimedOut { after }) => assert_eq!(after, Duration::from_millis(300)),
+        other => panic!("expected TimedOut, got {other:?}"),
+    }
+    common::wait_gone_or_zombie(worker).await;
+    assert_eq!(pool.run(square, 5).await.unwrap().0, 25);
+    drop(hosts);
+    let _ = std::fs::remove_dir_all(&dir);
 }
