@@ -78,6 +78,13 @@ macro_rules! remote_task {
     };
 }
 
+/// This build's fingerprint: the last part of the subject its tasks are published
+/// on (`procpool.<pool>.tasks.<fingerprint as 16 hex digits>`), so that hosts of one
+/// build never take another's tasks.
+pub fn build_fingerprint() -> u64 {
+    crate::task::fingerprint()
+}
+
 /// Serves the pool named in `options` from this process, with a local pool of
 /// `workers` processes, until an error ends it. Dropping the future stops serving:
 /// the local workers are killed, and the tasks this host held are delivered again

@@ -405,3 +405,58 @@ async fn a_remote_task_past_its_timeout_is_killed_and_times_out() {
     drop(hosts);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_name_is_terminated_and_answered_and_another_build_is_not_taken() {
+    let server = NatsServer::start();
+    let hosts = Hosts::start(&server.url, "strangers", 1);
+    let pool = executor(&server.url, "strangers");
+    pool.ready().await.unwrap();
+    let fingerprint = procpool::remote::build_fingerprint();
+
+    // A message naming a task this build never registered, published by hand.
+    let client = async_nats::connect(&server.url).await.unwrap();
+    let mut answers = client.subscribe("test.answers").await.unwrap();
+    client.flush().await.unwrap();
+    let js = async_nats::jetstream::new(client.clone());
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Procpool-Task", "test.nobody_registered_this");
+    headers.insert("Procpool-Id", "7");
+    headers.insert("Procpool-Reply", "test.answers");
+    let subject = format!("procpool.strangers.tasks.{fingerprint:016x}");
+    js.publish_with_headers(subject, headers, Vec::new().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(60), answers.next())
+        .await
+        .expect("an answer within a minute")
+        .unwrap();
+    let text = String::from_utf8_lossy(&answer.payload);
+    assert!(text.contains("test.nobody_registered_this"), "{text}");
+
+    // A submitter of another build: its task goes to another subject, which no host
+    // of this build takes.
+    let stranger = ProcessPoolExecutor::builder()
+        .nats(NatsOptions::new(&server.url).pool("strangers"))
+        .expect_fingerprint_for_testing(fingerprint ^ 1)
+        .build()
+        .unwrap();
+    stranger.ready().await.unwrap();
+    let untaken = stranger.submit(square, 6);
+    // Meanwhile this build's tasks run, on the host that refused nothing else.
+    assert_eq!(pool.run(square, 7).await.unwrap().0, 49);
+    let stream = js.get_stream("PROCPOOL_strangers").await.unwrap();
+    let other = format!("procpool.strangers.tasks.{:016x}", fingerprint ^ 1);
+    let info = stream.info_with_subjects(&other).await.unwrap();
+    let waiting: Vec<_> = futures::StreamExt::collect::<Vec<_>>(info).await;
+    let counts: Vec<(String, usize)> = waiting.into_iter().map(|r| r.unwrap()).collect();
+    assert_eq!(
+        counts,
+        vec![(other, 1)],
+        "the other build's task waits, untaken"
+    );
+    drop(untaken);
+    drop(hosts);
+}
