@@ -189,8 +189,7 @@ pub async fn serve(options: NatsOptions, workers: usize) -> Result<(), Error> {
                 max_deliver,
             };
             tokio::spawn(async move {
-                run_one(&pool, &client, &host, &running, msg, limits).await;
-                drop(permit);
+                run_one(&pool, &client, &host, &running, msg, limits, permit).await;
             });
         }
     }
@@ -215,6 +214,7 @@ async fn run_one(
     running: &Running,
     msg: async_nats::jetstream::Message,
     limits: Limits,
+    worker: tokio::sync::OwnedSemaphorePermit,
 ) {
     let headers = msg.headers.clone().unwrap_or_default();
     let get = |name: &str| headers.get(name).map(|v| v.as_str().to_owned());
@@ -286,6 +286,8 @@ async fn run_one(
             }
         }
     };
+    // The local worker is free again: the next fetch overlaps this reply.
+    drop(worker);
     publish_reply(client, &reply_to, &id, &reply).await;
     let _ = msg.ack_with(done).await;
 }
@@ -323,10 +325,11 @@ async fn publish_reply(client: &async_nats::Client, reply_to: &str, id: &str, re
     let mut out = HeaderMap::new();
     out.insert(header::ID, id);
     if let Ok(body) = postcard::to_allocvec(reply) {
+        // Queued on the client's connection, which writes it at once; no flush (a
+        // round trip to the server) on the task's path.
         let _ = client
             .publish_with_headers(reply_to.to_owned(), out, body.into())
             .await;
-        let _ = client.flush().await;
     }
 }
 
