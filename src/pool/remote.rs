@@ -44,6 +44,7 @@ pub(super) async fn dispatch(inner: Arc<Inner>, options: NatsOptions) {
         .to_owned();
     let control = options.control_subject(inner.config.fingerprint);
     let mut in_flight: HashMap<u64, Job> = HashMap::new();
+    let mut unacked: HashMap<u64, Published> = HashMap::new();
     let mut acks = FuturesUnordered::new();
     let (cancels_tx, mut cancels) = tokio::sync::mpsc::unbounded_channel();
     let mut closed = false;
@@ -71,26 +72,44 @@ pub(super) async fn dispatch(inner: Arc<Inner>, options: NatsOptions) {
                     let _ = client.publish_with_headers(control.clone(), headers, Vec::new().into()).await;
                 }
             }
-            Some((id, acked)) = acks.next(), if !acks.is_empty() => {
-                if let Err(reason) = acked {
-                    if let Some(job) = in_flight.remove(&id) {
-                        inner.resolve(job, Err(publish_failed(reason)));
+            Some((id, acked)) = acks.next(), if !acks.is_empty() => match acked {
+                Ok(()) => {
+                    unacked.remove(&id);
+                }
+                Err(reason) => {
+                    // Stored or not, the server did not say: publish again under the
+                    // same message id, which the stream's dedup window makes
+                    // idempotent (a task stored twice would run twice).
+                    let retry = unacked.get_mut(&id).filter(|p| p.attempts < MAX_PUBLISH_ATTEMPTS);
+                    match retry {
+                        Some(p) if in_flight.contains_key(&id) => {
+                            p.attempts += 1;
+                            acks.push(send(&js, &subject, id, p.headers.clone(), p.body.clone()));
+                        }
+                        _ => {
+                            unacked.remove(&id);
+                            if let Some(job) = in_flight.remove(&id) {
+                                inner.resolve(job, Err(publish_failed(reason)));
+                            }
+                        }
                     }
                 }
-            }
+            },
             job = inner.jobs.next(true), if !closed => match job {
                 Some(job) => {
                     let limit = client.server_info().max_payload;
                     let to = Destination {
-                        subject: &subject,
                         executor: &executor,
                         reply: &reply_subject,
                         limit,
                         timeout: inner.config.task_timeout,
                         cancels: &cancels_tx,
                     };
-                    if let Some(ack) = publish(&inner, &js, &to, job, &mut in_flight).await {
-                        acks.push(ack);
+                    if let Some((job, headers, body)) = prepare(&inner, &to, job) {
+                        let id = job.id;
+                        in_flight.insert(id, job);
+                        acks.push(send(&js, &subject, id, headers.clone(), body.clone()));
+                        unacked.insert(id, Published { headers, body, attempts: 1 });
                     }
                 }
                 None => closed = true,
@@ -146,13 +165,9 @@ async fn connect(
     Ok((client, js, replies, reply_subject))
 }
 
-type Ack = std::pin::Pin<Box<dyn std::future::Future<Output = (u64, Result<(), String>)> + Send>>;
-
-/// Publishes `job` under its registered name; keeps it in `in_flight` until its reply
-/// comes. A job that cannot be sent is resolved at once, with nothing published.
-/// Where a task goes, and the largest message the server takes.
+/// What every task message of this executor carries, and the largest message the
+/// server takes.
 struct Destination<'a> {
-    subject: &'a str,
     executor: &'a str,
     reply: &'a str,
     limit: usize,
@@ -162,13 +177,33 @@ struct Destination<'a> {
     cancels: &'a tokio::sync::mpsc::UnboundedSender<u64>,
 }
 
-async fn publish(
-    inner: &Inner,
-    js: &jetstream::Context,
-    to: &Destination<'_>,
-    job: Job,
-    in_flight: &mut HashMap<u64, Job>,
-) -> Option<Ack> {
+/// How many times a task is published before the executor gives up on the server.
+const MAX_PUBLISH_ATTEMPTS: u32 = 5;
+
+/// A task published and not yet acknowledged by the server: what to publish again.
+struct Published {
+    headers: HeaderMap,
+    body: Vec<u8>,
+    attempts: u32,
+}
+
+type Ack = std::pin::Pin<Box<dyn std::future::Future<Output = (u64, Result<(), String>)> + Send>>;
+
+/// Publishes task `id`; resolves when the server has stored it (or failed to).
+fn send(js: &jetstream::Context, subject: &str, id: u64, headers: HeaderMap, body: Vec<u8>) -> Ack {
+    let (js, subject) = (js.clone(), subject.to_owned());
+    Box::pin(async move {
+        let acked = match js.publish_with_headers(subject, headers, body.into()).await {
+            Ok(ack) => ack.await.map(drop).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        (id, acked)
+    })
+}
+
+/// The message for `job` under its registered name: its headers and body. A job that
+/// cannot be sent is resolved here, with nothing published.
+fn prepare(inner: &Inner, to: &Destination<'_>, job: Job) -> Option<(Job, HeaderMap, Vec<u8>)> {
     if !job.shared.start_remote(job.id, to.cancels) {
         inner.resolve(job, Err(TaskError::Cancelled));
         return None;
@@ -223,22 +258,7 @@ async fn publish(
         );
         return None;
     }
-    let id = job.id;
-    let sent = js
-        .publish_with_headers(to.subject.to_owned(), headers, body.into())
-        .await;
-    match sent {
-        Ok(ack) => {
-            in_flight.insert(id, job);
-            Some(Box::pin(async move {
-                (id, ack.await.map(drop).map_err(|e| e.to_string()))
-            }))
-        }
-        Err(e) => {
-            inner.resolve(job, Err(publish_failed(e.to_string())));
-            None
-        }
-    }
+    Some((job, headers, body))
 }
 
 /// A reply's task id and what it says; `None` for a message that is not a reply.

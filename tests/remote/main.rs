@@ -460,3 +460,42 @@ async fn an_unknown_name_is_terminated_and_answered_and_another_build_is_not_tak
     drop(untaken);
     drop(hosts);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_tasks_survive_a_server_restart_and_everyone_reconnects() {
+    let mut server = NatsServer::start();
+    let pool = executor(&server.url, "restart");
+    pool.ready().await.unwrap();
+    // Twenty tasks wait in the stream: no host runs yet.
+    let tasks: Vec<_> = (0..20u64).map(|i| pool.submit(square, i)).collect();
+    let client = async_nats::connect(&server.url).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let stored = async {
+        loop {
+            let mut stream = js.get_stream("PROCPOOL_restart").await.unwrap();
+            if stream.info().await.unwrap().state.messages == 20 {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), stored)
+        .await
+        .expect("the twenty tasks stored within a minute");
+
+    server.restart();
+
+    // A host starts after the restart; the submitter reconnects by itself, and gets
+    // every answer.
+    let hosts = Hosts::start(&server.url, "restart", 1);
+    for (i, task) in tasks.into_iter().enumerate() {
+        let (sq, _) = tokio::time::timeout(Duration::from_secs(60), task)
+            .await
+            .expect("an answer within a minute")
+            .unwrap();
+        assert_eq!(sq, (i * i) as u64);
+    }
+    // And new work flows both ways.
+    assert_eq!(pool.run(square, 9).await.unwrap().0, 81);
+    drop(hosts);
+}
