@@ -316,6 +316,8 @@ fn answer(
             };
             (Reply::Failed(failed), AckKind::Term)
         }
+        // A payload this build cannot decode will not decode on another delivery.
+        Err(e @ TaskError::Decode(_)) => (Reply::Failed(Failed::from_task_error(e)), AckKind::Term),
         Err(e) => (Reply::Failed(Failed::from_task_error(e)), AckKind::Ack),
     })
 }

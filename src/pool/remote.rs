@@ -31,7 +31,13 @@ pub(super) async fn dispatch(inner: Arc<Inner>, options: NatsOptions) {
         r = connect(&options, inner.config.fingerprint) => r,
         _ = inner.abort.cancelled() => return,
     };
-    let (client, js, mut replies, reply_subject) = match connected {
+    let Connected {
+        client,
+        js,
+        mut replies,
+        mut advisories,
+        reply_subject,
+    } = match connected {
         Ok(c) => c,
         Err(e) => return inner.fail(e),
     };
@@ -45,6 +51,8 @@ pub(super) async fn dispatch(inner: Arc<Inner>, options: NatsOptions) {
     let control = options.control_subject(inner.config.fingerprint);
     let mut in_flight: HashMap<u64, Job> = HashMap::new();
     let mut unacked: HashMap<u64, Published> = HashMap::new();
+    // Stream sequence → task id, for the advisories.
+    let mut by_seq: HashMap<u64, u64> = HashMap::new();
     let mut acks = FuturesUnordered::new();
     let (cancels_tx, mut cancels) = tokio::sync::mpsc::unbounded_channel();
     let mut closed = false;
@@ -60,6 +68,7 @@ pub(super) async fn dispatch(inner: Arc<Inner>, options: NatsOptions) {
                     if let Some(job) = in_flight.remove(&id) {
                         inner.resolve(job, result);
                     }
+                    by_seq.retain(|_, v| *v != id);
                 }
             }
             Some(id) = cancels.recv() => {
@@ -72,9 +81,25 @@ pub(super) async fn dispatch(inner: Arc<Inner>, options: NatsOptions) {
                     let _ = client.publish_with_headers(control.clone(), headers, Vec::new().into()).await;
                 }
             }
+            Some(msg) = advisories.next() => {
+                let seq = serde_json::from_slice::<serde_json::Value>(&msg.payload)
+                    .ok()
+                    .and_then(|v| v.get("stream_seq")?.as_u64());
+                if let Some(id) = seq.and_then(|s| by_seq.remove(&s)) {
+                    if let Some(job) = in_flight.remove(&id) {
+                        let attempts = options.max_deliver.max(1) as u64;
+                        let last = "its host was lost before it finished".to_owned();
+                        let e = RemoteTaskError::RetriesExhausted { attempts, last };
+                        inner.resolve(job, Err(TaskError::Remote(e)));
+                    }
+                }
+            }
             Some((id, acked)) = acks.next(), if !acks.is_empty() => match acked {
-                Ok(()) => {
+                Ok(seq) => {
                     unacked.remove(&id);
+                    if in_flight.contains_key(&id) {
+                        by_seq.insert(seq, id);
+                    }
                 }
                 Err(reason) => {
                     // Stored or not, the server did not say: publish again under the
@@ -126,20 +151,18 @@ pub(super) async fn dispatch(inner: Arc<Inner>, options: NatsOptions) {
     });
 }
 
+/// A connected dispatcher's client and subscriptions.
+struct Connected {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    replies: async_nats::Subscriber,
+    advisories: async_nats::Subscriber,
+    reply_subject: String,
+}
+
 /// Connects, makes sure the task stream exists, and subscribes to this executor's
-/// replies.
-async fn connect(
-    options: &NatsOptions,
-    fingerprint: u64,
-) -> Result<
-    (
-        async_nats::Client,
-        jetstream::Context,
-        async_nats::Subscriber,
-        String,
-    ),
-    Error,
-> {
+/// replies and to the stream's max-deliveries advisories.
+async fn connect(options: &NatsOptions, fingerprint: u64) -> Result<Connected, Error> {
     let client = options.connect().await?;
     let js = jetstream::new(client.clone());
     crate::nats::ensure_stream(&js, options).await?;
@@ -157,12 +180,30 @@ async fn connect(
             what: "subscribe to replies",
             reason: e.to_string(),
         })?;
-    // The subscription is live on the server before the first task can be answered.
+    // A task whose last delivery was never acked (its host was lost): the server
+    // says so in an advisory naming the task's stream sequence.
+    let advisories = client
+        .subscribe(format!(
+            "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{}.*",
+            options.stream()
+        ))
+        .await
+        .map_err(|e| Error::Remote {
+            what: "subscribe to delivery advisories",
+            reason: e.to_string(),
+        })?;
+    // The subscriptions are live on the server before the first task can be answered.
     client.flush().await.map_err(|e| Error::Remote {
         what: "subscribe to replies",
         reason: e.to_string(),
     })?;
-    Ok((client, js, replies, reply_subject))
+    Ok(Connected {
+        client,
+        js,
+        replies,
+        advisories,
+        reply_subject,
+    })
 }
 
 /// What every task message of this executor carries, and the largest message the
@@ -187,14 +228,15 @@ struct Published {
     attempts: u32,
 }
 
-type Ack = std::pin::Pin<Box<dyn std::future::Future<Output = (u64, Result<(), String>)> + Send>>;
+/// A publish's outcome: the task id, and its stream sequence once stored.
+type Ack = std::pin::Pin<Box<dyn std::future::Future<Output = (u64, Result<u64, String>)> + Send>>;
 
 /// Publishes task `id`; resolves when the server has stored it (or failed to).
 fn send(js: &jetstream::Context, subject: &str, id: u64, headers: HeaderMap, body: Vec<u8>) -> Ack {
     let (js, subject) = (js.clone(), subject.to_owned());
     Box::pin(async move {
         let acked = match js.publish_with_headers(subject, headers, body.into()).await {
-            Ok(ack) => ack.await.map(drop).map_err(|e| e.to_string()),
+            Ok(ack) => ack.await.map(|a| a.sequence).map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
         (id, acked)

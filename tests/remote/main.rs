@@ -64,6 +64,21 @@ fn report_then_hang(fifo: String) -> u32 {
 }
 procpool::remote_task!("test.report_then_hang" => report_then_hang);
 
+/// Sleeps past the ack wait of the test that runs it, counting its runs in the file
+/// at `counter`: a task kept alive by progress acks runs once.
+fn outlast_the_ack_wait(counter: String) -> u32 {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&counter)
+        .unwrap();
+    f.write_all(b"run\n").unwrap();
+    std::thread::sleep(Duration::from_millis(2_500));
+    std::fs::read_to_string(&counter).unwrap().lines().count() as u32
+}
+procpool::remote_task!("test.outlast_the_ack_wait" => outlast_the_ack_wait);
+
 /// A FIFO in a fresh directory: (the directory, the FIFO's path).
 fn fifo(name: &str) -> (std::path::PathBuf, String) {
     let dir = std::env::temp_dir().join(format!("procpool-{name}-{}", std::process::id()));
@@ -498,4 +513,68 @@ async fn pending_tasks_survive_a_server_restart_and_everyone_reconnects() {
     // And new work flows both ways.
     assert_eq!(pool.run(square, 9).await.unwrap().0, 81);
     drop(hosts);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_lost_on_the_last_delivery_is_retries_exhausted_not_a_hang() {
+    let server = NatsServer::start();
+    let spec = HostSpec {
+        workers: 1,
+        ack_wait_ms: 1_000,
+        max_deliver: 1,
+        ..HostSpec::new(&server.url, "lastlost")
+    };
+    let hosts = Hosts::start_spec(spec, 1);
+    let pool = ProcessPoolExecutor::builder()
+        .nats(
+            NatsOptions::new(&server.url)
+                .pool("lastlost")
+                .max_deliver(1),
+        )
+        .build()
+        .unwrap();
+    pool.ready().await.unwrap();
+    let (dir, path) = fifo("lastlost");
+    let task = pool.submit(hang_on_first, path.clone());
+    let running_on = read_pid(&path).await;
+    assert_eq!(hosts.0[0].pid(), running_on);
+    hosts.0[0].kill().unwrap();
+    // No delivery is left: the server's advisory ends the task.
+    match tokio::time::timeout(Duration::from_secs(60), task)
+        .await
+        .expect("an answer within a minute")
+    {
+        Err(TaskError::Remote(RemoteTaskError::RetriesExhausted { attempts, .. })) => {
+            assert_eq!(attempts, 1)
+        }
+        other => panic!("expected RetriesExhausted, got {other:?}"),
+    }
+    drop(hosts);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_acks_keep_a_long_task_on_its_host() {
+    let server = NatsServer::start();
+    let spec = HostSpec {
+        ack_wait_ms: 1_000,
+        ..HostSpec::new(&server.url, "long")
+    };
+    let hosts = Hosts::start_spec(spec, 2);
+    let pool = executor(&server.url, "long");
+    pool.ready().await.unwrap();
+    let (dir, _) = fifo("long");
+    let counter = dir.join("runs").to_string_lossy().into_owned();
+    // 2.5 s of work against a 1 s ack wait: redelivered without progress acks.
+    let runs = pool
+        .run(outlast_the_ack_wait, counter.clone())
+        .await
+        .unwrap();
+    assert_eq!(runs, 1, "the task ran {runs} times");
+    assert_eq!(
+        std::fs::read_to_string(&counter).unwrap().lines().count(),
+        1
+    );
+    drop(hosts);
+    let _ = std::fs::remove_dir_all(&dir);
 }
