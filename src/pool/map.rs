@@ -287,7 +287,11 @@ where
                 }
             });
             if count > 0 {
-                let task = self.pool.queue_chunk(func, frame, fds);
+                let task = match self.pool.unregistered::<F>(task::call_batch::<F, A, R>) {
+                    // A remote pool and a function without a name: nothing is sent.
+                    Some(e) => RawTask::failed(e),
+                    None => self.pool.queue_chunk(func, frame, fds),
+                };
                 self.push(count, task, ends);
             }
             match failed_item {

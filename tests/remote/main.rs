@@ -228,6 +228,17 @@ async fn an_unregistered_function_fails_before_anything_is_sent() {
         }
         other => panic!("expected NotRegistered, got {other:?}"),
     }
+    // The same through `map`: each item says so, naming the function.
+    let results: Vec<_> = pool.map_unordered(not_registered, 0..3u64).collect().await;
+    assert_eq!(results.len(), 3);
+    for r in results {
+        match r {
+            Err(TaskError::Remote(RemoteTaskError::NotRegistered { type_name })) => {
+                assert!(type_name.ends_with("not_registered"), "{type_name}");
+            }
+            other => panic!("expected NotRegistered, got {other:?}"),
+        }
+    }
     // A handle cannot leave the machine: refused, nothing sent.
     fn takes_a_queue(q: procpool::Queue<u32>) -> u32 {
         q.blocking_get().unwrap()
