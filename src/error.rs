@@ -294,6 +294,13 @@ pub enum TaskError {
     /// (in the parent). The `Serialize` and `Deserialize` impls of the type disagree.
     #[error("could not deserialise {0}")]
     Decode(CodecError),
+    /// An argument of the call is out of range (for example `chunk_size(0)`); nothing
+    /// was submitted.
+    #[error("invalid argument: {what}")]
+    InvalidArgument {
+        /// Which argument, and the range it accepts.
+        what: &'static str,
+    },
     /// The pool was shut down before the task was submitted.
     #[error("the pool is shut down; the task was not accepted")]
     Shutdown,

@@ -116,6 +116,9 @@ pub struct MapStream<'a, F, I: Iterator, R> {
     emit_seq: u64,
     parked: BTreeMap<u64, VecDeque<Result<R, TaskError>>>,
     ready: VecDeque<Result<R, TaskError>>,
+    /// An argument was refused (`chunk_size(0)`): the stream yields that error and
+    /// ends, with nothing submitted.
+    refused: bool,
     _f: PhantomData<fn() -> F>,
 }
 
@@ -135,6 +138,7 @@ where
             pool,
             items: items.fuse(),
             chunk_size: None,
+            refused: false,
             ordered,
             in_flight: FuturesUnordered::new(),
             next_seq: 0,
@@ -150,12 +154,24 @@ where
     /// unknown). A chunk also closes early once its items pass 1 MiB encoded. Larger
     /// chunks cost fewer round trips; smaller ones balance uneven items better.
     ///
-    /// # Panics
-    /// If `n` is zero.
+    /// A size of zero is refused: the stream then yields one
+    /// [`TaskError::InvalidArgument`] and ends, with nothing submitted.
     pub fn chunk_size(mut self, n: usize) -> Self {
-        assert!(n > 0, "chunk_size must be at least 1");
-        self.chunk_size = Some(n);
+        if n == 0 {
+            self.refuse("chunk_size must be at least 1");
+        } else {
+            self.chunk_size = Some(n);
+        }
         self
+    }
+
+    /// Refuses the whole map: one error, then the end, nothing submitted.
+    fn refuse(&mut self, what: &'static str) {
+        if !self.refused {
+            self.refused = true;
+            self.ready
+                .push_back(Err(TaskError::InvalidArgument { what }));
+        }
     }
 
     fn max_in_flight(&self) -> usize {
@@ -255,6 +271,9 @@ where
 
     /// Submits chunks until the in-flight limit or the end of the input.
     fn fill(&mut self) {
+        if self.refused {
+            return;
+        }
         let chunk_size = self.effective_chunk_size();
         let func = task::local_ref(task::call_batch::<F, A, R>);
         // Finished chunks parked for ordering count too: memory stays bounded even
@@ -462,10 +481,8 @@ where
         Map { stream }
     }
 
-    /// Items per message; see [`MapStream::chunk_size`].
-    ///
-    /// # Panics
-    /// If `n` is zero.
+    /// Items per message; see [`MapStream::chunk_size`]. A size of zero makes the map
+    /// fail with [`TaskError::InvalidArgument`], nothing submitted.
     pub fn chunk_size(self, n: usize) -> Self {
         Map {
             stream: self.stream.chunk_size(n),

@@ -229,3 +229,24 @@ async fn a_worker_dying_in_a_chunk_fails_only_the_item_it_was_running() {
     assert_eq!(stats.cancelled, 0, "{stats:?}");
     pool.shutdown().await;
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_chunk_size_of_zero_is_an_error_not_a_panic() {
+    let pool = ProcessPoolExecutor::builder().workers(1).build().unwrap();
+    match pool.map(|x: u32| x + 1, 0..10u32).chunk_size(0).await {
+        Err(TaskError::InvalidArgument { what }) => assert!(what.contains("chunk_size")),
+        other => panic!("expected InvalidArgument, got {other:?}"),
+    }
+    let items: Vec<_> = pool
+        .map_unordered(|x: u32| x + 1, 0..10u32)
+        .chunk_size(0)
+        .collect()
+        .await;
+    assert!(
+        matches!(items.as_slice(), [Err(TaskError::InvalidArgument { .. })]),
+        "{items:?}"
+    );
+    // Nothing was submitted.
+    assert_eq!(pool.stats().submitted, 0);
+    pool.shutdown().await;
+}
