@@ -532,6 +532,16 @@ impl<R> Process<R> {
         self.send_signal(libc::SIGTERM)
     }
 
+    /// Sends `SIGINT` (Python's `interrupt()`, new in 3.14): as Ctrl-C would, to this
+    /// child alone. Without a handler of its own the child ends with
+    /// [`Exit::Signal`]`(2)`; one that handles it decides for itself.
+    ///
+    /// # Errors
+    /// As [`terminate`](Self::terminate).
+    pub fn interrupt(&self) -> io::Result<()> {
+        self.send_signal(libc::SIGINT)
+    }
+
     /// Sends `SIGKILL` (Python's `kill()`).
     ///
     /// # Errors

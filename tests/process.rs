@@ -127,6 +127,18 @@ async fn terminate_ends_a_sleeping_child_with_sigterm() {
 }
 
 #[tokio::test(flavor = "current_thread")]
+async fn interrupt_ends_a_sleeping_child_with_sigint() {
+    let mut p = Process::spawn(sleep_forever, ()).unwrap();
+    p.interrupt().unwrap();
+    assert_eq!(
+        p.join().await,
+        Err(ProcessError::Died {
+            exit: Exit::Signal(libc::SIGINT)
+        })
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
 async fn kill_ends_a_child_with_sigkill_and_send_signal_sends_any() {
     let mut p = Process::spawn(sleep_forever, ()).unwrap();
     p.kill().unwrap();
