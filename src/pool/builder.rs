@@ -1,0 +1,295 @@
+//! [`PoolBuilder`]: a pool's settings, checked and turned into a running pool.
+
+use std::ffi::OsString;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::stats::{Counters, Health};
+use super::{driver, runtime_probe, Config, Inner, JobQueue, ProcessPoolExecutor};
+use super::{DEFAULT_MAX_FRAME, DEFAULT_QUEUE_CAPACITY, MAX_PIPELINE};
+use crate::error::{CodecError, Error};
+use crate::task::{self, Message};
+use crate::wire::{handles, TaskRef};
+
+/// Sets up a [`ProcessPoolExecutor`]. Every setting has a default; see each method.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+/// let pool = procpool::ProcessPoolExecutor::builder()
+///     .workers(2)
+///     .max_tasks_per_worker(1000)
+///     .task_timeout(Duration::from_secs(30))
+///     .build()?;
+/// assert_eq!(pool.run(|x: u64| x + 1, 41).await?, 42);
+/// # pool.shutdown().await;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+#[must_use = "a PoolBuilder does nothing until `build` is called"]
+pub struct PoolBuilder {
+    workers: Option<usize>,
+    max_tasks_per_worker: Option<u64>,
+    task_timeout: Option<Duration>,
+    queue_capacity: usize,
+    max_frame: u64,
+    pipeline: Option<usize>,
+    /// The initializer and its encoded argument, or why the argument did not encode
+    /// (reported by `build`).
+    #[allow(clippy::type_complexity)]
+    initializer: Option<(TaskRef, Result<(Vec<u8>, Arc<Vec<OwnedFd>>), Error>)>,
+    fingerprint: Option<u64>,
+    env: Vec<(OsString, OsString)>,
+    /// The remote back end, if the pool runs its tasks on NATS hosts.
+    #[cfg(feature = "nats")]
+    nats: Option<crate::nats::NatsOptions>,
+}
+
+impl Default for PoolBuilder {
+    fn default() -> Self {
+        PoolBuilder {
+            workers: None,
+            max_tasks_per_worker: None,
+            task_timeout: None,
+            queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            max_frame: DEFAULT_MAX_FRAME,
+            pipeline: None,
+            initializer: None,
+            fingerprint: None,
+            env: Vec::new(),
+            #[cfg(feature = "nats")]
+            nats: None,
+        }
+    }
+}
+
+impl PoolBuilder {
+    /// Runs the pool's tasks on remote hosts through NATS JetStream instead of in
+    /// local worker processes (the `nats` feature). Hosts serve with
+    /// [`remote::serve`](crate::remote::serve); tasks must be registered with
+    /// [`remote_task!`](crate::remote_task). `submit`, `run`, `map` and the rest work as
+    /// on a local pool; [`ready`](ProcessPoolExecutor::ready) waits until the server is
+    /// reached and the stream exists. Worker settings (`workers`, `initializer`,
+    /// limits) belong to the hosts and are ignored here.
+    #[cfg(feature = "nats")]
+    pub fn nats(mut self, options: crate::nats::NatsOptions) -> Self {
+        self.nats = Some(options);
+        self
+    }
+
+    /// Number of worker processes. Default: [`crate::cpu_count`] (available
+    /// parallelism).
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = Some(n);
+        self
+    }
+
+    /// Retire a worker after it finished `n` tasks and start a fresh one (Python's
+    /// `max_tasks_per_child`): contains leaks in native code. Default: never.
+    pub fn max_tasks_per_worker(mut self, n: u64) -> Self {
+        self.max_tasks_per_worker = Some(n);
+        self
+    }
+
+    /// Kill a task's worker when the task has run this long in it; the task fails with
+    /// [`TaskError::TimedOut`] and the worker is replaced. The clock starts when the
+    /// task is sent to a worker, not when it is queued. Default: no timeout.
+    pub fn task_timeout(mut self, timeout: Duration) -> Self {
+        self.task_timeout = Some(timeout);
+        self
+    }
+
+    /// How many tasks may wait in the queue; `submit` beyond that fails at once with
+    /// [`TaskError::QueueFull`]. Default: [`DEFAULT_QUEUE_CAPACITY`] (65,536).
+    pub fn queue_capacity(mut self, n: usize) -> Self {
+        self.queue_capacity = n;
+        self
+    }
+
+    /// Largest frame (an encoded argument, result or `map` chunk) either side accepts.
+    /// Default: [`DEFAULT_MAX_FRAME`] (1 GiB).
+    pub fn max_frame_size(mut self, bytes: u64) -> Self {
+        self.max_frame = bytes;
+        self
+    }
+
+    /// How many tasks a worker may be sent before it has answered the first, at most
+    /// [`MAX_PIPELINE`]. `1` sends one task at a time.
+    ///
+    /// Default: adaptive. A worker whose recent tasks came back quickly is sent
+    /// enough to keep it busy for about 400 µs (so that it never waits for the parent
+    /// between short tasks), one whose tasks take longer gets one at a time (so that
+    /// an idle worker never waits behind a busy one's queue). A task sent ahead counts
+    /// as running ([`TaskHandle::is_running`]); cancelling it before the worker begins
+    /// it skips it without harming the worker.
+    pub fn pipeline_depth(mut self, depth: usize) -> Self {
+        self.pipeline = Some(depth);
+        self
+    }
+
+    /// Runs `f(arg)` once in every worker, before its first task (Python's
+    /// `initializer`/`initargs`), for example to load a model into a global. If it
+    /// returns `Err` or panics, the pool starts no more workers:
+    /// [`ProcessPoolExecutor::ready`] returns [`Error::Initializer`] and every task
+    /// fails with [`TaskError::WorkerStart`].
+    ///
+    /// `f` must capture nothing, as for [`ProcessPoolExecutor::submit`].
+    pub fn initializer<F, A, E>(mut self, f: F, arg: A) -> Self
+    where
+        F: Fn(A) -> Result<(), E> + Copy + Send + 'static,
+        A: Message,
+        E: std::fmt::Display,
+    {
+        const { task::assert_captures_nothing::<F>() };
+        let _ = f;
+        let func = task::local_ref(task::call_init::<F, A, E>);
+        let (arg, fds) = handles::collecting(|| postcard::to_allocvec(&arg));
+        let arg = arg
+            .map(|bytes| (bytes, Arc::new(fds)))
+            .map_err(|e| Error::Encode(CodecError::of::<A>(e)));
+        self.initializer = Some((func, arg));
+        self
+    }
+
+    /// Sets an environment variable for every worker process (on top of this process's
+    /// environment, which workers inherit).
+    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Makes the pool expect workers with this build fingerprint instead of its own.
+    /// Only for testing the refusal of a mismatched worker.
+    #[doc(hidden)]
+    pub fn expect_fingerprint_for_testing(mut self, fingerprint: u64) -> Self {
+        self.fingerprint = Some(fingerprint);
+        self
+    }
+
+    /// Builds the pool and starts its workers in the background (eagerly: the first
+    /// task does not pay for a process start). Returns at once; await
+    /// [`ProcessPoolExecutor::ready`] to wait until every worker has finished its
+    /// handshake and initializer.
+    ///
+    /// Must be called inside a tokio runtime (either flavour) with I/O and timers
+    /// enabled (`enable_all`, as `#[tokio::main]` and `#[tokio::test]` do): the pool's
+    /// drivers are tasks on it, watching sockets and pidfds.
+    ///
+    /// # Errors
+    /// [`Error::NoRuntime`] outside a runtime, or in one without I/O or timers;
+    /// [`Error::Encode`] if the initializer's argument does not serialise;
+    /// [`Error::InvalidConfig`] for zero workers, a zero queue capacity, a frame limit
+    /// under 1 KiB or a pipeline depth outside 1..=[`MAX_PIPELINE`];
+    /// [`Error::Spawn`] if the supervisor thread cannot be started.
+    pub fn build(self) -> Result<ProcessPoolExecutor, Error> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
+        if !runtime_probe::has_io_and_time() {
+            return Err(Error::NoRuntime);
+        }
+        #[cfg(feature = "nats")]
+        if let Some(nats) = &self.nats {
+            nats.check()?;
+        }
+        // A remote pool has one slot: its dispatcher.
+        #[cfg(feature = "nats")]
+        let workers = if self.nats.is_some() {
+            1
+        } else {
+            self.workers.unwrap_or_else(crate::cpu_count)
+        };
+        #[cfg(not(feature = "nats"))]
+        let workers = self.workers.unwrap_or_else(crate::cpu_count);
+        if workers == 0 {
+            return Err(Error::InvalidConfig {
+                what: "workers must be at least 1",
+            });
+        }
+        if self.queue_capacity == 0 {
+            return Err(Error::InvalidConfig {
+                what: "queue_capacity must be at least 1",
+            });
+        }
+        if self.max_frame < 1024 {
+            return Err(Error::InvalidConfig {
+                what: "max_frame_size must be at least 1024 bytes",
+            });
+        }
+        if self.pipeline.is_some_and(|d| d == 0 || d > MAX_PIPELINE) {
+            return Err(Error::InvalidConfig {
+                what: "pipeline_depth must be between 1 and MAX_PIPELINE (64)",
+            });
+        }
+        if self.max_tasks_per_worker == Some(0) {
+            return Err(Error::InvalidConfig {
+                what: "max_tasks_per_worker must be at least 1",
+            });
+        }
+        let (initializer, initializer_fds) = match self.initializer {
+            None => (None, Arc::default()),
+            Some((_, Ok((arg, _)))) if arg.len() as u64 > self.max_frame => {
+                return Err(Error::InvalidConfig {
+                    what: "the initializer's argument is larger than max_frame_size",
+                })
+            }
+            Some((func, Ok((arg, fds)))) => (Some((func, arg)), fds),
+            Some((_, Err(e))) => return Err(e),
+        };
+        crate::worker::keep_linked();
+        let config = Config {
+            workers,
+            max_tasks_per_worker: self.max_tasks_per_worker,
+            task_timeout: self.task_timeout,
+            queue_capacity: self.queue_capacity,
+            max_frame: self.max_frame,
+            pipeline: self.pipeline,
+            initializer,
+            initializer_fds,
+            fingerprint: self.fingerprint.unwrap_or_else(task::fingerprint),
+            env: self.env,
+            #[cfg(feature = "nats")]
+            remote: self.nats.is_some(),
+            #[cfg(not(feature = "nats"))]
+            remote: false,
+        };
+        let (jobs_tx, jobs) = async_channel::unbounded();
+        let inner = Arc::new(Inner {
+            config,
+            jobs: JobQueue::new(jobs),
+            abort: CancellationToken::new(),
+            fatal: OnceLock::new(),
+            counters: Counters::default(),
+            health: watch::channel(Health::default()).0,
+            alive: watch::channel(workers).0,
+        });
+        // The seam: below the job queue, either local drivers (one per worker
+        // process) or the remote dispatcher takes the jobs.
+        #[cfg(feature = "nats")]
+        if let Some(nats) = self.nats {
+            drop(runtime.spawn(super::remote::dispatch(inner.clone(), nats)));
+            return Ok(ProcessPoolExecutor {
+                inner,
+                jobs: jobs_tx,
+                next_id: AtomicU64::new(1),
+                closed: AtomicBool::new(false),
+            });
+        }
+        for _ in 0..workers {
+            // Detached: a driver ends by itself once the queue is closed and drained,
+            // or on abort, after reaping its worker.
+            drop(runtime.spawn(driver::drive(inner.clone())));
+        }
+        Ok(ProcessPoolExecutor {
+            inner,
+            jobs: jobs_tx,
+            next_id: AtomicU64::new(1),
+            closed: AtomicBool::new(false),
+        })
+    }
+}
