@@ -64,17 +64,23 @@ fn report_then_hang(fifo: String) -> u32 {
 }
 procpool::remote_task!("test.report_then_hang" => report_then_hang);
 
-/// Sleeps past the ack wait of the test that runs it, counting its runs in the file
-/// at `counter`: a task kept alive by progress acks runs once.
-fn outlast_the_ack_wait(counter: String) -> u32 {
-    use std::io::Write;
+/// Counts its runs in `<dir>/runs`, then waits until the test writes a line to the
+/// FIFO `<dir>/fifo`; returns the runs counted. The test releases it only after the
+/// host has kept it alive past the ack wait.
+fn outlast_the_ack_wait(dir: String) -> u32 {
+    use std::io::{Read, Write};
+    let counter = format!("{dir}/runs");
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(&counter)
         .unwrap();
     f.write_all(b"run\n").unwrap();
-    std::thread::sleep(Duration::from_millis(2_500));
+    let mut line = [0u8; 1];
+    std::fs::File::open(format!("{dir}/fifo"))
+        .unwrap()
+        .read_exact(&mut line)
+        .unwrap();
     std::fs::read_to_string(&counter).unwrap().lines().count() as u32
 }
 procpool::remote_task!("test.outlast_the_ack_wait" => outlast_the_ack_wait);
@@ -574,16 +580,36 @@ async fn progress_acks_keep_a_long_task_on_its_host() {
     let hosts = Hosts::start_spec(spec, 2);
     let pool = executor(&server.url, "long");
     pool.ready().await.unwrap();
-    let (dir, _) = fifo("long");
-    let counter = dir.join("runs").to_string_lossy().into_owned();
-    // 2.5 s of work against a 1 s ack wait: redelivered without progress acks.
-    let runs = pool
-        .run(outlast_the_ack_wait, counter.clone())
+    // The hosts' acks go to `$JS.ACK.<stream>.<consumer>...`; progress is `+WPI`.
+    let client = async_nats::connect(&server.url).await.unwrap();
+    let mut acks = client.subscribe("$JS.ACK.PROCPOOL_long.>").await.unwrap();
+    client.flush().await.unwrap();
+    let (dir, path) = fifo("long");
+    let dir = dir.to_string_lossy().into_owned();
+    let task = pool.submit(outlast_the_ack_wait, dir.clone());
+    // Four progress acks, a third of the ack wait apart: the task has outlived the
+    // ack wait, and was not delivered again meanwhile.
+    let mut progress = 0;
+    while progress < 4 {
+        let ack = tokio::time::timeout(Duration::from_secs(60), acks.next())
+            .await
+            .expect("progress within a minute")
+            .unwrap();
+        if ack.payload.as_ref() == b"+WPI" {
+            progress += 1;
+        }
+    }
+    let release = path.clone();
+    tokio::task::spawn_blocking(move || std::fs::write(release, b"\n").unwrap())
         .await
         .unwrap();
+    let runs = task.await.unwrap();
     assert_eq!(runs, 1, "the task ran {runs} times");
     assert_eq!(
-        std::fs::read_to_string(&counter).unwrap().lines().count(),
+        std::fs::read_to_string(format!("{dir}/runs"))
+            .unwrap()
+            .lines()
+            .count(),
         1
     );
     drop(hosts);
