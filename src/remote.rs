@@ -251,7 +251,7 @@ async fn run_one(
                 }
             };
             tokio::pin!(deadline);
-            let mut task = pool.submit_raw(func, msg.payload.to_vec(), shape == Shape::Batch);
+            let mut task = pool.submit_raw(func, &msg.payload, shape == Shape::Batch);
             let mut progress = tokio::time::interval(limits.progress_every);
             progress.tick().await;
             // Why this host stopped the task itself, if it did.

@@ -504,10 +504,11 @@ impl ProcessPoolExecutor {
     /// function `func` of this build: a `map` chunk if `chunk`. Resolves to the
     /// worker's reply body.
     #[cfg(feature = "nats")]
-    pub(crate) fn submit_raw(&self, func: TaskRef, body: Vec<u8>, chunk: bool) -> RawTask {
+    pub(crate) fn submit_raw(&self, func: TaskRef, body: &[u8], chunk: bool) -> RawTask {
+        // The one copy: from the message into the frame behind its header.
         let mut frame = Vec::with_capacity(HEADER_LEN + body.len());
         wire::begin(&mut frame);
-        frame.extend_from_slice(&body);
+        frame.extend_from_slice(body);
         self.queue_job(func, frame, Vec::new(), Vec::new(), chunk)
     }
 

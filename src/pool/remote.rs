@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use async_nats::jetstream;
 use async_nats::HeaderMap;
+use bytes::Bytes;
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 
@@ -51,8 +52,9 @@ pub(super) async fn dispatch(inner: Arc<Inner>, options: NatsOptions) {
     let control = options.control_subject(inner.config.fingerprint);
     let mut in_flight: HashMap<u64, Job> = HashMap::new();
     let mut unacked: HashMap<u64, Published> = HashMap::new();
-    // Stream sequence → task id, for the advisories.
+    // Stream sequence ↔ task id, for the advisories.
     let mut by_seq: HashMap<u64, u64> = HashMap::new();
+    let mut seq_of: HashMap<u64, u64> = HashMap::new();
     let mut acks = FuturesUnordered::new();
     let (cancels_tx, mut cancels) = tokio::sync::mpsc::unbounded_channel();
     let mut closed = false;
@@ -68,7 +70,9 @@ pub(super) async fn dispatch(inner: Arc<Inner>, options: NatsOptions) {
                     if let Some(job) = in_flight.remove(&id) {
                         inner.resolve(job, result);
                     }
-                    by_seq.retain(|_, v| *v != id);
+                    if let Some(seq) = seq_of.remove(&id) {
+                        by_seq.remove(&seq);
+                    }
                 }
             }
             Some(id) = cancels.recv() => {
@@ -86,6 +90,7 @@ pub(super) async fn dispatch(inner: Arc<Inner>, options: NatsOptions) {
                     .ok()
                     .and_then(|v| v.get("stream_seq")?.as_u64());
                 if let Some(id) = seq.and_then(|s| by_seq.remove(&s)) {
+                    seq_of.remove(&id);
                     if let Some(job) = in_flight.remove(&id) {
                         let attempts = options.max_deliver.max(1) as u64;
                         let last = "its host was lost before it finished".to_owned();
@@ -99,6 +104,7 @@ pub(super) async fn dispatch(inner: Arc<Inner>, options: NatsOptions) {
                     unacked.remove(&id);
                     if in_flight.contains_key(&id) {
                         by_seq.insert(seq, id);
+                        seq_of.insert(id, seq);
                     }
                 }
                 Err(reason) => {
@@ -224,7 +230,8 @@ const MAX_PUBLISH_ATTEMPTS: u32 = 5;
 /// A task published and not yet acknowledged by the server: what to publish again.
 struct Published {
     headers: HeaderMap,
-    body: Vec<u8>,
+    /// Shared with the message in flight: publishing again copies nothing.
+    body: Bytes,
     attempts: u32,
 }
 
@@ -232,10 +239,10 @@ struct Published {
 type Ack = std::pin::Pin<Box<dyn std::future::Future<Output = (u64, Result<u64, String>)> + Send>>;
 
 /// Publishes task `id`; resolves when the server has stored it (or failed to).
-fn send(js: &jetstream::Context, subject: &str, id: u64, headers: HeaderMap, body: Vec<u8>) -> Ack {
+fn send(js: &jetstream::Context, subject: &str, id: u64, headers: HeaderMap, body: Bytes) -> Ack {
     let (js, subject) = (js.clone(), subject.to_owned());
     Box::pin(async move {
-        let acked = match js.publish_with_headers(subject, headers, body.into()).await {
+        let acked = match js.publish_with_headers(subject, headers, body).await {
             Ok(ack) => ack.await.map(|a| a.sequence).map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
@@ -245,7 +252,7 @@ fn send(js: &jetstream::Context, subject: &str, id: u64, headers: HeaderMap, bod
 
 /// The message for `job` under its registered name: its headers and body. A job that
 /// cannot be sent is resolved here, with nothing published.
-fn prepare(inner: &Inner, to: &Destination<'_>, job: Job) -> Option<(Job, HeaderMap, Vec<u8>)> {
+fn prepare(inner: &Inner, to: &Destination<'_>, mut job: Job) -> Option<(Job, HeaderMap, Bytes)> {
     if !job.shared.start_remote(job.id, to.cancels) {
         inner.resolve(job, Err(TaskError::Cancelled));
         return None;
@@ -285,9 +292,17 @@ fn prepare(inner: &Inner, to: &Destination<'_>, job: Job) -> Option<(Job, Header
     if let Some(t) = to.timeout {
         headers.insert(header::TIMEOUT_MS, t.as_millis().to_string().as_str());
     }
-    let mut body = Vec::with_capacity(job.frame.len() - HEADER_LEN + job.tail.len());
-    body.extend_from_slice(&job.frame[HEADER_LEN..]);
-    body.extend_from_slice(&job.tail);
+    // The frame's body as the message body: without a copy when the argument has no
+    // raw tail. (A remote job keeps no frame: nothing is salvaged from a host.)
+    let frame = Bytes::from(std::mem::take(&mut job.frame));
+    let body = if job.tail.is_empty() {
+        frame.slice(HEADER_LEN..)
+    } else {
+        let mut b = Vec::with_capacity(frame.len() - HEADER_LEN + job.tail.len());
+        b.extend_from_slice(&frame[HEADER_LEN..]);
+        b.extend_from_slice(&std::mem::take(&mut job.tail));
+        Bytes::from(b)
+    };
     // The headers are small; the body alone must leave them room.
     if body.len() + 1024 > to.limit {
         let (len, limit) = (body.len(), to.limit);
