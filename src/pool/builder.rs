@@ -2,7 +2,6 @@
 
 use std::ffi::OsString;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -273,23 +272,13 @@ impl PoolBuilder {
         #[cfg(feature = "nats")]
         if let Some(nats) = self.nats {
             drop(runtime.spawn(super::remote::dispatch(inner.clone(), nats)));
-            return Ok(ProcessPoolExecutor {
-                inner,
-                jobs: jobs_tx,
-                next_id: AtomicU64::new(1),
-                closed: AtomicBool::new(false),
-            });
+            return Ok(ProcessPoolExecutor::from_parts(inner, jobs_tx));
         }
         for _ in 0..workers {
             // Detached: a driver ends by itself once the queue is closed and drained,
             // or on abort, after reaping its worker.
             drop(runtime.spawn(driver::drive(inner.clone())));
         }
-        Ok(ProcessPoolExecutor {
-            inner,
-            jobs: jobs_tx,
-            next_id: AtomicU64::new(1),
-            closed: AtomicBool::new(false),
-        })
+        Ok(ProcessPoolExecutor::from_parts(inner, jobs_tx))
     }
 }

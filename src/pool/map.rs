@@ -105,8 +105,8 @@ enum Rerun {
 /// Dropping the stream drops its queued chunks (they never run); chunks already
 /// running finish in their workers and their results are discarded.
 #[must_use = "streams do nothing unless polled"]
-pub struct MapStream<'a, F, I: Iterator, R> {
-    pool: &'a ProcessPoolExecutor,
+pub struct MapStream<F, I: Iterator, R> {
+    pool: ProcessPoolExecutor,
     items: Fuse<I>,
     chunk_size: Option<usize>,
     ordered: bool,
@@ -124,16 +124,16 @@ pub struct MapStream<'a, F, I: Iterator, R> {
 
 // The stream never pins its fields: `items` is only used through `&mut`, chunk futures
 // live in an `Unpin` `FuturesUnordered`.
-impl<F, I: Iterator, R> Unpin for MapStream<'_, F, I, R> {}
+impl<F, I: Iterator, R> Unpin for MapStream<F, I, R> {}
 
-impl<'a, F, I, A, R> MapStream<'a, F, I, R>
+impl<F, I, A, R> MapStream<F, I, R>
 where
     F: Task<A, R>,
     I: Iterator<Item = A>,
     A: Message,
     R: Message,
 {
-    pub(crate) fn new(pool: &'a ProcessPoolExecutor, _f: F, items: I, ordered: bool) -> Self {
+    pub(crate) fn new(pool: ProcessPoolExecutor, _f: F, items: I, ordered: bool) -> Self {
         MapStream {
             pool,
             items: items.fuse(),
@@ -402,7 +402,7 @@ where
     }
 }
 
-impl<F, I, A, R> Stream for MapStream<'_, F, I, R>
+impl<F, I, A, R> Stream for MapStream<F, I, R>
 where
     F: Task<A, R>,
     I: Iterator<Item = A>,
@@ -453,7 +453,7 @@ where
     }
 }
 
-impl<F, I: Iterator, R> fmt::Debug for MapStream<'_, F, I, R> {
+impl<F, I: Iterator, R> fmt::Debug for MapStream<F, I, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MapStream")
             .field("ordered", &self.ordered)
@@ -466,18 +466,18 @@ impl<F, I: Iterator, R> fmt::Debug for MapStream<'_, F, I, R> {
 /// The pending result of [`ProcessPoolExecutor::map`]: await it for
 /// `Result<Vec<R>, TaskError>`, in input order.
 #[must_use = "a Map does nothing unless awaited"]
-pub struct Map<'a, F, I: Iterator, R> {
-    stream: MapStream<'a, F, I, R>,
+pub struct Map<F, I: Iterator, R> {
+    stream: MapStream<F, I, R>,
 }
 
-impl<'a, F, I, A, R> Map<'a, F, I, R>
+impl<F, I, A, R> Map<F, I, R>
 where
     F: Task<A, R>,
     I: Iterator<Item = A>,
     A: Message,
     R: Message,
 {
-    pub(crate) fn new(stream: MapStream<'a, F, I, R>) -> Self {
+    pub(crate) fn new(stream: MapStream<F, I, R>) -> Self {
         Map { stream }
     }
 
@@ -490,7 +490,7 @@ where
     }
 }
 
-impl<'a, F, I, A, R> IntoFuture for Map<'a, F, I, R>
+impl<F, I, A, R> IntoFuture for Map<F, I, R>
 where
     F: Task<A, R>,
     I: Iterator<Item = A>,
@@ -498,7 +498,7 @@ where
     R: Message,
 {
     type Output = Result<Vec<R>, TaskError>;
-    type IntoFuture = MapFuture<'a, F, I, R>;
+    type IntoFuture = MapFuture<F, I, R>;
 
     fn into_future(self) -> Self::IntoFuture {
         let cap = self.stream.items.size_hint().0;
@@ -509,7 +509,7 @@ where
     }
 }
 
-impl<F, I: Iterator, R> fmt::Debug for Map<'_, F, I, R> {
+impl<F, I: Iterator, R> fmt::Debug for Map<F, I, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Map").field("stream", &self.stream).finish()
     }
@@ -520,14 +520,14 @@ impl<F, I: Iterator, R> fmt::Debug for Map<'_, F, I, R> {
 /// # Cancel safety
 /// Dropping it drops the queued chunks; running chunks finish unobserved.
 #[must_use = "futures do nothing unless awaited"]
-pub struct MapFuture<'a, F, I: Iterator, R> {
-    stream: MapStream<'a, F, I, R>,
+pub struct MapFuture<F, I: Iterator, R> {
+    stream: MapStream<F, I, R>,
     out: Vec<R>,
 }
 
-impl<F, I: Iterator, R> Unpin for MapFuture<'_, F, I, R> {}
+impl<F, I: Iterator, R> Unpin for MapFuture<F, I, R> {}
 
-impl<F, I, A, R> Future for MapFuture<'_, F, I, R>
+impl<F, I, A, R> Future for MapFuture<F, I, R>
 where
     F: Task<A, R>,
     I: Iterator<Item = A>,
@@ -553,7 +553,7 @@ where
     }
 }
 
-impl<F, I: Iterator, R> fmt::Debug for MapFuture<'_, F, I, R> {
+impl<F, I: Iterator, R> fmt::Debug for MapFuture<F, I, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MapFuture")
             .field("stream", &self.stream)

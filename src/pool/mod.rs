@@ -157,8 +157,17 @@ impl Inner {
 /// socket EOF), but nobody is left to kill their groups, so what their tasks left
 /// running goes on, as an orphan.
 ///
+/// # Clones
+/// The executor is a handle, as a `reqwest::Client` is: its clones share one pool (one
+/// queue, one set of workers, one [`stats`](Self::stats)), and it is `Send + Sync +
+/// 'static`, so a clone goes into an axum `State` or a spawned task. The streams of
+/// [`map`](Self::map) and [`map_unordered`](Self::map_unordered) hold a clone too, so
+/// they can be spawned. [`shutdown`](Self::shutdown) through any clone shuts the pool
+/// down for all of them.
+///
 /// # Dropping
-/// Dropping the pool without [`shutdown`](Self::shutdown) cancels queued tasks, kills
+/// Dropping the last clone (streams included) without [`shutdown`](Self::shutdown)
+/// cancels queued tasks, kills
 /// the workers (`SIGKILL`) and reaps them, without blocking the runtime. Workers also
 /// exit on their own if this process dies, even by `SIGKILL`: they watch their control
 /// socket, and the kernel sends them `SIGKILL` when the parent goes
@@ -181,12 +190,26 @@ impl Inner {
 /// # Ok(())
 /// # }
 /// ```
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ProcessPoolExecutor {
+    shared: Arc<Submitter>,
+}
+
+/// What the clones of one [`ProcessPoolExecutor`] share: the submitting end of the
+/// pool. Dropping the last clone drops the pool.
+#[derive(Debug)]
+struct Submitter {
     inner: Arc<Inner>,
     jobs: async_channel::Sender<Job>,
     next_id: AtomicU64,
     closed: AtomicBool,
+}
+
+impl Submitter {
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.jobs.close();
+    }
 }
 
 impl ProcessPoolExecutor {
@@ -205,7 +228,7 @@ impl ProcessPoolExecutor {
 
     /// Number of worker processes.
     pub fn workers(&self) -> usize {
-        self.inner.config.workers
+        self.shared.inner.config.workers
     }
 
     /// Waits until every worker is up: started, handshake done, initializer run.
@@ -227,8 +250,8 @@ impl ProcessPoolExecutor {
     /// # Cancel safety
     /// Cancel safe; it only observes.
     pub async fn ready(&self) -> Result<(), Error> {
-        let mut rx = self.inner.health.subscribe();
-        let workers = self.inner.config.workers;
+        let mut rx = self.shared.inner.health.subscribe();
+        let workers = self.shared.inner.config.workers;
         let failures = rx.borrow().failures;
         // The sender lives in `inner`, which `self` holds: this cannot fail.
         let health = rx
@@ -277,7 +300,7 @@ impl ProcessPoolExecutor {
     /// On a remote pool, the error for a function `F` (trampoline `call`) that is not
     /// registered under a name: nothing is sent for it.
     fn unregistered<F>(&self, call: Trampoline) -> Option<TaskError> {
-        if !self.inner.config.remote {
+        if !self.shared.inner.config.remote {
             return None;
         }
         #[cfg(feature = "nats")]
@@ -332,7 +355,7 @@ impl ProcessPoolExecutor {
     ///
     /// The input is consumed lazily with a bounded number of chunks in flight, so a
     /// very long iterator runs in bounded memory.
-    pub fn map<F, I, A, R>(&self, f: F, items: I) -> Map<'_, F, I::IntoIter, R>
+    pub fn map<F, I, A, R>(&self, f: F, items: I) -> Map<F, I::IntoIter, R>
     where
         F: Task<A, R>,
         I: IntoIterator<Item = A>,
@@ -340,13 +363,13 @@ impl ProcessPoolExecutor {
         R: Message,
     {
         let () = F::CAPTURES_NOTHING;
-        Map::new(MapStream::new(self, f, items.into_iter(), true))
+        Map::new(MapStream::new(self.clone(), f, items.into_iter(), true))
     }
 
     /// Runs `f` over every item and yields each result as soon as it is ready, in any
     /// order: a `Stream` of `Result<R, TaskError>`, one per item. A failing item does
     /// not stop the others.
-    pub fn map_unordered<F, I, A, R>(&self, f: F, items: I) -> MapStream<'_, F, I::IntoIter, R>
+    pub fn map_unordered<F, I, A, R>(&self, f: F, items: I) -> MapStream<F, I::IntoIter, R>
     where
         F: Task<A, R>,
         I: IntoIterator<Item = A>,
@@ -354,12 +377,12 @@ impl ProcessPoolExecutor {
         R: Message,
     {
         let () = F::CAPTURES_NOTHING;
-        MapStream::new(self, f, items.into_iter(), false)
+        MapStream::new(self.clone(), f, items.into_iter(), false)
     }
 
     /// Like [`map_unordered`](Self::map_unordered), but yields results in input order
     /// (Python's `imap`).
-    pub fn map_ordered_stream<F, I, A, R>(&self, f: F, items: I) -> MapStream<'_, F, I::IntoIter, R>
+    pub fn map_ordered_stream<F, I, A, R>(&self, f: F, items: I) -> MapStream<F, I::IntoIter, R>
     where
         F: Task<A, R>,
         I: IntoIterator<Item = A>,
@@ -367,7 +390,7 @@ impl ProcessPoolExecutor {
         R: Message,
     {
         let () = F::CAPTURES_NOTHING;
-        MapStream::new(self, f, items.into_iter(), true)
+        MapStream::new(self.clone(), f, items.into_iter(), true)
     }
 
     /// Stops accepting tasks, lets queued and running tasks finish, then stops the
@@ -388,25 +411,25 @@ impl ProcessPoolExecutor {
     /// Cancel safe, as [`shutdown`](Self::shutdown).
     pub async fn shutdown_now(&self) {
         self.close();
-        self.inner.abort.cancel();
-        self.inner.cancel_queued();
+        self.shared.inner.abort.cancel();
+        self.shared.inner.cancel_queued();
         self.join_drivers().await;
-        self.inner.cancel_queued();
+        self.shared.inner.cancel_queued();
     }
 
     /// Whether [`shutdown`](Self::shutdown) or [`shutdown_now`](Self::shutdown_now)
     /// was called.
     pub fn is_shutdown(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
+        self.shared.closed.load(Ordering::Acquire)
     }
 
     /// A snapshot of the pool's counters.
     pub fn stats(&self) -> PoolStats {
-        let c = &self.inner.counters;
-        let health = self.inner.health.borrow();
+        let c = &self.shared.inner.counters;
+        let health = self.shared.inner.health.borrow();
         PoolStats {
             submitted: c.submitted.load(Ordering::Relaxed),
-            queued: self.inner.jobs.len() as u64,
+            queued: self.shared.inner.jobs.len() as u64,
             running: c.running.load(Ordering::Relaxed),
             completed: c.completed.load(Ordering::Relaxed),
             failed: c.failed.load(Ordering::Relaxed),
@@ -426,12 +449,23 @@ impl ProcessPoolExecutor {
     }
 
     fn close(&self) {
-        self.closed.store(true, Ordering::Release);
-        self.jobs.close();
+        self.shared.close();
+    }
+
+    /// The pool's handle, from its parts (see [`PoolBuilder::build`]).
+    fn from_parts(inner: Arc<Inner>, jobs: async_channel::Sender<Job>) -> Self {
+        ProcessPoolExecutor {
+            shared: Arc::new(Submitter {
+                inner,
+                jobs,
+                next_id: AtomicU64::new(1),
+                closed: AtomicBool::new(false),
+            }),
+        }
     }
 
     async fn join_drivers(&self) {
-        let mut alive = self.inner.alive.subscribe();
+        let mut alive = self.shared.inner.alive.subscribe();
         // The sender lives in `inner`, which we hold: this cannot fail.
         let _ = alive.wait_for(|n| *n == 0).await;
     }
@@ -479,7 +513,7 @@ impl ProcessPoolExecutor {
 
     /// The failed task to return instead of queuing one, if the pool takes none.
     fn refusal(&self) -> Option<RawTask> {
-        if let Some(e) = self.inner.fatal.get() {
+        if let Some(e) = self.shared.inner.fatal.get() {
             return Some(RawTask::failed(TaskError::WorkerStart(e.clone())));
         }
         if self.is_shutdown() {
@@ -526,35 +560,36 @@ impl ProcessPoolExecutor {
         chunk: bool,
     ) -> RawTask {
         let body = (frame.len() - HEADER_LEN + tail.len()) as u64;
-        if body > self.inner.config.max_frame {
+        if body > self.shared.inner.config.max_frame {
             return RawTask::failed(TaskError::Encode(CodecError::new(
                 "task argument",
-                wire::over_limit(body, self.inner.config.max_frame),
+                wire::over_limit(body, self.shared.inner.config.max_frame),
             )));
         }
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let (flags, func) = func.to_header();
         wire::finish(&mut frame, Kind::Run, flags, id, func);
         // The driver writes jobs as they are (see `driver::Driver::write`).
         wire::set_extent(&mut frame, tail.len(), fds.len());
         let (job, raw) = Job::new(id, frame, tail, fds, chunk);
-        let capacity = self.inner.config.queue_capacity;
-        if !self.inner.jobs.reserve(capacity) {
+        let capacity = self.shared.inner.config.queue_capacity;
+        if !self.shared.inner.jobs.reserve(capacity) {
             return RawTask::failed(TaskError::QueueFull { capacity });
         }
-        match self.jobs.try_send(job) {
+        match self.shared.jobs.try_send(job) {
             Ok(()) => {
-                self.inner
+                self.shared
+                    .inner
                     .counters
                     .submitted
                     .fetch_add(1, Ordering::Relaxed);
                 raw
             }
             Err(e) => {
-                self.inner.jobs.unreserve();
+                self.shared.inner.jobs.unreserve();
                 // Unbounded, so never full: the pool closed in the meantime.
                 let _ = e.into_inner();
-                match self.inner.fatal.get() {
+                match self.shared.inner.fatal.get() {
                     Some(e) => RawTask::failed(TaskError::WorkerStart(e.clone())),
                     None => RawTask::failed(TaskError::Shutdown),
                 }
@@ -563,11 +598,12 @@ impl ProcessPoolExecutor {
     }
 }
 
-impl Drop for ProcessPoolExecutor {
+impl Drop for Submitter {
     fn drop(&mut self) {
-        // Drivers see the abort, kill their workers and reap them through their pidfds
-        // on the runtime; a worker whose driver can no longer run is killed and reaped
-        // by the supervisor thread when its handle drops.
+        // The last clone of the pool is gone. Drivers see the abort, kill their workers
+        // and reap them through their pidfds on the runtime; a worker whose driver can
+        // no longer run is killed and reaped by the supervisor thread when its handle
+        // drops.
         self.close();
         self.inner.abort.cancel();
         self.inner.cancel_queued();

@@ -10,4 +10,5 @@ mod map;
 mod pipeline;
 mod protocol;
 mod rendezvous;
+mod service;
 mod submit;
