@@ -125,7 +125,9 @@ fn main() {
         })
     });
     let w2_submit = median_of(s.runs, || {
-        rt.block_on(windowed(s.submits, |i| pool.submit(trivial, i)))
+        rt.block_on(windowed(s.submits, |i| {
+            pool.try_submit(trivial, i).unwrap()
+        }))
     });
     rt.block_on(pool.shutdown());
     let w2_blocking = median_of(s.runs, || {
@@ -390,7 +392,9 @@ fn only_one(which: &str, rt: &tokio::runtime::Runtime, s: &Sizes) {
         "W2" => {
             let pool = common::ready_pool(rt, 2);
             let ours = median_of(s.runs, || {
-                rt.block_on(windowed(s.submits, |i| pool.submit(trivial, i)))
+                rt.block_on(windowed(s.submits, |i| {
+                    pool.try_submit(trivial, i).unwrap()
+                }))
             });
             println!("W2 submit {ours:.0} tasks/s");
             rt.block_on(pool.shutdown());

@@ -35,7 +35,7 @@ fn many_trivial(c: &mut Criterion) {
     });
     group.bench_function("pool_submit", |b| {
         b.to_async(&rt)
-            .iter(|| windowed(TASKS, |i| pool.submit(trivial, i)))
+            .iter(|| windowed(TASKS, |i| pool.try_submit(trivial, i).unwrap()))
     });
     group.bench_function("spawn_blocking", |b| {
         b.to_async(&rt)

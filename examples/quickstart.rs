@@ -60,7 +60,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     // One task that panics: an error value, and the worker serves the next task.
-    let handle = pool.submit(reject_negative, -5);
+    let handle = pool.submit(reject_negative, -5).await?;
     let pid = handle.started().await;
     match handle.await {
         Err(TaskError::Panicked(PanicInfo {

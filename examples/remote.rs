@@ -63,9 +63,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build()?;
     pool.ready().await?;
     let started = std::time::Instant::now();
-    let tasks: Vec<_> = (0..20u64)
-        .map(|i| pool.submit(count_primes, 100_000 + i * 1_000))
-        .collect();
+    let mut tasks = Vec::new();
+    for i in 0..20u64 {
+        tasks.push(pool.submit(count_primes, 100_000 + i * 1_000).await?);
+    }
     for (i, task) in tasks.into_iter().enumerate() {
         let (count, host, worker) = task.await?;
         println!("task {i:2}: {count} primes, on host {host} (worker {worker})");

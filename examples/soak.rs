@@ -213,8 +213,8 @@ async fn main() {
         tokio::spawn(async move {
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                let handles: Vec<_> = (0..100).map(|k| pool.submit(work, (i + k, 20))).collect();
-                for (k, r) in futures::future::join_all(handles)
+                let results = (0..100).map(|k| pool.run(work, (i + k, 20)));
+                for (k, r) in futures::future::join_all(results)
                     .await
                     .into_iter()
                     .enumerate()
@@ -274,7 +274,13 @@ async fn main() {
                     }
                 }
                 // Cancelled on purpose, queued or running.
-                let h = pool.submit(sleeps, 50);
+                let h = match pool.submit(sleeps, 50).await {
+                    Ok(h) => h,
+                    Err(e) => {
+                        tally.spurious(format!("submitting a task gave {e:?}"));
+                        continue;
+                    }
+                };
                 h.cancel();
                 match h.await {
                     Err(TaskError::Cancelled) => {

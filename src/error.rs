@@ -270,12 +270,10 @@ pub enum TaskError {
         /// How the worker ended.
         exit: Exit,
     },
-    /// The task ran longer than the pool's `task_timeout`; its worker was killed and
-    /// replaced.
-    #[error(
-        "task ran longer than the pool's task timeout ({after:?}); its worker was killed \
-         and replaced"
-    )]
+    /// The task ran longer than its timeout (its own, set with
+    /// [`TaskBuilder::timeout`](crate::TaskBuilder::timeout), or the pool's
+    /// `task_timeout`); its worker was killed and replaced.
+    #[error("task ran longer than its timeout ({after:?}); its worker was killed and replaced")]
     TimedOut {
         /// The timeout that elapsed.
         after: Duration,
@@ -334,6 +332,60 @@ pub enum TaskError {
     /// [`RemoteTaskError`] says why.
     #[error("remote task failed: {0}")]
     Remote(RemoteTaskError),
+    /// A task given a name ([`TaskBuilder::name`](crate::TaskBuilder::name)) failed;
+    /// `error` says how. Match on [`unnamed`](TaskError::unnamed) to see the same
+    /// variants whether a task was named or not.
+    #[error("task {name:?} failed")]
+    Named {
+        /// The task's name.
+        name: Arc<str>,
+        /// How it failed: never `Named` itself.
+        #[source]
+        error: Box<TaskError>,
+    },
+}
+
+impl TaskError {
+    /// The error under the task's name: `error` of [`Named`](TaskError::Named),
+    /// `self` for every other variant. Match on this to handle named and unnamed tasks
+    /// alike.
+    ///
+    /// ```
+    /// # use procpool::TaskError;
+    /// fn retry_later(e: &TaskError) -> bool {
+    ///     matches!(e.unnamed(), TaskError::QueueFull { .. } | TaskError::WorkerDied { .. })
+    /// }
+    /// # assert!(!retry_later(&TaskError::Cancelled));
+    /// ```
+    pub fn unnamed(&self) -> &TaskError {
+        match self {
+            TaskError::Named { error, .. } => error,
+            other => other,
+        }
+    }
+
+    /// The task's name, if it was given one.
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            TaskError::Named { name, .. } => Some(name),
+            _ => None,
+        }
+    }
+
+    /// `error` under `name`, if there is one (never named twice).
+    pub(crate) fn named(error: TaskError, name: Option<Arc<str>>) -> TaskError {
+        match (name, error) {
+            (Some(name), error @ TaskError::Named { .. }) => {
+                let _ = name;
+                error
+            }
+            (Some(name), error) => TaskError::Named {
+                name,
+                error: Box::new(error),
+            },
+            (None, error) => error,
+        }
+    }
 }
 
 /// Why a remote executor could not run a task, beyond what a local one can say.

@@ -16,7 +16,7 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let pool = ProcessPoolExecutor::builder().workers(2).build()?;
-//! assert_eq!(pool.submit(count_primes, 100).await?, 25);
+//! assert_eq!(pool.run(count_primes, 100).await?, 25);
 //! assert_eq!(pool.map(count_primes, [10, 20, 30]).await?, [4, 8, 10]);
 //!
 //! // A panic is an error value; the worker goes on.
@@ -115,8 +115,8 @@ pub use error::{CodecError, Error, Exit, PanicInfo, ProtocolError, RemoteTaskErr
 pub use manager::Manager;
 pub use pipe::{duplex, pipe, Connection};
 pub use pool::{
-    Map, MapFuture, MapStream, PoolBuilder, PoolStats, ProcessPoolExecutor, StartFailure,
-    TaskHandle, DEFAULT_MAX_FRAME, DEFAULT_QUEUE_CAPACITY, MAX_PIPELINE,
+    Map, MapFuture, MapStream, PoolBuilder, PoolStats, ProcessPoolExecutor, StartFailure, Submit,
+    TaskBuilder, TaskHandle, DEFAULT_MAX_FRAME, DEFAULT_QUEUE_CAPACITY, MAX_PIPELINE,
 };
 pub use process::{
     active_children, current_process, parent_process, Builder as ProcessBuilder, ChildOutput,

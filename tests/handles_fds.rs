@@ -31,7 +31,7 @@ async fn handles_through_tasks_and_children_leak_no_descriptor() {
         let q = Queue::<u32>::unbounded().unwrap();
         let (a, b) = procpool::pipe::<u32>().unwrap();
         q.put(0).await.unwrap();
-        pool.submit(use_and_drop, (q, b)).await.unwrap();
+        pool.run(use_and_drop, (q, b)).await.unwrap();
         assert_eq!(a.recv().await.unwrap(), 1);
     }
     let before = open_fds();
@@ -43,7 +43,7 @@ async fn handles_through_tasks_and_children_leak_no_descriptor() {
         // The same handles go to a pool task (which hands the pipe end back in its
         // result) and then to a child process; each drops its copies, and ours keep
         // working.
-        let (n, b) = pool.submit(use_and_return, (q.clone(), b)).await.unwrap();
+        let (n, b) = pool.run(use_and_return, (q.clone(), b)).await.unwrap();
         assert_eq!(n, round);
         assert_eq!(a.recv().await.unwrap(), round + 1);
         let mut child = Process::spawn(use_and_drop, (q.clone(), b)).unwrap();

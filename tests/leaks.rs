@@ -64,7 +64,9 @@ const RSS_SLACK_KIB: u64 = 16 * 1024;
 async fn nothing_grows_over_200_000_submits_and_2_000_processes() {
     let pool = ProcessPoolExecutor::builder().workers(2).build().unwrap();
     let wave = |base: u64| {
-        let handles: Vec<_> = (0..10_000).map(|i| pool.submit(double, base + i)).collect();
+        let handles: Vec<_> = (0..10_000)
+            .map(|i| pool.try_submit(double, base + i).unwrap())
+            .collect();
         async move {
             for (i, r) in futures::future::join_all(handles)
                 .await

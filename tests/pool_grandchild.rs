@@ -36,7 +36,7 @@ async fn a_worker_that_dies_under_a_grandchild_holding_its_socket_fails_its_task
     common::become_subreaper();
     let pool = ProcessPoolExecutor::builder().workers(1).build().unwrap();
     let grandchild = RawValue::new(0u32).unwrap();
-    let task = pool.submit(fork_then_exit, grandchild.clone());
+    let task = pool.try_submit(fork_then_exit, grandchild.clone()).unwrap();
     // Only a guard against a hang: before, the task waited for the grandchild's exit,
     // which never comes.
     let result = tokio::time::timeout(Duration::from_secs(60), task)

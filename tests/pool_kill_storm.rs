@@ -88,7 +88,9 @@ async fn a_replacement_killed_in_its_handshake_then_three_submits_all_run() {
     let replacement = pid.load();
     assert_ne!(replacement, first);
     common::signal(replacement, libc::SIGKILL);
-    let handles: Vec<_> = (0..3u64).map(|i| pool.submit(work, (i, 0))).collect();
+    let handles: Vec<_> = (0..3u64)
+        .map(|i| pool.try_submit(work, (i, 0)).unwrap())
+        .collect();
     for (i, r) in futures::future::join_all(handles)
         .await
         .into_iter()
@@ -117,7 +119,9 @@ async fn a_burst_of_kills_leaves_a_healthy_pool() {
     let _storm = STORM.lock().await;
     let pool = ProcessPoolExecutor::builder().workers(4).build().unwrap();
     pool.ready().await.unwrap();
-    let handles: Vec<_> = (0..2000u64).map(|i| pool.submit(work, (i, 200))).collect();
+    let handles: Vec<_> = (0..2000u64)
+        .map(|i| pool.try_submit(work, (i, 200)).unwrap())
+        .collect();
     let kills = storm(Duration::from_micros(200), Duration::from_secs(1))
         .join()
         .unwrap();
@@ -166,11 +170,15 @@ async fn a_kill_storm_over_submits_cancels_nothing_and_fails_at_most_one_task_a_
     let mut results = Vec::new();
     // Waves of submits while the storm lasts, and one after it.
     while !killer.is_finished() {
-        let wave: Vec<_> = (0..200u64).map(|i| pool.submit(work, (i, 50))).collect();
+        let wave: Vec<_> = (0..200u64)
+            .map(|i| pool.try_submit(work, (i, 50)).unwrap())
+            .collect();
         results.extend(futures::future::join_all(wave).await);
     }
     let kills = killer.join().unwrap();
-    let after: Vec<_> = (0..50u64).map(|i| pool.submit(work, (i, 0))).collect();
+    let after: Vec<_> = (0..50u64)
+        .map(|i| pool.try_submit(work, (i, 0)).unwrap())
+        .collect();
     for r in futures::future::join_all(after).await {
         r.unwrap();
     }

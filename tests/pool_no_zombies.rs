@@ -39,7 +39,7 @@ async fn no_child_is_left_alive_or_unreaped() {
         assert!(pool.run(crash, ()).await.is_err());
     }
     assert!(pool.run(common::spin_forever, ()).await.is_err());
-    let h = pool.submit(common::spin_forever, ());
+    let h = pool.try_submit(common::spin_forever, ()).unwrap();
     h.started().await.unwrap();
     h.cancel();
     assert!(h.await.is_err());
@@ -55,14 +55,14 @@ async fn no_child_is_left_alive_or_unreaped() {
 
     // shutdown_now with a busy worker.
     let pool = ProcessPoolExecutor::builder().workers(2).build().unwrap();
-    let h = pool.submit(common::spin_forever, ());
+    let h = pool.try_submit(common::spin_forever, ()).unwrap();
     h.started().await.unwrap();
     pool.shutdown_now().await;
     assert!(h.await.is_err());
 
     // Dropped with a busy and an idle worker.
     let pool = ProcessPoolExecutor::builder().workers(2).build().unwrap();
-    let h = pool.submit(common::spin_forever, ());
+    let h = pool.try_submit(common::spin_forever, ()).unwrap();
     dropped_pids.push(h.started().await.unwrap());
     dropped_pids.push(pool.run(common::whoami, ()).await.unwrap());
     drop(pool);

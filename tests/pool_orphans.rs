@@ -17,7 +17,9 @@ async fn start_grandchildren(_: ()) -> (u32, u32) {
     let idle = idle_pool.run(common::whoami, ()).await.unwrap();
     let busy_pool = ProcessPoolExecutor::builder().workers(1).build().unwrap();
     let running = procpool::Event::new().unwrap();
-    let busy = busy_pool.submit(common::signal_then_spin_forever, running.clone());
+    let busy = busy_pool
+        .try_submit(common::signal_then_spin_forever, running.clone())
+        .unwrap();
     let busy_pid = busy.started().await.unwrap();
     running.wait().await.unwrap();
     std::mem::forget(busy);
@@ -31,7 +33,7 @@ async fn workers_of_a_parent_killed_with_sigkill_are_gone() {
     common::become_subreaper();
 
     let pool = ProcessPoolExecutor::builder().workers(1).build().unwrap();
-    let helper = pool.submit_async(start_grandchildren, ());
+    let helper = pool.try_submit_async(start_grandchildren, ()).unwrap();
     let (idle, busy) = helper.await.unwrap();
     let helper_pid = pool.run(common::whoami, ()).await.unwrap();
     assert_eq!(common::ppid(idle), Some(helper_pid));
@@ -46,7 +48,9 @@ async fn workers_of_a_parent_killed_with_sigkill_are_gone() {
     // Killed once it has begun the task: a task sent but not begun would go to the
     // next worker instead of failing.
     let running = procpool::Event::new().unwrap();
-    let victim = pool.submit(common::signal_then_spin_forever, running.clone());
+    let victim = pool
+        .try_submit(common::signal_then_spin_forever, running.clone())
+        .unwrap();
     assert_eq!(victim.started().await, Some(helper_pid));
     running.wait().await.unwrap();
     common::signal(helper_pid, libc::SIGKILL);

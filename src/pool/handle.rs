@@ -155,6 +155,8 @@ pub(crate) struct Job {
     pub(crate) id: u64,
     /// A `map` chunk (see [`Salvage`]).
     pub(crate) chunk: bool,
+    /// Its own timeout, in place of the pool's.
+    pub(crate) timeout: Option<std::time::Duration>,
     pub(crate) shared: Arc<TaskShared>,
     pub(crate) reply: oneshot::Sender<Result<Payload, TaskError>>,
 }
@@ -176,6 +178,7 @@ impl Job {
                 fds,
                 id,
                 chunk,
+                timeout: None,
                 shared: shared.clone(),
                 reply,
             },
@@ -282,8 +285,10 @@ impl Future for RawTask {
 }
 
 /// The future of a task submitted with
-/// [`ProcessPoolExecutor::submit`](crate::ProcessPoolExecutor::submit): resolves to the
-/// function's return value, or a [`TaskError`] saying why there is none.
+/// [`ProcessPoolExecutor::submit`](crate::ProcessPoolExecutor::submit) (or one of its
+/// forms): resolves to the function's return value, or a [`TaskError`] saying why there
+/// is none. A task given a name ([`TaskBuilder::name`](crate::TaskBuilder::name)) fails
+/// with [`TaskError::Named`].
 ///
 /// Python's `concurrent.futures.Future`, awaited.
 ///
@@ -303,7 +308,7 @@ impl Future for RawTask {
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let pool = procpool::ProcessPoolExecutor::builder().workers(1).build()?;
-/// let handle = pool.submit(|s: String| s.len(), "hello".to_string());
+/// let handle = pool.submit(|s: String| s.len(), "hello".to_string()).await?;
 /// assert_eq!(handle.await?, 5);
 /// # pool.shutdown().await;
 /// # Ok(())
@@ -313,16 +318,24 @@ impl Future for RawTask {
 pub struct TaskHandle<R> {
     raw: RawTask,
     returned: bool,
+    name: Option<Arc<str>>,
     _result: PhantomData<fn() -> R>,
 }
 
 impl<R> TaskHandle<R> {
-    pub(crate) fn new(raw: RawTask) -> Self {
+    pub(crate) fn new(raw: RawTask, name: Option<Arc<str>>) -> Self {
         TaskHandle {
             raw,
             returned: false,
+            name,
             _result: PhantomData,
         }
+    }
+
+    /// The task's name, if it was given one
+    /// ([`TaskBuilder::name`](crate::TaskBuilder::name)).
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
     }
 
     /// Cancels the task. A queued task is dropped and never runs. A task already sent
@@ -388,7 +401,8 @@ impl<R: DeserializeOwned + 'static> Future for TaskHandle<R> {
             Poll::Ready(r) => r,
         };
         self.returned = true;
-        Poll::Ready(result.and_then(decode::<R>))
+        let result = result.and_then(decode::<R>);
+        Poll::Ready(result.map_err(|e| TaskError::named(e, self.name.clone())))
     }
 }
 
@@ -408,6 +422,7 @@ pub(crate) fn decode<R: DeserializeOwned + 'static>(payload: Payload) -> Result<
 impl<R> fmt::Debug for TaskHandle<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TaskHandle")
+            .field("name", &self.name)
             .field("worker_pid", &self.worker_pid())
             .field("is_finished", &self.is_finished())
             .finish()

@@ -7,6 +7,10 @@
 //! lost, or when another driver sits idle while they wait behind a busy task (see
 //! `driver`'s module docs). Handed-back jobs go first, in their order.
 //!
+//! Its capacity is a count beside the channel: [`JobQueue::reserve`] takes a place,
+//! taking a job gives it back, and a submitter that found the queue full waits in
+//! [`JobQueue::room`] until a place is given back.
+//!
 //! The queue also knows how many drivers are idle (waiting here with a live worker)
 //! and how many hold jobs ahead of their worker's current task, so that:
 //! - a driver does not send its worker tasks ahead while another driver is idle;
@@ -39,6 +43,12 @@ pub(crate) struct JobQueue {
     changed: Notify,
     /// Woken when a driver becomes idle.
     wanted: Notify,
+    /// Submitters waiting in [`room`](Self::room): only when there are any does
+    /// taking a job wake one.
+    waiting_for_room: AtomicUsize,
+    /// Woken (one at a time, first come first served) when a place is given back, and
+    /// all at once when the queue closes.
+    room: Notify,
 }
 
 impl JobQueue {
@@ -52,6 +62,8 @@ impl JobQueue {
             ahead: AtomicUsize::new(0),
             changed: Notify::new(),
             wanted: Notify::new(),
+            waiting_for_room: AtomicUsize::new(0),
+            room: Notify::new(),
         }
     }
 
@@ -66,18 +78,54 @@ impl JobQueue {
 
     /// Reserves a place for a job about to be sent into the channel; false if
     /// `capacity` jobs already wait. Reserving first means concurrent submits never
-    /// overfill the queue.
+    /// overfill the queue. A compare-and-swap, not an add undone on failure: a passing
+    /// excess would refuse another submitter a place that was free.
+    ///
+    /// `SeqCst` here and in [`given_back`](Self::given_back): a submitter about to wait
+    /// counts itself, then reserves again; a taker gives its place back, then looks
+    /// for waiters. One of the two sees the other.
     pub(crate) fn reserve(&self, capacity: usize) -> bool {
-        if self.len.fetch_add(1, Ordering::AcqRel) >= capacity {
-            self.len.fetch_sub(1, Ordering::AcqRel);
-            return false;
-        }
-        true
+        self.len
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |len| {
+                (len < capacity).then_some(len + 1)
+            })
+            .is_ok()
     }
 
     /// Gives back a place [`reserve`](Self::reserve) took for a job that was not sent.
     pub(crate) fn unreserve(&self) {
-        self.len.fetch_sub(1, Ordering::AcqRel);
+        self.given_back(1);
+    }
+
+    /// `n` places are free again: a job was taken (or not sent). Wakes a submitter
+    /// waiting for room, if any.
+    fn given_back(&self, n: usize) {
+        self.len.fetch_sub(n, Ordering::SeqCst);
+        if self.waiting_for_room.load(Ordering::SeqCst) > 0 {
+            self.room.notify_one();
+        }
+    }
+
+    /// Waits until a place is reserved for one job: true, or false once the queue is
+    /// closed (nothing can be sent any more).
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a place is reserved only when this resolves `true`. A wake-up it
+    /// took and did not use passes to the next waiter (`Notify::notify_one`'s rule).
+    pub(crate) async fn room(&self, capacity: usize) -> bool {
+        let _waiting = WaitingForRoom::enter(self);
+        loop {
+            let room = self.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            if self.submitted.is_closed() {
+                return false;
+            }
+            if self.reserve(capacity) {
+                return true;
+            }
+            room.await;
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Job>> {
@@ -97,7 +145,7 @@ impl JobQueue {
             }
             None => self.submitted.try_recv().ok()?,
         };
-        self.len.fetch_sub(1, Ordering::AcqRel);
+        self.given_back(1);
         Some(job)
     }
 
@@ -129,7 +177,7 @@ impl JobQueue {
                 _ = &mut changed => {}
                 job = self.submitted.recv() => {
                     if let Ok(job) = job {
-                        self.len.fetch_sub(1, Ordering::AcqRel);
+                        self.given_back(1);
                         return Some(job);
                     }
                 }
@@ -197,9 +245,27 @@ impl JobQueue {
         std::iter::from_fn(|| self.try_next())
     }
 
-    /// Stops taking submissions; queued jobs can still be taken.
+    /// Stops taking submissions; queued jobs can still be taken. Submitters waiting
+    /// for room give up.
     pub(crate) fn close(&self) {
         self.submitted.close();
+        self.room.notify_waiters();
+    }
+}
+
+/// Counts a submitter waiting in [`JobQueue::room`].
+struct WaitingForRoom<'a>(&'a JobQueue);
+
+impl<'a> WaitingForRoom<'a> {
+    fn enter(queue: &'a JobQueue) -> WaitingForRoom<'a> {
+        queue.waiting_for_room.fetch_add(1, Ordering::SeqCst);
+        WaitingForRoom(queue)
+    }
+}
+
+impl Drop for WaitingForRoom<'_> {
+    fn drop(&mut self) {
+        self.0.waiting_for_room.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

@@ -28,6 +28,7 @@ use std::task::{Context, Poll};
 use futures::stream::{FuturesUnordered, Stream, StreamExt};
 
 use super::handle::{RawTask, Salvage};
+use super::submit::{NotQueued, Prepared};
 use super::ProcessPoolExecutor;
 use crate::error::{CodecError, TaskError};
 use crate::task::{self, Message, Task};
@@ -90,6 +91,15 @@ impl Future for Chunk {
     }
 }
 
+/// A chunk that found the pool's queue full, waiting for a place.
+struct Blocked {
+    task: Prepared,
+    count: usize,
+    ends: Vec<usize>,
+    /// Resolves with a place reserved (`true`), or `false` once the pool is closed.
+    room: Pin<Box<dyn Future<Output = bool> + Send>>,
+}
+
 /// What to do with a chunk whose worker died under it.
 enum Rerun {
     /// Send these items again.
@@ -119,6 +129,8 @@ pub struct MapStream<F, I: Iterator, R> {
     /// An argument was refused (`chunk_size(0)`): the stream yields that error and
     /// ends, with nothing submitted.
     refused: bool,
+    /// A chunk waiting for room in the pool's queue: no other is made meanwhile.
+    blocked: Option<Blocked>,
     _f: PhantomData<fn() -> F>,
 }
 
@@ -145,6 +157,7 @@ where
             emit_seq: 0,
             parked: BTreeMap::new(),
             ready: VecDeque::new(),
+            blocked: None,
             _f: PhantomData,
         }
     }
@@ -261,17 +274,24 @@ where
             return Ok(Rerun::Settled(meta));
         }
         let func = task::local_ref(task::call_batch::<F, A, R>);
-        // The descriptors go again whole: handles are numbered within the chunk.
-        let task = self.pool.queue_chunk(func, frame, salvage.fds);
+        // The descriptors go again whole: handles are numbered within the chunk. It
+        // takes the place of the chunk that died, so it is queued even over the
+        // queue's capacity: a map in flight never waits to finish what it began.
+        let task = self
+            .pool
+            .prepare(func, frame, Vec::new(), salvage.fds, true)
+            .and_then(|t| self.pool.queue_over_capacity(t))
+            .unwrap_or_else(RawTask::failed);
         Ok(Rerun::Again(Chunk {
             meta: Some(meta),
             task,
         }))
     }
 
-    /// Submits chunks until the in-flight limit or the end of the input.
+    /// Submits chunks until the in-flight limit, the end of the input, or a full
+    /// queue (the chunk then waits in `blocked`).
     fn fill(&mut self) {
-        if self.refused {
+        if self.refused || self.blocked.is_some() {
             return;
         }
         let chunk_size = self.effective_chunk_size();
@@ -306,19 +326,59 @@ where
                 }
             });
             if count > 0 {
-                let task = match self.pool.unregistered::<F>(task::call_batch::<F, A, R>) {
+                let prepared = match self.pool.unregistered::<F>(task::call_batch::<F, A, R>) {
                     // A remote pool and a function without a name: nothing is sent.
-                    Some(e) => RawTask::failed(e),
-                    None => self.pool.queue_chunk(func, frame, fds),
+                    Some(e) => Err(e),
+                    None => self.pool.prepare(func, frame, Vec::new(), fds, true),
                 };
-                self.push(count, task, ends);
+                match prepared.map(|t| self.pool.try_queue(t)) {
+                    Ok(Ok(raw)) => self.push(count, raw, ends),
+                    Err(e) | Ok(Err(NotQueued::Refused(e))) => {
+                        self.push(count, RawTask::failed(e), ends)
+                    }
+                    Ok(Err(NotQueued::Full(task))) => {
+                        self.blocked = Some(Blocked {
+                            task: *task,
+                            count,
+                            ends,
+                            room: Box::pin(self.pool.room()),
+                        });
+                    }
+                }
             }
             match failed_item {
                 Some(e) => self.push(1, RawTask::failed(e), Vec::new()),
                 None if count == 0 => break, // input exhausted
                 None => {}
             }
+            if self.blocked.is_some() {
+                break;
+            }
         }
+    }
+
+    /// Queues the chunk that waited for room, once there is room: true if it moved.
+    fn poll_blocked(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(blocked) = &mut self.blocked else {
+            return false;
+        };
+        let Poll::Ready(room) = blocked.room.as_mut().poll(cx) else {
+            return false;
+        };
+        let Some(Blocked {
+            task, count, ends, ..
+        }) = self.blocked.take()
+        else {
+            return false;
+        };
+        let raw = if room {
+            self.pool.send_reserved(task)
+        } else {
+            // Closed while it waited: shut down, or unable to start workers.
+            self.pool.refusal().and(Err(super::TaskError::Shutdown))
+        };
+        self.push(count, raw.unwrap_or_else(RawTask::failed), ends);
+        true
     }
 
     /// Turns a finished chunk into one result per item of the chunk as first sent.
@@ -418,6 +478,9 @@ where
                 return Poll::Ready(Some(item));
             }
             this.fill();
+            if this.poll_blocked(cx) {
+                continue;
+            }
             match this.in_flight.poll_next_unpin(cx) {
                 Poll::Ready(Some((meta, result, salvage))) => {
                     let meta = match (result, salvage) {
@@ -446,6 +509,8 @@ where
                         this.ready.extend(items);
                     }
                 }
+                // Nothing in flight, but a chunk waits for room: its waker is set.
+                Poll::Ready(None) if this.blocked.is_some() => return Poll::Pending,
                 Poll::Ready(None) => return Poll::Ready(None),
                 Poll::Pending => return Poll::Pending,
             }
@@ -459,6 +524,7 @@ impl<F, I: Iterator, R> fmt::Debug for MapStream<F, I, R> {
             .field("ordered", &self.ordered)
             .field("chunk_size", &self.chunk_size)
             .field("chunks_in_flight", &self.in_flight.len())
+            .field("waiting_for_room", &self.blocked.is_some())
             .finish()
     }
 }
@@ -544,6 +610,7 @@ where
                 Poll::Ready(Some(Err(e))) => {
                     // Drop what is queued now rather than when the future is dropped.
                     this.stream.in_flight.clear();
+                    this.stream.blocked = None;
                     return Poll::Ready(Err(e));
                 }
                 Poll::Ready(None) => return Poll::Ready(Ok(std::mem::take(&mut this.out))),

@@ -21,6 +21,8 @@ mod pace;
 mod remote;
 mod runtime_probe;
 mod stats;
+mod submit;
+mod task_builder;
 mod worker_process;
 
 use std::ffi::OsString;
@@ -29,7 +31,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use serde::Serialize;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -37,12 +38,13 @@ pub use builder::PoolBuilder;
 pub use handle::TaskHandle;
 pub use map::{Map, MapFuture, MapStream};
 pub use stats::{PoolStats, StartFailure};
+pub use submit::Submit;
+pub use task_builder::TaskBuilder;
 
-use crate::error::{CodecError, Error, TaskError};
-use crate::task::{self, AsyncTask, Message, Task, Trampoline};
-use crate::wire::{self, handles, value, Kind, TaskRef, HEADER_LEN};
+use crate::error::{Error, TaskError};
+use crate::task::{AsyncTask, Message, Task, Trampoline};
+use crate::wire::{self, TaskRef};
 use handle::Job;
-pub(crate) use handle::RawTask;
 use jobs::JobQueue;
 use stats::{Counters, Health};
 
@@ -183,7 +185,8 @@ impl Inner {
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let pool = ProcessPoolExecutor::builder().workers(2).build()?;
-/// assert_eq!(pool.submit(fib, 20).await?, 6765);
+/// let task = pool.submit(fib, 20).await?; // queued
+/// assert_eq!(task.await?, 6765);
 /// assert_eq!(pool.run(|(a, b): (u64, u64)| a * b, (6, 7)).await?, 42);
 /// assert_eq!(pool.map(fib, 0..10).await?, [0, 1, 1, 2, 3, 5, 8, 13, 21, 34]);
 /// pool.shutdown().await;
@@ -208,7 +211,7 @@ struct Submitter {
 impl Submitter {
     fn close(&self) {
         self.closed.store(true, Ordering::Release);
-        self.jobs.close();
+        self.inner.jobs.close();
     }
 }
 
@@ -272,29 +275,101 @@ impl ProcessPoolExecutor {
         Ok(())
     }
 
-    /// Queues `f(arg)` to run in a worker and returns its handle at once.
+    /// Queues `f(arg)` to run in a worker, waiting for room in the queue if it is full
+    /// (as tokio's `mpsc::Sender::send` does), and resolves to the task's
+    /// [`TaskHandle`]; await that for the result. [`run`](Self::run) does both.
     ///
     /// `f` must be zero-sized: a fn item (`fib`) or a closure that captures nothing
     /// (`|x: u64| x * 2`). A capturing closure does not compile. The argument is
-    /// serialised here, so an encoding error is reported by the handle immediately.
-    /// Several arguments travel as a tuple.
+    /// serialised in this call, and the task is queued at once when there is room;
+    /// otherwise the returned [`Submit`] waits for a place, first come first served.
+    /// Several arguments travel as a tuple. For a timeout or a name of its own, see
+    /// [`task`](Self::task).
     ///
-    /// The handle resolves with an error instead of running the task if the pool is
-    /// shut down ([`TaskError::Shutdown`]), its queue is full
-    /// ([`TaskError::QueueFull`]), or it cannot start workers
-    /// ([`TaskError::WorkerStart`]).
-    pub fn submit<F, A, R>(&self, f: F, arg: A) -> TaskHandle<R>
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pool = procpool::ProcessPoolExecutor::builder().workers(1).build()?;
+    /// let handle = pool.submit(|s: String| s.len(), "hello".to_string()).await?;
+    /// assert_eq!(handle.await?, 5);
+    /// # pool.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// The `Submit` fails, without queuing anything, with [`TaskError::Encode`] (the
+    /// argument does not serialise, or is over the frame limit),
+    /// [`TaskError::Shutdown`] (the pool was shut down, also while this waited),
+    /// [`TaskError::WorkerStart`] (the pool cannot start workers), or
+    /// [`TaskError::Remote`] (a remote pool and a function not registered).
+    ///
+    /// # Cancel safety
+    /// Cancel safe: dropping the `Submit` before it resolves means the task never
+    /// runs (see [`Submit`]).
+    pub fn submit<F, A, R>(&self, f: F, arg: A) -> Submit<R>
     where
         F: Task<A, R>,
         A: Message,
         R: Message,
     {
         let () = F::CAPTURES_NOTHING;
-        let _ = f;
-        if let Some(e) = self.unregistered::<F>(task::call::<F, A, R>) {
-            return TaskHandle::new(RawTask::failed(e));
-        }
-        TaskHandle::new(self.enqueue_value(task::call::<F, A, R>, arg))
+        self.task(f).submit(arg)
+    }
+
+    /// Queues `f(arg)` if the queue has room, and fails at once with
+    /// [`TaskError::QueueFull`] if not (as tokio's `mpsc::Sender::try_send` does): the
+    /// form for a service that answers "busy" rather than waits.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pool = procpool::ProcessPoolExecutor::builder().workers(1).build()?;
+    /// match pool.try_submit(|x: u64| x + 1, 41) {
+    ///     Ok(handle) => assert_eq!(handle.await?, 42),
+    ///     Err(procpool::TaskError::QueueFull { .. }) => { /* answer 503 */ }
+    ///     Err(e) => return Err(e.into()),
+    /// }
+    /// # pool.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// [`TaskError::QueueFull`], and those of [`submit`](Self::submit).
+    pub fn try_submit<F, A, R>(&self, f: F, arg: A) -> Result<TaskHandle<R>, TaskError>
+    where
+        F: Task<A, R>,
+        A: Message,
+        R: Message,
+    {
+        let () = F::CAPTURES_NOTHING;
+        self.task(f).try_submit(arg)
+    }
+
+    /// Per-call options for one task of `f`: its own [timeout](TaskBuilder::timeout)
+    /// and a [name](TaskBuilder::name) that errors carry. Then
+    /// [`submit`](TaskBuilder::submit), [`try_submit`](TaskBuilder::try_submit) or
+    /// [`run`](TaskBuilder::run) it as on the pool.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pool = procpool::ProcessPoolExecutor::builder().workers(1).build()?;
+    /// let n = pool
+    ///     .task(|s: String| s.len())
+    ///     .timeout(Duration::from_secs(5))
+    ///     .name("measure")
+    ///     .run("hello".to_string())
+    ///     .await?;
+    /// assert_eq!(n, 5);
+    /// # pool.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn task<F>(&self, f: F) -> TaskBuilder<'_, F> {
+        TaskBuilder::new(self, f)
     }
 
     /// On a remote pool, the error for a function `F` (trampoline `call`) that is not
@@ -304,7 +379,7 @@ impl ProcessPoolExecutor {
             return None;
         }
         #[cfg(feature = "nats")]
-        if crate::nats::registry::name_of(task::local_ref(call)).is_none() {
+        if crate::nats::registry::name_of(crate::task::local_ref(call)).is_none() {
             return Some(TaskError::Remote(
                 crate::error::RemoteTaskError::NotRegistered {
                     type_name: std::any::type_name::<F>().to_owned(),
@@ -315,27 +390,48 @@ impl ProcessPoolExecutor {
         None
     }
 
-    /// Queues the async function `f(arg)`; the worker runs the future to completion on
-    /// its own current-thread tokio runtime (timers and I/O work there; the future need
-    /// not be `Send`).
-    pub fn submit_async<F, A, R>(&self, f: F, arg: A) -> TaskHandle<R>
+    /// Queues the async function `f(arg)`, waiting for room as [`submit`](Self::submit)
+    /// does; the worker runs the future to completion on its own current-thread tokio
+    /// runtime (timers and I/O work there; the future need not be `Send`).
+    ///
+    /// # Errors
+    /// As [`submit`](Self::submit).
+    ///
+    /// # Cancel safety
+    /// As [`submit`](Self::submit).
+    pub fn submit_async<F, A, R>(&self, f: F, arg: A) -> Submit<R>
     where
         F: AsyncTask<A, R>,
         A: Message,
         R: Message,
     {
         let () = F::CAPTURES_NOTHING;
-        let _ = f;
-        TaskHandle::new(self.enqueue_value(task::call_async::<F, A, R>, arg))
+        self.task(f).submit_async(arg)
     }
 
-    /// Submits `f(arg)` and waits for its result: `submit(f, arg).await`.
+    /// Queues the async function `f(arg)` if there is room, as
+    /// [`try_submit`](Self::try_submit) does.
     ///
     /// # Errors
-    /// Every [`TaskError`].
+    /// As [`try_submit`](Self::try_submit).
+    pub fn try_submit_async<F, A, R>(&self, f: F, arg: A) -> Result<TaskHandle<R>, TaskError>
+    where
+        F: AsyncTask<A, R>,
+        A: Message,
+        R: Message,
+    {
+        let () = F::CAPTURES_NOTHING;
+        self.task(f).try_submit_async(arg)
+    }
+
+    /// Submits `f(arg)`, waiting for room, and waits for its result:
+    /// `submit(f, arg).await?.await`.
+    ///
+    /// # Errors
+    /// Every [`TaskError`] but [`QueueFull`](TaskError::QueueFull).
     ///
     /// # Cancel safety
-    /// Dropping the future while the task is queued drops the task; once it runs, the
+    /// Dropping the future before the task runs means it never runs; once it runs, the
     /// worker finishes it and the result is discarded.
     pub async fn run<F, A, R>(&self, f: F, arg: A) -> Result<R, TaskError>
     where
@@ -344,7 +440,7 @@ impl ProcessPoolExecutor {
         R: Message,
     {
         let () = F::CAPTURES_NOTHING;
-        self.submit(f, arg).await
+        self.submit(f, arg).await?.await
     }
 
     /// Runs `f` over every item and returns the results in input order (Python's
@@ -468,133 +564,6 @@ impl ProcessPoolExecutor {
         let mut alive = self.shared.inner.alive.subscribe();
         // The sender lives in `inner`, which we hold: this cannot fail.
         let _ = alive.wait_for(|n| *n == 0).await;
-    }
-
-    /// Encodes `arg` for `trampoline` and queues it.
-    fn enqueue_value<A: Serialize + 'static>(&self, trampoline: Trampoline, arg: A) -> RawTask {
-        let func = task::local_ref(trampoline);
-        let arg = match value::into_raw(arg) {
-            Ok(bytes) => {
-                // A byte vector goes as the frame's tail, never copied (`wire::value`).
-                if let Some(refused) = self.refusal() {
-                    return refused;
-                }
-                let mut frame = Vec::with_capacity(HEADER_LEN);
-                wire::begin(&mut frame);
-                return self.queue_frame(func, frame, bytes, Vec::new());
-            }
-            Err(arg) => arg,
-        };
-        self.enqueue(func, |buf, fds| {
-            handles::collect_into(fds, || postcard::to_io(&arg, &mut *buf))
-                .map(drop)
-                .map_err(|e| TaskError::Encode(CodecError::of::<A>(e)))
-        })
-    }
-
-    /// Builds a `Run` frame whose body `encode` appends, and queues it.
-    fn enqueue(
-        &self,
-        func: TaskRef,
-        encode: impl FnOnce(&mut Vec<u8>, &mut Vec<OwnedFd>) -> Result<(), TaskError>,
-    ) -> RawTask {
-        if let Some(refused) = self.refusal() {
-            return refused;
-        }
-        // Room for the header and a small argument: one allocation for most tasks.
-        let mut frame = Vec::with_capacity(HEADER_LEN + 32);
-        let mut fds = Vec::new();
-        wire::begin(&mut frame);
-        if let Err(e) = encode(&mut frame, &mut fds) {
-            return RawTask::failed(e);
-        }
-        self.queue_frame(func, frame, Vec::new(), fds)
-    }
-
-    /// The failed task to return instead of queuing one, if the pool takes none.
-    fn refusal(&self) -> Option<RawTask> {
-        if let Some(e) = self.shared.inner.fatal.get() {
-            return Some(RawTask::failed(TaskError::WorkerStart(e.clone())));
-        }
-        if self.is_shutdown() {
-            return Some(RawTask::failed(TaskError::Shutdown));
-        }
-        None
-    }
-
-    /// Queues a `Run` frame whose body is in place after the header and goes on in
-    /// `tail`.
-    fn queue_frame(
-        &self,
-        func: TaskRef,
-        frame: Vec<u8>,
-        tail: Vec<u8>,
-        fds: Vec<OwnedFd>,
-    ) -> RawTask {
-        self.queue_job(func, frame, tail, fds, false)
-    }
-
-    /// Queues a task whose body arrived encoded (a remote host's message), for the
-    /// function `func` of this build: a `map` chunk if `chunk`. Resolves to the
-    /// worker's reply body.
-    #[cfg(feature = "nats")]
-    pub(crate) fn submit_raw(&self, func: TaskRef, body: &[u8], chunk: bool) -> RawTask {
-        // The one copy: from the message into the frame behind its header.
-        let mut frame = Vec::with_capacity(HEADER_LEN + body.len());
-        wire::begin(&mut frame);
-        frame.extend_from_slice(body);
-        self.queue_job(func, frame, Vec::new(), Vec::new(), chunk)
-    }
-
-    /// Queues a `map` chunk: the items' encodings back to back after the header.
-    fn queue_chunk(&self, func: TaskRef, frame: Vec<u8>, fds: Vec<OwnedFd>) -> RawTask {
-        self.queue_job(func, frame, Vec::new(), fds, true)
-    }
-
-    fn queue_job(
-        &self,
-        func: TaskRef,
-        mut frame: Vec<u8>,
-        tail: Vec<u8>,
-        fds: Vec<OwnedFd>,
-        chunk: bool,
-    ) -> RawTask {
-        let body = (frame.len() - HEADER_LEN + tail.len()) as u64;
-        if body > self.shared.inner.config.max_frame {
-            return RawTask::failed(TaskError::Encode(CodecError::new(
-                "task argument",
-                wire::over_limit(body, self.shared.inner.config.max_frame),
-            )));
-        }
-        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-        let (flags, func) = func.to_header();
-        wire::finish(&mut frame, Kind::Run, flags, id, func);
-        // The driver writes jobs as they are (see `driver::Driver::write`).
-        wire::set_extent(&mut frame, tail.len(), fds.len());
-        let (job, raw) = Job::new(id, frame, tail, fds, chunk);
-        let capacity = self.shared.inner.config.queue_capacity;
-        if !self.shared.inner.jobs.reserve(capacity) {
-            return RawTask::failed(TaskError::QueueFull { capacity });
-        }
-        match self.shared.jobs.try_send(job) {
-            Ok(()) => {
-                self.shared
-                    .inner
-                    .counters
-                    .submitted
-                    .fetch_add(1, Ordering::Relaxed);
-                raw
-            }
-            Err(e) => {
-                self.shared.inner.jobs.unreserve();
-                // Unbounded, so never full: the pool closed in the meantime.
-                let _ = e.into_inner();
-                match self.shared.inner.fatal.get() {
-                    Some(e) => RawTask::failed(TaskError::WorkerStart(e.clone())),
-                    None => RawTask::failed(TaskError::Shutdown),
-                }
-            }
-        }
     }
 }
 

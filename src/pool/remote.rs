@@ -133,7 +133,7 @@ pub(super) async fn dispatch(inner: Arc<Inner>, options: NatsOptions) {
                         executor: &executor,
                         reply: &reply_subject,
                         limit,
-                        timeout: inner.config.task_timeout,
+                        timeout: job.timeout.or(inner.config.task_timeout),
                         cancels: &cancels_tx,
                     };
                     if let Some((job, headers, body)) = prepare(&inner, &to, job) {
@@ -218,7 +218,7 @@ struct Destination<'a> {
     executor: &'a str,
     reply: &'a str,
     limit: usize,
-    /// The pool's task timeout, which the host applies.
+    /// The task's timeout (its own, else the pool's), which the host applies.
     timeout: Option<std::time::Duration>,
     /// Where a handle's cancel comes to the dispatcher.
     cancels: &'a tokio::sync::mpsc::UnboundedSender<u64>,

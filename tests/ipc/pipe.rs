@@ -208,7 +208,7 @@ fn answer_on(conn: Connection<String>) -> usize {
 async fn a_pipe_end_passed_to_a_pool_task() {
     let pool = ProcessPoolExecutor::builder().workers(1).build().unwrap();
     let (ours, theirs) = procpool::pipe::<String>().unwrap();
-    let task = pool.submit(answer_on, theirs);
+    let task = pool.try_submit(answer_on, theirs).unwrap();
     ours.send(&"hello".to_owned()).await.unwrap();
     assert_eq!(ours.recv().await.unwrap(), "HELLO");
     assert_eq!(task.await.unwrap(), 5);
@@ -227,7 +227,7 @@ fn make_and_return_end(_: ()) -> Connection<u32> {
 #[tokio::test]
 async fn a_pipe_end_returned_from_a_task_and_sent_through_another_pipe() {
     let pool = ProcessPoolExecutor::builder().workers(1).build().unwrap();
-    let end = pool.submit(make_and_return_end, ()).await.unwrap();
+    let end = pool.run(make_and_return_end, ()).await.unwrap();
     // The worker's other end is gone (dropped when the task returned), but the
     // message it sent is still there, then EOF.
     assert_eq!(end.recv().await.unwrap(), 41);

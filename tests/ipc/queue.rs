@@ -247,7 +247,7 @@ async fn a_queue_shared_by_pool_tasks_and_a_process() {
     let mut consumer = Process::spawn(sum_from_queue, q.clone()).unwrap();
     let producers: Vec<_> = (0..4u64)
         .map(|k| {
-            pool.submit(
+            pool.try_submit(
                 |(q, k): (Queue<u64>, u64)| {
                     for i in 0..100 {
                         q.blocking_put(k * 1000 + i).unwrap();
@@ -255,6 +255,7 @@ async fn a_queue_shared_by_pool_tasks_and_a_process() {
                 },
                 (q.clone(), k),
             )
+            .unwrap()
         })
         .collect();
     for p in producers {

@@ -466,7 +466,7 @@ async fn every_primitive_passes_to_a_pool_task_and_a_process() {
         procpool::SharedMemory::new(2).unwrap(),
     );
     let pool = ProcessPoolExecutor::builder().workers(1).build().unwrap();
-    assert_eq!(pool.submit(use_everything, all.clone()).await.unwrap(), 1);
+    assert_eq!(pool.run(use_everything, all.clone()).await.unwrap(), 1);
     let mut p = Process::spawn(use_everything, all.clone()).unwrap();
     assert_eq!(p.join().await.unwrap(), 2);
     assert!(all.4.is_set());

@@ -51,14 +51,14 @@ async fn a_panic_is_an_error_and_the_same_worker_serves_the_next_task() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abort_fails_only_its_task_and_the_next_hundred_succeed() {
     let pool = ProcessPoolExecutor::builder().workers(2).build().unwrap();
-    let handle = pool.submit(aborts, ());
+    let handle = pool.try_submit(aborts, ()).unwrap();
     let victim = handle.started().await.expect("dispatched");
     match handle.await {
         Err(TaskError::WorkerDied { exit }) => assert_eq!(exit, Exit::Signal(libc::SIGABRT)),
         other => panic!("expected WorkerDied(SIGABRT), got {other:?}"),
     }
     let handles: Vec<_> = (0..100u64)
-        .map(|i| pool.submit(|x: u64| x + 1, i))
+        .map(|i| pool.try_submit(|x: u64| x + 1, i).unwrap())
         .collect();
     for (i, r) in futures::future::join_all(handles)
         .await
@@ -68,7 +68,7 @@ async fn abort_fails_only_its_task_and_the_next_hundred_succeed() {
         assert_eq!(r.unwrap(), i as u64 + 1);
     }
     let pids: Vec<u32> =
-        futures::future::join_all((0..10).map(|_| pool.submit(common::whoami, ())))
+        futures::future::join_all((0..10).map(|_| pool.try_submit(common::whoami, ()).unwrap()))
             .await
             .into_iter()
             .map(Result::unwrap)
@@ -115,7 +115,7 @@ async fn a_timed_out_task_kills_its_worker_and_the_pool_goes_on() {
         .task_timeout(timeout)
         .build()
         .unwrap();
-    let handle = pool.submit(common::spin_forever, ());
+    let handle = pool.try_submit(common::spin_forever, ()).unwrap();
     let victim = handle.started().await.expect("dispatched");
     match handle.await {
         Err(TaskError::TimedOut { after }) => assert_eq!(after, timeout),
@@ -134,7 +134,9 @@ async fn a_timed_out_task_kills_its_worker_and_the_pool_goes_on() {
 async fn cancelling_a_running_infinite_loop_replaces_the_worker() {
     let pool = ProcessPoolExecutor::builder().workers(1).build().unwrap();
     let running = procpool::Event::new().unwrap();
-    let handle = pool.submit(common::signal_then_spin_forever, running.clone());
+    let handle = pool
+        .try_submit(common::signal_then_spin_forever, running.clone())
+        .unwrap();
     let victim = handle.started().await.expect("dispatched");
     assert!(handle.is_running());
     // Dispatched is not begun: wait until the worker runs it, so the cancel must kill.
@@ -164,10 +166,14 @@ async fn queued_tasks_that_are_cancelled_or_dropped_never_run() {
     let dropped_path = dir.join("dropped");
 
     let pool = ProcessPoolExecutor::builder().workers(1).build().unwrap();
-    let blocker = pool.submit(common::spin_forever, ());
+    let blocker = pool.try_submit(common::spin_forever, ()).unwrap();
     blocker.started().await.expect("dispatched");
-    let cancelled = pool.submit(touch, cancelled_path.to_str().unwrap().to_owned());
-    let dropped = pool.submit(touch, dropped_path.to_str().unwrap().to_owned());
+    let cancelled = pool
+        .try_submit(touch, cancelled_path.to_str().unwrap().to_owned())
+        .unwrap();
+    let dropped = pool
+        .try_submit(touch, dropped_path.to_str().unwrap().to_owned())
+        .unwrap();
     cancelled.cancel();
     assert!(cancelled.is_finished());
     drop(dropped);

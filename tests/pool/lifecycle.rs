@@ -58,7 +58,9 @@ async fn the_initializer_runs_once_in_every_worker_before_its_tasks() {
         .build()
         .unwrap();
     pool.ready().await.unwrap();
-    let seen = futures::future::join_all((0..40).map(|_| pool.submit(observe_init, ()))).await;
+    let seen =
+        futures::future::join_all((0..40).map(|_| pool.try_submit(observe_init, ()).unwrap()))
+            .await;
     let mut pids = std::collections::HashSet::new();
     for r in seen {
         let (pid, runs, value) = r.unwrap();
@@ -146,12 +148,15 @@ async fn a_worker_of_another_build_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_drains_queued_and_running_tasks_then_reaps() {
     let pool = ProcessPoolExecutor::builder().workers(2).build().unwrap();
-    let pids: Vec<u32> = futures::future::join_all((0..2).map(|_| pool.submit(common::whoami, ())))
-        .await
-        .into_iter()
-        .map(Result::unwrap)
+    let pids: Vec<u32> =
+        futures::future::join_all((0..2).map(|_| pool.try_submit(common::whoami, ()).unwrap()))
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+    let handles: Vec<_> = (0..50u64)
+        .map(|i| pool.try_submit(|x: u64| x * 3, i).unwrap())
         .collect();
-    let handles: Vec<_> = (0..50u64).map(|i| pool.submit(|x: u64| x * 3, i)).collect();
     pool.shutdown().await;
     assert!(pool.is_shutdown());
     for (i, h) in handles.into_iter().enumerate() {
@@ -172,9 +177,11 @@ async fn shutdown_drains_queued_and_running_tasks_then_reaps() {
 #[tokio::test(flavor = "current_thread")]
 async fn shutdown_now_cancels_running_and_queued_tasks() {
     let pool = ProcessPoolExecutor::builder().workers(1).build().unwrap();
-    let running = pool.submit(common::spin_forever, ());
+    let running = pool.try_submit(common::spin_forever, ()).unwrap();
     let pid = running.started().await.expect("dispatched");
-    let queued: Vec<_> = (0..5u8).map(|i| pool.submit(|x: u8| x, i)).collect();
+    let queued: Vec<_> = (0..5u8)
+        .map(|i| pool.try_submit(|x: u8| x, i).unwrap())
+        .collect();
     pool.shutdown_now().await;
     assert!(matches!(running.await, Err(TaskError::Cancelled)));
     for h in queued {
@@ -185,7 +192,7 @@ async fn shutdown_now_cancels_running_and_queued_tasks() {
         "worker left behind after shutdown_now"
     );
     assert!(matches!(
-        pool.submit(|x: u8| x, 1).await,
+        pool.run(|x: u8| x, 1).await,
         Err(TaskError::Shutdown)
     ));
 }
@@ -193,11 +200,11 @@ async fn shutdown_now_cancels_running_and_queued_tasks() {
 #[tokio::test(flavor = "current_thread")]
 async fn dropping_the_pool_kills_and_reaps_workers_and_cancels_queued_tasks() {
     let pool = ProcessPoolExecutor::builder().workers(2).build().unwrap();
-    let busy = pool.submit(common::spin_forever, ());
+    let busy = pool.try_submit(common::spin_forever, ()).unwrap();
     let busy_pid = busy.started().await.expect("dispatched");
     let idle_pid = pool.run(common::whoami, ()).await.unwrap();
-    let queued = pool.submit(common::spin_forever, ());
-    let queued2 = pool.submit(common::spin_forever, ());
+    let queued = pool.try_submit(common::spin_forever, ()).unwrap();
+    let queued2 = pool.try_submit(common::spin_forever, ()).unwrap();
     drop(pool);
     assert!(matches!(busy.await, Err(TaskError::Cancelled)));
     assert!(matches!(queued.await, Err(TaskError::Cancelled)));

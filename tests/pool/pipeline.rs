@@ -45,9 +45,14 @@ fn pool(depth: usize) -> ProcessPoolExecutor {
 async fn a_cancelled_task_not_yet_begun_is_skipped_and_the_worker_goes_on() {
     let pool = pool(4);
     let (running, go) = (Event::new().unwrap(), Event::new().unwrap());
-    let blocker = pool.submit(block, (running.clone(), go.clone(), false));
+    let blocker = pool
+        .try_submit(block, (running.clone(), go.clone(), false))
+        .unwrap();
     let c = counters(3);
-    let handles: Vec<_> = c.iter().map(|c| pool.submit(count, c.clone())).collect();
+    let handles: Vec<_> = c
+        .iter()
+        .map(|c| pool.try_submit(count, c.clone()).unwrap())
+        .collect();
     for h in &handles {
         h.started().await.expect("sent to the worker");
     }
@@ -73,9 +78,14 @@ async fn a_cancelled_task_not_yet_begun_is_skipped_and_the_worker_goes_on() {
 async fn cancelling_the_running_task_kills_its_worker_and_the_tasks_behind_run_once_elsewhere() {
     let pool = pool(4);
     let (running, go) = (Event::new().unwrap(), Event::new().unwrap());
-    let blocker = pool.submit(block, (running.clone(), go, false));
+    let blocker = pool
+        .try_submit(block, (running.clone(), go, false))
+        .unwrap();
     let c = counters(3);
-    let handles: Vec<_> = c.iter().map(|c| pool.submit(count, c.clone())).collect();
+    let handles: Vec<_> = c
+        .iter()
+        .map(|c| pool.try_submit(count, c.clone()).unwrap())
+        .collect();
     for h in &handles {
         h.started().await.expect("sent to the worker");
     }
@@ -107,9 +117,14 @@ async fn cancelling_the_running_task_kills_its_worker_and_the_tasks_behind_run_o
 async fn a_crash_fails_only_the_running_task_and_the_tasks_behind_run_once_elsewhere() {
     let pool = pool(8);
     let (running, go) = (Event::new().unwrap(), Event::new().unwrap());
-    let doomed = pool.submit(block, (running.clone(), go.clone(), true));
+    let doomed = pool
+        .try_submit(block, (running.clone(), go.clone(), true))
+        .unwrap();
     let c = counters(5);
-    let handles: Vec<_> = c.iter().map(|c| pool.submit(count, c.clone())).collect();
+    let handles: Vec<_> = c
+        .iter()
+        .map(|c| pool.try_submit(count, c.clone()).unwrap())
+        .collect();
     for h in &handles {
         h.started().await.expect("sent to the worker");
     }
@@ -135,9 +150,14 @@ async fn a_timeout_fails_only_the_running_task_and_the_tasks_behind_run_once_els
         .build()
         .unwrap();
     let running = Event::new().unwrap();
-    let stuck = pool.submit(common::signal_then_spin_forever, running.clone());
+    let stuck = pool
+        .try_submit(common::signal_then_spin_forever, running.clone())
+        .unwrap();
     let c = counters(3);
-    let handles: Vec<_> = c.iter().map(|c| pool.submit(count, c.clone())).collect();
+    let handles: Vec<_> = c
+        .iter()
+        .map(|c| pool.try_submit(count, c.clone()).unwrap())
+        .collect();
     running.wait().await.unwrap();
     let victim = stuck.worker_pid().unwrap();
     assert!(matches!(stuck.await, Err(TaskError::TimedOut { .. })));
@@ -157,7 +177,9 @@ async fn a_worker_is_never_sent_more_than_max_tasks_per_worker() {
         .max_tasks_per_worker(3)
         .build()
         .unwrap();
-    let handles: Vec<_> = (0..10).map(|_| pool.submit(common::whoami, ())).collect();
+    let handles: Vec<_> = (0..10)
+        .map(|_| pool.try_submit(common::whoami, ()).unwrap())
+        .collect();
     let mut per_worker = std::collections::BTreeMap::new();
     for h in handles {
         *per_worker.entry(h.await.unwrap()).or_insert(0) += 1;
@@ -173,7 +195,7 @@ async fn a_worker_is_never_sent_more_than_max_tasks_per_worker() {
 async fn many_short_tasks_with_adaptive_depth_come_back_in_full() {
     let pool = ProcessPoolExecutor::builder().workers(2).build().unwrap();
     let handles: Vec<_> = (0..20_000u64)
-        .map(|i| pool.submit(|x: u64| x * 3, i))
+        .map(|i| pool.try_submit(|x: u64| x * 3, i).unwrap())
         .collect();
     for (i, h) in handles.into_iter().enumerate() {
         assert_eq!(h.await.unwrap(), i as u64 * 3);

@@ -39,7 +39,7 @@ fn forge_header((len, kind): (u64, u32)) -> u32 {
 #[tokio::test(flavor = "current_thread")]
 async fn an_oversized_frame_fails_the_task_and_replaces_the_worker() {
     let pool = ProcessPoolExecutor::builder().workers(1).build().unwrap();
-    let handle = pool.submit(forge_header, (u64::MAX / 2, 13));
+    let handle = pool.try_submit(forge_header, (u64::MAX / 2, 13)).unwrap();
     let liar = handle.started().await.unwrap();
     match handle.await {
         Err(TaskError::Protocol(ProtocolError::FrameTooLarge { len, limit })) => {

@@ -35,13 +35,15 @@ async fn n_tasks_meet_at_a_barrier_of_n_after_a_warm_up_fifty_times() {
             .workers(WORKERS)
             .build()
             .unwrap();
-        let warm: Vec<_> = (0..20).map(|i| pool.submit(quick, i)).collect();
+        let warm: Vec<_> = (0..20)
+            .map(|i| pool.try_submit(quick, i).unwrap())
+            .collect();
         for r in futures::future::join_all(warm).await {
             r.unwrap();
         }
         let barrier = Barrier::new(WORKERS).unwrap();
         let meeting: Vec<_> = (0..WORKERS)
-            .map(|_| pool.submit(meet, barrier.clone()))
+            .map(|_| pool.try_submit(meet, barrier.clone()).unwrap())
             .collect();
         let results = tokio::time::timeout(HANG, futures::future::join_all(meeting))
             .await
@@ -61,13 +63,15 @@ async fn a_consumer_queued_before_its_producer_gets_the_item_twenty_times() {
         .build()
         .unwrap();
     for round in 0..20 {
-        let warm: Vec<_> = (0..20).map(|i| pool.submit(quick, i)).collect();
+        let warm: Vec<_> = (0..20)
+            .map(|i| pool.try_submit(quick, i).unwrap())
+            .collect();
         for r in futures::future::join_all(warm).await {
             r.unwrap();
         }
         let q = Queue::unbounded().unwrap();
-        let consumer = pool.submit(consume, q.clone());
-        let producer = pool.submit(produce, q.clone());
+        let consumer = pool.try_submit(consume, q.clone()).unwrap();
+        let producer = pool.try_submit(produce, q.clone()).unwrap();
         let (got, put) = tokio::time::timeout(HANG, futures::future::join(consumer, producer))
             .await
             .unwrap_or_else(|_| panic!("round {round}: the consumer waited behind the producer"));

@@ -6,6 +6,8 @@ use std::future::IntoFuture;
 use futures::StreamExt;
 use procpool::{ProcessPoolExecutor, TaskError};
 
+use crate::common;
+
 fn square(x: u64) -> u64 {
     x * x
 }
@@ -69,4 +71,181 @@ async fn a_spawned_stream_keeps_the_pool_alive_until_it_ends() {
         mapped.await.unwrap().unwrap(),
         (0..10u64).map(square).collect::<Vec<_>>()
     );
+}
+
+/// A pool of one worker held by a task that spins until cancelled, and a queue of one
+/// place: the queue fills with one task.
+async fn held_pool() -> (ProcessPoolExecutor, procpool::TaskHandle<u32>) {
+    let pool = ProcessPoolExecutor::builder()
+        .workers(1)
+        .pipeline_depth(1)
+        .queue_capacity(1)
+        .build()
+        .unwrap();
+    let running = procpool::Event::new().unwrap();
+    let blocker = pool
+        .try_submit(common::signal_then_spin_forever, running.clone())
+        .unwrap();
+    running.wait().await.unwrap();
+    (pool, blocker)
+}
+
+fn identity(x: u32) -> u32 {
+    x
+}
+
+fn create_file(path: String) -> bool {
+    std::fs::write(path, b"ran").is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_waits_for_room_where_try_submit_is_refused() {
+    let (pool, blocker) = held_pool().await;
+    let first = pool.try_submit(identity, 1).unwrap();
+    assert!(matches!(
+        pool.try_submit(identity, 2),
+        Err(TaskError::QueueFull { capacity: 1 })
+    ));
+    let mut waiting = pool.submit(identity, 2);
+    assert!(
+        futures::poll!(&mut waiting).is_pending(),
+        "the queue is full"
+    );
+    assert_eq!(pool.stats().queued, 1);
+
+    // The worker is freed: `first` leaves the queue, and the waiting submit gets in.
+    blocker.cancel();
+    let second = waiting.await.unwrap();
+    assert_eq!(first.await.unwrap(), 1);
+    assert_eq!(second.await.unwrap(), 2);
+    pool.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submit_dropped_while_it_waits_never_runs() {
+    let dir = std::env::temp_dir().join(format!("procpool-room-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let dropped = dir.join("dropped");
+    let (pool, blocker) = held_pool().await;
+    let first = pool.try_submit(identity, 1).unwrap();
+    let mut waiting = pool.submit(create_file, dropped.to_str().unwrap().to_owned());
+    assert!(futures::poll!(&mut waiting).is_pending());
+    drop(waiting);
+
+    blocker.cancel();
+    assert_eq!(first.await.unwrap(), 1);
+    // One worker, first in first out: had the dropped task been queued, it would have
+    // run before this one.
+    let later = dir.join("later");
+    assert!(pool
+        .run(create_file, later.to_str().unwrap().to_owned())
+        .await
+        .unwrap());
+    assert!(later.exists());
+    assert!(!dropped.exists(), "the dropped submit's task ran");
+    pool.shutdown().await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submit_waiting_for_room_fails_when_the_pool_shuts_down() {
+    let (pool, _blocker) = held_pool().await;
+    let _first = pool.try_submit(identity, 1).unwrap();
+    let mut waiting = pool.submit(identity, 2);
+    assert!(futures::poll!(&mut waiting).is_pending());
+    pool.shutdown_now().await;
+    assert!(matches!(waiting.await, Err(TaskError::Shutdown)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_map_waits_for_room_instead_of_failing_its_items() {
+    let (pool, blocker) = held_pool().await;
+    let mut stream = pool.map_unordered(identity, 0..10u32).chunk_size(1);
+    // One poll queues the first chunk (the queue's one place); the second waits.
+    assert!(futures::poll!(stream.next()).is_pending());
+    assert_eq!(pool.stats().queued, 1);
+    blocker.cancel();
+    let mut got: Vec<u32> = stream.map(Result::unwrap).collect().await;
+    got.sort_unstable();
+    assert_eq!(got, (0..10).collect::<Vec<_>>());
+    pool.shutdown().await;
+}
+
+fn sleep_ms(ms: u64) -> u64 {
+    std::thread::sleep(std::time::Duration::from_millis(ms));
+    ms
+}
+
+fn reject(x: i32) -> i32 {
+    assert!(x >= 0, "negative input {x}");
+    x
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_s_own_timeout_overrides_the_pool_s_both_ways() {
+    use std::time::Duration;
+    // The pool has no timeout; this task has one.
+    let pool = ProcessPoolExecutor::builder().workers(1).build().unwrap();
+    let short = Duration::from_millis(100);
+    match pool.task(common::spin_forever).timeout(short).run(()).await {
+        Err(TaskError::TimedOut { after }) => assert_eq!(after, short),
+        other => panic!("expected TimedOut, got {other:?}"),
+    }
+    // The worker was replaced; the next task has no timeout and runs.
+    assert_eq!(pool.run(identity, 5).await.unwrap(), 5);
+    pool.shutdown().await;
+
+    // The pool's timeout is shorter than the task's work; the task's own is longer.
+    let pool = ProcessPoolExecutor::builder()
+        .workers(1)
+        .task_timeout(Duration::from_millis(20))
+        .build()
+        .unwrap();
+    assert!(matches!(
+        pool.run(sleep_ms, 300).await,
+        Err(TaskError::TimedOut { .. })
+    ));
+    let long = pool
+        .task(sleep_ms)
+        .timeout(Duration::from_secs(60))
+        .run(300)
+        .await;
+    assert_eq!(long.unwrap(), 300);
+    pool.shutdown().await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_named_task_s_errors_carry_its_name() {
+    let pool = ProcessPoolExecutor::builder().workers(1).build().unwrap();
+    let handle = pool.task(reject).name("thumb").submit(-1).await.unwrap();
+    assert_eq!(handle.name(), Some("thumb"));
+    let err = handle.await.unwrap_err();
+    assert_eq!(err.name(), Some("thumb"));
+    assert!(
+        matches!(err.unnamed(), TaskError::Panicked(p) if p.message == "negative input -1"),
+        "{err:?}"
+    );
+    let report = common::report(&err);
+    assert!(
+        report.contains("\"thumb\"") && report.contains("negative input -1"),
+        "{report}"
+    );
+    // A named task that succeeds is a plain value; an unnamed error is not wrapped.
+    assert_eq!(pool.task(reject).name("ok").run(3).await.unwrap(), 3);
+    let plain = pool.run(reject, -2).await.unwrap_err();
+    assert_eq!(plain.name(), None);
+    assert!(matches!(plain, TaskError::Panicked(_)));
+    // Refused before it is queued: named too.
+    let refused = pool
+        .task(reject)
+        .name("zero")
+        .timeout(std::time::Duration::ZERO)
+        .try_submit(1)
+        .unwrap_err();
+    assert_eq!(refused.name(), Some("zero"));
+    assert!(matches!(
+        refused.unnamed(),
+        TaskError::InvalidArgument { .. }
+    ));
+    pool.shutdown().await;
 }

@@ -41,11 +41,8 @@ fn shout(s: String) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fn_items_and_closures_run_in_another_process() {
     let pool = ProcessPoolExecutor::builder().workers(2).build().unwrap();
-    assert_eq!(pool.submit(fib, 20).await.unwrap(), 6765);
-    let product = pool
-        .submit(|(x, y): (u64, u64)| x * y, (6, 7))
-        .await
-        .unwrap();
+    assert_eq!(pool.run(fib, 20).await.unwrap(), 6765);
+    let product = pool.run(|(x, y): (u64, u64)| x * y, (6, 7)).await.unwrap();
     assert_eq!(product, 42);
     let pid = pool.run(common::whoami, ()).await.unwrap();
     assert_ne!(
@@ -90,7 +87,7 @@ async fn structs_strings_and_a_64_mib_vec_round_trip() {
 async fn a_thousand_concurrent_submits_are_all_correct() {
     let pool = ProcessPoolExecutor::builder().workers(2).build().unwrap();
     let handles: Vec<_> = (0..1000u64)
-        .map(|i| pool.submit(|x: u64| x * x + 1, i))
+        .map(|i| pool.try_submit(|x: u64| x * x + 1, i).unwrap())
         .collect();
     let results = futures::future::join_all(handles).await;
     for (i, r) in results.into_iter().enumerate() {
@@ -116,9 +113,16 @@ async fn fetch_and_double(x: u32) -> u32 {
 #[tokio::test(flavor = "current_thread")]
 async fn submit_async_runs_on_the_workers_runtime() {
     let pool = ProcessPoolExecutor::builder().workers(1).build().unwrap();
-    assert_eq!(pool.submit_async(fetch_and_double, 21).await.unwrap(), 42);
+    assert_eq!(
+        pool.try_submit_async(fetch_and_double, 21)
+            .unwrap()
+            .await
+            .unwrap(),
+        42
+    );
     let r = pool
-        .submit_async(|s: String| async move { s.len() }, "four".to_string())
+        .try_submit_async(|s: String| async move { s.len() }, "four".to_string())
+        .unwrap()
         .await
         .unwrap();
     assert_eq!(r, 4);
@@ -128,7 +132,7 @@ async fn submit_async_runs_on_the_workers_runtime() {
 #[tokio::test(flavor = "current_thread")]
 async fn handles_report_their_worker_and_completion() {
     let pool = ProcessPoolExecutor::builder().workers(1).build().unwrap();
-    let h = pool.submit(common::whoami, ());
+    let h = pool.try_submit(common::whoami, ()).unwrap();
     let dispatched = h.started().await.expect("ran in a worker");
     assert_eq!(h.worker_pid(), Some(dispatched));
     let pid = h.await.unwrap();
@@ -220,15 +224,15 @@ async fn a_full_queue_is_reported_not_blocked_on() {
         .queue_capacity(2)
         .build()
         .unwrap();
-    let blocker = pool.submit(common::spin_forever, ());
+    let blocker = pool.try_submit(common::spin_forever, ()).unwrap();
     blocker.started().await.expect("dispatched");
-    let a = pool.submit(|x: u8| x, 1);
-    let b = pool.submit(|x: u8| x, 2);
-    let c = pool.submit(|x: u8| x, 3);
-    match c.await {
+    let a = pool.try_submit(|x: u8| x, 1).unwrap();
+    let b = pool.try_submit(|x: u8| x, 2).unwrap();
+    match pool.try_submit(|x: u8| x, 3) {
         Err(TaskError::QueueFull { capacity }) => assert_eq!(capacity, 2),
         other => panic!("expected QueueFull, got {other:?}"),
     }
+    assert_eq!(pool.stats().queued, 2);
     blocker.cancel();
     assert!(matches!(blocker.await, Err(TaskError::Cancelled)));
     assert_eq!(a.await.unwrap(), 1);
@@ -278,11 +282,11 @@ fn the_refusal_of_a_runtime_without_io_prints_nothing() {
 }
 
 #[tokio::test(flavor = "current_thread")]
-async fn an_argument_that_does_not_serialise_fails_its_handle_at_once() {
+async fn an_argument_that_does_not_serialise_fails_the_submit_at_once() {
     let pool = ProcessPoolExecutor::builder().workers(1).build().unwrap();
-    let handle = pool.submit(|_: common::Unserialisable| 0u8, common::Unserialisable);
-    assert!(handle.is_finished());
-    match handle.await {
+    // Refused in the call, before any waiting: the submit future is ready.
+    let submit = pool.submit(|_: common::Unserialisable| 0u8, common::Unserialisable);
+    match futures::FutureExt::now_or_never(submit).expect("refused at once") {
         Err(TaskError::Encode(CodecError {
             type_name, reason, ..
         })) => {
@@ -319,7 +323,8 @@ async fn byte_vectors_travel_whole_as_argument_result_and_inside_other_types() {
             "{len}"
         );
         assert_eq!(
-            pool.submit_async(reverse_async, data.clone())
+            pool.try_submit_async(reverse_async, data.clone())
+                .unwrap()
                 .await
                 .unwrap(),
             expected
@@ -362,7 +367,9 @@ async fn concurrent_submitters_never_overfill_the_queue() {
         .build()
         .unwrap();
     let running = procpool::Event::new().unwrap();
-    let blocker = pool.submit(common::signal_then_spin_forever, running.clone());
+    let blocker = pool
+        .try_submit(common::signal_then_spin_forever, running.clone())
+        .unwrap();
     running.wait().await.unwrap();
     // 8 threads × 50 submits race for 100 places while the only worker is busy.
     let handles: Vec<_> = std::thread::scope(|s| {
@@ -370,7 +377,7 @@ async fn concurrent_submitters_never_overfill_the_queue() {
             .map(|_| {
                 s.spawn(|| {
                     (0..50u32)
-                        .map(|i| pool.submit(|x: u32| x, i))
+                        .map(|i| pool.try_submit(|x: u32| x, i))
                         .collect::<Vec<_>>()
                 })
             })
@@ -380,18 +387,20 @@ async fn concurrent_submitters_never_overfill_the_queue() {
             .flat_map(|t| t.join().unwrap())
             .collect()
     });
-    let refused = handles.iter().filter(|h| h.is_finished()).count();
-    assert_eq!((handles.len() - refused, refused), (100, 300));
-    assert_eq!(pool.stats().queued, 100);
-    blocker.cancel();
+    let mut queued = Vec::new();
     let mut full = 0;
     for h in handles {
-        match h.await {
-            Ok(_) => {}
+        match h {
+            Ok(h) => queued.push(h),
             Err(TaskError::QueueFull { capacity: 100 }) => full += 1,
             Err(e) => panic!("unexpected {e:?}"),
         }
     }
-    assert_eq!(full, 300);
+    assert_eq!((queued.len(), full), (100, 300));
+    assert_eq!(pool.stats().queued, 100);
+    blocker.cancel();
+    for h in queued {
+        h.await.unwrap();
+    }
     pool.shutdown().await;
 }

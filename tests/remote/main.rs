@@ -181,7 +181,9 @@ async fn a_thousand_tasks_round_trip_through_two_hosts() {
     let pool = executor(&server.url, "roundtrip");
     pool.ready().await.unwrap();
 
-    let handles: Vec<_> = (0..1_000u64).map(|i| pool.submit(square, i)).collect();
+    let handles: Vec<_> = (0..1_000u64)
+        .map(|i| pool.try_submit(square, i).unwrap())
+        .collect();
     let mut pids = std::collections::BTreeSet::new();
     for (i, h) in handles.into_iter().enumerate() {
         let (sq, pid) = tokio::time::timeout(Duration::from_secs(60), h)
@@ -326,7 +328,7 @@ async fn a_host_killed_under_a_task_hands_it_to_another() {
     let pool = executor(&server.url, "handover");
     pool.ready().await.unwrap();
     let (dir, path) = fifo("handover");
-    let task = pool.submit(hang_on_first, path.clone());
+    let task = pool.try_submit(hang_on_first, path.clone()).unwrap();
     // The first delivery says which host runs it (opening the FIFO waits for it).
     let running_on = read_pid(&path).await;
     let victim = hosts
@@ -397,7 +399,7 @@ async fn cancelling_a_running_remote_task_kills_its_worker() {
     let pool = executor(&server.url, "cancel");
     pool.ready().await.unwrap();
     let (dir, path) = fifo("cancel");
-    let task = pool.submit(report_then_hang, path.clone());
+    let task = pool.try_submit(report_then_hang, path.clone()).unwrap();
     let worker = read_pid(&path).await;
     task.cancel();
     let answer = tokio::time::timeout(Duration::from_secs(60), task)
@@ -423,7 +425,7 @@ async fn a_remote_task_past_its_timeout_is_killed_and_times_out() {
         .unwrap();
     pool.ready().await.unwrap();
     let (dir, path) = fifo("timeout");
-    let task = pool.submit(report_then_hang, path.clone());
+    let task = pool.try_submit(report_then_hang, path.clone()).unwrap();
     let worker = read_pid(&path).await;
     let answer = tokio::time::timeout(Duration::from_secs(60), task)
         .await
@@ -476,7 +478,7 @@ async fn an_unknown_name_is_terminated_and_answered_and_another_build_is_not_tak
         .build()
         .unwrap();
     stranger.ready().await.unwrap();
-    let untaken = stranger.submit(square, 6);
+    let untaken = stranger.try_submit(square, 6).unwrap();
     // Meanwhile this build's tasks run, on the host that refused nothing else.
     assert_eq!(pool.run(square, 7).await.unwrap().0, 49);
     let stream = js.get_stream("PROCPOOL_strangers").await.unwrap();
@@ -499,7 +501,9 @@ async fn pending_tasks_survive_a_server_restart_and_everyone_reconnects() {
     let pool = executor(&server.url, "restart");
     pool.ready().await.unwrap();
     // Twenty tasks wait in the stream: no host runs yet.
-    let tasks: Vec<_> = (0..20u64).map(|i| pool.submit(square, i)).collect();
+    let tasks: Vec<_> = (0..20u64)
+        .map(|i| pool.try_submit(square, i).unwrap())
+        .collect();
     let client = async_nats::connect(&server.url).await.unwrap();
     let js = async_nats::jetstream::new(client);
     let stored = async {
@@ -552,7 +556,7 @@ async fn a_host_lost_on_the_last_delivery_is_retries_exhausted_not_a_hang() {
         .unwrap();
     pool.ready().await.unwrap();
     let (dir, path) = fifo("lastlost");
-    let task = pool.submit(hang_on_first, path.clone());
+    let task = pool.try_submit(hang_on_first, path.clone()).unwrap();
     let running_on = read_pid(&path).await;
     assert_eq!(hosts.0[0].pid(), running_on);
     hosts.0[0].kill().unwrap();
@@ -586,7 +590,7 @@ async fn progress_acks_keep_a_long_task_on_its_host() {
     client.flush().await.unwrap();
     let (dir, path) = fifo("long");
     let dir = dir.to_string_lossy().into_owned();
-    let task = pool.submit(outlast_the_ack_wait, dir.clone());
+    let task = pool.try_submit(outlast_the_ack_wait, dir.clone()).unwrap();
     // Four progress acks, a third of the ack wait apart: the task has outlived the
     // ack wait, and was not delivered again meanwhile.
     let mut progress = 0;

@@ -90,6 +90,8 @@ struct Flight {
     /// Set when it was cancelled, timed out or handed back after it was sent: the
     /// answer, whatever the worker replies.
     verdict: Option<Verdict>,
+    /// How long it may run: its own timeout, else the pool's.
+    timeout: Option<Duration>,
 }
 
 #[derive(Clone, Copy)]
@@ -325,6 +327,7 @@ impl Driver {
         }
         self.flights.push_back(Flight {
             id: job.id,
+            timeout: job.timeout.or(self.inner.config.task_timeout),
             job: Some(job),
             seq,
             verdict: None,
@@ -407,11 +410,10 @@ impl Driver {
         Ok(())
     }
 
-    /// When the first flight must be answered by (`task_timeout`).
+    /// When the first flight must be answered by (its timeout).
     fn head_deadline(&self) -> Option<Instant> {
-        let timeout = self.inner.config.task_timeout?;
         match self.flights.front() {
-            Some(f) if f.verdict.is_none() => Some(self.head_since + timeout),
+            Some(f) if f.verdict.is_none() => Some(self.head_since + f.timeout?),
             _ => None,
         }
     }
@@ -488,11 +490,10 @@ impl Driver {
     /// The first flight's time is up. The clock runs from when the worker could
     /// begin it; if it has not begun it yet (a descheduled worker), it starts again.
     async fn on_timeout(&mut self) {
-        let (Some(after), Some(w), Some(head)) = (
-            self.inner.config.task_timeout,
-            self.worker.as_ref(),
-            self.flights.front(),
-        ) else {
+        let (Some(w), Some(head)) = (self.worker.as_ref(), self.flights.front()) else {
+            return;
+        };
+        let Some(after) = head.timeout else {
             return;
         };
         if !w.progress().started(head.seq) {

@@ -1,0 +1,206 @@
+//! [`TaskBuilder`]: options for one call, `pool.task(f).timeout(d).name("thumb")`.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::submit::{Prepared, Submit};
+use super::{ProcessPoolExecutor, TaskHandle};
+use crate::error::TaskError;
+use crate::task::{self, AsyncTask, Message, Task, Trampoline};
+
+/// Options for one task of `F`, made by [`ProcessPoolExecutor::task`]: a timeout
+/// that overrides the pool's, and a name that its errors carry.
+///
+/// It ends with the same forms as the pool: [`submit`](Self::submit) (waits for room),
+/// [`try_submit`](Self::try_submit) (fails at once when the queue is full),
+/// [`run`](Self::run) (submits and awaits), and their `_async` forms for async
+/// functions.
+///
+/// ```
+/// use std::time::Duration;
+/// use procpool::{ProcessPoolExecutor, TaskError};
+///
+/// fn spin(_: ()) {
+///     loop { std::hint::spin_loop() }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let pool = ProcessPoolExecutor::builder().workers(1).build()?;
+/// let err = pool
+///     .task(spin)
+///     .name("spinner")
+///     .timeout(Duration::from_millis(50))
+///     .run(())
+///     .await
+///     .unwrap_err();
+/// assert_eq!(err.name(), Some("spinner"));
+/// assert!(matches!(err.unnamed(), TaskError::TimedOut { .. }));
+/// # pool.shutdown().await;
+/// # Ok(())
+/// # }
+/// ```
+#[must_use = "a TaskBuilder does nothing until a submit form is called"]
+pub struct TaskBuilder<'a, F> {
+    pool: &'a ProcessPoolExecutor,
+    timeout: Option<Duration>,
+    name: Option<Arc<str>>,
+    /// An option out of range: every submit form fails with it.
+    invalid: Option<&'static str>,
+    _f: PhantomData<fn() -> F>,
+}
+
+impl<'a, F> TaskBuilder<'a, F> {
+    pub(super) fn new(pool: &'a ProcessPoolExecutor, f: F) -> Self {
+        let _ = f;
+        TaskBuilder {
+            pool,
+            timeout: None,
+            name: None,
+            invalid: None,
+            _f: PhantomData,
+        }
+    }
+
+    /// How long the task may run once its worker begins it, in place of the pool's
+    /// [`task_timeout`](crate::PoolBuilder::task_timeout); then its worker is killed
+    /// and replaced, and the task fails with [`TaskError::TimedOut`]. The clock starts
+    /// when the worker begins the task, not while it waits in the queue.
+    ///
+    /// A zero timeout makes the submit fail with [`TaskError::InvalidArgument`].
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        if timeout.is_zero() {
+            self.invalid = Some("a task's timeout must be more than zero");
+        }
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// A name for the task: its errors come as [`TaskError::Named`], which says it,
+    /// and [`TaskHandle::name`] returns it.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(Arc::from(name.into()));
+        self
+    }
+
+    /// Encodes `arg` for `trampoline`, the function `F` runs through, with these
+    /// options.
+    fn prepare<A: Message>(&self, trampoline: Trampoline, arg: A) -> Result<Prepared, TaskError> {
+        if let Some(what) = self.invalid {
+            return Err(TaskError::InvalidArgument { what });
+        }
+        if let Some(e) = self.pool.unregistered::<F>(trampoline) {
+            return Err(e);
+        }
+        let mut task = self.pool.prepare_value(trampoline, arg)?;
+        task.set_timeout(self.timeout);
+        Ok(task)
+    }
+
+    /// The handle of a task queued now, or the reason it was not.
+    fn queue_now<R>(&self, task: Result<Prepared, TaskError>) -> Result<TaskHandle<R>, TaskError> {
+        task.and_then(|t| self.pool.queue_now(t))
+            .map(|raw| TaskHandle::new(raw, self.name.clone()))
+            .map_err(|e| TaskError::named(e, self.name.clone()))
+    }
+
+    /// Queues the task, waiting for room; as [`ProcessPoolExecutor::submit`].
+    ///
+    /// # Errors
+    /// As [`ProcessPoolExecutor::submit`], and [`TaskError::InvalidArgument`] for an
+    /// option out of range.
+    ///
+    /// # Cancel safety
+    /// As [`ProcessPoolExecutor::submit`].
+    pub fn submit<A, R>(self, arg: A) -> Submit<R>
+    where
+        F: Task<A, R>,
+        A: Message,
+        R: Message,
+    {
+        let () = F::CAPTURES_NOTHING;
+        let task = self.prepare(task::call::<F, A, R>, arg);
+        Submit::new(self.pool, task, self.name)
+    }
+
+    /// Queues the task if there is room; as [`ProcessPoolExecutor::try_submit`].
+    ///
+    /// # Errors
+    /// As [`ProcessPoolExecutor::try_submit`], and [`TaskError::InvalidArgument`] for
+    /// an option out of range.
+    pub fn try_submit<A, R>(self, arg: A) -> Result<TaskHandle<R>, TaskError>
+    where
+        F: Task<A, R>,
+        A: Message,
+        R: Message,
+    {
+        let () = F::CAPTURES_NOTHING;
+        let task = self.prepare(task::call::<F, A, R>, arg);
+        self.queue_now(task)
+    }
+
+    /// Submits the task, waiting for room, and waits for its result.
+    ///
+    /// # Errors
+    /// Every [`TaskError`] but [`QueueFull`](TaskError::QueueFull), named if the task
+    /// is.
+    ///
+    /// # Cancel safety
+    /// As [`ProcessPoolExecutor::run`].
+    pub async fn run<A, R>(self, arg: A) -> Result<R, TaskError>
+    where
+        F: Task<A, R>,
+        A: Message,
+        R: Message,
+    {
+        let () = F::CAPTURES_NOTHING;
+        self.submit(arg).await?.await
+    }
+
+    /// Queues the async function, waiting for room; as
+    /// [`ProcessPoolExecutor::submit_async`].
+    ///
+    /// # Errors
+    /// As [`submit`](Self::submit).
+    ///
+    /// # Cancel safety
+    /// As [`ProcessPoolExecutor::submit`].
+    pub fn submit_async<A, R>(self, arg: A) -> Submit<R>
+    where
+        F: AsyncTask<A, R>,
+        A: Message,
+        R: Message,
+    {
+        let () = F::CAPTURES_NOTHING;
+        let task = self.prepare(task::call_async::<F, A, R>, arg);
+        Submit::new(self.pool, task, self.name)
+    }
+
+    /// Queues the async function if there is room; as
+    /// [`ProcessPoolExecutor::try_submit_async`].
+    ///
+    /// # Errors
+    /// As [`try_submit`](Self::try_submit).
+    pub fn try_submit_async<A, R>(self, arg: A) -> Result<TaskHandle<R>, TaskError>
+    where
+        F: AsyncTask<A, R>,
+        A: Message,
+        R: Message,
+    {
+        let () = F::CAPTURES_NOTHING;
+        let task = self.prepare(task::call_async::<F, A, R>, arg);
+        self.queue_now(task)
+    }
+}
+
+impl<F> fmt::Debug for TaskBuilder<'_, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskBuilder")
+            .field("function", &std::any::type_name::<F>())
+            .field("timeout", &self.timeout)
+            .field("name", &self.name)
+            .finish()
+    }
+}
