@@ -635,7 +635,7 @@ impl<R: DeserializeOwned + 'static> Process<R> {
             });
         };
         match outcome.reply {
-            Some(Ok(Payload { body, fds })) => match value::from_raw::<R>(body) {
+            Some(Ok(Payload { body, fds, .. })) => match value::from_raw::<R>(body) {
                 Ok(r) => Ok(r),
                 Err(body) => handles::supplying(fds, || postcard::from_bytes(&body)),
             }
@@ -727,7 +727,11 @@ async fn read_reply(socket: OwnedFd) -> Option<Result<Payload, ProcessError>> {
                         Err(e) => Err(ProcessError::Protocol(e)),
                     }
                 } else {
-                    Ok(Payload { body, fds })
+                    Ok(Payload {
+                        body,
+                        fds,
+                        ..Payload::default()
+                    })
                 });
             }
             Ok(Frame { header: h, .. }) => {

@@ -251,7 +251,9 @@ async fn run_one(
                 }
             };
             tokio::pin!(deadline);
-            let mut task = pool.submit_raw(func, &msg.payload, shape == Shape::Batch);
+            let chunk = (shape == Shape::Batch)
+                .then(|| get(header::ITEMS).and_then(|n| n.parse().ok()).unwrap_or(1));
+            let mut task = pool.submit_raw(func, &msg.payload, chunk);
             let mut progress = tokio::time::interval(limits.progress_every);
             progress.tick().await;
             // Why this host stopped the task itself, if it did.
@@ -301,7 +303,14 @@ fn answer(
     limits: Limits,
 ) -> Option<(Reply, AckKind)> {
     Some(match result {
-        Ok(payload) if payload.fds.is_empty() => (Reply::Done(payload.body), AckKind::Ack),
+        Ok(payload) if payload.fds.is_empty() => (
+            Reply::Done {
+                body: payload.body,
+                ok: payload.outcomes.ok,
+                panicked: payload.outcomes.panicked,
+            },
+            AckKind::Ack,
+        ),
         Ok(_) => {
             let why = "the result holds handles, which cannot leave the host";
             (Reply::Failed(Failed::Other(why.to_owned())), AckKind::Ack)

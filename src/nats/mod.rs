@@ -233,6 +233,8 @@ pub(crate) mod header {
     pub(crate) const REPLY: &str = "Procpool-Reply";
     /// The task's time limit on the host, in milliseconds, from when it begins.
     pub(crate) const TIMEOUT_MS: &str = "Procpool-Timeout-Ms";
+    /// Items in a `map` chunk, for the host's statistics.
+    pub(crate) const ITEMS: &str = "Procpool-Items";
 }
 
 /// The body of a reply: the task's encoded result as a local worker returned it, or
@@ -240,8 +242,13 @@ pub(crate) mod header {
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Reply {
     /// The local worker's reply body: the encoded result (for a `map` chunk, each
-    /// item's result back to back).
-    Done(Vec<u8>),
+    /// item's result back to back, and how many of them returned a value or
+    /// panicked, for the submitter's statistics).
+    Done {
+        body: Vec<u8>,
+        ok: u32,
+        panicked: u32,
+    },
     /// The task produced no reply on the host.
     Failed(Failed),
 }

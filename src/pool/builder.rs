@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::stats::{Counters, Health};
+use super::stats::Health;
 use super::{driver, runtime_probe, Config, Inner, JobQueue, ProcessPoolExecutor};
 use super::{DEFAULT_MAX_FRAME, DEFAULT_QUEUE_CAPACITY, MAX_PIPELINE};
 use crate::error::{CodecError, Error};
@@ -263,7 +263,7 @@ impl PoolBuilder {
             jobs: JobQueue::new(jobs),
             abort: CancellationToken::new(),
             fatal: OnceLock::new(),
-            counters: Counters::default(),
+            counters: Arc::default(),
             health: watch::channel(Health::default()).0,
             alive: watch::channel(workers).0,
         });

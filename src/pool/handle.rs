@@ -8,11 +8,13 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use serde::de::DeserializeOwned;
 use tokio::sync::{oneshot, Notify};
 
 use crate::error::{CodecError, TaskError};
+use crate::pool::stats::Counters;
 use crate::wire::{handles, value, Payload};
 use crate::worker::progress::Progress;
 
@@ -51,6 +53,31 @@ pub(crate) struct Salvage {
     pub(crate) fds: Vec<OwnedFd>,
     /// Items the worker had begun: the last of them was running.
     pub(crate) begun: u64,
+    /// Counts the items left to run as cancelled if nobody sends them again.
+    pub(crate) unclaimed: Unclaimed,
+}
+
+/// Items of a salvaged chunk that the statistics have not counted as ended: if the
+/// map is dropped before it sends them again, they were cancelled.
+#[derive(Debug)]
+pub(crate) struct Unclaimed {
+    counters: Option<Arc<Counters>>,
+    items: u64,
+}
+
+impl Unclaimed {
+    /// The map sends them again: the new chunk counts them when it ends.
+    pub(crate) fn claim(&mut self) {
+        self.counters = None;
+    }
+}
+
+impl Drop for Unclaimed {
+    fn drop(&mut self) {
+        if let Some(counters) = &self.counters {
+            counters.cancelled.fetch_add(self.items, Ordering::Relaxed);
+        }
+    }
 }
 
 impl TaskShared {
@@ -155,6 +182,15 @@ pub(crate) struct Job {
     pub(crate) id: u64,
     /// A `map` chunk (see [`Salvage`]).
     pub(crate) chunk: bool,
+    /// Items it carries: 1 for a task, the items of a `map` chunk.
+    pub(crate) items: u32,
+    /// Items whose end the statistics count elsewhere: those of a salvaged chunk that
+    /// the map sends again.
+    pub(crate) handed_on: u32,
+    /// Part of a `map` chunk sent again: its items were counted when first submitted.
+    pub(crate) resubmitted: bool,
+    /// When it was queued, for the latency summary.
+    pub(crate) queued_at: Instant,
     /// Its own timeout, in place of the pool's.
     pub(crate) timeout: Option<std::time::Duration>,
     pub(crate) shared: Arc<TaskShared>,
@@ -167,7 +203,7 @@ impl Job {
         frame: Vec<u8>,
         tail: Vec<u8>,
         fds: Vec<OwnedFd>,
-        chunk: bool,
+        chunk: Option<u32>,
     ) -> (Job, RawTask) {
         let shared = TaskShared::new(QUEUED);
         let (reply, rx) = oneshot::channel();
@@ -177,7 +213,11 @@ impl Job {
                 tail,
                 fds,
                 id,
-                chunk,
+                chunk: chunk.is_some(),
+                items: chunk.unwrap_or(1),
+                handed_on: 0,
+                resubmitted: false,
+                queued_at: Instant::now(),
                 timeout: None,
                 shared: shared.clone(),
                 reply,
@@ -187,16 +227,28 @@ impl Job {
     }
 
     /// Keeps the frame and descriptors of a `map` chunk whose worker died after
-    /// beginning `begun` of its items, for the map to run the others again.
-    pub(crate) fn salvage(&mut self, begun: u64) {
+    /// beginning `begun` of its items, for the map to run the others again. Only the
+    /// item that was running ends here (`WorkerDied`); the statistics count the others
+    /// when they end again, or as cancelled if the map never sends them.
+    pub(crate) fn salvage(&mut self, begun: u64, counters: &Arc<Counters>) {
         if self.chunk {
             let frame = std::mem::take(&mut self.frame);
             let fds = std::mem::take(&mut self.fds);
+            self.handed_on = self.items - u32::from(begun > 0);
+            let unclaimed = Unclaimed {
+                counters: Some(counters.clone()),
+                items: u64::from(self.handed_on),
+            };
             *self
                 .shared
                 .salvage
                 .lock()
-                .unwrap_or_else(|p| p.into_inner()) = Some(Salvage { frame, fds, begun });
+                .unwrap_or_else(|p| p.into_inner()) = Some(Salvage {
+                frame,
+                fds,
+                begun,
+                unclaimed,
+            });
         }
     }
 
@@ -409,7 +461,7 @@ impl<R: DeserializeOwned + 'static> Future for TaskHandle<R> {
 /// Decodes a result in the parent, handles in it taking the descriptors that came
 /// with it.
 pub(crate) fn decode<R: DeserializeOwned + 'static>(payload: Payload) -> Result<R, TaskError> {
-    let Payload { body, fds } = payload;
+    let Payload { body, fds, .. } = payload;
     // A byte vector is the body itself (see `wire::value`).
     let body = match value::from_raw::<R>(body) {
         Ok(r) => return Ok(r),

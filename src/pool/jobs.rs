@@ -19,7 +19,7 @@
 //!   still be handed back.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use tokio::sync::Notify;
@@ -35,6 +35,8 @@ pub(crate) struct JobQueue {
     returned_len: AtomicUsize,
     /// Jobs in `submitted` and in `returned`.
     len: AtomicUsize,
+    /// Items in those jobs (a `map` chunk carries several), for the statistics.
+    items: AtomicU64,
     /// Drivers waiting in [`next`](Self::next) with a live worker.
     idle: AtomicUsize,
     /// Drivers with jobs sent ahead of their worker's current one.
@@ -58,6 +60,7 @@ impl JobQueue {
             returned: Mutex::new(VecDeque::new()),
             returned_len: AtomicUsize::new(0),
             len: AtomicUsize::new(0),
+            items: AtomicU64::new(0),
             idle: AtomicUsize::new(0),
             ahead: AtomicUsize::new(0),
             changed: Notify::new(),
@@ -70,6 +73,21 @@ impl JobQueue {
     /// Jobs waiting, submitted or handed back.
     pub(crate) fn len(&self) -> usize {
         self.len.load(Ordering::Acquire)
+    }
+
+    /// Items in the waiting jobs.
+    pub(crate) fn items(&self) -> u64 {
+        self.items.load(Ordering::Relaxed)
+    }
+
+    /// A job of `items` items is about to be sent into the channel.
+    pub(crate) fn count_in(&self, items: u32) {
+        self.items.fetch_add(u64::from(items), Ordering::Relaxed);
+    }
+
+    /// A job of `items` items left the queue (or was not sent after all).
+    pub(crate) fn count_out(&self, items: u32) {
+        self.items.fetch_sub(u64::from(items), Ordering::Relaxed);
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -146,6 +164,7 @@ impl JobQueue {
             None => self.submitted.try_recv().ok()?,
         };
         self.given_back(1);
+        self.count_out(job.items);
         Some(job)
     }
 
@@ -178,6 +197,7 @@ impl JobQueue {
                 job = self.submitted.recv() => {
                     if let Ok(job) = job {
                         self.given_back(1);
+                        self.count_out(job.items);
                         return Some(job);
                     }
                 }
@@ -196,6 +216,7 @@ impl JobQueue {
         let mut returned = self.lock();
         let mut n = 0;
         for job in jobs.rev() {
+            self.count_in(job.items);
             returned.push_front(job);
             n += 1;
         }

@@ -231,7 +231,7 @@ where
     fn rerun(
         &self,
         mut meta: ChunkMeta,
-        salvage: Salvage,
+        mut salvage: Salvage,
         error: TaskError,
     ) -> Result<Rerun, ChunkMeta> {
         let carried = meta.carried();
@@ -274,13 +274,19 @@ where
             return Ok(Rerun::Settled(meta));
         }
         let func = task::local_ref(task::call_batch::<F, A, R>);
+        let items = meta.slots.len() as u32;
+        // Counted when they end, as part of this chunk.
+        salvage.unclaimed.claim();
         // The descriptors go again whole: handles are numbered within the chunk. It
         // takes the place of the chunk that died, so it is queued even over the
         // queue's capacity: a map in flight never waits to finish what it began.
         let task = self
             .pool
-            .prepare(func, frame, Vec::new(), salvage.fds, true)
-            .and_then(|t| self.pool.queue_over_capacity(t))
+            .prepare(func, frame, Vec::new(), salvage.fds, Some(items))
+            .and_then(|mut t| {
+                t.job.resubmitted = true;
+                self.pool.queue_over_capacity(t)
+            })
             .unwrap_or_else(RawTask::failed);
         Ok(Rerun::Again(Chunk {
             meta: Some(meta),
@@ -329,7 +335,9 @@ where
                 let prepared = match self.pool.unregistered::<F>(task::call_batch::<F, A, R>) {
                     // A remote pool and a function without a name: nothing is sent.
                     Some(e) => Err(e),
-                    None => self.pool.prepare(func, frame, Vec::new(), fds, true),
+                    None => self
+                        .pool
+                        .prepare(func, frame, Vec::new(), fds, Some(count as u32)),
                 };
                 match prepared.map(|t| self.pool.try_queue(t)) {
                     Ok(Ok(raw)) => self.push(count, raw, ends),
@@ -422,7 +430,7 @@ where
         let mut out = VecDeque::with_capacity(count);
         match result {
             Err(e) => out.extend(std::iter::repeat_n(e, count).map(Err)),
-            Ok(Payload { body, fds }) => {
+            Ok(Payload { body, fds, .. }) => {
                 let mut fds = fds.into_iter().map(Some).collect();
                 let mut rest = body.as_slice();
                 let mut last_error = None;

@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 pub use builder::PoolBuilder;
 pub use handle::TaskHandle;
 pub use map::{Map, MapFuture, MapStream};
-pub use stats::{PoolStats, StartFailure};
+pub use stats::{LatencySummary, PoolStats, StartFailure};
 pub use submit::Submit;
 pub use task_builder::TaskBuilder;
 
@@ -85,7 +85,7 @@ pub(crate) struct Inner {
     jobs: JobQueue,
     abort: CancellationToken,
     fatal: OnceLock<Error>,
-    counters: Counters,
+    counters: Arc<Counters>,
     health: watch::Sender<Health>,
     /// Drivers still running; `shutdown` waits for zero.
     alive: watch::Sender<usize>,
@@ -107,7 +107,10 @@ impl Inner {
 
     /// Counts a task's end and resolves it.
     pub(crate) fn resolve(&self, job: Job, result: Result<wire::Payload, TaskError>) {
-        self.counters.ended(&result);
+        self.counters.ended(job.items, job.handed_on, &result);
+        if !matches!(result, Err(TaskError::Cancelled)) {
+            self.counters.latency.record(job.queued_at.elapsed());
+        }
         job.resolve(result);
     }
 
@@ -525,7 +528,7 @@ impl ProcessPoolExecutor {
         let health = self.shared.inner.health.borrow();
         PoolStats {
             submitted: c.submitted.load(Ordering::Relaxed),
-            queued: self.shared.inner.jobs.len() as u64,
+            queued: self.shared.inner.jobs.items(),
             running: c.running.load(Ordering::Relaxed),
             completed: c.completed.load(Ordering::Relaxed),
             failed: c.failed.load(Ordering::Relaxed),
@@ -541,6 +544,7 @@ impl ProcessPoolExecutor {
                 (1.., Some((_, why))) => Some(*why),
                 _ => None,
             },
+            latency: c.latency.summary(),
         }
     }
 

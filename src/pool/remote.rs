@@ -292,6 +292,9 @@ fn prepare(inner: &Inner, to: &Destination<'_>, mut job: Job) -> Option<(Job, He
     if let Some(t) = to.timeout {
         headers.insert(header::TIMEOUT_MS, t.as_millis().to_string().as_str());
     }
+    if job.chunk {
+        headers.insert(header::ITEMS, job.items.to_string().as_str());
+    }
     // The frame's body as the message body: without a copy when the argument has no
     // raw tail. (A remote job keeps no frame: nothing is salvaged from a host.)
     let frame = Bytes::from(std::mem::take(&mut job.frame));
@@ -328,9 +331,10 @@ fn read_reply(msg: &async_nats::Message) -> Option<(u64, Result<Payload, TaskErr
         .parse()
         .ok()?;
     let result = match postcard::from_bytes::<Reply>(&msg.payload) {
-        Ok(Reply::Done(body)) => Ok(Payload {
+        Ok(Reply::Done { body, ok, panicked }) => Ok(Payload {
             body,
             fds: Vec::new(),
+            outcomes: crate::wire::Outcomes { ok, panicked },
         }),
         Ok(Reply::Failed(failed)) => Err(failed.into_task_error()),
         Err(e) => Err(TaskError::Protocol(

@@ -61,7 +61,7 @@ impl ProcessPoolExecutor {
                 // A byte vector goes as the frame's tail, never copied (`wire::value`).
                 let mut frame = Vec::with_capacity(HEADER_LEN);
                 wire::begin(&mut frame);
-                return self.prepare(func, frame, bytes, Vec::new(), false);
+                return self.prepare(func, frame, bytes, Vec::new(), None);
             }
             Err(arg) => arg,
         };
@@ -71,7 +71,7 @@ impl ProcessPoolExecutor {
         wire::begin(&mut frame);
         handles::collect_into(&mut fds, || postcard::to_io(&arg, &mut frame))
             .map_err(|e| TaskError::Encode(CodecError::of::<A>(e)))?;
-        self.prepare(func, frame, Vec::new(), fds, false)
+        self.prepare(func, frame, Vec::new(), fds, None)
     }
 
     /// The error to return instead of queuing a task, if the pool takes none.
@@ -86,15 +86,15 @@ impl ProcessPoolExecutor {
     }
 
     /// A `Run` frame for `func`, whose body is in place after the header and goes on
-    /// in `tail`, checked against the frame limit and numbered: a `map` chunk if
-    /// `chunk`.
+    /// in `tail`, checked against the frame limit and numbered: a `map` chunk of
+    /// `chunk` items if `Some`.
     pub(super) fn prepare(
         &self,
         func: TaskRef,
         mut frame: Vec<u8>,
         tail: Vec<u8>,
         fds: Vec<OwnedFd>,
-        chunk: bool,
+        chunk: Option<u32>,
     ) -> Result<Prepared, TaskError> {
         let max = self.shared.inner.config.max_frame;
         let body = (frame.len() - HEADER_LEN + tail.len()) as u64;
@@ -128,12 +128,21 @@ impl ProcessPoolExecutor {
     /// [`JobQueue::reserve`](super::jobs::JobQueue::reserve) or [`room`](Self::room)).
     pub(super) fn send_reserved(&self, task: Prepared) -> Result<RawTask, TaskError> {
         let inner = &self.shared.inner;
+        let (items, resubmitted) = (task.job.items, task.job.resubmitted);
+        // Counted in before it can be taken out.
+        inner.jobs.count_in(items);
         match self.shared.jobs.try_send(task.job) {
             Ok(()) => {
-                inner.counters.submitted.fetch_add(1, Ordering::Relaxed);
+                if !resubmitted {
+                    inner
+                        .counters
+                        .submitted
+                        .fetch_add(u64::from(items), Ordering::Relaxed);
+                }
                 Ok(task.raw)
             }
             Err(e) => {
+                inner.jobs.count_out(items);
                 inner.jobs.unreserve();
                 // Unbounded, so never full: the pool closed in the meantime.
                 drop(e.into_inner());
@@ -157,11 +166,11 @@ impl ProcessPoolExecutor {
     }
 
     /// Queues a task whose body arrived encoded (a remote host's message), for the
-    /// function `func` of this build: a `map` chunk if `chunk`. Resolves to the
+    /// function `func` of this build: a `map` chunk of `chunk` items if `Some`. Resolves to the
     /// worker's reply body. A full queue fails it with [`TaskError::QueueFull`]: a host
     /// takes no more tasks than it has free workers.
     #[cfg(feature = "nats")]
-    pub(crate) fn submit_raw(&self, func: TaskRef, body: &[u8], chunk: bool) -> RawTask {
+    pub(crate) fn submit_raw(&self, func: TaskRef, body: &[u8], chunk: Option<u32>) -> RawTask {
         // The one copy: from the message into the frame behind its header.
         let mut frame = Vec::with_capacity(HEADER_LEN + body.len());
         wire::begin(&mut frame);

@@ -80,6 +80,8 @@ pub(crate) struct WorkerCtx {
     pub(crate) on_item: Option<ItemReport>,
     /// The task number of the current task, for [`on_item`](Self::on_item).
     pub(crate) task_seq: u64,
+    /// Items of the current `map` chunk that failed; sent in its `Done` header.
+    pub(crate) outcomes: wire::Outcomes,
 }
 
 /// A report of a `map` item begun: `(task number, item index)`.
@@ -106,6 +108,7 @@ impl WorkerCtx {
             tail_out: Vec::new(),
             on_item: None,
             task_seq: 0,
+            outcomes: wire::Outcomes::default(),
         }
     }
 
@@ -317,6 +320,15 @@ where
             catch(move || f(a))
         })
         .collect();
+    // Items that returned a value; the parent counts the chunk's others as failed
+    // (items cut short by an argument that did not decode among them).
+    for item in &results {
+        match item {
+            Ok(_) => ctx.outcomes.ok += 1,
+            Err(Failure::Panicked(_)) => ctx.outcomes.panicked += 1,
+            Err(_) => {}
+        }
+    }
     let max_frame = ctx.max_frame;
     handles::collect_into(&mut ctx.fds_out, || {
         for item in &results {

@@ -171,6 +171,31 @@ pub(crate) fn control<T: Serialize>(kind: Kind, body: &T) -> Vec<u8> {
 pub(crate) struct Payload {
     pub(crate) body: Vec<u8>,
     pub(crate) fds: Vec<std::os::fd::OwnedFd>,
+    /// For a `map` chunk, how its items ended.
+    pub(crate) outcomes: Outcomes,
+}
+
+/// How the items of a `map` chunk ended: how many returned a value and how many
+/// panicked (the others failed otherwise). The worker counts them, so that the pool's
+/// statistics count items without decoding results. Carried in a `Done` header's
+/// `func` field, unused otherwise.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Outcomes {
+    pub(crate) ok: u32,
+    pub(crate) panicked: u32,
+}
+
+impl Outcomes {
+    pub(crate) fn to_u64(self) -> u64 {
+        u64::from(self.ok) | u64::from(self.panicked) << 32
+    }
+
+    pub(crate) fn from_u64(raw: u64) -> Outcomes {
+        Outcomes {
+            ok: raw as u32,
+            panicked: (raw >> 32) as u32,
+        }
+    }
 }
 
 /// Decodes a control body.

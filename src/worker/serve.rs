@@ -114,6 +114,7 @@ pub(super) fn serve(socket: OwnedFd) -> std::io::Result<i32> {
                     Some(Begin::Lost) => return Ok(code::PROTOCOL),
                 }
                 ctx.task_seq = seq;
+                ctx.outcomes = wire::Outcomes::default();
                 wire::begin(&mut out);
                 ctx.fds_in = frame.fds.into_iter().map(Some).collect();
                 ctx.fds_out.clear();
@@ -134,7 +135,13 @@ pub(super) fn serve(socket: OwnedFd) -> std::io::Result<i32> {
                         wire::FLAG_FAILED
                     }
                 };
-                wire::finish(&mut out, Kind::Done, flags, header.id, 0);
+                wire::finish(
+                    &mut out,
+                    Kind::Done,
+                    flags,
+                    header.id,
+                    ctx.outcomes.to_u64(),
+                );
                 if !hello.one_shot && ctx.tail_out.is_empty() && ctx.fds_out.is_empty() {
                     let hold = pace.batching() && reader.has_frame();
                     reply(sock, &mut batch, &out, hold)?;

@@ -224,9 +224,15 @@ async fn a_worker_dying_in_a_chunk_fails_only_the_item_it_was_running() {
         };
         assert_eq!(n, expected, "item {i} ran {n} times");
     }
+    // Counted by item, each once: the items sent again are not submitted twice.
     let stats = pool.stats();
     assert_eq!(stats.worker_died, 4, "{stats:?}");
     assert_eq!(stats.cancelled, 0, "{stats:?}");
+    assert_eq!(
+        (stats.submitted, stats.completed, stats.failed),
+        (100, 96, 4),
+        "{stats:?}"
+    );
     pool.shutdown().await;
 }
 

@@ -249,3 +249,76 @@ async fn a_named_task_s_errors_carry_its_name() {
     ));
     pool.shutdown().await;
 }
+
+fn square_or_panic(x: u64) -> u64 {
+    assert!(x % 5 != 4, "item {x} panics");
+    x * x
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_count_map_items_not_chunks() {
+    let pool = ProcessPoolExecutor::builder().workers(2).build().unwrap();
+    // 20 items in 7 chunks.
+    let results: Vec<_> = pool
+        .map_unordered(square, 0..20u64)
+        .chunk_size(3)
+        .collect()
+        .await;
+    assert_eq!(results.len(), 20);
+    let s = pool.stats();
+    assert_eq!((s.submitted, s.completed, s.failed), (20, 20, 0), "{s:?}");
+
+    // Items that panic inside a chunk fail alone, and are counted so.
+    let results: Vec<_> = pool
+        .map_ordered_stream(square_or_panic, 0..20u64)
+        .chunk_size(6)
+        .collect()
+        .await;
+    assert_eq!(results.iter().filter(|r| r.is_err()).count(), 4);
+    let s = pool.stats();
+    assert_eq!(
+        (s.submitted, s.completed, s.failed, s.panicked),
+        (40, 36, 4, 4),
+        "{s:?}"
+    );
+    assert_eq!((s.queued, s.running), (0, 0), "{s:?}");
+    pool.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_counts_the_items_of_a_queued_chunk() {
+    let (pool, blocker) = held_pool().await;
+    let mut stream = pool.map_unordered(identity, 0..10u32).chunk_size(4);
+    // The first chunk (4 items) takes the queue's one place; the next waits.
+    assert!(futures::poll!(stream.next()).is_pending());
+    let s = pool.stats();
+    assert_eq!((s.queued, s.running), (4, 1), "{s:?}");
+    blocker.cancel();
+    assert_eq!(stream.count().await, 10);
+    let s = pool.stats();
+    // The blocker (1) and the map's 10 items.
+    assert_eq!(
+        (s.submitted, s.completed, s.cancelled),
+        (11, 10, 1),
+        "{s:?}"
+    );
+    pool.shutdown().await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_latency_summary_covers_every_answered_task() {
+    let pool = ProcessPoolExecutor::builder().workers(1).build().unwrap();
+    assert_eq!(pool.stats().latency, procpool::LatencySummary::default());
+    for i in 0..50 {
+        pool.run(square, i).await.unwrap();
+    }
+    let _ = pool.run(square_or_panic, 4).await.unwrap_err();
+    let l = pool.stats().latency;
+    assert_eq!(l.count, 51, "{l:?}");
+    assert!(l.mean > std::time::Duration::ZERO, "{l:?}");
+    assert!(
+        l.p50 <= l.p90 && l.p90 <= l.p99 && l.p99 <= l.max,
+        "quantiles out of order: {l:?}"
+    );
+    pool.shutdown().await;
+}

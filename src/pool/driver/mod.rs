@@ -321,7 +321,10 @@ impl Driver {
             self.inner.resolve(job, Err(TaskError::Cancelled));
             return;
         }
-        self.inner.counters.running.fetch_add(1, Ordering::Relaxed);
+        self.inner
+            .counters
+            .running
+            .fetch_add(u64::from(job.items), Ordering::Relaxed);
         if self.flights.is_empty() {
             self.head_since = Instant::now();
         }
@@ -470,7 +473,11 @@ impl Driver {
                 }
             }
         } else {
-            Ok(Payload { body, fds })
+            Ok(Payload {
+                body,
+                fds,
+                outcomes: wire::Outcomes::from_u64(header.func),
+            })
         };
         if !skipped {
             if let Some(w) = self.worker.as_mut() {
@@ -483,7 +490,10 @@ impl Driver {
 
     /// Counts and resolves a job that was in flight.
     fn resolve(&self, job: Job, result: Result<Payload, TaskError>) {
-        self.inner.counters.running.fetch_sub(1, Ordering::Relaxed);
+        self.inner
+            .counters
+            .running
+            .fetch_sub(u64::from(job.items), Ordering::Relaxed);
         self.inner.resolve(job, result);
     }
 
@@ -583,10 +593,11 @@ impl Driver {
                 w.unqueue_after(last.seq);
             }
         }
+        let items: u64 = back.iter().map(|j| u64::from(j.items)).sum();
         self.inner
             .counters
             .running
-            .fetch_sub(back.len() as u64, Ordering::Relaxed);
+            .fetch_sub(items, Ordering::Relaxed);
         self.inner.jobs.hand_back(back.into_iter());
         for (job, e) in cancelled {
             self.resolve(job, Err(e));
@@ -634,7 +645,7 @@ impl Driver {
                 (None, true) => Some(match protocol.take() {
                     Some(e) => TaskError::Protocol(e),
                     None => {
-                        job.salvage(w.progress().items_begun(f.seq));
+                        job.salvage(w.progress().items_begun(f.seq), &self.inner.counters);
                         TaskError::WorkerDied { exit }
                     }
                 }),
@@ -644,7 +655,10 @@ impl Driver {
             match error {
                 Some(e) => self.resolve(job, Err(e)),
                 None => {
-                    self.inner.counters.running.fetch_sub(1, Ordering::Relaxed);
+                    self.inner
+                        .counters
+                        .running
+                        .fetch_sub(u64::from(job.items), Ordering::Relaxed);
                     again.push(job);
                 }
             }
