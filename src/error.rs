@@ -213,6 +213,19 @@ pub enum Error {
         /// What went wrong the last time.
         reason: String,
     },
+    /// [`shutdown_timeout`](crate::ProcessPoolExecutor::shutdown_timeout) could not
+    /// drain the pool in time: it killed the workers, and the tasks still queued or
+    /// running failed with [`TaskError::ShutdownTimedOut`].
+    #[error(
+        "the pool did not drain within {after:?}; its workers were killed and \
+         {unfinished} unfinished tasks failed"
+    )]
+    ShutdownTimedOut {
+        /// The time it was given.
+        after: Duration,
+        /// Tasks (and `map` items) queued or running at the deadline.
+        unfinished: u64,
+    },
 }
 
 impl Error {
@@ -302,6 +315,14 @@ pub enum TaskError {
     /// The pool was shut down before the task was submitted.
     #[error("the pool is shut down; the task was not accepted")]
     Shutdown,
+    /// The pool's [`shutdown_timeout`](crate::ProcessPoolExecutor::shutdown_timeout)
+    /// passed before the task finished: it was dropped from the queue, or its worker
+    /// was killed.
+    #[error("the pool's shutdown deadline ({after:?}) passed before the task finished")]
+    ShutdownTimedOut {
+        /// The time the shutdown gave the pool to drain.
+        after: Duration,
+    },
     /// The bounded queue of pending tasks is full; retry later or raise
     /// [`PoolBuilder::queue_capacity`](crate::PoolBuilder::queue_capacity).
     #[error(

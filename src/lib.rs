@@ -115,9 +115,9 @@ pub use error::{CodecError, Error, Exit, PanicInfo, ProtocolError, RemoteTaskErr
 pub use manager::Manager;
 pub use pipe::{duplex, pipe, Connection};
 pub use pool::{
-    LatencySummary, Map, MapFuture, MapStream, PoolBuilder, PoolStats, ProcessPoolExecutor,
-    StartFailure, Submit, TaskBuilder, TaskHandle, DEFAULT_MAX_FRAME, DEFAULT_QUEUE_CAPACITY,
-    MAX_PIPELINE,
+    LatencySummary, Map, MapFuture, MapProgress, MapStream, PoolBuilder, PoolStats,
+    ProcessPoolExecutor, StartFailure, Submit, TaskBuilder, TaskHandle, DEFAULT_MAX_FRAME,
+    DEFAULT_QUEUE_CAPACITY, MAX_PIPELINE,
 };
 pub use process::{
     active_children, current_process, parent_process, Builder as ProcessBuilder, ChildOutput,

@@ -266,6 +266,7 @@ impl PoolBuilder {
             counters: Arc::default(),
             health: watch::channel(Health::default()).0,
             alive: watch::channel(workers).0,
+            stop_reason: OnceLock::new(),
         });
         // The seam: below the job queue, either local drivers (one per worker
         // process) or the remote dispatcher takes the jobs.

@@ -131,7 +131,24 @@ pub struct MapStream<F, I: Iterator, R> {
     refused: bool,
     /// A chunk waiting for room in the pool's queue: no other is made meanwhile.
     blocked: Option<Blocked>,
+    /// Items taken from the input so far, and results yielded so far.
+    taken: u64,
+    yielded: u64,
     _f: PhantomData<fn() -> F>,
+}
+
+/// How far a map has come; see [`MapStream::progress`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MapProgress {
+    /// Results yielded so far (values and errors).
+    pub done: u64,
+    /// Items known so far: those taken from the input, plus those the input still
+    /// promises (its `size_hint` lower bound). Grows as the input reveals more.
+    pub known: u64,
+    /// The total number of items, once it is certain: the input's `size_hint` is
+    /// exact (a range, a `Vec`) or the input is exhausted.
+    pub total: Option<u64>,
 }
 
 // The stream never pins its fields: `items` is only used through `&mut`, chunk futures
@@ -158,6 +175,8 @@ where
             parked: BTreeMap::new(),
             ready: VecDeque::new(),
             blocked: None,
+            taken: 0,
+            yielded: 0,
             _f: PhantomData,
         }
     }
@@ -184,6 +203,35 @@ where
             self.refused = true;
             self.ready
                 .push_back(Err(TaskError::InvalidArgument { what }));
+        }
+    }
+
+    /// How far the map has come: results yielded, items known, and the total once it
+    /// is certain. Cheap; call it as often as a progress bar redraws.
+    ///
+    /// ```
+    /// use futures::StreamExt;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pool = procpool::ProcessPoolExecutor::builder().workers(1).build()?;
+    /// let mut results = pool.map_unordered(|x: u64| x * 2, 0..100u64);
+    /// assert_eq!(results.progress().total, Some(100));
+    /// while let Some(r) = results.next().await {
+    ///     r?;
+    /// }
+    /// let p = results.progress();
+    /// assert_eq!((p.done, p.known, p.total), (100, 100, Some(100)));
+    /// # pool.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn progress(&self) -> MapProgress {
+        let (low, high) = self.items.size_hint();
+        let known = self.taken + low as u64;
+        MapProgress {
+            done: self.yielded,
+            known,
+            total: (high == Some(low)).then_some(known),
         }
     }
 
@@ -316,6 +364,7 @@ where
                 while count < chunk_size && frame.len() - HEADER_LEN < CHUNK_BYTES {
                     let Some(item) = self.items.next() else { break };
                     let before = frame.len();
+                    self.taken += 1;
                     match postcard::to_io(&item, &mut frame) {
                         Ok(_) => {
                             count += 1;
@@ -483,6 +532,7 @@ where
         let this = &mut *self;
         loop {
             if let Some(item) = this.ready.pop_front() {
+                this.yielded += 1;
                 return Poll::Ready(Some(item));
             }
             this.fill();
@@ -523,6 +573,21 @@ where
                 Poll::Pending => return Poll::Pending,
             }
         }
+    }
+
+    /// Results still to come: items taken and not yet yielded, plus what the input
+    /// says it still holds. A refused map (`chunk_size(0)`) yields its one error.
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        if self.refused {
+            let n = self.ready.len();
+            return (n, Some(n));
+        }
+        let pending = (self.taken - self.yielded) as usize;
+        let (low, high) = self.items.size_hint();
+        (
+            pending.saturating_add(low),
+            high.and_then(|h| h.checked_add(pending)),
+        )
     }
 }
 

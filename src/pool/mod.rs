@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use builder::PoolBuilder;
 pub use handle::TaskHandle;
-pub use map::{Map, MapFuture, MapStream};
+pub use map::{Map, MapFuture, MapProgress, MapStream};
 pub use stats::{LatencySummary, PoolStats, StartFailure};
 pub use submit::Submit;
 pub use task_builder::TaskBuilder;
@@ -89,6 +89,9 @@ pub(crate) struct Inner {
     health: watch::Sender<Health>,
     /// Drivers still running; `shutdown` waits for zero.
     alive: watch::Sender<usize>,
+    /// What an abort fails the tasks it ends with, if not [`TaskError::Cancelled`]:
+    /// set by a `shutdown_timeout` whose deadline passed.
+    stop_reason: OnceLock<TaskError>,
 }
 
 impl Inner {
@@ -117,8 +120,17 @@ impl Inner {
     /// Cancels every queued task.
     fn cancel_queued(&self) {
         for job in self.jobs.drain() {
-            self.resolve(job, Err(TaskError::Cancelled));
+            self.resolve(job, Err(self.stopped()));
         }
+    }
+
+    /// The error of a task an abort ends: cancelled (`shutdown_now`, the pool dropped),
+    /// or past a `shutdown_timeout`.
+    pub(crate) fn stopped(&self) -> TaskError {
+        self.stop_reason
+            .get()
+            .cloned()
+            .unwrap_or(TaskError::Cancelled)
     }
 }
 
@@ -516,8 +528,58 @@ impl ProcessPoolExecutor {
         self.shared.inner.cancel_queued();
     }
 
-    /// Whether [`shutdown`](Self::shutdown) or [`shutdown_now`](Self::shutdown_now)
-    /// was called.
+    /// Drains as [`shutdown`](Self::shutdown) does, for at most `timeout`; then kills
+    /// the workers as [`shutdown_now`](Self::shutdown_now) does, and the tasks still
+    /// queued or running fail with [`TaskError::ShutdownTimedOut`] (not `Cancelled`:
+    /// nobody cancelled them). Every worker is reaped before it returns, either way.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// # fn spin(_: ()) { loop { std::hint::spin_loop() } }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pool = procpool::ProcessPoolExecutor::builder().workers(1).build()?;
+    /// let stuck = pool.submit(spin, ()).await?;
+    /// let result = pool.shutdown_timeout(Duration::from_millis(100)).await;
+    /// assert!(matches!(result, Err(procpool::Error::ShutdownTimedOut { unfinished: 1, .. })));
+    /// assert!(matches!(stuck.await, Err(procpool::TaskError::ShutdownTimedOut { .. })));
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::ShutdownTimedOut`] if the pool did not drain in time, with the number
+    /// of tasks (and `map` items) it failed.
+    ///
+    /// # Cancel safety
+    /// Dropped before the deadline, the pool keeps draining in the background, as
+    /// after [`shutdown`](Self::shutdown); dropped after it, the workers are being
+    /// killed and the pool ends as after [`shutdown_now`](Self::shutdown_now).
+    pub async fn shutdown_timeout(&self, timeout: Duration) -> Result<(), Error> {
+        self.close();
+        if tokio::time::timeout(timeout, self.join_drivers())
+            .await
+            .is_ok()
+        {
+            return Ok(());
+        }
+        let inner = &self.shared.inner;
+        let unfinished = inner.jobs.items() + inner.counters.running.load(Ordering::Relaxed);
+        let _ = inner
+            .stop_reason
+            .set(TaskError::ShutdownTimedOut { after: timeout });
+        inner.abort.cancel();
+        inner.cancel_queued();
+        self.join_drivers().await;
+        inner.cancel_queued();
+        Err(Error::ShutdownTimedOut {
+            after: timeout,
+            unfinished,
+        })
+    }
+
+    /// Whether [`shutdown`](Self::shutdown), [`shutdown_now`](Self::shutdown_now) or
+    /// [`shutdown_timeout`](Self::shutdown_timeout) was called.
     pub fn is_shutdown(&self) -> bool {
         self.shared.closed.load(Ordering::Acquire)
     }

@@ -149,7 +149,7 @@ pub(super) async fn dispatch(inner: Arc<Inner>, options: NatsOptions) {
     }
     // Aborted (`shutdown_now`, the pool dropped): nobody will read these replies.
     for (_, job) in in_flight.drain() {
-        inner.resolve(job, Err(TaskError::Cancelled));
+        inner.resolve(job, Err(inner.stopped()));
     }
     inner.health.send_modify(|h| {
         h.live = h.live.saturating_sub(1);

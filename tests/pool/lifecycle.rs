@@ -351,3 +351,53 @@ async fn an_initializer_argument_that_does_not_serialise_fails_build() {
         other => panic!("expected Encode, got {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_timeout_drains_what_finishes_in_time() {
+    let pool = ProcessPoolExecutor::builder().workers(2).build().unwrap();
+    let handles: Vec<_> = (0..20u64)
+        .map(|i| pool.try_submit(|x: u64| x * 2, i).unwrap())
+        .collect();
+    pool.shutdown_timeout(std::time::Duration::from_secs(60))
+        .await
+        .unwrap();
+    for (i, h) in handles.into_iter().enumerate() {
+        assert_eq!(h.await.unwrap(), i as u64 * 2);
+    }
+    assert!(matches!(
+        pool.run(|x: u8| x, 1).await,
+        Err(TaskError::Shutdown)
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_timeout_kills_what_is_left_at_the_deadline() {
+    let pool = ProcessPoolExecutor::builder()
+        .workers(1)
+        .pipeline_depth(1)
+        .build()
+        .unwrap();
+    let stuck = pool.try_submit(common::spin_forever, ()).unwrap();
+    let pid = stuck.started().await.expect("dispatched");
+    let queued: Vec<_> = (0..2u32)
+        .map(|i| pool.try_submit(|x: u32| x, i).unwrap())
+        .collect();
+    let after = std::time::Duration::from_millis(200);
+    match pool.shutdown_timeout(after).await {
+        Err(procpool::Error::ShutdownTimedOut {
+            after: a,
+            unfinished,
+        }) => assert_eq!((a, unfinished), (after, 3)),
+        other => panic!("expected ShutdownTimedOut, got {other:?}"),
+    }
+    // Reaped before it returned.
+    assert!(!common::exists(pid), "worker {pid} outlived the shutdown");
+    for h in std::iter::once(stuck).chain(queued) {
+        match h.await {
+            Err(TaskError::ShutdownTimedOut { after: a }) => assert_eq!(a, after),
+            other => panic!("expected ShutdownTimedOut, got {other:?}"),
+        }
+    }
+    let s = pool.stats();
+    assert_eq!((s.failed, s.cancelled), (3, 0), "{s:?}");
+}

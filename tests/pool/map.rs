@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use procpool::{PanicInfo, ProcessPoolExecutor, TaskError};
 
 fn square(x: u64) -> u64 {
@@ -254,5 +254,37 @@ async fn a_chunk_size_of_zero_is_an_error_not_a_panic() {
     );
     // Nothing was submitted.
     assert_eq!(pool.stats().submitted, 0);
+    pool.shutdown().await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_map_stream_says_how_far_it_has_come() {
+    let pool = ProcessPoolExecutor::builder().workers(1).build().unwrap();
+    let mut stream = pool
+        .map_ordered_stream(|x: u64| x + 1, 0..50u64)
+        .chunk_size(7);
+    let p = stream.progress();
+    assert_eq!((p.done, p.known, p.total), (0, 50, Some(50)));
+    assert_eq!(stream.size_hint(), (50, Some(50)));
+    for k in 1..=20u64 {
+        assert_eq!(stream.next().await.unwrap().unwrap(), k);
+    }
+    let p = stream.progress();
+    assert_eq!((p.done, p.known, p.total), (20, 50, Some(50)));
+    assert_eq!(stream.size_hint(), (30, Some(30)));
+    assert_eq!(stream.count().await, 30);
+
+    // An input of unknown length: no total until it is exhausted.
+    let mut stream = pool
+        .map_unordered(|x: u64| x, (0..40u64).filter(|x| x % 2 == 0))
+        .chunk_size(4);
+    assert_eq!(stream.progress().total, None);
+    stream.next().await.unwrap().unwrap();
+    let p = stream.progress();
+    assert!(p.known >= 4 && p.total.is_none(), "{p:?}");
+    while stream.next().await.is_some() {}
+    let p = stream.progress();
+    assert_eq!((p.done, p.known, p.total), (20, 20, Some(20)));
+    assert_eq!(stream.size_hint(), (0, Some(0)));
     pool.shutdown().await;
 }

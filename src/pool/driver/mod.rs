@@ -703,7 +703,7 @@ impl Driver {
         }
         for f in std::mem::take(&mut self.flights) {
             if let Some(job) = f.job {
-                self.resolve(job, Err(TaskError::Cancelled));
+                self.resolve(job, Err(self.inner.stopped()));
             }
         }
         self.flights_changed();
