@@ -1,5 +1,5 @@
 //! W5: a pool built and its first result back, and a whole build-ready-shutdown
-//! cycle, for 1 and 2 workers; the same with 1 GiB of touched heap in the parent
+//! cycle, for 1 and 2 workers; an elastic pool's first result with no worker up; the same with 1 GiB of touched heap in the parent
 //! (workers start with posix_spawn, vfork semantics: the cost must not grow with the
 //! parent's size).
 //!
@@ -63,6 +63,28 @@ fn startup(c: &mut Criterion) {
             },
         );
     }
+    // An elastic pool at min_workers = 0 whose workers all retired: the time from
+    // submitting to the first result, a worker's start included. Only that is timed;
+    // waiting for the retirement is not.
+    group.bench_function("elastic_cold_first_result", |b| {
+        b.to_async(&rt).iter_custom(|iters| async move {
+            let pool = ProcessPoolExecutor::builder()
+                .min_workers(0)
+                .max_workers(2)
+                .idle_timeout(Duration::from_millis(1))
+                .build()
+                .unwrap();
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                pool.__wait_for_live_workers(0).await;
+                let t = std::time::Instant::now();
+                pool.run(trivial, 1).await.unwrap();
+                total += t.elapsed();
+            }
+            pool.shutdown().await;
+            total
+        })
+    });
     let heap: Vec<u8> = vec![1u8; 1 << 30];
     group.bench_function("build_first_result_1gib_parent/2", |b| {
         b.to_async(&rt).iter_custom(|iters| async move {

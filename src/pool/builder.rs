@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::scale::Scale;
 use super::stats::Health;
 use super::{driver, runtime_probe, Config, Inner, JobQueue, ProcessPoolExecutor};
 use super::{DEFAULT_MAX_FRAME, DEFAULT_QUEUE_CAPACITY, MAX_PIPELINE};
@@ -35,6 +36,9 @@ use crate::wire::{handles, TaskRef};
 #[must_use = "a PoolBuilder does nothing until `build` is called"]
 pub struct PoolBuilder {
     workers: Option<usize>,
+    min_workers: Option<usize>,
+    max_workers: Option<usize>,
+    idle_timeout: Option<Duration>,
     max_tasks_per_worker: Option<u64>,
     task_timeout: Option<Duration>,
     queue_capacity: usize,
@@ -55,6 +59,9 @@ impl Default for PoolBuilder {
     fn default() -> Self {
         PoolBuilder {
             workers: None,
+            min_workers: None,
+            max_workers: None,
+            idle_timeout: None,
             max_tasks_per_worker: None,
             task_timeout: None,
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
@@ -83,10 +90,38 @@ impl PoolBuilder {
         self
     }
 
-    /// Number of worker processes. Default: [`crate::cpu_count`] (available
-    /// parallelism).
+    /// Number of worker processes, started when the pool is built and kept: a fixed
+    /// pool. Default: [`crate::cpu_count`] (available parallelism). For a pool that
+    /// grows and shrinks with its load, see [`max_workers`](Self::max_workers).
     pub fn workers(mut self, n: usize) -> Self {
         self.workers = Some(n);
+        self
+    }
+
+    /// Makes the pool elastic, with at most `n` workers: a worker is started when a
+    /// task is queued while none is idle (up to `n`), and a worker idle for
+    /// [`idle_timeout`](Self::idle_timeout) retires, down to
+    /// [`min_workers`](Self::min_workers). [`PoolStats::workers_live`] says how many
+    /// run; [`ProcessPoolExecutor::resize`] changes `n` at run time.
+    ///
+    /// [`PoolStats::workers_live`]: crate::PoolStats::workers_live
+    pub fn max_workers(mut self, n: usize) -> Self {
+        self.max_workers = Some(n);
+        self
+    }
+
+    /// The fewest workers an elastic pool keeps (started when it is built, never
+    /// retired for idleness). Default: 0, so an idle pool costs no process; the first
+    /// task then waits for a worker to start (about a millisecond).
+    pub fn min_workers(mut self, n: usize) -> Self {
+        self.min_workers = Some(n);
+        self
+    }
+
+    /// How long a worker of an elastic pool may sit idle before it retires (when more
+    /// than [`min_workers`](Self::min_workers) run). Default: 30 s.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = Some(timeout);
         self
     }
 
@@ -210,6 +245,8 @@ impl PoolBuilder {
                 what: "workers must be at least 1",
             });
         }
+        let scale = self.scale(workers)?;
+        let workers = scale.max();
         if self.queue_capacity == 0 {
             return Err(Error::InvalidConfig {
                 what: "queue_capacity must be at least 1",
@@ -265,21 +302,66 @@ impl PoolBuilder {
             fatal: OnceLock::new(),
             counters: Arc::default(),
             health: watch::channel(Health::default()).0,
-            alive: watch::channel(workers).0,
+            alive: watch::channel(0).0,
             stop_reason: OnceLock::new(),
+            scale,
+            runtime: runtime.clone(),
         });
         // The seam: below the job queue, either local drivers (one per worker
         // process) or the remote dispatcher takes the jobs.
         #[cfg(feature = "nats")]
         if let Some(nats) = self.nats {
+            inner.alive.send_replace(1);
             drop(runtime.spawn(super::remote::dispatch(inner.clone(), nats)));
             return Ok(ProcessPoolExecutor::from_parts(inner, jobs_tx));
         }
-        for _ in 0..workers {
-            // Detached: a driver ends by itself once the queue is closed and drained,
-            // or on abort, after reaping its worker.
-            drop(runtime.spawn(driver::drive(inner.clone())));
+        for _ in 0..inner.scale.min() {
+            driver::spawn_slot(&inner);
         }
         Ok(ProcessPoolExecutor::from_parts(inner, jobs_tx))
     }
+
+    /// The pool's slot bounds: fixed at `workers`, or elastic if a bound or the idle
+    /// timeout was set.
+    fn scale(&self, workers: usize) -> Result<Scale, Error> {
+        let elastic =
+            self.min_workers.is_some() || self.max_workers.is_some() || self.idle_timeout.is_some();
+        if !elastic {
+            return Ok(Scale::new(workers, workers, None));
+        }
+        #[cfg(feature = "nats")]
+        if self.nats.is_some() {
+            return Err(Error::InvalidConfig {
+                what:
+                    "min_workers, max_workers and idle_timeout belong to the hosts of a remote pool",
+            });
+        }
+        if self.workers.is_some() {
+            return Err(Error::InvalidConfig {
+                what: "workers (a fixed pool) cannot be combined with min_workers, max_workers or idle_timeout",
+            });
+        }
+        let max = self.max_workers.unwrap_or(workers);
+        let min = self.min_workers.unwrap_or(0);
+        if max == 0 {
+            return Err(Error::InvalidConfig {
+                what: "max_workers must be at least 1",
+            });
+        }
+        if min > max {
+            return Err(Error::InvalidConfig {
+                what: "min_workers must be at most max_workers",
+            });
+        }
+        let idle = self.idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT);
+        if idle.is_zero() {
+            return Err(Error::InvalidConfig {
+                what: "idle_timeout must be more than zero",
+            });
+        }
+        Ok(Scale::new(min, max, Some(idle)))
+    }
 }
+
+/// How long an elastic pool's worker may idle before it retires, by default.
+const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);

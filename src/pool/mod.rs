@@ -20,6 +20,7 @@ mod pace;
 #[cfg(feature = "nats")]
 mod remote;
 mod runtime_probe;
+mod scale;
 mod stats;
 mod submit;
 mod task_builder;
@@ -92,6 +93,10 @@ pub(crate) struct Inner {
     /// What an abort fails the tasks it ends with, if not [`TaskError::Cancelled`]:
     /// set by a `shutdown_timeout` whose deadline passed.
     stop_reason: OnceLock<TaskError>,
+    /// How many worker slots run, and between which bounds.
+    scale: scale::Scale,
+    /// Where slots started after `build` (an elastic pool's, a resize's) run.
+    runtime: tokio::runtime::Handle,
 }
 
 impl Inner {
@@ -115,6 +120,30 @@ impl Inner {
             self.counters.latency.record(job.queued_at.elapsed());
         }
         job.resolve(result);
+    }
+
+    /// Starts slots for queued jobs that no idle or starting slot will take, up to the
+    /// elastic pool's maximum: called when a job is queued, and when a slot takes one
+    /// and others still wait.
+    pub(crate) fn grow(self: &Arc<Self>) {
+        if !self.scale.is_elastic() {
+            return;
+        }
+        while !self.abort.is_cancelled()
+            && self
+                .scale
+                .should_grow(self.jobs.len(), self.jobs.has_idle())
+        {
+            driver::spawn_counted_slot(self);
+        }
+    }
+
+    /// Whether an elastic pool could start another slot, or has one starting: then a
+    /// busy slot sends its worker nothing ahead, so that waiting jobs go to a new
+    /// worker instead.
+    pub(crate) fn can_grow(&self) -> bool {
+        self.scale.is_elastic()
+            && (self.scale.slots() < self.scale.max() || self.scale.is_starting())
     }
 
     /// Cancels every queued task.
@@ -244,9 +273,70 @@ impl ProcessPoolExecutor {
         PoolBuilder::default()
     }
 
-    /// Number of worker processes.
+    /// Number of worker processes: of a fixed pool, the number it keeps; of an
+    /// elastic one, the most it starts ([`PoolBuilder::max_workers`]). How many run now
+    /// is [`PoolStats::workers_live`].
     pub fn workers(&self) -> usize {
-        self.shared.inner.config.workers
+        self.shared.inner.scale.max()
+    }
+
+    /// Changes the number of workers at run time: a fixed pool keeps `n` from now on,
+    /// an elastic one starts at most `n` (and keeps at most `n` as its minimum).
+    /// Growing starts workers at once (a fixed pool) or as tasks come (an elastic one);
+    /// shrinking retires workers as they become idle, never stopping a running task.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pool = procpool::ProcessPoolExecutor::builder().workers(1).build()?;
+    /// pool.resize(2)?;
+    /// assert_eq!(pool.workers(), 2);
+    /// pool.ready().await?; // both up
+    /// # pool.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for `n == 0`, or on a remote pool (whose workers
+    /// belong to its hosts); [`Error::Shutdown`] once the pool is shut down.
+    pub fn resize(&self, n: usize) -> Result<(), Error> {
+        let inner = &self.shared.inner;
+        if n == 0 {
+            return Err(Error::InvalidConfig {
+                what: "a pool needs at least 1 worker",
+            });
+        }
+        if inner.config.remote {
+            return Err(Error::InvalidConfig {
+                what: "the workers of a remote pool belong to its hosts",
+            });
+        }
+        if self.is_shutdown() {
+            return Err(Error::Shutdown);
+        }
+        let fixed = !inner.scale.is_elastic();
+        inner.scale.resize(n, fixed);
+        if fixed {
+            while inner.scale.slots() < n && inner.scale.add_slot() {
+                driver::spawn_counted_slot(inner);
+            }
+        } else {
+            self.grow();
+        }
+        Ok(())
+    }
+
+    /// Waits until exactly `n` workers are up. For tests of elastic pools; not part of
+    /// the API.
+    #[doc(hidden)]
+    pub async fn __wait_for_live_workers(&self, n: usize) {
+        let mut rx = self.shared.inner.health.subscribe();
+        let _ = rx.wait_for(|h| h.live == n).await;
+    }
+
+    fn grow(&self) {
+        self.shared.inner.grow();
     }
 
     /// Waits until every worker is up: started, handshake done, initializer run.
@@ -269,7 +359,7 @@ impl ProcessPoolExecutor {
     /// Cancel safe; it only observes.
     pub async fn ready(&self) -> Result<(), Error> {
         let mut rx = self.shared.inner.health.subscribe();
-        let workers = self.shared.inner.config.workers;
+        let workers = self.shared.inner.scale.min();
         let failures = rx.borrow().failures;
         // The sender lives in `inner`, which `self` holds: this cannot fail.
         let health = rx
@@ -512,7 +602,21 @@ impl ProcessPoolExecutor {
     /// goes on in the background; calling it again waits again.
     pub async fn shutdown(&self) {
         self.close();
+        self.drain_elastic();
         self.join_drivers().await;
+    }
+
+    /// An elastic pool closed with jobs queued and no slot to take them (they were
+    /// queued as its last slot retired): starts one to drain them.
+    fn drain_elastic(&self) {
+        let inner = &self.shared.inner;
+        if inner.scale.is_elastic()
+            && !inner.jobs.is_empty()
+            && inner.scale.slots() == 0
+            && inner.scale.add_slot()
+        {
+            driver::spawn_counted_slot(inner);
+        }
     }
 
     /// Stops accepting tasks, cancels queued ones ([`TaskError::Cancelled`]), kills
@@ -557,6 +661,7 @@ impl ProcessPoolExecutor {
     /// killed and the pool ends as after [`shutdown_now`](Self::shutdown_now).
     pub async fn shutdown_timeout(&self, timeout: Duration) -> Result<(), Error> {
         self.close();
+        self.drain_elastic();
         if tokio::time::timeout(timeout, self.join_drivers())
             .await
             .is_ok()

@@ -139,6 +139,9 @@ impl ProcessPoolExecutor {
                         .submitted
                         .fetch_add(u64::from(items), Ordering::Relaxed);
                 }
+                if inner.scale.is_elastic() {
+                    self.grow();
+                }
                 Ok(task.raw)
             }
             Err(e) => {

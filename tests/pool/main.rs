@@ -5,6 +5,7 @@
 mod common;
 
 mod crash;
+mod elastic;
 mod lifecycle;
 mod map;
 mod pipeline;

@@ -59,7 +59,24 @@ use crate::worker::progress::Hold;
 /// for.
 pub(crate) const GIVE_BACK_AFTER: Duration = Pace::AHEAD;
 
-pub(crate) async fn drive(inner: Arc<Inner>) {
+/// Starts a slot if the pool has room for one: counts it, then spawns its driver.
+pub(crate) fn spawn_slot(inner: &Arc<Inner>) {
+    if inner.scale.add_slot() {
+        spawn_counted_slot(inner);
+    }
+}
+
+/// Spawns the driver of a slot already counted ([`Scale::add_slot`]).
+///
+/// [`Scale::add_slot`]: crate::pool::scale::Scale::add_slot
+pub(crate) fn spawn_counted_slot(inner: &Arc<Inner>) {
+    inner.alive.send_modify(|n| *n += 1);
+    // Detached: a driver ends by itself once the queue is closed and drained, on
+    // abort, or when its slot retires, after reaping its worker.
+    drop(inner.runtime.spawn(drive(inner.clone())));
+}
+
+async fn drive(inner: Arc<Inner>) {
     let _alive = AliveGuard(inner.clone());
     let mut driver = Driver {
         inner,
@@ -75,9 +92,22 @@ pub(crate) async fn drive(inner: Arc<Inner>) {
         failing: false,
         ahead: false,
         give_back_armed: true,
+        starting: true,
     };
-    driver.run().await;
-    driver.leave().await;
+    let retired = driver.run().await;
+    if retired {
+        // A job queued just as this slot chose to retire saw it idle and started no
+        // slot for itself: start one now if it is still waiting.
+        driver.inner.grow();
+    }
+    driver.leave(retired).await;
+    if !retired {
+        driver.inner.scale.slot_ended();
+    }
+    if driver.starting {
+        // It never had a worker up.
+        driver.inner.scale.started();
+    }
 }
 
 /// A job written (or being written) to the worker and not answered yet.
@@ -155,27 +185,40 @@ struct Driver {
     /// Whether to watch for an idle driver to hand flights to; off after an attempt
     /// until the flights change, so that nothing to hand back is not a busy loop.
     give_back_armed: bool,
+    /// No worker of this slot has been up yet (counted in `Scale::starting`).
+    starting: bool,
 }
 
 impl Driver {
-    async fn run(&mut self) {
+    /// Runs the slot until the pool stops (false) or the slot retires (true).
+    async fn run(&mut self) -> bool {
         loop {
             if self.worker.is_none() {
                 if self.flights.is_empty() && self.inner.jobs.is_drained() {
-                    return; // shut down: nothing left that a worker would run
+                    return false; // shut down: nothing left that a worker would run
                 }
                 if !self.start_worker().await {
-                    return;
+                    return false;
                 }
             }
             if self.flights.is_empty() {
                 let job = match self.next_job_soon().await {
                     Some(job) => job,
                     None => {
+                        // Its own reference: the arms below borrow `self` mutably.
+                        let inner = self.inner.clone();
+                        let scale = &inner.scale;
+                        let resized = scale.resized.notified();
+                        tokio::pin!(resized);
+                        resized.as_mut().enable();
+                        // Above a lowered maximum: this idle slot goes.
+                        if scale.try_retire(false) {
+                            return true;
+                        }
                         let worker = self.worker.as_ref();
                         tokio::select! {
                             biased;
-                            _ = self.inner.abort.cancelled() => return,
+                            _ = self.inner.abort.cancelled() => return false,
                             // Before taking a job: a worker known dead must not get one.
                             _ = idle_exit(worker) => {
                                 self.lose_idle_worker().await;
@@ -183,8 +226,15 @@ impl Driver {
                             }
                             job = self.inner.jobs.next(true) => match job {
                                 Some(job) => job,
-                                None => return, // closed and drained: shutdown
+                                None => return false, // closed and drained: shutdown
                             },
+                            _ = &mut resized => continue,
+                            _ = until(scale.idle_timeout.map(|t| Instant::now() + t)) => {
+                                if scale.try_retire(true) {
+                                    return true;
+                                }
+                                continue;
+                            }
                         }
                     }
                 };
@@ -192,6 +242,10 @@ impl Driver {
                     self.pace.idled(since.elapsed());
                 }
                 self.dispatch(job);
+                if !self.inner.jobs.is_empty() {
+                    // Others still wait and this slot is busy now.
+                    self.inner.grow();
+                }
             }
             self.fill();
             if self.flights.is_empty() {
@@ -231,7 +285,7 @@ impl Driver {
                 job = jobs.next(false), if want_job => Event::Job(job),
             };
             match event {
-                Event::Abort => return,
+                Event::Abort => return false,
                 Event::Cancel => self.on_cancel().await,
                 Event::Io(Io::Reply(Ok(frame))) => {
                     if let Err(e) = self.on_reply(frame) {
@@ -262,7 +316,7 @@ impl Driver {
             return false;
         };
         let n = self.flights.len();
-        if n > 0 && self.inner.jobs.has_idle() {
+        if n > 0 && (self.inner.jobs.has_idle() || self.inner.can_grow()) {
             return false;
         }
         let depth = self
@@ -691,15 +745,18 @@ impl Driver {
         }
     }
 
-    /// Leaving: graceful (queue closed and drained) or abort (`shutdown_now`, drop).
-    async fn leave(&mut self) {
+    /// Leaving: graceful (queue closed and drained, or the slot `retired`) or abort
+    /// (`shutdown_now`, drop).
+    async fn leave(&mut self, retired: bool) {
         let abort = self.inner.abort.is_cancelled();
-        if let Some(mut w) = self.take_worker() {
+        // Counted live until it is reaped: whoever sees the count drop finds it gone.
+        if let Some(mut w) = self.worker.take() {
             if abort || !self.flights.is_empty() {
                 w.kill().await;
             } else {
                 w.retire().await;
             }
+            self.inner.health.send_modify(|h| h.live -= 1);
         }
         for f in std::mem::take(&mut self.flights) {
             if let Some(job) = f.job {
@@ -713,7 +770,8 @@ impl Driver {
         }
         let failing = std::mem::replace(&mut self.failing, false);
         self.inner.health.send_modify(|h| {
-            h.ended += 1;
+            // A retired slot is not a pool winding down (see `ready`).
+            h.ended += usize::from(!retired);
             h.failing -= usize::from(failing);
         });
     }

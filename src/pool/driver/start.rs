@@ -27,6 +27,9 @@ impl Driver {
             let error = match started {
                 Ok(w) => {
                     self.worker = Some(w);
+                    if std::mem::take(&mut self.starting) {
+                        self.inner.scale.started();
+                    }
                     let was_failing = std::mem::replace(&mut self.failing, false);
                     self.inner.health.send_modify(|h| {
                         h.live += 1;
