@@ -213,6 +213,19 @@ pub enum Error {
         /// What went wrong the last time.
         reason: String,
     },
+    /// The kernel refused a limit a worker sets on itself before its first task
+    /// (for example a negative `nice` without `CAP_SYS_NICE`). No retry can change
+    /// that: the pool runs nothing. Change the limit or the process's privileges.
+    #[error(
+        "a worker could not set its {limit}: {}",
+        io::Error::from_raw_os_error(*errno)
+    )]
+    LimitRefused {
+        /// The limit, as the builder names it (`nice`, `affinity`, `cpu_time_limit`).
+        limit: String,
+        /// The kernel's `errno`.
+        errno: i32,
+    },
     /// [`shutdown_timeout`](crate::ProcessPoolExecutor::shutdown_timeout) could not
     /// drain the pool in time: it killed the workers, and the tasks still queued or
     /// running failed with [`TaskError::ShutdownTimedOut`].
@@ -353,6 +366,14 @@ pub enum TaskError {
     /// [`RemoteTaskError`] says why.
     #[error("remote task failed: {0}")]
     Remote(RemoteTaskError),
+    /// The task went over a limit of its worker
+    /// ([`PoolBuilder::cpu_time_limit`](crate::PoolBuilder::cpu_time_limit)); the kernel
+    /// ended the worker, and it was replaced.
+    #[error("the task went over its worker's {limit}; the worker was replaced")]
+    LimitExceeded {
+        /// The limit it broke.
+        limit: Limit,
+    },
     /// A task given a name ([`TaskBuilder::name`](crate::TaskBuilder::name)) failed;
     /// `error` says how. Match on [`unnamed`](TaskError::unnamed) to see the same
     /// variants whether a task was named or not.
@@ -405,6 +426,23 @@ impl TaskError {
                 error: Box::new(error),
             },
             (None, error) => error,
+        }
+    }
+}
+
+/// A per-worker limit a task can break; see [`TaskError::LimitExceeded`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Limit {
+    /// CPU time per task (`RLIMIT_CPU`, in whole seconds): the kernel sent the worker
+    /// `SIGXCPU`.
+    CpuTime(Duration),
+}
+
+impl std::fmt::Display for Limit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Limit::CpuTime(d) => write!(f, "CPU time limit of {d:?} per task"),
         }
     }
 }

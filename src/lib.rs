@@ -111,11 +111,13 @@ mod waitcell;
 mod wire;
 mod worker;
 
-pub use error::{CodecError, Error, Exit, PanicInfo, ProtocolError, RemoteTaskError, TaskError};
+pub use error::{
+    CodecError, Error, Exit, Limit, PanicInfo, ProtocolError, RemoteTaskError, TaskError,
+};
 pub use manager::Manager;
 pub use pipe::{duplex, pipe, Connection};
 pub use pool::{
-    LatencySummary, Map, MapFuture, MapProgress, MapStream, PoolBuilder, PoolStats,
+    Affinity, LatencySummary, Map, MapFuture, MapProgress, MapStream, PoolBuilder, PoolStats,
     ProcessPoolExecutor, StartFailure, Submit, TaskBuilder, TaskHandle, DEFAULT_MAX_FRAME,
     DEFAULT_QUEUE_CAPACITY, MAX_PIPELINE,
 };

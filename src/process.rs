@@ -189,6 +189,11 @@ impl From<Failure> for ProcessError {
             | Failure::InitializerFailed { message: reason } => {
                 ProcessError::Protocol(ProtocolError::Unexpected { what: reason })
             }
+            Failure::LimitRefused { limit, errno } => {
+                ProcessError::Protocol(ProtocolError::Unexpected {
+                    what: format!("a Process child refused its {limit} (errno {errno})"),
+                })
+            }
         }
     }
 }

@@ -84,6 +84,7 @@ pub(crate) fn hello(name: String) -> Hello {
         authkey: crate::authkey::authkey(),
         progress: false,
         spin: false,
+        limits: crate::wire::WorkerLimits::default(),
     }
 }
 

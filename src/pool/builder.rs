@@ -53,6 +53,27 @@ pub struct PoolBuilder {
     /// The remote back end, if the pool runs its tasks on NATS hosts.
     #[cfg(feature = "nats")]
     nats: Option<crate::nats::NatsOptions>,
+    limits: Limits,
+}
+
+/// Which CPUs the workers may run on; see [`PoolBuilder::affinity`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Affinity {
+    /// Each worker on one CPU of its own, taken in turn from the CPUs this process may
+    /// run on (so workers share a CPU only when there are more workers than CPUs).
+    OneCpuPerWorker,
+    /// Every worker on these CPUs (numbered as the kernel numbers them).
+    Cpus(Vec<usize>),
+}
+
+/// The limits each worker sets on itself.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Limits {
+    pub(crate) cpu_time: Option<Duration>,
+    pub(crate) max_memory: Option<u64>,
+    pub(crate) nice: Option<i32>,
+    pub(crate) affinity: Option<Affinity>,
 }
 
 impl Default for PoolBuilder {
@@ -72,6 +93,7 @@ impl Default for PoolBuilder {
             env: Vec::new(),
             #[cfg(feature = "nats")]
             nats: None,
+            limits: Limits::default(),
         }
     }
 }
@@ -129,6 +151,44 @@ impl PoolBuilder {
     /// `max_tasks_per_child`): contains leaks in native code. Default: never.
     pub fn max_tasks_per_worker(mut self, n: u64) -> Self {
         self.max_tasks_per_worker = Some(n);
+        self
+    }
+
+    /// Recycles a worker whose resident memory (RSS) is over `bytes` after a task, as
+    /// billiard's `max_memory_per_child`: the task's result is still delivered, then
+    /// the worker retires once its tasks in flight are answered and a fresh one takes
+    /// its place (counted in [`PoolStats::workers_recycled`]). The worker reads its RSS
+    /// after each task (a read of `/proc/self/statm`, a few microseconds).
+    ///
+    /// [`PoolStats::workers_recycled`]: crate::PoolStats::workers_recycled
+    pub fn max_memory_per_worker(mut self, bytes: u64) -> Self {
+        self.limits.max_memory = Some(bytes);
+        self
+    }
+
+    /// The CPU time a task may use (`RLIMIT_CPU`, in whole seconds, rounded up): past
+    /// it the kernel ends the worker with `SIGXCPU`, the task fails with
+    /// [`TaskError::LimitExceeded`](crate::TaskError::LimitExceeded) naming
+    /// [`Limit::CpuTime`](crate::Limit::CpuTime), and the worker is replaced. Unlike
+    /// a task timeout, time spent waiting (sleeping, blocked on I/O) does not count.
+    /// Each task gets the whole allowance, whatever the ones before it used.
+    pub fn cpu_time_limit(mut self, limit: Duration) -> Self {
+        self.limits.cpu_time = Some(limit);
+        self
+    }
+
+    /// The workers' niceness, -20 (first) to 19 (last); lowering it below this
+    /// process's needs `CAP_SYS_NICE`, and a refusal is
+    /// [`Error::LimitRefused`] from [`ProcessPoolExecutor::ready`] (and every task
+    /// fails with it).
+    pub fn nice(mut self, nice: i32) -> Self {
+        self.limits.nice = Some(nice);
+        self
+    }
+
+    /// The CPUs the workers may run on: one each, or a set for all.
+    pub fn affinity(mut self, affinity: Affinity) -> Self {
+        self.limits.affinity = Some(affinity);
         self
     }
 
@@ -247,6 +307,7 @@ impl PoolBuilder {
         }
         let scale = self.scale(workers)?;
         let workers = scale.max();
+        self.limits.check()?;
         if self.queue_capacity == 0 {
             return Err(Error::InvalidConfig {
                 what: "queue_capacity must be at least 1",
@@ -293,6 +354,7 @@ impl PoolBuilder {
             remote: self.nats.is_some(),
             #[cfg(not(feature = "nats"))]
             remote: false,
+            limits: self.limits,
         };
         let (jobs_tx, jobs) = async_channel::unbounded();
         let inner = Arc::new(Inner {
@@ -360,6 +422,57 @@ impl PoolBuilder {
             });
         }
         Ok(Scale::new(min, max, Some(idle)))
+    }
+}
+
+impl Limits {
+    /// Refuses a limit out of range, naming it.
+    fn check(&self) -> Result<(), Error> {
+        let invalid = |what| Err(Error::InvalidConfig { what });
+        if self.max_memory == Some(0) {
+            return invalid("max_memory_per_worker must be more than zero");
+        }
+        if self.cpu_time.is_some_and(|d| d.is_zero()) {
+            return invalid("cpu_time_limit must be more than zero");
+        }
+        if self.nice.is_some_and(|n| !(-20..=19).contains(&n)) {
+            return invalid("nice must be between -20 and 19");
+        }
+        if let Some(Affinity::Cpus(cpus)) = &self.affinity {
+            if cpus.is_empty() {
+                return invalid("affinity needs at least one CPU");
+            }
+            let allowed = crate::sys::limits::affinity().map_err(Error::spawn)?;
+            if cpus.iter().any(|c| !allowed.contains(c)) {
+                return invalid(
+                    "affinity names a CPU that does not exist or that this process may not run on",
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The limits for the next worker to start: `OneCpuPerWorker` takes the CPU
+    /// after the last one given.
+    pub(crate) fn for_worker(&self) -> crate::wire::WorkerLimits {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static NEXT_CPU: AtomicUsize = AtomicUsize::new(0);
+        let cpus = match &self.affinity {
+            None => None,
+            Some(Affinity::Cpus(cpus)) => Some(cpus.clone()),
+            Some(Affinity::OneCpuPerWorker) => crate::sys::limits::affinity()
+                .ok()
+                .filter(|all| !all.is_empty())
+                .map(|all| vec![all[NEXT_CPU.fetch_add(1, Ordering::Relaxed) % all.len()]]),
+        };
+        crate::wire::WorkerLimits {
+            cpu_secs: self
+                .cpu_time
+                .map(|d| d.as_secs() + u64::from(d.subsec_nanos() > 0)),
+            max_rss: self.max_memory,
+            nice: self.nice,
+            cpus,
+        }
     }
 }
 

@@ -80,7 +80,9 @@ impl Future for Chunk {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let result = std::task::ready!(Pin::new(&mut self.task).poll(cx));
         let salvage = match &result {
-            Err(TaskError::WorkerDied { .. }) => self.task.take_salvage(),
+            Err(TaskError::WorkerDied { .. } | TaskError::LimitExceeded { .. }) => {
+                self.task.take_salvage()
+            }
             _ => None,
         };
         match self.meta.take() {
@@ -542,16 +544,20 @@ where
             match this.in_flight.poll_next_unpin(cx) {
                 Poll::Ready(Some((meta, result, salvage))) => {
                     let meta = match (result, salvage) {
-                        (Err(e @ TaskError::WorkerDied { .. }), Some(salvage)) => {
-                            match this.rerun(meta, salvage, e.clone()) {
-                                Ok(Rerun::Again(chunk)) => {
-                                    this.in_flight.push(chunk);
-                                    continue;
-                                }
-                                Ok(Rerun::Settled(meta)) => (meta, Err(e)),
-                                Err(meta) => (meta, Err(e)),
+                        (
+                            Err(
+                                e
+                                @ (TaskError::WorkerDied { .. } | TaskError::LimitExceeded { .. }),
+                            ),
+                            Some(salvage),
+                        ) => match this.rerun(meta, salvage, e.clone()) {
+                            Ok(Rerun::Again(chunk)) => {
+                                this.in_flight.push(chunk);
+                                continue;
                             }
-                        }
+                            Ok(Rerun::Settled(meta)) => (meta, Err(e)),
+                            Err(meta) => (meta, Err(e)),
+                        },
                         (result, _) => (meta, result),
                     };
                     let (meta, result) = meta;

@@ -35,7 +35,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-pub use builder::PoolBuilder;
+pub use builder::{Affinity, PoolBuilder};
 pub use handle::TaskHandle;
 pub use map::{Map, MapFuture, MapProgress, MapStream};
 pub use stats::{LatencySummary, PoolStats, StartFailure};
@@ -74,6 +74,8 @@ pub(crate) struct Config {
     pub(crate) env: Vec<(OsString, OsString)>,
     /// Tasks run on remote hosts (the `nats` feature): they must be registered.
     pub(crate) remote: bool,
+    /// What each worker sets on itself before its first task.
+    pub(crate) limits: builder::Limits,
 }
 
 /// State the pool handle and its drivers share.

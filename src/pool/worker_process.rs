@@ -89,6 +89,8 @@ pub(crate) struct WorkerProcess {
     seq: u64,
     /// Tasks this worker has finished (for `max_tasks_per_worker`).
     pub(crate) tasks_done: u64,
+    /// It said it is over its memory limit: it retires once its tasks are answered.
+    pub(crate) over_memory: bool,
 }
 
 /// What [`WorkerProcess::next_io`] saw.
@@ -137,6 +139,7 @@ impl WorkerProcess {
             progress: true,
             // A core each for the workers and one for the parent's driving thread.
             spin: crate::cpu_count() > config.workers + 1,
+            limits: config.limits.for_worker(),
             ..spawn::hello(format!(
                 "PoolWorker-{}",
                 NEXT_WORKER.fetch_add(1, Ordering::Relaxed)
@@ -204,6 +207,9 @@ impl WorkerProcess {
                 Kind::InitFailed => {
                     let failure: Result<Failure, ProtocolError> = wire::decode_control(&body);
                     worker.wait().await;
+                    if let Ok(Failure::LimitRefused { limit, errno }) = failure {
+                        return Err(StartError::Fatal(Error::LimitRefused { limit, errno }));
+                    }
                     let panic = match failure {
                         Ok(Failure::InitializerFailed { message }) => PanicInfo::new(message, None),
                         Ok(Failure::Panicked(p)) => p,
@@ -259,6 +265,7 @@ impl WorkerProcess {
                 progress: Arc::new(progress),
                 seq: 0,
                 tasks_done: 0,
+                over_memory: false,
             }),
             Err(e) => Err((child, e)),
         }

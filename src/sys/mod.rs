@@ -15,9 +15,12 @@
 //!   functions by offset and for the build fingerprint.
 //! - [`proc`]: pidfds, signals, `PR_SET_PDEATHSIG`, `getppid`, moving the control
 //!   socket off stdin.
+//! - [`limits`]: this process's CPU-time limit, niceness, CPU affinity and resident
+//!   size, for a pool worker's limits.
 #![allow(unsafe_code)]
 
 pub(crate) mod image;
+pub(crate) mod limits;
 pub(crate) mod proc;
 pub(crate) mod shm;
 pub(crate) mod sock;

@@ -38,6 +38,9 @@ pub(crate) const FLAG_FAILED: u32 = 1;
 pub(crate) const FLAG_REGISTERED: u32 = 2;
 /// On `Done`: the task was cancelled before it started and did not run; no body.
 pub(crate) const FLAG_SKIPPED: u32 = 4;
+/// On `Done`: the worker is over its memory limit after this task; retire it once
+/// its tasks in flight are answered.
+pub(crate) const FLAG_RECYCLE: u32 = 8;
 /// Control messages are small; anything bigger is garbage.
 const MAX_CONTROL_BODY: u64 = 1 << 20;
 
@@ -276,6 +279,8 @@ pub(crate) struct Hello {
     /// Whether the worker may poll for its next task before sleeping: only where
     /// there are more cores than the workers and the parent's busiest thread need.
     pub(crate) spin: bool,
+    /// A pool worker's limits.
+    pub(crate) limits: WorkerLimits,
 }
 
 /// The worker's answer once it is set up and its initializer has run.
@@ -291,9 +296,32 @@ pub(crate) enum Failure {
     Panicked(PanicInfo),
     Encode(CodecError),
     Decode(CodecError),
-    UnknownFunction { reason: String },
-    Runtime { reason: String },
-    InitializerFailed { message: String },
+    UnknownFunction {
+        reason: String,
+    },
+    Runtime {
+        reason: String,
+    },
+    InitializerFailed {
+        message: String,
+    },
+    /// The worker could not set one of its limits on itself.
+    LimitRefused {
+        limit: String,
+        errno: i32,
+    },
+}
+
+/// Limits a pool worker sets on itself before it runs anything.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct WorkerLimits {
+    /// CPU seconds each task may use (`RLIMIT_CPU`, moved on before each task).
+    pub(crate) cpu_secs: Option<u64>,
+    /// Resident bytes after a task above which the worker asks to be retired.
+    pub(crate) max_rss: Option<u64>,
+    pub(crate) nice: Option<i32>,
+    /// The CPUs it may run on.
+    pub(crate) cpus: Option<Vec<usize>>,
 }
 
 #[cfg(test)]

@@ -57,6 +57,16 @@ pub(super) fn serve(socket: OwnedFd) -> std::io::Result<i32> {
         report
     });
     let mut out = Vec::with_capacity(64 * 1024);
+    // Before anything of the user's runs, the initializer included.
+    let limits = hello.limits.clone();
+    if let Err(failure) = set_limits(&limits) {
+        send_with_tail(
+            wire::control(Kind::InitFailed, &failure),
+            Vec::new(),
+            Vec::new(),
+        )?;
+        return Ok(code::INIT_FAILED);
+    }
     if let Some((func, arg)) = &mut hello.initializer {
         ctx.fds_in = hello_fds.into_iter().map(Some).collect();
         let outcome = task::resolve(task::image(), *func).and_then(|t| t(&mut ctx, arg, &mut out));
@@ -119,6 +129,13 @@ pub(super) fn serve(socket: OwnedFd) -> std::io::Result<i32> {
                 ctx.fds_in = frame.fds.into_iter().map(Some).collect();
                 ctx.fds_out.clear();
                 let func = wire::TaskRef::from_header(header.flags, header.func);
+                if let Some(secs) = limits.cpu_secs {
+                    // The limit counts all the CPU time the worker used: each task's
+                    // allowance starts from what the ones before it used. Set once
+                    // before the first task, so this cannot be refused.
+                    let used = sys::limits::cpu_time_used().as_secs_f64().ceil() as u64;
+                    let _ = sys::limits::set_cpu_time_limit(used + secs);
+                }
                 let began = Instant::now();
                 let outcome = task::resolve(task::image(), func)
                     .and_then(|t| t(&mut ctx, &mut frame.body, &mut out));
@@ -135,6 +152,10 @@ pub(super) fn serve(socket: OwnedFd) -> std::io::Result<i32> {
                         wire::FLAG_FAILED
                     }
                 };
+                let over = limits
+                    .max_rss
+                    .is_some_and(|max| sys::limits::resident_bytes().is_ok_and(|rss| rss > max));
+                let flags = flags | if over { wire::FLAG_RECYCLE } else { 0 };
                 wire::finish(
                     &mut out,
                     Kind::Done,
@@ -320,4 +341,23 @@ fn encode_failure(failure: &Failure, out: &mut Vec<u8>) {
         // Only strings inside; cannot fail, but never panic in the worker loop.
         wire::begin(out);
     }
+}
+
+/// Sets the worker's limits on itself; the limit the kernel refused, if one was.
+fn set_limits(limits: &wire::WorkerLimits) -> Result<(), Failure> {
+    let refused = |limit: &str, e: std::io::Error| Failure::LimitRefused {
+        limit: limit.to_owned(),
+        errno: e.raw_os_error().unwrap_or(0),
+    };
+    if let Some(nice) = limits.nice {
+        sys::limits::set_nice(nice).map_err(|e| refused("nice", e))?;
+    }
+    if let Some(cpus) = &limits.cpus {
+        sys::limits::set_affinity(cpus).map_err(|e| refused("affinity", e))?;
+    }
+    if let Some(secs) = limits.cpu_secs {
+        let used = sys::limits::cpu_time_used().as_secs_f64().ceil() as u64;
+        sys::limits::set_cpu_time_limit(used + secs).map_err(|e| refused("cpu_time_limit", e))?;
+    }
+    Ok(())
 }

@@ -7,6 +7,7 @@ mod common;
 mod crash;
 mod elastic;
 mod lifecycle;
+mod limits;
 mod map;
 mod pipeline;
 mod protocol;

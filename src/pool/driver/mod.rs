@@ -43,7 +43,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use crate::error::{Error, PanicInfo, ProtocolError, TaskError};
+use crate::error::{Error, Exit, Limit, PanicInfo, ProtocolError, TaskError};
 use crate::pool::handle::Job;
 use crate::pool::pace::Pace;
 use crate::pool::worker_process::{Io, WorkerProcess};
@@ -325,6 +325,7 @@ impl Driver {
             .pipeline
             .unwrap_or_else(|| self.pace.depth());
         n < depth
+            && !w.over_memory
             && self
                 .inner
                 .config
@@ -536,6 +537,7 @@ impl Driver {
         if !skipped {
             if let Some(w) = self.worker.as_mut() {
                 w.tasks_done += 1;
+                w.over_memory |= header.flags & wire::FLAG_RECYCLE != 0;
             }
         }
         self.resolve(job, result);
@@ -700,7 +702,7 @@ impl Driver {
                     Some(e) => TaskError::Protocol(e),
                     None => {
                         job.salvage(w.progress().items_begun(f.seq), &self.inner.counters);
-                        TaskError::WorkerDied { exit }
+                        self.death_error(exit)
                     }
                 }),
                 (None, false) if job.shared.cancel_requested() => Some(TaskError::Cancelled),
@@ -732,11 +734,27 @@ impl Driver {
     }
 
     /// Retires the worker once it has run `max_tasks_per_worker` tasks.
+    /// How the death of a worker under a task reads: the limit it broke, if the
+    /// kernel's signal says so.
+    fn death_error(&self, exit: Exit) -> TaskError {
+        match (exit, self.inner.config.limits.cpu_time) {
+            (Exit::Signal(libc::SIGXCPU), Some(limit)) => TaskError::LimitExceeded {
+                limit: Limit::CpuTime(limit),
+            },
+            _ => TaskError::WorkerDied { exit },
+        }
+    }
+
     async fn maybe_recycle(&mut self) {
-        let Some(max) = self.inner.config.max_tasks_per_worker else {
+        let Some(w) = self.worker.as_ref() else {
             return;
         };
-        if !self.flights.is_empty() || self.worker.as_ref().is_none_or(|w| w.tasks_done < max) {
+        let worn_out = self
+            .inner
+            .config
+            .max_tasks_per_worker
+            .is_some_and(|max| w.tasks_done >= max);
+        if !self.flights.is_empty() || !(worn_out || w.over_memory) {
             return;
         }
         if let Some(w) = self.take_worker() {
@@ -814,6 +832,9 @@ impl From<Failure> for TaskError {
             Failure::Runtime { reason } => TaskError::WorkerRuntime { reason },
             Failure::InitializerFailed { message } => {
                 TaskError::WorkerStart(Error::Initializer(PanicInfo::new(message, None)))
+            }
+            Failure::LimitRefused { limit, errno } => {
+                TaskError::WorkerStart(Error::LimitRefused { limit, errno })
             }
         }
     }
