@@ -83,9 +83,31 @@ impl fmt::Debug for SharedMemory {
 impl SharedMemory {
     /// `size` bytes, all zero.
     ///
+    /// ```
+    /// let mem = procpool::SharedMemory::new(16)?;
+    /// assert_eq!(mem.len(), 16);
+    /// // As Python's `SharedMemory(create=True, size=0)`, an empty block is refused.
+    /// let empty = procpool::SharedMemory::new(0).unwrap_err();
+    /// assert_eq!(empty.kind(), std::io::ErrorKind::InvalidInput);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    ///
     /// # Errors
-    /// A system error if the memory cannot be made or mapped.
+    /// [`io::ErrorKind::InvalidInput`] for `size == 0`; a system error if the memory
+    /// cannot be made or mapped.
     pub fn new(size: usize) -> io::Result<SharedMemory> {
+        if size == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "shared memory must be at least 1 byte (as Python's SharedMemory)",
+            ));
+        }
+        Self::zeroed(size)
+    }
+
+    /// `size` bytes, all zero; zero bytes allowed (the memory of a zero-sized
+    /// `Value` or an empty `Array`).
+    fn zeroed(size: usize) -> io::Result<SharedMemory> {
         let fd = shm::memfd("procpool-shm", size as u64, shm::Size::Fixed)?;
         Self::map(fd, size)
     }
@@ -256,7 +278,7 @@ impl<T: Pod> Value<T> {
     /// # Errors
     /// A system error if the memory cannot be made.
     pub fn new(init: T) -> io::Result<Value<T>> {
-        let mem = SharedMemory::new(size_of::<T>())?;
+        let mem = SharedMemory::zeroed(size_of::<T>())?;
         mem.write_value(0, &init);
         Ok(Value {
             lock: Lock::new()?,
@@ -357,7 +379,7 @@ impl<T: Pod> RawValue<T> {
     /// # Errors
     /// A system error if the memory cannot be made.
     pub fn new(init: T) -> io::Result<RawValue<T>> {
-        let mem = SharedMemory::new(size_of::<T>())?;
+        let mem = SharedMemory::zeroed(size_of::<T>())?;
         mem.write_value(0, &init);
         Ok(RawValue {
             mem,
@@ -659,7 +681,7 @@ impl<T: Pod> RawArray<T> {
             .checked_mul(size_of::<T>())
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "array too large"))?;
         Ok(RawArray {
-            mem: SharedMemory::new(bytes)?,
+            mem: SharedMemory::zeroed(bytes)?,
             len,
             _t: PhantomData,
         })
