@@ -80,18 +80,8 @@ async fn the_service_answers_and_survives_a_panicking_task() {
 async fn a_burst_past_the_queue_gets_503_and_a_stop_drains_what_was_taken() {
     const QUEUE: usize = 4;
     const BURST: usize = 10;
-    let pool = ProcessPoolExecutor::builder()
-        .workers(1)
-        .pipeline_depth(1)
-        .queue_capacity(QUEUE)
-        .build()
-        .unwrap();
     // The only worker is held until this task is cancelled.
-    let running_event = procpool::Event::new().unwrap();
-    let blocker = pool
-        .try_submit(common::signal_then_spin_forever, running_event.clone())
-        .unwrap();
-    running_event.wait().await.unwrap();
+    let (pool, blocker) = common::held_pool(QUEUE).await;
     let running = start(pool.clone()).await;
     let client = reqwest::Client::new();
 

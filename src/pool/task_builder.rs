@@ -99,6 +99,12 @@ impl<'a, F> TaskBuilder<'a, F> {
         Ok(task)
     }
 
+    /// The `Submit` of a task of `F` through `trampoline`, with these options.
+    fn submit_through<A: Message, R>(self, trampoline: Trampoline, arg: A) -> Submit<R> {
+        let task = self.prepare(trampoline, arg);
+        Submit::new(self.pool, task, self.name)
+    }
+
     /// The handle of a task queued now, or the reason it was not.
     fn queue_now<R>(&self, task: Result<Prepared, TaskError>) -> Result<TaskHandle<R>, TaskError> {
         task.and_then(|t| self.pool.queue_now(t))
@@ -121,8 +127,7 @@ impl<'a, F> TaskBuilder<'a, F> {
         R: Message,
     {
         let () = F::CAPTURES_NOTHING;
-        let task = self.prepare(task::call::<F, A, R>, arg);
-        Submit::new(self.pool, task, self.name)
+        self.submit_through(task::call::<F, A, R>, arg)
     }
 
     /// Queues the task if there is room; as [`ProcessPoolExecutor::try_submit`].
@@ -137,8 +142,7 @@ impl<'a, F> TaskBuilder<'a, F> {
         R: Message,
     {
         let () = F::CAPTURES_NOTHING;
-        let task = self.prepare(task::call::<F, A, R>, arg);
-        self.queue_now(task)
+        self.queue_now(self.prepare(task::call::<F, A, R>, arg))
     }
 
     /// Submits the task, waiting for room, and waits for its result.
@@ -174,8 +178,7 @@ impl<'a, F> TaskBuilder<'a, F> {
         R: Message,
     {
         let () = F::CAPTURES_NOTHING;
-        let task = self.prepare(task::call_async::<F, A, R>, arg);
-        Submit::new(self.pool, task, self.name)
+        self.submit_through(task::call_async::<F, A, R>, arg)
     }
 
     /// Queues the async function if there is room; as
@@ -190,8 +193,7 @@ impl<'a, F> TaskBuilder<'a, F> {
         R: Message,
     {
         let () = F::CAPTURES_NOTHING;
-        let task = self.prepare(task::call_async::<F, A, R>, arg);
-        self.queue_now(task)
+        self.queue_now(self.prepare(task::call_async::<F, A, R>, arg))
     }
 }
 

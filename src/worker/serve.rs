@@ -57,28 +57,21 @@ pub(super) fn serve(socket: OwnedFd) -> std::io::Result<i32> {
         report
     });
     let mut out = Vec::with_capacity(64 * 1024);
-    // Before anything of the user's runs, the initializer included.
+    // Limits first: before anything of the user's runs, the initializer included.
     let limits = hello.limits.clone();
-    if let Err(failure) = set_limits(&limits) {
+    let mut setup = set_limits(&limits);
+    if let (Ok(()), Some((func, arg))) = (&setup, &mut hello.initializer) {
+        ctx.fds_in = hello_fds.into_iter().map(Some).collect();
+        setup = task::resolve(task::image(), *func).and_then(|t| t(&mut ctx, arg, &mut out));
+        ctx.fds_in.clear();
+    }
+    if let Err(failure) = setup {
         send_with_tail(
             wire::control(Kind::InitFailed, &failure),
             Vec::new(),
             Vec::new(),
         )?;
         return Ok(code::INIT_FAILED);
-    }
-    if let Some((func, arg)) = &mut hello.initializer {
-        ctx.fds_in = hello_fds.into_iter().map(Some).collect();
-        let outcome = task::resolve(task::image(), *func).and_then(|t| t(&mut ctx, arg, &mut out));
-        ctx.fds_in.clear();
-        if let Err(failure) = outcome {
-            send_with_tail(
-                wire::control(Kind::InitFailed, &failure),
-                Vec::new(),
-                Vec::new(),
-            )?;
-            return Ok(code::INIT_FAILED);
-        }
     }
     let ready = Ready {
         pid: std::process::id(),

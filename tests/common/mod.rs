@@ -220,3 +220,44 @@ impl<'de> serde::Deserialize<'de> for Unserialisable {
         <()>::deserialize(d).map(|()| Unserialisable)
     }
 }
+
+/// Submits `n` tasks `f(go)` that hold their workers until `go` is set, and waits
+/// until every one of them has started.
+pub async fn start_held<F, R>(
+    pool: &procpool::ProcessPoolExecutor,
+    f: F,
+    go: &procpool::Event,
+    n: usize,
+) -> Vec<procpool::TaskHandle<R>>
+where
+    F: procpool::Task<procpool::Event, R> + Copy,
+    R: procpool::Message,
+{
+    let mut held = Vec::with_capacity(n);
+    for _ in 0..n {
+        held.push(pool.submit(f, go.clone()).await.unwrap());
+    }
+    for h in &held {
+        h.started().await.unwrap();
+    }
+    held
+}
+
+/// A pool of one worker (nothing sent ahead) held by a task that spins until it is
+/// cancelled, and a queue of `queue_capacity` places: what fills the queue stays.
+pub async fn held_pool(
+    queue_capacity: usize,
+) -> (procpool::ProcessPoolExecutor, procpool::TaskHandle<u32>) {
+    let pool = procpool::ProcessPoolExecutor::builder()
+        .workers(1)
+        .pipeline_depth(1)
+        .queue_capacity(queue_capacity)
+        .build()
+        .unwrap();
+    let running = procpool::Event::new().unwrap();
+    let blocker = pool
+        .try_submit(signal_then_spin_forever, running.clone())
+        .unwrap();
+    running.wait().await.unwrap();
+    (pool, blocker)
+}

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use procpool::{Error, Event, ProcessPoolExecutor};
 
+use crate::common;
+
 /// Waits for `go`, then answers with this worker's pid.
 fn wait_then_pid(go: Event) -> u32 {
     go.blocking_wait().unwrap();
@@ -48,7 +50,7 @@ async fn an_elastic_pool_starts_workers_on_demand_and_retires_them_when_idle() {
     // Idle past the timeout: every worker retires (the minimum is zero), and each is
     // reaped.
     pool.__wait_for_live_workers(0).await;
-    assert!(!common_exists(pa) && !common_exists(pb));
+    assert!(!common::exists(pa) && !common::exists(pb));
     let s = pool.stats();
     assert_eq!((s.worker_restarts, s.workers_recycled), (0, 0), "{s:?}");
 
@@ -56,10 +58,6 @@ async fn an_elastic_pool_starts_workers_on_demand_and_retires_them_when_idle() {
     let again = pool.run(pid, ()).await.unwrap();
     assert!(again != pa && again != pb);
     pool.shutdown().await;
-}
-
-fn common_exists(pid: u32) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -73,15 +71,7 @@ async fn a_minimum_is_kept_through_idleness() {
     pool.ready().await.unwrap();
     assert_eq!(pool.stats().workers_live, 1);
     let go = Event::new().unwrap();
-    let held: Vec<_> =
-        futures::future::join_all((0..3).map(|_| pool.submit(wait_then_pid, go.clone())))
-            .await
-            .into_iter()
-            .map(Result::unwrap)
-            .collect();
-    for h in &held {
-        h.started().await.unwrap();
-    }
+    let held = common::start_held(&pool, wait_then_pid, &go, 3).await;
     assert_eq!(pool.stats().workers_live, 3);
     go.set();
     for h in held {
@@ -101,14 +91,8 @@ async fn resize_grows_and_shrinks_a_fixed_pool_without_stopping_running_tasks() 
     assert_eq!(pool.stats().workers_live, 3);
 
     let go = Event::new().unwrap();
-    let mut held = Vec::new();
-    for _ in 0..3 {
-        held.push(pool.submit(wait_then_pid, go.clone()).await.unwrap());
-    }
-    let mut pids = Vec::new();
-    for h in &held {
-        pids.push(h.started().await.unwrap());
-    }
+    let held = common::start_held(&pool, wait_then_pid, &go, 3).await;
+    let mut pids: Vec<u32> = held.iter().filter_map(|h| h.worker_pid()).collect();
     pids.sort_unstable();
     pids.dedup();
     assert_eq!(pids.len(), 3, "three tasks on three workers");

@@ -121,15 +121,7 @@ async fn workers_run_at_their_niceness_and_on_their_cpus() {
         .build()
         .unwrap();
     let go = procpool::Event::new().unwrap();
-    let held: Vec<_> =
-        futures::future::join_all((0..2).map(|_| pool.submit(wait_then_cpus, go.clone())))
-            .await
-            .into_iter()
-            .map(Result::unwrap)
-            .collect();
-    for h in &held {
-        h.started().await.unwrap();
-    }
+    let held = common::start_held(&pool, wait_then_cpus, &go, 2).await;
     go.set();
     let mut cpus = Vec::new();
     for h in held {

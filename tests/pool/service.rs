@@ -73,23 +73,6 @@ async fn a_spawned_stream_keeps_the_pool_alive_until_it_ends() {
     );
 }
 
-/// A pool of one worker held by a task that spins until cancelled, and a queue of one
-/// place: the queue fills with one task.
-async fn held_pool() -> (ProcessPoolExecutor, procpool::TaskHandle<u32>) {
-    let pool = ProcessPoolExecutor::builder()
-        .workers(1)
-        .pipeline_depth(1)
-        .queue_capacity(1)
-        .build()
-        .unwrap();
-    let running = procpool::Event::new().unwrap();
-    let blocker = pool
-        .try_submit(common::signal_then_spin_forever, running.clone())
-        .unwrap();
-    running.wait().await.unwrap();
-    (pool, blocker)
-}
-
 fn identity(x: u32) -> u32 {
     x
 }
@@ -100,7 +83,7 @@ fn create_file(path: String) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn submit_waits_for_room_where_try_submit_is_refused() {
-    let (pool, blocker) = held_pool().await;
+    let (pool, blocker) = common::held_pool(1).await;
     let first = pool.try_submit(identity, 1).unwrap();
     assert!(matches!(
         pool.try_submit(identity, 2),
@@ -126,7 +109,7 @@ async fn a_submit_dropped_while_it_waits_never_runs() {
     let dir = std::env::temp_dir().join(format!("procpool-room-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let dropped = dir.join("dropped");
-    let (pool, blocker) = held_pool().await;
+    let (pool, blocker) = common::held_pool(1).await;
     let first = pool.try_submit(identity, 1).unwrap();
     let mut waiting = pool.submit(create_file, dropped.to_str().unwrap().to_owned());
     assert!(futures::poll!(&mut waiting).is_pending());
@@ -149,7 +132,7 @@ async fn a_submit_dropped_while_it_waits_never_runs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_submit_waiting_for_room_fails_when_the_pool_shuts_down() {
-    let (pool, _blocker) = held_pool().await;
+    let (pool, _blocker) = common::held_pool(1).await;
     let _first = pool.try_submit(identity, 1).unwrap();
     let mut waiting = pool.submit(identity, 2);
     assert!(futures::poll!(&mut waiting).is_pending());
@@ -159,7 +142,7 @@ async fn a_submit_waiting_for_room_fails_when_the_pool_shuts_down() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_map_waits_for_room_instead_of_failing_its_items() {
-    let (pool, blocker) = held_pool().await;
+    let (pool, blocker) = common::held_pool(1).await;
     let mut stream = pool.map_unordered(identity, 0..10u32).chunk_size(1);
     // One poll queues the first chunk (the queue's one place); the second waits.
     assert!(futures::poll!(stream.next()).is_pending());
@@ -287,7 +270,7 @@ async fn stats_count_map_items_not_chunks() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queued_counts_the_items_of_a_queued_chunk() {
-    let (pool, blocker) = held_pool().await;
+    let (pool, blocker) = common::held_pool(1).await;
     let mut stream = pool.map_unordered(identity, 0..10u32).chunk_size(4);
     // The first chunk (4 items) takes the queue's one place; the next waits.
     assert!(futures::poll!(stream.next()).is_pending());

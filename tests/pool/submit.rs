@@ -360,17 +360,7 @@ async fn byte_vectors_travel_whole_as_argument_result_and_inside_other_types() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_submitters_never_overfill_the_queue() {
-    let pool = ProcessPoolExecutor::builder()
-        .workers(1)
-        .pipeline_depth(1)
-        .queue_capacity(100)
-        .build()
-        .unwrap();
-    let running = procpool::Event::new().unwrap();
-    let blocker = pool
-        .try_submit(common::signal_then_spin_forever, running.clone())
-        .unwrap();
-    running.wait().await.unwrap();
+    let (pool, blocker) = common::held_pool(100).await;
     // 8 threads × 50 submits race for 100 places while the only worker is busy.
     let handles: Vec<_> = std::thread::scope(|s| {
         let threads: Vec<_> = (0..8)
