@@ -417,10 +417,7 @@ impl TaskError {
     /// `error` under `name`, if there is one (never named twice).
     pub(crate) fn named(error: TaskError, name: Option<Arc<str>>) -> TaskError {
         match (name, error) {
-            (Some(name), error @ TaskError::Named { .. }) => {
-                let _ = name;
-                error
-            }
+            (_, error @ TaskError::Named { .. }) => error,
             (Some(name), error) => TaskError::Named {
                 name,
                 error: Box::new(error),

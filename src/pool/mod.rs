@@ -604,21 +604,9 @@ impl ProcessPoolExecutor {
     /// goes on in the background; calling it again waits again.
     pub async fn shutdown(&self) {
         self.close();
-        self.drain_elastic();
+        // An elastic pool's last slot may have retired as jobs were queued.
+        self.grow();
         self.join_drivers().await;
-    }
-
-    /// An elastic pool closed with jobs queued and no slot to take them (they were
-    /// queued as its last slot retired): starts one to drain them.
-    fn drain_elastic(&self) {
-        let inner = &self.shared.inner;
-        if inner.scale.is_elastic()
-            && !inner.jobs.is_empty()
-            && inner.scale.slots() == 0
-            && inner.scale.add_slot()
-        {
-            driver::spawn_counted_slot(inner);
-        }
     }
 
     /// Stops accepting tasks, cancels queued ones ([`TaskError::Cancelled`]), kills
@@ -663,7 +651,8 @@ impl ProcessPoolExecutor {
     /// killed and the pool ends as after [`shutdown_now`](Self::shutdown_now).
     pub async fn shutdown_timeout(&self, timeout: Duration) -> Result<(), Error> {
         self.close();
-        self.drain_elastic();
+        // An elastic pool's last slot may have retired as jobs were queued.
+        self.grow();
         if tokio::time::timeout(timeout, self.join_drivers())
             .await
             .is_ok()

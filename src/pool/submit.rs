@@ -221,6 +221,9 @@ impl ProcessPoolExecutor {
 /// Cancel safe. Dropped before it resolves, it either had not queued the task, or
 /// drops the handle of a queued task, and a queued task whose handle is dropped never
 /// runs. Either way nothing runs.
+///
+/// # Panics
+/// Polling it again after it returned `Ready` panics, as for any future.
 #[must_use = "a Submit does nothing unless awaited; dropping it drops the task"]
 pub struct Submit<R> {
     state: State,

@@ -154,9 +154,10 @@ async fn a_map_waits_for_room_instead_of_failing_its_items() {
     pool.shutdown().await;
 }
 
-fn sleep_ms(ms: u64) -> u64 {
-    std::thread::sleep(std::time::Duration::from_millis(ms));
-    ms
+/// Waits for `go`; answers 1.
+fn wait_for_go(go: procpool::Event) -> u32 {
+    go.blocking_wait().unwrap();
+    1
 }
 
 fn reject(x: i32) -> i32 {
@@ -178,22 +179,28 @@ async fn a_task_s_own_timeout_overrides_the_pool_s_both_ways() {
     assert_eq!(pool.run(identity, 5).await.unwrap(), 5);
     pool.shutdown().await;
 
-    // The pool's timeout is shorter than the task's work; the task's own is longer.
+    // The pool's timeout is short; a task with its own long one outlives it. The
+    // witness that the pool's timeout has passed: a task without one, started after
+    // it on the other worker, timed out.
     let pool = ProcessPoolExecutor::builder()
-        .workers(1)
+        .workers(2)
         .task_timeout(Duration::from_millis(20))
         .build()
         .unwrap();
+    let go = procpool::Event::new().unwrap();
+    let long = pool
+        .task(wait_for_go)
+        .timeout(Duration::from_secs(60))
+        .submit(go.clone())
+        .await
+        .unwrap();
+    long.started().await.unwrap();
     assert!(matches!(
-        pool.run(sleep_ms, 300).await,
+        pool.run(common::spin_forever, ()).await,
         Err(TaskError::TimedOut { .. })
     ));
-    let long = pool
-        .task(sleep_ms)
-        .timeout(Duration::from_secs(60))
-        .run(300)
-        .await;
-    assert_eq!(long.unwrap(), 300);
+    go.set();
+    assert_eq!(long.await.unwrap(), 1);
     pool.shutdown().await;
 }
 
