@@ -434,12 +434,18 @@ pub enum Limit {
     /// CPU time per task (`RLIMIT_CPU`, in whole seconds): the kernel sent the worker
     /// `SIGXCPU`.
     CpuTime(Duration),
+    /// Address space per worker (`RLIMIT_AS`, in bytes): an allocation failed and the
+    /// worker aborted.
+    AddressSpace(u64),
 }
 
 impl std::fmt::Display for Limit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Limit::CpuTime(d) => write!(f, "CPU time limit of {d:?} per task"),
+            Limit::AddressSpace(bytes) => {
+                write!(f, "address-space limit of {bytes} bytes per worker")
+            }
         }
     }
 }

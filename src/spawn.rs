@@ -85,6 +85,7 @@ pub(crate) fn hello(name: String) -> Hello {
         progress: false,
         spin: false,
         limits: crate::wire::WorkerLimits::default(),
+        trace_level: 0,
     }
 }
 

@@ -72,6 +72,7 @@ pub enum Affinity {
 pub(crate) struct Limits {
     pub(crate) cpu_time: Option<Duration>,
     pub(crate) max_memory: Option<u64>,
+    pub(crate) address_space: Option<u64>,
     pub(crate) nice: Option<i32>,
     pub(crate) affinity: Option<Affinity>,
 }
@@ -174,6 +175,28 @@ impl PoolBuilder {
     /// Each task gets the whole allowance, whatever the ones before it used.
     pub fn cpu_time_limit(mut self, limit: Duration) -> Self {
         self.limits.cpu_time = Some(limit);
+        self
+    }
+
+    /// The address space a worker may map (`RLIMIT_AS`, in bytes), set before it runs
+    /// anything. A task whose allocation would pass it makes the worker abort (as Rust
+    /// does when an allocation fails); the task fails with
+    /// [`TaskError::LimitExceeded`](crate::TaskError::LimitExceeded) naming
+    /// [`Limit::AddressSpace`](crate::Limit::AddressSpace), and the worker is
+    /// replaced. The worker tells this abort from any other by `errno` (`ENOMEM`) in
+    /// a `SIGABRT` handler; to keep it, such a worker moves `RUST_BACKTRACE` to
+    /// `RUST_LIB_BACKTRACE` (so std prints no backtrace on an allocation failure,
+    /// while `std::backtrace` and error crates capture as before). An allocation
+    /// failure whose message cannot be written (stderr closed) reads as
+    /// [`TaskError::WorkerDied`](crate::TaskError::WorkerDied). A limit at or below
+    /// what a fresh worker already maps (a few MiB, more with threads) is
+    /// [`Error::LimitRefused`].
+    ///
+    /// Address space is not memory used: thread stacks and allocator arenas reserve
+    /// far more than they touch. For "no more than N bytes in use", prefer
+    /// [`max_memory_per_worker`](Self::max_memory_per_worker).
+    pub fn address_space_limit(mut self, bytes: u64) -> Self {
+        self.limits.address_space = Some(bytes);
         self
     }
 
@@ -366,6 +389,7 @@ impl PoolBuilder {
             health: watch::channel(Health::default()).0,
             alive: watch::channel(0).0,
             stop_reason: OnceLock::new(),
+            pending_cancelled: Default::default(),
             scale,
             runtime: runtime.clone(),
         });
@@ -432,6 +456,9 @@ impl Limits {
         if self.max_memory == Some(0) {
             return invalid("max_memory_per_worker must be more than zero");
         }
+        if self.address_space == Some(0) {
+            return invalid("address_space_limit must be more than zero");
+        }
         if self.cpu_time.is_some_and(|d| d.is_zero()) {
             return invalid("cpu_time_limit must be more than zero");
         }
@@ -472,6 +499,7 @@ impl Limits {
             max_rss: self.max_memory,
             nice: self.nice,
             cpus,
+            address_space: self.address_space,
         }
     }
 }

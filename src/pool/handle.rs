@@ -193,6 +193,8 @@ pub(crate) struct Job {
     pub(crate) queued_at: Instant,
     /// Its own timeout, in place of the pool's.
     pub(crate) timeout: Option<std::time::Duration>,
+    /// Its span, in which the driver re-emits what it logs in the worker.
+    pub(crate) span: super::span::TaskSpan,
     pub(crate) shared: Arc<TaskShared>,
     pub(crate) reply: oneshot::Sender<Result<Payload, TaskError>>,
 }
@@ -219,6 +221,7 @@ impl Job {
                 resubmitted: false,
                 queued_at: Instant::now(),
                 timeout: None,
+                span: super::span::TaskSpan::default(),
                 shared: shared.clone(),
                 reply,
             },

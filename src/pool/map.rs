@@ -28,6 +28,7 @@ use std::task::{Context, Poll};
 use futures::stream::{FuturesUnordered, Stream, StreamExt};
 
 use super::handle::{RawTask, Salvage};
+use super::span::TaskName;
 use super::submit::{NotQueued, Prepared};
 use super::ProcessPoolExecutor;
 use crate::error::{CodecError, TaskError};
@@ -332,7 +333,14 @@ where
         // queue's capacity: a map in flight never waits to finish what it began.
         let task = self
             .pool
-            .prepare(func, frame, Vec::new(), salvage.fds, Some(items))
+            .prepare(
+                func,
+                frame,
+                Vec::new(),
+                salvage.fds,
+                Some(items),
+                TaskName::Function(std::any::type_name::<F>()),
+            )
             .and_then(|mut t| {
                 t.job.resubmitted = true;
                 self.pool.queue_over_capacity(t)
@@ -386,9 +394,14 @@ where
                 let prepared = match self.pool.unregistered::<F>(task::call_batch::<F, A, R>) {
                     // A remote pool and a function without a name: nothing is sent.
                     Some(e) => Err(e),
-                    None => self
-                        .pool
-                        .prepare(func, frame, Vec::new(), fds, Some(count as u32)),
+                    None => self.pool.prepare(
+                        func,
+                        frame,
+                        Vec::new(),
+                        fds,
+                        Some(count as u32),
+                        TaskName::Function(std::any::type_name::<F>()),
+                    ),
                 };
                 match prepared.map(|t| self.pool.try_queue(t)) {
                     Ok(Ok(raw)) => self.push(count, raw, ends),

@@ -21,6 +21,7 @@ mod pace;
 mod remote;
 mod runtime_probe;
 mod scale;
+mod span;
 mod stats;
 mod submit;
 mod task_builder;
@@ -95,6 +96,9 @@ pub(crate) struct Inner {
     /// What an abort fails the tasks it ends with, if not [`TaskError::Cancelled`]:
     /// set by a `shutdown_timeout` whose deadline passed.
     stop_reason: OnceLock<TaskError>,
+    /// Set by `shutdown_cancel_pending`: a job a driver takes from now on (one handed
+    /// back, say) is cancelled instead of run.
+    pending_cancelled: std::sync::atomic::AtomicBool,
     /// How many worker slots run, and between which bounds.
     scale: scale::Scale,
     /// Where slots started after `build` (an elastic pool's, a resize's) run.
@@ -481,6 +485,7 @@ impl ProcessPoolExecutor {
 
     /// On a remote pool, the error for a function `F` (trampoline `call`) that is not
     /// registered under a name: nothing is sent for it.
+    #[cfg_attr(not(feature = "nats"), allow(clippy::extra_unused_type_parameters))]
     fn unregistered<F>(&self, call: Trampoline) -> Option<TaskError> {
         if !self.shared.inner.config.remote {
             return None;
@@ -606,6 +611,47 @@ impl ProcessPoolExecutor {
         self.close();
         // An elastic pool's last slot may have retired as jobs were queued.
         self.grow();
+        self.join_drivers().await;
+    }
+
+    /// Stops accepting tasks, cancels the queued ones ([`TaskError::Cancelled`]), lets
+    /// the running ones finish, then stops the workers and reaps them: Python's
+    /// `shutdown(cancel_futures=True)`.
+    ///
+    /// "Running" is what a worker has taken: as Python counts the few calls in its
+    /// call queue as running, a task already sent to a worker ahead of the one it is
+    /// running (pipelining, see [`PoolBuilder::pipeline_depth`]) runs too. A task a
+    /// worker gives back unstarted (its worker died, or it was handed to another) is
+    /// cancelled.
+    ///
+    /// ```
+    /// # fn wait_for(go: procpool::Event) -> u32 { go.blocking_wait().unwrap(); 7 }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pool = procpool::ProcessPoolExecutor::builder().workers(1).pipeline_depth(1).build()?;
+    /// let go = procpool::Event::new()?;
+    /// let running = pool.submit(wait_for, go.clone()).await?;
+    /// running.started().await; // the worker took it
+    /// let queued = pool.submit(wait_for, go.clone()).await?;
+    /// let stop = tokio::spawn({
+    ///     let pool = pool.clone();
+    ///     async move { pool.shutdown_cancel_pending().await }
+    /// });
+    /// assert!(matches!(queued.await, Err(procpool::TaskError::Cancelled)));
+    /// go.set();
+    /// assert_eq!(running.await?, 7);
+    /// stop.await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Cancel safety
+    /// Cancel safe, as [`shutdown`](Self::shutdown).
+    pub async fn shutdown_cancel_pending(&self) {
+        let inner = &self.shared.inner;
+        inner.pending_cancelled.store(true, Ordering::Release);
+        self.close();
+        inner.cancel_queued();
         self.join_drivers().await;
     }
 

@@ -17,6 +17,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::handle::{Job, RawTask};
+use super::span::{TaskName, TaskSpan};
 use super::{ProcessPoolExecutor, TaskHandle};
 use crate::error::{CodecError, TaskError};
 use crate::task::{self, Trampoline};
@@ -53,6 +54,7 @@ impl ProcessPoolExecutor {
         &self,
         trampoline: Trampoline,
         arg: A,
+        name: TaskName,
     ) -> Result<Prepared, TaskError> {
         self.refusal()?;
         let func = task::local_ref(trampoline);
@@ -61,7 +63,7 @@ impl ProcessPoolExecutor {
                 // A byte vector goes as the frame's tail, never copied (`wire::value`).
                 let mut frame = Vec::with_capacity(HEADER_LEN);
                 wire::begin(&mut frame);
-                return self.prepare(func, frame, bytes, Vec::new(), None);
+                return self.prepare(func, frame, bytes, Vec::new(), None, name);
             }
             Err(arg) => arg,
         };
@@ -71,7 +73,7 @@ impl ProcessPoolExecutor {
         wire::begin(&mut frame);
         handles::collect_into(&mut fds, || postcard::to_io(&arg, &mut frame))
             .map_err(|e| TaskError::Encode(CodecError::of::<A>(e)))?;
-        self.prepare(func, frame, Vec::new(), fds, None)
+        self.prepare(func, frame, Vec::new(), fds, None, name)
     }
 
     /// The error to return instead of queuing a task, if the pool takes none.
@@ -87,7 +89,7 @@ impl ProcessPoolExecutor {
 
     /// A `Run` frame for `func`, whose body is in place after the header and goes on
     /// in `tail`, checked against the frame limit and numbered: a `map` chunk of
-    /// `chunk` items if `Some`.
+    /// `chunk` items if `Some`. `name` names its span.
     pub(super) fn prepare(
         &self,
         func: TaskRef,
@@ -95,6 +97,7 @@ impl ProcessPoolExecutor {
         tail: Vec<u8>,
         fds: Vec<OwnedFd>,
         chunk: Option<u32>,
+        name: TaskName,
     ) -> Result<Prepared, TaskError> {
         let max = self.shared.inner.config.max_frame;
         let body = (frame.len() - HEADER_LEN + tail.len()) as u64;
@@ -109,7 +112,8 @@ impl ProcessPoolExecutor {
         wire::finish(&mut frame, Kind::Run, flags, id, func);
         // The driver writes jobs as they are (see `driver::Driver::write`).
         wire::set_extent(&mut frame, tail.len(), fds.len());
-        let (job, raw) = Job::new(id, frame, tail, fds, chunk);
+        let (mut job, raw) = Job::new(id, frame, tail, fds, chunk);
+        job.span = TaskSpan::new(name);
         Ok(Prepared { job, raw })
     }
 
@@ -178,9 +182,16 @@ impl ProcessPoolExecutor {
         let mut frame = Vec::with_capacity(HEADER_LEN + body.len());
         wire::begin(&mut frame);
         frame.extend_from_slice(body);
-        self.prepare(func, frame, Vec::new(), Vec::new(), chunk)
-            .and_then(|task| self.queue_now(task))
-            .unwrap_or_else(RawTask::failed)
+        self.prepare(
+            func,
+            frame,
+            Vec::new(),
+            Vec::new(),
+            chunk,
+            TaskName::Function("remote"),
+        )
+        .and_then(|task| self.queue_now(task))
+        .unwrap_or_else(RawTask::failed)
     }
 
     /// Queues a prepared task whatever the queue's length: for a task that takes the

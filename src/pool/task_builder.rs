@@ -5,6 +5,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::span::TaskName;
 use super::submit::{Prepared, Submit};
 use super::{ProcessPoolExecutor, TaskHandle};
 use crate::error::TaskError;
@@ -94,7 +95,11 @@ impl<'a, F> TaskBuilder<'a, F> {
         if let Some(e) = self.pool.unregistered::<F>(trampoline) {
             return Err(e);
         }
-        let mut task = self.pool.prepare_value(trampoline, arg)?;
+        let name = match &self.name {
+            Some(given) => TaskName::Given(given.clone()),
+            None => TaskName::Function(std::any::type_name::<F>()),
+        };
+        let mut task = self.pool.prepare_value(trampoline, arg, name)?;
         task.set_timeout(self.timeout);
         Ok(task)
     }

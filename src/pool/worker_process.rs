@@ -140,6 +140,7 @@ impl WorkerProcess {
             // A core each for the workers and one for the parent's driving thread.
             spin: crate::cpu_count() > config.workers + 1,
             limits: config.limits.for_worker(),
+            trace_level: crate::pool::span::listening_level(),
             ..spawn::hello(format!(
                 "PoolWorker-{}",
                 NEXT_WORKER.fetch_add(1, Ordering::Relaxed)

@@ -1,6 +1,6 @@
-//! A worker's limits on itself: its CPU-time limit (`RLIMIT_CPU`), its niceness, its
-//! CPU affinity, and its resident size. All through `rustix`'s safe wrappers, and
-//! `/proc/self/statm`.
+//! A worker's limits on itself: its CPU-time and address-space limits (`RLIMIT_CPU`,
+//! `RLIMIT_AS`), its niceness, its CPU affinity, and its resident and mapped sizes.
+//! All through `rustix`'s safe wrappers, and `/proc/self/statm`.
 
 use std::io;
 use std::time::Duration;
@@ -21,13 +21,25 @@ pub(crate) fn cpu_time_used() -> Duration {
 /// `SIGXCPU` when the process reaches it), keeping the hard limit. A soft limit above
 /// the hard one is lowered to it.
 pub(crate) fn set_cpu_time_limit(secs: u64) -> io::Result<()> {
-    let hard = getrlimit(Resource::Cpu).maximum;
+    set_soft_limit(Resource::Cpu, secs)
+}
+
+/// Sets the soft `RLIMIT_AS` to `bytes` of address space, keeping the hard limit (a
+/// soft limit above the hard one is lowered to it). An allocation past it fails.
+pub(crate) fn set_address_space_limit(bytes: u64) -> io::Result<()> {
+    set_soft_limit(Resource::As, bytes)
+}
+
+/// Sets the soft limit of `resource` to `value`, keeping the hard limit; a value
+/// above the hard limit is lowered to it.
+fn set_soft_limit(resource: Resource, value: u64) -> io::Result<()> {
+    let hard = getrlimit(resource).maximum;
     let soft = match hard {
-        Some(h) => secs.min(h),
-        None => secs,
+        Some(h) => value.min(h),
+        None => value,
     };
     setrlimit(
-        Resource::Cpu,
+        resource,
         Rlimit {
             current: Some(soft),
             maximum: hard,
@@ -61,10 +73,21 @@ pub(crate) fn affinity() -> io::Result<Vec<usize>> {
 
 /// Bytes of this process resident in memory (its RSS), from `/proc/self/statm`.
 pub(crate) fn resident_bytes() -> io::Result<u64> {
+    statm_bytes(1)
+}
+
+/// Bytes of address space this process has mapped (its `VmSize`, what `RLIMIT_AS`
+/// counts), from `/proc/self/statm`.
+pub(crate) fn mapped_bytes() -> io::Result<u64> {
+    statm_bytes(0)
+}
+
+/// Field `i` of `/proc/self/statm`, in bytes.
+fn statm_bytes(i: usize) -> io::Result<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm")?;
     let pages: u64 = statm
         .split_whitespace()
-        .nth(1)
+        .nth(i)
         .and_then(|f| f.parse().ok())
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unreadable /proc/self/statm"))?;
     Ok(pages * rustix::param::page_size() as u64)
@@ -77,6 +100,7 @@ mod tests {
     #[test]
     fn this_process_reads_its_own_figures() {
         assert!(resident_bytes().unwrap() > 0);
+        assert!(mapped_bytes().unwrap() >= resident_bytes().unwrap());
         let cpus = affinity().unwrap();
         assert!(!cpus.is_empty());
         let before = cpu_time_used();

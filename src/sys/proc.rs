@@ -27,6 +27,57 @@ pub(crate) fn ignore_sigpipe() {
     }
 }
 
+/// The hook [`on_abort`] installed.
+static ABORT_HOOK: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+/// Calls `hook` when this process is about to die of `SIGABRT` (`abort()`, which is
+/// how Rust ends a process whose allocation failed), then lets it die of it: the
+/// handler is reset on its first call, and `abort()` raises the signal again. The
+/// hook runs in a signal handler: it may only do what is async-signal-safe (read
+/// `errno`, store to an atomic). A second call keeps the first hook.
+pub(crate) fn on_abort(hook: fn()) -> io::Result<()> {
+    let _ = ABORT_HOOK.set(hook);
+    // SAFETY: an all-zero `sigaction` is a valid value of this plain C struct (no
+    // handler, empty flags); the fields that matter are set below.
+    let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+    action.sa_sigaction = abort_handler as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    action.sa_flags = libc::SA_RESETHAND;
+    // SAFETY: `sa_mask` is a valid, exclusively borrowed `sigset_t`.
+    unsafe {
+        libc::sigemptyset(&mut action.sa_mask);
+    }
+    // SAFETY: the handler is an `extern "C" fn(c_int)` that lives for the whole
+    // program and only reads a `OnceLock` (an atomic load once it is set) and calls
+    // the hook, which `on_abort`'s contract keeps async-signal-safe; the old action is
+    // not asked for (null).
+    let rc = unsafe { libc::sigaction(libc::SIGABRT, &action, std::ptr::null_mut()) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+extern "C" fn abort_handler(_signal: libc::c_int) {
+    if let Some(hook) = ABORT_HOOK.get() {
+        hook();
+    }
+}
+
+/// This thread's `errno`.
+pub(crate) fn errno() -> i32 {
+    io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+/// Sets this thread's `errno` to 0, so that a later reading of it says what happened
+/// after this point.
+pub(crate) fn clear_errno() {
+    // SAFETY: `__errno_location` returns the calling thread's own `errno`, valid for
+    // the life of the thread; writing an `int` there is what every libc call does.
+    unsafe {
+        *libc::__errno_location() = 0;
+    }
+}
+
 /// Asks the kernel to send `SIGKILL` to this process when the thread that spawned it
 /// exits. procpool spawns from one thread that lives as long as the process.
 pub(crate) fn kill_me_when_parent_dies() -> io::Result<()> {

@@ -28,6 +28,8 @@ use crate::error::{CodecError, PanicInfo, ProtocolError};
 
 pub(crate) mod handles;
 pub(crate) mod stream;
+#[cfg(feature = "tracing")]
+pub(crate) mod trace;
 pub(crate) mod value;
 
 /// Size of the fixed frame header.
@@ -62,6 +64,9 @@ pub(crate) enum Kind {
     InitFailed = 12,
     /// Worker → parent: the result of `Run` `id` (or a [`Failure`] with [`FLAG_FAILED`]).
     Done = 13,
+    /// Worker → parent: `tracing` spans and events of its tasks (`wire::trace`),
+    /// sent only when the `Hello` asked for them.
+    Trace = 14,
     /// A message on a pipe (`Connection`): the body is the encoded value.
     Message = 20,
 }
@@ -76,6 +81,7 @@ impl Kind {
             11 => Kind::Refused,
             12 => Kind::InitFailed,
             13 => Kind::Done,
+            14 => Kind::Trace,
             20 => Kind::Message,
             _ => return None,
         })
@@ -281,6 +287,10 @@ pub(crate) struct Hello {
     pub(crate) spin: bool,
     /// A pool worker's limits.
     pub(crate) limits: WorkerLimits,
+    /// The most verbose `tracing` level the parent listens to, 1 (`ERROR`) to 5
+    /// (`TRACE`): the worker forwards spans and events up to it in `Trace` frames. 0:
+    /// forward nothing (no subscriber in the parent, or not a pool worker).
+    pub(crate) trace_level: u8,
 }
 
 /// The worker's answer once it is set up and its initializer has run.
@@ -322,6 +332,8 @@ pub(crate) struct WorkerLimits {
     pub(crate) nice: Option<i32>,
     /// The CPUs it may run on.
     pub(crate) cpus: Option<Vec<usize>>,
+    /// Bytes of address space (`RLIMIT_AS`).
+    pub(crate) address_space: Option<u64>,
 }
 
 #[cfg(test)]

@@ -8,7 +8,9 @@
 //! - [`serve`]: the loop, handshake then one task at a time;
 //! - [`progress`]: the page shared with the parent's driver, on which the worker
 //!   claims each task before running it;
-//! - [`identity`]: who the process is, for `current_process()`.
+//! - [`identity`]: who the process is, for `current_process()`;
+//! - `forward` (feature `tracing`): the spans and events its tasks emit, sent to the
+//!   parent.
 //!
 //! This layer sits below the pool, `Process` and the manager, which start children
 //! through [`crate::spawn`] and talk to them with the wire format. [`crate::init`]
@@ -20,6 +22,8 @@
 //! panic hook, and the parent-death signal.
 
 mod ctor;
+#[cfg(feature = "tracing")]
+mod forward;
 pub(crate) mod identity;
 pub(crate) mod progress;
 mod serve;

@@ -29,12 +29,16 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::sys;
 use crate::sys::shm::{self, Region};
 
 /// Most tasks a worker may have sent to it and not answered.
 pub(crate) const DEPTH_MAX: usize = 64;
 
 const PAGE: usize = 4096;
+/// A word the worker sets (in a `SIGABRT` handler) when it aborts because an
+/// allocation failed: see [`watch_allocation_failures`].
+const OUT_OF_MEMORY: usize = PAGE - 8;
 /// Where the items-begun words start (after the `DEPTH_MAX` state words).
 const ITEMS: usize = DEPTH_MAX * 8;
 const PENDING: u64 = 0;
@@ -150,6 +154,12 @@ impl Progress {
     }
 
     /// Parent, once the worker is reaped: whether it started task `seq`.
+    /// Parent, once the worker is reaped: whether it aborted because an allocation
+    /// failed (see [`watch_allocation_failures`]).
+    pub(crate) fn aborted_out_of_memory(&self) -> bool {
+        self.region.u64_at(OUT_OF_MEMORY).load(Ordering::Acquire) != 0
+    }
+
     pub(crate) fn started(&self, seq: u64) -> bool {
         self.slot(seq).load(Ordering::SeqCst) == seq << 2 | STARTED
     }
@@ -161,6 +171,31 @@ impl Progress {
             Err(v) if v == seq << 2 | CANCELLED => Begin::Skip,
             Err(v) if v == seq << 2 | HELD => Begin::Stop,
             Err(_) => Begin::Lost,
+        }
+    }
+}
+
+/// The page the abort hook marks; kept for the life of the worker so that the hook
+/// never reads an unmapped page.
+static ABORT_PAGE: std::sync::OnceLock<std::sync::Arc<Progress>> = std::sync::OnceLock::new();
+
+/// Worker with an address-space limit: when it aborts and `errno` says the last
+/// thing that failed was an allocation (`ENOMEM`, as Rust's allocation-failure
+/// handler leaves it before it calls `abort()`), mark the page, so that the parent
+/// can tell the limit from any other abort. The serve loop clears `errno` before each
+/// task, so an old `ENOMEM` does not count.
+pub(crate) fn watch_allocation_failures(page: std::sync::Arc<Progress>) -> io::Result<()> {
+    let _ = ABORT_PAGE.set(page);
+    sys::proc::on_abort(mark_if_out_of_memory)
+}
+
+/// The abort hook: async-signal-safe (reads `errno`, one atomic load, one store).
+fn mark_if_out_of_memory() {
+    if sys::proc::errno() == libc::ENOMEM {
+        if let Some(page) = ABORT_PAGE.get() {
+            page.region
+                .u64_at(OUT_OF_MEMORY)
+                .store(1, Ordering::Release);
         }
     }
 }

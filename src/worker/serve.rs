@@ -4,6 +4,8 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use super::code;
+#[cfg(feature = "tracing")]
+use super::forward;
 use super::identity;
 use super::progress::{Begin, Progress};
 use crate::sys;
@@ -20,6 +22,7 @@ pub(super) fn serve(socket: OwnedFd) -> std::io::Result<i32> {
     let mut send_with_tail =
         |frame: Vec<u8>, tail: Vec<u8>, fds: Vec<OwnedFd>| -> std::io::Result<Vec<u8>> {
             writer.start_with_tail(frame, tail, fds);
+            let _whole = writing();
             writer.flush(sock, false)
         };
 
@@ -50,6 +53,9 @@ pub(super) fn serve(socket: OwnedFd) -> std::io::Result<i32> {
         None
     };
     identity::set_name(hello.name.clone(), hello.one_shot);
+    // Before anything of the user's runs, so the initializer's events go too.
+    #[cfg(feature = "tracing")]
+    forward::install(hello.trace_level, sock)?;
     crate::authkey::inherit_authkey(hello.authkey.clone());
     let mut ctx = WorkerCtx::new(hello.max_frame);
     ctx.on_item = progress.clone().map(|page| {
@@ -60,6 +66,14 @@ pub(super) fn serve(socket: OwnedFd) -> std::io::Result<i32> {
     // Limits first: before anything of the user's runs, the initializer included.
     let limits = hello.limits.clone();
     let mut setup = set_limits(&limits);
+    if let (Ok(()), Some(_), Some(page)) = (&setup, limits.address_space, &progress) {
+        setup = super::progress::watch_allocation_failures(page.clone()).map_err(|e| {
+            Failure::LimitRefused {
+                limit: "address_space_limit".to_owned(),
+                errno: e.raw_os_error().unwrap_or(0),
+            }
+        });
+    }
     if let (Ok(()), Some((func, arg))) = (&setup, &mut hello.initializer) {
         ctx.fds_in = hello_fds.into_iter().map(Some).collect();
         setup = task::resolve(task::image(), *func).and_then(|t| t(&mut ctx, arg, &mut out));
@@ -83,6 +97,8 @@ pub(super) fn serve(socket: OwnedFd) -> std::io::Result<i32> {
     if !hello.one_shot {
         sent?;
     }
+    #[cfg(feature = "tracing")]
+    forward::go_live();
 
     // Tasks are numbered in the order their frames arrive, as the driver numbers them
     // in the order it writes them (see `worker::progress`).
@@ -95,7 +111,7 @@ pub(super) fn serve(socket: OwnedFd) -> std::io::Result<i32> {
     loop {
         let mut frame = match pace.next_frame(&mut reader, sock) {
             Ok(f) => f,
-            Err(ReadError::Eof) => return flush_batch(sock, &mut batch).map(|()| code::OK),
+            Err(ReadError::Eof) => return finish(sock, &mut batch),
             Err(ReadError::Protocol(_)) => return Ok(code::PROTOCOL),
             Err(ReadError::Io(e)) => return Err(e),
         };
@@ -129,9 +145,17 @@ pub(super) fn serve(socket: OwnedFd) -> std::io::Result<i32> {
                     let used = sys::limits::cpu_time_used().as_secs_f64().ceil() as u64;
                     let _ = sys::limits::set_cpu_time_limit(used + secs);
                 }
+                if limits.address_space.is_some() {
+                    // Only an allocation failure in this task may mark the page.
+                    sys::proc::clear_errno();
+                }
                 let began = Instant::now();
+                #[cfg(feature = "tracing")]
+                forward::set_task(header.id);
                 let outcome = task::resolve(task::image(), func)
                     .and_then(|t| t(&mut ctx, &mut frame.body, &mut out));
+                #[cfg(feature = "tracing")]
+                forward::set_task(0);
                 pace.ran(began.elapsed());
                 // Descriptors no handle in the argument claimed close here.
                 ctx.fds_in.clear();
@@ -156,6 +180,11 @@ pub(super) fn serve(socket: OwnedFd) -> std::io::Result<i32> {
                     header.id,
                     ctx.outcomes.to_u64(),
                 );
+                // What the task logged goes before its result.
+                #[cfg(feature = "tracing")]
+                if let Some(records) = forward::take_frame() {
+                    reply(sock, &mut batch, &records, !hello.one_shot)?;
+                }
                 if !hello.one_shot && ctx.tail_out.is_empty() && ctx.fds_out.is_empty() {
                     let hold = pace.batching() && reader.has_frame();
                     reply(sock, &mut batch, &out, hold)?;
@@ -184,7 +213,7 @@ pub(super) fn serve(socket: OwnedFd) -> std::io::Result<i32> {
                     out = Vec::with_capacity(64 * 1024);
                 }
             }
-            Kind::Shutdown => return flush_batch(sock, &mut batch).map(|()| code::OK),
+            Kind::Shutdown => return finish(sock, &mut batch),
             _ => return Ok(code::PROTOCOL),
         }
     }
@@ -206,9 +235,30 @@ fn reply(
         batch.extend_from_slice(frame);
         return Ok(());
     }
+    let _whole = writing();
     send_all(sock, [batch, frame])?;
     batch.clear();
     Ok(())
+}
+
+/// Sends what is left before the worker exits: records, then held replies.
+fn finish(sock: BorrowedFd<'_>, batch: &mut Vec<u8>) -> std::io::Result<i32> {
+    #[cfg(feature = "tracing")]
+    if let Some(records) = forward::take_frame() {
+        batch.extend_from_slice(&records);
+    }
+    flush_batch(sock, batch).map(|()| code::OK)
+}
+
+/// Held while a frame is written: see `forward::writing`.
+#[cfg(feature = "tracing")]
+fn writing() -> Option<std::sync::MutexGuard<'static, ()>> {
+    forward::writing()
+}
+
+#[cfg(not(feature = "tracing"))]
+fn writing() -> Option<()> {
+    None
 }
 
 /// Sends the batched replies and empties the batch.
@@ -217,7 +267,7 @@ fn flush_batch(sock: BorrowedFd<'_>, batch: &mut Vec<u8>) -> std::io::Result<()>
 }
 
 /// Sends `parts` one after the other, blocking until all of them are out.
-fn send_all(sock: BorrowedFd<'_>, mut parts: [&[u8]; 2]) -> std::io::Result<()> {
+pub(super) fn send_all(sock: BorrowedFd<'_>, mut parts: [&[u8]; 2]) -> std::io::Result<()> {
     while !parts[0].is_empty() || !parts[1].is_empty() {
         let live = if parts[0].is_empty() {
             &parts[1..]
@@ -352,5 +402,34 @@ fn set_limits(limits: &wire::WorkerLimits) -> Result<(), Failure> {
         let used = sys::limits::cpu_time_used().as_secs_f64().ceil() as u64;
         sys::limits::set_cpu_time_limit(used + secs).map_err(|e| refused("cpu_time_limit", e))?;
     }
+    if let Some(bytes) = limits.address_space {
+        // A limit below what the worker already maps would fail its first
+        // allocation, and every worker after it: refuse it now, by name.
+        let mapped = sys::limits::mapped_bytes().map_err(|e| refused("address_space_limit", e))?;
+        if mapped >= bytes {
+            return Err(refused(
+                "address_space_limit",
+                std::io::Error::from_raw_os_error(libc::ENOMEM),
+            ));
+        }
+        sys::limits::set_address_space_limit(bytes)
+            .map_err(|e| refused("address_space_limit", e))?;
+        keep_errno_on_allocation_failure();
+    }
     Ok(())
+}
+
+/// With `RUST_BACKTRACE` set, Rust prints a backtrace after "memory allocation of …
+/// failed" and before it aborts, and reading the debug info on the way overwrites
+/// `errno`, so the abort hook could no longer tell an allocation failure. Moves the
+/// setting to `RUST_LIB_BACKTRACE` (unless that is set), which `std::backtrace` and
+/// the error crates read first, so only std's own allocation-failure backtrace goes.
+/// The worker is single-threaded here, before any of the user's code.
+fn keep_errno_on_allocation_failure() {
+    if let Some(style) = std::env::var_os("RUST_BACKTRACE") {
+        if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+            std::env::set_var("RUST_LIB_BACKTRACE", style);
+        }
+        std::env::remove_var("RUST_BACKTRACE");
+    }
 }

@@ -401,3 +401,44 @@ async fn shutdown_timeout_kills_what_is_left_at_the_deadline() {
     let s = pool.stats();
     assert_eq!((s.failed, s.cancelled), (3, 0), "{s:?}");
 }
+
+/// Waits for `go`, then answers 7.
+fn wait_then_seven(go: procpool::Event) -> u32 {
+    go.blocking_wait().unwrap();
+    7
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_cancel_pending_cancels_the_queued_and_lets_the_running_finish() {
+    let pool = ProcessPoolExecutor::builder()
+        .workers(1)
+        .pipeline_depth(1)
+        .build()
+        .unwrap();
+    let go = procpool::Event::new().unwrap();
+    let running = common::start_held(&pool, wait_then_seven, &go, 1)
+        .await
+        .pop()
+        .unwrap();
+    let queued: Vec<_> = (0..5)
+        .map(|_| pool.try_submit(wait_then_seven, go.clone()).unwrap())
+        .collect();
+    let stopping = tokio::spawn({
+        let pool = pool.clone();
+        async move { pool.shutdown_cancel_pending().await }
+    });
+    // The queued five end before the running one may finish: it waits for `go`.
+    for task in queued {
+        assert!(matches!(task.await, Err(TaskError::Cancelled)));
+    }
+    assert!(matches!(
+        pool.try_submit(wait_then_seven, go.clone()),
+        Err(TaskError::Shutdown)
+    ));
+    go.set();
+    assert_eq!(running.await.unwrap(), 7, "the running task finished");
+    stopping.await.unwrap();
+    let stats = pool.stats();
+    assert_eq!((stats.completed, stats.cancelled), (1, 5));
+    assert_eq!(stats.workers_live, 0);
+}

@@ -185,3 +185,73 @@ async fn a_limit_the_kernel_refuses_names_the_limit_and_the_errno() {
     }
     pool.shutdown().await;
 }
+
+/// Allocates and touches `mib` MiB, then answers with this worker's pid.
+fn alloc_mib(mib: usize) -> u32 {
+    let v = vec![1u8; mib << 20];
+    std::hint::black_box(&v);
+    std::process::id()
+}
+
+fn abort(_: ()) -> u32 {
+    std::process::abort()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_past_its_address_space_fails_with_the_limit_named() {
+    let limit = 1u64 << 30;
+    let pool = ProcessPoolExecutor::builder()
+        .workers(1)
+        .address_space_limit(limit)
+        .build()
+        .unwrap();
+    let first = pool.run(alloc_mib, 16).await.unwrap();
+    // 2 GiB in a worker allowed 1 GiB: the allocation fails and Rust aborts. (Its
+    // "memory allocation of … bytes failed" on stderr is expected.)
+    let e = pool.run(alloc_mib, 2048).await.unwrap_err();
+    assert!(
+        matches!(e, TaskError::LimitExceeded { limit: Limit::AddressSpace(l) } if l == limit),
+        "{e}"
+    );
+    assert!(common::report(&e).contains("address-space limit"), "{e}");
+    let second = pool.run(alloc_mib, 16).await.unwrap();
+    assert_ne!(first, second, "the worker was replaced");
+    // Any other abort is a death, not the limit.
+    let e = pool.run(abort, ()).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            TaskError::WorkerDied {
+                exit: procpool::Exit::Signal(libc::SIGABRT)
+            }
+        ),
+        "{e}"
+    );
+    assert_eq!(pool.stats().worker_restarts, 2);
+    pool.shutdown().await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_address_space_limit_below_a_fresh_worker_is_refused_by_name() {
+    let pool = ProcessPoolExecutor::builder()
+        .workers(1)
+        .address_space_limit(1 << 20)
+        .build()
+        .unwrap();
+    match pool.ready().await {
+        Err(Error::LimitRefused { limit, errno }) => {
+            assert_eq!(
+                (limit.as_str(), errno),
+                ("address_space_limit", libc::ENOMEM)
+            );
+        }
+        other => panic!("a worker maps more than 1 MiB: {other:?}"),
+    }
+    let zero = ProcessPoolExecutor::builder()
+        .address_space_limit(0)
+        .build();
+    assert!(
+        matches!(zero, Err(Error::InvalidConfig { what }) if what.contains("address_space_limit")),
+        "zero is refused by the builder"
+    );
+}

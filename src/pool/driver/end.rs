@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 
 use super::Driver;
 use crate::error::{Exit, Limit, ProtocolError, TaskError};
+use crate::pool::span;
 
 /// Why a worker with tasks in flight is being given up.
 pub(super) enum Loss {
@@ -29,6 +30,11 @@ impl Driver {
             Loss::Died => w.wait().await,
             Loss::Killed | Loss::Protocol(_) => w.kill().await,
         };
+        match &loss {
+            Loss::Died => span::worker_crashed(w.pid(), &exit),
+            Loss::Protocol(e) => span::worker_crashed(w.pid(), e),
+            Loss::Killed => span::worker_recycled(w.pid(), "killed to stop its task"),
+        }
         // Counted now, before the task resolves: a worker lost is a restart owed.
         self.inner.counters.restarts.fetch_add(1, Ordering::Relaxed);
         let mut protocol = match loss {
@@ -58,7 +64,7 @@ impl Driver {
                     Some(e) => TaskError::Protocol(e),
                     None => {
                         job.salvage(w.progress().items_begun(f.seq), &self.inner.counters);
-                        self.death_error(exit)
+                        self.death_error(exit, w.progress().aborted_out_of_memory())
                     }
                 }),
                 (None, false) if job.shared.cancel_requested() => Some(TaskError::Cancelled),
@@ -84,7 +90,8 @@ impl Driver {
     /// The idle worker died (killed from outside); no task is lost.
     pub(super) async fn lose_idle_worker(&mut self) {
         if let Some(mut dead) = self.take_worker() {
-            dead.wait().await;
+            let exit = dead.wait().await;
+            span::worker_crashed(dead.pid(), &exit);
         }
         self.inner.counters.restarts.fetch_add(1, Ordering::Relaxed);
     }
@@ -92,11 +99,19 @@ impl Driver {
     /// Retires the worker once it has run `max_tasks_per_worker` tasks.
     /// How the death of a worker under a task reads: the limit it broke, if the
     /// kernel's signal says so.
-    pub(super) fn death_error(&self, exit: Exit) -> TaskError {
-        match (exit, self.inner.config.limits.cpu_time) {
-            (Exit::Signal(libc::SIGXCPU), Some(limit)) => TaskError::LimitExceeded {
+    /// `out_of_memory`: the worker marked its page as it aborted after an allocation
+    /// failed.
+    pub(super) fn death_error(&self, exit: Exit, out_of_memory: bool) -> TaskError {
+        let limits = &self.inner.config.limits;
+        match (exit, limits.cpu_time, limits.address_space) {
+            (Exit::Signal(libc::SIGXCPU), Some(limit), _) => TaskError::LimitExceeded {
                 limit: Limit::CpuTime(limit),
             },
+            (Exit::Signal(libc::SIGABRT), _, Some(bytes)) if out_of_memory => {
+                TaskError::LimitExceeded {
+                    limit: Limit::AddressSpace(bytes),
+                }
+            }
             _ => TaskError::WorkerDied { exit },
         }
     }
@@ -114,6 +129,12 @@ impl Driver {
             return;
         }
         if let Some(w) = self.take_worker() {
+            let why = if w.over_memory {
+                "max_memory_per_worker"
+            } else {
+                "max_tasks_per_worker"
+            };
+            span::worker_recycled(w.pid(), why);
             w.retire().await;
             self.inner.counters.recycled.fetch_add(1, Ordering::Relaxed);
         }
@@ -125,11 +146,13 @@ impl Driver {
         let abort = self.inner.abort.is_cancelled();
         // Counted live until it is reaped: whoever sees the count drop finds it gone.
         if let Some(mut w) = self.worker.take() {
+            let pid = w.pid();
             if abort || !self.flights.is_empty() {
                 w.kill().await;
             } else {
                 w.retire().await;
             }
+            span::worker_exited(pid);
             self.inner.health.send_modify(|h| h.live -= 1);
         }
         for f in std::mem::take(&mut self.flights) {

@@ -32,7 +32,11 @@
 //! wait for each other (a barrier, a queue hand-off) therefore never deadlock in one
 //! worker while another is free.
 
+#[cfg(feature = "tracing")]
+mod callsites;
 mod end;
+#[cfg(feature = "tracing")]
+mod replay;
 mod start;
 
 use end::Loss;
@@ -96,6 +100,8 @@ async fn drive(inner: Arc<Inner>) {
         ahead: false,
         give_back_armed: true,
         starting: true,
+        #[cfg(feature = "tracing")]
+        replay: replay::Replay::default(),
     };
     let retired = driver.run().await;
     if retired {
@@ -180,6 +186,9 @@ struct Driver {
     give_back_armed: bool,
     /// No worker of this slot has been up yet (counted in `Scale::starting`).
     starting: bool,
+    /// What the worker forwarded of its tasks' spans (feature `tracing`).
+    #[cfg(feature = "tracing")]
+    replay: replay::Replay,
 }
 
 impl Driver {
@@ -355,20 +364,50 @@ impl Driver {
         }
     }
 
+    /// Re-emits what the worker forwarded of its tasks' spans and events, each inside
+    /// its task's span. Without the feature, a worker never sends any: it is asked for
+    /// none.
+    fn replay(&mut self, body: &[u8]) -> Result<(), ProtocolError> {
+        #[cfg(feature = "tracing")]
+        {
+            let pid = self.worker.as_ref().map_or(0, WorkerProcess::pid);
+            let flights = &self.flights;
+            self.replay.apply(body, pid, |task| {
+                flights
+                    .iter()
+                    .find(|f| f.id == task)
+                    .and_then(|f| f.job.as_ref())
+                    .and_then(|job| job.span.id())
+            })
+        }
+        #[cfg(not(feature = "tracing"))]
+        {
+            let _ = body;
+            Err(ProtocolError::Unexpected {
+                what: "tracing records, which were not asked for".to_owned(),
+            })
+        }
+    }
+
     /// Hands `job` to the worker (it is written by [`write`](Self::write)), or
     /// resolves it at once if it need not run.
-    fn dispatch(&mut self, job: Job) {
+    fn dispatch(&mut self, mut job: Job) {
         let Some(w) = self.worker.as_mut() else {
             // Not reached: jobs are taken only with a worker. Never lose one.
             self.inner.jobs.hand_back(std::iter::once(job));
             return;
         };
         let seq = w.queue_next();
-        if job.abandoned() || !job.shared.start(w.pid(), &self.signal, w.progress(), seq) {
+        let cancelled = self.inner.pending_cancelled.load(Ordering::Acquire);
+        if cancelled
+            || job.abandoned()
+            || !job.shared.start(w.pid(), &self.signal, w.progress(), seq)
+        {
             w.unqueue();
             self.inner.resolve(job, Err(TaskError::Cancelled));
             return;
         }
+        job.span.taken_by(job.id, job.items, w.pid());
         self.inner
             .counters
             .running
@@ -472,6 +511,9 @@ impl Driver {
     /// Matches a reply to the first flight and resolves it.
     fn on_reply(&mut self, frame: Frame) -> Result<(), ProtocolError> {
         let Frame { header, body, fds } = frame;
+        if header.kind == wire::Kind::Trace {
+            return self.replay(&body);
+        }
         let expected = match self.flights.front() {
             Some(f) if self.unsent > 0 => f.id,
             _ => u64::MAX,

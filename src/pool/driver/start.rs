@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use super::Driver;
+use crate::pool::span;
 use crate::pool::worker_process::{AfterFailure, WorkerProcess};
 
 /// The pause before start attempt `failures + 1`: 10 ms, doubling, at most 1 s.
@@ -26,6 +27,11 @@ impl Driver {
             let started = WorkerProcess::start(&self.inner.config, &self.inner.abort).await;
             let error = match started {
                 Ok(w) => {
+                    span::worker_started(w.pid());
+                    #[cfg(feature = "tracing")]
+                    {
+                        self.replay = Default::default();
+                    }
                     self.worker = Some(w);
                     if std::mem::take(&mut self.starting) {
                         self.inner.scale.started();
