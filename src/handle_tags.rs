@@ -41,6 +41,13 @@ fn every_handle_is_refused_as_another_kind_or_type() {
         resend::<_, Connection<u8, u16>>(&a).map(drop),
         "Connection<u8, u16>",
     );
+    // Shared memory of another element type (a `Value<u64>` read as a `Value<f64>`).
+    let v = crate::shm::Value::new(7u64).unwrap();
+    assert!(resend::<_, crate::shm::Value<u64>>(&v).is_ok());
+    expect_refusal(
+        resend::<_, crate::shm::Value<f64>>(&v).map(drop),
+        "Value<f64>",
+    );
     // Another kind altogether, of another shape: still the same refusal.
     expect_refusal(resend::<_, Lock>(&q).map(drop), "Lock");
 }

@@ -13,8 +13,11 @@ pub enum SendError {
     #[error("could not serialise {0}")]
     Encode(CodecError),
     /// The message holds handles (pipe ends, queues, locks...), whose descriptors only
-    /// unix sockets carry, and this connection is TCP. Nothing was sent.
-    #[error("handles (pipe ends, queues, locks...) cannot travel over TCP")]
+    /// a unix socket with procpool's framing carries, and this connection is TCP or a
+    /// [`connection`](crate::connection) (framed as Python frames). Nothing was sent.
+    #[error(
+        "handles (pipe ends, queues, locks...) cannot travel over TCP or a Listener/Client connection"
+    )]
     HandlesNeedUnixSocket,
     /// The encoded message is longer than [`MAX_MESSAGE`].
     #[error("a message of {len} bytes is over the pipe's limit of {limit} bytes")]

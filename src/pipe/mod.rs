@@ -72,7 +72,7 @@ use tokio::sync::Mutex;
 use crate::error::{CodecError, ProtocolError};
 use crate::sys;
 use crate::wire::handles::{self, handle_serde, Handle, RecvFd, SendFd};
-use crate::wire::stream::{Frame, FrameReader, FrameWriter};
+use crate::wire::stream::{Frame, FrameReader, FrameWriter, Framing};
 use crate::wire::{self, Kind, ReadError, HEADER_LEN};
 
 mod error;
@@ -106,8 +106,9 @@ pub fn duplex<A, B>() -> io::Result<(Connection<A, B>, Connection<B, A>)> {
 /// The state of one end, shared by the clones of its handle in this process.
 struct End {
     fd: OwnedFd,
-    /// A unix socket (descriptors can travel), not TCP.
+    /// Descriptors can travel: a unix socket with procpool's framing.
     local: bool,
+    framing: Framing,
     /// A duplicate registered with tokio on first async use (a connection made in
     /// blocking code never needs a runtime).
     async_fd: OnceLock<AsyncFd<OwnedFd>>,
@@ -122,13 +123,14 @@ struct ReadState {
 }
 
 impl End {
-    fn new(fd: OwnedFd) -> End {
+    fn new(fd: OwnedFd, framing: Framing) -> End {
         End {
-            local: sys::sock::is_unix(fd.as_fd()),
+            local: framing == Framing::Procpool && sys::sock::is_unix(fd.as_fd()),
+            framing,
             fd,
             async_fd: OnceLock::new(),
             reader: Mutex::new(ReadState {
-                frames: FrameReader::new(MAX_MESSAGE),
+                frames: FrameReader::with_framing(MAX_MESSAGE, framing),
                 broken: false,
             }),
             writer: Mutex::new(FrameWriter::new()),
@@ -210,7 +212,17 @@ fn remaining(deadline: Option<Instant>) -> Option<Option<Duration>> {
 impl<S, R> Connection<S, R> {
     pub(crate) fn from_fd(fd: OwnedFd) -> Self {
         Connection {
-            end: Arc::new(End::new(fd)),
+            end: Arc::new(End::new(fd, Framing::Procpool)),
+            _types: PhantomData,
+        }
+    }
+
+    /// A connection over `fd` that frames its messages as Python's
+    /// `multiprocessing.connection.Connection` does (see [`crate::connection`]).
+    /// Handles cannot travel over it.
+    pub(crate) fn from_fd_python(fd: OwnedFd) -> Self {
+        Connection {
+            end: Arc::new(End::new(fd, Framing::Python)),
             _types: PhantomData,
         }
     }
@@ -237,7 +249,7 @@ impl<S, R> Connection<S, R> {
         let sock = self.end.async_fd()?;
         // Finish a message an earlier, cancelled send started.
         w.flush_async(sock).await?;
-        w.start(frame, fds);
+        w.start_framed(frame, fds, self.end.framing);
         w.flush_async(sock).await?;
         Ok(())
     }
@@ -246,7 +258,7 @@ impl<S, R> Connection<S, R> {
         self.check_fds(&fds)?;
         let mut w = self.end.writer.blocking_lock();
         w.flush_blocking(self.end.fd.as_fd())?;
-        w.start(frame, fds);
+        w.start_framed(frame, fds, self.end.framing);
         w.flush_blocking(self.end.fd.as_fd())?;
         Ok(())
     }

@@ -107,6 +107,19 @@ pub(crate) struct Header {
 }
 
 impl Header {
+    /// The header of a message of `len` bytes that came without one of ours (Python's
+    /// framing, see [`stream::Framing`]).
+    pub(crate) fn message(len: u64) -> Header {
+        Header {
+            len,
+            kind: Kind::Message,
+            nfds: 0,
+            flags: 0,
+            id: 0,
+            func: 0,
+        }
+    }
+
     /// Parses and validates a header against the frame size limit.
     pub(crate) fn parse(raw: &[u8; HEADER_LEN], limit: u64) -> Result<Header, ProtocolError> {
         let u64_at = |i: usize| u64::from_le_bytes(raw[i..i + 8].try_into().expect("8 bytes"));

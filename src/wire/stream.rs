@@ -24,6 +24,54 @@ use crate::sys::sock;
 /// Bytes read ahead in one `recvmsg` for small frames.
 const READ_AHEAD: usize = 64 * 1024;
 
+/// How frames are delimited on a stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Framing {
+    /// procpool's own 32-byte header (see [`super`]), with descriptors beside it.
+    Procpool,
+    /// Python's `multiprocessing.connection`: a big-endian signed 32-bit length, or
+    /// `-1` and a big-endian 64-bit length for a message over 2 GiB; then the bytes.
+    /// Every frame is a [`Kind::Message`](super::Kind::Message) without descriptors.
+    Python,
+}
+
+impl Framing {
+    /// The header at the start of `avail` and its length, once enough of it is there.
+    fn parse(self, avail: &[u8], limit: u64) -> Result<Option<(Header, usize)>, ProtocolError> {
+        match self {
+            Framing::Procpool => {
+                let Some(raw) = avail.get(..HEADER_LEN) else {
+                    return Ok(None);
+                };
+                let raw: &[u8; HEADER_LEN] = raw.try_into().expect("32 bytes");
+                Header::parse(raw, limit).map(|h| Some((h, HEADER_LEN)))
+            }
+            Framing::Python => {
+                let Some(short) = avail.get(..4) else {
+                    return Ok(None);
+                };
+                let short = i32::from_be_bytes(short.try_into().expect("4 bytes"));
+                let (len, header_len) = match short {
+                    0.. => (short as u64, 4),
+                    -1 => match avail.get(4..12) {
+                        Some(long) => (u64::from_be_bytes(long.try_into().expect("8 bytes")), 12),
+                        None => return Ok(None),
+                    },
+                    _ => {
+                        return Err(ProtocolError::Malformed {
+                            reason: format!("a message length of {short}"),
+                        })
+                    }
+                };
+                if len > limit {
+                    return Err(ProtocolError::FrameTooLarge { len, limit });
+                }
+                Ok(Some((super::Header::message(len), header_len)))
+            }
+        }
+    }
+}
+
 /// A received frame: header, body and the descriptors it carried.
 #[derive(Debug)]
 pub(crate) struct Frame {
@@ -44,17 +92,24 @@ pub(crate) struct FrameReader {
     /// Descriptors received and not yet given to a frame.
     fds: VecDeque<OwnedFd>,
     limit: u64,
+    framing: Framing,
 }
 
 impl FrameReader {
-    /// A reader accepting bodies up to `limit` bytes.
+    /// A reader of procpool frames with bodies up to `limit` bytes.
     pub(crate) fn new(limit: u64) -> FrameReader {
+        FrameReader::with_framing(limit, Framing::Procpool)
+    }
+
+    /// A reader of frames delimited as `framing` says, bodies up to `limit` bytes.
+    pub(crate) fn with_framing(limit: u64, framing: Framing) -> FrameReader {
         FrameReader {
             buf: Vec::with_capacity(READ_AHEAD),
             pos: 0,
             partial: None,
             fds: VecDeque::new(),
             limit,
+            framing,
         }
     }
 
@@ -76,9 +131,11 @@ impl FrameReader {
             Some((h, body)) => body.len() as u64 == h.len,
             None => {
                 let avail = &self.buf[self.pos..];
-                avail.len() >= HEADER_LEN && {
-                    let len = u64::from_le_bytes(avail[..8].try_into().expect("8 bytes"));
-                    (avail.len() - HEADER_LEN) as u64 >= len
+                match self.framing.parse(avail, u64::MAX) {
+                    Ok(Some((h, header_len))) => (avail.len() - header_len) as u64 >= h.len,
+                    Ok(None) => false,
+                    // Reading it reports the error.
+                    Err(_) => true,
                 }
             }
         }
@@ -152,16 +209,18 @@ impl FrameReader {
             return self.with_fds(header, body).map(Some);
         }
         let avail = &self.buf[self.pos..];
-        if avail.len() < HEADER_LEN {
+        let Some((header, header_len)) = self
+            .framing
+            .parse(avail, self.limit)
+            .map_err(ReadError::Protocol)?
+        else {
             return Ok(None);
-        }
-        let raw: &[u8; HEADER_LEN] = avail[..HEADER_LEN].try_into().expect("32 bytes");
-        let header = Header::parse(raw, self.limit).map_err(ReadError::Protocol)?;
+        };
         let len = header.len as usize;
-        let have = avail.len() - HEADER_LEN;
+        let have = avail.len() - header_len;
         if have >= len {
-            let body = avail[HEADER_LEN..HEADER_LEN + len].to_vec();
-            self.pos += HEADER_LEN + len;
+            let body = avail[header_len..header_len + len].to_vec();
+            self.pos += header_len + len;
             return self.with_fds(header, body).map(Some);
         }
         // A body longer than what is buffered: give it its own buffer and read the
@@ -173,7 +232,7 @@ impl FrameReader {
                 format!("cannot allocate {len} bytes for a message"),
             ))
         })?;
-        body.extend_from_slice(&avail[HEADER_LEN..]);
+        body.extend_from_slice(&avail[header_len..]);
         self.pos = self.buf.len();
         self.partial = Some((header, body));
         Ok(None)
@@ -269,6 +328,40 @@ impl FrameWriter {
             frame,
             tail,
             written: 0,
+            fds,
+        });
+    }
+
+    /// [`start`](Self::start) for a frame built with procpool's header (its body after
+    /// [`HEADER_LEN`] bytes) that goes out delimited as `framing` says. For Python's
+    /// framing, its header is written at the end of the room procpool's took, and the
+    /// bytes before it are never sent: no copy.
+    ///
+    /// # Panics
+    /// As [`start`](Self::start), and for descriptors with Python's framing (which
+    /// cannot carry them; callers refuse them first).
+    pub(crate) fn start_framed(&mut self, mut frame: Vec<u8>, fds: Vec<OwnedFd>, framing: Framing) {
+        if framing == Framing::Procpool {
+            return self.start(frame, fds);
+        }
+        assert!(fds.is_empty(), "Python's framing carries no descriptors");
+        assert!(self.pending.is_none(), "a frame is still being written");
+        let len = (frame.len() - HEADER_LEN) as u64;
+        let header_len = match i32::try_from(len) {
+            Ok(n) => {
+                frame[HEADER_LEN - 4..HEADER_LEN].copy_from_slice(&n.to_be_bytes());
+                4
+            }
+            Err(_) => {
+                frame[HEADER_LEN - 12..HEADER_LEN - 8].copy_from_slice(&(-1i32).to_be_bytes());
+                frame[HEADER_LEN - 8..HEADER_LEN].copy_from_slice(&len.to_be_bytes());
+                12
+            }
+        };
+        self.pending = Some(Pending {
+            frame,
+            tail: Vec::new(),
+            written: HEADER_LEN - header_len,
             fds,
         });
     }

@@ -71,10 +71,11 @@ async fn silent_garbage_and_oversized_peers_do_not_disturb_a_good_client() {
     };
     // Silent: connects and sends nothing.
     let _silent = tokio::net::TcpStream::connect(sa).await.unwrap();
-    // Garbage: a small message that is not a handshake answer.
+    // Garbage: a small message (big-endian length, as Python frames) that is not a
+    // handshake answer.
     let mut garbage = tokio::net::TcpStream::connect(sa).await.unwrap();
-    garbage.write_all(&[3, 0, 0, 0, 1, 2, 3]).await.unwrap();
-    // Oversized: announces a 4 GiB message.
+    garbage.write_all(&[0, 0, 0, 3, 1, 2, 3]).await.unwrap();
+    // Oversized: -1, the announcement of a message over 2 GiB.
     let mut huge = tokio::net::TcpStream::connect(sa).await.unwrap();
     huge.write_all(&[0xff, 0xff, 0xff, 0xff]).await.unwrap();
     let addr = listener.address().clone();

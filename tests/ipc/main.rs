@@ -7,6 +7,7 @@ mod common;
 mod connection;
 mod manager;
 mod pipe;
+mod python_interop;
 mod queue;
 mod shm;
 mod sync;
