@@ -128,8 +128,8 @@ pub use process::{
 pub use queue::{JoinableQueue, Queue, SimpleQueue};
 pub use shm::{Array, RawArray, RawValue, SharedMemory, Value};
 pub use sync::{
-    Barrier, BoundedSemaphore, Condition, Event, Lock, LockGuard, RLock, RLockGuard, Semaphore,
-    SemaphoreGuard,
+    Barrier, BarrierAction, BoundedSemaphore, Condition, Event, Lock, LockGuard, NoAction, RLock,
+    RLockGuard, Semaphore, SemaphoreGuard,
 };
 pub use task::{AsyncTask, Message, Task};
 

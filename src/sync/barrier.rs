@@ -14,16 +14,108 @@ const B_RESET_GEN: usize = 32;
 
 /// A barrier for a fixed number of parties (Python's `multiprocessing.Barrier`): each
 /// `wait` blocks until `parties` waits have arrived, then all return.
-pub struct Barrier {
+///
+/// With an action ([`Barrier::with_action`]), the last party to arrive runs it, in its
+/// own process, before the others are released; once per generation. An action is a
+/// type that implements [`BarrierAction`]: a process that receives the barrier runs
+/// its own copy of `A::run`, so no code address ever crosses between processes (the
+/// handle's tag names `A`, and a barrier received as another action type is refused).
+/// A panicking action breaks the barrier: the party that ran it gets
+/// [`WaitError::ActionPanicked`], the others [`WaitError::BrokenBarrier`].
+///
+/// ```
+/// use procpool::{Barrier, BarrierAction};
+///
+/// struct Announce;
+///
+/// impl BarrierAction for Announce {
+///     fn run() {
+///         println!("all arrived");
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let barrier: Barrier<Announce> = Barrier::with_action(1, Announce)?;
+/// assert_eq!(barrier.wait().await?, 0); // the only party: it ran `Announce::run`
+/// # Ok(())
+/// # }
+/// ```
+pub struct Barrier<A = NoAction> {
     shared: Arc<Shared>,
+    _action: PhantomData<fn() -> A>,
 }
 
-primitive!(Barrier, MAGIC_BARRIER, {});
+/// The action of a [`Barrier`] without one.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoAction;
+
+/// What a [`Barrier`] runs in the last party to arrive, before it releases the others
+/// (Python's `Barrier(parties, action)`). Implement it on a type of your own (a unit
+/// struct, usually): the type names the action in every process, so it can be named
+/// in a task's argument type, as `Barrier<MyAction>`.
+pub trait BarrierAction: 'static {
+    /// Whether there is nothing to run ([`NoAction`]).
+    #[doc(hidden)]
+    const NONE: bool = false;
+
+    /// The action. A panic breaks the barrier.
+    fn run();
+}
+
+impl BarrierAction for NoAction {
+    const NONE: bool = true;
+
+    fn run() {}
+}
+
+impl<A> Clone for Barrier<A> {
+    fn clone(&self) -> Self {
+        Barrier {
+            shared: self.shared.clone(),
+            _action: PhantomData,
+        }
+    }
+}
+
+impl<A> fmt::Debug for Barrier<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Barrier").finish_non_exhaustive()
+    }
+}
+
+impl<A: BarrierAction> Handle for Barrier<A> {
+    const KIND: &'static str = "Barrier";
+    type Params = A;
+    type Parts<'a> = SharedParts<'a>;
+    type Received = (RecvFd, RecvFd);
+
+    fn parts(&self) -> SharedParts<'_> {
+        self.shared.parts()
+    }
+
+    fn assemble(fds: (RecvFd, RecvFd)) -> Result<Self, String> {
+        Ok(Barrier {
+            shared: Shared::open(fds, MAGIC_BARRIER)?,
+            _action: PhantomData,
+        })
+    }
+}
+
+handle_serde!(Barrier<A>);
 
 /// What [`Barrier::wait`] attempts return: arrival, or the generation waited on.
 enum Arrival {
     Done(usize),
-    Waiting { index: usize, generation: u64 },
+    /// The last party, with an action to run before it releases the others.
+    Last {
+        index: usize,
+        generation: u64,
+    },
+    Waiting {
+        index: usize,
+        generation: u64,
+    },
 }
 
 impl Barrier {
@@ -39,12 +131,65 @@ impl Barrier {
                 "a barrier needs at least one party",
             ));
         }
+        Barrier::make(parties)
+    }
+
+    /// A barrier for `parties` waiters whose last arrival runs `A::run` before it
+    /// releases the others (Python's `Barrier(parties, action)`). The value only names
+    /// the type.
+    ///
+    /// # Errors
+    /// As [`new`](Self::new).
+    pub fn with_action<A: BarrierAction>(parties: usize, action: A) -> io::Result<Barrier<A>> {
+        let _ = action;
+        Barrier::make(parties)
+    }
+}
+
+impl<A: BarrierAction> Barrier<A> {
+    fn make(parties: usize) -> io::Result<Barrier<A>> {
+        if parties == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a barrier needs at least one party",
+            ));
+        }
         let shared = Shared::create("procpool-barrier", MAGIC_BARRIER)?;
         {
             let g = shared.lock()?;
             set_u64(g.page(), B_PARTIES, parties as u64);
         }
-        Ok(Barrier { shared })
+        Ok(Barrier {
+            shared,
+            _action: PhantomData,
+        })
+    }
+
+    /// The last party's part: runs the action, then releases the others, or breaks
+    /// the barrier if the action panicked (or the barrier was broken or reset
+    /// meanwhile).
+    fn run_action(&self, index: usize, generation: u64) -> Result<usize, WaitError> {
+        let outcome = crate::task::catch(A::run);
+        let mut g = self.shared.lock()?;
+        let page = g.page();
+        let intact = u64_at(page, B_GENERATION) == generation && u64_at(page, B_BROKEN) == 0;
+        let result = match outcome {
+            Ok(()) if intact => {
+                set_u64(page, B_COUNT, 0);
+                set_u64(page, B_GENERATION, generation + 1);
+                Ok(index)
+            }
+            Ok(()) => Err(WaitError::BrokenBarrier),
+            Err(failure) => {
+                set_u64(page, B_BROKEN, 1);
+                Err(match failure {
+                    crate::wire::Failure::Panicked(info) => WaitError::ActionPanicked(info),
+                    _ => WaitError::BrokenBarrier,
+                })
+            }
+        };
+        g.changed();
+        result
     }
 
     fn arrive(&self) -> Result<Arrival, WaitError> {
@@ -56,6 +201,13 @@ impl Barrier {
         let index = u64_at(page, B_COUNT);
         let generation = u64_at(page, B_GENERATION);
         if index + 1 == u64_at(page, B_PARTIES) {
+            if !A::NONE {
+                // Released by `run_action`, once the action ran.
+                return Ok(Arrival::Last {
+                    index: index as usize,
+                    generation,
+                });
+            }
             set_u64(page, B_COUNT, 0);
             set_u64(page, B_GENERATION, generation + 1);
             g.changed();
@@ -97,6 +249,7 @@ impl Barrier {
     pub async fn wait(&self) -> Result<usize, WaitError> {
         match self.arrive()? {
             Arrival::Done(i) => Ok(i),
+            Arrival::Last { index, generation } => self.run_action(index, generation),
             Arrival::Waiting { index, generation } => {
                 self.shared.cell.wait(|_| self.passed(generation)).await?;
                 Ok(index)
@@ -115,6 +268,7 @@ impl Barrier {
     pub async fn wait_timeout(&self, timeout: Duration) -> Result<usize, WaitError> {
         match self.arrive()? {
             Arrival::Done(i) => Ok(i),
+            Arrival::Last { index, generation } => self.run_action(index, generation),
             Arrival::Waiting { index, generation } => {
                 match tokio::time::timeout(
                     timeout,
@@ -154,6 +308,7 @@ impl Barrier {
         crate::blocking::assert_may_block("blocking_wait", "wait");
         match self.arrive()? {
             Arrival::Done(i) => Ok(i),
+            Arrival::Last { index, generation } => self.run_action(index, generation),
             Arrival::Waiting { index, generation } => {
                 self.shared
                     .cell
@@ -176,6 +331,7 @@ impl Barrier {
         crate::blocking::assert_may_block("blocking_wait_timeout", "wait_timeout");
         match self.arrive()? {
             Arrival::Done(i) => Ok(i),
+            Arrival::Last { index, generation } => self.run_action(index, generation),
             Arrival::Waiting { index, generation } => match self
                 .shared
                 .cell

@@ -114,29 +114,141 @@ impl<L> Condition<L> {
         false
     }
 
-    /// Wakes up to `n` of the waiters.
-    pub fn notify(&self, n: usize) {
-        if let Ok(mut g) = self.shared.lock() {
-            let page = g.page();
-            let waiting = u64_at(page, C_WAITING);
-            let signals = u64_at(page, C_SIGNALS);
-            let to = signals.saturating_add(n as u64).min(waiting);
-            if to != signals {
-                set_u64(page, C_SIGNALS, to);
-                g.changed();
-            }
+    /// Lets up to `n` of the waiters go.
+    fn signal(&self, n: usize) -> io::Result<()> {
+        let mut g = self.shared.lock()?;
+        let page = g.page();
+        let waiting = u64_at(page, C_WAITING);
+        let signals = u64_at(page, C_SIGNALS);
+        let to = signals.saturating_add(n as u64).min(waiting);
+        if to != signals {
+            set_u64(page, C_SIGNALS, to);
+            g.changed();
         }
-    }
-
-    /// Wakes every waiter.
-    pub fn notify_all(&self) {
-        self.notify(usize::MAX)
+        Ok(())
     }
 }
 
 macro_rules! condition_waits {
     ($lock:ty, $guard:ident, $release:ident, $restore:ident) => {
         impl Condition<$lock> {
+            /// Wakes up to `n` of the waiters. The caller must hold the lock, as in
+            /// Python.
+            ///
+            /// # Errors
+            /// [`NotifyError::LockNotHeld`] if it does not (nobody is woken).
+            pub fn notify(&self, n: usize) -> Result<(), NotifyError> {
+                if !self.lock.held_here()? {
+                    return Err(NotifyError::LockNotHeld);
+                }
+                Ok(self.signal(n)?)
+            }
+
+            /// Wakes every waiter. The caller must hold the lock, as in Python.
+            ///
+            /// # Errors
+            /// As [`notify`](Self::notify).
+            pub fn notify_all(&self) -> Result<(), NotifyError> {
+                self.notify(usize::MAX)
+            }
+
+            /// Waits until `predicate` returns true (Python's `wait_for`): checks it
+            /// first, then after each notification, with the lock held.
+            ///
+            /// # Errors
+            /// As [`wait`](Self::wait).
+            ///
+            /// # Cancel safety
+            /// Not cancel safe, as [`wait`](Self::wait).
+            pub async fn wait_for<'a>(
+                &'a self,
+                mut guard: $guard<'a>,
+                mut predicate: impl FnMut() -> bool,
+            ) -> Result<$guard<'a>, LockError<$guard<'a>>> {
+                while !predicate() {
+                    guard = self.wait(guard).await?;
+                }
+                Ok(guard)
+            }
+
+            /// [`wait_for`](Self::wait_for) for at most `timeout` in all; returns the
+            /// predicate's last value (`false`: it timed out first), with the lock held
+            /// either way, as Python's `wait_for(predicate, timeout)`.
+            ///
+            /// # Errors
+            /// As [`wait`](Self::wait).
+            ///
+            /// # Cancel safety
+            /// Not cancel safe, as [`wait`](Self::wait).
+            pub async fn wait_for_timeout<'a>(
+                &'a self,
+                mut guard: $guard<'a>,
+                mut predicate: impl FnMut() -> bool,
+                timeout: Duration,
+            ) -> Result<($guard<'a>, bool), LockError<$guard<'a>>> {
+                let until = Instant::now() + timeout;
+                loop {
+                    if predicate() {
+                        return Ok((guard, true));
+                    }
+                    let left = until.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Ok((guard, false));
+                    }
+                    guard = self.wait_timeout(guard, left).await?.0;
+                }
+            }
+
+            /// Blocking form of [`wait_for`](Self::wait_for).
+            ///
+            /// # Errors
+            /// As [`wait`](Self::wait).
+            ///
+            /// # Panics
+            /// If called from an async context, where it would stall the runtime; `.await`
+            /// [`wait_for`](Self::wait_for) there.
+            #[track_caller]
+            pub fn blocking_wait_for<'a>(
+                &'a self,
+                mut guard: $guard<'a>,
+                mut predicate: impl FnMut() -> bool,
+            ) -> Result<$guard<'a>, LockError<$guard<'a>>> {
+                crate::blocking::assert_may_block("blocking_wait_for", "wait_for");
+                while !predicate() {
+                    guard = self.blocking_wait(guard)?;
+                }
+                Ok(guard)
+            }
+
+            /// Blocking form of [`wait_for_timeout`](Self::wait_for_timeout).
+            ///
+            /// # Errors
+            /// As [`wait`](Self::wait).
+            ///
+            /// # Panics
+            /// If called from an async context, where it would stall the runtime; `.await`
+            /// [`wait_for_timeout`](Self::wait_for_timeout) there.
+            #[track_caller]
+            pub fn blocking_wait_for_timeout<'a>(
+                &'a self,
+                mut guard: $guard<'a>,
+                mut predicate: impl FnMut() -> bool,
+                timeout: Duration,
+            ) -> Result<($guard<'a>, bool), LockError<$guard<'a>>> {
+                crate::blocking::assert_may_block("blocking_wait_for_timeout", "wait_for_timeout");
+                let until = Instant::now() + timeout;
+                loop {
+                    if predicate() {
+                        return Ok((guard, true));
+                    }
+                    let left = until.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Ok((guard, false));
+                    }
+                    guard = self.blocking_wait_timeout(guard, left)?.0;
+                }
+            }
+
             async fn relock<'a>(&'a self, saved: u64) -> Result<$guard<'a>, LockError<$guard<'a>>> {
                 let r = self.lock.lock().await;
                 $restore(&self.lock, saved);

@@ -59,6 +59,21 @@ pub enum ReleaseError {
     Io(#[from] io::Error),
 }
 
+/// Why a [`Condition::notify`] was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NotifyError {
+    /// The caller does not hold the condition's lock (this process for a [`Lock`],
+    /// this thread for an [`RLock`]), as Python refuses "notify on un-acquired lock".
+    /// Take the lock first: a notification outside it can slip between a waiter's
+    /// check and its wait, and be lost.
+    #[error("cannot notify on a condition whose lock is not held by the caller")]
+    LockNotHeld,
+    /// A system call failed.
+    #[error("notify I/O error")]
+    Io(#[from] io::Error),
+}
+
 /// Why a wait on an [`Event`], [`Semaphore`], [`Condition`] or [`Barrier`] failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -69,9 +84,14 @@ pub enum WaitError {
     /// `*_timeout`: the time ran out.
     #[error("timed out")]
     Timeout,
-    /// The [`Barrier`] is broken (a wait timed out, `abort` or `reset` was called).
+    /// The [`Barrier`] is broken (a wait timed out, `abort` or `reset` was called, or
+    /// its action panicked in another party).
     #[error("the barrier is broken")]
     BrokenBarrier,
+    /// This party was the last to arrive at a [`Barrier`] and its action panicked; the
+    /// barrier is broken for the others.
+    #[error("the barrier's action panicked: {0}")]
+    ActionPanicked(crate::error::PanicInfo),
     /// A system call failed.
     #[error("wait I/O error")]
     Io(#[from] io::Error),

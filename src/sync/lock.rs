@@ -58,6 +58,16 @@ fn give_back(shared: &Shared, tid: Option<u64>) -> Result<(), ReleaseError> {
     Ok(())
 }
 
+/// Whether this process (and, with `tid`, this thread) holds the lock.
+fn held_by(shared: &Shared, tid: Option<u64>) -> io::Result<bool> {
+    let g = shared.lock()?;
+    let page = g.page();
+    Ok(
+        owner_at(page, L_OWNER) == Some(owner::me())
+            && tid.is_none_or(|t| u64_at(page, L_TID) == t),
+    )
+}
+
 fn lock_outcome<G>(got: Got, guard: G) -> Result<G, LockError<G>> {
     match got {
         Got::Clean => Ok(guard),
@@ -115,6 +125,11 @@ impl Lock {
 
     lock_methods!(LockGuard, None);
 
+    /// Whether this process holds the lock (what [`Condition::notify`] requires).
+    pub(super) fn held_here(&self) -> io::Result<bool> {
+        held_by(&self.shared, None)
+    }
+
     /// Whether some process holds the lock right now.
     pub fn is_locked(&self) -> bool {
         self.shared
@@ -169,6 +184,11 @@ impl RLock {
         Ok(RLock {
             shared: Shared::create("procpool-rlock", MAGIC_RLOCK)?,
         })
+    }
+
+    /// Whether this thread holds the lock (what [`Condition::notify`] requires).
+    pub(super) fn held_here(&self) -> io::Result<bool> {
+        held_by(&self.shared, RLock::me())
     }
 
     fn me() -> Option<u64> {

@@ -283,9 +283,9 @@ mod event;
 mod lock;
 mod semaphore;
 
-pub use barrier::Barrier;
+pub use barrier::{Barrier, BarrierAction, NoAction};
 pub use condition::Condition;
-pub use error::{LockError, ReleaseError, WaitError};
+pub use error::{LockError, NotifyError, ReleaseError, WaitError};
 pub use event::Event;
 use lock::{release_all_for_wait, release_for_wait, restore_after_wait, restore_all_after_wait};
 pub use lock::{Lock, LockGuard, RLock, RLockGuard};

@@ -153,7 +153,7 @@ fn panic_message(payload: &(dyn Any + Send)) -> String {
 }
 
 /// Runs `f`, turning a panic into [`Failure::Panicked`].
-fn catch<T>(f: impl FnOnce() -> T) -> Result<T, Failure> {
+pub(crate) fn catch<T>(f: impl FnOnce() -> T) -> Result<T, Failure> {
     PANIC_LOCATION.with(|cell| cell.borrow_mut().take());
     panic::catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
         let message = panic_message(&*payload);

@@ -255,7 +255,7 @@ async fn condition_producer_and_consumer() {
     for _ in 0..10 {
         let _g = cond.lock().lock().await.unwrap();
         items.store_unlocked(items.load_unlocked() + 1);
-        cond.notify(1);
+        cond.notify(1).unwrap();
     }
     assert_eq!(consumer.join().await.unwrap(), 10);
     assert_eq!(items.load(), 0);
@@ -441,7 +441,10 @@ fn use_everything(x: Everything) -> u32 {
     drop(sem.blocking_acquire().unwrap());
     drop(bsem.blocking_acquire().unwrap());
     event.set();
-    cond.notify_all();
+    {
+        let _held = cond.lock().blocking_lock().unwrap();
+        cond.notify_all().unwrap();
+    }
     barrier.blocking_wait().unwrap();
     value.update(|v| *v += 1);
     array.set(0, 7);
@@ -508,7 +511,7 @@ async fn condition_over_an_rlock_restores_every_level() {
     // both (with one released, this would wait forever).
     let g = cond.lock().lock().await.unwrap();
     items.store_unlocked(1);
-    cond.notify_all();
+    cond.notify_all().unwrap();
     drop(g);
     assert_eq!(consumer.join().await.unwrap(), 1);
     assert_eq!(items.load(), 0);
@@ -538,4 +541,186 @@ async fn an_rlock_holder_killed_hands_over_with_owner_died() {
     assert!(died.await.unwrap());
     // Released by that guard's drop (one level, taken fresh): free again.
     assert!(lock.try_lock().is_ok());
+}
+
+/// Takes items with `blocking_wait_for` until it has taken `n`.
+fn consume_with_wait_for((cond, items, n): (Condition, Value<i64>, u64)) -> u64 {
+    for _ in 0..n {
+        let guard = cond.lock().blocking_lock().unwrap();
+        let guard = cond
+            .blocking_wait_for(guard, || items.load_unlocked() > 0)
+            .unwrap();
+        items.store_unlocked(items.load_unlocked() - 1);
+        drop(guard);
+    }
+    n
+}
+
+#[tokio::test]
+async fn condition_wait_for_waits_until_the_predicate_holds() {
+    let cond = Condition::new(Lock::new().unwrap()).unwrap();
+    let items = Value::new(0i64).unwrap();
+    let mut consumer =
+        Process::spawn(consume_with_wait_for, (cond.clone(), items.clone(), 5)).unwrap();
+    for _ in 0..5 {
+        let _g = cond.lock().lock().await.unwrap();
+        items.store_unlocked(items.load_unlocked() + 1);
+        cond.notify(1).unwrap();
+    }
+    assert_eq!(consumer.join().await.unwrap(), 5);
+    assert_eq!(items.load(), 0);
+
+    // Async: a predicate already true does not wait; one that stays false times out
+    // with the lock held, and says so.
+    let g = cond.lock().lock().await.unwrap();
+    let g = cond.wait_for(g, || true).await.unwrap();
+    let (g, held) = cond
+        .wait_for_timeout(g, || items.load_unlocked() > 0, Duration::from_millis(20))
+        .await
+        .unwrap();
+    assert!(!held);
+    assert!(cond.lock().is_locked());
+    drop(g);
+}
+
+fn wait_for_timeout_in_a_child((cond, flag): (Condition, Value<i64>)) -> (bool, bool) {
+    let g = cond.lock().blocking_lock().unwrap();
+    let (g, seen) = cond
+        .blocking_wait_for_timeout(g, || flag.load_unlocked() == 1, Duration::from_secs(60))
+        .unwrap();
+    let (g, never) = cond
+        .blocking_wait_for_timeout(g, || flag.load_unlocked() == 2, Duration::from_millis(20))
+        .unwrap();
+    drop(g);
+    (seen, never)
+}
+
+#[tokio::test]
+async fn condition_wait_for_timeout_returns_the_predicates_last_value() {
+    let cond = Condition::new(Lock::new().unwrap()).unwrap();
+    let flag = Value::new(0i64).unwrap();
+    let mut child =
+        Process::spawn(wait_for_timeout_in_a_child, (cond.clone(), flag.clone())).unwrap();
+    // Set the flag under the lock and notify until the child has seen it (it may not
+    // be waiting yet at the first notification; `wait_for` checks first).
+    {
+        let _g = cond.lock().lock().await.unwrap();
+        flag.store_unlocked(1);
+        cond.notify_all().unwrap();
+    }
+    assert_eq!(child.join().await.unwrap(), (true, false));
+}
+
+#[tokio::test]
+async fn notify_without_the_lock_is_refused() {
+    use procpool::sync::NotifyError;
+
+    let cond = Condition::new(Lock::new().unwrap()).unwrap();
+    assert!(matches!(cond.notify(1), Err(NotifyError::LockNotHeld)));
+    assert!(matches!(cond.notify_all(), Err(NotifyError::LockNotHeld)));
+    let g = cond.lock().lock().await.unwrap();
+    cond.notify(1).unwrap();
+    drop(g);
+
+    // An RLock is held by a thread: another thread of this process may not notify.
+    let rcond = Condition::new(RLock::new().unwrap()).unwrap();
+    let held = rcond.lock().lock().await.unwrap();
+    let other = rcond.clone();
+    let from_another_thread = std::thread::spawn(move || other.notify(1)).join().unwrap();
+    assert!(matches!(from_another_thread, Err(NotifyError::LockNotHeld)));
+    rcond.notify(1).unwrap();
+    drop(held);
+}
+
+/// Where the test whose process is the test binary (or the parent of this child)
+/// logs barrier actions.
+fn barrier_log() -> std::path::PathBuf {
+    let test = procpool::parent_process().unwrap_or_else(std::process::id);
+    std::env::temp_dir().join(format!("procpool-barrier-action-{test}.log"))
+}
+
+/// Appends this process's pid to the barrier log: which party ran the action.
+struct LogAction;
+
+impl procpool::BarrierAction for LogAction {
+    fn run() {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(barrier_log())
+            .unwrap();
+        writeln!(f, "{}", std::process::id()).unwrap();
+    }
+}
+
+fn log_lines() -> usize {
+    std::fs::read_to_string(barrier_log())
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
+}
+
+/// Passes the barrier twice; after each pass, how many actions the log holds.
+fn pass_twice(barrier: Barrier<LogAction>) -> Vec<usize> {
+    (0..2)
+        .map(|_| {
+            barrier.blocking_wait().unwrap();
+            log_lines()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_barrier_action_runs_once_per_generation_before_anyone_is_released() {
+    let _ = std::fs::remove_file(barrier_log());
+    let barrier = Barrier::with_action(3, LogAction).unwrap();
+    let mut a = Process::spawn(pass_twice, barrier.clone()).unwrap();
+    let mut b = Process::spawn(pass_twice, barrier.clone()).unwrap();
+    let ours = tokio::task::spawn_blocking(move || pass_twice(barrier))
+        .await
+        .unwrap();
+    // Every party, released from generation g, already sees g actions logged.
+    assert_eq!(ours, [1, 2]);
+    assert_eq!(a.join().await.unwrap(), [1, 2]);
+    assert_eq!(b.join().await.unwrap(), [1, 2]);
+    let log = std::fs::read_to_string(barrier_log()).unwrap();
+    let runners: Vec<u32> = log.lines().map(|l| l.parse().unwrap()).collect();
+    assert_eq!(runners.len(), 2, "once per generation");
+    let parties = [std::process::id(), a.pid(), b.pid()];
+    assert!(runners.iter().all(|p| parties.contains(p)), "{runners:?}");
+    std::fs::remove_file(barrier_log()).unwrap();
+}
+
+struct PanickingAction;
+
+impl procpool::BarrierAction for PanickingAction {
+    fn run() {
+        panic!("the action failed");
+    }
+}
+
+fn wait_on(barrier: Barrier<PanickingAction>) -> String {
+    match barrier.blocking_wait() {
+        Ok(i) => format!("passed {i}"),
+        Err(WaitError::BrokenBarrier) => "broken".to_owned(),
+        Err(WaitError::ActionPanicked(info)) => format!("ran it: {}", info.message),
+        Err(e) => format!("{e}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_barrier_action_breaks_the_barrier() {
+    let barrier = Barrier::with_action(2, PanickingAction).unwrap();
+    let mut child = Process::spawn(wait_on, barrier.clone()).unwrap();
+    let ours = tokio::task::spawn_blocking({
+        let barrier = barrier.clone();
+        move || wait_on(barrier)
+    })
+    .await
+    .unwrap();
+    let theirs = child.join().await.unwrap();
+    let mut outcomes = [ours, theirs];
+    outcomes.sort();
+    assert_eq!(outcomes, ["broken", "ran it: the action failed"]);
+    assert!(barrier.is_broken());
 }
