@@ -64,9 +64,26 @@ struct Mem {
     fd: OwnedFd,
     region: Region,
     len: usize,
+    /// The POSIX name of a named segment, without its leading slash.
+    name: Option<String>,
 }
 
 /// A block of bytes shared by every process it is passed to.
+///
+/// Anonymous by default ([`new`](Self::new)): a sealed memory file that exists while
+/// some process holds it, reaches other processes only as a handle, and can never be
+/// resized under them. Named ([`create`](Self::create), [`open`](Self::open)) for
+/// processes that procpool did not start, Python's included: the name is a POSIX
+/// shared memory object (`/dev/shm/<name>`), the same one Python's
+/// `SharedMemory(name=...)` opens.
+///
+/// # Who unlinks a named segment
+/// A named segment outlives every process until its name is removed with
+/// [`SharedMemory::unlink`]; procpool never removes it by itself, even when the
+/// creator exits. By convention (as in Python) the creator unlinks it once every
+/// process that needs it has opened it, or at the end; the memory lives on while
+/// anything still maps it. A named segment is not sealed: another program that
+/// shrinks it makes the next access past the new end a `SIGBUS`, as in Python.
 #[derive(Clone)]
 pub struct SharedMemory {
     mem: Arc<Mem>,
@@ -113,11 +130,91 @@ impl SharedMemory {
     }
 
     fn map(fd: OwnedFd, len: usize) -> io::Result<SharedMemory> {
+        Self::map_named(fd, len, None)
+    }
+
+    fn map_named(fd: OwnedFd, len: usize, name: Option<String>) -> io::Result<SharedMemory> {
         // A mapping cannot be empty; a zero-length block maps one byte it never uses.
         let region = Region::map(fd.as_fd(), len.max(1))?;
         Ok(SharedMemory {
-            mem: Arc::new(Mem { fd, region, len }),
+            mem: Arc::new(Mem {
+                fd,
+                region,
+                len,
+                name,
+            }),
         })
+    }
+
+    /// Creates the named segment `name` of `size` zero bytes (Python's
+    /// `SharedMemory(name, create=True, size=size)`). See the type's docs for who must
+    /// [`unlink`](Self::unlink) it.
+    ///
+    /// ```
+    /// use procpool::SharedMemory;
+    ///
+    /// let name = format!("procpool-doc-{}", std::process::id());
+    /// let mem = SharedMemory::create(&name, 64)?;
+    /// mem.write(0, b"hello");
+    /// let other = SharedMemory::open(&name)?; // as another program would
+    /// assert_eq!(other.len(), 64);
+    /// assert_eq!(&other.to_vec()[..5], b"hello");
+    /// SharedMemory::unlink(&name)?; // the creator's job
+    /// assert!(SharedMemory::open(&name).is_err());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`io::ErrorKind::AlreadyExists`] if the name is taken;
+    /// [`io::ErrorKind::InvalidInput`] for `size == 0` or a name that is empty, has a
+    /// `/` or a NUL, or is over 255 bytes; a system error otherwise.
+    pub fn create(name: &str, size: usize) -> io::Result<SharedMemory> {
+        check_name(name)?;
+        if size == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "shared memory must be at least 1 byte (as Python's SharedMemory)",
+            ));
+        }
+        let fd = shm::create_named(name, size as u64)?;
+        Self::map_named(fd, size, Some(name.to_owned()))
+    }
+
+    /// Opens the existing named segment `name`, all of it (Python's
+    /// `SharedMemory(name)`).
+    ///
+    /// # Errors
+    /// [`io::ErrorKind::NotFound`] if there is none; `InvalidInput` for a bad name (as
+    /// [`create`](Self::create)) or an empty segment; a system error otherwise.
+    pub fn open(name: &str) -> io::Result<SharedMemory> {
+        check_name(name)?;
+        let fd = shm::open_named(name)?;
+        let len = usize::try_from(shm::file_len(fd.as_fd())?)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "segment too large"))?;
+        if len == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the named segment is empty",
+            ));
+        }
+        Self::map_named(fd, len, Some(name.to_owned()))
+    }
+
+    /// Removes the name `name` (Python's `SharedMemory.unlink()`): no process can open
+    /// it any more; the memory itself lives on while anything maps it.
+    ///
+    /// # Errors
+    /// [`io::ErrorKind::NotFound`] if there is no such name; `InvalidInput` for a bad
+    /// name.
+    pub fn unlink(name: &str) -> io::Result<()> {
+        check_name(name)?;
+        shm::unlink_named(name)
+    }
+
+    /// The name of a named segment (without the leading slash), `None` for an
+    /// anonymous one.
+    pub fn name(&self) -> Option<&str> {
+        self.mem.name.as_deref()
     }
 
     /// Its size in bytes.
@@ -205,22 +302,37 @@ impl SharedMemory {
     }
 }
 
+/// Refuses a name `shm_open` would not take as one object name.
+fn check_name(name: &str) -> io::Result<()> {
+    if name.is_empty() || name.len() > 255 || name.contains('/') || name.contains('\0') {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{name:?} is not a shared memory name: 1 to 255 bytes, no '/' and no NUL"),
+        ));
+    }
+    Ok(())
+}
+
 impl Handle for SharedMemory {
     const KIND: &'static str = "SharedMemory";
     type Params = ();
-    type Parts<'a> = (SendFd<'a>, u64);
-    type Received = (RecvFd, u64);
+    type Parts<'a> = (SendFd<'a>, u64, Option<&'a str>);
+    type Received = (RecvFd, u64, Option<String>);
 
-    fn parts(&self) -> (SendFd<'_>, u64) {
-        (SendFd(self.mem.fd.as_fd()), self.mem.len as u64)
+    fn parts(&self) -> Self::Parts<'_> {
+        (
+            SendFd(self.mem.fd.as_fd()),
+            self.mem.len as u64,
+            self.mem.name.as_deref(),
+        )
     }
 
-    fn assemble((RecvFd(fd), len): (RecvFd, u64)) -> Result<Self, String> {
+    fn assemble((RecvFd(fd), len, name): Self::Received) -> Result<Self, String> {
         let actual = shm::file_len(fd.as_fd()).map_err(|e| e.to_string())?;
         if actual < len {
             return Err("shared memory shorter than announced".to_owned());
         }
-        SharedMemory::map(fd, len as usize).map_err(|e| e.to_string())
+        SharedMemory::map_named(fd, len as usize, name).map_err(|e| e.to_string())
     }
 }
 

@@ -54,6 +54,46 @@ pub(crate) fn memfd(name: &str, len: u64, size: Size) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
+/// Creates the POSIX shared memory object `/name` (`shm_open` with `O_CREAT |
+/// O_EXCL`, mode 0600) of `len` zero bytes; `AlreadyExists` if it exists. Not sealed:
+/// any process that opens it by name could resize it.
+pub(crate) fn create_named(name: &str, len: u64) -> io::Result<OwnedFd> {
+    use rustix::shm::OFlags;
+    let flags = OFlags::CREATE | OFlags::EXCL | OFlags::RDWR;
+    let fd = rustix::shm::open(
+        posix_name(name),
+        flags,
+        rustix::fs::Mode::from_bits_truncate(0o600),
+    )?;
+    if let Err(e) = set_len(fd.as_fd(), len) {
+        let _ = rustix::shm::unlink(posix_name(name));
+        return Err(e);
+    }
+    Ok(fd)
+}
+
+/// Opens the existing POSIX shared memory object `/name` for reading and writing.
+pub(crate) fn open_named(name: &str) -> io::Result<OwnedFd> {
+    let fd = rustix::shm::open(
+        posix_name(name),
+        rustix::shm::OFlags::RDWR,
+        rustix::fs::Mode::empty(),
+    )?;
+    Ok(fd)
+}
+
+/// Removes the name `/name`; the memory lives on while anything maps it.
+pub(crate) fn unlink_named(name: &str) -> io::Result<()> {
+    rustix::shm::unlink(posix_name(name))?;
+    Ok(())
+}
+
+/// `name` as `shm_open` takes it: with one leading slash, as Python's
+/// `SharedMemory` prepends it.
+fn posix_name(name: &str) -> String {
+    format!("/{name}")
+}
+
 /// Makes a memory file at least `len` bytes long; never shrinks it (it is sealed
 /// against that, see [`memfd`]).
 pub(crate) fn grow_to(fd: BorrowedFd<'_>, len: u64) -> io::Result<()> {

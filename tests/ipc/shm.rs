@@ -167,3 +167,102 @@ async fn a_child_cannot_truncate_shared_memory_under_the_others() {
     assert_eq!(queue.get().await.unwrap(), 1);
     assert_eq!(queue.get().await.unwrap(), 2);
 }
+
+/// The `shm_attach` example, built beside this test by `cargo test`.
+fn shm_attach_example() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let path = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|dir| dir.join("examples").join("shm_attach"))
+        .unwrap();
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --example shm_attach` (cargo test builds it)",
+        path.display()
+    );
+    path
+}
+
+#[tokio::test]
+async fn a_named_segment_is_shared_with_another_program_until_unlinked() {
+    let example = shm_attach_example();
+    let name = format!("procpool-test-named-{}", std::process::id());
+    let mem = SharedMemory::create(&name, 4096).unwrap();
+    // Unlinked however the test ends.
+    let _unlink = Unlink(name.clone());
+    assert_eq!(mem.name(), Some(name.as_str()));
+    mem.write(0, b"hello");
+    // Taken: a second create fails, as Python's create=True does.
+    let again = SharedMemory::create(&name, 16).unwrap_err();
+    assert_eq!(again.kind(), std::io::ErrorKind::AlreadyExists);
+
+    let out = tokio::process::Command::new(example)
+        .args([name.as_str(), "5", "world"])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "found hello");
+    assert_eq!(
+        &mem.to_vec()[..10],
+        b"helloworld",
+        "the other program wrote here"
+    );
+
+    // A named segment passed as a handle keeps its name.
+    let mut p = Process::spawn(name_of, mem.clone()).unwrap();
+    assert_eq!(p.join().await.unwrap(), Some(name.clone()));
+
+    SharedMemory::unlink(&name).unwrap();
+    let gone = SharedMemory::open(&name).unwrap_err();
+    assert_eq!(gone.kind(), std::io::ErrorKind::NotFound);
+    // The memory itself lives on while mapped.
+    assert_eq!(&mem.to_vec()[..10], b"helloworld");
+    assert_eq!(
+        SharedMemory::unlink(&name).unwrap_err().kind(),
+        std::io::ErrorKind::NotFound
+    );
+}
+
+/// Unlinks a named segment when dropped, if it is still there.
+struct Unlink(String);
+
+impl Drop for Unlink {
+    fn drop(&mut self) {
+        let _ = SharedMemory::unlink(&self.0);
+    }
+}
+
+fn name_of(mem: SharedMemory) -> Option<String> {
+    mem.name().map(str::to_owned)
+}
+
+#[test]
+fn bad_names_and_sizes_are_refused() {
+    for bad in ["", "a/b", "nul\0", &"x".repeat(256)] {
+        assert_eq!(
+            SharedMemory::create(bad, 8).unwrap_err().kind(),
+            std::io::ErrorKind::InvalidInput,
+            "{bad:?}"
+        );
+        assert_eq!(
+            SharedMemory::open(bad).unwrap_err().kind(),
+            std::io::ErrorKind::InvalidInput
+        );
+    }
+    let name = format!("procpool-test-zero-{}", std::process::id());
+    assert_eq!(
+        SharedMemory::create(&name, 0).unwrap_err().kind(),
+        std::io::ErrorKind::InvalidInput
+    );
+    assert_eq!(
+        SharedMemory::open(&name).unwrap_err().kind(),
+        std::io::ErrorKind::NotFound
+    );
+    assert_eq!(SharedMemory::new(8).unwrap().name(), None);
+}
