@@ -123,7 +123,7 @@ pub use pool::{
 };
 pub use process::{
     active_children, current_process, parent_process, Builder as ProcessBuilder, ChildOutput,
-    Process, ProcessError, ProcessInfo, ProcessKind, Stdio,
+    Process, ProcessError, ProcessInfo, ProcessKind, Sentinel, Stdio,
 };
 pub use queue::{JoinableQueue, Queue, SimpleQueue};
 pub use shm::{Array, RawArray, RawValue, SharedMemory, Value};

@@ -198,11 +198,42 @@ impl From<Failure> for ProcessError {
     }
 }
 
+/// A child's end, to wait on: [`Process::sentinel`] (Python's `Process.sentinel`).
+/// Readable (`POLLIN`) once the child has exited; it owns a pidfd, so it names that
+/// one child even after its pid is reused.
+#[derive(Debug)]
+pub struct Sentinel(OwnedFd);
+
+impl std::os::fd::AsFd for Sentinel {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
+impl crate::connection::sealed::Sealed for Sentinel {}
+
+impl crate::connection::Waitable for Sentinel {
+    fn ready_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
 // ---------------------------------------------------------------------------------
 // Builder
 // ---------------------------------------------------------------------------------
 
 /// Options for [`Process::spawn`]: name, daemon flag, environment, stdout and stderr.
+///
+/// # Why no separate `start()`
+/// Python builds a `Process(target, args)` and starts it later with `start()`. Here the
+/// builder is the process not started yet: configure it, keep it as long as you like,
+/// and [`spawn`](Self::spawn) starts the child and returns its [`Process`]. So a
+/// `Process` value always names a child that was started: its [`pid`](Process::pid),
+/// [`join`](Process::join) and [`terminate`](Process::terminate) cannot meet the
+/// not-yet-started state that Python answers with `pid is None` and an
+/// `AssertionError` from `join()`, and no `start()` can be called twice. The target
+/// and its argument go with `spawn`, because they decide the result type `R` of the
+/// `Process<R>`.
 ///
 /// ```
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -514,6 +545,17 @@ impl<R> Process<R> {
     /// Whether the child is daemonic.
     pub fn is_daemon(&self) -> bool {
         self.shared.daemon
+    }
+
+    /// Something to wait on until the child ends (Python's `sentinel`): a duplicate
+    /// of its pidfd, readable once the child has exited, for
+    /// [`connection::wait`](crate::connection::wait) or any poller. It stays valid
+    /// after the child is reaped, and never names another process.
+    ///
+    /// # Errors
+    /// The descriptor could not be duplicated.
+    pub fn sentinel(&self) -> io::Result<Sentinel> {
+        Ok(Sentinel(sys::sock::dup(self.shared.pidfd.as_fd())?))
     }
 
     /// Whether the child is still running. Does not block.

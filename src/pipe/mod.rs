@@ -227,6 +227,20 @@ impl<S, R> Connection<S, R> {
         }
     }
 
+    /// The socket, for [`connection::wait`](crate::connection::wait) to poll.
+    pub(crate) fn socket(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.end.fd.as_fd()
+    }
+
+    /// Whether a whole message is already read ahead, so a receive would not wait
+    /// (false while another receive holds the reader).
+    pub(crate) fn has_buffered_message(&self) -> bool {
+        self.end
+            .reader
+            .try_lock()
+            .is_ok_and(|r| !r.broken && r.frames.has_frame())
+    }
+
     /// Closes this handle (the same as dropping it). The other end sees end of stream
     /// once every copy of this end, in every process, is closed.
     ///

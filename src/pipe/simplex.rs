@@ -26,6 +26,13 @@ pub struct Receiver<T> {
     conn: Connection<(), T>,
 }
 
+impl<T> Receiver<T> {
+    /// Its connection, for [`connection::wait`](crate::connection::wait).
+    pub(crate) fn connection(&self) -> &Connection<(), T> {
+        &self.conn
+    }
+}
+
 /// The sending end of a [`simplex()`] pipe.
 pub struct Sender<T> {
     conn: Connection<T, ()>,

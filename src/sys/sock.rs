@@ -235,15 +235,7 @@ pub(crate) fn poll(fd: BorrowedFd<'_>, wait: Wait, timeout: Option<Duration>) ->
         Wait::Writable => PollFlags::OUT,
     };
     let mut pfd = [PollFd::new(&fd, events)];
-    // Round up to whole milliseconds, as poll(2) itself would: a wait of 0.3 ms must
-    // not become a busy poll.
-    let timeout = timeout.map(|d| {
-        let ms = d.as_nanos().div_ceil(1_000_000).min(i64::MAX as u128) as i64;
-        rustix::event::Timespec {
-            tv_sec: ms / 1000,
-            tv_nsec: (ms % 1000) * 1_000_000,
-        }
-    });
+    let timeout = timeout.map(whole_ms);
     loop {
         match rustix::event::poll(&mut pfd, timeout.as_ref()) {
             Ok(n) => return Ok(n > 0),
@@ -251,6 +243,42 @@ pub(crate) fn poll(fd: BorrowedFd<'_>, wait: Wait, timeout: Option<Duration>) ->
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// `d` rounded up to whole milliseconds, as poll(2) itself would: a wait of 0.3 ms
+/// must not become a busy poll.
+fn whole_ms(d: Duration) -> rustix::event::Timespec {
+    let ms = d.as_nanos().div_ceil(1_000_000).min(i64::MAX as u128) as i64;
+    rustix::event::Timespec {
+        tv_sec: ms / 1000,
+        tv_nsec: (ms % 1000) * 1_000_000,
+    }
+}
+
+/// Waits until at least one of `fds` is readable (or has hung up), or `timeout`
+/// passes; which ones are, by index (empty on a timeout). `Some(ZERO)` only looks.
+pub(crate) fn poll_readable(
+    fds: &[BorrowedFd<'_>],
+    timeout: Option<Duration>,
+) -> io::Result<Vec<usize>> {
+    let mut pfds: Vec<PollFd<'_>> = fds
+        .iter()
+        .map(|fd| PollFd::new(fd, PollFlags::IN))
+        .collect();
+    let timeout = timeout.map(whole_ms);
+    loop {
+        match rustix::event::poll(&mut pfds, timeout.as_ref()) {
+            Ok(_) => break,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(pfds
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| !p.revents().is_empty())
+        .map(|(i, _)| i)
+        .collect())
 }
 
 /// Shuts down the writing direction: the peer reads end of stream once it has read

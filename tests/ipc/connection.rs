@@ -194,3 +194,80 @@ async fn a_handle_cannot_cross_tcp_but_the_connection_goes_on() {
     assert!(s.recv().await.unwrap().is_none());
     assert!(client.await.unwrap(), "descriptors over TCP are an error");
 }
+
+fn exit_when_set(go: procpool::Event) -> u32 {
+    go.blocking_wait().unwrap();
+    7
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_reports_which_connections_listeners_and_processes_are_ready() {
+    use procpool::connection::{blocking_wait, wait};
+
+    let (a, a_peer) = procpool::duplex::<u8, u8>().unwrap();
+    let (b, b_peer) = procpool::duplex::<u8, u8>().unwrap();
+    let (rx, tx) = procpool::pipe::simplex::<u8>().unwrap();
+    let mut listener = Listener::bind(local(), b"k").await.unwrap();
+    let go = procpool::Event::new().unwrap();
+    let mut child = procpool::Process::spawn(exit_when_set, go.clone()).unwrap();
+    let sentinel = child.sentinel().unwrap();
+
+    // Nothing is ready: a timeout returns nothing, async and blocking.
+    let short = Some(Duration::from_millis(20));
+    assert!(wait(&[&a, &b, &rx, &listener, &sentinel], short)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // A message on one connection.
+    b_peer.send(&1).await.unwrap();
+    assert_eq!(
+        wait(&[&a, &b, &rx, &listener, &sentinel], None)
+            .await
+            .unwrap(),
+        [1]
+    );
+    assert_eq!(b.recv().await.unwrap(), 1);
+
+    // Two messages at once: after the first is received, the second is read ahead in
+    // the connection, not in the socket, and still counts as ready.
+    a_peer.send(&2).await.unwrap();
+    a_peer.send(&3).await.unwrap();
+    assert_eq!(wait(&[&a], None).await.unwrap(), [0]);
+    assert_eq!(a.recv().await.unwrap(), 2);
+    assert_eq!(wait(&[&a, &b], Some(Duration::ZERO)).await.unwrap(), [0]);
+    assert_eq!(a.recv().await.unwrap(), 3);
+
+    // A simplex receiver, and a peer knocking at the listener.
+    tx.send(&4).await.unwrap();
+    let address = listener.address().clone();
+    let client = tokio::spawn(async move {
+        let c: Connection<u8> = Client::connect(&address, b"k").await.unwrap();
+        c
+    });
+    // Each on its own first (the connect and the send race each other), then both.
+    assert_eq!(wait(&[&rx], None).await.unwrap(), [0]);
+    assert_eq!(wait(&[&listener], None).await.unwrap(), [0]);
+    let ready = wait(&[&a, &b, &rx, &listener, &sentinel], None)
+        .await
+        .unwrap();
+    assert_eq!(ready, [2, 3]);
+    assert_eq!(rx.recv().await.unwrap(), 4);
+    let _server_side: Connection<u8> = listener.accept().await.unwrap();
+    let _client_side = client.await.unwrap();
+
+    // The child's end, seen by the blocking form on a blocking thread.
+    go.set();
+    let ready = tokio::task::spawn_blocking(move || {
+        let ready = blocking_wait(&[&sentinel], None).unwrap();
+        (ready, sentinel)
+    })
+    .await
+    .unwrap();
+    assert_eq!(ready.0, [0]);
+    assert_eq!(child.join().await.unwrap(), 7);
+    // End of stream is ready too.
+    drop(b_peer);
+    assert_eq!(wait(&[&a, &b], None).await.unwrap(), [1]);
+    drop(a_peer);
+}

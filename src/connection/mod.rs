@@ -72,6 +72,11 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use crate::pipe::Connection;
 use crate::sys;
 
+mod wait;
+
+pub(crate) use wait::sealed;
+pub use wait::{blocking_wait, wait, Waitable};
+
 const CHALLENGE: &[u8] = b"#CHALLENGE#";
 const WELCOME: &[u8] = b"#WELCOME#";
 const FAILURE: &[u8] = b"#FAILURE#";
@@ -451,6 +456,15 @@ impl Listener {
             legacy: false,
             pending: FuturesUnordered::new(),
         })
+    }
+
+    /// The listening socket, for [`wait`] to poll.
+    fn socket_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        match &self.socket {
+            Socket::Tcp(l) => l.as_fd(),
+            Socket::Unix(l) => l.as_fd(),
+        }
     }
 
     /// The address it listens on (with the port chosen, for port 0).

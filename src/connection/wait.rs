@@ -1,0 +1,160 @@
+//! [`wait`]: until any of several connections, listeners and processes is ready
+//! (Python's `multiprocessing.connection.wait`).
+
+use std::io;
+use std::os::fd::BorrowedFd;
+use std::time::Duration;
+
+use futures::stream::{FuturesUnordered, StreamExt};
+use tokio::io::Interest;
+
+use super::Listener;
+use crate::pipe::{Connection, Receiver};
+use crate::sys;
+
+/// Something [`wait`] can wait on: a [`Connection`] or a pipe [`Receiver`] (a message
+/// to receive, or end of stream), a [`Listener`] (a peer to accept), or a process's
+/// [`Sentinel`](crate::process::Sentinel) (it ended). Sealed.
+pub trait Waitable: sealed::Sealed {
+    /// The descriptor that becomes readable when it is ready.
+    #[doc(hidden)]
+    fn ready_fd(&self) -> BorrowedFd<'_>;
+
+    /// Ready already, without the descriptor (a message read ahead).
+    #[doc(hidden)]
+    fn ready_now(&self) -> bool {
+        false
+    }
+}
+
+pub(crate) mod sealed {
+    pub trait Sealed {}
+}
+
+impl<S, R> sealed::Sealed for Connection<S, R> {}
+
+impl<S, R> Waitable for Connection<S, R> {
+    fn ready_fd(&self) -> BorrowedFd<'_> {
+        self.socket()
+    }
+
+    fn ready_now(&self) -> bool {
+        self.has_buffered_message()
+    }
+}
+
+impl<T> sealed::Sealed for Receiver<T> {}
+
+impl<T> Waitable for Receiver<T> {
+    fn ready_fd(&self) -> BorrowedFd<'_> {
+        self.connection().socket()
+    }
+
+    fn ready_now(&self) -> bool {
+        self.connection().has_buffered_message()
+    }
+}
+
+impl sealed::Sealed for Listener {}
+
+impl Waitable for Listener {
+    fn ready_fd(&self) -> BorrowedFd<'_> {
+        self.socket_fd()
+    }
+}
+
+/// Waits until at least one of `objects` is ready, or `timeout` passes (`None`: no
+/// limit); returns the indices of those that are ready, in order (empty after a
+/// timeout). Python's `multiprocessing.connection.wait`, with indices for objects.
+///
+/// Ready means a receive or accept would not wait: a message (or end of stream) on a
+/// connection, a peer at a listener (its handshake is still to come), an ended
+/// process behind a sentinel.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+/// use procpool::connection::wait;
+///
+/// let (a, a_peer) = procpool::duplex::<u8, u8>()?;
+/// let (b, b_peer) = procpool::duplex::<u8, u8>()?;
+/// b_peer.send(&7).await?;
+/// assert_eq!(wait(&[&a, &b], None).await?, [1]);
+/// assert_eq!(b.recv().await?, 7);
+/// assert!(wait(&[&a, &b], Some(Duration::from_millis(10))).await?.is_empty());
+/// # drop(a_peer);
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # Errors
+/// A system error while registering or polling.
+///
+/// # Cancel safety
+/// Cancel safe: it only watches.
+pub async fn wait(objects: &[&dyn Waitable], timeout: Option<Duration>) -> io::Result<Vec<usize>> {
+    let now = ready_now(objects)?;
+    if !now.is_empty() || timeout == Some(Duration::ZERO) {
+        return Ok(now);
+    }
+    // Duplicates registered with tokio for this wait: the objects' own descriptors may
+    // be registered elsewhere (epoll keys on the descriptor).
+    let watched = objects
+        .iter()
+        .map(|o| {
+            let dup = sys::sock::dup(o.ready_fd())?;
+            sys::proc::async_fd(dup, Interest::READABLE)
+        })
+        .collect::<io::Result<Vec<_>>>()?;
+    let any = async {
+        let mut readable: FuturesUnordered<_> = watched.iter().map(|w| w.readable()).collect();
+        match readable.next().await {
+            Some(Ok(_)) | None => Ok(()),
+            Some(Err(e)) => Err(e),
+        }
+    };
+    match timeout {
+        None => any.await?,
+        Some(t) => match tokio::time::timeout(t, any).await {
+            Ok(r) => r?,
+            Err(_) => return Ok(Vec::new()),
+        },
+    }
+    ready_now(objects)
+}
+
+/// Blocking form of [`wait`].
+///
+/// # Errors
+/// As [`wait`].
+///
+/// # Panics
+/// If called from an async context, where it would stall the runtime; `.await`
+/// [`wait`] there.
+#[track_caller]
+pub fn blocking_wait(
+    objects: &[&dyn Waitable],
+    timeout: Option<Duration>,
+) -> io::Result<Vec<usize>> {
+    crate::blocking::assert_may_block("blocking_wait", "wait");
+    let now = ready_now(objects)?;
+    if !now.is_empty() {
+        return Ok(now);
+    }
+    let fds: Vec<BorrowedFd<'_>> = objects.iter().map(|o| o.ready_fd()).collect();
+    sys::sock::poll_readable(&fds, timeout)
+}
+
+/// The objects ready now, without waiting.
+fn ready_now(objects: &[&dyn Waitable]) -> io::Result<Vec<usize>> {
+    let buffered: Vec<usize> = (0..objects.len())
+        .filter(|&i| objects[i].ready_now())
+        .collect();
+    let fds: Vec<BorrowedFd<'_>> = objects.iter().map(|o| o.ready_fd()).collect();
+    let mut ready = sys::sock::poll_readable(&fds, Some(Duration::ZERO))?;
+    ready.extend(buffered);
+    ready.sort_unstable();
+    ready.dedup();
+    Ok(ready)
+}
