@@ -336,6 +336,14 @@ pub enum TaskError {
         /// The time the shutdown gave the pool to drain.
         after: Duration,
     },
+    /// A `map`'s overall deadline ([`MapStream::timeout`](crate::MapStream::timeout))
+    /// passed with results still to come: its queued chunks were dropped, running
+    /// ones finish unobserved.
+    #[error("the map's deadline ({after:?}) passed with results still to come")]
+    MapTimedOut {
+        /// The deadline, counted from when it was set.
+        after: Duration,
+    },
     /// The bounded queue of pending tasks is full; retry later or raise
     /// [`PoolBuilder::queue_capacity`](crate::PoolBuilder::queue_capacity).
     #[error(

@@ -117,9 +117,9 @@ pub use error::{
 pub use manager::Manager;
 pub use pipe::{duplex, pipe, Connection};
 pub use pool::{
-    Affinity, LatencySummary, Map, MapFuture, MapProgress, MapStream, PoolBuilder, PoolStats,
-    ProcessPoolExecutor, StartFailure, Submit, TaskBuilder, TaskHandle, DEFAULT_MAX_FRAME,
-    DEFAULT_QUEUE_CAPACITY, MAX_PIPELINE,
+    Affinity, KeepPartial, LatencySummary, Map, MapFuture, MapProgress, MapStream, PartialMap,
+    PoolBuilder, PoolStats, ProcessPoolExecutor, StartFailure, Submit, TaskBuilder, TaskHandle,
+    DEFAULT_MAX_FRAME, DEFAULT_QUEUE_CAPACITY, MAX_PIPELINE,
 };
 pub use process::{
     active_children, current_process, parent_process, Builder as ProcessBuilder, ChildOutput,

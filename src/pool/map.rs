@@ -19,7 +19,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::iter::Fuse;
 use std::marker::PhantomData;
 use std::pin::Pin;
@@ -137,7 +137,32 @@ pub struct MapStream<F, I: Iterator, R> {
     /// Items taken from the input so far, and results yielded so far.
     taken: u64,
     yielded: u64,
+    /// Most items taken and not yet yielded (`buffer_size`).
+    buffer: Option<usize>,
+    /// The overall deadline (`timeout`), and its timer once polled.
+    deadline: Option<Deadline>,
+    /// The deadline passed: the stream yielded its error and ends.
+    timed_out: bool,
     _f: PhantomData<fn() -> F>,
+}
+
+/// A map's overall deadline.
+struct Deadline {
+    limit: std::time::Duration,
+    at: tokio::time::Instant,
+    /// Made on the first poll that needs it (a stream may be made outside a runtime).
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Deadline {
+    /// Whether it has passed; if not, `cx` is woken when it does.
+    fn poll_passed(&mut self, cx: &mut Context<'_>) -> bool {
+        let at = self.at;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+        timer.as_mut().poll(cx).is_ready()
+    }
 }
 
 /// How far a map has come; see [`MapStream::progress`].
@@ -180,6 +205,9 @@ where
             blocked: None,
             taken: 0,
             yielded: 0,
+            buffer: None,
+            deadline: None,
+            timed_out: false,
             _f: PhantomData,
         }
     }
@@ -198,6 +226,66 @@ where
             self.chunk_size = Some(n);
         }
         self
+    }
+
+    /// An overall deadline, counted from this call (Python's `map(timeout=)`): once it
+    /// passes with results still to come, the stream yields one
+    /// [`TaskError::MapTimedOut`] and ends; its queued chunks are dropped (they never
+    /// run) and running ones finish unobserved. Results ready before it are yielded
+    /// first. A zero limit is refused: one [`TaskError::InvalidArgument`], nothing
+    /// submitted.
+    pub fn timeout(mut self, limit: std::time::Duration) -> Self {
+        if limit.is_zero() {
+            self.refuse("a map's timeout must be more than zero");
+        } else {
+            self.deadline = Some(Deadline {
+                limit,
+                at: tokio::time::Instant::now() + limit,
+                timer: None,
+            });
+        }
+        self
+    }
+
+    /// At most `n` items taken from the input and not yet yielded (Python 3.14's
+    /// `buffersize`): a long or endless input is read only as fast as results are
+    /// consumed. Chunks are cut to fit. Default: no bound beyond the chunks in flight
+    /// (two per worker). Zero is refused as [`chunk_size(0)`](Self::chunk_size) is.
+    pub fn buffer_size(mut self, n: usize) -> Self {
+        if n == 0 {
+            self.refuse("buffer_size must be at least 1");
+        } else {
+            self.buffer = Some(n);
+        }
+        self
+    }
+
+    /// The input's length hint, for a collector's capacity.
+    pub(super) fn input_hint(&self) -> usize {
+        self.items.size_hint().0
+    }
+
+    /// Drops what is queued now (a collector that saw an error stops here).
+    pub(super) fn stop(&mut self) {
+        self.in_flight.clear();
+        self.blocked = None;
+    }
+
+    /// Nothing ready: pending, unless the deadline passed, which ends the map with
+    /// one error.
+    fn pending(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<R, TaskError>>> {
+        let Some(deadline) = self.deadline.as_mut() else {
+            return Poll::Pending;
+        };
+        if !deadline.poll_passed(cx) {
+            return Poll::Pending;
+        }
+        let after = deadline.limit;
+        self.timed_out = true;
+        self.stop();
+        self.parked.clear();
+        self.yielded += 1;
+        Poll::Ready(Some(Err(TaskError::MapTimedOut { after })))
     }
 
     /// Refuses the whole map: one error, then the end, nothing submitted.
@@ -358,11 +446,18 @@ where
         if self.refused || self.blocked.is_some() {
             return;
         }
-        let chunk_size = self.effective_chunk_size();
         let func = task::local_ref(task::call_batch::<F, A, R>);
         // Finished chunks parked for ordering count too: memory stays bounded even
         // when the oldest chunk is the slowest.
         while self.in_flight.len() + self.parked.len() < self.max_in_flight() {
+            let room = match self.buffer {
+                Some(max) => max.saturating_sub((self.taken - self.yielded) as usize),
+                None => usize::MAX,
+            };
+            if room == 0 || self.timed_out {
+                break;
+            }
+            let chunk_size = self.effective_chunk_size().min(room);
             let mut frame = Vec::new();
             let mut fds = Vec::new();
             wire::begin(&mut frame);
@@ -550,6 +645,9 @@ where
                 this.yielded += 1;
                 return Poll::Ready(Some(item));
             }
+            if this.timed_out {
+                return Poll::Ready(None);
+            }
             this.fill();
             if this.poll_blocked(cx) {
                 continue;
@@ -587,9 +685,9 @@ where
                     }
                 }
                 // Nothing in flight, but a chunk waits for room: its waker is set.
-                Poll::Ready(None) if this.blocked.is_some() => return Poll::Pending,
+                Poll::Ready(None) if this.blocked.is_some() => return this.pending(cx),
                 Poll::Ready(None) => return Poll::Ready(None),
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => return this.pending(cx),
             }
         }
     }
@@ -617,106 +715,6 @@ impl<F, I: Iterator, R> fmt::Debug for MapStream<F, I, R> {
             .field("chunk_size", &self.chunk_size)
             .field("chunks_in_flight", &self.in_flight.len())
             .field("waiting_for_room", &self.blocked.is_some())
-            .finish()
-    }
-}
-
-/// The pending result of [`ProcessPoolExecutor::map`]: await it for
-/// `Result<Vec<R>, TaskError>`, in input order.
-#[must_use = "a Map does nothing unless awaited"]
-pub struct Map<F, I: Iterator, R> {
-    stream: MapStream<F, I, R>,
-}
-
-impl<F, I, A, R> Map<F, I, R>
-where
-    F: Task<A, R>,
-    I: Iterator<Item = A>,
-    A: Message,
-    R: Message,
-{
-    pub(crate) fn new(stream: MapStream<F, I, R>) -> Self {
-        Map { stream }
-    }
-
-    /// Items per message; see [`MapStream::chunk_size`]. A size of zero makes the map
-    /// fail with [`TaskError::InvalidArgument`], nothing submitted.
-    pub fn chunk_size(self, n: usize) -> Self {
-        Map {
-            stream: self.stream.chunk_size(n),
-        }
-    }
-}
-
-impl<F, I, A, R> IntoFuture for Map<F, I, R>
-where
-    F: Task<A, R>,
-    I: Iterator<Item = A>,
-    A: Message,
-    R: Message,
-{
-    type Output = Result<Vec<R>, TaskError>;
-    type IntoFuture = MapFuture<F, I, R>;
-
-    fn into_future(self) -> Self::IntoFuture {
-        let cap = self.stream.items.size_hint().0;
-        MapFuture {
-            stream: self.stream,
-            out: Vec::with_capacity(cap.min(1 << 20)),
-        }
-    }
-}
-
-impl<F, I: Iterator, R> fmt::Debug for Map<F, I, R> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Map").field("stream", &self.stream).finish()
-    }
-}
-
-/// The future of an awaited [`Map`].
-///
-/// # Cancel safety
-/// Dropping it drops the queued chunks; running chunks finish unobserved.
-#[must_use = "futures do nothing unless awaited"]
-pub struct MapFuture<F, I: Iterator, R> {
-    stream: MapStream<F, I, R>,
-    out: Vec<R>,
-}
-
-impl<F, I: Iterator, R> Unpin for MapFuture<F, I, R> {}
-
-impl<F, I, A, R> Future for MapFuture<F, I, R>
-where
-    F: Task<A, R>,
-    I: Iterator<Item = A>,
-    A: Message,
-    R: Message,
-{
-    type Output = Result<Vec<R>, TaskError>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = &mut *self;
-        loop {
-            match this.stream.poll_next_unpin(cx) {
-                Poll::Ready(Some(Ok(r))) => this.out.push(r),
-                Poll::Ready(Some(Err(e))) => {
-                    // Drop what is queued now rather than when the future is dropped.
-                    this.stream.in_flight.clear();
-                    this.stream.blocked = None;
-                    return Poll::Ready(Err(e));
-                }
-                Poll::Ready(None) => return Poll::Ready(Ok(std::mem::take(&mut this.out))),
-                Poll::Pending => return Poll::Pending,
-            }
-        }
-    }
-}
-
-impl<F, I: Iterator, R> fmt::Debug for MapFuture<F, I, R> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MapFuture")
-            .field("stream", &self.stream)
-            .field("results", &self.out.len())
             .finish()
     }
 }

@@ -16,6 +16,7 @@ mod driver;
 mod handle;
 mod jobs;
 mod map;
+mod map_future;
 mod pace;
 #[cfg(feature = "nats")]
 mod remote;
@@ -38,7 +39,8 @@ use tokio_util::sync::CancellationToken;
 
 pub use builder::{Affinity, PoolBuilder};
 pub use handle::TaskHandle;
-pub use map::{Map, MapFuture, MapProgress, MapStream};
+pub use map::{MapProgress, MapStream};
+pub use map_future::{KeepPartial, Map, MapFuture, PartialMap};
 pub use stats::{LatencySummary, PoolStats, StartFailure};
 pub use submit::Submit;
 pub use task_builder::TaskBuilder;

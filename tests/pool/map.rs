@@ -288,3 +288,105 @@ async fn a_map_stream_says_how_far_it_has_come() {
     assert_eq!(stream.size_hint(), (0, Some(0)));
     pool.shutdown().await;
 }
+
+fn fail_at_three(x: u32) -> u32 {
+    assert!(x != 3, "three is not allowed");
+    x * 10
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_map_keeps_the_results_before_the_failing_item() {
+    let pool = ProcessPoolExecutor::builder().workers(2).build().unwrap();
+    let failed = pool
+        .map(fail_at_three, 0..10u32)
+        .chunk_size(2)
+        .keep_partial()
+        .await
+        .unwrap_err();
+    assert_eq!(failed.completed, [0, 10, 20]);
+    assert_eq!(failed.failed_at, 3);
+    assert!(
+        matches!(failed.error, TaskError::Panicked(_)),
+        "{}",
+        failed.error
+    );
+    // All of it when nothing fails.
+    let all = pool
+        .map(fail_at_three, 0..3u32)
+        .keep_partial()
+        .await
+        .unwrap();
+    assert_eq!(all, [0, 10, 20]);
+    pool.shutdown().await;
+}
+
+/// Never returns on its own: waits for an event nobody sets.
+fn wait_for_ever(never: procpool::Event) -> u32 {
+    never.blocking_wait().unwrap();
+    0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_map_past_its_deadline_yields_one_error_and_ends() {
+    use futures::StreamExt;
+    use std::time::Duration;
+
+    let pool = ProcessPoolExecutor::builder().workers(1).build().unwrap();
+    let never = procpool::Event::new().unwrap();
+    let limit = Duration::from_millis(50);
+    let mut stream = pool
+        .map_ordered_stream(wait_for_ever, vec![never.clone(); 3])
+        .chunk_size(1)
+        .timeout(limit);
+    match stream.next().await {
+        Some(Err(TaskError::MapTimedOut { after })) => assert_eq!(after, limit),
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        stream.next().await.is_none(),
+        "the stream ends after its deadline"
+    );
+
+    // Awaited, with what was done kept: nothing was.
+    let failed = pool
+        .map(wait_for_ever, vec![never.clone(); 2])
+        .timeout(limit)
+        .keep_partial()
+        .await
+        .unwrap_err();
+    assert!(failed.completed.is_empty());
+    assert!(matches!(failed.error, TaskError::MapTimedOut { .. }));
+
+    // A zero deadline is refused, nothing submitted.
+    let refused = pool
+        .map(fail_at_three, 0..3u32)
+        .timeout(Duration::ZERO)
+        .await;
+    assert!(matches!(refused, Err(TaskError::InvalidArgument { .. })));
+    // The blocked tasks are still running: kill them.
+    pool.shutdown_now().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buffer_size_bounds_the_items_taken_ahead_of_the_results() {
+    use futures::StreamExt;
+
+    let pool = ProcessPoolExecutor::builder().workers(2).build().unwrap();
+    // An input that does not say its length: only what was taken is known.
+    let input = (0..50u32).filter(|_| true);
+    let mut stream = pool
+        .map_ordered_stream(fail_at_three, input.map(|x| x + 4))
+        .chunk_size(4)
+        .buffer_size(3);
+    let mut got = 0;
+    while let Some(r) = stream.next().await {
+        r.unwrap();
+        got += 1;
+        let p = stream.progress();
+        assert!(p.known - p.done <= 3, "{p:?}");
+    }
+    assert_eq!(got, 50);
+    let refused = pool.map(fail_at_three, 0..3u32).buffer_size(0).await;
+    assert!(matches!(refused, Err(TaskError::InvalidArgument { .. })));
+    pool.shutdown().await;
+}
