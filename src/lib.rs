@@ -132,6 +132,7 @@ pub use sync::{
     RLockGuard, Semaphore, SemaphoreGuard,
 };
 pub use task::{AsyncTask, Message, Task};
+pub use worker::progress::soft_timeout_expired;
 
 /// Runs the worker if this process was started as a procpool worker; does nothing
 /// otherwise.

@@ -193,6 +193,8 @@ pub(crate) struct Job {
     pub(crate) queued_at: Instant,
     /// Its own timeout, in place of the pool's.
     pub(crate) timeout: Option<std::time::Duration>,
+    /// When the task is told it should stop (see `TaskBuilder::soft_timeout`).
+    pub(crate) soft_timeout: Option<std::time::Duration>,
     /// Its span, in which the driver re-emits what it logs in the worker.
     pub(crate) span: super::span::TaskSpan,
     pub(crate) shared: Arc<TaskShared>,
@@ -221,6 +223,7 @@ impl Job {
                 resubmitted: false,
                 queued_at: Instant::now(),
                 timeout: None,
+                soft_timeout: None,
                 span: super::span::TaskSpan::default(),
                 shared: shared.clone(),
                 reply,

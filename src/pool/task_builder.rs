@@ -47,6 +47,7 @@ use crate::task::{self, AsyncTask, Message, Task, Trampoline};
 pub struct TaskBuilder<'a, F> {
     pool: &'a ProcessPoolExecutor,
     timeout: Option<Duration>,
+    soft_timeout: Option<Duration>,
     name: Option<Arc<str>>,
     /// An option out of range: every submit form fails with it.
     invalid: Option<&'static str>,
@@ -59,6 +60,7 @@ impl<'a, F> TaskBuilder<'a, F> {
         TaskBuilder {
             pool,
             timeout: None,
+            soft_timeout: None,
             name: None,
             invalid: None,
             _f: PhantomData,
@@ -79,6 +81,49 @@ impl<'a, F> TaskBuilder<'a, F> {
         self
     }
 
+    /// A soft timeout, as billiard's soft time limit: once the task has run this long,
+    /// [`soft_timeout_expired`](crate::soft_timeout_expired) returns true inside it,
+    /// so it can stop, clean up and return what it has. Nothing is killed at the soft
+    /// timeout; a hard [`timeout`](Self::timeout) (its own or the pool's), if any,
+    /// still kills the worker later and must be longer.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// /// Counts until asked to stop, then says how far it got.
+    /// fn count_until_told(_: ()) -> u64 {
+    ///     let mut n = 0u64;
+    ///     while !procpool::soft_timeout_expired() {
+    ///         n += 1;
+    ///         std::hint::spin_loop();
+    ///     }
+    ///     n
+    /// }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pool = procpool::ProcessPoolExecutor::builder().workers(1).build()?;
+    /// let n = pool
+    ///     .task(count_until_told)
+    ///     .soft_timeout(Duration::from_millis(20))
+    ///     .timeout(Duration::from_secs(30))
+    ///     .run(())
+    ///     .await?;
+    /// assert!(n > 0);
+    /// # pool.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// A zero soft timeout, or one not shorter than the hard timeout set here, makes
+    /// the submit fail with [`TaskError::InvalidArgument`].
+    pub fn soft_timeout(mut self, soft: Duration) -> Self {
+        if soft.is_zero() {
+            self.invalid = Some("a task's soft timeout must be more than zero");
+        }
+        self.soft_timeout = Some(soft);
+        self
+    }
+
     /// A name for the task: its errors come as [`TaskError::Named`], which says it,
     /// and [`TaskHandle::name`] returns it.
     pub fn name(mut self, name: impl Into<String>) -> Self {
@@ -92,6 +137,14 @@ impl<'a, F> TaskBuilder<'a, F> {
         if let Some(what) = self.invalid {
             return Err(TaskError::InvalidArgument { what });
         }
+        let hard = self.timeout.or(self.pool.shared.inner.config.task_timeout);
+        if let (Some(soft), Some(hard)) = (self.soft_timeout, hard) {
+            if soft >= hard {
+                return Err(TaskError::InvalidArgument {
+                    what: "a task's soft timeout must be shorter than its timeout",
+                });
+            }
+        }
         if let Some(e) = self.pool.unregistered::<F>(trampoline) {
             return Err(e);
         }
@@ -101,6 +154,7 @@ impl<'a, F> TaskBuilder<'a, F> {
         };
         let mut task = self.pool.prepare_value(trampoline, arg, name)?;
         task.set_timeout(self.timeout);
+        task.job.soft_timeout = self.soft_timeout;
         Ok(task)
     }
 

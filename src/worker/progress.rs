@@ -39,6 +39,9 @@ const PAGE: usize = 4096;
 /// A word the worker sets (in a `SIGABRT` handler) when it aborts because an
 /// allocation failed: see [`watch_allocation_failures`].
 const OUT_OF_MEMORY: usize = PAGE - 8;
+/// The task number whose soft timeout passed: the driver writes it, the task reads it
+/// through [`soft_timeout_expired`].
+const TOLD_TO_STOP: usize = PAGE - 16;
 /// Where the items-begun words start (after the `DEPTH_MAX` state words).
 const ITEMS: usize = DEPTH_MAX * 8;
 const PENDING: u64 = 0;
@@ -160,6 +163,13 @@ impl Progress {
         self.region.u64_at(OUT_OF_MEMORY).load(Ordering::Acquire) != 0
     }
 
+    /// Driver: task `seq` passed its soft timeout.
+    pub(crate) fn tell_to_stop(&self, seq: u64) {
+        self.region
+            .u64_at(TOLD_TO_STOP)
+            .store(seq, Ordering::Release);
+    }
+
     pub(crate) fn started(&self, seq: u64) -> bool {
         self.slot(seq).load(Ordering::SeqCst) == seq << 2 | STARTED
     }
@@ -173,6 +183,32 @@ impl Progress {
             Err(_) => Begin::Lost,
         }
     }
+}
+
+/// This worker's page and the task it runs, for [`soft_timeout_expired`].
+static TASK_PAGE: std::sync::OnceLock<std::sync::Arc<Progress>> = std::sync::OnceLock::new();
+static RUNNING: AtomicU64 = AtomicU64::new(0);
+
+/// Worker: the page its tasks may read their soft timeout on.
+pub(crate) fn keep_for_tasks(page: std::sync::Arc<Progress>) {
+    let _ = TASK_PAGE.set(page);
+}
+
+/// Worker: task `seq` runs now (0: none).
+pub(crate) fn running(seq: u64) {
+    RUNNING.store(seq, Ordering::Relaxed);
+}
+
+/// Whether the task calling it has passed its soft timeout
+/// ([`TaskBuilder::soft_timeout`](crate::TaskBuilder::soft_timeout)): time to stop,
+/// clean up and return. Always false outside a pool task, and for a task without
+/// one. One atomic load: cheap enough for a loop's every turn.
+pub fn soft_timeout_expired() -> bool {
+    let seq = RUNNING.load(Ordering::Relaxed);
+    seq != 0
+        && TASK_PAGE
+            .get()
+            .is_some_and(|p| p.region.u64_at(TOLD_TO_STOP).load(Ordering::Acquire) == seq)
 }
 
 /// The page the abort hook marks; kept for the life of the worker so that the hook

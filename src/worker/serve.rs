@@ -53,6 +53,9 @@ pub(super) fn serve(socket: OwnedFd) -> std::io::Result<i32> {
         None
     };
     identity::set_name(hello.name.clone(), hello.one_shot);
+    if let Some(page) = &progress {
+        super::progress::keep_for_tasks(page.clone());
+    }
     // Before anything of the user's runs, so the initializer's events go too.
     #[cfg(feature = "tracing")]
     forward::install(hello.trace_level, sock)?;
@@ -133,6 +136,7 @@ pub(super) fn serve(socket: OwnedFd) -> std::io::Result<i32> {
                     Some(Begin::Lost) => return Ok(code::PROTOCOL),
                 }
                 ctx.task_seq = seq;
+                super::progress::running(seq);
                 ctx.outcomes = wire::Outcomes::default();
                 wire::begin(&mut out);
                 ctx.fds_in = frame.fds.into_iter().map(Some).collect();
@@ -156,6 +160,7 @@ pub(super) fn serve(socket: OwnedFd) -> std::io::Result<i32> {
                     .and_then(|t| t(&mut ctx, &mut frame.body, &mut out));
                 #[cfg(feature = "tracing")]
                 forward::set_task(0);
+                super::progress::running(0);
                 pace.ran(began.elapsed());
                 // Descriptors no handle in the argument claimed close here.
                 ctx.fds_in.clear();

@@ -312,3 +312,78 @@ async fn the_latency_summary_covers_every_answered_task() {
     );
     pool.shutdown().await;
 }
+
+/// Counts until its soft timeout says stop; then says how far it got.
+fn count_until_told(_: ()) -> u64 {
+    let mut n = 0u64;
+    while !procpool::soft_timeout_expired() {
+        n += 1;
+        std::hint::spin_loop();
+    }
+    n
+}
+
+fn is_told(_: ()) -> bool {
+    procpool::soft_timeout_expired()
+}
+
+fn ignore_everything(_: ()) -> u64 {
+    loop {
+        std::hint::spin_loop();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_soft_timeout_asks_the_task_to_stop_and_a_hard_one_still_kills() {
+    use std::time::Duration;
+
+    let pool = ProcessPoolExecutor::builder().workers(1).build().unwrap();
+    let first = pool.run(common::whoami, ()).await.unwrap();
+    // The task sees it, stops, and its result is delivered: nothing was killed.
+    let n = pool
+        .task(count_until_told)
+        .soft_timeout(Duration::from_millis(20))
+        .timeout(Duration::from_secs(60))
+        .run(())
+        .await
+        .unwrap();
+    assert!(n > 0);
+    assert_eq!(
+        pool.run(common::whoami, ()).await.unwrap(),
+        first,
+        "same worker"
+    );
+    // The next task on that worker is not told anything.
+    assert!(!pool.run(is_told, ()).await.unwrap());
+    // Nor is the parent.
+    assert!(!procpool::soft_timeout_expired());
+
+    // A task that does not listen is still killed at its hard timeout.
+    let e = pool
+        .task(ignore_everything)
+        .soft_timeout(Duration::from_millis(10))
+        .timeout(Duration::from_millis(100))
+        .run(())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, TaskError::TimedOut { after } if after == Duration::from_millis(100)),
+        "{e}"
+    );
+
+    // Out of range: zero, or not shorter than the hard timeout.
+    for (soft, hard) in [(0, 100), (100, 100), (200, 100)] {
+        let e = pool
+            .task(is_told)
+            .soft_timeout(Duration::from_millis(soft))
+            .timeout(Duration::from_millis(hard))
+            .run(())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, TaskError::InvalidArgument { .. }),
+            "{soft} {hard}: {e}"
+        );
+    }
+    pool.shutdown().await;
+}

@@ -131,6 +131,9 @@ struct Flight {
     verdict: Option<Verdict>,
     /// How long it may run: its own timeout, else the pool's.
     timeout: Option<Duration>,
+    /// When it is told to stop (`soft_timeout_expired`), and whether it was.
+    soft: Option<Duration>,
+    told: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -418,6 +421,8 @@ impl Driver {
         self.flights.push_back(Flight {
             id: job.id,
             timeout: job.timeout.or(self.inner.config.task_timeout),
+            soft: job.soft_timeout,
+            told: false,
             job: Some(job),
             seq,
             verdict: None,
@@ -503,7 +508,14 @@ impl Driver {
     /// When the first flight must be answered by (its timeout).
     fn head_deadline(&self) -> Option<Instant> {
         match self.flights.front() {
-            Some(f) if f.verdict.is_none() => Some(self.head_since + f.timeout?),
+            Some(f) if f.verdict.is_none() => {
+                let hard = f.timeout.map(|t| self.head_since + t);
+                let soft = f.soft.filter(|_| !f.told).map(|t| self.head_since + t);
+                match (soft, hard) {
+                    (Some(s), Some(h)) => Some(s.min(h)),
+                    (s, h) => s.or(h),
+                }
+            }
             _ => None,
         }
     }
@@ -591,16 +603,23 @@ impl Driver {
     /// The first flight's time is up. The clock runs from when the worker could
     /// begin it; if it has not begun it yet (a descheduled worker), it starts again.
     async fn on_timeout(&mut self) {
-        let (Some(w), Some(head)) = (self.worker.as_ref(), self.flights.front()) else {
-            return;
-        };
-        let Some(after) = head.timeout else {
+        let (Some(w), Some(head)) = (self.worker.as_ref(), self.flights.front_mut()) else {
             return;
         };
         if !w.progress().started(head.seq) {
             self.head_since = Instant::now();
             return;
         }
+        let ran = self.head_since.elapsed();
+        if head.soft.is_some_and(|s| !head.told && ran >= s) {
+            // The soft deadline: tell the task; the hard one, if any, comes later.
+            head.told = true;
+            w.progress().tell_to_stop(head.seq);
+            return;
+        }
+        let Some(after) = head.timeout.filter(|&t| ran >= t) else {
+            return;
+        };
         if self.decide(0, Verdict::TimedOut(after)) {
             self.lose(Loss::Killed).await;
         }
