@@ -126,7 +126,7 @@ pub use process::{
     Process, ProcessError, ProcessInfo, ProcessKind, Sentinel, Stdio,
 };
 pub use queue::{JoinableQueue, Queue, SimpleQueue};
-pub use shm::{Array, RawArray, RawValue, SharedMemory, Value};
+pub use shm::{Array, RawArray, RawValue, ShareableList, SharedMemory, Value};
 pub use sync::{
     Barrier, BarrierAction, BoundedSemaphore, Condition, Event, Lock, LockGuard, NoAction, RLock,
     RLockGuard, Semaphore, SemaphoreGuard,

@@ -266,3 +266,66 @@ fn bad_names_and_sizes_are_refused() {
     );
     assert_eq!(SharedMemory::new(8).unwrap().name(), None);
 }
+
+/// A child's edits to a shareable list: every type, in place.
+fn edit_list(list: procpool::ShareableList) -> usize {
+    use procpool::shm::Item;
+    list.set(0, Item::Int(-7)).unwrap();
+    list.set(1, Item::Str("changed".into())).unwrap();
+    list.set(2, Item::Bytes(vec![1, 2, 3])).unwrap();
+    list.set(3, Item::Float(0.5)).unwrap();
+    list.set(4, Item::None).unwrap();
+    list.len()
+}
+
+#[tokio::test]
+async fn a_shareable_list_is_edited_by_a_child_and_refuses_what_does_not_fit() {
+    use procpool::shm::{Item, ListError};
+    use procpool::ShareableList;
+
+    let list = ShareableList::new([
+        Item::Int(1),
+        Item::Str("hello".into()),
+        Item::Bool(true),
+        Item::None,
+        Item::Float(3.25),
+    ])
+    .unwrap();
+    assert_eq!(list.len(), 5);
+    assert_eq!(list.get(1).unwrap(), Item::Str("hello".into()));
+    assert_eq!(
+        list.capacity(1).unwrap(),
+        8,
+        "rounded up to 8, as Python does"
+    );
+    let mut child = Process::spawn(edit_list, list.clone()).unwrap();
+    assert_eq!(child.join().await.unwrap(), 5);
+    assert_eq!(
+        list.to_vec().unwrap(),
+        [
+            Item::Int(-7),
+            Item::Str("changed".into()),
+            Item::Bytes(vec![1, 2, 3]),
+            Item::Float(0.5),
+            Item::None,
+        ]
+    );
+    // Oversize: refused, and the slot keeps what it had.
+    match list.set(1, Item::Str("nine byte".into())) {
+        Err(ListError::TooLong {
+            index: 1,
+            len: 9,
+            capacity: 8,
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(list.get(1).unwrap(), Item::Str("changed".into()));
+    assert!(matches!(
+        list.get(5),
+        Err(ListError::IndexOutOfRange { index: 5, len: 5 })
+    ));
+    // Room to grow, when asked for.
+    let roomy = ShareableList::with_text_capacity([Item::Str(String::new())], 64).unwrap();
+    roomy.set(0, Item::Str("x".repeat(64))).unwrap();
+    assert!(roomy.set(0, Item::Str("x".repeat(65))).is_err());
+}

@@ -55,6 +55,10 @@ use std::sync::Arc;
 
 pub use bytemuck::Pod;
 
+mod list;
+
+pub use list::{Item, ListError, ShareableList};
+
 use crate::sync::{Lock, LockError, LockGuard};
 use crate::sys::shm::{self, Region};
 use crate::wire::handles::{handle_serde, Handle, RecvFd, SendFd};
