@@ -218,13 +218,18 @@ impl PoolBuilder {
     /// Kill a task's worker when the task has run this long in it; the task fails with
     /// [`TaskError::TimedOut`] and the worker is replaced. The clock starts when the
     /// task is sent to a worker, not when it is queued. Default: no timeout.
+    ///
+    /// [`TaskError::TimedOut`]: crate::TaskError::TimedOut
     pub fn task_timeout(mut self, timeout: Duration) -> Self {
         self.task_timeout = Some(timeout);
         self
     }
 
-    /// How many tasks may wait in the queue; `submit` beyond that fails at once with
-    /// [`TaskError::QueueFull`]. Default: [`DEFAULT_QUEUE_CAPACITY`] (65,536).
+    /// How many tasks may wait in the queue; `try_submit` beyond that fails at once
+    /// with [`TaskError::QueueFull`] (`submit` waits for room). Default:
+    /// [`DEFAULT_QUEUE_CAPACITY`] (65,536).
+    ///
+    /// [`TaskError::QueueFull`]: crate::TaskError::QueueFull
     pub fn queue_capacity(mut self, n: usize) -> Self {
         self.queue_capacity = n;
         self
@@ -246,6 +251,8 @@ impl PoolBuilder {
     /// an idle worker never waits behind a busy one's queue). A task sent ahead counts
     /// as running ([`TaskHandle::is_running`]); cancelling it before the worker begins
     /// it skips it without harming the worker.
+    ///
+    /// [`TaskHandle::is_running`]: crate::TaskHandle::is_running
     pub fn pipeline_depth(mut self, depth: usize) -> Self {
         self.pipeline = Some(depth);
         self
@@ -258,6 +265,8 @@ impl PoolBuilder {
     /// fails with [`TaskError::WorkerStart`].
     ///
     /// `f` must capture nothing, as for [`ProcessPoolExecutor::submit`].
+    ///
+    /// [`TaskError::WorkerStart`]: crate::TaskError::WorkerStart
     pub fn initializer<F, A, E>(mut self, f: F, arg: A) -> Self
     where
         F: Fn(A) -> Result<(), E> + Copy + Send + 'static,

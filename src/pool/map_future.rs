@@ -15,6 +15,8 @@ use crate::task::{Message, Task};
 
 /// The pending result of [`ProcessPoolExecutor::map`]: await it for
 /// `Result<Vec<R>, TaskError>`, in input order.
+///
+/// [`ProcessPoolExecutor::map`]: crate::ProcessPoolExecutor::map
 #[must_use = "a Map does nothing unless awaited"]
 pub struct Map<F, I: Iterator, R> {
     stream: MapStream<F, I, R>,
