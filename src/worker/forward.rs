@@ -73,6 +73,8 @@ struct Pending {
     /// Callsites already described to the parent, by the address of their metadata
     /// (only ever compared, never followed).
     callsites: HashMap<usize, u32>,
+    /// The last callsite number given.
+    next_site: u32,
     dropped: u64,
     /// The flusher waits until a record comes: the next one must wake it.
     flusher_parked: bool,
@@ -144,37 +146,48 @@ impl Outbox {
     fn add(&self, meta: &'static Metadata<'static>, encode: impl FnOnce(u32, &mut Vec<u8>)) {
         let mut pending = self.lock();
         let key = std::ptr::from_ref(meta) as usize;
-        let mut record = Vec::new();
+        // Encoded in place, after what waits; taken off again only if it does not fit.
+        let start = pending.body.len();
+        let mut described = false;
         let callsite = match pending.callsites.get(&key) {
             Some(&id) => id,
             None => {
+                described = true;
                 let Some(site) = describe(meta) else {
                     return; // more fields than can be forwarded
                 };
-                let id = u32::try_from(pending.callsites.len() + 1).unwrap_or(u32::MAX);
-                trace::push(&mut record, &Record::Callsite { id, site });
+                // Numbered by a counter, never reused: a number given to a record that
+                // is dropped below is simply never heard of.
+                pending.next_site += 1;
+                let id = pending.next_site;
+                trace::push(&mut pending.body, &Record::Callsite { id, site });
+                pending.callsites.insert(key, id);
                 id
             }
         };
-        let new_site = !record.is_empty();
-        encode(callsite, &mut record);
+        encode(callsite, &mut pending.body);
         let live = self.live.load(Ordering::Acquire);
-        if pending.body.len() + record.len() > FRAME_BODY_MAX && live {
-            let frame = pending.frame();
-            drop(pending);
-            if let Some(frame) = frame {
-                self.send(&frame);
+        if pending.body.len() > FRAME_BODY_MAX {
+            let record = pending.body.split_off(start);
+            if live {
+                let frame = pending.frame();
+                drop(pending);
+                if let Some(frame) = frame {
+                    self.send(&frame);
+                }
+                pending = self.lock();
             }
-            pending = self.lock();
+            if pending.body.len() + record.len() > FRAME_BODY_MAX {
+                // The callsite's description (if this record carried it) goes too:
+                // describe it again next time.
+                if described && pending.callsites.get(&key) == Some(&callsite) {
+                    pending.callsites.remove(&key);
+                }
+                pending.dropped += 1;
+                return;
+            }
+            pending.body.extend_from_slice(&record);
         }
-        if pending.body.len() + record.len() > FRAME_BODY_MAX {
-            pending.dropped += 1;
-            return;
-        }
-        if new_site {
-            pending.callsites.insert(key, callsite);
-        }
-        pending.body.extend_from_slice(&record);
         pending.since.get_or_insert_with(Instant::now);
         if std::mem::take(&mut pending.flusher_parked) {
             self.wake.notify_one();

@@ -189,26 +189,21 @@ fn with_values<T>(
     emit: impl FnOnce(&field::ValueSet<'_>) -> T,
 ) -> T {
     let fields = site.meta().fields();
-    let all: Vec<Field> = fields.iter().collect();
-    let mut shown: Vec<Option<Shown<'_>>> = all.iter().map(|_| None).collect();
+    // One allocation: each field beside its value, if the record has one.
+    let mut items: Vec<(Field, Option<Shown<'_>>)> = fields.iter().map(|f| (f, None)).collect();
     for (i, val) in values {
-        if let Some(slot) = shown.get_mut(usize::from(*i)) {
-            *slot = Some(Shown::of(val));
+        if let Some(slot) = items.get_mut(usize::from(*i)) {
+            slot.1 = Some(Shown::of(val));
         }
     }
-    let pairs: Vec<(&Field, Option<&dyn Value>)> = all
-        .iter()
-        .zip(&shown)
-        .map(|(f, v)| (f, v.as_ref().map(Shown::as_value)))
-        .collect();
     // `tracing` takes a value set as an array of the callsite's length.
     macro_rules! by_len {
         ($($n:literal)*) => {
-            match pairs.len() {
+            match items.len() {
                 $($n => {
-                    let array: [(&Field, Option<&dyn Value>); $n] = pairs
-                        .try_into()
-                        .unwrap_or_else(|_| unreachable!("matched on the length"));
+                    let array: [(&Field, Option<&dyn Value>); $n] = std::array::from_fn(|i| {
+                        (&items[i].0, items[i].1.as_ref().map(Shown::as_value))
+                    });
                     emit(&fields.value_set(&array))
                 })*
                 _ => emit(&fields.value_set(&[])),
