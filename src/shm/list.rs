@@ -48,14 +48,24 @@ pub enum Item {
 }
 
 impl Item {
-    fn tag_and_payload(&self) -> (u8, Vec<u8>) {
+    /// Its tag and its bytes, borrowed (a fixed-size value is written into `buf`).
+    fn encode<'a>(&'a self, buf: &'a mut [u8; 8]) -> (u8, &'a [u8]) {
         match self {
-            Item::None => (TAG_NONE, Vec::new()),
-            Item::Bool(b) => (TAG_BOOL, vec![u8::from(*b)]),
-            Item::Int(i) => (TAG_INT, i.to_le_bytes().to_vec()),
-            Item::Float(f) => (TAG_FLOAT, f.to_le_bytes().to_vec()),
-            Item::Str(s) => (TAG_STR, s.as_bytes().to_vec()),
-            Item::Bytes(b) => (TAG_BYTES, b.clone()),
+            Item::None => (TAG_NONE, &[]),
+            Item::Bool(b) => {
+                buf[0] = u8::from(*b);
+                (TAG_BOOL, &buf[..1])
+            }
+            Item::Int(i) => {
+                *buf = i.to_le_bytes();
+                (TAG_INT, &buf[..])
+            }
+            Item::Float(f) => {
+                *buf = f.to_le_bytes();
+                (TAG_FLOAT, &buf[..])
+            }
+            Item::Str(s) => (TAG_STR, s.as_bytes()),
+            Item::Bytes(b) => (TAG_BYTES, b),
         }
     }
 
@@ -158,21 +168,33 @@ impl ShareableList {
     /// longer strings fit later.
     ///
     /// # Errors
-    /// As [`new`](Self::new).
+    /// As [`new`](Self::new); [`io::ErrorKind::InvalidInput`] for a slot over 4 GiB.
     pub fn with_text_capacity(
         items: impl IntoIterator<Item = Item>,
         capacity: usize,
     ) -> io::Result<ShareableList> {
         let items: Vec<Item> = items.into_iter().collect();
+        let too_large = || {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a shareable list slot holds at most 4 GiB, and the list must fit memory",
+            )
+        };
+        let floor = capacity.checked_next_multiple_of(8).ok_or_else(too_large)?;
         let mut slots = Vec::with_capacity(items.len());
-        let mut offset = HEADER + TABLE_ENTRY * items.len();
+        let mut offset = TABLE_ENTRY
+            .checked_mul(items.len())
+            .and_then(|t| t.checked_add(HEADER))
+            .ok_or_else(too_large)?;
         for item in &items {
-            let cap = item
-                .capacity()
-                .max(capacity.div_ceil(8) * 8)
-                .max(MIN_CAPACITY);
+            let cap = item.capacity().max(floor).max(MIN_CAPACITY);
+            if u32::try_from(cap).is_err() {
+                return Err(too_large());
+            }
             slots.push((offset, cap));
-            offset += SLOT_HEADER + cap;
+            offset = offset
+                .checked_add(SLOT_HEADER + cap)
+                .ok_or_else(too_large)?;
         }
         let mem = SharedMemory::zeroed(offset)?;
         mem.write(0, &MAGIC.to_le_bytes());
@@ -269,11 +291,11 @@ impl ShareableList {
     /// over the slot's capacity (nothing is written).
     pub fn set(&self, index: usize, item: Item) -> Result<(), ListError> {
         let (_, cap) = self.slot(index)?;
-        let (_, payload) = item.tag_and_payload();
-        if payload.len() > cap {
+        let len = item.encode(&mut [0; 8]).1.len();
+        if len > cap {
             return Err(ListError::TooLong {
                 index,
-                len: payload.len(),
+                len,
                 capacity: cap,
             });
         }
@@ -285,11 +307,12 @@ impl ShareableList {
     /// Writes an item that fits its slot (checked by the caller).
     fn write_slot(&self, index: usize, item: &Item) {
         let (offset, _) = self.slots[index];
-        let (tag, payload) = item.tag_and_payload();
+        let mut buf = [0; 8];
+        let (tag, payload) = item.encode(&mut buf);
         let mut head = [0u8; SLOT_HEADER];
         head[0] = tag;
         head[4..8].copy_from_slice(&(payload.len() as u32).to_le_bytes());
-        self.mem.write(offset + SLOT_HEADER, &payload);
+        self.mem.write(offset + SLOT_HEADER, payload);
         self.mem.write(offset, &head);
     }
 

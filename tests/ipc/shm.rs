@@ -328,4 +328,9 @@ async fn a_shareable_list_is_edited_by_a_child_and_refuses_what_does_not_fit() {
     let roomy = ShareableList::with_text_capacity([Item::Str(String::new())], 64).unwrap();
     roomy.set(0, Item::Str("x".repeat(64))).unwrap();
     assert!(roomy.set(0, Item::Str("x".repeat(65))).is_err());
+    // A slot over 4 GiB, or a size that overflows, is refused by name, not a panic.
+    for huge in [1usize << 33, usize::MAX] {
+        let e = ShareableList::with_text_capacity([Item::None], huge).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
+    }
 }
