@@ -65,7 +65,8 @@ impl Waitable for Listener {
 
 /// Waits until at least one of `objects` is ready, or `timeout` passes (`None`: no
 /// limit); returns the indices of those that are ready, in order (empty after a
-/// timeout). Python's `multiprocessing.connection.wait`, with indices for objects.
+/// timeout, and at once for no objects: nothing could ever become ready).
+/// Python's `multiprocessing.connection.wait`, with indices for objects.
 ///
 /// Ready means a receive or accept would not wait: a message (or end of stream) on a
 /// connection, a peer at a listener (its handshake is still to come), an ended
@@ -94,6 +95,9 @@ impl Waitable for Listener {
 /// # Cancel safety
 /// Cancel safe: it only watches.
 pub async fn wait(objects: &[&dyn Waitable], timeout: Option<Duration>) -> io::Result<Vec<usize>> {
+    if objects.is_empty() {
+        return Ok(Vec::new());
+    }
     let now = ready_now(objects)?;
     if !now.is_empty() || timeout == Some(Duration::ZERO) {
         return Ok(now);
@@ -138,6 +142,9 @@ pub fn blocking_wait(
     timeout: Option<Duration>,
 ) -> io::Result<Vec<usize>> {
     crate::blocking::assert_may_block("blocking_wait", "wait");
+    if objects.is_empty() {
+        return Ok(Vec::new());
+    }
     let now = ready_now(objects)?;
     if !now.is_empty() {
         return Ok(now);

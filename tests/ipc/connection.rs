@@ -212,6 +212,8 @@ async fn wait_reports_which_connections_listeners_and_processes_are_ready() {
     let mut child = procpool::Process::spawn(exit_when_set, go.clone()).unwrap();
     let sentinel = child.sentinel().unwrap();
 
+    // No objects: nothing could become ready, so nothing is waited for.
+    assert!(wait(&[], None).await.unwrap().is_empty());
     // Nothing is ready: a timeout returns nothing, async and blocking.
     let short = Some(Duration::from_millis(20));
     assert!(wait(&[&a, &b, &rx, &listener, &sentinel], short)
