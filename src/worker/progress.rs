@@ -185,13 +185,16 @@ impl Progress {
     }
 }
 
-/// This worker's page and the task it runs, for [`soft_timeout_expired`].
-static TASK_PAGE: std::sync::OnceLock<std::sync::Arc<Progress>> = std::sync::OnceLock::new();
+/// This worker's own page, kept for the life of the worker: for its tasks to read
+/// their soft timeout on ([`soft_timeout_expired`]), and for the abort hook to mark
+/// (it must never meet an unmapped page).
+static OWN_PAGE: std::sync::OnceLock<std::sync::Arc<Progress>> = std::sync::OnceLock::new();
+/// The task the worker runs (0: none).
 static RUNNING: AtomicU64 = AtomicU64::new(0);
 
-/// Worker: the page its tasks may read their soft timeout on.
-pub(crate) fn keep_for_tasks(page: std::sync::Arc<Progress>) {
-    let _ = TASK_PAGE.set(page);
+/// Worker: keeps its page (see [`OWN_PAGE`]).
+pub(crate) fn keep_own_page(page: std::sync::Arc<Progress>) {
+    let _ = OWN_PAGE.set(page);
 }
 
 /// Worker: task `seq` runs now (0: none).
@@ -206,29 +209,24 @@ pub(crate) fn running(seq: u64) {
 pub fn soft_timeout_expired() -> bool {
     let seq = RUNNING.load(Ordering::Relaxed);
     seq != 0
-        && TASK_PAGE
+        && OWN_PAGE
             .get()
             .is_some_and(|p| p.region.u64_at(TOLD_TO_STOP).load(Ordering::Acquire) == seq)
 }
 
-/// The page the abort hook marks; kept for the life of the worker so that the hook
-/// never reads an unmapped page.
-static ABORT_PAGE: std::sync::OnceLock<std::sync::Arc<Progress>> = std::sync::OnceLock::new();
-
-/// Worker with an address-space limit: when it aborts and `errno` says the last
-/// thing that failed was an allocation (`ENOMEM`, as Rust's allocation-failure
-/// handler leaves it before it calls `abort()`), mark the page, so that the parent
-/// can tell the limit from any other abort. The serve loop clears `errno` before each
-/// task, so an old `ENOMEM` does not count.
-pub(crate) fn watch_allocation_failures(page: std::sync::Arc<Progress>) -> io::Result<()> {
-    let _ = ABORT_PAGE.set(page);
+/// Worker with an address-space limit (and its page kept, [`keep_own_page`]): when it
+/// aborts and `errno` says the last thing that failed was an allocation (`ENOMEM`, as
+/// Rust's allocation-failure handler leaves it before it calls `abort()`), mark the
+/// page, so that the parent can tell the limit from any other abort. The serve loop
+/// clears `errno` before each task, so an old `ENOMEM` does not count.
+pub(crate) fn watch_allocation_failures() -> io::Result<()> {
     sys::proc::on_abort(mark_if_out_of_memory)
 }
 
 /// The abort hook: async-signal-safe (reads `errno`, one atomic load, one store).
 fn mark_if_out_of_memory() {
     if sys::proc::errno() == libc::ENOMEM {
-        if let Some(page) = ABORT_PAGE.get() {
+        if let Some(page) = OWN_PAGE.get() {
             page.region
                 .u64_at(OUT_OF_MEMORY)
                 .store(1, Ordering::Release);

@@ -54,7 +54,7 @@ pub(super) fn serve(socket: OwnedFd) -> std::io::Result<i32> {
     };
     identity::set_name(hello.name.clone(), hello.one_shot);
     if let Some(page) = &progress {
-        super::progress::keep_for_tasks(page.clone());
+        super::progress::keep_own_page(page.clone());
     }
     // Before anything of the user's runs, so the initializer's events go too.
     #[cfg(feature = "tracing")]
@@ -69,12 +69,10 @@ pub(super) fn serve(socket: OwnedFd) -> std::io::Result<i32> {
     // Limits first: before anything of the user's runs, the initializer included.
     let limits = hello.limits.clone();
     let mut setup = set_limits(&limits);
-    if let (Ok(()), Some(_), Some(page)) = (&setup, limits.address_space, &progress) {
-        setup = super::progress::watch_allocation_failures(page.clone()).map_err(|e| {
-            Failure::LimitRefused {
-                limit: "address_space_limit".to_owned(),
-                errno: e.raw_os_error().unwrap_or(0),
-            }
+    if let (Ok(()), Some(_), Some(_)) = (&setup, limits.address_space, &progress) {
+        setup = super::progress::watch_allocation_failures().map_err(|e| Failure::LimitRefused {
+            limit: "address_space_limit".to_owned(),
+            errno: e.raw_os_error().unwrap_or(0),
         });
     }
     if let (Ok(()), Some((func, arg))) = (&setup, &mut hello.initializer) {
