@@ -508,6 +508,16 @@ pub enum RemoteTaskError {
         /// The host's message.
         reason: String,
     },
+    /// A task of the same idempotency key
+    /// ([`TaskBuilder::idempotency_key`](crate::TaskBuilder::idempotency_key)) was
+    /// published within the stream's dedup window by another executor, or by this one
+    /// and already answered: the server dropped this copy, so the task runs once, and
+    /// its result went to the submitter of the first. Nothing more was run.
+    #[error("a task with idempotency key {key:?} was already submitted within the dedup window; this copy was dropped, and the first one's submitter gets the result")]
+    Duplicate {
+        /// The key.
+        key: String,
+    },
     /// The server refused or lost the message.
     #[error("the server did not take the task: {reason}")]
     Publish {

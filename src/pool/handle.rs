@@ -195,6 +195,9 @@ pub(crate) struct Job {
     pub(crate) timeout: Option<std::time::Duration>,
     /// When the task is told it should stop (see `TaskBuilder::soft_timeout`).
     pub(crate) soft_timeout: Option<std::time::Duration>,
+    /// Its idempotency key on a remote pool (see `TaskBuilder::idempotency_key`).
+    #[cfg(feature = "nats")]
+    pub(crate) key: Option<Arc<str>>,
     /// Its span, in which the driver re-emits what it logs in the worker.
     pub(crate) span: super::span::TaskSpan,
     pub(crate) shared: Arc<TaskShared>,
@@ -224,6 +227,8 @@ impl Job {
                 queued_at: Instant::now(),
                 timeout: None,
                 soft_timeout: None,
+                #[cfg(feature = "nats")]
+                key: None,
                 span: super::span::TaskSpan::default(),
                 shared: shared.clone(),
                 reply,

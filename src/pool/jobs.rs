@@ -11,6 +11,15 @@
 //! taking a job gives it back, and a submitter that found the queue full waits in
 //! [`JobQueue::room`] until a place is given back.
 //!
+//! # Most recently used first
+//! An idle driver does not wait on the channel, where the one that waited longest
+//! would be woken first, but on a notification of its own, in a stack: a submit wakes
+//! the driver on top, the one whose worker was busy last, so sequential tasks keep to
+//! one worker (its caches warm) and an elastic pool can retire the others. A driver
+//! goes on top as its last task in flight is answered, before it resolves that task's
+//! future, so the caller's next submit finds it there. A driver woken that leaves
+//! without a job (shutdown, its worker lost) passes the wake-up on.
+//!
 //! The queue also knows how many drivers are idle (waiting here with a live worker)
 //! and how many hold jobs ahead of their worker's current task, so that:
 //! - a driver does not send its worker tasks ahead while another driver is idle;
@@ -19,8 +28,8 @@
 //!   still be handed back.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{fence, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
@@ -45,6 +54,10 @@ pub(crate) struct JobQueue {
     changed: Notify,
     /// Woken when a driver becomes idle.
     wanted: Notify,
+    /// Idle drivers, the most recently busy on top (see the module docs).
+    stack: Mutex<Vec<Arc<IdleWaiter>>>,
+    /// Drivers in `stack`, read without the lock.
+    stacked: AtomicUsize,
     /// Submitters waiting in [`room`](Self::room): only when there are any does
     /// taking a job wake one.
     waiting_for_room: AtomicUsize,
@@ -65,6 +78,8 @@ impl JobQueue {
             ahead: AtomicUsize::new(0),
             changed: Notify::new(),
             wanted: Notify::new(),
+            stack: Mutex::new(Vec::new()),
+            stacked: AtomicUsize::new(0),
             waiting_for_room: AtomicUsize::new(0),
             room: Notify::new(),
         }
@@ -168,15 +183,118 @@ impl JobQueue {
         Some(job)
     }
 
-    /// The next job, waiting for one. An `idle` driver (no task in flight) is
-    /// counted as such while it waits, and returns `None` only once the channel is
-    /// closed and drained and no driver holds jobs ahead that it might hand back; a
-    /// busy one gets `None` as soon as the channel is closed and drained.
+    /// The next job for an idle driver (no task in flight), waiting for one on top of
+    /// the stack of idle drivers (see the module docs); counted as idle meanwhile.
+    /// Returns `None` only once the channel is closed and drained and no driver holds
+    /// jobs ahead that it might hand back.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a job is taken only when this resolves; a wake-up it took and did
+    /// not use passes to another idle driver.
+    pub(crate) async fn next_idle(&self, me: &Arc<IdleWaiter>) -> Option<Job> {
+        let _idle = Idle::enter(self);
+        let _stacked = Stacked(self, me);
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let woken = me.notify.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            self.push_idle(me);
+            if let Some(job) = self.try_next() {
+                return Some(job);
+            }
+            if self.submitted.is_closed() {
+                if self.ahead.load(Ordering::Acquire) == 0 {
+                    return None;
+                }
+                changed.await;
+                continue;
+            }
+            tokio::select! {
+                _ = &mut changed => {}
+                _ = &mut woken => {}
+            }
+            // Popped and woken: off the stack until it goes on again above.
+            let _ = me
+                .state
+                .compare_exchange(WOKEN, OFF, Ordering::AcqRel, Ordering::Acquire);
+        }
+    }
+
+    /// Puts `me` on top of the stack of idle drivers, unless it is in it. Then,
+    /// whoever queues a job after this either wakes `me` or finds `me` gone: the
+    /// fence pairs with the one in [`wake_idle`](Self::wake_idle).
+    pub(crate) fn push_idle(&self, me: &Arc<IdleWaiter>) {
+        if me.state.load(Ordering::Acquire) != STACKED {
+            let mut stack = self.lock_stack();
+            me.state.store(STACKED, Ordering::Release);
+            stack.push(me.clone());
+            self.stacked.fetch_add(1, Ordering::SeqCst);
+        }
+        fence(Ordering::SeqCst);
+    }
+
+    /// Takes `me` off the stack of idle drivers: it has a job, or no worker. A wake-up
+    /// it had and did not use (it took another job, or none) goes to the next idle
+    /// driver if jobs wait.
+    pub(crate) fn leave_idle(&self, me: &IdleWaiter) {
+        match me.state.load(Ordering::Acquire) {
+            OFF => {}
+            STACKED => {
+                let mut stack = self.lock_stack();
+                if let Some(i) = stack.iter().rposition(|w| std::ptr::eq(&**w, me)) {
+                    stack.remove(i);
+                    self.stacked.fetch_sub(1, Ordering::SeqCst);
+                    me.state.store(OFF, Ordering::Release);
+                    return;
+                }
+                // Popped by a waker meanwhile: it is woken.
+                drop(stack);
+                self.pass_on(me);
+            }
+            _ => self.pass_on(me),
+        }
+    }
+
+    fn pass_on(&self, me: &IdleWaiter) {
+        me.state.store(OFF, Ordering::Release);
+        if !self.is_empty() {
+            self.wake_idle();
+        }
+    }
+
+    /// Wakes the idle driver on top of the stack, if any: a job was just queued.
+    pub(crate) fn wake_idle(&self) {
+        fence(Ordering::SeqCst);
+        if self.stacked.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        let top = {
+            let mut stack = self.lock_stack();
+            let top = stack.pop();
+            if let Some(w) = &top {
+                self.stacked.fetch_sub(1, Ordering::SeqCst);
+                w.state.store(WOKEN, Ordering::Release);
+            }
+            top
+        };
+        if let Some(w) = top {
+            w.notify.notify_one();
+        }
+    }
+
+    fn lock_stack(&self) -> std::sync::MutexGuard<'_, Vec<Arc<IdleWaiter>>> {
+        self.stack.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The next job for a driver with tasks in flight (to send ahead), waiting for
+    /// one; `None` as soon as the channel is closed and drained.
     ///
     /// # Cancel safety
     /// Cancel safe: a job is taken only when this resolves.
-    pub(crate) async fn next(&self, idle: bool) -> Option<Job> {
-        let _idle = idle.then(|| Idle::enter(self));
+    pub(crate) async fn next_ahead(&self) -> Option<Job> {
         loop {
             let changed = self.changed.notified();
             tokio::pin!(changed);
@@ -185,11 +303,7 @@ impl JobQueue {
                 return Some(job);
             }
             if self.submitted.is_closed() {
-                if !idle || self.ahead.load(Ordering::Acquire) == 0 {
-                    return None;
-                }
-                changed.await;
-                continue;
+                return None;
             }
             tokio::select! {
                 biased;
@@ -271,6 +385,8 @@ impl JobQueue {
     pub(crate) fn close(&self) {
         self.submitted.close();
         self.room.notify_waiters();
+        // Idle drivers wait on their own wake-ups, not on the channel.
+        self.changed.notify_waiters();
     }
 }
 
@@ -290,7 +406,28 @@ impl Drop for WaitingForRoom<'_> {
     }
 }
 
-/// Counts a driver idle while it waits in [`JobQueue::next`].
+/// An idle driver's place in the [`JobQueue`]'s stack: one per driver, for its life.
+#[derive(Debug, Default)]
+pub(crate) struct IdleWaiter {
+    notify: Notify,
+    /// `OFF`, `STACKED` or `WOKEN` (popped by a waker).
+    state: AtomicU8,
+}
+
+const OFF: u8 = 0;
+const STACKED: u8 = 1;
+const WOKEN: u8 = 2;
+
+/// Takes a driver off the stack when it stops waiting in [`JobQueue::next_idle`].
+struct Stacked<'a>(&'a JobQueue, &'a IdleWaiter);
+
+impl Drop for Stacked<'_> {
+    fn drop(&mut self) {
+        self.0.leave_idle(self.1);
+    }
+}
+
+/// Counts a driver idle while it waits in [`JobQueue::next_idle`].
 struct Idle<'a>(&'a JobQueue);
 
 impl<'a> Idle<'a> {

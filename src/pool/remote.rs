@@ -50,7 +50,7 @@ pub(super) async fn dispatch(inner: Arc<Inner>, options: NatsOptions) {
         .unwrap_or_default()
         .to_owned();
     let control = options.control_subject(inner.config.fingerprint);
-    let mut in_flight: HashMap<u64, Job> = HashMap::new();
+    let mut in_flight = InFlight::default();
     let mut unacked: HashMap<u64, Published> = HashMap::new();
     // Stream sequence ↔ task id, for the advisories.
     let mut by_seq: HashMap<u64, u64> = HashMap::new();
@@ -58,6 +58,7 @@ pub(super) async fn dispatch(inner: Arc<Inner>, options: NatsOptions) {
     let mut acks = FuturesUnordered::new();
     let (cancels_tx, mut cancels) = tokio::sync::mpsc::unbounded_channel();
     let mut closed = false;
+    let waiter = Arc::new(super::jobs::IdleWaiter::default());
     loop {
         if closed && in_flight.is_empty() && acks.is_empty() {
             break;
@@ -67,18 +68,17 @@ pub(super) async fn dispatch(inner: Arc<Inner>, options: NatsOptions) {
             _ = inner.abort.cancelled() => break,
             Some(msg) = replies.next() => {
                 if let Some((id, result)) = read_reply(&msg) {
-                    if let Some(job) = in_flight.remove(&id) {
-                        inner.resolve(job, result);
-                    }
+                    in_flight.finish(&inner, id, result);
                     if let Some(seq) = seq_of.remove(&id) {
                         by_seq.remove(&seq);
                     }
                 }
             }
             Some(id) = cancels.recv() => {
-                // The handle says Cancelled now; a host running it kills its worker.
-                if let Some(job) = in_flight.remove(&id) {
-                    inner.resolve(job, Err(TaskError::Cancelled));
+                // The handle says Cancelled now; a host running it kills its worker,
+                // unless another submit of the same key waits for the same run.
+                if let Some(wire) = in_flight.cancel(&inner, id) {
+                    let id = wire;
                     let mut headers = HeaderMap::new();
                     headers.insert(header::ID, id.to_string().as_str());
                     headers.insert(header::REPLY, reply_subject.as_str());
@@ -91,20 +91,28 @@ pub(super) async fn dispatch(inner: Arc<Inner>, options: NatsOptions) {
                     .and_then(|v| v.get("stream_seq")?.as_u64());
                 if let Some(id) = seq.and_then(|s| by_seq.remove(&s)) {
                     seq_of.remove(&id);
-                    if let Some(job) = in_flight.remove(&id) {
-                        let attempts = options.max_deliver.max(1) as u64;
-                        let last = "its host was lost before it finished".to_owned();
-                        let e = RemoteTaskError::RetriesExhausted { attempts, last };
-                        inner.resolve(job, Err(TaskError::Remote(e)));
-                    }
+                    let attempts = options.max_deliver.max(1) as u64;
+                    let last = "its host was lost before it finished".to_owned();
+                    let e = RemoteTaskError::RetriesExhausted { attempts, last };
+                    in_flight.finish(&inner, id, Err(TaskError::Remote(e)));
                 }
             }
             Some((id, acked)) = acks.next(), if !acks.is_empty() => match acked {
-                Ok(seq) => {
-                    unacked.remove(&id);
-                    if in_flight.contains_key(&id) {
-                        by_seq.insert(seq, id);
-                        seq_of.insert(id, seq);
+                Ok(Stored { seq, duplicate }) => {
+                    let first_try = unacked.remove(&id).is_some_and(|p| p.attempts == 1);
+                    match in_flight.key_of(id) {
+                        // Not a retry of ours: another submit of the key got there
+                        // first, and its submitter gets the one result.
+                        Some(key) if duplicate && first_try => {
+                            let key = key.to_string();
+                            let e = RemoteTaskError::Duplicate { key };
+                            in_flight.finish(&inner, id, Err(TaskError::Remote(e)));
+                        }
+                        _ if in_flight.contains(id) => {
+                            by_seq.insert(seq, id);
+                            seq_of.insert(id, seq);
+                        }
+                        _ => {}
                     }
                 }
                 Err(reason) => {
@@ -113,20 +121,18 @@ pub(super) async fn dispatch(inner: Arc<Inner>, options: NatsOptions) {
                     // idempotent (a task stored twice would run twice).
                     let retry = unacked.get_mut(&id).filter(|p| p.attempts < MAX_PUBLISH_ATTEMPTS);
                     match retry {
-                        Some(p) if in_flight.contains_key(&id) => {
+                        Some(p) if in_flight.contains(id) => {
                             p.attempts += 1;
                             acks.push(send(&js, &subject, id, p.headers.clone(), p.body.clone()));
                         }
                         _ => {
                             unacked.remove(&id);
-                            if let Some(job) = in_flight.remove(&id) {
-                                inner.resolve(job, Err(publish_failed(reason)));
-                            }
+                            in_flight.finish(&inner, id, Err(publish_failed(reason)));
                         }
                     }
                 }
             },
-            job = inner.jobs.next(true), if !closed => match job {
+            job = inner.jobs.next_idle(&waiter), if !closed => match job {
                 Some(job) => {
                     let limit = client.server_info().max_payload;
                     let to = Destination {
@@ -138,7 +144,11 @@ pub(super) async fn dispatch(inner: Arc<Inner>, options: NatsOptions) {
                     };
                     if let Some((job, headers, body)) = prepare(&inner, &to, job) {
                         let id = job.id;
-                        in_flight.insert(id, job);
+                        let Some(job) = in_flight.follow(job) else {
+                            // The same key is in flight: this one waits for its run.
+                            continue;
+                        };
+                        in_flight.insert(job);
                         acks.push(send(&js, &subject, id, headers.clone(), body.clone()));
                         unacked.insert(id, Published { headers, body, attempts: 1 });
                     }
@@ -148,9 +158,8 @@ pub(super) async fn dispatch(inner: Arc<Inner>, options: NatsOptions) {
         }
     }
     // Aborted (`shutdown_now`, the pool dropped): nobody will read these replies.
-    for (_, job) in in_flight.drain() {
-        inner.resolve(job, Err(inner.stopped()));
-    }
+    inner.jobs.leave_idle(&waiter);
+    in_flight.abandon(&inner);
     inner.health.send_modify(|h| {
         h.live = h.live.saturating_sub(1);
         h.ended += 1;
@@ -235,15 +244,29 @@ struct Published {
     attempts: u32,
 }
 
-/// A publish's outcome: the task id, and its stream sequence once stored.
-type Ack = std::pin::Pin<Box<dyn std::future::Future<Output = (u64, Result<u64, String>)> + Send>>;
+/// A task the server stored: its stream sequence, and whether the server had a
+/// message of the same id already (and dropped this one).
+struct Stored {
+    seq: u64,
+    duplicate: bool,
+}
+
+/// A publish's outcome: the task id, and where it was stored.
+type Ack =
+    std::pin::Pin<Box<dyn std::future::Future<Output = (u64, Result<Stored, String>)> + Send>>;
 
 /// Publishes task `id`; resolves when the server has stored it (or failed to).
 fn send(js: &jetstream::Context, subject: &str, id: u64, headers: HeaderMap, body: Bytes) -> Ack {
     let (js, subject) = (js.clone(), subject.to_owned());
     Box::pin(async move {
         let acked = match js.publish_with_headers(subject, headers, body).await {
-            Ok(ack) => ack.await.map(|a| a.sequence).map_err(|e| e.to_string()),
+            Ok(ack) => ack
+                .await
+                .map(|a| Stored {
+                    seq: a.sequence,
+                    duplicate: a.duplicate,
+                })
+                .map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
         (id, acked)
@@ -281,10 +304,12 @@ fn prepare(inner: &Inner, to: &Destination<'_>, mut job: Job) -> Option<(Job, He
         return None;
     }
     let mut headers = HeaderMap::new();
-    headers.insert(
-        header::MSG_ID,
-        format!("{}-{}", to.executor, job.id).as_str(),
-    );
+    let msg_id = match &job.key {
+        // The stream's dedup window keeps one task of a key, whoever sends it.
+        Some(key) => format!("key:{key}"),
+        None => format!("{}-{}", to.executor, job.id),
+    };
+    headers.insert(header::MSG_ID, msg_id.as_str());
     headers.insert(header::TASK, name);
     headers.insert(header::SHAPE, shape.as_str());
     headers.insert(header::ID, job.id.to_string().as_str());
@@ -348,6 +373,128 @@ fn read_reply(msg: &async_nats::Message) -> Option<(u64, Result<Payload, TaskErr
 
 fn publish_failed(reason: String) -> TaskError {
     TaskError::Remote(RemoteTaskError::Publish { reason })
+}
+
+/// The tasks published and not yet answered, by task id, with the idempotency keys
+/// among them.
+#[derive(Default)]
+struct InFlight {
+    flights: HashMap<u64, Flight>,
+    /// Key → the task id it was published under.
+    keyed: HashMap<Arc<str>, u64>,
+}
+
+/// A task published once: the job it was published for, and later submits of the same
+/// key from this executor, which get its result too.
+struct Flight {
+    job: Job,
+    followers: Vec<Job>,
+}
+
+impl InFlight {
+    fn is_empty(&self) -> bool {
+        self.flights.is_empty()
+    }
+
+    fn contains(&self, id: u64) -> bool {
+        self.flights.contains_key(&id)
+    }
+
+    fn key_of(&self, id: u64) -> Option<&Arc<str>> {
+        self.flights.get(&id)?.job.key.as_ref()
+    }
+
+    /// Adds a published job.
+    fn insert(&mut self, job: Job) {
+        if let Some(key) = &job.key {
+            self.keyed.insert(key.clone(), job.id);
+        }
+        let followers = Vec::new();
+        self.flights.insert(job.id, Flight { job, followers });
+    }
+
+    /// `Some(job)` to publish it; `None` if a task of its key is in flight, which it
+    /// now follows.
+    fn follow(&mut self, job: Job) -> Option<Job> {
+        let Some(id) = job.key.as_ref().and_then(|k| self.keyed.get(k)) else {
+            return Some(job);
+        };
+        match self.flights.get_mut(id) {
+            Some(flight) => {
+                flight.followers.push(job);
+                None
+            }
+            None => Some(job),
+        }
+    }
+
+    /// Resolves task `id`, and those that follow it, with `result`.
+    fn finish(&mut self, inner: &Inner, id: u64, result: Result<Payload, TaskError>) {
+        let Some(flight) = self.flights.remove(&id) else {
+            return;
+        };
+        if let Some(key) = &flight.job.key {
+            if self.keyed.get(key) == Some(&id) {
+                self.keyed.remove(key);
+            }
+        }
+        for job in flight.followers {
+            inner.resolve(job, copy(&result));
+        }
+        inner.resolve(flight.job, result);
+    }
+
+    /// Resolves job `id` `Cancelled`. Returns the task id to stop on the hosts, unless
+    /// other jobs of the same key still wait for its run.
+    fn cancel(&mut self, inner: &Inner, id: u64) -> Option<u64> {
+        // A job is found under its own id, unless it follows another of its key.
+        let wire = match self.flights.get(&id) {
+            Some(f) if f.job.id == id => id,
+            _ => *self.flights.iter().find_map(|(wire, f)| {
+                (f.job.id == id || f.followers.iter().any(|j| j.id == id)).then_some(wire)
+            })?,
+        };
+        let flight = self.flights.get_mut(&wire)?;
+        if let Some(i) = flight.followers.iter().position(|j| j.id == id) {
+            inner.resolve(flight.followers.swap_remove(i), Err(TaskError::Cancelled));
+            return None;
+        }
+        match flight.followers.pop() {
+            Some(next) => {
+                let cancelled = std::mem::replace(&mut flight.job, next);
+                inner.resolve(cancelled, Err(TaskError::Cancelled));
+                None
+            }
+            None => {
+                self.finish(inner, wire, Err(TaskError::Cancelled));
+                Some(wire)
+            }
+        }
+    }
+
+    /// Resolves every job: nobody will read their replies.
+    fn abandon(&mut self, inner: &Inner) {
+        for (_, flight) in self.flights.drain() {
+            for job in flight.followers {
+                inner.resolve(job, Err(inner.stopped()));
+            }
+            inner.resolve(flight.job, Err(inner.stopped()));
+        }
+        self.keyed.clear();
+    }
+}
+
+/// A copy of a remote result, for a job that follows another (a remote payload has no
+/// descriptors).
+fn copy(result: &Result<Payload, TaskError>) -> Result<Payload, TaskError> {
+    match result {
+        Ok(p) => Ok(Payload {
+            body: p.body.clone(),
+            fds: Vec::new(),
+            outcomes: p.outcomes,
+        }),
+        Err(e) => Err(e.clone()),
+    }
 }
 
 /// Counts the dispatcher out when it ends, as a local driver does.

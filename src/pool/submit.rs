@@ -137,6 +137,7 @@ impl ProcessPoolExecutor {
         inner.jobs.count_in(items);
         match self.shared.jobs.try_send(task.job) {
             Ok(()) => {
+                inner.jobs.wake_idle();
                 if !resubmitted {
                     inner
                         .counters

@@ -49,6 +49,8 @@ pub struct TaskBuilder<'a, F> {
     timeout: Option<Duration>,
     soft_timeout: Option<Duration>,
     name: Option<Arc<str>>,
+    #[cfg(feature = "nats")]
+    key: Option<Arc<str>>,
     /// An option out of range: every submit form fails with it.
     invalid: Option<&'static str>,
     _f: PhantomData<fn() -> F>,
@@ -62,6 +64,8 @@ impl<'a, F> TaskBuilder<'a, F> {
             timeout: None,
             soft_timeout: None,
             name: None,
+            #[cfg(feature = "nats")]
+            key: None,
             invalid: None,
             _f: PhantomData,
         }
@@ -131,6 +135,36 @@ impl<'a, F> TaskBuilder<'a, F> {
         self
     }
 
+    /// An idempotency key, for a remote pool (feature `nats`): the task is published
+    /// with it as its `Nats-Msg-Id`, so the stream keeps one copy of every task
+    /// published under the key within its dedup window (two minutes by default), and
+    /// a submitter that sends a task again after a crash or a lost answer does not
+    /// run it twice.
+    ///
+    /// What a second submit of the key gets:
+    /// - from this executor, taken from its queue before the first one's result came
+    ///   back: that result (both futures resolve with it; the task runs once);
+    /// - otherwise, within the dedup window: [`RemoteTaskError::Duplicate`], at once,
+    ///   since the result of the one run went to the first submitter.
+    ///
+    /// A local pool runs every task at most once, in a worker it watches, and has no
+    /// use for the key: it ignores it.
+    ///
+    /// An empty key, one over 256 bytes, or one with a control character makes the
+    /// submit fail with [`TaskError::InvalidArgument`].
+    ///
+    /// [`RemoteTaskError::Duplicate`]: crate::RemoteTaskError::Duplicate
+    #[cfg(feature = "nats")]
+    pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
+        let key = key.into();
+        if key.is_empty() || key.len() > 256 || key.chars().any(char::is_control) {
+            self.invalid =
+                Some("an idempotency key must be 1 to 256 bytes with no control characters");
+        }
+        self.key = Some(Arc::from(key));
+        self
+    }
+
     /// Encodes `arg` for `trampoline`, the function `F` runs through, with these
     /// options.
     fn prepare<A: Message>(&self, trampoline: Trampoline, arg: A) -> Result<Prepared, TaskError> {
@@ -155,6 +189,10 @@ impl<'a, F> TaskBuilder<'a, F> {
         let mut task = self.pool.prepare_value(trampoline, arg, name)?;
         task.set_timeout(self.timeout);
         task.job.soft_timeout = self.soft_timeout;
+        #[cfg(feature = "nats")]
+        {
+            task.job.key = self.key.clone();
+        }
         Ok(task)
     }
 

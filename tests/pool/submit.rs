@@ -394,3 +394,38 @@ async fn concurrent_submitters_never_overfill_the_queue() {
     }
     pool.shutdown().await;
 }
+
+fn worker_pid(_: ()) -> u32 {
+    std::process::id()
+}
+
+/// Sequential tasks on a pool of idle workers all go to the worker used last
+/// (most recently used first), on either runtime.
+async fn sequential_tasks_keep_to_one_worker() {
+    let pool = ProcessPoolExecutor::builder().workers(4).build().unwrap();
+    pool.ready().await.unwrap();
+    let first = pool.run(worker_pid, ()).await.unwrap();
+    let mut pids = std::collections::BTreeSet::new();
+    for _ in 0..50 {
+        pids.insert(pool.run(worker_pid, ()).await.unwrap());
+    }
+    assert_eq!(pids.into_iter().collect::<Vec<_>>(), vec![first]);
+    // With tasks side by side, the others still take their share.
+    let side_by_side: Vec<_> = (0..4)
+        .map(|_| pool.try_submit(worker_pid, ()).unwrap())
+        .collect();
+    for t in side_by_side {
+        t.await.unwrap();
+    }
+    pool.shutdown().await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn sequential_tasks_go_to_the_worker_used_last() {
+    sequential_tasks_keep_to_one_worker().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequential_tasks_go_to_the_worker_used_last_on_two_threads() {
+    sequential_tasks_keep_to_one_worker().await;
+}

@@ -619,3 +619,80 @@ async fn progress_acks_keep_a_long_task_on_its_host() {
     drop(hosts);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_submitted_twice_under_one_key_runs_once() {
+    let server = NatsServer::start();
+    let hosts = Hosts::start(&server.url, "dedup", 2);
+    let pool = executor(&server.url, "dedup");
+    let other = executor(&server.url, "dedup");
+    pool.ready().await.unwrap();
+    other.ready().await.unwrap();
+    let (dir, path) = fifo("dedup");
+    let dir = dir.to_string_lossy().into_owned();
+    let keyed = |p: &ProcessPoolExecutor| {
+        p.task(outlast_the_ack_wait)
+            .idempotency_key("order-17")
+            .try_submit(dir.clone())
+            .unwrap()
+    };
+    let first = keyed(&pool);
+    // Opening the FIFO for writing waits until the task opens it to read: it runs.
+    let opened = path.clone();
+    let mut release = tokio::task::spawn_blocking(move || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(opened)
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    // Again from this executor while the first is in flight: it waits for that run.
+    let second = keyed(&pool);
+    // Taken by the dispatcher (so following the first) before the first can end.
+    tokio::time::timeout(Duration::from_secs(60), second.started())
+        .await
+        .expect("taken within a minute");
+    // From another executor: the stream drops the copy, and says so.
+    let elsewhere = tokio::time::timeout(Duration::from_secs(60), keyed(&other))
+        .await
+        .expect("an answer within a minute");
+    match elsewhere {
+        Err(TaskError::Remote(RemoteTaskError::Duplicate { key })) => assert_eq!(key, "order-17"),
+        other => panic!("expected Duplicate, got {other:?}"),
+    }
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        release.write_all(b"\n").unwrap()
+    })
+    .await
+    .unwrap();
+    let within = |t| tokio::time::timeout(Duration::from_secs(60), t);
+    let first = within(first).await.expect("first answered");
+    assert_eq!(first.as_ref().ok(), Some(&1), "{first:?}");
+    let second = within(second).await.expect("second answered");
+    assert_eq!(second.as_ref().ok(), Some(&1), "{second:?}");
+    // Once answered, the key is still taken within the window: a resubmit is dropped.
+    let again = within(keyed(&pool))
+        .await
+        .expect("an answer within a minute");
+    assert!(
+        matches!(
+            again,
+            Err(TaskError::Remote(RemoteTaskError::Duplicate { .. }))
+        ),
+        "{again:?}"
+    );
+    let runs = std::fs::read_to_string(format!("{dir}/runs")).unwrap();
+    assert_eq!(runs.lines().count(), 1, "the task ran more than once");
+    // A bad key fails before anything is sent.
+    let bad = pool.task(square).idempotency_key("").try_submit(3);
+    assert!(
+        matches!(bad, Err(TaskError::InvalidArgument { .. })),
+        "{bad:?}"
+    );
+    // Unkeyed tasks go on.
+    assert_eq!(pool.run(square, 6).await.unwrap().0, 36);
+    drop(hosts);
+    let _ = std::fs::remove_dir_all(&dir);
+}

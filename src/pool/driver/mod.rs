@@ -52,6 +52,7 @@ use tokio::sync::Notify;
 
 use crate::error::{Error, PanicInfo, ProtocolError, TaskError};
 use crate::pool::handle::Job;
+use crate::pool::jobs::IdleWaiter;
 use crate::pool::pace::Pace;
 use crate::pool::worker_process::{Io, WorkerProcess};
 use crate::pool::Inner;
@@ -92,6 +93,7 @@ async fn drive(inner: Arc<Inner>) {
         unsent: 0,
         written: 0,
         signal: Arc::new(Notify::new()),
+        waiter: Arc::default(),
         pace: Pace::default(),
         head_since: Instant::now(),
         queue_ended: false,
@@ -104,6 +106,7 @@ async fn drive(inner: Arc<Inner>) {
         replay: replay::Replay::default(),
     };
     let retired = driver.run().await;
+    driver.inner.jobs.leave_idle(&driver.waiter);
     if retired {
         // A job queued just as this slot chose to retire saw it idle and started no
         // slot for itself: start one now if it is still waiting.
@@ -173,6 +176,8 @@ struct Driver {
     written: usize,
     /// Woken by a cancellation of any task this driver dispatched.
     signal: Arc<Notify>,
+    /// Its place among the idle drivers (see `JobQueue::next_idle`).
+    waiter: Arc<IdleWaiter>,
     pace: Pace,
     /// Since when the first flight is the one the worker runs (or runs next).
     head_since: Instant,
@@ -199,6 +204,8 @@ impl Driver {
     async fn run(&mut self) -> bool {
         loop {
             if self.worker.is_none() {
+                // No job for this slot until it has a worker again.
+                self.inner.jobs.leave_idle(&self.waiter);
                 if self.flights.is_empty() && self.inner.jobs.is_drained() {
                     return false; // shut down: nothing left that a worker would run
                 }
@@ -229,7 +236,7 @@ impl Driver {
                                 self.lose_idle_worker().await;
                                 continue;
                             }
-                            job = self.inner.jobs.next(true) => match job {
+                            job = self.inner.jobs.next_idle(&self.waiter) => match job {
                                 Some(job) => job,
                                 None => return false, // closed and drained: shutdown
                             },
@@ -287,7 +294,7 @@ impl Driver {
                     jobs.idle_driver().await;
                     tokio::time::sleep_until(give_back_at.into()).await;
                 }, if give_back => Event::GiveBack,
-                job = jobs.next(false), if want_job => Event::Job(job),
+                job = jobs.next_ahead(), if want_job => Event::Job(job),
             };
             match event {
                 Event::Abort => return false,
@@ -395,6 +402,7 @@ impl Driver {
     /// Hands `job` to the worker (it is written by [`write`](Self::write)), or
     /// resolves it at once if it need not run.
     fn dispatch(&mut self, mut job: Job) {
+        self.inner.jobs.leave_idle(&self.waiter);
         let Some(w) = self.worker.as_mut() else {
             // Not reached: jobs are taken only with a worker. Never lose one.
             self.inner.jobs.hand_back(std::iter::once(job));
@@ -586,6 +594,12 @@ impl Driver {
                 w.tasks_done += 1;
                 w.over_memory |= header.flags & wire::FLAG_RECYCLE != 0;
             }
+        }
+        if self.flights.is_empty() {
+            // On top of the idle drivers before the caller hears back, so that its
+            // next task comes to this worker (see `JobQueue`'s "most recently used
+            // first").
+            self.inner.jobs.push_idle(&self.waiter);
         }
         self.resolve(job, result);
         broken.map_or(Ok(()), Err)
