@@ -10,6 +10,11 @@
 //! method is a request to the server, applied there atomically. Every method is async,
 //! with a `blocking_*` form for code that is not async.
 //!
+//! The rest of Python's family is here too: [`JoinableQueueProxy`], [`RLockProxy`],
+//! [`SemaphoreProxy`] (bounded or not), [`ConditionProxy`], [`BarrierProxy`] and
+//! [`ArrayProxy`]; and types of your own ([`SharedObject`], served by a manager built
+//! with [`ManagerBuilder::register`], used through a [`SharedProxy`]).
+//!
 //! # Copies, not references
 //! What a proxy returns is a copy: `list.get(0)` gives the element as it was, and
 //! changing that copy changes nothing on the server. Write it back with `set`
@@ -99,6 +104,7 @@ pub struct Manager {
 /// A manager served by this process, for clients elsewhere ([`Manager::serve`]).
 pub struct ManagerServer {
     listener: connection::Listener,
+    types: server::Registered,
 }
 
 impl fmt::Debug for ManagerServer {
@@ -121,7 +127,7 @@ impl ManagerServer {
     /// Dropping the future stops serving: the listener and every client connection
     /// close.
     pub async fn run(self) {
-        server::run(self.listener).await
+        server::run(self.listener, self.types).await
     }
 }
 
@@ -143,6 +149,20 @@ impl Manager {
     /// Cancel safe: a server started for a dropped future is killed with it (it is a
     /// daemonic child of this process).
     pub async fn start() -> Result<Manager, ManagerError> {
+        Manager::builder().start().await
+    }
+
+    /// A builder for a manager that serves types of your own too
+    /// ([`ManagerBuilder::register`]).
+    pub fn builder() -> ManagerBuilder {
+        ManagerBuilder::new()
+    }
+
+    /// Starts a server process running `serve`.
+    async fn start_serving<F>(serve: F) -> Result<Manager, ManagerError>
+    where
+        F: crate::task::Task<(Address, crate::pipe::Connection<()>), ()>,
+    {
         // An abstract socket name (Linux): no file, so nothing is left behind however
         // the server or this process ends. Any local process may connect to it, so
         // the key is what keeps strangers out (the handshake authenticates both ways,
@@ -162,7 +182,7 @@ impl Manager {
         let server = Process::builder()
             .name("Manager")
             .daemon(true)
-            .spawn(server::serve, (address.clone(), ready_child))
+            .spawn(serve, (address.clone(), ready_child))
             .map_err(|e| start(io::Error::other(e)))?;
         ready.recv().await.map_err(|e| start(io::Error::other(e)))?;
         Ok(Manager {
@@ -184,10 +204,18 @@ impl Manager {
         address: impl Into<Address>,
         authkey: &[u8],
     ) -> Result<ManagerServer, ManagerError> {
+        Manager::serve_types(address, authkey, server::Registered::of::<()>()).await
+    }
+
+    async fn serve_types(
+        address: impl Into<Address>,
+        authkey: &[u8],
+        types: server::Registered,
+    ) -> Result<ManagerServer, ManagerError> {
         let listener = connection::Listener::bind(address, authkey)
             .await
             .map_err(ManagerError::Start)?;
-        Ok(ManagerServer { listener })
+        Ok(ManagerServer { listener, types })
     }
 
     /// Connects to a manager served elsewhere ([`Manager::serve`], or another
@@ -325,6 +353,124 @@ impl Manager {
     pub async fn namespace(&self) -> Result<Namespace, ManagerError> {
         let id = self.new_object(Kind::Namespace, Vec::new()).await?;
         Ok(Namespace(Proxy::new(self.link.clone(), id)))
+    }
+
+    /// A proxy of kind `P` for a new object of `kind` made from `init`.
+    async fn make<T, P>(
+        &self,
+        kind: Kind,
+        init: Vec<u8>,
+        wrap: fn(Proxy<T>) -> P,
+    ) -> Result<P, ManagerError> {
+        let id = self.new_object(kind, init).await?;
+        Ok(wrap(Proxy::new(self.link.clone(), id)))
+    }
+
+    /// A shared queue whose items are marked done (Python's
+    /// `manager.JoinableQueue()`).
+    ///
+    /// # Errors
+    /// [`ManagerError::Disconnected`] if the manager is gone.
+    ///
+    /// # Cancel safety
+    /// As [`value`](Self::value).
+    pub async fn joinable_queue<T>(&self) -> Result<JoinableQueueProxy<T>, ManagerError> {
+        let id = self.new_object(Kind::JoinableQueue, Vec::new()).await?;
+        Ok(JoinableQueueProxy(Proxy::new(self.link.clone(), id)))
+    }
+
+    /// A shared reentrant lock (Python's `manager.RLock()`).
+    ///
+    /// # Errors
+    /// [`ManagerError::Disconnected`] if the manager is gone.
+    ///
+    /// # Cancel safety
+    /// As [`value`](Self::value).
+    pub async fn rlock(&self) -> Result<RLockProxy, ManagerError> {
+        self.make(Kind::RLock, Vec::new(), RLockProxy).await
+    }
+
+    /// A shared semaphore of `value` permits (Python's `manager.Semaphore(value)`).
+    ///
+    /// # Errors
+    /// [`ManagerError::Disconnected`] if the manager is gone.
+    ///
+    /// # Cancel safety
+    /// As [`value`](Self::value).
+    pub async fn semaphore(&self, value: u64) -> Result<SemaphoreProxy, ManagerError> {
+        let kind = Kind::Semaphore { bounded: false };
+        self.make(kind, encode(&value)?, SemaphoreProxy).await
+    }
+
+    /// A shared semaphore of `value` permits that may not be released above `value`
+    /// (Python's `manager.BoundedSemaphore(value)`).
+    ///
+    /// # Errors
+    /// [`ManagerError::Disconnected`] if the manager is gone.
+    ///
+    /// # Cancel safety
+    /// As [`value`](Self::value).
+    pub async fn bounded_semaphore(&self, value: u64) -> Result<SemaphoreProxy, ManagerError> {
+        let kind = Kind::Semaphore { bounded: true };
+        self.make(kind, encode(&value)?, SemaphoreProxy).await
+    }
+
+    /// A shared condition variable (Python's `manager.Condition()`).
+    ///
+    /// # Errors
+    /// [`ManagerError::Disconnected`] if the manager is gone.
+    ///
+    /// # Cancel safety
+    /// As [`value`](Self::value).
+    pub async fn condition(&self) -> Result<ConditionProxy, ManagerError> {
+        self.make(Kind::Condition, Vec::new(), ConditionProxy).await
+    }
+
+    /// A shared barrier for `parties` parties (Python's `manager.Barrier(parties)`).
+    ///
+    /// # Errors
+    /// [`ManagerError::Refused`] with [`Refusal::Undecodable`] for zero parties;
+    /// [`ManagerError::Disconnected`] if the manager is gone.
+    ///
+    /// # Cancel safety
+    /// As [`value`](Self::value).
+    pub async fn barrier(&self, parties: usize) -> Result<BarrierProxy, ManagerError> {
+        self.make(Kind::Barrier, encode(&(parties as u64))?, BarrierProxy)
+            .await
+    }
+
+    /// A shared array of fixed length holding `items` (Python's
+    /// `manager.Array(typecode, sequence)`).
+    ///
+    /// # Errors
+    /// [`ManagerError`] if the manager is gone or an item does not encode.
+    ///
+    /// # Cancel safety
+    /// As [`value`](Self::value).
+    pub async fn array<T: Serialize>(&self, items: &[T]) -> Result<ArrayProxy<T>, ManagerError> {
+        let encoded = items.iter().map(encode).collect::<Result<Vec<_>, _>>()?;
+        let id = self.new_object(Kind::Array, encode(&encoded)?).await?;
+        Ok(ArrayProxy(Proxy::new(self.link.clone(), id)))
+    }
+
+    /// A new object of the registered type `T`, made in the manager from `init`.
+    ///
+    /// # Errors
+    /// [`ManagerError::Refused`] with [`Refusal::NotRegistered`] if the manager does
+    /// not serve `T` (see [`ManagerBuilder::register`]); [`Refusal::Panicked`] if
+    /// `T::new` panicked there.
+    ///
+    /// # Cancel safety
+    /// As [`value`](Self::value).
+    pub async fn object<T: SharedObject>(
+        &self,
+        init: &T::Init,
+    ) -> Result<SharedProxy<T>, ManagerError> {
+        let req = Request::NewRegistered(T::NAME.to_owned(), encode(init)?);
+        match self.link.call(req).await? {
+            Response::Id(id) => Ok(SharedProxy(Proxy::new(self.link.clone(), id))),
+            r => Err(unexpected(r)),
+        }
     }
 }
 
@@ -475,8 +621,17 @@ fn required<T: DeserializeOwned>(b: Option<Vec<u8>>) -> Result<T, ManagerError> 
     decode(&b.ok_or(ManagerError::Refused(Refusal::NoSuchObject))?)
 }
 
+mod family;
+mod objects;
+mod registered;
 mod values;
 mod waiting;
+
+pub use family::{
+    ArrayProxy, BarrierProxy, ConditionGuard, ConditionProxy, JoinableQueueProxy, RLockGuard,
+    RLockProxy, SemaphoreProxy,
+};
+pub use registered::{ManagerBuilder, Registers, Registry, SharedObject, SharedProxy};
 
 pub use values::{DictProxy, ListProxy, Namespace, ValueProxy};
 pub use waiting::{EventProxy, LockProxy, ManagerLockGuard, QueueProxy};

@@ -1,7 +1,6 @@
 //! The manager's server process: objects kept encoded, one task per client
 //! connection, each request applied under one mutex (so it is atomic).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
@@ -20,6 +19,17 @@ pub(crate) enum Kind {
     Queue,
     Lock,
     Event,
+    JoinableQueue,
+    RLock,
+    /// Its initial value is the init's `u64`; bounded or not.
+    Semaphore {
+        bounded: bool,
+    },
+    Condition,
+    /// Its parties are the init's `u64`.
+    Barrier,
+    /// Its items are the init's `Vec<Vec<u8>>`, each encoded.
+    Array,
 }
 
 /// A request from a proxy.
@@ -61,6 +71,42 @@ pub(crate) enum Request {
     /// Stores the bytes if the value is still at the version given: (id, version,
     /// bytes). Answered `Version` (the new one), or `Versioned` with what is there now.
     CompareAndSet(u64, u64, Vec<u8>),
+    /// A `JoinableQueue` item is done.
+    TaskDone(u64),
+    /// Waits until every item put in the `JoinableQueue` is done.
+    Join(u64),
+    /// Waits for the `RLock`; this connection then holds it (once more) until it
+    /// closes. The second `u64` names the owner (a thread or a tokio task of one
+    /// process): the same owner may take it again on another connection.
+    RLockAcquire(u64, u64),
+    /// Waits until the semaphore's value is above zero, then lowers it.
+    SemAcquire(u64),
+    /// Lowers the semaphore's value if above zero: `Bool`.
+    SemTryAcquire(u64),
+    SemRelease(u64),
+    /// The semaphore's value: `Len`.
+    SemValue(u64),
+    /// Waits for the condition's lock; this connection holds it until it releases
+    /// or closes.
+    CondAcquire(u64),
+    CondRelease(u64),
+    /// Releases the condition's lock (held by this connection), waits until
+    /// notified or until the milliseconds given pass, then takes the lock again:
+    /// `Bool(notified)`.
+    CondWait(u64, Option<u64>),
+    /// Wakes up to this many waiters (the lock held by this connection).
+    CondNotify(u64, u64),
+    /// Waits for the barrier's other parties, or the milliseconds given (which
+    /// break it): `Len(index of arrival)`.
+    BarrierWait(u64, Option<u64>),
+    BarrierAbort(u64),
+    BarrierReset(u64),
+    /// (parties, waiting, broken): `Items` of one entry, three encoded numbers.
+    BarrierState(u64),
+    /// An object of a type registered with the manager, by its name.
+    NewRegistered(String, Vec<u8>),
+    /// Calls a registered object's method: the encoded call, answered `Bytes`.
+    Call(u64, Vec<u8>),
 }
 
 /// Why the manager refused a request.
@@ -84,6 +130,31 @@ pub enum Refusal {
     AlreadyHeld,
     /// A release by a connection that does not hold the lock.
     NotHolder,
+    /// A bounded semaphore released above its initial value.
+    OverReleased,
+    /// `task_done` called more times than items were put.
+    TaskDoneTooOften,
+    /// The barrier is broken (aborted, reset, timed out, or a party died waiting).
+    BrokenBarrier,
+    /// The manager does not serve a type of this name (see `ManagerBuilder::register`).
+    NotRegistered {
+        /// The name asked for.
+        name: String,
+    },
+    /// A registered object's argument did not decode on the manager's side.
+    Undecodable {
+        /// What the manager could not decode.
+        what: String,
+    },
+    /// A registered object's method panicked in the manager; the object stays as the
+    /// panic left it.
+    Panicked {
+        /// The panic's message.
+        message: String,
+    },
+    /// An index past the end of a fixed-length array, or a request that would change
+    /// its length.
+    FixedLength,
 }
 
 impl std::fmt::Display for Refusal {
@@ -99,17 +170,27 @@ impl std::fmt::Display for Refusal {
             ),
             Refusal::AlreadyHeld => f.write_str("the lock is already held by this caller"),
             Refusal::NotHolder => f.write_str("released by a caller that does not hold the lock"),
+            Refusal::OverReleased => {
+                f.write_str("a bounded semaphore was released more times than acquired")
+            }
+            Refusal::TaskDoneTooOften => {
+                f.write_str("task_done was called more times than items were put")
+            }
+            Refusal::BrokenBarrier => f.write_str(
+                "the barrier is broken (aborted, reset, timed out or a party died); reset it",
+            ),
+            Refusal::NotRegistered { name } => write!(
+                f,
+                "the manager serves no type named {name:?}: register it on the manager's builder"
+            ),
+            Refusal::Undecodable { what } => write!(f, "the manager could not decode {what}"),
+            Refusal::Panicked { message } => {
+                write!(f, "the object's method panicked in the manager: {message}")
+            }
+            Refusal::FixedLength => {
+                f.write_str("an array's length is fixed: that index or change is out of range")
+            }
         }
-    }
-}
-
-impl Request {
-    /// Whether the request may have to wait for a change (it then carries no payload).
-    fn waits(&self) -> bool {
-        matches!(
-            self,
-            Request::QueueGet(_) | Request::LockAcquire(_) | Request::EventWait(_)
-        )
     }
 }
 
@@ -127,262 +208,86 @@ pub(crate) enum Response {
     Version(u64),
     /// A value and its version.
     Versioned(u64, Vec<u8>),
+    /// Numbers (a barrier's state).
+    Numbers(Vec<u64>),
 }
 
-enum Object {
-    /// The encoded value and its version, raised by every change.
-    Value(Vec<u8>, u64),
-    List(Vec<Vec<u8>>),
-    Map(BTreeMap<Vec<u8>, Vec<u8>>),
-    Queue(VecDeque<Vec<u8>>),
-    /// Held by the connection with this number.
-    Lock(Option<u64>),
-    Event(bool),
-}
-
-#[derive(Default)]
-struct State {
-    next: u64,
-    objects: HashMap<u64, Object>,
-}
+pub(crate) use super::objects::Registered;
+use super::objects::{State, Step};
 
 /// The state, and a notification for every change that waiters re-check.
-#[derive(Default)]
 struct Shared {
     state: Mutex<State>,
     changed: tokio::sync::Notify,
 }
 
 impl Shared {
+    fn new(types: Registered) -> Shared {
+        Shared {
+            state: Mutex::new(State::new(types)),
+            changed: tokio::sync::Notify::new(),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Answers `req` for connection `conn`, waiting (without holding the state) for
-    /// requests that wait.
+    /// requests that wait, until their deadline if they have one.
     async fn answer(&self, conn: u64, req: Request) -> Response {
-        let mut next = req;
+        let mut req = Some(req);
+        let mut waiting = None;
+        let mut timed_out = false;
         loop {
+            // Registered before the state is looked at: no change is missed.
             let changed = self.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            // Only requests without a payload wait, so keeping one for another try
-            // copies no payload.
-            let again = next.waits().then(|| next.clone());
-            let (resp, did_change) = self.lock().apply(conn, next);
+            let step = {
+                let mut state = self.lock();
+                match (waiting.take(), req.take()) {
+                    (Some(pending), _) => state.resume(conn, pending, timed_out),
+                    (None, Some(req)) => state.start(conn, req),
+                    (None, None) => return Response::Unit, // not reached
+                }
+            };
+            let (pending, did_change) = match step {
+                Step::Done(resp, did_change) => {
+                    if did_change {
+                        self.changed.notify_waiters();
+                    }
+                    return resp;
+                }
+                Step::Wait(pending, did_change) => (pending, did_change),
+            };
             if did_change {
                 self.changed.notify_waiters();
             }
-            match (resp, again) {
-                (Some(r), _) => return r,
-                (None, Some(req)) => {
-                    next = req;
+            let deadline = pending.deadline();
+            waiting = Some(pending);
+            timed_out = match deadline {
+                Some(at) => tokio::time::timeout_at(at, changed).await.is_err(),
+                None => {
                     changed.await;
+                    false
                 }
-                (None, None) => unreachable!("only waiting requests are not answered at once"),
-            }
+            };
         }
     }
 
-    /// Releases every lock `conn` holds (its connection closed).
+    /// Releases what `conn` held and forgets what it waited for (its connection
+    /// closed).
     fn release_all(&self, conn: u64) {
-        let mut released = false;
-        for obj in self.lock().objects.values_mut() {
-            if let Object::Lock(holder) = obj {
-                if *holder == Some(conn) {
-                    *holder = None;
-                    released = true;
-                }
-            }
-        }
-        if released {
+        if self.lock().release_all(conn) {
             self.changed.notify_waiters();
         }
     }
 }
 
-fn refuse(why: Refusal) -> Response {
-    Response::Refused(why)
-}
-
-impl State {
-    /// Applies `req` for connection `conn`: `None` if it must wait; the flag says
-    /// whether anything changed (waiters then look again).
-    fn apply(&mut self, conn: u64, req: Request) -> (Option<Response>, bool) {
-        let mutating = !matches!(
-            &req,
-            Request::Get(_)
-                | Request::GetVersioned(_)
-                | Request::NamedCode(..)
-                | Request::ListGet(..)
-                | Request::DictGet(..)
-                | Request::Len(_)
-                | Request::Items(_)
-                | Request::EventIsSet(_)
-                | Request::EventWait(_)
-                | Request::Ping
-        );
-        match self.apply_inner(conn, req) {
-            Some(Response::Refused(e)) => (Some(Response::Refused(e)), false),
-            Some(r) => (Some(r), mutating),
-            None => (None, false),
-        }
-    }
-
-    fn apply_inner(&mut self, conn: u64, req: Request) -> Option<Response> {
-        use Object::*;
-        let missing = || Some(refuse(Refusal::NoSuchObject));
-        Some(match req {
-            Request::New(kind, init) => {
-                self.next += 1;
-                let obj = match kind {
-                    Kind::Value => Value(init, 0),
-                    Kind::List => List(Vec::new()),
-                    Kind::Dict | Kind::Namespace => Map(BTreeMap::new()),
-                    Kind::Queue => Queue(VecDeque::new()),
-                    Kind::Lock => Lock(None),
-                    Kind::Event => Event(false),
-                };
-                self.objects.insert(self.next, obj);
-                Response::Id(self.next)
-            }
-            Request::Get(id) => match self.objects.get(&id) {
-                Some(Value(v, _)) => Response::Bytes(Some(v.clone())),
-                _ => return missing(),
-            },
-            Request::GetVersioned(id) => match self.objects.get(&id) {
-                Some(Value(v, version)) => Response::Versioned(*version, v.clone()),
-                _ => return missing(),
-            },
-            Request::Set(id, bytes) => match self.objects.get_mut(&id) {
-                Some(Value(v, version)) => {
-                    *v = bytes;
-                    *version += 1;
-                    Response::Unit
-                }
-                _ => return missing(),
-            },
-            Request::CompareAndSet(id, expected, bytes) => match self.objects.get_mut(&id) {
-                Some(Value(v, version)) if *version == expected => {
-                    *v = bytes;
-                    *version += 1;
-                    Response::Version(*version)
-                }
-                Some(Value(v, version)) => Response::Versioned(*version, v.clone()),
-                _ => return missing(),
-            },
-            Request::NamedCode(..) => refuse(Refusal::CodeFromClient),
-            Request::ListPush(id, bytes) => match self.objects.get_mut(&id) {
-                Some(List(l)) => {
-                    l.push(bytes);
-                    Response::Unit
-                }
-                _ => return missing(),
-            },
-            Request::ListGet(id, i) => match self.objects.get(&id) {
-                Some(List(l)) => Response::Bytes(l.get(i as usize).cloned()),
-                _ => return missing(),
-            },
-            Request::ListSet(id, i, bytes) => match self.objects.get_mut(&id) {
-                Some(List(l)) => match l.get_mut(i as usize) {
-                    Some(slot) => {
-                        *slot = bytes;
-                        Response::Unit
-                    }
-                    None => refuse(Refusal::IndexOutOfRange {
-                        index: i,
-                        len: l.len() as u64,
-                    }),
-                },
-                _ => return missing(),
-            },
-            Request::DictSet(id, k, v) => match self.objects.get_mut(&id) {
-                Some(Map(m)) => {
-                    m.insert(k, v);
-                    Response::Unit
-                }
-                _ => return missing(),
-            },
-            Request::DictGet(id, k) => match self.objects.get(&id) {
-                Some(Map(m)) => Response::Bytes(m.get(&k).cloned()),
-                _ => return missing(),
-            },
-            Request::DictRemove(id, k) => match self.objects.get_mut(&id) {
-                Some(Map(m)) => Response::Bytes(m.remove(&k)),
-                _ => return missing(),
-            },
-            Request::Len(id) => match self.objects.get(&id) {
-                Some(List(l)) => Response::Len(l.len() as u64),
-                Some(Map(m)) => Response::Len(m.len() as u64),
-                Some(Queue(q)) => Response::Len(q.len() as u64),
-                _ => return missing(),
-            },
-            Request::Items(id) => match self.objects.get(&id) {
-                Some(List(l)) => {
-                    Response::Items(l.iter().map(|v| (Vec::new(), v.clone())).collect())
-                }
-                Some(Map(m)) => {
-                    Response::Items(m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-                }
-                _ => return missing(),
-            },
-            Request::QueuePut(id, bytes) => match self.objects.get_mut(&id) {
-                Some(Queue(q)) => {
-                    q.push_back(bytes);
-                    Response::Unit
-                }
-                _ => return missing(),
-            },
-            Request::QueueGet(id) => match self.objects.get_mut(&id) {
-                Some(Queue(q)) => Response::Bytes(Some(q.pop_front()?)),
-                _ => return missing(),
-            },
-            Request::LockAcquire(id) => match self.objects.get_mut(&id) {
-                Some(Lock(holder)) => match holder {
-                    None => {
-                        *holder = Some(conn);
-                        Response::Unit
-                    }
-                    Some(h) if *h == conn => refuse(Refusal::AlreadyHeld),
-                    Some(_) => return None,
-                },
-                _ => return missing(),
-            },
-            Request::LockRelease(id) => match self.objects.get_mut(&id) {
-                Some(Lock(holder)) if *holder == Some(conn) => {
-                    *holder = None;
-                    Response::Unit
-                }
-                Some(Lock(_)) => refuse(Refusal::NotHolder),
-                _ => return missing(),
-            },
-            Request::EventSet(id) | Request::EventClear(id) => {
-                let set = matches!(req, Request::EventSet(_));
-                match self.objects.get_mut(&id) {
-                    Some(Event(flag)) => {
-                        *flag = set;
-                        Response::Unit
-                    }
-                    _ => return missing(),
-                }
-            }
-            Request::EventIsSet(id) => match self.objects.get(&id) {
-                Some(Event(flag)) => Response::Bool(*flag),
-                _ => return missing(),
-            },
-            Request::EventWait(id) => match self.objects.get(&id) {
-                Some(Event(true)) => Response::Unit,
-                Some(Event(false)) => return None,
-                _ => return missing(),
-            },
-            Request::Ping | Request::Shutdown => Response::Unit,
-        })
-    }
-}
-
 /// The server process's body: listen at `address`, say so on `ready`, serve until a
 /// `Shutdown` request (or until killed).
-pub(crate) fn serve((address, ready): (Address, Connection<()>)) {
+pub(crate) fn serve<L: super::Registry>((address, ready): (Address, Connection<()>)) {
     let Ok(rt) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -397,13 +302,13 @@ pub(crate) fn serve((address, ready): (Address, Connection<()>)) {
             return;
         }
         drop(ready);
-        run(listener).await;
+        run(listener, Registered::of::<L>()).await;
     });
 }
 
 /// Serves clients of `listener` until one asks to shut down.
-pub(crate) async fn run(mut listener: Listener) {
-    let shared = Arc::new(Shared::default());
+pub(crate) async fn run(mut listener: Listener, types: Registered) {
+    let shared = Arc::new(Shared::new(types));
     let (stop_tx, mut stop_rx) = tokio::sync::mpsc::channel::<()>(1);
     let mut next_conn = 0u64;
     loop {

@@ -6,6 +6,7 @@ mod common;
 
 mod connection;
 mod manager;
+mod manager_family;
 mod pipe;
 mod python_interop;
 mod queue;
