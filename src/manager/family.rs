@@ -19,13 +19,7 @@ pub struct JoinableQueueProxy<T>(pub(super) Proxy<T>);
 proxy_impls!(JoinableQueueProxy<T>);
 
 impl<T: Serialize + DeserializeOwned> JoinableQueueProxy<T> {
-    call_pair!(
-        /// Appends an item (never waits: the queue has no bound); it counts as
-        /// unfinished until a [`task_done`](Self::task_done).
-        put, blocking_put, (item: &T) -> (),
-        |p| Request::QueuePut(p.0.id, encode(item)?),
-        |r| unit_of(r)
-    );
+    queue_methods!();
 
     call_pair!(
         /// Marks one item taken with `get` as done.
@@ -35,72 +29,13 @@ impl<T: Serialize + DeserializeOwned> JoinableQueueProxy<T> {
         |r| unit_of(r)
     );
 
-    call_pair!(
-        /// The number of items waiting to be taken.
-        len, blocking_len, () -> usize,
-        |p| Request::Len(p.0.id),
-        |r| len_of(r)
+    wait_pair!(
+        /// Waits until every item put has been marked done.
+        join, blocking_join, () -> (),
+        |p| Request::Join(p.0.id),
+        |r, _c| unit_of(r),
+        cancel: "Cancel safe: the wait's connection closes and nothing changes."
     );
-
-    call_pair!(
-        /// Whether no item waits to be taken.
-        is_empty, blocking_is_empty, () -> bool,
-        |p| Request::Len(p.0.id),
-        |r| len_of(r).map(|n| n == 0)
-    );
-
-    /// Takes the first item, waiting while there is none.
-    ///
-    /// # Errors
-    /// [`ManagerError::Disconnected`] once the manager is gone.
-    ///
-    /// # Cancel safety
-    /// If cancelled, the request's connection closes; an item the manager had already
-    /// taken for it is lost.
-    pub async fn get(&self) -> Result<T, ManagerError> {
-        let c = self.0.link.dedicated().await?;
-        required(bytes_of(ask(&c, Request::QueueGet(self.0.id)).await?)?)
-    }
-
-    /// Blocking form of [`get`](Self::get).
-    ///
-    /// # Errors
-    /// As [`get`](Self::get).
-    ///
-    /// # Panics
-    /// If called from an async context; `.await` [`get`](Self::get) there.
-    #[track_caller]
-    pub fn blocking_get(&self) -> Result<T, ManagerError> {
-        crate::blocking::assert_may_block("blocking_get", "get");
-        let c = self.0.link.blocking_dedicated()?;
-        required(bytes_of(blocking_ask(&c, Request::QueueGet(self.0.id))?)?)
-    }
-
-    /// Waits until every item put has been marked done.
-    ///
-    /// # Errors
-    /// [`ManagerError::Disconnected`] once the manager is gone.
-    ///
-    /// # Cancel safety
-    /// Cancel safe: the wait's connection closes and nothing changes.
-    pub async fn join(&self) -> Result<(), ManagerError> {
-        let c = self.0.link.dedicated().await?;
-        unit_of(ask(&c, Request::Join(self.0.id)).await?)
-    }
-
-    /// Blocking form of [`join`](Self::join).
-    ///
-    /// # Errors
-    /// As [`join`](Self::join).
-    ///
-    /// # Panics
-    /// If called from an async context; `.await` [`join`](Self::join) there.
-    #[track_caller]
-    pub fn blocking_join(&self) -> Result<(), ManagerError> {
-        crate::blocking::assert_may_block("blocking_join", "join");
-        let c = self.0.link.blocking_dedicated()?;
-        unit_of(blocking_ask(&c, Request::Join(self.0.id))?)
-    }
 }
 
 /// A shared reentrant lock: its owner may take it again while it holds it. The owner is
@@ -209,32 +144,14 @@ impl SemaphoreProxy {
         |r| len_of(r).map(|n| n as u64)
     );
 
-    /// Takes a permit, waiting while none is free.
-    ///
-    /// # Errors
-    /// [`ManagerError::Disconnected`] once the manager is gone.
-    ///
-    /// # Cancel safety
-    /// If cancelled, the request's connection closes; a permit the manager had already
-    /// granted it is lost (release one to make up for it).
-    pub async fn acquire(&self) -> Result<(), ManagerError> {
-        let c = self.0.link.dedicated().await?;
-        unit_of(ask(&c, Request::SemAcquire(self.0.id)).await?)
-    }
-
-    /// Blocking form of [`acquire`](Self::acquire).
-    ///
-    /// # Errors
-    /// As [`acquire`](Self::acquire).
-    ///
-    /// # Panics
-    /// If called from an async context; `.await` [`acquire`](Self::acquire) there.
-    #[track_caller]
-    pub fn blocking_acquire(&self) -> Result<(), ManagerError> {
-        crate::blocking::assert_may_block("blocking_acquire", "acquire");
-        let c = self.0.link.blocking_dedicated()?;
-        unit_of(blocking_ask(&c, Request::SemAcquire(self.0.id))?)
-    }
+    wait_pair!(
+        /// Takes a permit, waiting while none is free.
+        acquire, blocking_acquire, () -> (),
+        |p| Request::SemAcquire(p.0.id),
+        |r, _c| unit_of(r),
+        cancel: "If cancelled, the request's connection closes; a permit the manager had \
+                 already granted it is lost (release one to make up for it)."
+    );
 }
 
 /// A shared condition variable with its own lock. [`lock`](Self::lock) returns a
@@ -254,42 +171,14 @@ pub struct ConditionGuard {
 }
 
 impl ConditionProxy {
-    /// Takes the condition's lock, waiting while another holds it.
-    ///
-    /// # Errors
-    /// [`ManagerError::Disconnected`] once the manager is gone.
-    ///
-    /// # Cancel safety
-    /// Cancel safe: the request's connection closes, and the manager releases the
-    /// lock if it had granted it.
-    pub async fn lock(&self) -> Result<ConditionGuard, ManagerError> {
-        let c = self.0.link.dedicated().await?;
-        unit_of(ask(&c, Request::CondAcquire(self.0.id)).await?)?;
-        Ok(ConditionGuard {
-            conn: c,
-            id: self.0.id,
-            torn: false,
-        })
-    }
-
-    /// Blocking form of [`lock`](Self::lock).
-    ///
-    /// # Errors
-    /// As [`lock`](Self::lock).
-    ///
-    /// # Panics
-    /// If called from an async context; `.await` [`lock`](Self::lock) there.
-    #[track_caller]
-    pub fn blocking_lock(&self) -> Result<ConditionGuard, ManagerError> {
-        crate::blocking::assert_may_block("blocking_lock", "lock");
-        let c = self.0.link.blocking_dedicated()?;
-        unit_of(blocking_ask(&c, Request::CondAcquire(self.0.id))?)?;
-        Ok(ConditionGuard {
-            conn: c,
-            id: self.0.id,
-            torn: false,
-        })
-    }
+    wait_pair!(
+        /// Takes the condition's lock, waiting while another holds it.
+        lock, blocking_lock, () -> ConditionGuard,
+        |p| Request::CondAcquire(p.0.id),
+        |r, c| unit_of(r).map(|()| ConditionGuard { conn: c, id: p.0.id, torn: false }),
+        cancel: "Cancel safe: the request's connection closes, and the manager releases \
+                 the lock if it had granted it."
+    );
 }
 
 fn torn() -> ManagerError {
@@ -443,48 +332,23 @@ pub struct BarrierProxy(pub(super) Proxy<()>);
 proxy_impls!(BarrierProxy);
 
 impl BarrierProxy {
-    /// Waits until every party has arrived: this one's arrival index (0 first).
-    ///
-    /// # Errors
-    /// [`ManagerError::Refused`] with [`Refusal::BrokenBarrier`] if the barrier is or
-    /// becomes broken; [`ManagerError::Disconnected`] once the manager is gone.
-    ///
-    /// # Cancel safety
-    /// A cancelled wait closes its connection, which breaks the barrier (the others
-    /// would wait for a party that left).
-    pub async fn wait(&self) -> Result<usize, ManagerError> {
-        self.wait_for(None).await
-    }
+    wait_pair!(
+        /// Waits until every party has arrived: this one's arrival index (0 first).
+        /// [`Refusal::BrokenBarrier`] if the barrier is or becomes broken.
+        wait, blocking_wait, () -> usize,
+        |p| Request::BarrierWait(p.0.id, None),
+        |r, _c| len_of(r),
+        cancel: "A cancelled wait closes its connection, which breaks the barrier (the \
+                 others would wait for a party that left)."
+    );
 
-    /// [`wait`](Self::wait) for at most `timeout`; past it, the barrier breaks.
-    ///
-    /// # Errors
-    /// As [`wait`](Self::wait).
-    ///
-    /// # Cancel safety
-    /// As [`wait`](Self::wait).
-    pub async fn wait_timeout(&self, timeout: Duration) -> Result<usize, ManagerError> {
-        self.wait_for(Some(millis(timeout))).await
-    }
-
-    async fn wait_for(&self, ms: Option<u64>) -> Result<usize, ManagerError> {
-        let c = self.0.link.dedicated().await?;
-        len_of(ask(&c, Request::BarrierWait(self.0.id, ms)).await?)
-    }
-
-    /// Blocking form of [`wait`](Self::wait).
-    ///
-    /// # Errors
-    /// As [`wait`](Self::wait).
-    ///
-    /// # Panics
-    /// If called from an async context; `.await` [`wait`](Self::wait) there.
-    #[track_caller]
-    pub fn blocking_wait(&self) -> Result<usize, ManagerError> {
-        crate::blocking::assert_may_block("blocking_wait", "wait");
-        let c = self.0.link.blocking_dedicated()?;
-        len_of(blocking_ask(&c, Request::BarrierWait(self.0.id, None))?)
-    }
+    wait_pair!(
+        /// [`wait`](Self::wait) for at most `timeout`; past it, the barrier breaks.
+        wait_timeout, blocking_wait_timeout, (timeout: Duration) -> usize,
+        |p| Request::BarrierWait(p.0.id, Some(millis(timeout))),
+        |r, _c| len_of(r),
+        cancel: "As [`wait`](Self::wait)."
+    );
 
     call_pair!(
         /// Breaks the barrier: waiters and later arrivals get

@@ -596,6 +596,82 @@ macro_rules! call_pair {
     };
 }
 
+/// Defines an async method and its `blocking_` twin for a request that may wait, or
+/// that holds something: each call sends `$req` over a connection of its own (`$conn`,
+/// which `$out` may keep, as a guard does) and turns the answer into the result with
+/// `$out`. `$cancel` says what a dropped call leaves behind.
+macro_rules! wait_pair {
+    ($(#[$doc:meta])* $name:ident, $blocking:ident, ($($arg:ident: $ty:ty),*) -> $ret:ty,
+     |$this:ident| $req:expr, |$resp:ident, $conn:ident| $out:expr, cancel: $cancel:literal) => {
+        $(#[$doc])*
+        ///
+        /// # Errors
+        /// [`ManagerError::Disconnected`] once the manager is gone; a refusal as the
+        /// method says.
+        ///
+        /// # Cancel safety
+        #[doc = $cancel]
+        pub async fn $name(&self, $($arg: $ty),*) -> Result<$ret, ManagerError> {
+            let $this = self;
+            let $conn = $this.0.link.dedicated().await?;
+            let $resp = ask(&$conn, $req).await?;
+            $out
+        }
+
+        /// Blocking form of the method of the same name without `blocking_`.
+        ///
+        /// # Errors
+        /// As the async form.
+        ///
+        /// # Panics
+        /// If called from an async context, where it would stall the runtime; `.await`
+        /// the async form there.
+        #[track_caller]
+        pub fn $blocking(&self, $($arg: $ty),*) -> Result<$ret, ManagerError> {
+            crate::blocking::assert_may_block(stringify!($blocking), stringify!($name));
+            let $this = self;
+            let $conn = $this.0.link.blocking_dedicated()?;
+            let $resp = blocking_ask(&$conn, $req)?;
+            $out
+        }
+    };
+}
+
+/// A queue proxy's `put`, `len`, `is_empty` and `get` (and their blocking forms).
+macro_rules! queue_methods {
+    () => {
+        call_pair!(
+            /// Appends an item (never waits: the queue has no bound).
+            put, blocking_put, (item: &T) -> (),
+            |p| Request::QueuePut(p.0.id, encode(item)?),
+            |r| unit_of(r)
+        );
+
+        call_pair!(
+            /// The number of items waiting to be taken.
+            len, blocking_len, () -> usize,
+            |p| Request::Len(p.0.id),
+            |r| len_of(r)
+        );
+
+        call_pair!(
+            /// Whether no item waits to be taken.
+            is_empty, blocking_is_empty, () -> bool,
+            |p| Request::Len(p.0.id),
+            |r| len_of(r).map(|n| n == 0)
+        );
+
+        wait_pair!(
+            /// Takes the first item, waiting while there is none.
+            get, blocking_get, () -> T,
+            |p| Request::QueueGet(p.0.id),
+            |r, _c| required(bytes_of(r)?),
+            cancel: "If cancelled, the request's connection closes; an item the manager \
+                     had already taken for it is lost."
+        );
+    };
+}
+
 fn bytes_of(r: Response) -> Result<Option<Vec<u8>>, ManagerError> {
     match r {
         Response::Bytes(b) => Ok(b),

@@ -10,54 +10,7 @@ pub struct QueueProxy<T>(pub(super) Proxy<T>);
 proxy_impls!(QueueProxy<T>);
 
 impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
-    call_pair!(
-        /// Appends an item (never waits: the queue has no bound).
-        put, blocking_put, (item: &T) -> (),
-        |p| Request::QueuePut(p.0.id, encode(item)?),
-        |r| unit_of(r)
-    );
-
-    call_pair!(
-        /// The number of items.
-        len, blocking_len, () -> usize,
-        |p| Request::Len(p.0.id),
-        |r| len_of(r)
-    );
-
-    call_pair!(
-        /// Whether the queue is empty.
-        is_empty, blocking_is_empty, () -> bool,
-        |p| Request::Len(p.0.id),
-        |r| len_of(r).map(|n| n == 0)
-    );
-
-    /// Takes the first item, waiting while there is none.
-    ///
-    /// # Errors
-    /// [`ManagerError::Disconnected`] once the manager is gone.
-    ///
-    /// # Cancel safety
-    /// If cancelled, the request's connection closes; an item the manager had already
-    /// taken for it is lost.
-    pub async fn get(&self) -> Result<T, ManagerError> {
-        let c = self.0.link.dedicated().await?;
-        required(bytes_of(ask(&c, Request::QueueGet(self.0.id)).await?)?)
-    }
-
-    /// Blocking form of [`get`](Self::get).
-    ///
-    /// # Errors
-    /// As [`get`](Self::get).
-    ///
-    /// # Panics
-    /// If called from an async context, where it would stall the runtime; `.await`
-    /// [`get`](Self::get) there.
-    #[track_caller]
-    pub fn blocking_get(&self) -> Result<T, ManagerError> {
-        crate::blocking::assert_may_block("blocking_get", "get");
-        let c = self.0.link.blocking_dedicated()?;
-        required(bytes_of(blocking_ask(&c, Request::QueueGet(self.0.id))?)?)
-    }
+    queue_methods!();
 }
 
 /// A shared lock kept by the manager.
@@ -72,35 +25,14 @@ pub struct ManagerLockGuard {
 }
 
 impl LockProxy {
-    /// Takes the lock, waiting while another holds it.
-    ///
-    /// # Errors
-    /// [`ManagerError::Disconnected`] once the manager is gone.
-    ///
-    /// # Cancel safety
-    /// Cancel safe: if cancelled, the request's connection closes, and the manager
-    /// releases the lock if it had already granted it.
-    pub async fn lock(&self) -> Result<ManagerLockGuard, ManagerError> {
-        let c = self.0.link.dedicated().await?;
-        unit_of(ask(&c, Request::LockAcquire(self.0.id)).await?)?;
-        Ok(ManagerLockGuard { _conn: c })
-    }
-
-    /// Blocking form of [`lock`](Self::lock).
-    ///
-    /// # Errors
-    /// As [`lock`](Self::lock).
-    ///
-    /// # Panics
-    /// If called from an async context, where it would stall the runtime; `.await`
-    /// [`lock`](Self::lock) there.
-    #[track_caller]
-    pub fn blocking_lock(&self) -> Result<ManagerLockGuard, ManagerError> {
-        crate::blocking::assert_may_block("blocking_lock", "lock");
-        let c = self.0.link.blocking_dedicated()?;
-        unit_of(blocking_ask(&c, Request::LockAcquire(self.0.id))?)?;
-        Ok(ManagerLockGuard { _conn: c })
-    }
+    wait_pair!(
+        /// Takes the lock, waiting while another holds it.
+        lock, blocking_lock, () -> ManagerLockGuard,
+        |p| Request::LockAcquire(p.0.id),
+        |r, c| unit_of(r).map(|()| ManagerLockGuard { _conn: c }),
+        cancel: "Cancel safe: if cancelled, the request's connection closes, and the \
+                 manager releases the lock if it had already granted it."
+    );
 }
 
 /// A shared event kept by the manager.
@@ -131,32 +63,13 @@ impl EventProxy {
         }
     );
 
-    /// Waits until the flag is set.
-    ///
-    /// # Errors
-    /// [`ManagerError::Disconnected`] once the manager is gone.
-    ///
-    /// # Cancel safety
-    /// Cancel safe: the wait's connection closes and nothing else changes.
-    pub async fn wait(&self) -> Result<(), ManagerError> {
-        let c = self.0.link.dedicated().await?;
-        unit_of(ask(&c, Request::EventWait(self.0.id)).await?)
-    }
-
-    /// Blocking form of [`wait`](Self::wait).
-    ///
-    /// # Errors
-    /// As [`wait`](Self::wait).
-    ///
-    /// # Panics
-    /// If called from an async context, where it would stall the runtime; `.await`
-    /// [`wait`](Self::wait) there.
-    #[track_caller]
-    pub fn blocking_wait(&self) -> Result<(), ManagerError> {
-        crate::blocking::assert_may_block("blocking_wait", "wait");
-        let c = self.0.link.blocking_dedicated()?;
-        unit_of(blocking_ask(&c, Request::EventWait(self.0.id))?)
-    }
+    wait_pair!(
+        /// Waits until the flag is set.
+        wait, blocking_wait, () -> (),
+        |p| Request::EventWait(p.0.id),
+        |r, _c| unit_of(r),
+        cancel: "Cancel safe: the wait's connection closes and nothing else changes."
+    );
 }
 
 proxy_impls!(LockProxy);
