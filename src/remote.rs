@@ -36,8 +36,17 @@
 //! resolves the handle, but a host may still run the task later (its result is
 //! dropped).
 //!
-//! Not yet: TLS options, the Object Store for large arguments (see the project's NATS
-//! issue).
+//! # Connecting
+//! [`NatsOptions`] passes credentials (user and password, a token, a `.creds` file)
+//! and TLS (required, trusted roots, a client certificate) to
+//! `async_nats::ConnectOptions`, and [`NatsOptions::configure`] reaches anything else
+//! there; the crate is re-exported as [`async_nats`] so its types can be named.
+//!
+//! # Large arguments
+//! A task whose message would pass the server's `max_payload` (1 MiB by default) fails
+//! with [`RemoteTaskError::PayloadTooLarge`](crate::RemoteTaskError::PayloadTooLarge)
+//! before anything is published. The Object Store is not used: put large inputs where
+//! the hosts can read them, and send their names.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -59,6 +68,10 @@ pub use crate::nats::NatsOptions;
 
 #[doc(hidden)]
 pub use inventory as __inventory;
+
+/// The NATS client this back end is built on, for naming its types in
+/// [`NatsOptions::configure`].
+pub use async_nats;
 
 /// Registers a function to run on remote hosts under a stable name: write it once per
 /// function, at module level, in the binary that both submits and serves.

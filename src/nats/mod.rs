@@ -18,6 +18,8 @@
 
 pub(crate) mod registry;
 
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -41,6 +43,24 @@ pub struct NatsOptions {
     pub(crate) ack_wait: Duration,
     pub(crate) max_deliver: i64,
     auth: Auth,
+    tls: Tls,
+    /// A credentials file (`.creds`: a JWT and an nkey seed).
+    credentials: Option<PathBuf>,
+    /// Anything else `async_nats::ConnectOptions` can say.
+    configure: Option<Configure>,
+}
+
+/// A change to the connect options made by the user.
+type Configure =
+    Arc<dyn Fn(async_nats::ConnectOptions) -> async_nats::ConnectOptions + Send + Sync>;
+
+/// TLS settings, passed to `async_nats::ConnectOptions`.
+#[derive(Clone, Debug, Default)]
+struct Tls {
+    required: bool,
+    roots: Vec<PathBuf>,
+    /// (certificate, key), PEM files.
+    client: Option<(PathBuf, PathBuf)>,
 }
 
 /// How to prove who we are to the server.
@@ -65,6 +85,9 @@ impl std::fmt::Debug for NatsOptions {
             .field("ack_wait", &self.ack_wait)
             .field("max_deliver", &self.max_deliver)
             .field("auth", &auth)
+            .field("tls", &self.tls)
+            .field("credentials", &self.credentials)
+            .field("configure", &self.configure.is_some())
             .finish()
     }
 }
@@ -79,7 +102,59 @@ impl NatsOptions {
             ack_wait: Duration::from_secs(30),
             max_deliver: 3,
             auth: Auth::None,
+            tls: Tls::default(),
+            credentials: None,
+            configure: None,
         }
+    }
+
+    /// Refuses to talk to the server without TLS (a `tls://` URL requires it too).
+    pub fn require_tls(mut self, required: bool) -> NatsOptions {
+        self.tls.required = required;
+        self
+    }
+
+    /// Trusts the certificate authorities in this PEM file for the server's
+    /// certificate (besides the system's own). May be given more than once.
+    pub fn tls_root_certificate(mut self, pem: impl Into<PathBuf>) -> NatsOptions {
+        self.tls.roots.push(pem.into());
+        self
+    }
+
+    /// Proves who we are with this client certificate and key (PEM files), for a
+    /// server that verifies clients (`--tlsverify`).
+    pub fn tls_client_certificate(
+        mut self,
+        cert: impl Into<PathBuf>,
+        key: impl Into<PathBuf>,
+    ) -> NatsOptions {
+        self.tls.client = Some((cert.into(), key.into()));
+        self
+    }
+
+    /// Authenticates with a credentials file (`.creds`, a user JWT and its nkey seed,
+    /// as `nsc` writes them). It is read at each connect.
+    pub fn credentials_file(mut self, path: impl Into<PathBuf>) -> NatsOptions {
+        self.credentials = Some(path.into());
+        self
+    }
+
+    /// Changes the `async_nats::ConnectOptions` in any other way (nkeys, a TLS client
+    /// configuration of your own, reconnect settings, a name), after everything else
+    /// here is applied. Called at each connect: by the submitting executor, and by a
+    /// host.
+    ///
+    /// ```
+    /// let options = procpool::remote::NatsOptions::new("tls://nats.internal:4222")
+    ///     .configure(|o| o.name("thumbnail-submitter").tls_first());
+    /// # let _ = options;
+    /// ```
+    pub fn configure(
+        mut self,
+        f: impl Fn(async_nats::ConnectOptions) -> async_nats::ConnectOptions + Send + Sync + 'static,
+    ) -> NatsOptions {
+        self.configure = Some(Arc::new(f));
+        self
     }
 
     /// Authenticates with a user name and password.
@@ -105,6 +180,27 @@ impl NatsOptions {
             Auth::None => {}
             Auth::UserPassword(u, p) => options = options.user_and_password(u.clone(), p.clone()),
             Auth::Token(t) => options = options.token(t.clone()),
+        }
+        if let Some(path) = &self.credentials {
+            options = options
+                .credentials_file(path)
+                .await
+                .map_err(|e| Error::Remote {
+                    what: "read the credentials file",
+                    reason: format!("{}: {e}", path.display()),
+                })?;
+        }
+        if self.tls.required {
+            options = options.require_tls(true);
+        }
+        for root in &self.tls.roots {
+            options = options.add_root_certificates(root.clone());
+        }
+        if let Some((cert, key)) = &self.tls.client {
+            options = options.add_client_certificate(cert.clone(), key.clone());
+        }
+        if let Some(f) = &self.configure {
+            options = f(options);
         }
         options
             .connect(self.url.as_str())

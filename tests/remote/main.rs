@@ -115,6 +115,8 @@ struct HostSpec {
     workers: usize,
     ack_wait_ms: u64,
     max_deliver: u32,
+    /// A CA to trust over TLS (the server then requires TLS).
+    tls_ca: Option<String>,
 }
 
 /// A host: serves the pool with a local pool, until it is killed.
@@ -123,6 +125,10 @@ async fn host(spec: HostSpec) -> String {
         .pool(spec.pool)
         .ack_wait(Duration::from_millis(spec.ack_wait_ms))
         .max_deliver(spec.max_deliver);
+    let options = match spec.tls_ca {
+        Some(ca) => options.require_tls(true).tls_root_certificate(ca),
+        None => options,
+    };
     match procpool::remote::serve(options, spec.workers).await {
         Ok(()) => "served".to_owned(),
         Err(e) => common::report(&e),
@@ -141,6 +147,7 @@ impl HostSpec {
             workers: 2,
             ack_wait_ms: 5_000,
             max_deliver: 3,
+            tls_ca: None,
         }
     }
 }
@@ -693,6 +700,85 @@ async fn a_task_submitted_twice_under_one_key_runs_once() {
     );
     // Unkeyed tasks go on.
     assert_eq!(pool.run(square, 6).await.unwrap().0, 36);
+    drop(hosts);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A certificate authority, and a certificate it signed for 127.0.0.1, as PEM files
+/// in `dir`: (the CA's certificate, the server's certificate, the server's key).
+fn tls_files(dir: &std::path::Path) -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let write = |name: &str, pem: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, pem).unwrap();
+        path.to_string_lossy().into_owned()
+    };
+    (
+        write("ca.pem", ca_cert.pem()),
+        write("server.pem", cert.pem()),
+        write("server-key.pem", key.serialize_pem()),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_options_reach_the_server_and_an_untrusted_one_is_refused_at_connect() {
+    let (dir, _) = fifo("tls");
+    let (ca, cert, key) = tls_files(&dir);
+    let server = NatsServer::start_with(&["--tls", "--tlscert", &cert, "--tlskey", &key]);
+    // Not trusting the server's CA: a clear error at connect.
+    let untrusting = ProcessPoolExecutor::builder()
+        .nats(NatsOptions::new(&server.url).pool("tls").require_tls(true))
+        .build()
+        .unwrap();
+    match tokio::time::timeout(Duration::from_secs(30), untrusting.ready()).await {
+        Ok(Err(procpool::Error::Remote { what, reason })) => {
+            assert_eq!(what, "connect", "{reason}");
+            assert!(reason.contains("certificate"), "{reason}");
+        }
+        other => panic!("expected Error::Remote, got {other:?}"),
+    }
+    // Trusting it: a host and a submitter talk over TLS.
+    let spec = HostSpec {
+        tls_ca: Some(ca.clone()),
+        ..HostSpec::new(&server.url, "tls")
+    };
+    let hosts = Hosts::start_spec(spec, 1);
+    let pool = ProcessPoolExecutor::builder()
+        .nats(
+            NatsOptions::new(&server.url)
+                .pool("tls")
+                .require_tls(true)
+                .tls_root_certificate(&ca),
+        )
+        .build()
+        .unwrap();
+    pool.ready().await.unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(60), pool.run(square, 7))
+        .await
+        .expect("an answer within a minute");
+    assert_eq!(answer.unwrap().0, 49);
+    // A credentials file that is not there: a clear error at connect.
+    let no_creds = ProcessPoolExecutor::builder()
+        .nats(NatsOptions::new(&server.url).credentials_file(dir.join("missing.creds")))
+        .build()
+        .unwrap();
+    match tokio::time::timeout(Duration::from_secs(30), no_creds.ready()).await {
+        Ok(Err(procpool::Error::Remote { what, reason })) => {
+            assert_eq!(what, "read the credentials file");
+            assert!(reason.contains("missing.creds"), "{reason}");
+        }
+        other => panic!("expected Error::Remote, got {other:?}"),
+    }
     drop(hosts);
     let _ = std::fs::remove_dir_all(&dir);
 }
