@@ -267,8 +267,13 @@ async fn run_one(
             let chunk = (shape == Shape::Batch)
                 .then(|| get(header::ITEMS).and_then(|n| n.parse().ok()).unwrap_or(1));
             let mut task = pool.submit_raw(func, &msg.payload, chunk);
-            let mut progress = tokio::time::interval(limits.progress_every);
-            progress.tick().await;
+            // The first progress ack is one period away. (`interval`'s immediate first
+            // tick would be awaited here: tokio completes a timer due now only at its
+            // next 1 ms tick, which cost every task a millisecond.)
+            let mut progress = tokio::time::interval_at(
+                tokio::time::Instant::now() + limits.progress_every,
+                limits.progress_every,
+            );
             // Why this host stopped the task itself, if it did.
             let mut stopped: Option<Failed> = None;
             let result = loop {
