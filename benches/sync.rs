@@ -114,7 +114,12 @@ fn main() {
     rt.block_on(async {
         let (mut a, mut b, mut c, mut d) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for _ in 0..RUNS {
-            a.push(lock_uncontended(n));
+            // Blocking code: off the runtime's threads, as a user's would be.
+            a.push(
+                tokio::task::spawn_blocking(move || lock_uncontended(n))
+                    .await
+                    .unwrap(),
+            );
             b.push(lock_contended(n).await);
             c.push(event_round_trip(n).await);
             d.push(value_increments(n).await);

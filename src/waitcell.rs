@@ -343,6 +343,22 @@ impl WaitCell {
     }
 }
 
+impl WaitCell {
+    /// Publishes a change made without the mutex (an atomic word of the object's
+    /// own): bumps `seq` and wakes the waiters registered. The change must be stored
+    /// before this is called.
+    pub(crate) fn publish(&self) {
+        self.seq().fetch_add(1, SeqCst);
+        self.wake();
+    }
+
+    /// How many changes were published (for tests).
+    #[cfg(test)]
+    pub(crate) fn changes(&self) -> u32 {
+        self.seq().load(SeqCst)
+    }
+}
+
 impl CellGuard<'_> {
     /// Marks the state changed: waiters are woken when the guard drops.
     pub(crate) fn changed(&mut self) {

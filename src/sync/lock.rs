@@ -1,14 +1,53 @@
 //! [`Lock`] and [`RLock`]: a mutex held by a process, or re-entrantly by a thread.
 
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Release};
+
 use super::*;
 
 const MAGIC_LOCK: u64 = 0x7073_796e_634c_0001;
 const MAGIC_RLOCK: u64 = 0x7073_796e_6352_0001;
 
-// Lock fields: the holder (pid, start); for an RLock also its thread and the depth.
-const L_OWNER: usize = 0;
+// Lock fields: the lock word; for an RLock also the holding thread and the depth.
+//
+// The word is the whole lock: 0 when free, else the holding process (its pid and
+// start time, see `word_of`) with bit 0 set once a waiter may sleep on it. Taking a
+// free lock is one compare-and-swap, releasing it one swap; only a release that finds
+// bit 0 set publishes a change on the page (a `seq` bump and the wake-ups), and every
+// waiter sets the bit again on each attempt that fails, so none sleeps unseen.
+const L_WORD: usize = 0;
 const L_TID: usize = 16;
 const L_DEPTH: usize = 24;
+
+/// Bit 0 of the lock word: someone may be waiting.
+const WAITERS: u64 = 1;
+/// Bits of the word that hold a pid (pids stay below 2^22, Linux's `pid_max` limit).
+const PID_BITS: u32 = 22;
+
+/// The lock word of a holder: start time (clock ticks since boot: 41 bits last 700
+/// years at 100 Hz), pid, and a clear waiters bit.
+fn word_of(o: Owner) -> u64 {
+    (o.start << (PID_BITS + 1)) | (u64::from(o.pid) << 1)
+}
+
+/// The holder a lock word names, if any.
+fn holder_of(word: u64) -> Option<Owner> {
+    match word & !WAITERS {
+        0 => None,
+        w => Some(Owner {
+            pid: ((w >> 1) & ((1 << PID_BITS) - 1)) as u32,
+            start: w >> (PID_BITS + 1),
+        }),
+    }
+}
+
+/// This process's lock word.
+fn my_word() -> u64 {
+    word_of(owner::me())
+}
+
+fn lock_word(shared: &Shared) -> &std::sync::atomic::AtomicU64 {
+    shared.cell.page().u64_at(USER + L_WORD)
+}
 
 /// How an attempt on a lock went.
 enum Got {
@@ -20,52 +59,75 @@ enum Got {
 /// `check_holder`: find out whether a holder still lives (reads `/proc`); otherwise a
 /// held lock is simply reported held.
 fn try_take(shared: &Shared, tid: Option<u64>, check_holder: bool) -> io::Result<Step<Got>> {
-    let mut g = shared.lock()?;
-    let page = g.page();
-    let me = owner::me();
-    let got = match owner_at(page, L_OWNER) {
-        None => Got::Clean,
-        Some(o) if o == me && tid.is_some() && Some(u64_at(page, L_TID)) == tid => {
-            set_u64(page, L_DEPTH, u64_at(page, L_DEPTH) + 1);
-            g.changed();
-            return Ok(Step::Ready(Got::Clean));
+    let page = shared.cell.page();
+    let word = lock_word(shared);
+    let me = my_word();
+    let mut cur = word.load(Acquire);
+    loop {
+        let got = match holder_of(cur) {
+            None => Got::Clean,
+            // Only the holding thread changes the depth, so it needs no atomics.
+            Some(_) if cur & !WAITERS == me && tid.is_some_and(|t| u64_at(page, L_TID) == t) => {
+                set_u64(page, L_DEPTH, u64_at(page, L_DEPTH) + 1);
+                return Ok(Step::Ready(Got::Clean));
+            }
+            Some(o) if !check_holder || owner::is_alive(o) => {
+                // Say that someone waits, so that the release wakes it.
+                if cur & WAITERS == 0 {
+                    if let Err(now) = word.compare_exchange(cur, cur | WAITERS, AcqRel, Acquire) {
+                        cur = now;
+                        continue;
+                    }
+                }
+                return Ok(Step::HeldBy(o.pid));
+            }
+            Some(_) => Got::OwnerDied,
+        };
+        // The waiters bit stays: others may still sleep.
+        match word.compare_exchange(cur, me | (cur & WAITERS), Acquire, Acquire) {
+            Ok(_) => {
+                if let Some(t) = tid {
+                    set_u64(page, L_TID, t);
+                    set_u64(page, L_DEPTH, 1);
+                }
+                return Ok(Step::Ready(got));
+            }
+            Err(now) => cur = now,
         }
-        Some(o) if !check_holder || owner::is_alive(o) => return Ok(Step::HeldBy(o.pid)),
-        Some(_) => Got::OwnerDied,
-    };
-    set_owner(page, L_OWNER, Some(me));
-    set_u64(page, L_TID, tid.unwrap_or(0));
-    set_u64(page, L_DEPTH, 1);
-    g.changed();
-    Ok(Step::Ready(got))
+    }
+}
+
+/// Frees a lock held by this process: one swap, and the wake-ups if anyone waits.
+fn free(shared: &Shared) {
+    if lock_word(shared).swap(0, Release) & WAITERS != 0 {
+        shared.cell.publish();
+    }
 }
 
 /// Releases one level of a lock held by this process (and thread, for an RLock).
 fn give_back(shared: &Shared, tid: Option<u64>) -> Result<(), ReleaseError> {
-    let mut g = shared.lock()?;
-    let page = g.page();
-    if owner_at(page, L_OWNER) != Some(owner::me()) || tid.is_some_and(|t| u64_at(page, L_TID) != t)
-    {
+    let page = shared.cell.page();
+    if !held_by(shared, tid) {
         return Err(ReleaseError::NotOwner);
     }
-    let depth = u64_at(page, L_DEPTH).saturating_sub(1);
-    set_u64(page, L_DEPTH, depth);
-    if depth == 0 {
-        set_owner(page, L_OWNER, None);
+    if tid.is_some() {
+        let depth = u64_at(page, L_DEPTH).saturating_sub(1);
+        set_u64(page, L_DEPTH, depth);
+        if depth > 0 {
+            return Ok(());
+        }
+        // Cleared before the word, so that another thread of this process that sees
+        // the next holder's word never finds its own id here.
         set_u64(page, L_TID, 0);
-        g.changed();
     }
+    free(shared);
     Ok(())
 }
 
 /// Whether this process (and, with `tid`, this thread) holds the lock.
-fn held_by(shared: &Shared, tid: Option<u64>) -> io::Result<bool> {
-    let g = shared.lock()?;
-    let page = g.page();
-    Ok(
-        owner_at(page, L_OWNER) == Some(owner::me())
-            && tid.is_none_or(|t| u64_at(page, L_TID) == t),
-    )
+fn held_by(shared: &Shared, tid: Option<u64>) -> bool {
+    lock_word(shared).load(Acquire) & !WAITERS == my_word()
+        && tid.is_none_or(|t| u64_at(shared.cell.page(), L_TID) == t)
 }
 
 fn lock_outcome<G>(got: Got, guard: G) -> Result<G, LockError<G>> {
@@ -127,15 +189,12 @@ impl Lock {
 
     /// Whether this process holds the lock (what [`Condition::notify`] requires).
     pub(super) fn held_here(&self) -> io::Result<bool> {
-        held_by(&self.shared, None)
+        Ok(held_by(&self.shared, None))
     }
 
     /// Whether some process holds the lock right now.
     pub fn is_locked(&self) -> bool {
-        self.shared
-            .lock()
-            .map(|g| owner_at(g.page(), L_OWNER).is_some())
-            .unwrap_or(false)
+        holder_of(lock_word(&self.shared).load(Acquire)).is_some()
     }
 }
 
@@ -188,7 +247,7 @@ impl RLock {
 
     /// Whether this thread holds the lock (what [`Condition::notify`] requires).
     pub(super) fn held_here(&self) -> io::Result<bool> {
-        held_by(&self.shared, RLock::me())
+        Ok(held_by(&self.shared, RLock::me()))
     }
 
     fn me() -> Option<u64> {
@@ -256,20 +315,61 @@ pub(super) fn restore_after_wait(_: &Lock, _: u64) {}
 pub(super) fn release_all_for_wait(guard: RLockGuard<'_>) -> io::Result<u64> {
     let lock = guard.lock;
     std::mem::forget(guard);
-    let mut g = lock.shared.lock()?;
-    let page = g.page();
+    let page = lock.shared.cell.page();
     let depth = u64_at(page, L_DEPTH);
     set_u64(page, L_DEPTH, 0);
-    set_owner(page, L_OWNER, None);
     set_u64(page, L_TID, 0);
-    g.changed();
+    free(&lock.shared);
     Ok(depth)
 }
 
 /// Puts back the levels released by [`release_all_for_wait`] (the lock is held again,
 /// at depth 1, by the guard just taken).
 pub(super) fn restore_all_after_wait(lock: &RLock, depth: u64) {
-    if let Ok(g) = lock.shared.lock() {
-        set_u64(g.page(), L_DEPTH, depth.max(1));
+    set_u64(lock.shared.cell.page(), L_DEPTH, depth.max(1));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lock_word_names_its_holder_with_or_without_waiters() {
+        let me = owner::me();
+        let w = word_of(me);
+        assert_eq!(w & WAITERS, 0);
+        assert_eq!(holder_of(w), Some(me));
+        assert_eq!(holder_of(w | WAITERS), Some(me));
+        assert_eq!(holder_of(0), None);
+        assert_eq!(holder_of(WAITERS), None);
+        // The largest pid Linux hands out, and a start time far in the future.
+        let far = Owner {
+            pid: (1 << PID_BITS) - 1,
+            start: (1 << 40) + 12_345,
+        };
+        assert_eq!(holder_of(word_of(far) | WAITERS), Some(far));
+    }
+
+    #[test]
+    fn an_uncontended_lock_and_unlock_leaves_no_waiters_bit_and_publishes_nothing() {
+        let lock = Lock::new().unwrap();
+        let seq = lock.shared.cell.changes();
+        for _ in 0..3 {
+            let g = lock.try_lock().unwrap();
+            assert_eq!(lock_word(&lock.shared).load(Acquire), my_word());
+            drop(g);
+            assert_eq!(lock_word(&lock.shared).load(Acquire), 0);
+        }
+        // Nobody waited: no change was published on the page.
+        assert_eq!(lock.shared.cell.changes(), seq);
+        // A failed attempt marks the word, and the release then publishes.
+        let g = lock.try_lock().unwrap();
+        assert!(matches!(
+            try_take(&lock.shared, None, false).unwrap(),
+            Step::HeldBy(_)
+        ));
+        assert_eq!(lock_word(&lock.shared).load(Acquire), my_word() | WAITERS);
+        drop(g);
+        assert_eq!(lock.shared.cell.changes(), seq + 1);
     }
 }

@@ -4,7 +4,10 @@
 //! Each primitive is a page of shared memory (an anonymous memory file: nothing is left
 //! in `/dev/shm` after a crash) holding its state under a robust process-shared mutex,
 //! plus an eventfd. Blocking waits sleep on a futex; async waits are woken through the
-//! eventfd, which tokio watches. Pass a primitive to other processes as a task or
+//! eventfd, which tokio watches. [`Lock`] and [`RLock`] skip the mutex: their state is
+//! one atomic word naming the holder, so an uncontended lock and unlock is one
+//! compare-and-swap and one swap, and only a release that someone waits for touches
+//! the page's change counter and wakes them. Pass a primitive to other processes as a task or
 //! [`Process`](crate::Process) argument, or inside a message; clone it to share it
 //! between tasks of one process.
 //!
