@@ -69,7 +69,8 @@ fn main() {
     };
     let rt = common::runtime();
     let mut rows = Rows::default();
-    // `--only W1` (for example) measures one workload and prints it.
+    // `--only W1` (for example) measures one workload and prints it; `--only idle`
+    // the CPU an idle pool uses.
     if let Some(only) = std::env::args().skip_while(|a| a != "--only").nth(1) {
         return only_one(&only, &rt, &s);
     }
@@ -216,6 +217,9 @@ fn main() {
     });
     let (base_peak, map_peak) = map_peak_rss();
 
+    eprintln!("Idle CPU");
+    let idle_cpu = median_of(s.runs.min(3), || rt.block_on(idle_cpu_ms()));
+
     eprintln!("Python");
     let py = common::python(
         "compare.py",
@@ -351,6 +355,13 @@ fn main() {
         "-",
     );
     rows.time(
+        "Idle 1 s: CPU of parent + 2 workers (ms)",
+        idle_cpu,
+        "goal: 5 ms",
+        Some(5.0),
+        "≥ 1.0x",
+    );
+    rows.time(
         "map 10M peak RSS (MiB)",
         map_peak,
         "same process before the map",
@@ -403,7 +414,13 @@ fn only_one(which: &str, rt: &tokio::runtime::Runtime, s: &Sizes) {
             let ms = median_of(s.runs.max(7), || rt.block_on(start_two_and_run()));
             println!("W5 {ms:.2} ms");
         }
-        other => eprintln!("--only takes W1, W2 or W5, not {other}"),
+        "idle" => {
+            for _ in 0..s.runs.min(3) {
+                let ms = rt.block_on(idle_cpu_ms());
+                println!("idle 1 s: {ms:.2} ms of CPU (parent + 2 workers)");
+            }
+        }
+        other => eprintln!("--only takes W1, W2, W5 or idle, not {other}"),
     }
 }
 
@@ -613,6 +630,38 @@ fn rss_kib(pid: u32, field: &str) -> u64 {
                 .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// CPU time (ms) that this process and its children use during 1 s in which a pool
+/// of 2 sits idle, right after 2,000 sequential tasks (so that every spin budget is
+/// at its largest when the idleness starts).
+async fn idle_cpu_ms() -> f64 {
+    let pool = common::ready_pool_on(2).await;
+    for i in 0..2_000 {
+        pool.run(trivial, i).await.unwrap();
+    }
+    let pids: Vec<u32> = std::iter::once(std::process::id())
+        .chain(children_of_self())
+        .collect();
+    let before: u64 = pids.iter().map(|&p| cpu_ns(p)).sum();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after: u64 = pids.iter().map(|&p| cpu_ns(p)).sum();
+    pool.shutdown().await;
+    after.saturating_sub(before) as f64 / 1e6
+}
+
+/// CPU time of every thread of `pid` so far, in ns: the first field of each
+/// `/proc/<pid>/task/<tid>/schedstat` (`/proc/<pid>/stat` counts in 10 ms ticks, too
+/// coarse for a goal of 5 ms).
+fn cpu_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
 }
 
 fn children_of_self() -> Vec<u32> {
