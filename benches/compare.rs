@@ -27,6 +27,8 @@ use procpool::{ProcessPoolExecutor, SharedMemory};
 
 /// Set in a child of this bench to make it a raw echo peer or a memory probe.
 const CHILD: &str = "PROCPOOL_COMPARE_CHILD";
+/// The CPU a raw-floor child pins itself to, if set.
+const PIN: &str = "PROCPOOL_COMPARE_PIN";
 const PAYLOAD: usize = 16 << 20;
 
 fn echo(v: Vec<u8>) -> Vec<u8> {
@@ -92,6 +94,14 @@ fn main() {
     rt.block_on(pool.shutdown());
     let (w1_pool, w1_sock) = (common::median(ours), common::median(floor));
     let w1_ratio = common::median(ratios);
+    // The floor with its two sides placed, not left to the scheduler.
+    let pinned = |apart| {
+        let runs: Vec<f64> = (0..s.runs)
+            .filter_map(|_| raw_ping_pong_pinned(s.round_trips, apart))
+            .collect();
+        (!runs.is_empty()).then(|| common::median(runs))
+    };
+    let (w1_apart, w1_same) = (pinned(true), pinned(false));
     // The same from a current-thread runtime: caller and driver share a thread.
     let ct = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -250,6 +260,8 @@ fn main() {
         format!("{w1_ratio:.2}x"),
         "≥ 1.0x".into(),
     ]);
+    rows.time("", w1_pool, "raw, pinned to 2 CPUs", w1_apart, "≥ 2x");
+    rows.time("", w1_pool, "raw, pinned to 1 CPU", w1_same, "-");
     rows.0.push([
         "W1, current-thread runtime".into(),
         fmt(w1_ct),
@@ -398,6 +410,11 @@ fn only_one(which: &str, rt: &tokio::runtime::Runtime, s: &Sizes) {
                 "W1 median of per-run ratios: {:.2}x",
                 common::median(ratios)
             );
+            for (apart, placed) in [(true, "2 CPUs"), (false, "1 CPU")] {
+                if let Some(f) = raw_ping_pong_pinned(s.round_trips, apart) {
+                    println!("raw socketpair pinned to {placed}: {f:.1} us");
+                }
+            }
             rt.block_on(pool.shutdown());
         }
         "W2" => {
@@ -521,9 +538,15 @@ where
 
 /// A child of this bench with `mode`, and our end of a socketpair that is its stdin.
 fn spawn_child(mode: &str) -> (std::process::Child, UnixStream) {
+    spawn_child_on(mode, None)
+}
+
+/// [`spawn_child`], the child pinned to `cpu` if given.
+fn spawn_child_on(mode: &str, cpu: Option<usize>) -> (std::process::Child, UnixStream) {
     let (ours, theirs) = UnixStream::pair().unwrap();
     let child = Command::new(std::env::current_exe().unwrap())
         .env(CHILD, mode)
+        .env(PIN, cpu.map(|c| c.to_string()).unwrap_or_default())
         .stdin(Stdio::from(OwnedFd::from(theirs)))
         .spawn()
         .unwrap();
@@ -545,6 +568,35 @@ fn raw_ping_pong(n: usize) -> f64 {
     drop(sock);
     child.wait().unwrap();
     us
+}
+
+/// [`raw_ping_pong`] with both sides pinned: this thread to CPU 0, the child to CPU 1
+/// (`apart`) or to CPU 0 too. A cross-CPU wake-up costs ~10× a same-CPU hand-off on
+/// this VM, so an unpinned floor measures where the scheduler put the two sides.
+/// `None` on a machine of one CPU.
+fn raw_ping_pong_pinned(n: usize, apart: bool) -> Option<f64> {
+    use rustix::thread::{sched_getaffinity, sched_setaffinity, CpuSet};
+    if std::thread::available_parallelism().map_or(1, |p| p.get()) < 2 {
+        return None;
+    }
+    let previous = sched_getaffinity(None).ok()?;
+    let mut cpu0 = CpuSet::new();
+    cpu0.set(0);
+    sched_setaffinity(None, &cpu0).ok()?;
+    let (mut child, mut sock) = spawn_child_on("ping", Some(usize::from(apart)));
+    let mut buf = [7u8; 8];
+    sock.write_all(&buf).unwrap();
+    sock.read_exact(&mut buf).unwrap();
+    let t = Instant::now();
+    for _ in 0..n {
+        sock.write_all(&buf).unwrap();
+        sock.read_exact(&mut buf).unwrap();
+    }
+    let us = t.elapsed().as_secs_f64() * 1e6 / n as f64;
+    drop(sock);
+    child.wait().unwrap();
+    sched_setaffinity(None, &previous).ok()?;
+    Some(us)
 }
 
 /// `data` sent to a child process and back `n` times (one copy each way, by the
@@ -588,6 +640,14 @@ fn child(mode: &str) {
     use std::os::fd::AsFd;
     // stdin is our end of the socketpair.
     let mut sock = std::fs::File::from(std::io::stdin().as_fd().try_clone_to_owned().unwrap());
+    if let Some(cpu) = std::env::var(PIN)
+        .ok()
+        .and_then(|c| c.parse::<usize>().ok())
+    {
+        let mut set = rustix::thread::CpuSet::new();
+        set.set(cpu);
+        rustix::thread::sched_setaffinity(None, &set).unwrap();
+    }
     match mode {
         "ping" => {
             let mut buf = [0u8; 8];
