@@ -19,6 +19,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
+#[path = "compare_plots/mod.rs"]
+mod plots;
 
 use common::{calibrate_10ms, spin, trivial, windowed};
 
@@ -230,6 +232,43 @@ fn main() {
     eprintln!("Idle CPU");
     let idle_cpu = median_of(s.runs.min(3), || rt.block_on(idle_cpu_ms()));
 
+    eprintln!("Plots: W1 latency samples, map against workers");
+    let w1_pool_samples = {
+        let pool = common::ready_pool(&rt, 1);
+        let samples = rt.block_on(async {
+            for i in 0..200 {
+                pool.run(trivial, i).await.unwrap();
+            }
+            let mut v = Vec::with_capacity(s.round_trips * 5);
+            for i in 0..(s.round_trips * 5) as u64 {
+                let t = Instant::now();
+                pool.run(trivial, i).await.unwrap();
+                v.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+            v
+        });
+        rt.block_on(pool.shutdown());
+        samples
+    };
+    let floor_samples = |apart| raw_ping_pong_samples(s.round_trips * 5, apart);
+    let (apart_samples, same_samples) = (floor_samples(true), floor_samples(false));
+    let map_by_workers: Vec<(u32, f64)> = [1u32, 2, 4]
+        .into_iter()
+        .map(|w| {
+            let pool = common::ready_pool(&rt, w as usize);
+            let rate = median_of(s.runs.min(3), || {
+                rt.block_on(async {
+                    let t = Instant::now();
+                    let out = pool.map(trivial, 0..s.tasks).await.unwrap();
+                    assert_eq!(out.len() as u64, s.tasks);
+                    s.tasks as f64 / t.elapsed().as_secs_f64()
+                })
+            });
+            rt.block_on(pool.shutdown());
+            (w, rate)
+        })
+        .collect();
+
     eprintln!("Python");
     let py = common::python(
         "compare.py",
@@ -381,6 +420,62 @@ fn main() {
         "bounded",
     );
     rows.print();
+
+    // The plots, beside BENCHMARKS.md.
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/bench");
+    let _ = std::fs::create_dir_all(&dir);
+    let mut lines = vec![plots::Latency::of("procpool pool.run", w1_pool_samples)];
+    if let Some(v) = apart_samples {
+        lines.push(plots::Latency::of("raw socketpair, 2 CPUs", v));
+    }
+    if let Some(v) = same_samples {
+        lines.push(plots::Latency::of("raw socketpair, 1 CPU", v));
+    }
+    let python_at = ["w1_ppe_p50", "w1_ppe_p90", "w1_ppe_p99", "w1_ppe_p999"].map(&py);
+    if python_at.iter().all(Option::is_some) {
+        lines.push(plots::Latency {
+            name: "Python ProcessPoolExecutor".into(),
+            at: python_at.map(|v| v.unwrap_or(f64::NAN)),
+        });
+    }
+    for l in &lines {
+        let at: Vec<String> = l.at.iter().map(|v| format!("{v:.1}")).collect();
+        println!(
+            "W1 latency, {}: p50/p90/p99/p99.9 = {} us",
+            l.name,
+            at.join(" / ")
+        );
+    }
+    let path = dir.join("w1_latency.svg");
+    match plots::latency(&path, "W1: one trivial task, round trip", &lines) {
+        Ok(()) => println!("wrote {}", path.display()),
+        Err(e) => eprintln!("could not write {}: {e}", path.display()),
+    }
+    let mut map_lines = vec![("procpool map".to_owned(), map_by_workers.clone())];
+    let python_map: Vec<(u32, f64)> = [1u32, 2, 4]
+        .into_iter()
+        .filter_map(|w| Some((w, py(&format!("map_pool_{w}"))?)))
+        .collect();
+    if !python_map.is_empty() {
+        map_lines.push(("Python Pool.map".to_owned(), python_map));
+    }
+    for (name, pts) in &map_lines {
+        let pts: Vec<String> = pts
+            .iter()
+            .map(|(w, r)| format!("{w}: {:.2} M/s", r / 1e6))
+            .collect();
+        println!(
+            "map of {} trivial items, {name}: {}",
+            s.tasks,
+            pts.join(", ")
+        );
+    }
+    let path = dir.join("map_throughput.svg");
+    let title = format!("map of {} trivial items", s.tasks);
+    match plots::throughput(&path, &title, &map_lines) {
+        Ok(()) => println!("wrote {}", path.display()),
+        Err(e) => eprintln!("could not write {}: {e}", path.display()),
+    }
 }
 
 /// Milliseconds from building a pool of 2 to its first result (shutdown not counted).
@@ -575,6 +670,12 @@ fn raw_ping_pong(n: usize) -> f64 {
 /// this VM, so an unpinned floor measures where the scheduler put the two sides.
 /// `None` on a machine of one CPU.
 fn raw_ping_pong_pinned(n: usize, apart: bool) -> Option<f64> {
+    let samples = raw_ping_pong_samples(n, apart)?;
+    Some(samples.iter().sum::<f64>() / samples.len() as f64)
+}
+
+/// Each round of [`raw_ping_pong_pinned`], in µs.
+fn raw_ping_pong_samples(n: usize, apart: bool) -> Option<Vec<f64>> {
     use rustix::thread::{sched_getaffinity, sched_setaffinity, CpuSet};
     if std::thread::available_parallelism().map_or(1, |p| p.get()) < 2 {
         return None;
@@ -587,16 +688,17 @@ fn raw_ping_pong_pinned(n: usize, apart: bool) -> Option<f64> {
     let mut buf = [7u8; 8];
     sock.write_all(&buf).unwrap();
     sock.read_exact(&mut buf).unwrap();
-    let t = Instant::now();
+    let mut samples = Vec::with_capacity(n);
     for _ in 0..n {
+        let t = Instant::now();
         sock.write_all(&buf).unwrap();
         sock.read_exact(&mut buf).unwrap();
+        samples.push(t.elapsed().as_secs_f64() * 1e6);
     }
-    let us = t.elapsed().as_secs_f64() * 1e6 / n as f64;
     drop(sock);
     child.wait().unwrap();
     sched_setaffinity(None, &previous).ok()?;
-    Some(us)
+    Some(samples)
 }
 
 /// `data` sent to a child process and back `n` times (one copy each way, by the

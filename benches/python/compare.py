@@ -74,6 +74,15 @@ def main():
         for i in range(n):
             ex.submit(trivial, i).result()
         emit("w1_round_trip_ppe", (time.perf_counter() - t) / n * 1e6, "us")
+        # Each round trip on its own, for the latency plot.
+        samples = []
+        for i in range(n * 5):
+            t = time.perf_counter()
+            ex.submit(trivial, i).result()
+            samples.append((time.perf_counter() - t) * 1e6)
+        samples.sort()
+        for q, name in ((0.5, "p50"), (0.9, "p90"), (0.99, "p99"), (0.999, "p999")):
+            emit(f"w1_ppe_{name}", samples[round((len(samples) - 1) * q)], "us")
 
     # W2: many trivial tasks.
     n = 200_000 if QUICK else 1_000_000
@@ -82,6 +91,13 @@ def main():
         t = time.perf_counter()
         pool.map(trivial, range(n))
         emit("w2_pool_map", n / (time.perf_counter() - t), "tasks/s")
+    # map against the number of workers, for the throughput plot.
+    for workers in (1, 2, 4):
+        with ctx.Pool(workers) as pool:
+            pool.map(trivial, range(1000))
+            t = time.perf_counter()
+            pool.map(trivial, range(n))
+            emit(f"map_pool_{workers}", n / (time.perf_counter() - t), "tasks/s")
     n = 5_000 if QUICK else 20_000
     with ProcessPoolExecutor(2, mp_context=ctx) as ex:
         ex.submit(trivial, 1).result()
