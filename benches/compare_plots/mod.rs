@@ -79,21 +79,49 @@ pub(crate) fn latency(path: &std::path::Path, title: &str, lines: &[Latency]) ->
             .filter(|(_, v)| v.is_finite())
             .map(|(i, v)| (i as f64, *v))
             .collect();
-        chart
-            .draw_series(LineSeries::new(points.clone(), colour.stroke_width(2)))?
-            .label(line.name.as_str())
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
-            });
-        chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, colour.filled())))?;
+        draw_line(&mut chart, &line.name, points, colour)?;
     }
+    finish(chart)?;
+    root.present()?;
+    Ok(())
+}
+
+/// One named line with a dot at each point, and its legend entry.
+fn draw_line<'a, DB: DrawingBackend + 'a, X, Y>(
+    chart: &mut ChartContext<'a, DB, Cartesian2d<X, Y>>,
+    name: &str,
+    points: Vec<(f64, f64)>,
+    colour: &'static RGBColor,
+) -> Result
+where
+    X: Ranged<ValueType = f64>,
+    Y: Ranged<ValueType = f64>,
+    DB::ErrorType: 'static,
+{
+    chart
+        .draw_series(LineSeries::new(points.clone(), colour.stroke_width(2)))?
+        .label(name)
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2)));
+    chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, colour.filled())))?;
+    Ok(())
+}
+
+/// The legend, top left.
+fn finish<'a, DB: DrawingBackend + 'a, X, Y>(
+    chart: ChartContext<'a, DB, Cartesian2d<X, Y>>,
+) -> Result
+where
+    X: Ranged<ValueType = f64>,
+    Y: Ranged<ValueType = f64>,
+    DB::ErrorType: 'static,
+{
+    let mut chart = chart;
     chart
         .configure_series_labels()
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .position(SeriesLabelPosition::UpperLeft)
         .draw()?;
-    root.present()?;
     Ok(())
 }
 
@@ -131,20 +159,9 @@ pub(crate) fn throughput(
         .draw()?;
     for ((name, pts), colour) in lines.iter().zip(COLOURS.iter().cycle()) {
         let points: Vec<(f64, f64)> = pts.iter().map(|&(w, r)| (f64::from(w), r / 1e6)).collect();
-        chart
-            .draw_series(LineSeries::new(points.clone(), colour.stroke_width(2)))?
-            .label(name.as_str())
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
-            });
-        chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, colour.filled())))?;
+        draw_line(&mut chart, name, points, colour)?;
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperLeft)
-        .draw()?;
+    finish(chart)?;
     root.present()?;
     Ok(())
 }
