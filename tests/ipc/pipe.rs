@@ -31,6 +31,49 @@ async fn ping_pong_both_directions_with_a_child() {
     assert_eq!(child.join().await.unwrap(), 100);
 }
 
+/// Answers each number with its double, except that it holds back the answer to 1000
+/// until the parent sends 1001 (and then answers both, in order).
+fn doubler_holding_one_back(conn: Connection<u64>) {
+    loop {
+        match conn.blocking_recv().expect("a number") {
+            0 => return,
+            1000 => {
+                assert_eq!(conn.blocking_recv().expect("the release"), 1001);
+                conn.blocking_send(&2000).expect("send back");
+                conn.blocking_send(&2002).expect("send back");
+            }
+            n => conn.blocking_send(&(n * 2)).expect("send back"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receive_cancelled_while_it_polls_loses_and_cuts_nothing() {
+    let (ours, theirs) = procpool::pipe::<u64>().unwrap();
+    let mut child = Process::spawn(doubler_holding_one_back, theirs).unwrap();
+    // Quick answers: receives poll before they sleep.
+    for n in 1..=200u64 {
+        ours.send(&n).await.unwrap();
+        assert_eq!(ours.recv().await.unwrap(), 2 * n);
+    }
+    // No answer comes to this one until 1001 is sent: cancel receives in the middle of
+    // their polling, again and again.
+    ours.send(&1000).await.unwrap();
+    for _ in 0..50 {
+        let cut = tokio::time::timeout(Duration::from_micros(20), ours.recv()).await;
+        assert!(cut.is_err(), "nothing can have come: {cut:?}");
+    }
+    ours.send(&1001).await.unwrap();
+    assert_eq!(ours.recv().await.unwrap(), 2000);
+    assert_eq!(ours.recv().await.unwrap(), 2002);
+    for n in 1..=20u64 {
+        ours.send(&n).await.unwrap();
+        assert_eq!(ours.recv().await.unwrap(), 2 * n);
+    }
+    ours.send(&0).await.unwrap();
+    child.join().await.unwrap();
+}
+
 /// Child side of the half-duplex scenario: sends three lines, then its end closes.
 fn writer(tx: pipe::Sender<String>) {
     for word in ["one", "two", "three"] {
