@@ -3,10 +3,9 @@
 //! task resolves, the counts add up, and no zombie is left.
 //!
 //! The storms SIGKILL *every* child of this process, so the tests of this file take
-//! [`STORM`] and run one at a time. A storm's period is its rate, the one place time
-//! appears: the killer sleeps between rounds only to pace itself, and nothing waits on
-//! that sleep. Every wait in the tests is on a result, a pid or an event, and no
-//! assertion depends on time.
+//! [`STORM`] and run one at a time. A storm is paced by the work itself: it strikes
+//! each time a number of results has come in, while the rest are running. Every wait
+//! is on a result, a pid or an event, and no assertion depends on time.
 
 mod common;
 
@@ -17,18 +16,30 @@ use procpool::{Event, PoolStats, ProcessPoolExecutor, RawValue, TaskError};
 
 static STORM: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// SIGKILLs every child of this process every `period` for `length`, on a thread of
-/// its own; the number of kills.
-fn storm(period: Duration, length: Duration) -> thread::JoinHandle<u64> {
-    thread::spawn(move || {
-        let end = Instant::now() + length;
-        let mut kills = 0;
-        while Instant::now() < end {
-            kills += common::kill_children();
-            thread::sleep(period);
+/// SIGKILLs every child of this process each time `every` more results have come in.
+struct Storm {
+    every: u64,
+    results: u64,
+    /// Children killed so far.
+    kills: u64,
+}
+
+impl Storm {
+    fn every(every: u64) -> Storm {
+        Storm {
+            every,
+            results: 0,
+            kills: 0,
         }
-        kills
-    })
+    }
+
+    /// One more result came in: strike if it is the storm's turn.
+    fn result(&mut self) {
+        self.results += 1;
+        if self.results.is_multiple_of(self.every) {
+            self.kills += common::kill_children();
+        }
+    }
 }
 
 /// Busy for `us` microseconds, then returns `i`.
@@ -122,16 +133,12 @@ async fn a_burst_of_kills_leaves_a_healthy_pool() {
     let handles: Vec<_> = (0..2000u64)
         .map(|i| pool.try_submit(work, (i, 200)).unwrap())
         .collect();
-    let kills = storm(Duration::from_micros(200), Duration::from_secs(1))
-        .join()
-        .unwrap();
-    assert!(kills > 0);
+    // A kill every 10 results, while the tasks behind them run.
+    let mut storm = Storm::every(10);
     let mut ok = 0;
-    for (i, r) in futures::future::join_all(handles)
-        .await
-        .into_iter()
-        .enumerate()
-    {
+    for (i, handle) in handles.into_iter().enumerate() {
+        let r = handle.await;
+        storm.result();
         match r {
             Ok(v) => {
                 assert_eq!(v, i as u64);
@@ -141,8 +148,16 @@ async fn a_burst_of_kills_leaves_a_healthy_pool() {
             Err(e) => panic!("task {i}: {e:?} (only Ok or WorkerDied may come of a kill)"),
         }
     }
-    // Healed: ready, serving, and nothing left unreaped.
-    pool.ready().await.unwrap();
+    let kills = storm.kills;
+    assert!(kills > 0);
+    // Healed: ready, serving, and nothing left unreaped. The last strike came with the
+    // last result and may have hit replacements in their handshake: `ready` reports
+    // each such start as it fails, and is ready once their slots have started again.
+    let mut handshakes_killed = 0;
+    while let Err(e) = pool.ready().await {
+        handshakes_killed += 1;
+        assert!(handshakes_killed <= 4, "more failed starts than workers: {e:?}");
+    }
     for i in 0..8u64 {
         assert_eq!(pool.run(work, (i, 0)).await.unwrap(), i);
     }
@@ -166,16 +181,19 @@ async fn a_burst_of_kills_leaves_a_healthy_pool() {
 async fn a_kill_storm_over_submits_cancels_nothing_and_fails_at_most_one_task_a_kill() {
     let _storm = STORM.lock().await;
     let pool = ProcessPoolExecutor::builder().workers(4).build().unwrap();
-    let killer = storm(Duration::from_millis(5), Duration::from_millis(500));
+    let mut storm = Storm::every(25);
     let mut results = Vec::new();
-    // Waves of submits while the storm lasts, and one after it.
-    while !killer.is_finished() {
+    // Waves of submits under the storm, and one after it.
+    for _ in 0..10 {
         let wave: Vec<_> = (0..200u64)
             .map(|i| pool.try_submit(work, (i, 50)).unwrap())
             .collect();
-        results.extend(futures::future::join_all(wave).await);
+        for handle in wave {
+            results.push(handle.await);
+            storm.result();
+        }
     }
-    let kills = killer.join().unwrap();
+    let kills = storm.kills;
     let after: Vec<_> = (0..50u64)
         .map(|i| pool.try_submit(work, (i, 0)).unwrap())
         .collect();
@@ -198,11 +216,11 @@ async fn a_kill_storm_over_submits_cancels_nothing_and_fails_at_most_one_task_a_
     pool.shutdown().await;
 }
 
-/// Runs `stream`s of the pool's maps while a kill storm lasts: every item resolves
-/// once, as its value or `WorkerDied`; returns (items failed, kills).
+/// Runs `stream`s of the pool's maps under a kill storm: every item resolves once, as
+/// its value or `WorkerDied`; returns (items failed, kills).
 async fn maps_under_a_storm(pool: &ProcessPoolExecutor, chunk: Option<usize>) -> (u64, u64) {
     use futures::StreamExt;
-    let killer = storm(Duration::from_millis(5), Duration::from_millis(500));
+    let mut storm = Storm::every(100);
     let mut failed = 0;
     let mut check = |i: usize, r: Result<u64, TaskError>, expected: Option<u64>| match r {
         Ok(v) => {
@@ -213,8 +231,7 @@ async fn maps_under_a_storm(pool: &ProcessPoolExecutor, chunk: Option<usize>) ->
         Err(TaskError::WorkerDied { .. }) => failed += 1,
         Err(e) => panic!("item {i}: {e:?}: only a value or WorkerDied may come of a kill"),
     };
-    let mut round = 0u64;
-    while !killer.is_finished() {
+    for round in 0..3 {
         let items = (0..2000u64).map(|i| (i, 20));
         let unordered = pool.map_unordered(work, items.clone());
         let ordered = pool.map_ordered_stream(work, items);
@@ -232,12 +249,14 @@ async fn maps_under_a_storm(pool: &ProcessPoolExecutor, chunk: Option<usize>) ->
                 );
             }
             check(n, r, None);
+            storm.result();
             n += 1;
         }
         assert_eq!(n, 2000, "round {round}: one result per item (unordered)");
         let mut n = 0;
         while let Some(r) = ordered.next().await {
             check(n, r, Some(n as u64));
+            storm.result();
             n += 1;
         }
         assert_eq!(n, 2000, "round {round}: one result per item (ordered)");
@@ -253,9 +272,8 @@ async fn maps_under_a_storm(pool: &ProcessPoolExecutor, chunk: Option<usize>) ->
             Err(TaskError::WorkerDied { .. }) => {}
             Err(e) => panic!("map: {e:?}"),
         }
-        round += 1;
     }
-    (failed, killer.join().unwrap())
+    (failed, storm.kills)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
