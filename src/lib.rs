@@ -95,6 +95,7 @@ mod handle_tags;
 pub mod manager;
 #[cfg(feature = "nats")]
 mod nats;
+mod pacing;
 pub mod pipe;
 mod pool;
 mod process;

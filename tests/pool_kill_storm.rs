@@ -156,7 +156,10 @@ async fn a_burst_of_kills_leaves_a_healthy_pool() {
     let mut handshakes_killed = 0;
     while let Err(e) = pool.ready().await {
         handshakes_killed += 1;
-        assert!(handshakes_killed <= 4, "more failed starts than workers: {e:?}");
+        assert!(
+            handshakes_killed <= 4,
+            "more failed starts than workers: {e:?}"
+        );
     }
     for i in 0..8u64 {
         assert_eq!(pool.run(work, (i, 0)).await.unwrap(), i);

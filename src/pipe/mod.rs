@@ -70,6 +70,7 @@ use tokio::io::Interest;
 use tokio::sync::Mutex;
 
 use crate::error::{CodecError, ProtocolError};
+use crate::pacing::Average;
 use crate::sys;
 use crate::wire::handles::{self, handle_serde, Handle, RecvFd, SendFd};
 use crate::wire::stream::{Frame, FrameReader, FrameWriter, Framing};
@@ -135,25 +136,19 @@ struct ReadState {
 /// connection never spins.
 #[derive(Debug, Default)]
 struct RecvPace {
-    /// Moving average of how long a receive waited.
-    waited: Option<Duration>,
+    /// How long a receive waited.
+    waited: Average,
 }
 
 impl RecvPace {
     const SPIN_MAX: Duration = Duration::from_micros(100);
 
     fn spin(&self) -> Duration {
-        match self.waited {
-            Some(w) if w < Self::SPIN_MAX => (w * 2).min(Self::SPIN_MAX),
-            _ => Duration::ZERO,
-        }
+        self.waited.spin(Self::SPIN_MAX)
     }
 
     fn waited(&mut self, took: Duration) {
-        self.waited = Some(match self.waited {
-            None => took,
-            Some(avg) => (avg * 3 + took) / 4,
-        });
+        self.waited.record(took);
     }
 }
 

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::pacing::Average;
 use crate::worker::progress::DEPTH_MAX;
 
 /// How quickly this worker answers, and what the driver makes of it.
@@ -24,8 +25,8 @@ use crate::worker::progress::DEPTH_MAX;
 /// parking, so the next submit does not have to wake it.
 #[derive(Debug, Default)]
 pub(crate) struct Pace {
-    service: Option<Duration>,
-    gap: Option<Duration>,
+    service: Average,
+    gap: Average,
 }
 
 impl Pace {
@@ -33,28 +34,19 @@ impl Pace {
     const SPIN_MAX: Duration = Duration::from_micros(50);
 
     pub(crate) fn replied(&mut self, took: Duration) {
-        self.service = Some(match self.service {
-            None => took,
-            Some(avg) => (avg * 3 + took) / 4,
-        });
+        self.service.record(took);
     }
 
     pub(crate) fn idled(&mut self, gap: Duration) {
-        self.gap = Some(match self.gap {
-            None => gap,
-            Some(avg) => (avg * 3 + gap) / 4,
-        });
+        self.gap.record(gap);
     }
 
     pub(crate) fn idle_spin(&self) -> Duration {
-        match self.gap {
-            Some(g) if g < Self::SPIN_MAX => (g * 2).min(Self::SPIN_MAX),
-            _ => Duration::ZERO,
-        }
+        self.gap.spin(Self::SPIN_MAX)
     }
 
     pub(crate) fn depth(&self) -> usize {
-        match self.service {
+        match self.service.get() {
             None => 1,
             Some(s) => {
                 let per = s.as_nanos().max(1);
@@ -64,9 +56,6 @@ impl Pace {
     }
 
     pub(crate) fn spin(&self) -> Duration {
-        match self.service {
-            Some(s) if s < Self::SPIN_MAX => (s * 2).min(Self::SPIN_MAX),
-            _ => Duration::ZERO,
-        }
+        self.service.spin(Self::SPIN_MAX)
     }
 }

@@ -8,6 +8,7 @@ use super::code;
 use super::forward;
 use super::identity;
 use super::progress::{Begin, Progress};
+use crate::pacing::Average;
 use crate::sys;
 use crate::task::{self, WorkerCtx};
 use crate::wire::stream::{FrameReader, FrameWriter};
@@ -306,11 +307,11 @@ pub(super) fn send_all(sock: BorrowedFd<'_>, mut parts: [&[u8]; 2]) -> std::io::
 /// run for under [`Pace::BATCH_TASKS_UNDER`], so a reply is held back for at most a
 /// few short tasks (a long task after a batch costs that batch one task's delay).
 struct Pace {
-    /// Moving average of the time from a reply to the next task's arrival.
-    gap: Duration,
+    /// The time from a reply to the next task's arrival.
+    gap: Average,
     replied_at: Option<Instant>,
-    /// Moving average of the time a task runs.
-    run: Duration,
+    /// The time a task runs.
+    run: Average,
     /// Whether polling is allowed at all (see `Hello::spin`).
     spin: bool,
 }
@@ -321,23 +322,19 @@ impl Pace {
 
     fn new(spin: bool) -> Pace {
         Pace {
-            gap: Duration::MAX,
+            gap: Average::new(),
             replied_at: None,
-            run: Duration::MAX,
+            run: Average::new(),
             spin,
         }
     }
 
     fn ran(&mut self, took: Duration) {
-        self.run = if self.run == Duration::MAX {
-            took
-        } else {
-            (self.run * 3 + took) / 4
-        };
+        self.run.record(took);
     }
 
     fn batching(&self) -> bool {
-        self.run < Self::BATCH_TASKS_UNDER
+        self.run.under(Self::BATCH_TASKS_UNDER)
     }
 
     fn replied(&mut self) {
@@ -349,8 +346,9 @@ impl Pace {
         reader: &mut FrameReader,
         sock: BorrowedFd<'_>,
     ) -> Result<wire::stream::Frame, ReadError> {
-        if self.spin && !reader.has_frame() && self.gap < Self::SPIN_MAX {
-            let until = Instant::now() + (self.gap * 2).min(Self::SPIN_MAX);
+        let spin = self.gap.spin(Self::SPIN_MAX);
+        if self.spin && !reader.has_frame() && !spin.is_zero() {
+            let until = Instant::now() + spin;
             loop {
                 match reader.read(sock, true) {
                     Err(ReadError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {}
@@ -372,12 +370,7 @@ impl Pace {
 
     fn arrived(&mut self) {
         if let Some(at) = self.replied_at.take() {
-            let gap = at.elapsed();
-            self.gap = if self.gap == Duration::MAX {
-                gap
-            } else {
-                (self.gap * 3 + gap) / 4
-            };
+            self.gap.record(at.elapsed());
         }
     }
 }
