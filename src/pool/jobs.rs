@@ -17,7 +17,9 @@
 //! the driver on top, the one whose worker was busy last, so sequential tasks keep to
 //! one worker (its caches warm) and an elastic pool can retire the others. A driver
 //! goes on top as its last task in flight is answered, before it resolves that task's
-//! future, so the caller's next submit finds it there. A driver woken that leaves
+//! future, so the caller's next submit finds it there. Every other driver that waits
+//! goes in at the bottom: one whose worker has only just started, and one woken for a
+//! job that another driver took, have been idle longer than those above them. A driver woken that leaves
 //! without a job (shutdown, its worker lost) passes the wake-up on.
 //!
 //! The queue also knows how many drivers are idle (waiting here with a live worker)
@@ -201,7 +203,10 @@ impl JobQueue {
             let woken = me.notify.notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
-            self.push_idle(me);
+            // At the bottom: a driver that just finished its work went on top itself
+            // (before resolving it); one only now idle, or woken for a job another
+            // took, has been idle longer than those above it.
+            self.push_idle(me, false);
             if let Some(job) = self.try_next() {
                 return Some(job);
             }
@@ -223,14 +228,18 @@ impl JobQueue {
         }
     }
 
-    /// Puts `me` on top of the stack of idle drivers, unless it is in it. Then,
-    /// whoever queues a job after this either wakes `me` or finds `me` gone: the
-    /// fence pairs with the one in [`wake_idle`](Self::wake_idle).
-    pub(crate) fn push_idle(&self, me: &Arc<IdleWaiter>) {
+    /// Puts `me` in the stack of idle drivers, on top or at the bottom, unless it is
+    /// in it. Then, whoever queues a job after this either wakes `me` or finds `me`
+    /// gone: the fence pairs with the one in [`wake_idle`](Self::wake_idle).
+    pub(crate) fn push_idle(&self, me: &Arc<IdleWaiter>, on_top: bool) {
         if me.state.load(Ordering::Acquire) != STACKED {
             let mut stack = self.lock_stack();
             me.state.store(STACKED, Ordering::Release);
-            stack.push(me.clone());
+            if on_top {
+                stack.push(me.clone());
+            } else {
+                stack.insert(0, me.clone());
+            }
             self.stacked.fetch_add(1, Ordering::SeqCst);
         }
         fence(Ordering::SeqCst);

@@ -599,7 +599,7 @@ impl Driver {
             // On top of the idle drivers before the caller hears back, so that its
             // next task comes to this worker (see `JobQueue`'s "most recently used
             // first").
-            self.inner.jobs.push_idle(&self.waiter);
+            self.inner.jobs.push_idle(&self.waiter, true);
         }
         self.resolve(job, result);
         broken.map_or(Ok(()), Err)
