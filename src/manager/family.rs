@@ -55,22 +55,14 @@ pub struct RLockGuard {
 }
 
 /// Who owns a reentrant lock taken now: this process's current tokio task, else its
-/// thread.
-fn owner() -> u64 {
+/// thread (`task` none, as for blocking code).
+fn owner(task: Option<tokio::task::Id>) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     std::process::id().hash(&mut h);
-    match tokio::task::try_id() {
+    match task {
         Some(task) => ("task", task).hash(&mut h),
         None => ("thread", std::thread::current().id()).hash(&mut h),
     }
-    h.finish()
-}
-
-/// Who owns a lock taken by blocking code: this thread.
-fn thread_owner() -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    std::process::id().hash(&mut h);
-    ("thread", std::thread::current().id()).hash(&mut h);
     h.finish()
 }
 
@@ -85,7 +77,7 @@ impl RLockProxy {
     /// Cancel safe: the request's connection closes, and the manager gives up the hold
     /// if it had granted it.
     pub async fn lock(&self) -> Result<RLockGuard, ManagerError> {
-        let who = owner();
+        let who = owner(tokio::task::try_id());
         let c = self.0.link.dedicated().await?;
         unit_of(ask(&c, Request::RLockAcquire(self.0.id, who)).await?)?;
         Ok(RLockGuard { _conn: c })
@@ -104,7 +96,7 @@ impl RLockProxy {
         let c = self.0.link.blocking_dedicated()?;
         unit_of(blocking_ask(
             &c,
-            Request::RLockAcquire(self.0.id, thread_owner()),
+            Request::RLockAcquire(self.0.id, owner(None)),
         )?)?;
         Ok(RLockGuard { _conn: c })
     }

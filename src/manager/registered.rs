@@ -11,6 +11,7 @@ use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use super::*;
+use crate::task::panic_message;
 
 /// A type a manager can keep and serve, with its methods as values: `Call` says which
 /// method and with what, `Reply` is what it returns.
@@ -98,17 +99,6 @@ pub struct Entry {
 /// How an entry applies an encoded call to an object: the encoded reply.
 type Method = fn(&mut (dyn Any + Send), &[u8]) -> Result<Vec<u8>, Refusal>;
 
-fn panic_message(payload: &(dyn Any + Send)) -> String {
-    match (
-        payload.downcast_ref::<&str>(),
-        payload.downcast_ref::<String>(),
-    ) {
-        (Some(s), _) => (*s).to_owned(),
-        (_, Some(s)) => s.clone(),
-        _ => "a panic payload that is not a string".to_owned(),
-    }
-}
-
 fn undecodable<T>(what: &str) -> Refusal {
     Refusal::Undecodable {
         what: format!("{what} ({})", std::any::type_name::<T>()),
@@ -193,9 +183,11 @@ pub struct ManagerBuilder<L = ()> {
     _types: PhantomData<fn() -> L>,
 }
 
-impl fmt::Debug for ManagerBuilder<()> {
+impl<L> fmt::Debug for ManagerBuilder<L> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ManagerBuilder").finish_non_exhaustive()
+        f.debug_struct("ManagerBuilder")
+            .field("types", &std::any::type_name::<L>())
+            .finish()
     }
 }
 

@@ -33,28 +33,29 @@ where
         Map { stream }
     }
 
+    /// The same map over the stream `change` makes of this one's.
+    fn with(self, change: impl FnOnce(MapStream<F, I, R>) -> MapStream<F, I, R>) -> Self {
+        Map {
+            stream: change(self.stream),
+        }
+    }
+
     /// Items per message; see [`MapStream::chunk_size`]. A size of zero makes the map
     /// fail with [`TaskError::InvalidArgument`], nothing submitted.
     pub fn chunk_size(self, n: usize) -> Self {
-        Map {
-            stream: self.stream.chunk_size(n),
-        }
+        self.with(|s| s.chunk_size(n))
     }
 
     /// An overall deadline; see [`MapStream::timeout`]. Past it the map fails with
     /// [`TaskError::TimedOut`].
     pub fn timeout(self, limit: Duration) -> Self {
-        Map {
-            stream: self.stream.timeout(limit),
-        }
+        self.with(|s| s.timeout(limit))
     }
 
     /// At most `n` items taken from the input and not yet collected; see
     /// [`MapStream::buffer_size`].
     pub fn buffer_size(self, n: usize) -> Self {
-        Map {
-            stream: self.stream.buffer_size(n),
-        }
+        self.with(|s| s.buffer_size(n))
     }
 
     /// Awaited, fails with a [`PartialMap`] that keeps the results collected before
