@@ -24,6 +24,13 @@ pub enum ManagerError {
     /// Starting (or binding) the server failed.
     #[error("the manager did not start")]
     Start(#[source] io::Error),
+    /// An earlier call on this [`ConditionGuard`] was cancelled before its answer
+    /// came, so the guard's connection is out of step: drop the guard (that releases
+    /// the lock) and take the lock again.
+    #[error(
+        "a call on this condition guard was cancelled mid-request; drop the guard and lock again"
+    )]
+    GuardInterrupted,
 }
 
 impl From<ConnectError> for ManagerError {

@@ -173,12 +173,6 @@ impl ConditionProxy {
     );
 }
 
-fn torn() -> ManagerError {
-    ManagerError::Protocol(ProtocolError::Unexpected {
-        what: "a call on this condition guard was cancelled mid-request; drop the guard".to_owned(),
-    })
-}
-
 fn bool_of(r: Response) -> Result<bool, ManagerError> {
     match r {
         Response::Bool(b) => Ok(b),
@@ -193,7 +187,7 @@ fn millis(t: Duration) -> u64 {
 impl ConditionGuard {
     async fn ask(&mut self, req: Request) -> Result<Response, ManagerError> {
         if self.torn {
-            return Err(torn());
+            return Err(ManagerError::GuardInterrupted);
         }
         self.torn = true;
         let r = ask(&self.conn, req).await;
@@ -203,7 +197,7 @@ impl ConditionGuard {
 
     fn blocking_ask(&mut self, req: Request) -> Result<Response, ManagerError> {
         if self.torn {
-            return Err(torn());
+            return Err(ManagerError::GuardInterrupted);
         }
         blocking_ask(&self.conn, req)
     }
@@ -214,8 +208,9 @@ impl ConditionGuard {
     /// [`ManagerError::Disconnected`] once the manager is gone.
     ///
     /// # Cancel safety
-    /// Not cancel safe: a cancelled wait leaves the guard unusable (its calls fail),
-    /// and the lock is released when it is dropped.
+    /// Not cancel safe: a cancelled wait leaves the guard unusable (its calls fail
+    /// with [`ManagerError::GuardInterrupted`]), and the lock is released when it is
+    /// dropped.
     pub async fn wait(&mut self) -> Result<(), ManagerError> {
         let id = self.id;
         bool_of(self.ask(Request::CondWait(id, None)).await?).map(drop)

@@ -171,6 +171,16 @@ async fn a_condition_wakes_a_waiter_in_another_process() {
     let mut g = c.lock().await.unwrap();
     assert!(!g.wait_timeout(Duration::from_millis(20)).await.unwrap());
     g.notify_all().await.unwrap();
+    // A wait dropped before its answer leaves the guard out of step: it says so.
+    let cut = tokio::time::timeout(Duration::from_millis(20), g.wait()).await;
+    assert!(cut.is_err(), "nobody notified: {cut:?}");
+    assert!(matches!(
+        g.notify(1).await,
+        Err(ManagerError::GuardInterrupted)
+    ));
+    drop(g);
+    // Dropping it released the lock.
+    drop(c.lock().await.unwrap());
     m.shutdown().await.unwrap();
 }
 
