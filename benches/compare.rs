@@ -490,15 +490,32 @@ async fn start_two_and_run() -> f64 {
 
 fn only_one(which: &str, rt: &tokio::runtime::Runtime, s: &Sizes) {
     match which {
-        "W1" => {
-            let pool = common::ready_pool(rt, 1);
+        "W1" | "W1ct" => {
+            // `W1ct`: from a current-thread runtime, where caller and driver share a
+            // thread.
+            let ct = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let on = |f: std::pin::Pin<Box<dyn std::future::Future<Output = f64> + '_>>| {
+                if which == "W1" {
+                    rt.block_on(f)
+                } else {
+                    ct.block_on(f)
+                }
+            };
+            let pool = if which == "W1" {
+                common::ready_pool(rt, 1)
+            } else {
+                ct.block_on(common::ready_pool_on(1))
+            };
             let mut ratios = Vec::new();
             for _ in 0..s.runs.max(7) {
-                let o = rt.block_on(per_item_us(s.round_trips, || async {
+                let o = on(Box::pin(per_item_us(s.round_trips, || async {
                     pool.run(trivial, 7).await.unwrap();
-                }));
+                })));
                 let f = raw_ping_pong(s.round_trips);
-                println!("W1 procpool {o:.1} us, raw socketpair {f:.1} us");
+                println!("{which} procpool {o:.1} us, raw socketpair {f:.1} us");
                 ratios.push(f / o);
             }
             println!(
@@ -510,7 +527,10 @@ fn only_one(which: &str, rt: &tokio::runtime::Runtime, s: &Sizes) {
                     println!("raw socketpair pinned to {placed}: {f:.1} us");
                 }
             }
-            rt.block_on(pool.shutdown());
+            on(Box::pin(async {
+                pool.shutdown().await;
+                0.0
+            }));
         }
         "W2" => {
             let pool = common::ready_pool(rt, 2);

@@ -32,11 +32,6 @@ impl Average {
         self.0
     }
 
-    /// Whether there is an average and it is under `limit`.
-    pub(crate) fn under(self, limit: Duration) -> bool {
-        self.0.is_some_and(|avg| avg < limit)
-    }
-
     /// How long to poll before sleeping: twice the average, at most `max`, while the
     /// average is under `max`; zero otherwise (and before anything was recorded).
     pub(crate) fn spin(self, max: Duration) -> Duration {
@@ -63,7 +58,6 @@ mod tests {
         assert_eq!(a.get(), Some(us(30)));
         assert_eq!(a.spin(us(50)), us(50));
         a.record(us(1000));
-        assert!(!a.under(us(50)));
         assert_eq!(a.spin(us(50)), Duration::ZERO);
     }
 }

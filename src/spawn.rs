@@ -83,6 +83,7 @@ pub(crate) fn hello(name: String) -> Hello {
         one_shot: false,
         authkey: crate::authkey::authkey(),
         progress: false,
+        ring: false,
         spin: false,
         limits: crate::wire::WorkerLimits::default(),
         trace_level: 0,

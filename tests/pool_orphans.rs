@@ -1,8 +1,9 @@
 //! A parent killed with SIGKILL leaves no worker behind.
 //!
-//! The helper parent is a real process: a worker of this test's pool that builds two
-//! pools of its own (one with an idle worker, one with a worker spinning in a task),
-//! reports their pids and is then killed with SIGKILL. This test process makes itself
+//! The helper parent is a real process: a worker of this test's pool that builds three
+//! pools of its own (one with an idle worker, one with a worker spinning in a task,
+//! one whose worker is fed a stream of short tasks, so that between them it polls its
+//! ring before it sleeps), reports their pids and is then killed with SIGKILL. This test process makes itself
 //! the orphans' subreaper so that it can see how the grandchildren end and reap them.
 //! It is the only test in this binary, because being a subreaper is process-wide.
 
@@ -11,8 +12,29 @@ mod common;
 use procpool::{Exit, ProcessPoolExecutor, TaskError};
 
 /// Runs in the helper parent: starts one idle and one busy grandchild and leaks both
-/// pools so they outlive the task.
-async fn start_grandchildren(_: ()) -> (u32, u32) {
+/// pools so they outlive the task; a third grandchild is fed tasks one after the other,
+/// for as long as the helper lives, from a thread of its own.
+async fn start_grandchildren(_: ()) -> (u32, u32, u32) {
+    let (streaming_tx, streaming_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let pool = ProcessPoolExecutor::builder().workers(1).build().unwrap();
+            for _ in 0..1000 {
+                pool.run(common::whoami, ()).await.unwrap();
+            }
+            streaming_tx
+                .send(pool.run(common::whoami, ()).await.unwrap())
+                .unwrap();
+            loop {
+                let _ = pool.run(common::whoami, ()).await;
+            }
+        })
+    });
+    let streaming = streaming_rx.recv().unwrap();
     let idle_pool = ProcessPoolExecutor::builder().workers(1).build().unwrap();
     let idle = idle_pool.run(common::whoami, ()).await.unwrap();
     let busy_pool = ProcessPoolExecutor::builder().workers(1).build().unwrap();
@@ -25,7 +47,7 @@ async fn start_grandchildren(_: ()) -> (u32, u32) {
     std::mem::forget(busy);
     std::mem::forget(idle_pool);
     std::mem::forget(busy_pool);
-    (idle, busy_pid)
+    (idle, busy_pid, streaming)
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -34,10 +56,11 @@ async fn workers_of_a_parent_killed_with_sigkill_are_gone() {
 
     let pool = ProcessPoolExecutor::builder().workers(1).build().unwrap();
     let helper = pool.try_submit_async(start_grandchildren, ()).unwrap();
-    let (idle, busy) = helper.await.unwrap();
+    let (idle, busy, streaming) = helper.await.unwrap();
     let helper_pid = pool.run(common::whoami, ()).await.unwrap();
     assert_eq!(common::ppid(idle), Some(helper_pid));
     assert_eq!(common::ppid(busy), Some(helper_pid));
+    assert_eq!(common::ppid(streaming), Some(helper_pid));
     assert_eq!(
         common::state(busy),
         Some('R'),
@@ -63,6 +86,15 @@ async fn workers_of_a_parent_killed_with_sigkill_are_gone() {
     // The idle one sees EOF on its control socket and exits by itself.
     common::wait_gone_or_zombie(busy).await;
     common::wait_gone_or_zombie(idle).await;
+    // The streaming one ends either way: by the signal, or by the end of its socket.
+    common::wait_gone_or_zombie(streaming).await;
+    assert!(
+        matches!(
+            common::reap(streaming),
+            Exit::Code(0) | Exit::Signal(libc::SIGKILL)
+        ),
+        "the streaming grandchild ended"
+    );
     assert_eq!(common::reap(busy), Exit::Signal(libc::SIGKILL));
     assert!(
         matches!(

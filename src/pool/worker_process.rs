@@ -1,5 +1,6 @@
 //! [`WorkerProcess`]: one worker as its parent sees it: the child process, its pidfd,
-//! its socket, its progress page. (The worker's own side is [`crate::worker`].)
+//! its socket, its shared-memory ring, its progress page. (The worker's own side is
+//! [`crate::worker`].)
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -17,6 +18,7 @@ use crate::pool::{Config, StartFailure};
 use crate::spawn;
 use crate::supervisor;
 use crate::sys;
+use crate::wire::ring::{Next, Ring};
 use crate::wire::stream::{Frame, FrameReader, FrameWriter};
 use crate::wire::{self, Failure, Hello, Kind, ReadError, Ready};
 use crate::worker::progress::Progress;
@@ -74,6 +76,24 @@ impl StartError {
     }
 }
 
+/// What the head of the ring's reply lane holds: `Some(Ok(Some(frame)))` a reply
+/// taken from its slot, `Some(Ok(None))` one that spilled to the socket (read it with
+/// `reader`, then free the slot), `Some(Err)` a broken slot, `None` nothing yet.
+fn next_reply(ring: &Ring, limit: u64) -> Option<Result<Option<Frame>, ReadError>> {
+    match ring.next() {
+        Ok(Next::Empty) => None,
+        Ok(Next::Inline) => Some(ring.take(limit).map(Some).map_err(ReadError::Protocol)),
+        Ok(Next::Spilled) => Some(Ok(None)),
+        Err(e) => Some(Err(ReadError::Protocol(e))),
+    }
+}
+
+fn unannounced() -> ReadError {
+    ReadError::Protocol(ProtocolError::Unexpected {
+        what: "a frame on the socket that the ring did not announce".to_owned(),
+    })
+}
+
 /// A running worker. Dropping it kills the process and has it reaped.
 #[derive(Debug)]
 pub(crate) struct WorkerProcess {
@@ -81,8 +101,14 @@ pub(crate) struct WorkerProcess {
     child: Option<Child>,
     pidfd: AsyncFd<OwnedFd>,
     sock: AsyncFd<OwnedFd>,
+    /// Tasks out and replies in, where they fit a slot ([`crate::wire::ring`]).
+    ring: Ring,
+    /// The ring's doorbell for this side, registered with the reactor.
+    bell: AsyncFd<OwnedFd>,
+    /// Frames that spilled to the socket.
     reader: FrameReader,
     writer: FrameWriter,
+    limit: u64,
     /// Which of the tasks sent to it the worker has started.
     progress: Arc<Progress>,
     /// Number of the last task sent (see [`Progress`]).
@@ -116,6 +142,7 @@ impl WorkerProcess {
         abort: &CancellationToken,
     ) -> Result<WorkerProcess, StartError> {
         let (progress, page) = Progress::create().map_err(StartError::Spawn)?;
+        let (ring, ring_fds) = Ring::create().map_err(StartError::Spawn)?;
         let started = spawn::start(spawn::ChildSpec {
             daemon: true,
             env: &config.env,
@@ -125,7 +152,7 @@ impl WorkerProcess {
         .await
         .map_err(StartError::Spawn)?;
         let pid = started.pid;
-        let mut worker = match Self::attach(started, config.max_frame, progress) {
+        let mut worker = match Self::attach(started, config.max_frame, progress, ring) {
             Ok(w) => w,
             Err((child, e)) => {
                 supervisor::reap_later(child);
@@ -137,8 +164,10 @@ impl WorkerProcess {
             max_frame: config.max_frame,
             initializer: config.initializer.clone(),
             progress: true,
-            // A core each for the workers and one for the parent's driving thread.
-            spin: crate::cpu_count() > config.workers + 1,
+            ring: true,
+            // A core each for the workers and one for the parent's driving thread: then
+            // spinners never outnumber the cores (one worker on two cores spins).
+            spin: crate::cpu_count() > config.workers,
             limits: config.limits.for_worker(),
             trace_level: crate::pool::span::listening_level(),
             ..spawn::hello(format!(
@@ -146,11 +175,13 @@ impl WorkerProcess {
                 NEXT_WORKER.fetch_add(1, Ordering::Relaxed)
             ))
         };
-        // The initializer's descriptors, then the progress page (last, see `Hello`).
+        // The initializer's descriptors, the ring's, then the progress page (last, see
+        // `Hello`).
         let fds = match config
             .initializer_fds
             .iter()
             .map(|fd| sys::sock::dup(fd.as_fd()))
+            .chain(ring_fds.into_iter().map(Ok))
             .chain(std::iter::once(Ok(page)))
             .collect::<io::Result<Vec<_>>>()
         {
@@ -243,6 +274,7 @@ impl WorkerProcess {
         started: spawn::Started,
         limit: u64,
         progress: Progress,
+        ring: Ring,
     ) -> Result<WorkerProcess, (Child, io::Error)> {
         let spawn::Started {
             child,
@@ -253,16 +285,20 @@ impl WorkerProcess {
         let setup = (|| -> io::Result<_> {
             let pidfd = sys::proc::async_readable(pidfd)?;
             let sock = sys::proc::async_fd(socket, Interest::READABLE | Interest::WRITABLE)?;
-            Ok((pidfd, sock))
+            let bell = sys::proc::async_readable(sys::sock::dup(ring.bell().as_fd())?)?;
+            Ok((pidfd, sock, bell))
         })();
         match setup {
-            Ok((pidfd, sock)) => Ok(WorkerProcess {
+            Ok((pidfd, sock, bell)) => Ok(WorkerProcess {
                 pid,
                 child: Some(child),
                 pidfd,
                 sock,
+                ring,
+                bell,
                 reader: FrameReader::new(limit),
                 writer: FrameWriter::new(),
+                limit,
                 progress: Arc::new(progress),
                 seq: 0,
                 tasks_done: 0,
@@ -299,6 +335,12 @@ impl WorkerProcess {
         self.seq = seq;
     }
 
+    /// The ring that tasks go out on (see [`crate::wire::ring`]): a frame that does
+    /// not fit a slot is announced there and then sent with [`send_now`](Self::send_now).
+    pub(crate) fn ring(&self) -> &Ring {
+        &self.ring
+    }
+
     /// Sends what the socket takes now of `parts` (frames back to back, `fds` with
     /// the first byte) without waiting; how many bytes went.
     ///
@@ -309,35 +351,74 @@ impl WorkerProcess {
     }
 
     /// Waits for a reply, for room in the socket if `write`, or for the process to
-    /// exit, whichever comes first. A reply is polled for up to `spin` first, yielding
-    /// to the runtime between polls, before waiting on the reactor: a worker
-    /// answering within microseconds is not paid for with a reactor wake-up.
+    /// exit, whichever comes first. The ring is polled for a reply for up to `spin`
+    /// first, yielding to the runtime between polls, before sleeping on the ring's
+    /// doorbell: a worker answering within microseconds costs neither side a system
+    /// call or a reactor wake-up.
     ///
     /// # Cancel safety
-    /// Cancel safe: a frame read in part stays in the reader.
+    /// Cancel safe: a reply is taken from the ring whole or not at all, and a spilled
+    /// frame read in part stays in the reader, its slot until it is whole.
     pub(crate) async fn next_io(&mut self, spin: Duration, write: bool) -> Io {
         let WorkerProcess {
             reader,
             sock,
             pidfd,
+            ring,
+            bell,
+            limit,
             ..
         } = self;
-        let sock = &*sock;
+        let (sock, ring, bell, limit) = (&*sock, &*ring, &*bell, *limit);
         let reply = async {
-            if !spin.is_zero() && !reader.has_frame() {
-                let until = Instant::now() + spin;
-                loop {
-                    match reader.read(sock.get_ref().as_fd(), true) {
-                        Err(ReadError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
-                        other => return other,
+            let until = (!spin.is_zero()).then(|| Instant::now() + spin);
+            loop {
+                match next_reply(ring, limit) {
+                    Some(Ok(Some(frame))) => return Ok(frame),
+                    Some(Ok(None)) => {
+                        // Announced: the rest of it is coming on the socket.
+                        let frame = reader.read_async(sock).await;
+                        if frame.is_ok() {
+                            ring.skip();
+                        }
+                        return frame;
                     }
-                    if Instant::now() >= until {
-                        break;
-                    }
+                    Some(Err(e)) => return Err(e),
+                    None => {}
+                }
+                if until.is_some_and(|until| Instant::now() < until) {
                     tokio::task::yield_now().await;
+                    continue;
+                }
+                if !ring.sleep_for_frame() {
+                    continue;
+                }
+                // The worker writes on the socket only what it announced in the ring;
+                // anything else there is its end, or a lie to be reported.
+                tokio::select! {
+                    guard = bell.readable() => {
+                        ring.woke();
+                        guard.map_err(ReadError::Io)?.clear_ready();
+                    }
+                    guard = sock.readable() => {
+                        ring.woke();
+                        let mut guard = guard.map_err(ReadError::Io)?;
+                        if ring.next().is_ok_and(|n| n == Next::Empty) {
+                            match reader.read(sock.get_ref().as_fd(), true) {
+                                Err(ReadError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                                    guard.clear_ready();
+                                }
+                                Err(e) => return Err(e),
+                                Ok(frame) if ring.next().is_ok_and(|n| n == Next::Spilled) => {
+                                    ring.skip();
+                                    return Ok(frame);
+                                }
+                                Ok(_) => return Err(unannounced()),
+                            }
+                        }
+                    }
                 }
             }
-            reader.read_async(sock).await
         };
         let writable = async {
             // Readiness is cleared first: the caller writes until `WouldBlock`, and
@@ -363,7 +444,16 @@ impl WorkerProcess {
 
     /// A reply already received, without waiting (used after the worker died).
     pub(crate) fn buffered_reply(&mut self) -> Option<Frame> {
-        self.reader.read(self.sock.get_ref().as_fd(), true).ok()
+        let sock = self.sock.get_ref().as_fd();
+        match next_reply(&self.ring, self.limit)? {
+            Ok(Some(frame)) => Some(frame),
+            Ok(None) => {
+                let frame = self.reader.read(sock, true).ok()?;
+                self.ring.skip();
+                Some(frame)
+            }
+            Err(_) => None,
+        }
     }
 
     async fn send(&mut self, frame: Vec<u8>, fds: Vec<OwnedFd>) -> io::Result<()> {
@@ -448,11 +538,9 @@ impl WorkerProcess {
             wire::finish(&mut buf, Kind::Shutdown, 0, 0, 0);
             buf
         };
-        // The worker is idle and reads only this; a full socket cannot happen, and if
-        // the write fails the worker is gone anyway.
-        if !self.writer.is_pending() {
-            let _ = self.send(frame, Vec::new()).await;
-        }
+        // The worker is idle: its ring has room (if the worker is gone, nobody reads
+        // it, and the end of the socket below tells it anyway).
+        let _ = self.ring.try_push(&[&frame]);
         let _ = sys::sock::shutdown_write(self.sock.get_ref().as_fd());
         self.wait().await
     }

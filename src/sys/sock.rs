@@ -281,6 +281,25 @@ pub(crate) fn poll_readable(
         .collect())
 }
 
+/// Whether the peer of a stream socket has closed it or shut down its writing side,
+/// without waiting and without reading what it sent before.
+pub(crate) fn peer_closed(sock: BorrowedFd<'_>) -> io::Result<bool> {
+    let mut pfd = [PollFd::new(&sock, PollFlags::RDHUP)];
+    let now = rustix::event::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    loop {
+        match rustix::event::poll(&mut pfd, Some(&now)) {
+            Ok(_) => break,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let gone = PollFlags::RDHUP | PollFlags::HUP | PollFlags::ERR;
+    Ok(pfd[0].revents().intersects(gone))
+}
+
 /// Shuts down the writing direction: the peer reads end of stream once it has read
 /// what was sent, even while other processes still hold the socket.
 pub(crate) fn shutdown_write(sock: BorrowedFd<'_>) -> io::Result<()> {

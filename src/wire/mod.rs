@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{CodecError, PanicInfo, ProtocolError};
 
 pub(crate) mod handles;
+pub(crate) mod ring;
 pub(crate) mod stream;
 #[cfg(feature = "tracing")]
 pub(crate) mod trace;
@@ -295,6 +296,9 @@ pub(crate) struct Hello {
     /// A pool worker: the frame's last descriptor is its progress page
     /// (`worker::progress`), to claim each task on before running it.
     pub(crate) progress: bool,
+    /// A pool worker: before the progress page come the three descriptors of its
+    /// shared-memory ring ([`ring::WorkerFds`]), through which frames go after `Ready`.
+    pub(crate) ring: bool,
     /// Whether the worker may poll for its next task before sleeping: only where
     /// there are more cores than the workers and the parent's busiest thread need.
     pub(crate) spin: bool,

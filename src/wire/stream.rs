@@ -295,11 +295,6 @@ impl FrameWriter {
         FrameWriter { pending: None }
     }
 
-    /// Whether a frame is partly written.
-    pub(crate) fn is_pending(&self) -> bool {
-        self.pending.is_some()
-    }
-
     /// Queues a whole frame (header from [`super::finish`]) with `fds`. The header's
     /// descriptor count is set here, from `fds`. Call [`flush`](Self::flush) (or the
     /// async/blocking forms) to write it.

@@ -12,20 +12,19 @@
 //!   while nothing waits, and is woken only by the first record after that: a busy
 //!   worker does not wake it once per task, an idle one does not wake at all.
 //!
-//! Writes on the socket go one frame at a time under [`Outbox::write`], which the
-//! serve loop takes too (see [`writing`]). Until the worker has sent `Ready` the parent
-//! reads no `Trace` frame, so records wait in the outbox until then. A parent that
-//! does not read fills the socket, and the emitting thread waits, as it would on a
-//! full stderr; records that would pass the frame limit meanwhile are dropped and
+//! Frames go one at a time, whole, through the worker's [`Outgoing`] link, which the
+//! serve loop's replies take too. Until the worker has sent `Ready` the parent reads
+//! no `Trace` frame, so records wait in the outbox until then. A parent that does not
+//! read fills the ring and the socket, and the emitting thread waits, as it would on
+//! a full stderr; records that would pass the frame limit meanwhile are dropped and
 //! counted ([`Record::Dropped`]).
 //!
 //! Nothing of this exists in a worker whose parent has no subscriber.
 
 use std::collections::HashMap;
 use std::fmt;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use tracing::field::{Field, Visit};
@@ -35,7 +34,7 @@ use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 
-use crate::sys;
+use super::link::Outgoing;
 use crate::wire::trace::{self, Callsite, Record, Val, MAX_FIELDS};
 use crate::wire::{self, Kind};
 
@@ -53,15 +52,13 @@ static CURRENT_TASK: AtomicU64 = AtomicU64::new(0);
 
 static OUTBOX: OnceLock<Outbox> = OnceLock::new();
 
-/// Records waiting to go, and the socket they go on.
+/// Records waiting to go, and the link they go on.
 struct Outbox {
     state: Mutex<Pending>,
     /// The flusher waits on it (with `state`).
     wake: Condvar,
-    /// A duplicate of the worker's control socket.
-    sock: OwnedFd,
-    /// Held for each frame written on the socket, by anyone.
-    write: Mutex<()>,
+    /// The worker's frames to its parent.
+    out: Arc<Outgoing>,
     /// `Ready` is sent: the parent reads `Trace` frames now.
     live: AtomicBool,
 }
@@ -80,17 +77,16 @@ struct Pending {
     flusher_parked: bool,
 }
 
-/// Starts forwarding spans and events up to `level` (1 `ERROR` … 5 `TRACE`) on
-/// `sock`. Does nothing for 0, or if the process already has a global subscriber.
-pub(crate) fn install(level: u8, sock: BorrowedFd<'_>) -> std::io::Result<()> {
+/// Starts forwarding spans and events up to `level` (1 `ERROR` … 5 `TRACE`) through
+/// `out`. Does nothing for 0, or if the process already has a global subscriber.
+pub(crate) fn install(level: u8, out: Arc<Outgoing>) -> std::io::Result<()> {
     let Some(level) = level_of(level) else {
         return Ok(());
     };
     let outbox = Outbox {
         state: Mutex::new(Pending::default()),
         wake: Condvar::new(),
-        sock: sys::sock::dup(sock)?,
-        write: Mutex::new(()),
+        out,
         live: AtomicBool::new(false),
     };
     if OUTBOX.set(outbox).is_err() {
@@ -119,13 +115,6 @@ pub(crate) fn go_live() {
 /// Marks the start (`id`) or the end (0) of a task.
 pub(crate) fn set_task(id: u64) {
     CURRENT_TASK.store(id, Ordering::Relaxed);
-}
-
-/// Held while the serve loop writes a frame, so that no `Trace` frame from another
-/// thread lands inside it. `None` when nothing is forwarded.
-pub(crate) fn writing() -> Option<MutexGuard<'static, ()>> {
-    let outbox = OUTBOX.get()?;
-    Some(outbox.write.lock().unwrap_or_else(|e| e.into_inner()))
 }
 
 /// The buffered records as a `Trace` frame, for the serve loop to send before a
@@ -172,8 +161,8 @@ impl Outbox {
             if live {
                 let frame = pending.frame();
                 drop(pending);
-                if let Some(frame) = frame {
-                    self.send(&frame);
+                if let Some(mut frame) = frame {
+                    self.send(&mut frame);
                 }
                 pending = self.lock();
             }
@@ -195,17 +184,16 @@ impl Outbox {
         if live && pending.body.len() >= FLUSH_BYTES {
             let frame = pending.frame();
             drop(pending);
-            if let Some(frame) = frame {
-                self.send(&frame);
+            if let Some(mut frame) = frame {
+                self.send(&mut frame);
             }
         }
     }
 
-    /// Writes one frame, whole, between the serve loop's frames. A failure means the
+    /// Sends one frame, whole, between the serve loop's frames. A failure means the
     /// parent is gone; the serve loop learns it from its own next read or write.
-    fn send(&self, frame: &[u8]) {
-        let _whole = self.write.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = super::serve::send_all(self.sock.as_fd(), [frame, &[]]);
+    fn send(&self, frame: &mut [u8]) {
+        let _ = self.out.send(frame, &[], &[]);
     }
 }
 
@@ -233,8 +221,8 @@ fn flusher() {
         }
         let frame = pending.frame();
         drop(pending);
-        if let Some(frame) = frame {
-            outbox.send(&frame);
+        if let Some(mut frame) = frame {
+            outbox.send(&mut frame);
         }
         pending = outbox.lock();
     }

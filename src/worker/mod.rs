@@ -25,6 +25,7 @@ mod ctor;
 #[cfg(feature = "tracing")]
 mod forward;
 pub(crate) mod identity;
+mod link;
 pub(crate) mod progress;
 mod serve;
 

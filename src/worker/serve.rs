@@ -7,10 +7,12 @@ use super::code;
 #[cfg(feature = "tracing")]
 use super::forward;
 use super::identity;
+use super::link::{Incoming, Outgoing};
 use super::progress::{Begin, Progress};
 use crate::pacing::Average;
 use crate::sys;
 use crate::task::{self, WorkerCtx};
+use crate::wire::ring::Ring;
 use crate::wire::stream::{FrameReader, FrameWriter};
 use crate::wire::{self, Failure, Hello, Kind, ReadError, Ready};
 
@@ -19,13 +21,13 @@ pub(super) fn serve(socket: OwnedFd) -> std::io::Result<i32> {
     let sock = socket.as_fd();
     // The parent checked the Hello against its frame limit, which we learn from it.
     let mut reader = FrameReader::new(u64::MAX);
-    let mut writer = FrameWriter::new();
-    let mut send_with_tail =
-        |frame: Vec<u8>, tail: Vec<u8>, fds: Vec<OwnedFd>| -> std::io::Result<Vec<u8>> {
-            writer.start_with_tail(frame, tail, fds);
-            let _whole = writing();
-            writer.flush(sock, false)
-        };
+    // The handshake's answers go on the socket, where the parent reads them, before
+    // anything else is sent.
+    let send_control = |frame: Vec<u8>| -> std::io::Result<()> {
+        let mut writer = FrameWriter::new();
+        writer.start(frame, Vec::new());
+        writer.flush(sock, false).map(drop)
+    };
 
     // Handshake. Until the fingerprint matches, nothing from the parent is trusted as
     // a function name.
@@ -40,7 +42,7 @@ pub(super) fn serve(socket: OwnedFd) -> std::io::Result<i32> {
     };
     let mine = task::fingerprint();
     if hello.fingerprint != mine {
-        send_with_tail(wire::control(Kind::Refused, &mine), Vec::new(), Vec::new())?;
+        send_control(wire::control(Kind::Refused, &mine))?;
         return Ok(code::REFUSED);
     }
     reader.set_limit(hello.max_frame);
@@ -53,13 +55,30 @@ pub(super) fn serve(socket: OwnedFd) -> std::io::Result<i32> {
     } else {
         None
     };
+    let ring = if hello.ring {
+        let (Some(theirs), Some(mine), Some(memfd)) =
+            (hello_fds.pop(), hello_fds.pop(), hello_fds.pop())
+        else {
+            return Ok(code::PROTOCOL);
+        };
+        match Ring::open([memfd, mine, theirs]) {
+            Ok(ring) => Some(std::sync::Arc::new(ring)),
+            Err(_) => return Ok(code::PROTOCOL),
+        }
+    } else {
+        None
+    };
+    // Frames go through the ring only after `Ready`, which the parent reads from the
+    // socket; until then nothing else is sent.
+    let link_out = Outgoing::new(sock, ring.clone())?;
     identity::set_name(hello.name.clone(), hello.one_shot);
     if let Some(page) = &progress {
         super::progress::keep_own_page(page.clone());
     }
     // Before anything of the user's runs, so the initializer's events go too.
+    let link_out = std::sync::Arc::new(link_out);
     #[cfg(feature = "tracing")]
-    forward::install(hello.trace_level, sock)?;
+    forward::install(hello.trace_level, link_out.clone())?;
     crate::authkey::inherit_authkey(hello.authkey.clone());
     let mut ctx = WorkerCtx::new(hello.max_frame);
     ctx.on_item = progress.clone().map(|page| {
@@ -82,18 +101,14 @@ pub(super) fn serve(socket: OwnedFd) -> std::io::Result<i32> {
         ctx.fds_in.clear();
     }
     if let Err(failure) = setup {
-        send_with_tail(
-            wire::control(Kind::InitFailed, &failure),
-            Vec::new(),
-            Vec::new(),
-        )?;
+        send_control(wire::control(Kind::InitFailed, &failure))?;
         return Ok(code::INIT_FAILED);
     }
     let ready = Ready {
         pid: std::process::id(),
         fingerprint: mine,
     };
-    let sent = send_with_tail(wire::control(Kind::Ready, &ready), Vec::new(), Vec::new());
+    let sent = send_control(wire::control(Kind::Ready, &ready));
     // A `Process` child whose parent has already exited still has its task in the
     // socket; only a pool worker needs a parent listening.
     if !hello.one_shot {
@@ -106,14 +121,11 @@ pub(super) fn serve(socket: OwnedFd) -> std::io::Result<i32> {
     // in the order it writes them (see `worker::progress`).
     let mut seq = 0u64;
     let mut pace = Pace::new(hello.spin);
-    // Replies without descriptors or a tail wait here while the next task is already
-    // buffered, and go out together (one `sendmsg` for several) before this worker
-    // could block on anything.
-    let mut batch: Vec<u8> = Vec::with_capacity(BATCH_MAX);
+    let mut link_in = Incoming::new(reader, ring, hello.max_frame);
     loop {
-        let mut frame = match pace.next_frame(&mut reader, sock) {
+        let mut frame = match pace.next_frame(&mut link_in, sock) {
             Ok(f) => f,
-            Err(ReadError::Eof) => return finish(sock, &mut batch),
+            Err(ReadError::Eof) => return finish(&link_out),
             Err(ReadError::Protocol(_)) => return Ok(code::PROTOCOL),
             Err(ReadError::Io(e)) => return Err(e),
         };
@@ -126,7 +138,7 @@ pub(super) fn serve(socket: OwnedFd) -> std::io::Result<i32> {
                     Some(Begin::Skip) => {
                         wire::begin(&mut out);
                         wire::finish(&mut out, Kind::Done, wire::FLAG_SKIPPED, header.id, 0);
-                        reply(sock, &mut batch, &out, reader.has_frame())?;
+                        link_out.send(&mut out, &[], &[])?;
                         pace.replied();
                         continue;
                     }
@@ -152,7 +164,6 @@ pub(super) fn serve(socket: OwnedFd) -> std::io::Result<i32> {
                     // Only an allocation failure in this task may mark the page.
                     sys::proc::clear_errno();
                 }
-                let began = Instant::now();
                 #[cfg(feature = "tracing")]
                 forward::set_task(header.id);
                 let outcome = task::resolve(task::image(), func)
@@ -160,7 +171,6 @@ pub(super) fn serve(socket: OwnedFd) -> std::io::Result<i32> {
                 #[cfg(feature = "tracing")]
                 forward::set_task(0);
                 super::progress::running(0);
-                pace.ran(began.elapsed());
                 // Descriptors no handle in the argument claimed close here.
                 ctx.fds_in.clear();
                 let flags = match outcome {
@@ -186,155 +196,76 @@ pub(super) fn serve(socket: OwnedFd) -> std::io::Result<i32> {
                 );
                 // What the task logged goes before its result.
                 #[cfg(feature = "tracing")]
-                if let Some(records) = forward::take_frame() {
-                    reply(sock, &mut batch, &records, !hello.one_shot)?;
+                if let Some(mut records) = forward::take_frame() {
+                    link_out.send(&mut records, &[], &[])?;
                 }
-                if !hello.one_shot && ctx.tail_out.is_empty() && ctx.fds_out.is_empty() {
-                    let hold = pace.batching() && reader.has_frame();
-                    reply(sock, &mut batch, &out, hold)?;
-                    pace.replied();
-                    if out.capacity() > 16 << 20 {
-                        out = Vec::with_capacity(64 * 1024);
-                    }
-                    continue;
-                }
-                flush_batch(sock, &mut batch)?;
-                let sent = send_with_tail(
-                    std::mem::take(&mut out),
-                    std::mem::take(&mut ctx.tail_out),
-                    std::mem::take(&mut ctx.fds_out),
-                );
+                let sent = link_out.send(&mut out, &ctx.tail_out, &ctx.fds_out);
+                ctx.tail_out = Vec::new();
+                ctx.fds_out.clear();
                 if hello.one_shot {
                     // A `Process` child: like Python's, exit code 1 when the target
                     // raised (panicked), 0 when it returned, whether or not a parent
                     // is still there to read the result.
                     return Ok(if flags == 0 { code::OK } else { code::FAILED });
                 }
-                out = sent?;
+                sent?;
                 pace.replied();
                 // Do not keep a huge result buffer alive between tasks.
                 if out.capacity() > 16 << 20 {
                     out = Vec::with_capacity(64 * 1024);
                 }
             }
-            Kind::Shutdown => return finish(sock, &mut batch),
+            Kind::Shutdown => return finish(&link_out),
             _ => return Ok(code::PROTOCOL),
         }
     }
 }
 
-/// Most bytes of replies a worker holds back in one batch.
-const BATCH_MAX: usize = 64 * 1024;
-
-/// Sends `frame` (a whole reply without descriptors or tail), or holds it back in
-/// `batch` if `hold` (more tasks are already here) and the batch stays under
-/// [`BATCH_MAX`]. What is sent goes with the batch in one call, not copied behind it.
-fn reply(
-    sock: BorrowedFd<'_>,
-    batch: &mut Vec<u8>,
-    frame: &[u8],
-    hold: bool,
-) -> std::io::Result<()> {
-    if hold && batch.len() + frame.len() <= BATCH_MAX {
-        batch.extend_from_slice(frame);
-        return Ok(());
-    }
-    let _whole = writing();
-    send_all(sock, [batch, frame])?;
-    batch.clear();
-    Ok(())
-}
-
-/// Sends what is left before the worker exits: records, then held replies.
-fn finish(sock: BorrowedFd<'_>, batch: &mut Vec<u8>) -> std::io::Result<i32> {
+/// Sends what is left before the worker exits: the records its tasks logged last.
+fn finish(link_out: &Outgoing) -> std::io::Result<i32> {
     #[cfg(feature = "tracing")]
-    if let Some(records) = forward::take_frame() {
-        batch.extend_from_slice(&records);
+    if let Some(mut records) = forward::take_frame() {
+        link_out.send(&mut records, &[], &[])?;
     }
-    flush_batch(sock, batch).map(|()| code::OK)
+    let _ = link_out;
+    Ok(code::OK)
 }
 
-/// Held while a frame is written: see `forward::writing`.
-#[cfg(feature = "tracing")]
-fn writing() -> Option<std::sync::MutexGuard<'static, ()>> {
-    forward::writing()
-}
-
-#[cfg(not(feature = "tracing"))]
-fn writing() -> Option<()> {
-    None
-}
-
-/// Sends the batched replies and empties the batch.
-fn flush_batch(sock: BorrowedFd<'_>, batch: &mut Vec<u8>) -> std::io::Result<()> {
-    reply(sock, batch, &[], false)
-}
-
-/// Sends `parts` one after the other, blocking until all of them are out.
-pub(super) fn send_all(sock: BorrowedFd<'_>, mut parts: [&[u8]; 2]) -> std::io::Result<()> {
-    while !parts[0].is_empty() || !parts[1].is_empty() {
-        let live = if parts[0].is_empty() {
-            &parts[1..]
-        } else {
-            &parts[..]
-        };
-        match sys::sock::send_vectored(sock, live, &[], false) {
-            Ok(mut n) => {
-                for p in &mut parts {
-                    let k = n.min(p.len());
-                    *p = &p[k..];
-                    n -= k;
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-/// How long a worker polls for its next task before sleeping in `recvmsg`.
+/// How long a worker polls for its next task before sleeping.
 ///
 /// Waking a sleeping process costs tens of microseconds on a busy or virtualised
-/// machine; a worker whose tasks have lately come back to back polls (yielding the
-/// CPU between polls) for up to twice the typical gap, at most [`Pace::SPIN_MAX`].
-/// A worker whose tasks come rarely sleeps at once: an idle pool burns nothing. And
-/// only where the machine has a core to spare for it (`Hello::spin`): on two cores,
-/// a polling worker sat on the core the parent's threads needed to wake on, and a
-/// round trip took 55 µs instead of 43 µs.
-///
-/// It also says whether replies may wait in a batch: only while tasks have lately
-/// run for under [`Pace::BATCH_TASKS_UNDER`], so a reply is held back for at most a
-/// few short tasks (a long task after a batch costs that batch one task's delay).
+/// machine; a worker whose tasks have lately come back to back polls its ring
+/// (yielding the CPU between polls) for up to twice the typical gap, at most
+/// [`Pace::SPIN_MAX`]. A worker whose tasks come rarely sleeps at once: an idle pool
+/// burns nothing. And only where the machine has a core to spare for it
+/// (`Hello::spin`), and only while it has its core to itself: a yield that lets
+/// another thread run ends the polling, and none is done for the next
+/// [`Pace::CONTENDED_FRAMES`] frames, since on busy cores a polling worker sits on
+/// the core the parent's threads (or anyone else) need.
 struct Pace {
     /// The time from a reply to the next task's arrival.
     gap: Average,
     replied_at: Option<Instant>,
-    /// The time a task runs.
-    run: Average,
     /// Whether polling is allowed at all (see `Hello::spin`).
     spin: bool,
+    /// Frames still to wait for without polling, after a poll lost its core.
+    contended: u32,
 }
 
 impl Pace {
     const SPIN_MAX: Duration = Duration::from_micros(100);
-    const BATCH_TASKS_UNDER: Duration = Duration::from_micros(20);
+    /// A yield that took longer ran another thread on this core.
+    const PREEMPTED: Duration = Duration::from_micros(20);
+    /// How many frames a worker that lost its core waits for without polling.
+    const CONTENDED_FRAMES: u32 = 256;
 
     fn new(spin: bool) -> Pace {
         Pace {
             gap: Average::new(),
             replied_at: None,
-            run: Average::new(),
             spin,
+            contended: 0,
         }
-    }
-
-    fn ran(&mut self, took: Duration) {
-        self.run.record(took);
-    }
-
-    fn batching(&self) -> bool {
-        self.run.under(Self::BATCH_TASKS_UNDER)
     }
 
     fn replied(&mut self) {
@@ -343,27 +274,33 @@ impl Pace {
 
     fn next_frame(
         &mut self,
-        reader: &mut FrameReader,
+        link: &mut Incoming,
         sock: BorrowedFd<'_>,
     ) -> Result<wire::stream::Frame, ReadError> {
         let spin = self.gap.spin(Self::SPIN_MAX);
-        if self.spin && !reader.has_frame() && !spin.is_zero() {
+        self.contended = self.contended.saturating_sub(1);
+        if self.spin && self.contended == 0 && !spin.is_zero() {
             let until = Instant::now() + spin;
             loop {
-                match reader.read(sock, true) {
-                    Err(ReadError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    other => {
-                        self.arrived();
-                        return other;
-                    }
+                if let Some(frame) = link.try_next(sock)? {
+                    self.arrived();
+                    return Ok(frame);
                 }
-                if Instant::now() >= until {
+                let now = Instant::now();
+                if now >= until {
                     break;
                 }
                 std::thread::yield_now();
+                if now.elapsed() > Self::PREEMPTED {
+                    // Another thread wanted this core and ran: the machine has no
+                    // core to spare now, and polling would take it from the parent
+                    // (or whoever else needs it). Sleep, for a while of frames.
+                    self.contended = Self::CONTENDED_FRAMES;
+                    break;
+                }
             }
         }
-        let frame = reader.read(sock, false);
+        let frame = link.next(sock);
         self.arrived();
         frame
     }

@@ -12,5 +12,6 @@ mod map;
 mod pipeline;
 mod protocol;
 mod rendezvous;
+mod ring;
 mod service;
 mod submit;

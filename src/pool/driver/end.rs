@@ -84,6 +84,7 @@ impl Driver {
         self.inner.jobs.hand_back(again.into_iter());
         self.unsent = 0;
         self.written = 0;
+        self.spilling = false;
         self.flights_changed();
     }
 

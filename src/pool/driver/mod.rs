@@ -56,7 +56,7 @@ use crate::pool::jobs::IdleWaiter;
 use crate::pool::pace::Pace;
 use crate::pool::worker_process::{Io, WorkerProcess};
 use crate::pool::Inner;
-use crate::sys::sock::MAX_PARTS;
+use crate::wire::ring::Ring;
 use crate::wire::stream::Frame;
 use crate::wire::{self, Failure, Payload, ReadError, FLAG_FAILED, FLAG_SKIPPED};
 use crate::worker::progress::Hold;
@@ -92,6 +92,7 @@ async fn drive(inner: Arc<Inner>) {
         flights: VecDeque::new(),
         unsent: 0,
         written: 0,
+        spilling: false,
         signal: Arc::new(Notify::new()),
         waiter: Arc::default(),
         pace: Pace::default(),
@@ -171,9 +172,10 @@ struct Driver {
     /// In the order written; the worker answers in this order.
     flights: VecDeque<Flight>,
     /// `flights[..unsent]` are completely written; `flights[unsent]` has `written`
-    /// bytes out.
+    /// bytes out on the socket, once `spilling` (announced in the ring).
     unsent: usize,
     written: usize,
+    spilling: bool,
     /// Woken by a cancellation of any task this driver dispatched.
     signal: Arc<Notify>,
     /// Its place among the idle drivers (see `JobQueue::next_idle`).
@@ -449,68 +451,70 @@ impl Driver {
         }
     }
 
-    /// Writes what the socket takes of the flights not yet written: as many frames
-    /// per `sendmsg` as it takes (the first from where it stopped, with its
-    /// descriptors if none went yet, then whole frames that carry none). Jobs keep
-    /// their buffers and descriptors, so that one sent to a worker that dies before
-    /// beginning it can be sent again.
+    /// Writes the flights not yet written, in order: into the worker's ring where a
+    /// frame fits a slot, else announced in the ring and sent on the socket (as much
+    /// as it takes now; the rest when it has room again, before any frame behind it).
+    /// Jobs keep their buffers and descriptors, so that one sent to a worker that dies
+    /// before beginning it can be sent again.
     fn write(&mut self) -> io::Result<()> {
-        let Some(w) = self.worker.as_ref() else {
-            return Ok(());
-        };
         while self.unsent < self.flights.len() {
-            let sent = {
-                let mut parts: [&[u8]; MAX_PARTS] = [&[]; MAX_PARTS];
-                let mut n = 0;
-                let first = unwritten(&self.flights[self.unsent]);
-                let fds: Vec<_> = match self.written {
-                    0 => first.fds.iter().map(AsFd::as_fd).collect(),
-                    _ => Vec::new(),
-                };
-                let (frame, tail) = (&first.frame[..], &first.tail[..]);
-                if self.written < frame.len() {
-                    parts[n] = &frame[self.written..];
-                    n += 1;
-                }
-                let tail_from = self.written.saturating_sub(frame.len());
-                if tail_from < tail.len() {
-                    parts[n] = &tail[tail_from..];
-                    n += 1;
-                }
-                for f in self.flights.range(self.unsent + 1..) {
-                    let job = unwritten(f);
-                    if !job.fds.is_empty() || n + 2 > MAX_PARTS {
-                        break;
-                    }
-                    parts[n] = &job.frame;
-                    n += 1;
-                    if !job.tail.is_empty() {
-                        parts[n] = &job.tail;
-                        n += 1;
-                    }
-                }
-                match w.send_now(&parts[..n], &fds) {
-                    Ok(sent) => sent,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                    Err(e) => return Err(e),
-                }
+            let Some(w) = self.worker.as_ref() else {
+                return Ok(());
             };
-            let mut left = sent;
-            while left > 0 {
-                let job = unwritten(&self.flights[self.unsent]);
-                let rest = job.frame.len() + job.tail.len() - self.written;
-                if left < rest {
-                    self.written += left;
-                    break;
+            let job = unwritten(&self.flights[self.unsent]);
+            let (frame, tail) = (&job.frame[..], &job.tail[..]);
+            if !self.spilling {
+                let pushed = if Ring::fits(frame.len() + tail.len(), job.fds.len()) {
+                    w.ring().try_push(&[frame, tail])
+                } else {
+                    self.spilling = w.ring().try_push_spilled();
+                    self.spilling
+                };
+                if !pushed {
+                    // Not reached: a worker has fewer tasks out than its ring has slots.
+                    return Err(io::Error::other("the worker's ring is full"));
                 }
-                left -= rest;
-                self.unsent += 1;
-                self.written = 0;
-                self.give_back_armed = true;
+                if !self.spilling {
+                    self.sent_one();
+                    continue;
+                }
+            }
+            let fds: Vec<_> = match self.written {
+                0 => job.fds.iter().map(AsFd::as_fd).collect(),
+                _ => Vec::new(),
+            };
+            let mut parts: [&[u8]; 2] = [&[]; 2];
+            let mut n = 0;
+            if self.written < frame.len() {
+                parts[n] = &frame[self.written..];
+                n += 1;
+            }
+            let tail_from = self.written.saturating_sub(frame.len());
+            if tail_from < tail.len() {
+                parts[n] = &tail[tail_from..];
+                n += 1;
+            }
+            match w.send_now(&parts[..n], &fds) {
+                Ok(sent) => {
+                    self.written += sent;
+                    if self.written == frame.len() + tail.len() {
+                        self.spilling = false;
+                        self.sent_one();
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(e),
             }
         }
         Ok(())
+    }
+
+    /// The flight being written is wholly out.
+    fn sent_one(&mut self) {
+        self.unsent += 1;
+        self.written = 0;
+        self.give_back_armed = true;
     }
 
     /// When the first flight must be answered by (its timeout).
@@ -698,8 +702,8 @@ impl Driver {
                 back.extend(f.job.take());
             }
         }
-        // Untouched by the socket: neither written nor being written.
-        let untouched = if self.written > 0 {
+        // Untouched: neither written nor being written.
+        let untouched = if self.spilling {
             self.unsent + 1
         } else {
             self.unsent

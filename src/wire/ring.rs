@@ -1,0 +1,533 @@
+//! Frames through shared memory: the hot path between a pool's parent and one worker.
+//!
+//! A [`Ring`] is one memory file shared by a parent and its worker, holding two lanes
+//! of fixed-size slots: *down* (tasks, parent → worker) and *up* (replies, worker →
+//! parent). Each lane has one writer and one reader. The writer copies a frame into
+//! the next free slot and then publishes it by advancing the lane's `tail`; the reader
+//! copies it out and frees the slot by advancing `head`. Neither side takes a lock or
+//! makes a system call while the other is awake.
+//!
+//! # What the socket still carries
+//! A frame that does not fit a slot, or that carries descriptors (`SCM_RIGHTS`),
+//! *spills*: the writer publishes a slot that says only "spilled", then writes the
+//! frame on the socket as before. The reader, on meeting that slot, reads the next
+//! frame from the socket. So frames keep one order, whichever way each one went. The
+//! socket also remains the lifeline: a worker sleeping in the kernel watches it, and
+//! its end (EOF) means the parent is gone.
+//!
+//! # Sleeping and waking
+//! A reader that finds its lane empty polls it for a while (its caller's pace
+//! decides how long), then sleeps: it raises its lane's `asleep` flag, looks at the
+//! lane once more, and waits on its own doorbell, an `eventfd` (the parent's through
+//! tokio, the worker's in `poll(2)` beside the socket). A writer, after publishing,
+//! looks at the flag; if it is up, it lowers it and rings the doorbell. The flag and
+//! the tail are each written before the other side's is read, with a sequentially
+//! consistent fence between, so either the reader sees the new frame or the writer
+//! sees the flag: no wake-up is lost (Dekker's pattern). A worker whose reply lane is
+//! full (its tracing thread may be the one writing) sleeps the same way on the lane's
+//! `full` flag, but as a futex, so that its doorbell keeps one sleeper; the parent
+//! wakes it when it frees a slot. The parent never waits for room: it has at most
+//! [`DEPTH_MAX`](crate::worker::progress::DEPTH_MAX) tasks out, fewer than a lane's
+//! slots.
+//!
+//! # A peer that dies or lies
+//! A worker killed while it writes a slot has not published it: the parent never sees
+//! the half-written frame, and learns of the death from the worker's pidfd. Its ring
+//! dies with it; the next worker gets a new one. What the parent reads from the ring
+//! is checked as it would be from the socket: the slot's length against the slot, the
+//! header against the frame limit (before anything is allocated), and the lane's
+//! counters against each other. Anything else is a [`ProtocolError`], which costs
+//! the worker its life, never the parent's memory.
+
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use super::stream::Frame;
+use super::{Header, HEADER_LEN};
+use crate::error::ProtocolError;
+use crate::sys::shm::{self, EventFd, Region};
+
+/// Slots in each lane.
+pub(crate) const SLOTS: usize = 128;
+/// Bytes of one slot, its entry word included.
+pub(crate) const SLOT_LEN: usize = 2048;
+/// Bytes of frame (header and body) that fit in one slot.
+pub(crate) const SLOT_FRAME_MAX: usize = SLOT_LEN - ENTRY_LEN;
+
+/// The entry word before each slot's frame: its length, or [`SPILLED`].
+const ENTRY_LEN: usize = 8;
+/// The entry word of a slot whose frame went on the socket.
+const SPILLED: u64 = u64::MAX;
+/// Identifies a ring's memory file (and its layout version).
+const MAGIC: u64 = 0x7072_6f63_7269_6e01; // "procrin" 1
+/// The control page: the magic, then each lane's words, each on its own cache line.
+const CONTROL: usize = 4096;
+const LINE: usize = 128;
+const LANE_SLOTS_LEN: usize = SLOTS * SLOT_LEN;
+const FILE_LEN: usize = CONTROL + 2 * LANE_SLOTS_LEN;
+
+/// Which way a lane goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lane {
+    /// Parent → worker: tasks.
+    Down = 0,
+    /// Worker → parent: replies.
+    Up = 1,
+}
+
+impl Lane {
+    /// Frames written so far (the writer's).
+    fn tail(self) -> usize {
+        LINE + self as usize * 4 * LINE
+    }
+    /// Frames read so far (the reader's).
+    fn head(self) -> usize {
+        self.tail() + LINE
+    }
+    /// Raised by a reader about to sleep for lack of frames.
+    fn asleep(self) -> usize {
+        self.tail() + 2 * LINE
+    }
+    /// Raised by a writer about to sleep for lack of room.
+    fn full(self) -> usize {
+        self.tail() + 3 * LINE
+    }
+    fn slots(self) -> usize {
+        CONTROL + self as usize * LANE_SLOTS_LEN
+    }
+}
+
+/// What the reader found at the head of its lane.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Next {
+    /// Nothing yet.
+    Empty,
+    /// A frame in the slot: [`Ring::take`] copies it out.
+    Inline,
+    /// The next frame is on the socket: read it, then [`Ring::skip`].
+    Spilled,
+}
+
+/// One end of a ring: the lane it writes, the lane it reads, and the two doorbells.
+#[derive(Debug)]
+pub(crate) struct Ring {
+    region: Region,
+    tx: Lane,
+    rx: Lane,
+    /// Rung by the peer when this side sleeps.
+    bell: EventFd,
+    /// Rung to wake the peer.
+    peer_bell: EventFd,
+}
+
+/// The descriptors a worker needs to open its end: the memory file, the worker's
+/// doorbell and the parent's, in this order.
+pub(crate) type WorkerFds = [OwnedFd; 3];
+
+impl Ring {
+    /// The parent's end of a new ring, and the descriptors to send to the worker.
+    pub(crate) fn create() -> io::Result<(Ring, WorkerFds)> {
+        let memfd = shm::memfd("procpool-ring", FILE_LEN as u64, shm::Size::Fixed)?;
+        let region = Region::map(memfd.as_fd(), FILE_LEN)?;
+        region.u64_at(0).store(MAGIC, Ordering::Release);
+        let (mine, theirs) = (EventFd::new()?, EventFd::new()?);
+        let fds = [
+            memfd,
+            crate::sys::sock::dup(theirs.as_fd())?,
+            crate::sys::sock::dup(mine.as_fd())?,
+        ];
+        Ok((
+            Ring {
+                region,
+                tx: Lane::Down,
+                rx: Lane::Up,
+                bell: mine,
+                peer_bell: theirs,
+            },
+            fds,
+        ))
+    }
+
+    /// The worker's end of the ring its parent sent (see [`WorkerFds`]).
+    pub(crate) fn open(fds: WorkerFds) -> io::Result<Ring> {
+        let [memfd, mine, theirs] = fds;
+        if shm::file_len(memfd.as_fd())? < FILE_LEN as u64 {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "ring too small"));
+        }
+        let region = Region::map(memfd.as_fd(), FILE_LEN)?;
+        if region.u64_at(0).load(Ordering::Acquire) != MAGIC {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "not a procpool ring",
+            ));
+        }
+        Ok(Ring {
+            region,
+            tx: Lane::Up,
+            rx: Lane::Down,
+            bell: EventFd::from_fd(mine),
+            peer_bell: EventFd::from_fd(theirs),
+        })
+    }
+
+    /// This side's doorbell, to wait on when it sleeps.
+    pub(crate) fn bell(&self) -> &EventFd {
+        &self.bell
+    }
+
+    fn word(&self, offset: usize) -> &AtomicU64 {
+        self.region.u64_at(offset)
+    }
+
+    fn flag(&self, offset: usize) -> &AtomicU32 {
+        self.region.u32_at(offset)
+    }
+
+    /// Whether a frame of `len` bytes with `nfds` descriptors goes in a slot.
+    pub(crate) fn fits(len: usize, nfds: usize) -> bool {
+        nfds == 0 && len <= SLOT_FRAME_MAX
+    }
+
+    /// Publishes `parts` (one frame, back to back; together at most
+    /// [`SLOT_FRAME_MAX`] bytes) in the next slot, and wakes the reader if it sleeps.
+    /// False, and nothing written, when the lane is full.
+    pub(crate) fn try_push(&self, parts: &[&[u8]]) -> bool {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        debug_assert!(len <= SLOT_FRAME_MAX, "a frame over a slot: {len}");
+        let Some(slot) = self.free_slot() else {
+            return false;
+        };
+        let mut at = slot + ENTRY_LEN;
+        for part in parts {
+            self.region.write(at, part);
+            at += part.len();
+        }
+        self.region.write(slot, &(len as u64).to_le_bytes());
+        self.publish();
+        true
+    }
+
+    /// Publishes a slot saying that the next frame goes on the socket. False when the
+    /// lane is full.
+    pub(crate) fn try_push_spilled(&self) -> bool {
+        let Some(slot) = self.free_slot() else {
+            return false;
+        };
+        self.region.write(slot, &SPILLED.to_le_bytes());
+        self.publish();
+        true
+    }
+
+    /// The offset of the slot the next frame goes in, if the reader has freed it.
+    fn free_slot(&self) -> Option<usize> {
+        let tail = self.word(self.tx.tail()).load(Ordering::Relaxed);
+        let head = self.word(self.tx.head()).load(Ordering::Acquire);
+        // A reader that ran ahead of the writer (only a broken peer) frees nothing.
+        (tail.wrapping_sub(head) < SLOTS as u64)
+            .then(|| self.tx.slots() + (tail % SLOTS as u64) as usize * SLOT_LEN)
+    }
+
+    fn publish(&self) {
+        let tail = self.word(self.tx.tail());
+        tail.store(tail.load(Ordering::Relaxed) + 1, Ordering::Release);
+        fence(Ordering::SeqCst);
+        self.wake_if(self.tx.asleep());
+    }
+
+    /// Rings the peer's doorbell if it raised the flag at `offset`.
+    fn wake_if(&self, offset: usize) {
+        let flag = self.flag(offset);
+        if flag.load(Ordering::Relaxed) != 0 && flag.swap(0, Ordering::AcqRel) != 0 {
+            self.peer_bell.notify();
+        }
+    }
+
+    /// What the head of this side's incoming lane holds.
+    ///
+    /// # Errors
+    /// A protocol error when the lane's counters or the slot's length make no sense
+    /// (the peer is broken or hostile).
+    pub(crate) fn next(&self) -> Result<Next, ProtocolError> {
+        let head = self.word(self.rx.head()).load(Ordering::Relaxed);
+        let tail = self.word(self.rx.tail()).load(Ordering::Acquire);
+        if tail == head {
+            return Ok(Next::Empty);
+        }
+        if tail.wrapping_sub(head) > SLOTS as u64 {
+            return Err(malformed(format!(
+                "the ring's writer is {} frames ahead of its reader, in {SLOTS} slots",
+                tail.wrapping_sub(head)
+            )));
+        }
+        match self.entry(head) {
+            SPILLED => Ok(Next::Spilled),
+            len if (HEADER_LEN as u64..=SLOT_FRAME_MAX as u64).contains(&len) => Ok(Next::Inline),
+            len => Err(malformed(format!("a ring slot holding {len} bytes"))),
+        }
+    }
+
+    fn slot(&self, index: u64) -> usize {
+        self.rx.slots() + (index % SLOTS as u64) as usize * SLOT_LEN
+    }
+
+    fn entry(&self, index: u64) -> u64 {
+        let mut word = [0u8; ENTRY_LEN];
+        self.region.read(self.slot(index), &mut word);
+        u64::from_le_bytes(word)
+    }
+
+    /// Copies out the frame at the head (after [`next`](Self::next) said
+    /// [`Next::Inline`]) and frees its slot. Its header is checked against `limit`
+    /// before its body is copied.
+    ///
+    /// # Errors
+    /// A protocol error for a header that does not parse, a body over `limit`, a
+    /// length that disagrees with the slot's, or descriptors announced in a slot.
+    pub(crate) fn take(&self, limit: u64) -> Result<Frame, ProtocolError> {
+        let head = self.word(self.rx.head()).load(Ordering::Relaxed);
+        let slot = self.slot(head);
+        let len = self.entry(head) as usize;
+        if !(HEADER_LEN..=SLOT_FRAME_MAX).contains(&len) {
+            return Err(malformed(format!("a ring slot holding {len} bytes")));
+        }
+        let mut raw = [0u8; HEADER_LEN];
+        self.region.read(slot + ENTRY_LEN, &mut raw);
+        let header = Header::parse(&raw, limit)?;
+        if header.len != (len - HEADER_LEN) as u64 || header.nfds != 0 {
+            return Err(malformed(format!(
+                "a ring slot of {len} bytes holding a frame of {} with {} descriptors",
+                header.len, header.nfds
+            )));
+        }
+        let mut body = Vec::with_capacity(len - HEADER_LEN);
+        self.region
+            .read_into(slot + ENTRY_LEN + HEADER_LEN, len - HEADER_LEN, &mut body);
+        self.skip();
+        Ok(Frame {
+            header,
+            body,
+            fds: Vec::new(),
+        })
+    }
+
+    /// Frees the head slot: its frame was read (from the slot or the socket).
+    pub(crate) fn skip(&self) {
+        let head = self.word(self.rx.head());
+        head.store(head.load(Ordering::Relaxed) + 1, Ordering::Release);
+        fence(Ordering::SeqCst);
+        // A writer waiting for room sleeps on the flag itself.
+        let full = self.flag(self.rx.full());
+        if full.load(Ordering::Relaxed) != 0 && full.swap(0, Ordering::AcqRel) != 0 {
+            shm::futex_wake_all(full);
+        }
+    }
+
+    /// Before sleeping for a frame: raises this side's `asleep` flag and says whether
+    /// the lane is still empty. If not, the flag is lowered again and the caller reads
+    /// instead of sleeping. After a sleep, call [`woke`](Self::woke).
+    pub(crate) fn sleep_for_frame(&self) -> bool {
+        self.flag(self.rx.asleep()).store(1, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        let head = self.word(self.rx.head()).load(Ordering::Relaxed);
+        let empty = self.word(self.rx.tail()).load(Ordering::Acquire) == head;
+        if !empty {
+            self.flag(self.rx.asleep()).store(0, Ordering::Relaxed);
+        }
+        empty
+    }
+
+    /// Waits up to `timeout` for the reader to free a slot of this side's full
+    /// outgoing lane: raises the `full` flag, looks once more, and sleeps on the flag
+    /// (a futex) unless a slot is free by then. Returns at once if one is.
+    pub(crate) fn wait_for_room(&self, timeout: Duration) {
+        let full = self.flag(self.tx.full());
+        full.store(1, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        if self.free_slot().is_none() {
+            shm::futex_wait(full, 1, Some(timeout));
+        }
+        full.store(0, Ordering::Relaxed);
+    }
+
+    /// After a sleep for a frame, however it ended: lowers the flag and empties the
+    /// doorbell (a ring that came late only costs a spurious wake-up).
+    pub(crate) fn woke(&self) {
+        self.flag(self.rx.asleep()).store(0, Ordering::Relaxed);
+        self.bell.drain();
+    }
+}
+
+fn malformed(reason: String) -> ProtocolError {
+    ProtocolError::Malformed { reason }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{self, Kind};
+
+    fn pair() -> (Ring, Ring) {
+        let (parent, fds) = Ring::create().unwrap();
+        (parent, Ring::open(fds).unwrap())
+    }
+
+    fn frame(body_len: usize, id: u64) -> Vec<u8> {
+        let mut f = Vec::new();
+        wire::begin(&mut f);
+        f.extend((0..body_len).map(|i| i as u8));
+        wire::finish(&mut f, Kind::Run, 0, id, 7);
+        f
+    }
+
+    #[test]
+    fn frames_go_through_in_order_and_free_their_slots() {
+        let (parent, worker) = pair();
+        for round in 0..3 * SLOTS as u64 {
+            assert!(parent.try_push(&[&frame(5, round)]));
+            assert_eq!(worker.next().unwrap(), Next::Inline);
+            let f = worker.take(u64::MAX).unwrap();
+            assert_eq!((f.header.id, f.body), (round, vec![0, 1, 2, 3, 4]));
+            assert_eq!(worker.next().unwrap(), Next::Empty);
+        }
+    }
+
+    #[test]
+    fn a_slot_sized_frame_fits_and_one_byte_more_does_not() {
+        let (parent, worker) = pair();
+        let exact = frame(SLOT_FRAME_MAX - HEADER_LEN, 1);
+        assert!(Ring::fits(exact.len(), 0));
+        assert!(!Ring::fits(exact.len() + 1, 0));
+        assert!(!Ring::fits(10, 1), "descriptors always spill");
+        // Split in two parts, as a frame and its tail are.
+        assert!(parent.try_push(&[&exact[..100], &exact[100..]]));
+        let f = worker.take(u64::MAX).unwrap();
+        assert_eq!(f.body, exact[HEADER_LEN..]);
+    }
+
+    #[test]
+    fn a_full_lane_refuses_until_the_reader_frees_a_slot() {
+        let (parent, worker) = pair();
+        for i in 0..SLOTS as u64 {
+            assert!(parent.try_push(&[&frame(0, i)]));
+        }
+        assert!(!parent.try_push(&[&frame(0, 99)]));
+        assert!(!parent.try_push_spilled());
+        worker.take(u64::MAX).unwrap();
+        assert!(parent.try_push_spilled());
+        for i in 1..SLOTS as u64 {
+            assert_eq!(worker.take(u64::MAX).unwrap().header.id, i);
+        }
+        assert_eq!(worker.next().unwrap(), Next::Spilled);
+        worker.skip();
+        assert_eq!(worker.next().unwrap(), Next::Empty);
+    }
+
+    #[test]
+    fn a_lying_writer_is_a_protocol_error_not_an_allocation() {
+        let (parent, worker) = pair();
+        // A header claiming a huge body, in a slot of 40 bytes.
+        let mut f = frame(8, 1);
+        f[0..8].copy_from_slice(&(1u64 << 40).to_le_bytes());
+        assert!(parent.try_push(&[&f]));
+        assert!(matches!(
+            worker.take(1 << 20),
+            Err(ProtocolError::FrameTooLarge { .. })
+        ));
+        // A slot length past the slot.
+        let (parent, worker) = pair();
+        assert!(parent.try_push(&[&frame(8, 1)]));
+        let slot = Lane::Down.slots();
+        parent
+            .region
+            .write(slot, &(SLOT_LEN as u64 * 4).to_le_bytes());
+        assert!(worker.next().is_err());
+        assert!(worker.take(u64::MAX).is_err());
+        // A tail that runs past every slot.
+        parent
+            .word(Lane::Down.tail())
+            .store(SLOTS as u64 * 9, Ordering::Release);
+        assert!(worker.next().is_err());
+    }
+
+    #[test]
+    fn a_sleeper_is_rung_exactly_when_it_raised_its_flag() {
+        let (parent, worker) = pair();
+        let rung = |r: &Ring| {
+            crate::sys::sock::poll(
+                r.bell().as_fd(),
+                crate::sys::sock::Wait::Readable,
+                Some(std::time::Duration::ZERO),
+            )
+            .unwrap()
+        };
+        // Nobody asleep: publishing rings nothing.
+        assert!(parent.try_push(&[&frame(0, 1)]));
+        assert!(!rung(&worker));
+        // Something waiting: the worker must not sleep.
+        assert!(!worker.sleep_for_frame());
+        worker.take(u64::MAX).unwrap();
+        assert!(worker.sleep_for_frame());
+        assert!(parent.try_push(&[&frame(0, 2)]));
+        assert!(rung(&worker));
+        worker.woke();
+        assert!(!rung(&worker));
+    }
+
+    #[test]
+    fn a_writer_waiting_for_room_wakes_when_a_slot_frees() {
+        let (parent, worker) = pair();
+        for i in 0..SLOTS as u64 {
+            assert!(worker.try_push(&[&frame(0, i)]));
+        }
+        let writer = std::thread::spawn(move || {
+            // Far longer than the test may take: only the wake-up ends it in time.
+            while !worker.try_push(&[&frame(0, 1000)]) {
+                worker.wait_for_room(std::time::Duration::from_secs(60));
+            }
+            worker
+        });
+        assert_eq!(parent.take(u64::MAX).unwrap().header.id, 0);
+        let _worker = writer.join().unwrap();
+        for i in 1..SLOTS as u64 {
+            assert_eq!(parent.take(u64::MAX).unwrap().header.id, i);
+        }
+        assert_eq!(parent.take(u64::MAX).unwrap().header.id, 1000);
+    }
+
+    #[test]
+    fn two_threads_pass_a_hundred_thousand_frames_without_losing_a_wakeup() {
+        let (parent, worker) = pair();
+        const N: u64 = 100_000;
+        let reader = std::thread::spawn(move || {
+            let mut next = 0;
+            while next < N {
+                match worker.next().unwrap() {
+                    Next::Inline => {
+                        assert_eq!(worker.take(u64::MAX).unwrap().header.id, next);
+                        next += 1;
+                    }
+                    Next::Spilled => unreachable!(),
+                    Next::Empty => {
+                        if worker.sleep_for_frame() {
+                            crate::sys::sock::poll(
+                                worker.bell().as_fd(),
+                                crate::sys::sock::Wait::Readable,
+                                None,
+                            )
+                            .unwrap();
+                            worker.woke();
+                        }
+                    }
+                }
+            }
+        });
+        for i in 0..N {
+            while !parent.try_push(&[&frame(3, i)]) {
+                std::thread::yield_now();
+            }
+        }
+        reader.join().unwrap();
+    }
+}

@@ -1,0 +1,183 @@
+//! The worker's link to its parent after the handshake: frames in and frames out,
+//! through the shared-memory ring ([`crate::wire::ring`]) where the frame fits a slot,
+//! and on the control socket otherwise. A `Process` child has no ring: everything goes
+//! on the socket.
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::error::ProtocolError;
+use crate::sys;
+use crate::wire::ring::{Next, Ring};
+use crate::wire::stream::{Frame, FrameReader};
+use crate::wire::{self, ReadError};
+
+/// How long a writer waiting for room in a full ring sleeps before it looks whether
+/// its parent is still there (the parent wakes it as soon as it frees a slot).
+const ROOM_RECHECK: Duration = Duration::from_millis(20);
+
+/// Frames from the parent.
+pub(super) struct Incoming {
+    reader: FrameReader,
+    ring: Option<Arc<Ring>>,
+    limit: u64,
+}
+
+impl Incoming {
+    /// Frames read with `reader` (which holds what the handshake read ahead) and, if
+    /// the parent sent one, `ring`.
+    pub(super) fn new(reader: FrameReader, ring: Option<Arc<Ring>>, limit: u64) -> Incoming {
+        Incoming {
+            reader,
+            ring,
+            limit,
+        }
+    }
+
+    /// The next frame if one is there, without sleeping; `None` if none is.
+    ///
+    /// # Errors
+    /// As [`FrameReader::read`]; a protocol error for a ring slot that makes no sense.
+    pub(super) fn try_next(&mut self, sock: BorrowedFd<'_>) -> Result<Option<Frame>, ReadError> {
+        let Some(ring) = &self.ring else {
+            return match self.reader.read(sock, true) {
+                Err(ReadError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+                other => other.map(Some),
+            };
+        };
+        match ring.next().map_err(ReadError::Protocol)? {
+            Next::Empty => Ok(None),
+            Next::Inline => ring.take(self.limit).map(Some).map_err(ReadError::Protocol),
+            Next::Spilled => {
+                // Announced: the parent is writing it on the socket now.
+                let frame = self.reader.read(sock, false)?;
+                ring.skip();
+                Ok(Some(frame))
+            }
+        }
+    }
+
+    /// The next frame, sleeping until it comes: in `recvmsg` without a ring, else in
+    /// `poll` on the ring's doorbell and the socket (whose end means the parent is
+    /// gone).
+    ///
+    /// # Errors
+    /// As [`try_next`](Self::try_next); `Eof` once the parent closed the socket and
+    /// nothing it sent before is left.
+    pub(super) fn next(&mut self, sock: BorrowedFd<'_>) -> Result<Frame, ReadError> {
+        let Some(ring) = self.ring.clone() else {
+            return self.reader.read(sock, false);
+        };
+        loop {
+            if let Some(frame) = self.try_next(sock)? {
+                return Ok(frame);
+            }
+            if !ring.sleep_for_frame() {
+                continue;
+            }
+            let ready = sys::sock::poll_readable(&[sock, ring.bell().as_fd()], None);
+            ring.woke();
+            if !ready?.contains(&0) {
+                continue;
+            }
+            // The socket has something while the ring announced nothing: its end, or
+            // the start of a spilled frame whose slot comes next.
+            if ring.next().map_err(ReadError::Protocol)? != Next::Empty {
+                continue;
+            }
+            match self.reader.read(sock, true) {
+                Err(ReadError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+                Ok(frame) if ring.next().map_err(ReadError::Protocol)? == Next::Spilled => {
+                    ring.skip();
+                    return Ok(frame);
+                }
+                Ok(_) => {
+                    return Err(ReadError::Protocol(ProtocolError::Unexpected {
+                        what: "a frame on the socket that the ring did not announce".to_owned(),
+                    }))
+                }
+            }
+        }
+    }
+}
+
+/// Frames to the parent, from the serve loop and (feature `tracing`) from any thread
+/// that flushes records: one frame at a time, whole.
+pub(crate) struct Outgoing {
+    sock: OwnedFd,
+    ring: Option<Arc<Ring>>,
+    /// Held for each frame, so that frames from two threads never interleave and take
+    /// ring slots in the order their socket bytes go.
+    lock: Mutex<()>,
+}
+
+impl Outgoing {
+    /// Frames out on (a duplicate of) `sock`, and in `ring`'s up lane where they fit.
+    pub(super) fn new(sock: BorrowedFd<'_>, ring: Option<Arc<Ring>>) -> io::Result<Outgoing> {
+        Ok(Outgoing {
+            sock: sys::sock::dup(sock)?,
+            ring,
+            lock: Mutex::new(()),
+        })
+    }
+
+    /// Sends one frame: `frame` (header from [`wire::finish`]) and its body's rest in
+    /// `tail`, with `fds`; the header's extent is set here. Blocks until it is out, or
+    /// in a ring slot.
+    ///
+    /// # Errors
+    /// The socket's error once the parent is gone.
+    pub(crate) fn send(&self, frame: &mut [u8], tail: &[u8], fds: &[OwnedFd]) -> io::Result<()> {
+        wire::set_extent(frame, tail.len(), fds.len());
+        let _whole = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let sock = self.sock.as_fd();
+        if let Some(ring) = &self.ring {
+            let inline = Ring::fits(frame.len() + tail.len(), fds.len());
+            loop {
+                let pushed = if inline {
+                    ring.try_push(&[frame, tail])
+                } else {
+                    ring.try_push_spilled()
+                };
+                if pushed {
+                    break;
+                }
+                if sys::sock::peer_closed(sock)? {
+                    return Err(io::ErrorKind::BrokenPipe.into());
+                }
+                ring.wait_for_room(ROOM_RECHECK);
+            }
+            if inline {
+                return Ok(());
+            }
+        }
+        let fds: Vec<BorrowedFd<'_>> = fds.iter().map(AsFd::as_fd).collect();
+        let mut parts = [&frame[..], tail];
+        let mut with = &fds[..];
+        while !parts[0].is_empty() || !parts[1].is_empty() {
+            let live = if parts[0].is_empty() {
+                &parts[1..]
+            } else {
+                &parts[..]
+            };
+            match sys::sock::send_vectored(sock, live, with, false) {
+                Ok(mut n) => {
+                    if n > 0 {
+                        with = &[];
+                    }
+                    for p in &mut parts {
+                        let k = n.min(p.len());
+                        *p = &p[k..];
+                        n -= k;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,205 @@
+//! The shared-memory ring between the parent and each worker (`src/wire/ring.rs`):
+//! frames on either side of a slot's size, frames that spill to the socket among ones
+//! that do not, and workers that die or lie in the middle of a slot.
+//!
+//! The broken workers are real: the task writes into the worker's own mapping of its
+//! ring (found in `/proc/self/maps`) as `src/wire/ring.rs` lays it out, then dies or
+//! spins. The ring's magic word is checked first, so a changed layout fails here
+//! loudly rather than testing nothing.
+
+// Writing into the worker's own shared mapping through raw pointers.
+#![allow(unsafe_code)]
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::common;
+
+use procpool::{ProcessPoolExecutor, ProtocolError, TaskError};
+
+/// The ring's layout, as `src/wire/ring.rs` has it.
+const MAGIC: u64 = 0x7072_6f63_7269_6e01;
+const CONTROL: usize = 4096;
+const SLOTS: u64 = 128;
+const SLOT_LEN: usize = 2048;
+/// The up lane (worker → parent): its `tail` word and its first slot.
+const UP_TAIL: usize = 128 + 4 * 128;
+const UP_SLOTS: usize = CONTROL + SLOTS as usize * SLOT_LEN;
+/// A slot's entry word saying that its frame went on the socket.
+const SPILLED: u64 = u64::MAX;
+/// The body of a `Vec<u8>` of this length makes a frame that fills a slot exactly: a
+/// 32-byte header, a 2-byte length and the bytes, 2,040 in all (a slot of 2,048 less
+/// its 8-byte entry word).
+const FILLS_A_SLOT: usize = 2006;
+
+fn echo(v: Vec<u8>) -> Vec<u8> {
+    v
+}
+
+fn bytes(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i * 7 + n) as u8).collect()
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn frames_on_either_side_of_a_slot_come_back_whole() {
+    let pool = ProcessPoolExecutor::builder().workers(1).build().unwrap();
+    // One at a time, the task and its result both cross the ring or both spill.
+    for n in FILLS_A_SLOT - 16..=FILLS_A_SLOT + 16 {
+        let v = bytes(n);
+        assert_eq!(pool.run(echo, v.clone()).await.unwrap(), v, "{n} bytes");
+    }
+    pool.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spilled_frames_keep_their_place_among_the_ring_s() {
+    // One worker, eight tasks ahead of it: frames through the ring and frames on the
+    // socket (large ones, and exactly one byte past a slot) alternate in one stream.
+    let pool = ProcessPoolExecutor::builder()
+        .workers(1)
+        .pipeline_depth(8)
+        .build()
+        .unwrap();
+    let sizes = [
+        3,
+        FILLS_A_SLOT,
+        FILLS_A_SLOT + 1,
+        1 << 20,
+        10,
+        300_000,
+        FILLS_A_SLOT - 1,
+        0,
+        70_000,
+    ];
+    let items: Vec<Vec<u8>> = (0..200).map(|i| bytes(sizes[i % sizes.len()])).collect();
+    let out = pool.map(echo, items.clone()).chunk_size(1).await.unwrap();
+    assert_eq!(out, items);
+    pool.shutdown().await;
+}
+
+/// The base of this worker's ring mapping, after checking its magic word.
+fn my_ring() -> *mut u8 {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let line = maps
+        .lines()
+        .find(|l| l.contains("procpool-ring"))
+        .expect("a pool worker maps its ring");
+    let start = line.split('-').next().unwrap();
+    let base = usize::from_str_radix(start, 16).unwrap() as *mut u8;
+    // SAFETY: the mapping is at least the control page long, 8-aligned at its start,
+    // and stays mapped for the life of the worker.
+    let magic = unsafe { (*base.cast::<AtomicU64>()).load(Ordering::Acquire) };
+    assert_eq!(magic, MAGIC, "the ring's layout changed: update this test");
+    base
+}
+
+/// The up lane's `tail` word in this worker's ring.
+fn up_tail(base: *mut u8) -> &'static AtomicU64 {
+    // SAFETY: `UP_TAIL` is inside the control page and 8-aligned; the mapping outlives
+    // the task, which never returns.
+    unsafe { &*base.add(UP_TAIL).cast::<AtomicU64>() }
+}
+
+/// The slot the worker's next reply would take.
+fn next_slot(base: *mut u8) -> *mut u8 {
+    let tail = up_tail(base).load(Ordering::Acquire);
+    // SAFETY: the slot index is below `SLOTS`, so the offset is inside the mapping.
+    unsafe { base.add(UP_SLOTS + (tail % SLOTS) as usize * SLOT_LEN) }
+}
+
+/// Writes half a reply into the next slot, without publishing it, and dies.
+fn die_writing_a_slot(_: ()) -> u32 {
+    let slot = next_slot(my_ring());
+    let half = [0xabu8; 24];
+    // SAFETY: the slot is `SLOT_LEN` bytes inside the mapping; 8 + 24 fit.
+    unsafe {
+        slot.cast::<u64>().write_unaligned(40);
+        std::ptr::copy_nonoverlapping(half.as_ptr(), slot.add(8), half.len());
+    }
+    common::signal(std::process::id(), libc::SIGKILL);
+    unreachable!("SIGKILL is not caught")
+}
+
+/// Announces a spilled reply and dies before writing any of it.
+fn die_after_announcing_a_spill(_: ()) -> u32 {
+    let base = my_ring();
+    let slot = next_slot(base);
+    // SAFETY: as in `die_writing_a_slot`.
+    unsafe { slot.cast::<u64>().write_unaligned(SPILLED) };
+    up_tail(base).fetch_add(1, Ordering::Release);
+    common::signal(std::process::id(), libc::SIGKILL);
+    unreachable!("SIGKILL is not caught")
+}
+
+/// Claims a thousand replies in a ring of 128 slots, rings every doorbell, and spins.
+fn lie_about_the_tail(_: ()) -> u32 {
+    let base = my_ring();
+    up_tail(base).fetch_add(1000, Ordering::Release);
+    ring_every_eventfd();
+    common::spin_forever(())
+}
+
+fn ring_every_eventfd() {
+    for entry in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+        let is_eventfd =
+            std::fs::read_link(entry.path()).is_ok_and(|p| p.to_string_lossy().contains("eventfd"));
+        let fd = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok());
+        if let (true, Some(fd)) = (is_eventfd, fd) {
+            let one = 1u64.to_ne_bytes();
+            // SAFETY: `fd` is open in this process (listed just now); the buffer is a
+            // valid local array of the 8 bytes an eventfd takes.
+            unsafe { libc::write(fd, one.as_ptr().cast(), one.len()) };
+        }
+    }
+}
+
+/// Runs `f` with three tasks pipelined behind it on one worker: `f`'s task fails as
+/// `check` says, the three run (on another worker), and the pool goes on.
+async fn only_its_task_fails<F: procpool::Task<(), u32>>(f: F, check: impl Fn(TaskError)) {
+    let pool = ProcessPoolExecutor::builder()
+        .workers(1)
+        .pipeline_depth(4)
+        .build()
+        .unwrap();
+    let first = pool.run(common::whoami, ()).await.unwrap();
+    let broken = pool.try_submit(f, ()).unwrap();
+    let behind: Vec<_> = (0..3)
+        .map(|_| pool.try_submit(common::whoami, ()).unwrap())
+        .collect();
+    check(broken.await.expect_err("the broken worker's task fails"));
+    for handle in behind {
+        assert_ne!(handle.await.unwrap(), first, "ran on the replacement");
+    }
+    assert!(!common::exists(first), "the broken worker was reaped");
+    assert_eq!(pool.stats().worker_restarts, 1);
+    pool.shutdown().await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_worker_killed_while_writing_a_slot_fails_only_its_task() {
+    only_its_task_fails(die_writing_a_slot, |e| {
+        assert!(matches!(e, TaskError::WorkerDied { .. }), "{e:?}")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_worker_killed_after_announcing_a_spill_fails_only_its_task() {
+    only_its_task_fails(die_after_announcing_a_spill, |e| {
+        assert!(matches!(e, TaskError::WorkerDied { .. }), "{e:?}")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_worker_lying_about_its_ring_is_a_protocol_error() {
+    only_its_task_fails(lie_about_the_tail, |e| match e {
+        TaskError::Protocol(ProtocolError::Malformed { reason }) => {
+            assert!(reason.contains("ahead of its reader"), "{reason}")
+        }
+        other => panic!("expected Malformed, got {other:?}"),
+    })
+    .await;
+}
