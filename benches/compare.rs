@@ -542,6 +542,35 @@ fn only_one(which: &str, rt: &tokio::runtime::Runtime, s: &Sizes) {
             println!("W2 submit {ours:.0} tasks/s");
             rt.block_on(pool.shutdown());
         }
+        "map" => {
+            let pool = common::ready_pool(rt, 2);
+            for _ in 0..s.runs {
+                let rate = rt.block_on(async {
+                    let t = Instant::now();
+                    let out = pool.map(trivial, 0..s.tasks).await.unwrap();
+                    assert_eq!(out.len() as u64, s.tasks);
+                    s.tasks as f64 / t.elapsed().as_secs_f64()
+                });
+                println!("W2 map {rate:.0} tasks/s");
+            }
+            rt.block_on(pool.shutdown());
+        }
+        "W4" => {
+            let pool = common::ready_pool(rt, 1);
+            let data: Vec<u8> = (0..PAYLOAD).map(|i| i as u8).collect();
+            for _ in 0..s.runs {
+                let rate = rt.block_on(async {
+                    let mut v = data.clone();
+                    let t = Instant::now();
+                    for _ in 0..s.echoes {
+                        v = pool.run(echo, v).await.unwrap();
+                    }
+                    gbps(2 * PAYLOAD * s.echoes, t.elapsed())
+                });
+                println!("W4 echo {rate:.2} GB/s");
+            }
+            rt.block_on(pool.shutdown());
+        }
         "W5" => {
             let ms = median_of(s.runs.max(7), || rt.block_on(start_two_and_run()));
             println!("W5 {ms:.2} ms");
@@ -552,7 +581,7 @@ fn only_one(which: &str, rt: &tokio::runtime::Runtime, s: &Sizes) {
                 println!("idle 1 s: {ms:.2} ms of CPU (parent + 2 workers)");
             }
         }
-        other => eprintln!("--only takes W1, W2, W5 or idle, not {other}"),
+        other => eprintln!("--only takes W1, W1ct, W2, map, W4, W5 or idle, not {other}"),
     }
 }
 

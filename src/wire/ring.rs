@@ -19,8 +19,9 @@
 //! A reader that finds its lane empty polls it for a while (its caller's pace
 //! decides how long), then sleeps: it raises its lane's `asleep` flag, looks at the
 //! lane once more, and waits on its own doorbell, an `eventfd` (the parent's through
-//! tokio, the worker's in `poll(2)` beside the socket). A writer, after publishing,
-//! looks at the flag; if it is up, it lowers it and rings the doorbell. The flag and
+//! tokio, the worker's in `poll(2)`), and on the socket, where a spilled frame's
+//! bytes wake it. A writer, after publishing a frame in a slot, looks at the flag;
+//! if it is up, it lowers it and rings the doorbell. The flag and
 //! the tail are each written before the other side's is read, with a sequentially
 //! consistent fence between, so either the reader sees the new frame or the writer
 //! sees the flag: no wake-up is lost (Dekker's pattern). A worker whose reply lane is
@@ -52,7 +53,7 @@ use crate::sys::shm::{self, EventFd, Region};
 /// Slots in each lane.
 pub(crate) const SLOTS: usize = 128;
 /// Bytes of one slot, its entry word included.
-pub(crate) const SLOT_LEN: usize = 2048;
+pub(crate) const SLOT_LEN: usize = 4096;
 /// Bytes of frame (header and body) that fit in one slot.
 pub(crate) const SLOT_FRAME_MAX: usize = SLOT_LEN - ENTRY_LEN;
 
@@ -211,12 +212,16 @@ impl Ring {
 
     /// Publishes a slot saying that the next frame goes on the socket. False when the
     /// lane is full.
+    ///
+    /// The doorbell is not rung: a sleeping reader watches the socket too, and the
+    /// frame's first bytes, which the caller writes next, wake it there. Ringing as
+    /// well would wake it twice for one frame.
     pub(crate) fn try_push_spilled(&self) -> bool {
         let Some(slot) = self.free_slot() else {
             return false;
         };
         self.region.write(slot, &SPILLED.to_le_bytes());
-        self.publish();
+        self.advance_tail();
         true
     }
 
@@ -230,10 +235,14 @@ impl Ring {
     }
 
     fn publish(&self) {
-        let tail = self.word(self.tx.tail());
-        tail.store(tail.load(Ordering::Relaxed) + 1, Ordering::Release);
+        self.advance_tail();
         fence(Ordering::SeqCst);
         self.wake_if(self.tx.asleep());
+    }
+
+    fn advance_tail(&self) {
+        let tail = self.word(self.tx.tail());
+        tail.store(tail.load(Ordering::Relaxed) + 1, Ordering::Release);
     }
 
     /// Rings the peer's doorbell if it raised the flag at `offset`.

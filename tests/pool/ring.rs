@@ -20,16 +20,16 @@ use procpool::{ProcessPoolExecutor, ProtocolError, TaskError};
 const MAGIC: u64 = 0x7072_6f63_7269_6e01;
 const CONTROL: usize = 4096;
 const SLOTS: u64 = 128;
-const SLOT_LEN: usize = 2048;
+const SLOT_LEN: usize = 4096;
 /// The up lane (worker → parent): its `tail` word and its first slot.
 const UP_TAIL: usize = 128 + 4 * 128;
 const UP_SLOTS: usize = CONTROL + SLOTS as usize * SLOT_LEN;
 /// A slot's entry word saying that its frame went on the socket.
 const SPILLED: u64 = u64::MAX;
 /// The body of a `Vec<u8>` of this length makes a frame that fills a slot exactly: a
-/// 32-byte header, a 2-byte length and the bytes, 2,040 in all (a slot of 2,048 less
+/// 32-byte header, a 2-byte length and the bytes, 4,088 in all (a slot of 4,096 less
 /// its 8-byte entry word).
-const FILLS_A_SLOT: usize = 2006;
+const FILLS_A_SLOT: usize = 4054;
 
 fn echo(v: Vec<u8>) -> Vec<u8> {
     v
