@@ -31,8 +31,8 @@
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::AtomicU32;
-use std::sync::atomic::Ordering::{Acquire, Release, SeqCst};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
+use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -57,10 +57,14 @@ const _: () = assert!(
     "pthread_mutex_t fits before the fields"
 );
 
-/// How long a blocking waiter watches `seq` before it sleeps: long enough to catch a
-/// busy peer on another CPU without a system call on either side, short enough that
-/// an idle object costs no CPU.
+/// The longest a blocking waiter watches `seq` before it sleeps: long enough to catch
+/// a busy peer on another CPU without a system call on either side, short enough that
+/// an idle object costs no CPU. Each object's budget adapts below it.
 const SPIN: Duration = Duration::from_micros(20);
+/// The shortest budget an adaptive spin gets.
+const SPIN_MIN: Duration = Duration::from_micros(2);
+/// Rounds of pausing (1, 2, 4 … 64 pauses) before a spin starts to yield.
+const PAUSE_ROUNDS: u32 = 6;
 /// How many times an async waiter yields to the runtime, trying again, before it
 /// registers for a wake-up.
 const ASYNC_SPINS: u32 = 16;
@@ -89,6 +93,9 @@ pub(crate) struct WaitCell {
     event: EventFd,
     /// A duplicate of the eventfd registered with tokio on first async use.
     async_event: OnceLock<AsyncFd<OwnedFd>>,
+    /// How long this process's spins on the object have lately taken to see a change
+    /// (ns, a moving average; a spin that saw none counts as twice its budget).
+    spun: AtomicU64,
 }
 
 /// The mutex of a [`WaitCell`], held. Dropping it publishes a change (if marked),
@@ -116,6 +123,7 @@ impl WaitCell {
             ctl,
             event: EventFd::new()?,
             async_event: OnceLock::new(),
+            spun: AtomicU64::new(SPIN.as_nanos() as u64 / 2),
         };
         cell.ctl.u64_at(F_MAGIC).store(magic, Release);
         Ok(cell)
@@ -136,6 +144,7 @@ impl WaitCell {
             ctl,
             event: EventFd::from_fd(event),
             async_event: OnceLock::new(),
+            spun: AtomicU64::new(SPIN.as_nanos() as u64 / 2),
         })
     }
 
@@ -316,20 +325,43 @@ impl WaitCell {
         }
     }
 
-    /// Watches `seq` for up to [`SPIN`]; `true` if it changed.
+    /// Watches `seq` for a change; `true` if one came before the spin's budget ran out.
+    ///
+    /// The budget adapts as glibc's adaptive mutex does: twice the time recent spins
+    /// took to see a change, at least [`SPIN_MIN`] and at most [`SPIN`], and a spin
+    /// that saw none counts as twice its budget, so waits that spinning cannot catch
+    /// grow it back to the cap only as far as the cap. The spin itself backs off as
+    /// parking_lot's does: pause loops of doubling length first, then a yield between
+    /// rounds, so that a holder preempted on this very core gets to run and release
+    /// (on a 2-core machine the two sides of a contended lock often share one).
     fn spin_while_unchanged(&self, seen: u32) -> bool {
+        let avg = self.spun.load(Relaxed);
+        let budget = Duration::from_nanos(avg.saturating_mul(2)).clamp(SPIN_MIN, SPIN);
         let start = Instant::now();
-        loop {
-            for _ in 0..64 {
+        let mut round = 0u32;
+        let changed = loop {
+            for _ in 0..1u32 << round.min(PAUSE_ROUNDS) {
                 if self.seq().load(Acquire) != seen {
-                    return true;
+                    break;
                 }
                 std::hint::spin_loop();
             }
-            if start.elapsed() >= SPIN {
-                return false;
+            if self.seq().load(Acquire) != seen {
+                break true;
             }
-        }
+            if round >= PAUSE_ROUNDS {
+                std::thread::yield_now();
+            }
+            round += 1;
+            if start.elapsed() >= budget {
+                break false;
+            }
+        };
+        let took = if changed { start.elapsed() } else { budget * 2 };
+        let took = took.as_nanos().min(u128::from(u32::MAX)) as u64;
+        // Racy between threads of this process, and only a hint: relaxed is enough.
+        self.spun.store(avg - avg / 8 + took / 8, Relaxed);
+        changed
     }
 
     /// Wakes waiters after a change (called with the mutex released).
