@@ -542,6 +542,32 @@ fn only_one(which: &str, rt: &tokio::runtime::Runtime, s: &Sizes) {
             println!("W2 submit {ours:.0} tasks/s");
             rt.block_on(pool.shutdown());
         }
+        "W1tail" => {
+            // Where a 2-thread runtime's round trips go: each one timed, and whether
+            // the caller's task came back on another thread.
+            let pool = common::ready_pool(rt, 1);
+            for _ in 0..s.runs.min(3) {
+                let (lat, moved) =
+                    rt.block_on(async { tokio::spawn(w1_tail(pool.clone(), 5000)).await.unwrap() });
+                let mut sorted = lat.clone();
+                sorted.sort_by(f64::total_cmp);
+                let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q) as usize];
+                let fast = lat.iter().filter(|&&us| us < 20.0).count();
+                let mean = lat.iter().sum::<f64>() / lat.len() as f64;
+                println!(
+                    "W1 {} round trips: mean {mean:.1} us, p50/p80/p90/p99 = {:.1}/{:.1}/{:.1}/{:.1} us; \
+                     {fast} under 20 us; the caller changed threads in {} ({} of them under 20 us)",
+                    lat.len(),
+                    at(0.5),
+                    at(0.8),
+                    at(0.9),
+                    at(0.99),
+                    moved.len(),
+                    moved.iter().filter(|&&i| lat[i] < 20.0).count(),
+                );
+            }
+            rt.block_on(pool.shutdown());
+        }
         "map" => {
             let pool = common::ready_pool(rt, 2);
             for _ in 0..s.runs {
@@ -581,8 +607,24 @@ fn only_one(which: &str, rt: &tokio::runtime::Runtime, s: &Sizes) {
                 println!("idle 1 s: {ms:.2} ms of CPU (parent + 2 workers)");
             }
         }
-        other => eprintln!("--only takes W1, W1ct, W2, map, W4, W5 or idle, not {other}"),
+        other => eprintln!("--only takes W1, W1ct, W1tail, W2, map, W4, W5 or idle, not {other}"),
     }
+}
+
+/// `n` sequential round trips from a spawned task: each one's time (µs), and the
+/// indices of those after which the task was on another thread than before.
+async fn w1_tail(pool: ProcessPoolExecutor, n: u64) -> (Vec<f64>, Vec<usize>) {
+    let (mut lat, mut moved) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        let before = std::thread::current().id();
+        let t = Instant::now();
+        pool.run(trivial, i).await.unwrap();
+        lat.push(t.elapsed().as_secs_f64() * 1e6);
+        if std::thread::current().id() != before {
+            moved.push(i as usize);
+        }
+    }
+    (lat, moved)
 }
 
 /// Table rows: a procpool figure, a peer figure and "how many times better procpool
