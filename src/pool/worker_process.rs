@@ -79,8 +79,16 @@ impl StartError {
 /// What the head of the ring's reply lane holds: `Some(Ok(Some(frame)))` a reply
 /// taken from its slot, `Some(Ok(None))` one that spilled to the socket (read it with
 /// `reader`, then free the slot), `Some(Err)` a broken slot, `None` nothing yet.
-fn next_reply(ring: &Ring, limit: u64) -> Option<Result<Option<Frame>, ReadError>> {
-    match ring.next() {
+fn next_reply(
+    ring: &Ring,
+    limit: u64,
+    stamp: &mut u64,
+) -> Option<Result<Option<Frame>, ReadError>> {
+    let next = ring.next();
+    if matches!(next, Ok(Next::Inline | Next::Spilled)) {
+        *stamp = ring.head_stamp();
+    }
+    match next {
         Ok(Next::Empty) => None,
         Ok(Next::Inline) => Some(ring.take(limit).map(Some).map_err(ReadError::Protocol)),
         Ok(Next::Spilled) => Some(Ok(None)),
@@ -109,6 +117,8 @@ pub(crate) struct WorkerProcess {
     reader: FrameReader,
     writer: FrameWriter,
     limit: u64,
+    /// When the worker published the last reply taken from the ring (0: none yet).
+    reply_stamp: u64,
     /// Which of the tasks sent to it the worker has started.
     progress: Arc<Progress>,
     /// Number of the last task sent (see [`Progress`]).
@@ -299,6 +309,7 @@ impl WorkerProcess {
                 reader: FrameReader::new(limit),
                 writer: FrameWriter::new(),
                 limit,
+                reply_stamp: 0,
                 progress: Arc::new(progress),
                 seq: 0,
                 tasks_done: 0,
@@ -335,6 +346,12 @@ impl WorkerProcess {
         self.seq = seq;
     }
 
+    /// When the worker published the reply last taken (`CLOCK_MONOTONIC`, ns; 0
+    /// before any).
+    pub(crate) fn reply_stamp(&self) -> u64 {
+        self.reply_stamp
+    }
+
     /// The ring that tasks go out on (see [`crate::wire::ring`]): a frame that does
     /// not fit a slot is announced there and then sent with [`send_now`](Self::send_now).
     pub(crate) fn ring(&self) -> &Ring {
@@ -367,13 +384,14 @@ impl WorkerProcess {
             ring,
             bell,
             limit,
+            reply_stamp,
             ..
         } = self;
         let (sock, ring, bell, limit) = (&*sock, &*ring, &*bell, *limit);
         let reply = async {
             let until = (!spin.is_zero()).then(|| Instant::now() + spin);
             loop {
-                match next_reply(ring, limit) {
+                match next_reply(ring, limit, reply_stamp) {
                     Some(Ok(Some(frame))) => return Ok(frame),
                     Some(Ok(None)) => {
                         // Announced: the rest of it is coming on the socket.
@@ -445,7 +463,7 @@ impl WorkerProcess {
     /// A reply already received, without waiting (used after the worker died).
     pub(crate) fn buffered_reply(&mut self) -> Option<Frame> {
         let sock = self.sock.get_ref().as_fd();
-        match next_reply(&self.ring, self.limit)? {
+        match next_reply(&self.ring, self.limit, &mut self.reply_stamp)? {
             Ok(Some(frame)) => Some(frame),
             Ok(None) => {
                 let frame = self.reader.read(sock, true).ok()?;

@@ -268,3 +268,13 @@ pub(crate) fn pidfd_peek_exit(pidfd: BorrowedFd<'_>) -> io::Result<Option<crate:
         (None, None) => None,
     })
 }
+
+/// `CLOCK_MONOTONIC` in nanoseconds: one clock for every process on this machine, so
+/// that a time one process writes into shared memory means the same to another (an
+/// `Instant` cannot travel).
+pub(crate) fn monotonic_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    (t.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(t.tv_nsec as u64)
+}

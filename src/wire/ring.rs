@@ -57,8 +57,9 @@ pub(crate) const SLOT_LEN: usize = 4096;
 /// Bytes of frame (header and body) that fit in one slot.
 pub(crate) const SLOT_FRAME_MAX: usize = SLOT_LEN - ENTRY_LEN;
 
-/// The entry word before each slot's frame: its length, or [`SPILLED`].
-const ENTRY_LEN: usize = 8;
+/// Before each slot's frame: its length (or [`SPILLED`]), then when the writer
+/// published it (`CLOCK_MONOTONIC`, ns).
+const ENTRY_LEN: usize = 16;
 /// The entry word of a slot whose frame went on the socket.
 const SPILLED: u64 = u64::MAX;
 /// Identifies a ring's memory file (and its layout version).
@@ -206,8 +207,26 @@ impl Ring {
             at += part.len();
         }
         self.region.write(slot, &(len as u64).to_le_bytes());
+        self.stamp_slot(slot);
         self.publish();
         true
+    }
+
+    /// Writes the time of publishing into a slot about to be published.
+    fn stamp_slot(&self, slot: usize) {
+        self.region
+            .write(slot + 8, &crate::sys::proc::monotonic_ns().to_le_bytes());
+    }
+
+    /// When the writer published the frame at the head of the incoming lane (after
+    /// [`next`](Self::next) said it is not empty): its peer's clock, which is this
+    /// side's clock too. A reader that slept learns from it how soon the frame came,
+    /// apart from how late it woke.
+    pub(crate) fn head_stamp(&self) -> u64 {
+        let head = self.word(self.rx.head()).load(Ordering::Relaxed);
+        let mut word = [0u8; 8];
+        self.region.read(self.slot(head) + 8, &mut word);
+        u64::from_le_bytes(word)
     }
 
     /// Publishes a slot saying that the next frame goes on the socket. False when the
@@ -221,6 +240,7 @@ impl Ring {
             return false;
         };
         self.region.write(slot, &SPILLED.to_le_bytes());
+        self.stamp_slot(slot);
         self.advance_tail();
         true
     }
@@ -282,7 +302,7 @@ impl Ring {
     }
 
     fn entry(&self, index: u64) -> u64 {
-        let mut word = [0u8; ENTRY_LEN];
+        let mut word = [0u8; 8];
         self.region.read(self.slot(index), &mut word);
         u64::from_le_bytes(word)
     }
@@ -400,6 +420,20 @@ mod tests {
             assert_eq!((f.header.id, f.body), (round, vec![0, 1, 2, 3, 4]));
             assert_eq!(worker.next().unwrap(), Next::Empty);
         }
+    }
+
+    #[test]
+    fn a_frame_carries_when_it_was_published() {
+        let (parent, worker) = pair();
+        let before = crate::sys::proc::monotonic_ns();
+        assert!(parent.try_push(&[&frame(1, 1)]));
+        let after = crate::sys::proc::monotonic_ns();
+        assert_eq!(worker.next().unwrap(), Next::Inline);
+        let stamp = worker.head_stamp();
+        assert!(
+            (before..=after).contains(&stamp),
+            "{before} <= {stamp} <= {after}"
+        );
     }
 
     #[test]

@@ -23,6 +23,8 @@ pub(super) struct Incoming {
     reader: FrameReader,
     ring: Option<Arc<Ring>>,
     limit: u64,
+    /// When the parent published the last frame taken (0: it came without a ring).
+    stamp: u64,
 }
 
 impl Incoming {
@@ -33,7 +35,14 @@ impl Incoming {
             reader,
             ring,
             limit,
+            stamp: 0,
         }
+    }
+
+    /// When the parent published the frame last returned (`CLOCK_MONOTONIC`, ns), if
+    /// it came through the ring; 0 otherwise.
+    pub(super) fn stamp(&self) -> u64 {
+        self.stamp
     }
 
     /// The next frame if one is there, without sleeping; `None` if none is.
@@ -47,7 +56,11 @@ impl Incoming {
                 other => other.map(Some),
             };
         };
-        match ring.next().map_err(ReadError::Protocol)? {
+        let next = ring.next().map_err(ReadError::Protocol)?;
+        if next != Next::Empty {
+            self.stamp = ring.head_stamp();
+        }
+        match next {
             Next::Empty => Ok(None),
             Next::Inline => ring.take(self.limit).map(Some).map_err(ReadError::Protocol),
             Next::Spilled => {

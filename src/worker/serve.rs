@@ -243,9 +243,12 @@ fn finish(link_out: &Outgoing) -> std::io::Result<i32> {
 /// [`Pace::CONTENDED_FRAMES`] frames, since on busy cores a polling worker sits on
 /// the core the parent's threads (or anyone else) need.
 struct Pace {
-    /// The time from a reply to the next task's arrival.
+    /// The time from a reply to the next task's arrival: by the parent's stamp on the
+    /// task where there is one, so that a worker that slept does not count its own
+    /// wake-up as the parent's slowness (which would keep it from polling after one
+    /// slow spell, each slow wait making the next one slow).
     gap: Average,
-    replied_at: Option<Instant>,
+    replied_at: Option<(Instant, u64)>,
     /// Whether polling is allowed at all (see `Hello::spin`).
     spin: bool,
     /// Frames still to wait for without polling, after a poll lost its core.
@@ -269,7 +272,7 @@ impl Pace {
     }
 
     fn replied(&mut self) {
-        self.replied_at = Some(Instant::now());
+        self.replied_at = Some((Instant::now(), sys::proc::monotonic_ns()));
     }
 
     fn next_frame(
@@ -283,7 +286,7 @@ impl Pace {
             let until = Instant::now() + spin;
             loop {
                 if let Some(frame) = link.try_next(sock)? {
-                    self.arrived();
+                    self.arrived(link.stamp());
                     return Ok(frame);
                 }
                 let now = Instant::now();
@@ -301,13 +304,18 @@ impl Pace {
             }
         }
         let frame = link.next(sock);
-        self.arrived();
+        self.arrived(link.stamp());
         frame
     }
 
-    fn arrived(&mut self) {
-        if let Some(at) = self.replied_at.take() {
-            self.gap.record(at.elapsed());
+    /// A frame came, published by the parent at `stamp` (0: unknown).
+    fn arrived(&mut self, stamp: u64) {
+        if let Some((at, ns)) = self.replied_at.take() {
+            let gap = match stamp.checked_sub(ns) {
+                Some(gap) if stamp != 0 => Duration::from_nanos(gap),
+                _ => at.elapsed(),
+            };
+            self.gap.record(gap);
         }
     }
 }

@@ -27,9 +27,9 @@ const UP_SLOTS: usize = CONTROL + SLOTS as usize * SLOT_LEN;
 /// A slot's entry word saying that its frame went on the socket.
 const SPILLED: u64 = u64::MAX;
 /// The body of a `Vec<u8>` of this length makes a frame that fills a slot exactly: a
-/// 32-byte header, a 2-byte length and the bytes, 4,088 in all (a slot of 4,096 less
-/// its 8-byte entry word).
-const FILLS_A_SLOT: usize = 4054;
+/// 32-byte header, a 2-byte length and the bytes, 4,080 in all (a slot of 4,096 less
+/// its 16 bytes of entry: length and time).
+const FILLS_A_SLOT: usize = 4046;
 
 fn echo(v: Vec<u8>) -> Vec<u8> {
     v
@@ -110,10 +110,10 @@ fn next_slot(base: *mut u8) -> *mut u8 {
 fn die_writing_a_slot(_: ()) -> u32 {
     let slot = next_slot(my_ring());
     let half = [0xabu8; 24];
-    // SAFETY: the slot is `SLOT_LEN` bytes inside the mapping; 8 + 24 fit.
+    // SAFETY: the slot is `SLOT_LEN` bytes inside the mapping; 16 + 24 fit.
     unsafe {
         slot.cast::<u64>().write_unaligned(40);
-        std::ptr::copy_nonoverlapping(half.as_ptr(), slot.add(8), half.len());
+        std::ptr::copy_nonoverlapping(half.as_ptr(), slot.add(16), half.len());
     }
     common::signal(std::process::id(), libc::SIGKILL);
     unreachable!("SIGKILL is not caught")

@@ -97,6 +97,7 @@ async fn drive(inner: Arc<Inner>) {
         waiter: Arc::default(),
         pace: Pace::default(),
         head_since: Instant::now(),
+        head_since_ns: 0,
         queue_ended: false,
         idle_since: None,
         failing: false,
@@ -181,8 +182,10 @@ struct Driver {
     /// Its place among the idle drivers (see `JobQueue::next_idle`).
     waiter: Arc<IdleWaiter>,
     pace: Pace,
-    /// Since when the first flight is the one the worker runs (or runs next).
+    /// Since when the first flight is the one the worker runs (or runs next), and the
+    /// same on the clock the worker stamps its replies with.
     head_since: Instant,
+    head_since_ns: u64,
     /// The job queue is closed and drained.
     queue_ended: bool,
     /// Since when nothing is in flight (for [`Pace::idled`]).
@@ -426,7 +429,7 @@ impl Driver {
             .running
             .fetch_add(u64::from(job.items), Ordering::Relaxed);
         if self.flights.is_empty() {
-            self.head_since = Instant::now();
+            self.head_from(Instant::now());
         }
         self.flights.push_back(Flight {
             id: job.id,
@@ -510,6 +513,12 @@ impl Driver {
         Ok(())
     }
 
+    /// The first flight is the one the worker runs (or runs next) from `now`.
+    fn head_from(&mut self, now: Instant) {
+        self.head_since = now;
+        self.head_since_ns = crate::sys::proc::monotonic_ns();
+    }
+
     /// The flight being written is wholly out.
     fn sent_one(&mut self) {
         self.unsent += 1;
@@ -561,9 +570,16 @@ impl Driver {
         self.flights_changed();
         let now = Instant::now();
         if !skipped {
-            self.pace.replied(now - self.head_since);
+            // By the worker's stamp where there is one: how soon its reply came, not
+            // how late this driver woke to it (see `worker::serve::Pace`).
+            let stamp = self.worker.as_ref().map_or(0, WorkerProcess::reply_stamp);
+            let took = match stamp.checked_sub(self.head_since_ns) {
+                Some(ns) if self.head_since_ns != 0 => Duration::from_nanos(ns),
+                _ => now - self.head_since,
+            };
+            self.pace.replied(took);
         }
-        self.head_since = now;
+        self.head_from(now);
         if self.flights.is_empty() {
             self.idle_since = Some(now);
         }
@@ -625,7 +641,7 @@ impl Driver {
             return;
         };
         if !w.progress().started(head.seq) {
-            self.head_since = Instant::now();
+            self.head_from(Instant::now());
             return;
         }
         let ran = self.head_since.elapsed();
