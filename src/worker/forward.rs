@@ -3,9 +3,10 @@
 //! When the parent listens (`Hello::trace_level`), the worker installs, as its global
 //! default, a `tracing-subscriber` registry with one layer: [`Forward`]. The layer
 //! turns spans and events into [`Record`]s and appends them to the [`Outbox`]. The
-//! records leave in `Trace` frames on the control socket:
-//! - before each task's reply, so a task's records always precede its result, and a
-//!   stream of short tasks sends them with the replies, in the same `sendmsg`;
+//! records leave in `Trace` frames on the worker's link to its parent (its ring, or
+//! its control socket for a frame too large for a slot):
+//! - before each task's reply, so a task's records always precede its result (through
+//!   the ring, slot after slot, where they fit one);
 //! - from the emitting thread, at once, when more than [`FLUSH_BYTES`] wait;
 //! - from a flusher thread, when the oldest has waited [`FLUSH_AFTER`], so a long
 //!   task's logs arrive while it runs. The flusher sleeps on a condition variable

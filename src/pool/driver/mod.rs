@@ -2,7 +2,8 @@
 //!
 //! A driver owns one worker process at a time. It starts it (eagerly, when the pool is
 //! built), takes jobs from the shared queue when its worker has room, writes them to
-//! the worker's socket and matches the replies to them in order, while watching for
+//! the worker's ring (or, too large for a slot, its socket; see
+//! [`crate::wire::ring`]) and matches the replies to them in order, while watching for
 //! cancellations, the running task's timeout, a `shutdown_now` and the worker's death
 //! (its pidfd, not only its socket: a grandchild that inherited the socket does not
 //! hide it). Whatever ends a worker, the driver kills what the worker left in its
