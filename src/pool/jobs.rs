@@ -275,9 +275,16 @@ impl JobQueue {
     }
 
     /// Wakes the idle driver on top of the stack, if any: a job was just queued.
+    ///
+    /// Not if the job is already gone: a driver polling the queue between tasks took
+    /// it. A wake-up then would be stale, and the driver it woke, scheduled late,
+    /// would take the caller's *next* job from under the driver that just ran the
+    /// last one (seen as a sequential caller's tasks going to two workers). An idle
+    /// driver stacks itself before it looks at the queue, so a job it missed is
+    /// still counted here.
     pub(crate) fn wake_idle(&self) {
         fence(Ordering::SeqCst);
-        if self.stacked.load(Ordering::SeqCst) == 0 {
+        if self.stacked.load(Ordering::SeqCst) == 0 || self.is_empty() {
             return;
         }
         let top = {
