@@ -96,12 +96,6 @@ fn next_reply(
     }
 }
 
-fn unannounced() -> ReadError {
-    ReadError::Protocol(ProtocolError::Unexpected {
-        what: "a frame on the socket that the ring did not announce".to_owned(),
-    })
-}
-
 /// A running worker. Dropping it kills the process and has it reaped.
 #[derive(Debug)]
 pub(crate) struct WorkerProcess {
@@ -427,11 +421,9 @@ impl WorkerProcess {
                                     guard.clear_ready();
                                 }
                                 Err(e) => return Err(e),
-                                Ok(frame) if ring.next().is_ok_and(|n| n == Next::Spilled) => {
-                                    ring.skip();
-                                    return Ok(frame);
+                                Ok(frame) => {
+                                    return ring.claim_spilled(frame).map_err(ReadError::Protocol)
                                 }
-                                Ok(_) => return Err(unannounced()),
                             }
                         }
                     }

@@ -267,10 +267,16 @@ impl Ring {
 
     /// Rings the peer's doorbell if it raised the flag at `offset`.
     fn wake_if(&self, offset: usize) {
-        let flag = self.flag(offset);
-        if flag.load(Ordering::Relaxed) != 0 && flag.swap(0, Ordering::AcqRel) != 0 {
+        if self.lower(offset) {
             self.peer_bell.notify();
         }
+    }
+
+    /// Lowers the flag at `offset`; whether it was up (a load first, so that the
+    /// common case, nobody asleep, writes nothing to the shared line).
+    fn lower(&self, offset: usize) -> bool {
+        let flag = self.flag(offset);
+        flag.load(Ordering::Relaxed) != 0 && flag.swap(0, Ordering::AcqRel) != 0
     }
 
     /// What the head of this side's incoming lane holds.
@@ -347,10 +353,25 @@ impl Ring {
         head.store(head.load(Ordering::Relaxed) + 1, Ordering::Release);
         fence(Ordering::SeqCst);
         // A writer waiting for room sleeps on the flag itself.
-        let full = self.flag(self.rx.full());
-        if full.load(Ordering::Relaxed) != 0 && full.swap(0, Ordering::AcqRel) != 0 {
-            shm::futex_wake_all(full);
+        if self.lower(self.rx.full()) {
+            shm::futex_wake_all(self.flag(self.rx.full()));
         }
+    }
+
+    /// A frame read from the socket while the ring looked empty: the spilled frame
+    /// whose slot has come by now (the slot is freed), or one the peer never
+    /// announced.
+    ///
+    /// # Errors
+    /// `ProtocolError::Unexpected` for a frame the ring did not announce.
+    pub(crate) fn claim_spilled(&self, frame: Frame) -> Result<Frame, ProtocolError> {
+        if self.next()? != Next::Spilled {
+            return Err(ProtocolError::Unexpected {
+                what: "a frame on the socket that the ring did not announce".to_owned(),
+            });
+        }
+        self.skip();
+        Ok(frame)
     }
 
     /// Before sleeping for a frame: raises this side's `asleep` flag and says whether

@@ -8,7 +8,6 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::error::ProtocolError;
 use crate::sys;
 use crate::wire::ring::{Next, Ring};
 use crate::wire::stream::{Frame, FrameReader};
@@ -103,15 +102,7 @@ impl Incoming {
             match self.reader.read(sock, true) {
                 Err(ReadError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(e),
-                Ok(frame) if ring.next().map_err(ReadError::Protocol)? == Next::Spilled => {
-                    ring.skip();
-                    return Ok(frame);
-                }
-                Ok(_) => {
-                    return Err(ReadError::Protocol(ProtocolError::Unexpected {
-                        what: "a frame on the socket that the ring did not announce".to_owned(),
-                    }))
-                }
+                Ok(frame) => return ring.claim_spilled(frame).map_err(ReadError::Protocol),
             }
         }
     }
