@@ -20,15 +20,29 @@ pub trait Waitable: sealed::Sealed {
     #[doc(hidden)]
     fn ready_fd(&self) -> BorrowedFd<'_>;
 
-    /// Ready already, without the descriptor (a message read ahead).
+    /// Whether it is ready, if it can tell without its descriptor (a connection:
+    /// a message read ahead or in its ring); `None` to poll the descriptor.
     #[doc(hidden)]
-    fn ready_now(&self) -> bool {
-        false
+    fn ready_now(&self) -> io::Result<Option<bool>> {
+        Ok(None)
+    }
+
+    /// Makes its descriptor show readiness while the guard lives (a connection with
+    /// a ring: its senders then wake it through the socket).
+    #[doc(hidden)]
+    fn watch(&self) -> sealed::Watch<'_> {
+        sealed::Watch { _sleeping: None }
     }
 }
 
 pub(crate) mod sealed {
     pub trait Sealed {}
+
+    /// What [`Waitable::watch`](super::Waitable::watch) holds.
+    #[derive(Debug)]
+    pub struct Watch<'a> {
+        pub(crate) _sleeping: Option<crate::pipe::ring::Sleeping<'a>>,
+    }
 }
 
 impl<S, R> sealed::Sealed for Connection<S, R> {}
@@ -38,8 +52,14 @@ impl<S, R> Waitable for Connection<S, R> {
         self.socket()
     }
 
-    fn ready_now(&self) -> bool {
-        self.has_buffered_message()
+    fn ready_now(&self) -> io::Result<Option<bool>> {
+        self.ready().map(Some)
+    }
+
+    fn watch(&self) -> sealed::Watch<'_> {
+        sealed::Watch {
+            _sleeping: self.watching(),
+        }
     }
 }
 
@@ -50,8 +70,14 @@ impl<T> Waitable for Receiver<T> {
         self.connection().socket()
     }
 
-    fn ready_now(&self) -> bool {
-        self.connection().has_buffered_message()
+    fn ready_now(&self) -> io::Result<Option<bool>> {
+        self.connection().ready().map(Some)
+    }
+
+    fn watch(&self) -> sealed::Watch<'_> {
+        sealed::Watch {
+            _sleeping: self.connection().watching(),
+        }
     }
 }
 
@@ -111,21 +137,29 @@ pub async fn wait(objects: &[&dyn Waitable], timeout: Option<Duration>) -> io::R
             sys::proc::async_fd(dup, Interest::READABLE)
         })
         .collect::<io::Result<Vec<_>>>()?;
-    let any = async {
-        let mut readable: FuturesUnordered<_> = watched.iter().map(|w| w.readable()).collect();
-        match readable.next().await {
-            Some(Ok(_)) | None => Ok(()),
-            Some(Err(e)) => Err(e),
+    let _watching: Vec<_> = objects.iter().map(|o| o.watch()).collect();
+    let until_ready = async {
+        loop {
+            // Looked at after the watches began: nothing sent since is missed.
+            let now = ready_now(objects)?;
+            if !now.is_empty() {
+                return Ok::<_, io::Error>(now);
+            }
+            let mut readable: FuturesUnordered<_> = watched.iter().map(|w| w.readable()).collect();
+            if let Some(guard) = readable.next().await {
+                // Readable but not ready (a connection's nudge, now dropped): cleared,
+                // so the next wait is for new bytes.
+                guard?.clear_ready();
+            }
         }
     };
     match timeout {
-        None => any.await?,
-        Some(t) => match tokio::time::timeout(t, any).await {
-            Ok(r) => r?,
-            Err(_) => return Ok(Vec::new()),
+        None => until_ready.await,
+        Some(t) => match tokio::time::timeout(t, until_ready).await {
+            Ok(r) => r,
+            Err(_) => Ok(Vec::new()),
         },
     }
-    ready_now(objects)
 }
 
 /// Blocking form of [`wait`].
@@ -145,23 +179,43 @@ pub fn blocking_wait(
     if objects.is_empty() {
         return Ok(Vec::new());
     }
-    let now = ready_now(objects)?;
-    if !now.is_empty() {
-        return Ok(now);
-    }
+    let deadline = timeout.map(|t| std::time::Instant::now() + t);
+    let _watching: Vec<_> = objects.iter().map(|o| o.watch()).collect();
     let fds: Vec<BorrowedFd<'_>> = objects.iter().map(|o| o.ready_fd()).collect();
-    sys::sock::poll_readable(&fds, timeout)
+    loop {
+        let now = ready_now(objects)?;
+        if !now.is_empty() {
+            return Ok(now);
+        }
+        let left = match deadline {
+            None => None,
+            Some(d) => match d.checked_duration_since(std::time::Instant::now()) {
+                Some(left) => Some(left),
+                None => return Ok(Vec::new()),
+            },
+        };
+        if sys::sock::poll_readable(&fds, left)?.is_empty() {
+            return Ok(Vec::new());
+        }
+    }
 }
 
 /// The objects ready now, without waiting.
 fn ready_now(objects: &[&dyn Waitable]) -> io::Result<Vec<usize>> {
-    let buffered: Vec<usize> = (0..objects.len())
-        .filter(|&i| objects[i].ready_now())
-        .collect();
-    let fds: Vec<BorrowedFd<'_>> = objects.iter().map(|o| o.ready_fd()).collect();
-    let mut ready = sys::sock::poll_readable(&fds, Some(Duration::ZERO))?;
-    ready.extend(buffered);
+    let mut ready = Vec::new();
+    let mut polled = Vec::new();
+    for (i, o) in objects.iter().enumerate() {
+        match o.ready_now()? {
+            Some(true) => ready.push(i),
+            Some(false) => {}
+            None => polled.push(i),
+        }
+    }
+    if !polled.is_empty() {
+        let fds: Vec<BorrowedFd<'_>> = polled.iter().map(|&i| objects[i].ready_fd()).collect();
+        let found = sys::sock::poll_readable(&fds, Some(Duration::ZERO))?;
+        ready.extend(found.into_iter().map(|k| polled[k]));
+    }
     ready.sort_unstable();
-    ready.dedup();
     Ok(ready)
 }

@@ -1,6 +1,7 @@
 //! Why a message could not be sent or received.
 
 use super::*;
+use crate::error::ProtocolError;
 
 /// Why a message could not be sent.
 #[derive(Debug, thiserror::Error)]

@@ -1,6 +1,7 @@
 //! Pipes between processes: Python's `multiprocessing.Pipe`, typed and async.
 //!
-//! [`pipe`] makes a connected pair of [`Connection`]s (a unix socketpair). Either end
+//! [`pipe`] makes a connected pair of [`Connection`]s (a unix socketpair beside a
+//! shared-memory ring, see below). Either end
 //! can be passed to another process as a task or [`Process`](crate::Process) argument
 //! or result, or sent through another pipe or queue: its descriptor travels beside the
 //! message, and each process then holds its own. [`simplex()`] makes a one-way pair
@@ -14,20 +15,38 @@
 //! nothing for the receiver but end of stream. Handles inside a message (another pipe
 //! end, a queue) arrive with it.
 //!
+//! # The ring
+//! A pipe made here also shares a memory file between its ends (`src/pipe/ring.rs`):
+//! a message of up to 976 bytes of body, without handles, goes into a slot there
+//! while the receiver is awake, with no system call on either side; a receiver that
+//! finds nothing polls for a while if answers have lately come quickly, then sleeps on
+//! the socket, and senders then write there. Larger messages, messages with handles,
+//! and messages to a sleeping receiver go on the socket as before. Both ways keep one
+//! order. A connection from [`crate::connection`] (a listener, a client) has no ring.
+//!
 //! # End of stream
 //! [`recv`](Connection::recv) returns [`RecvError::Eof`] once every copy of the other
 //! end, in every process, has been dropped and the messages already sent have been
 //! received — the seeds' `EOFError`. So drop (or [`close`](Connection::close)) the
 //! ends a process does not use, as in Python. Sending to an end nobody holds any more
-//! is [`SendError::Closed`]; it never raises `SIGPIPE`.
+//! is [`SendError::Closed`]; it never raises `SIGPIPE`. (A slot is not a socket: a
+//! send that finds the ring's receivers took a message since this end's last send
+//! takes their word that they are there. So the one message sent just after the last
+//! receiver closed may be accepted and lost, as one sent just before would be; the
+//! next send is `Closed`.)
 //!
 //! # Sharing
 //! Within a process, a connection is used through `&self`: one task may send while
 //! another receives (wrap it in an `Arc`). Messages from concurrent senders never
-//! interleave in this process. Across processes, as with Python's pipes, two processes
-//! sending on (or receiving from) the *same* end at the same time may interleave
-//! large messages; give each process its own pipe, or use a [`Queue`](crate::Queue),
-//! which is built for many producers and consumers.
+//! interleave in this process. An end may be handed from process to process in the
+//! middle of a stream: a receiving end reads nothing ahead of the message it
+//! delivers, so the next holder finds the rest. Several processes may send on the
+//! same end at once: each sender's messages keep their order, and none is lost or
+//! repeated, though two large messages (over a ring slot) sent at the same moment may
+//! interleave their bytes on the socket, as with Python's pipes. Several processes
+//! must not *receive* from the same end at once (they may cut each other's messages
+//! on the socket; Python's pipes have the same rule). For many producers and
+//! consumers, use a [`Queue`](crate::Queue).
 //!
 //! # Async and blocking
 //! Every operation has an async form and a `blocking_*` form for code that is not
@@ -60,23 +79,23 @@ use std::fmt;
 use std::io;
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use tokio::io::unix::AsyncFd;
-use tokio::io::Interest;
-use tokio::sync::Mutex;
 
-use crate::error::{CodecError, ProtocolError};
-use crate::pacing::Average;
+use crate::error::CodecError;
 use crate::sys;
 use crate::wire::handles::{self, handle_serde, Handle, RecvFd, SendFd};
-use crate::wire::stream::{Frame, FrameReader, FrameWriter, Framing};
-use crate::wire::{self, Kind, ReadError, HEADER_LEN};
+use crate::wire::stream::{Frame, Framing};
+use crate::wire::{self, Kind, HEADER_LEN};
+use end::End;
+use ring::PipeRing;
 
+mod end;
 mod error;
+pub(crate) mod ring;
 mod simplex;
 
 pub use error::{RecvError, SendError};
@@ -101,83 +120,11 @@ pub fn pipe<T>() -> io::Result<(Connection<T>, Connection<T>)> {
 /// The system refused a socketpair.
 pub fn duplex<A, B>() -> io::Result<(Connection<A, B>, Connection<B, A>)> {
     let (a, b) = sys::sock::pair(sys::sock::Kind::Stream)?;
-    Ok((Connection::from_fd(a), Connection::from_fd(b)))
-}
-
-/// The state of one end, shared by the clones of its handle in this process.
-struct End {
-    fd: OwnedFd,
-    /// Descriptors can travel: a unix socket with procpool's framing.
-    local: bool,
-    framing: Framing,
-    /// A duplicate registered with tokio on first async use (a connection made in
-    /// blocking code never needs a runtime).
-    async_fd: OnceLock<AsyncFd<OwnedFd>>,
-    reader: Mutex<ReadState>,
-    writer: Mutex<FrameWriter>,
-}
-
-struct ReadState {
-    frames: FrameReader,
-    /// Set after an error that leaves the stream position unknown.
-    broken: bool,
-    /// How long async receives have lately waited (see [`RecvPace`]).
-    pace: RecvPace,
-}
-
-/// How long an async receive polls before it sleeps on the reactor.
-///
-/// A reactor wake-up costs tens of microseconds on a busy or virtualised machine (the
-/// pipe's far end writes, the kernel wakes tokio's driver, which wakes this task, maybe
-/// on another thread). While messages have lately come within [`RecvPace::SPIN_MAX`]
-/// of asking (a request and its answer), a receive polls the socket for up to twice
-/// that, yielding to the runtime between polls, and only then registers. A receive
-/// that waited longer turns the polling off until answers come quickly again: an idle
-/// connection never spins.
-#[derive(Debug, Default)]
-struct RecvPace {
-    /// How long a receive waited.
-    waited: Average,
-}
-
-impl RecvPace {
-    const SPIN_MAX: Duration = Duration::from_micros(100);
-
-    fn spin(&self) -> Duration {
-        self.waited.spin(Self::SPIN_MAX)
-    }
-
-    fn waited(&mut self, took: Duration) {
-        self.waited.record(took);
-    }
-}
-
-impl End {
-    fn new(fd: OwnedFd, framing: Framing) -> End {
-        End {
-            local: framing == Framing::Procpool && sys::sock::is_unix(fd.as_fd()),
-            framing,
-            fd,
-            async_fd: OnceLock::new(),
-            reader: Mutex::new(ReadState {
-                frames: FrameReader::with_framing(MAX_MESSAGE, framing),
-                broken: false,
-                pace: RecvPace::default(),
-            }),
-            writer: Mutex::new(FrameWriter::new()),
-        }
-    }
-
-    fn async_fd(&self) -> io::Result<&AsyncFd<OwnedFd>> {
-        if let Some(a) = self.async_fd.get() {
-            return Ok(a);
-        }
-        let dup = sys::sock::dup(self.fd.as_fd())?;
-        let registered = sys::proc::async_fd(dup, Interest::READABLE | Interest::WRITABLE)?;
-        // Another task may have won the race; its registration is as good as ours.
-        let _ = self.async_fd.set(registered);
-        Ok(self.async_fd.get().expect("set above"))
-    }
+    let (ring_a, ring_b) = PipeRing::pair()?;
+    Ok((
+        Connection::with_ring(a, Some(ring_a)),
+        Connection::with_ring(b, Some(ring_b)),
+    ))
 }
 
 /// One end of a pipe: sends `S`, receives `R` (by default the same type).
@@ -232,18 +179,12 @@ fn decode<R: DeserializeOwned + 'static>(frame: Frame) -> Result<R, RecvError> {
         .map_err(|e| RecvError::Decode(CodecError::of::<R>(handles::reason(&e))))
 }
 
-/// How long until `deadline`, or `None` when it has passed.
-fn remaining(deadline: Option<Instant>) -> Option<Option<Duration>> {
-    match deadline {
-        None => Some(None),
-        Some(d) => d.checked_duration_since(Instant::now()).map(Some),
-    }
-}
-
 impl<S, R> Connection<S, R> {
-    pub(crate) fn from_fd(fd: OwnedFd) -> Self {
+    /// A connection over `fd` with procpool's framing, and the pipe's ring if it has
+    /// one.
+    fn with_ring(fd: OwnedFd, ring: Option<PipeRing>) -> Self {
         Connection {
-            end: Arc::new(End::new(fd, Framing::Procpool)),
+            end: Arc::new(End::new(fd, Framing::Procpool, ring)),
             _types: PhantomData,
         }
     }
@@ -253,7 +194,7 @@ impl<S, R> Connection<S, R> {
     /// Handles cannot travel over it.
     pub(crate) fn from_fd_python(fd: OwnedFd) -> Self {
         Connection {
-            end: Arc::new(End::new(fd, Framing::Python)),
+            end: Arc::new(End::new(fd, Framing::Python, None)),
             _types: PhantomData,
         }
     }
@@ -263,13 +204,16 @@ impl<S, R> Connection<S, R> {
         self.end.fd.as_fd()
     }
 
-    /// Whether a whole message is already read ahead, so a receive would not wait
-    /// (false while another receive holds the reader).
-    pub(crate) fn has_buffered_message(&self) -> bool {
-        self.end
-            .reader
-            .try_lock()
-            .is_ok_and(|r| !r.broken && r.frames.has_frame())
+    /// Whether a receive would not wait now (for
+    /// [`connection::wait`](crate::connection::wait)).
+    pub(crate) fn ready(&self) -> io::Result<bool> {
+        self.end.ready()
+    }
+
+    /// While the guard lives, senders wake this end through its socket (for
+    /// [`connection::wait`](crate::connection::wait), which watches sockets).
+    pub(crate) fn watching(&self) -> Option<ring::Sleeping<'_>> {
+        self.end.sleeping()
     }
 
     /// Closes this handle (the same as dropping it). The other end sees end of stream
@@ -281,31 +225,12 @@ impl<S, R> Connection<S, R> {
 
     // ---- sending ----
 
-    fn check_fds(&self, fds: &[OwnedFd]) -> Result<(), SendError> {
-        if !fds.is_empty() && !self.end.local {
-            return Err(SendError::HandlesNeedUnixSocket);
-        }
-        Ok(())
-    }
-
     async fn send_frame(&self, frame: Vec<u8>, fds: Vec<OwnedFd>) -> Result<(), SendError> {
-        self.check_fds(&fds)?;
-        let mut w = self.end.writer.lock().await;
-        let sock = self.end.async_fd()?;
-        // Finish a message an earlier, cancelled send started.
-        w.flush_async(sock).await?;
-        w.start_framed(frame, fds, self.end.framing);
-        w.flush_async(sock).await?;
-        Ok(())
+        self.end.send(frame, fds).await
     }
 
     fn blocking_send_frame(&self, frame: Vec<u8>, fds: Vec<OwnedFd>) -> Result<(), SendError> {
-        self.check_fds(&fds)?;
-        let mut w = self.end.writer.blocking_lock();
-        w.flush_blocking(self.end.fd.as_fd())?;
-        w.start_framed(frame, fds, self.end.framing);
-        w.flush_blocking(self.end.fd.as_fd())?;
-        Ok(())
+        self.end.blocking_send(frame, fds)
     }
 
     /// Sends raw bytes as one message (Python's `send_bytes`).
@@ -343,34 +268,7 @@ impl<S, R> Connection<S, R> {
     // ---- receiving ----
 
     async fn recv_frame(&self, max: Option<u64>) -> Result<Frame, RecvError> {
-        let mut r = self.end.reader.lock().await;
-        if r.broken {
-            return Err(RecvError::Closed);
-        }
-        let sock = self.end.async_fd().map_err(RecvError::Io)?;
-        if let Some(max) = max {
-            r.frames.set_limit(max.min(MAX_MESSAGE));
-        }
-        let asked = Instant::now();
-        let spin = r.pace.spin();
-        if !spin.is_zero() && !r.frames.has_frame() {
-            loop {
-                match r.frames.read(self.end.fd.as_fd(), true) {
-                    Err(ReadError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    result => {
-                        r.pace.waited(asked.elapsed());
-                        return Self::after_read(&mut r, result, max);
-                    }
-                }
-                if asked.elapsed() >= spin {
-                    break;
-                }
-                tokio::task::yield_now().await;
-            }
-        }
-        let result = r.frames.read_async(sock).await;
-        r.pace.waited(asked.elapsed());
-        Self::after_read(&mut r, result, max)
+        self.end.recv(max).await
     }
 
     fn blocking_recv_frame(
@@ -378,68 +276,11 @@ impl<S, R> Connection<S, R> {
         max: Option<u64>,
         deadline: Option<Instant>,
     ) -> Result<Frame, RecvError> {
-        let mut r = self.end.reader.blocking_lock();
-        if r.broken {
-            return Err(RecvError::Closed);
-        }
-        if let Some(max) = max {
-            r.frames.set_limit(max.min(MAX_MESSAGE));
-        }
-        let sock = self.end.fd.as_fd();
-        // Without a deadline, a plain blocking receive is the cheapest wait (procpool
-        // never sets O_NONBLOCK on a shared socket; if someone else did, the poll
-        // below takes over).
-        let nonblocking = deadline.is_some();
-        loop {
-            match r.frames.read(sock, nonblocking) {
-                Err(ReadError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
-                    let Some(wait) = remaining(deadline) else {
-                        return Err(RecvError::Timeout);
-                    };
-                    sys::sock::poll(sock, sys::sock::Wait::Readable, wait)
-                        .map_err(RecvError::Io)?;
-                }
-                result => return Self::after_read(&mut r, result, max),
-            }
-        }
-    }
-
-    fn after_read(
-        r: &mut ReadState,
-        result: Result<Frame, ReadError>,
-        max: Option<u64>,
-    ) -> Result<Frame, RecvError> {
-        if max.is_some() {
-            r.frames.set_limit(MAX_MESSAGE);
-        }
-        match result {
-            Ok(f) => Ok(f),
-            Err(ReadError::Eof) => Err(RecvError::Eof),
-            Err(ReadError::Io(e)) => Err(RecvError::Io(e)),
-            Err(ReadError::Protocol(e)) => {
-                r.broken = true;
-                match (e, max) {
-                    (ProtocolError::FrameTooLarge { len, .. }, Some(max)) if len <= MAX_MESSAGE => {
-                        Err(RecvError::TooLong { len, max })
-                    }
-                    (e, _) => Err(RecvError::Protocol(e)),
-                }
-            }
-        }
+        self.end.blocking_recv(max, deadline)
     }
 
     fn try_recv_frame(&self) -> Result<Frame, RecvError> {
-        let Ok(mut r) = self.end.reader.try_lock() else {
-            // Another task is receiving right now.
-            return Err(RecvError::Empty);
-        };
-        if r.broken {
-            return Err(RecvError::Closed);
-        }
-        match r.frames.read(self.end.fd.as_fd(), true) {
-            Err(ReadError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => Err(RecvError::Empty),
-            result => Self::after_read(&mut r, result, None),
-        }
+        self.end.try_recv()
     }
 
     /// Receives the next message as raw bytes (Python's `recv_bytes`).
@@ -541,37 +382,7 @@ impl<S, R> Connection<S, R> {
     /// # Cancel safety
     /// Cancel safe: it consumes nothing.
     pub async fn poll(&self, timeout: Duration) -> io::Result<bool> {
-        let sock = self.end.async_fd()?;
-        let check = || -> io::Result<bool> {
-            if let Ok(r) = self.end.reader.try_lock() {
-                if r.frames.has_frame() {
-                    return Ok(true);
-                }
-            }
-            sys::sock::poll(
-                self.end.fd.as_fd(),
-                sys::sock::Wait::Readable,
-                Some(Duration::ZERO),
-            )
-        };
-        let wait = async {
-            loop {
-                let mut guard = sock.readable().await?;
-                // Clear first, check second: a message that lands in between sets
-                // readiness again, so no wake-up is lost.
-                guard.clear_ready();
-                if check()? {
-                    return Ok::<bool, io::Error>(true);
-                }
-            }
-        };
-        if check()? {
-            return Ok(true);
-        }
-        match tokio::time::timeout(timeout, wait).await {
-            Ok(r) => r,
-            Err(_) => Ok(false),
-        }
+        self.end.poll(timeout).await
     }
 
     /// Blocking form of [`poll`](Self::poll); `None` waits without a time limit.
@@ -585,12 +396,7 @@ impl<S, R> Connection<S, R> {
     #[track_caller]
     pub fn blocking_poll(&self, timeout: Option<Duration>) -> io::Result<bool> {
         crate::blocking::assert_may_block("blocking_poll", "poll");
-        if let Ok(r) = self.end.reader.try_lock() {
-            if r.frames.has_frame() {
-                return Ok(true);
-            }
-        }
-        sys::sock::poll(self.end.fd.as_fd(), sys::sock::Wait::Readable, timeout)
+        self.end.blocking_poll(timeout)
     }
 }
 
@@ -714,8 +520,11 @@ impl<S, R: DeserializeOwned + 'static> Connection<S, R> {
 }
 
 impl<S, R> AsRawFd for Connection<S, R> {
-    /// The socket's descriptor in this process (for `select`-style integration; do not
-    /// read or write it directly, or messages get cut).
+    /// The socket's descriptor in this process. Do not read or write it directly, or
+    /// messages get cut. Readability alone does not announce messages: those in the
+    /// ring never touch the socket. Wait with [`poll`](Connection::poll) or
+    /// [`connection::wait`](crate::connection::wait), which make senders wake the
+    /// socket while they wait.
     fn as_raw_fd(&self) -> RawFd {
         self.end.fd.as_raw_fd()
     }
@@ -735,17 +544,26 @@ impl<S, R> Handle for Connection<S, R> {
     const KIND: &'static str = "Connection";
     type Params = (S, R);
     type Parts<'a>
-        = SendFd<'a>
+        = (SendFd<'a>, Option<(SendFd<'a>, u8)>)
     where
         Self: 'a;
-    type Received = RecvFd;
+    type Received = (RecvFd, Option<(RecvFd, u8)>);
 
-    fn parts(&self) -> SendFd<'_> {
-        SendFd(self.end.fd.as_fd())
+    fn parts(&self) -> Self::Parts<'_> {
+        let ring = self
+            .end
+            .ring
+            .as_ref()
+            .map(|r| (SendFd(r.memfd()), r.side()));
+        (SendFd(self.end.fd.as_fd()), ring)
     }
 
-    fn assemble(RecvFd(fd): RecvFd) -> Result<Self, String> {
-        Ok(Connection::from_fd(fd))
+    fn assemble((RecvFd(fd), ring): Self::Received) -> Result<Self, String> {
+        let ring = ring
+            .map(|(RecvFd(memfd), side)| PipeRing::open(memfd, side))
+            .transpose()
+            .map_err(|e| format!("the pipe's ring: {e}"))?;
+        Ok(Connection::with_ring(fd, ring))
     }
 }
 

@@ -11,12 +11,14 @@ pub fn simplex<T>() -> io::Result<(Receiver<T>, Sender<T>)> {
     let (r, s) = sys::sock::pair(sys::sock::Kind::Stream)?;
     // The kernel enforces the direction for every process that gets an end.
     sys::sock::shutdown_write(r.as_fd())?;
+    // Side 0 writes lane 0, which side 1 reads.
+    let (ring_s, ring_r) = PipeRing::pair()?;
     Ok((
         Receiver {
-            conn: Connection::from_fd(r),
+            conn: Connection::with_ring(r, Some(ring_r)),
         },
         Sender {
-            conn: Connection::from_fd(s),
+            conn: Connection::with_ring(s, Some(ring_s)),
         },
     ))
 }

@@ -159,6 +159,20 @@ pub(crate) fn recv_spare(
     Ok(n)
 }
 
+/// Copies the next bytes waiting on `sock` into `buf` without taking them (nor any
+/// descriptors sent with them), without waiting: `WouldBlock` when none are there,
+/// 0 at end of stream.
+pub(crate) fn peek(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    let flags = rustix::net::RecvFlags::PEEK | rustix::net::RecvFlags::DONTWAIT;
+    loop {
+        match rustix::net::recv(sock, &mut *buf, flags) {
+            Ok((n, _)) => return Ok(n),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// The one receive path, over libc rather than rustix: rustix's `recvmsg` takes only
 /// initialised buffers, and a large frame is read into a `Vec`'s spare capacity
 /// without zeroing it first.
@@ -281,23 +295,35 @@ pub(crate) fn poll_readable(
         .collect())
 }
 
-/// Whether the peer of a stream socket has closed it or shut down its writing side,
-/// without waiting and without reading what it sent before.
-pub(crate) fn peer_closed(sock: BorrowedFd<'_>) -> io::Result<bool> {
-    let mut pfd = [PollFd::new(&sock, PollFlags::RDHUP)];
+/// The events `sock` has now, of `interest` and the ones always reported (hang-up,
+/// error), without waiting.
+fn events_now(sock: BorrowedFd<'_>, interest: PollFlags) -> io::Result<PollFlags> {
+    let mut pfd = [PollFd::new(&sock, interest)];
     let now = rustix::event::Timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     loop {
         match rustix::event::poll(&mut pfd, Some(&now)) {
-            Ok(_) => break,
+            Ok(_) => return Ok(pfd[0].revents()),
             Err(rustix::io::Errno::INTR) => continue,
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// Whether the peer of a connected unix socket is gone entirely (`POLLHUP`): every
+/// copy of the other end is closed. Unlike [`peer_closed`], a peer that only shut
+/// down its writing half (a one-way pipe's receiver) is not gone.
+pub(crate) fn hung_up(sock: BorrowedFd<'_>) -> io::Result<bool> {
+    Ok(events_now(sock, PollFlags::empty())?.intersects(PollFlags::HUP | PollFlags::ERR))
+}
+
+/// Whether the peer of a stream socket has closed it or shut down its writing side,
+/// without waiting and without reading what it sent before.
+pub(crate) fn peer_closed(sock: BorrowedFd<'_>) -> io::Result<bool> {
     let gone = PollFlags::RDHUP | PollFlags::HUP | PollFlags::ERR;
-    Ok(pfd[0].revents().intersects(gone))
+    Ok(events_now(sock, PollFlags::RDHUP)?.intersects(gone))
 }
 
 /// Shuts down the writing direction: the peer reads end of stream once it has read

@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{CodecError, PanicInfo, ProtocolError};
 
 pub(crate) mod handles;
+pub(crate) mod lanes;
 pub(crate) mod ring;
 pub(crate) mod stream;
 #[cfg(feature = "tracing")]
@@ -68,8 +69,12 @@ pub(crate) enum Kind {
     /// Worker → parent: `tracing` spans and events of its tasks (`wire::trace`),
     /// sent only when the `Hello` asked for them.
     Trace = 14,
-    /// A message on a pipe (`Connection`): the body is the encoded value.
+    /// A message on a pipe (`Connection`): the body is the encoded value; `id` is its
+    /// number in the pipe's order when the pipe has a ring (`crate::pipe::ring`).
     Message = 20,
+    /// On a pipe with a ring: no message, only a wake-up for a receiver that fell
+    /// asleep just as a message went into the ring. Receivers discard it.
+    Nudge = 21,
 }
 
 impl Kind {
@@ -84,6 +89,7 @@ impl Kind {
             13 => Kind::Done,
             14 => Kind::Trace,
             20 => Kind::Message,
+            21 => Kind::Nudge,
             _ => return None,
         })
     }
@@ -164,6 +170,11 @@ pub(crate) fn finish(buf: &mut [u8], kind: Kind, flags: u32, id: u64, func: u64)
     buf[12..16].copy_from_slice(&flags.to_le_bytes());
     buf[16..24].copy_from_slice(&id.to_le_bytes());
     buf[24..32].copy_from_slice(&func.to_le_bytes());
+}
+
+/// Sets a finished header's `id`.
+pub(crate) fn set_id(buf: &mut [u8], id: u64) {
+    buf[16..24].copy_from_slice(&id.to_le_bytes());
 }
 
 /// Sets a finished header's body length and descriptor count, for a frame whose body

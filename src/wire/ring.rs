@@ -42,82 +42,31 @@
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{fence, Ordering};
 use std::time::Duration;
 
+pub(crate) use super::lanes::Next;
+use super::lanes::{Lanes, Shape, Word};
 use super::stream::Frame;
-use super::{Header, HEADER_LEN};
 use crate::error::ProtocolError;
-use crate::sys::shm::{self, EventFd, Region};
+use crate::sys::shm::{self, EventFd};
 
+/// The pool's lanes: 128 slots of 4 KiB each way.
+const SHAPE: Shape = Shape {
+    slots: 128,
+    slot_len: 4096,
+};
 /// Slots in each lane.
-pub(crate) const SLOTS: usize = 128;
-/// Bytes of one slot, its entry word included.
-pub(crate) const SLOT_LEN: usize = 4096;
+#[cfg(test)]
+const SLOTS: usize = SHAPE.slots as usize;
 /// Bytes of frame (header and body) that fit in one slot.
-pub(crate) const SLOT_FRAME_MAX: usize = SLOT_LEN - ENTRY_LEN;
-
-/// Before each slot's frame: its length (or [`SPILLED`]), then when the writer
-/// published it (`CLOCK_MONOTONIC`, ns).
-const ENTRY_LEN: usize = 16;
-/// The entry word of a slot whose frame went on the socket.
-const SPILLED: u64 = u64::MAX;
-/// Identifies a ring's memory file (and its layout version).
-const MAGIC: u64 = 0x7072_6f63_7269_6e01; // "procrin" 1
-/// The control page: the magic, then each lane's words, each on its own cache line.
-const CONTROL: usize = 4096;
-const LINE: usize = 128;
-const LANE_SLOTS_LEN: usize = SLOTS * SLOT_LEN;
-const FILE_LEN: usize = CONTROL + 2 * LANE_SLOTS_LEN;
-
-/// Which way a lane goes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Lane {
-    /// Parent → worker: tasks.
-    Down = 0,
-    /// Worker → parent: replies.
-    Up = 1,
-}
-
-impl Lane {
-    /// Frames written so far (the writer's).
-    fn tail(self) -> usize {
-        LINE + self as usize * 4 * LINE
-    }
-    /// Frames read so far (the reader's).
-    fn head(self) -> usize {
-        self.tail() + LINE
-    }
-    /// Raised by a reader about to sleep for lack of frames.
-    fn asleep(self) -> usize {
-        self.tail() + 2 * LINE
-    }
-    /// Raised by a writer about to sleep for lack of room.
-    fn full(self) -> usize {
-        self.tail() + 3 * LINE
-    }
-    fn slots(self) -> usize {
-        CONTROL + self as usize * LANE_SLOTS_LEN
-    }
-}
-
-/// What the reader found at the head of its lane.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Next {
-    /// Nothing yet.
-    Empty,
-    /// A frame in the slot: [`Ring::take`] copies it out.
-    Inline,
-    /// The next frame is on the socket: read it, then [`Ring::skip`].
-    Spilled,
-}
+pub(crate) const SLOT_FRAME_MAX: usize = SHAPE.frame_max();
 
 /// One end of a ring: the lane it writes, the lane it reads, and the two doorbells.
+/// The parent writes lane 0 (tasks, "down") and the worker lane 1 (replies, "up").
 #[derive(Debug)]
 pub(crate) struct Ring {
-    region: Region,
-    tx: Lane,
-    rx: Lane,
+    lanes: Lanes,
     /// Rung by the peer when this side sleeps.
     bell: EventFd,
     /// Rung to wake the peer.
@@ -131,9 +80,7 @@ pub(crate) type WorkerFds = [OwnedFd; 3];
 impl Ring {
     /// The parent's end of a new ring, and the descriptors to send to the worker.
     pub(crate) fn create() -> io::Result<(Ring, WorkerFds)> {
-        let memfd = shm::memfd("procpool-ring", FILE_LEN as u64, shm::Size::Fixed)?;
-        let region = Region::map(memfd.as_fd(), FILE_LEN)?;
-        region.u64_at(0).store(MAGIC, Ordering::Release);
+        let (lanes, memfd) = Lanes::create("procpool-ring", SHAPE)?;
         let (mine, theirs) = (EventFd::new()?, EventFd::new()?);
         let fds = [
             memfd,
@@ -142,9 +89,7 @@ impl Ring {
         ];
         Ok((
             Ring {
-                region,
-                tx: Lane::Down,
-                rx: Lane::Up,
+                lanes,
                 bell: mine,
                 peer_bell: theirs,
             },
@@ -155,20 +100,8 @@ impl Ring {
     /// The worker's end of the ring its parent sent (see [`WorkerFds`]).
     pub(crate) fn open(fds: WorkerFds) -> io::Result<Ring> {
         let [memfd, mine, theirs] = fds;
-        if shm::file_len(memfd.as_fd())? < FILE_LEN as u64 {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "ring too small"));
-        }
-        let region = Region::map(memfd.as_fd(), FILE_LEN)?;
-        if region.u64_at(0).load(Ordering::Acquire) != MAGIC {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "not a procpool ring",
-            ));
-        }
         Ok(Ring {
-            region,
-            tx: Lane::Up,
-            rx: Lane::Down,
+            lanes: Lanes::open(&memfd, SHAPE, 1)?,
             bell: EventFd::from_fd(mine),
             peer_bell: EventFd::from_fd(theirs),
         })
@@ -177,14 +110,6 @@ impl Ring {
     /// This side's doorbell, to wait on when it sleeps.
     pub(crate) fn bell(&self) -> &EventFd {
         &self.bell
-    }
-
-    fn word(&self, offset: usize) -> &AtomicU64 {
-        self.region.u64_at(offset)
-    }
-
-    fn flag(&self, offset: usize) -> &AtomicU32 {
-        self.region.u32_at(offset)
     }
 
     /// Whether a frame of `len` bytes with `nfds` descriptors goes in a slot.
@@ -196,26 +121,14 @@ impl Ring {
     /// [`SLOT_FRAME_MAX`] bytes) in the next slot, and wakes the reader if it sleeps.
     /// False, and nothing written, when the lane is full.
     pub(crate) fn try_push(&self, parts: &[&[u8]]) -> bool {
-        let len: usize = parts.iter().map(|p| p.len()).sum();
-        debug_assert!(len <= SLOT_FRAME_MAX, "a frame over a slot: {len}");
-        let Some(slot) = self.free_slot() else {
+        if !self.lanes.try_push(parts, crate::sys::proc::monotonic_ns()) {
             return false;
-        };
-        let mut at = slot + ENTRY_LEN;
-        for part in parts {
-            self.region.write(at, part);
-            at += part.len();
         }
-        self.region.write(slot, &(len as u64).to_le_bytes());
-        self.stamp_slot(slot);
-        self.publish();
+        fence(Ordering::SeqCst);
+        if self.lower(self.lanes.tx_flag(Word::Sleep)) {
+            self.peer_bell.notify();
+        }
         true
-    }
-
-    /// Writes the time of publishing into a slot about to be published.
-    fn stamp_slot(&self, slot: usize) {
-        self.region
-            .write(slot + 8, &crate::sys::proc::monotonic_ns().to_le_bytes());
     }
 
     /// When the writer published the frame at the head of the incoming lane (after
@@ -223,10 +136,7 @@ impl Ring {
     /// side's clock too. A reader that slept learns from it how soon the frame came,
     /// apart from how late it woke.
     pub(crate) fn head_stamp(&self) -> u64 {
-        let head = self.word(self.rx.head()).load(Ordering::Relaxed);
-        let mut word = [0u8; 8];
-        self.region.read(self.slot(head) + 8, &mut word);
-        u64::from_le_bytes(word)
+        self.lanes.next().map_or(0, |(_, stamp)| stamp)
     }
 
     /// Publishes a slot saying that the next frame goes on the socket. False when the
@@ -236,46 +146,13 @@ impl Ring {
     /// frame's first bytes, which the caller writes next, wake it there. Ringing as
     /// well would wake it twice for one frame.
     pub(crate) fn try_push_spilled(&self) -> bool {
-        let Some(slot) = self.free_slot() else {
-            return false;
-        };
-        self.region.write(slot, &SPILLED.to_le_bytes());
-        self.stamp_slot(slot);
-        self.advance_tail();
-        true
+        self.lanes
+            .try_push_spilled(crate::sys::proc::monotonic_ns())
     }
 
-    /// The offset of the slot the next frame goes in, if the reader has freed it.
-    fn free_slot(&self) -> Option<usize> {
-        let tail = self.word(self.tx.tail()).load(Ordering::Relaxed);
-        let head = self.word(self.tx.head()).load(Ordering::Acquire);
-        // A reader that ran ahead of the writer (only a broken peer) frees nothing.
-        (tail.wrapping_sub(head) < SLOTS as u64)
-            .then(|| self.tx.slots() + (tail % SLOTS as u64) as usize * SLOT_LEN)
-    }
-
-    fn publish(&self) {
-        self.advance_tail();
-        fence(Ordering::SeqCst);
-        self.wake_if(self.tx.asleep());
-    }
-
-    fn advance_tail(&self) {
-        let tail = self.word(self.tx.tail());
-        tail.store(tail.load(Ordering::Relaxed) + 1, Ordering::Release);
-    }
-
-    /// Rings the peer's doorbell if it raised the flag at `offset`.
-    fn wake_if(&self, offset: usize) {
-        if self.lower(offset) {
-            self.peer_bell.notify();
-        }
-    }
-
-    /// Lowers the flag at `offset`; whether it was up (a load first, so that the
-    /// common case, nobody asleep, writes nothing to the shared line).
-    fn lower(&self, offset: usize) -> bool {
-        let flag = self.flag(offset);
+    /// Lowers `flag`; whether it was up (a load first, so that the common case,
+    /// nobody asleep, writes nothing to the shared line).
+    fn lower(&self, flag: &std::sync::atomic::AtomicU32) -> bool {
         flag.load(Ordering::Relaxed) != 0 && flag.swap(0, Ordering::AcqRel) != 0
     }
 
@@ -285,32 +162,7 @@ impl Ring {
     /// A protocol error when the lane's counters or the slot's length make no sense
     /// (the peer is broken or hostile).
     pub(crate) fn next(&self) -> Result<Next, ProtocolError> {
-        let head = self.word(self.rx.head()).load(Ordering::Relaxed);
-        let tail = self.word(self.rx.tail()).load(Ordering::Acquire);
-        if tail == head {
-            return Ok(Next::Empty);
-        }
-        if tail.wrapping_sub(head) > SLOTS as u64 {
-            return Err(malformed(format!(
-                "the ring's writer is {} frames ahead of its reader, in {SLOTS} slots",
-                tail.wrapping_sub(head)
-            )));
-        }
-        match self.entry(head) {
-            SPILLED => Ok(Next::Spilled),
-            len if (HEADER_LEN as u64..=SLOT_FRAME_MAX as u64).contains(&len) => Ok(Next::Inline),
-            len => Err(malformed(format!("a ring slot holding {len} bytes"))),
-        }
-    }
-
-    fn slot(&self, index: u64) -> usize {
-        self.rx.slots() + (index % SLOTS as u64) as usize * SLOT_LEN
-    }
-
-    fn entry(&self, index: u64) -> u64 {
-        let mut word = [0u8; 8];
-        self.region.read(self.slot(index), &mut word);
-        u64::from_le_bytes(word)
+        self.lanes.next().map(|(next, _)| next)
     }
 
     /// Copies out the frame at the head (after [`next`](Self::next) said
@@ -321,40 +173,23 @@ impl Ring {
     /// A protocol error for a header that does not parse, a body over `limit`, a
     /// length that disagrees with the slot's, or descriptors announced in a slot.
     pub(crate) fn take(&self, limit: u64) -> Result<Frame, ProtocolError> {
-        let head = self.word(self.rx.head()).load(Ordering::Relaxed);
-        let slot = self.slot(head);
-        let len = self.entry(head) as usize;
-        if !(HEADER_LEN..=SLOT_FRAME_MAX).contains(&len) {
-            return Err(malformed(format!("a ring slot holding {len} bytes")));
-        }
-        let mut raw = [0u8; HEADER_LEN];
-        self.region.read(slot + ENTRY_LEN, &mut raw);
-        let header = Header::parse(&raw, limit)?;
-        if header.len != (len - HEADER_LEN) as u64 || header.nfds != 0 {
-            return Err(malformed(format!(
-                "a ring slot of {len} bytes holding a frame of {} with {} descriptors",
-                header.len, header.nfds
-            )));
-        }
-        let mut body = Vec::with_capacity(len - HEADER_LEN);
-        self.region
-            .read_into(slot + ENTRY_LEN + HEADER_LEN, len - HEADER_LEN, &mut body);
-        self.skip();
-        Ok(Frame {
-            header,
-            body,
-            fds: Vec::new(),
-        })
+        let frame = self.lanes.take(limit)?;
+        self.freed();
+        Ok(frame)
     }
 
     /// Frees the head slot: its frame was read (from the slot or the socket).
     pub(crate) fn skip(&self) {
-        let head = self.word(self.rx.head());
-        head.store(head.load(Ordering::Relaxed) + 1, Ordering::Release);
+        self.lanes.skip();
+        self.freed();
+    }
+
+    fn freed(&self) {
         fence(Ordering::SeqCst);
         // A writer waiting for room sleeps on the flag itself.
-        if self.lower(self.rx.full()) {
-            shm::futex_wake_all(self.flag(self.rx.full()));
+        let room = self.lanes.rx_flag(Word::Room);
+        if self.lower(room) {
+            shm::futex_wake_all(room);
         }
     }
 
@@ -378,12 +213,13 @@ impl Ring {
     /// the lane is still empty. If not, the flag is lowered again and the caller reads
     /// instead of sleeping. After a sleep, call [`woke`](Self::woke).
     pub(crate) fn sleep_for_frame(&self) -> bool {
-        self.flag(self.rx.asleep()).store(1, Ordering::Relaxed);
+        let asleep = self.lanes.rx_flag(Word::Sleep);
+        asleep.store(1, Ordering::Relaxed);
         fence(Ordering::SeqCst);
-        let head = self.word(self.rx.head()).load(Ordering::Relaxed);
-        let empty = self.word(self.rx.tail()).load(Ordering::Acquire) == head;
+        let empty = self.lanes.rx_word(Word::Tail).load(Ordering::Acquire)
+            == self.lanes.rx_word(Word::Head).load(Ordering::Relaxed);
         if !empty {
-            self.flag(self.rx.asleep()).store(0, Ordering::Relaxed);
+            asleep.store(0, Ordering::Relaxed);
         }
         empty
     }
@@ -392,10 +228,10 @@ impl Ring {
     /// outgoing lane: raises the `full` flag, looks once more, and sleeps on the flag
     /// (a futex) unless a slot is free by then. Returns at once if one is.
     pub(crate) fn wait_for_room(&self, timeout: Duration) {
-        let full = self.flag(self.tx.full());
+        let full = self.lanes.tx_flag(Word::Room);
         full.store(1, Ordering::Relaxed);
         fence(Ordering::SeqCst);
-        if self.free_slot().is_none() {
+        if self.lanes.is_full() {
             shm::futex_wait(full, 1, Some(timeout));
         }
         full.store(0, Ordering::Relaxed);
@@ -404,19 +240,15 @@ impl Ring {
     /// After a sleep for a frame, however it ended: lowers the flag and empties the
     /// doorbell (a ring that came late only costs a spurious wake-up).
     pub(crate) fn woke(&self) {
-        self.flag(self.rx.asleep()).store(0, Ordering::Relaxed);
+        self.lanes.rx_flag(Word::Sleep).store(0, Ordering::Relaxed);
         self.bell.drain();
     }
-}
-
-fn malformed(reason: String) -> ProtocolError {
-    ProtocolError::Malformed { reason }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::{self, Kind};
+    use crate::wire::{self, Kind, HEADER_LEN};
 
     fn pair() -> (Ring, Ring) {
         let (parent, fds) = Ring::create().unwrap();
@@ -502,15 +334,13 @@ mod tests {
         // A slot length past the slot.
         let (parent, worker) = pair();
         assert!(parent.try_push(&[&frame(8, 1)]));
-        let slot = Lane::Down.slots();
-        parent
-            .region
-            .write(slot, &(SLOT_LEN as u64 * 4).to_le_bytes());
+        parent.lanes.forge_entry(0, SHAPE.slot_len as u64 * 4);
         assert!(worker.next().is_err());
         assert!(worker.take(u64::MAX).is_err());
         // A tail that runs past every slot.
         parent
-            .word(Lane::Down.tail())
+            .lanes
+            .tx_word(Word::Tail)
             .store(SLOTS as u64 * 9, Ordering::Release);
         assert!(worker.next().is_err());
     }

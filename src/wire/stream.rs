@@ -93,6 +93,8 @@ pub(crate) struct FrameReader {
     fds: VecDeque<OwnedFd>,
     limit: u64,
     framing: Framing,
+    /// Reads no byte past the frame it is reading (see [`exact`](Self::exact)).
+    exact: bool,
 }
 
 impl FrameReader {
@@ -110,6 +112,23 @@ impl FrameReader {
             fds: VecDeque::new(),
             limit,
             framing,
+            exact: false,
+        }
+    }
+
+    /// A reader of procpool frames that never reads past the frame it is reading: a
+    /// header, then exactly its body. What it has not read stays in the socket for
+    /// whichever process reads the end next (a pipe end handed on), at the cost of
+    /// two system calls a frame instead of one for several.
+    pub(crate) fn exact(limit: u64) -> FrameReader {
+        FrameReader {
+            buf: Vec::with_capacity(HEADER_LEN),
+            pos: 0,
+            partial: None,
+            fds: VecDeque::new(),
+            limit,
+            framing: Framing::Procpool,
+            exact: true,
         }
     }
 
@@ -142,7 +161,7 @@ impl FrameReader {
     }
 
     /// Whether part of a frame has been read (EOF now would cut a frame).
-    fn mid_frame(&self) -> bool {
+    pub(crate) fn mid_frame(&self) -> bool {
         self.partial.is_some() || self.pos < self.buf.len()
     }
 
@@ -174,7 +193,12 @@ impl FrameReader {
                         self.buf.drain(..self.pos);
                         self.pos = 0;
                     }
-                    let room = self.buf.capacity() - self.buf.len();
+                    let room = if self.exact {
+                        // Only what completes the header: the body gets its own buffer.
+                        HEADER_LEN - (self.buf.len() - self.pos)
+                    } else {
+                        self.buf.capacity() - self.buf.len()
+                    };
                     sock::recv_spare(sock, &mut self.buf, room, &mut self.fds, nonblocking)
                 }
             };

@@ -8,6 +8,7 @@ mod connection;
 mod manager;
 mod manager_family;
 mod pipe;
+mod pipe_ring;
 mod python_interop;
 mod queue;
 mod shm;

@@ -16,13 +16,13 @@ use crate::common;
 
 use procpool::{ProcessPoolExecutor, ProtocolError, TaskError};
 
-/// The ring's layout, as `src/wire/ring.rs` has it.
-const MAGIC: u64 = 0x7072_6f63_7269_6e01;
+/// The ring's layout, as `src/wire/lanes.rs` and `src/wire/ring.rs` have it.
+const MAGIC: u64 = 0x7072_6f63_7269_6e02;
 const CONTROL: usize = 4096;
 const SLOTS: u64 = 128;
 const SLOT_LEN: usize = 4096;
 /// The up lane (worker → parent): its `tail` word and its first slot.
-const UP_TAIL: usize = 128 + 4 * 128;
+const UP_TAIL: usize = 128 + 8 * 128;
 const UP_SLOTS: usize = CONTROL + SLOTS as usize * SLOT_LEN;
 /// A slot's entry word saying that its frame went on the socket.
 const SPILLED: u64 = u64::MAX;
