@@ -164,6 +164,12 @@ async fn a_burst_of_kills_leaves_a_healthy_pool() {
     for i in 0..8u64 {
         assert_eq!(pool.run(work, (i, 0)).await.unwrap(), i);
     }
+    // `ready` may have counted a worker killed by the last strike whose death the
+    // pool had not seen yet (under load, its pidfd is read later): wait for all four
+    // to be up again, not merely for `ready`.
+    let healed =
+        tokio::time::timeout(Duration::from_secs(60), pool.__wait_for_live_workers(4)).await;
+    assert!(healed.is_ok(), "not healed: {:?}", pool.stats());
     let stats = pool.stats();
     assert_eq!(stats.cancelled, 0, "{stats:?}");
     assert_eq!(stats.failed, stats.worker_died, "{stats:?}");
