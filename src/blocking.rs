@@ -68,6 +68,19 @@ fn budget_runs_out(cx: &mut Context<'_>, left: u32) -> bool {
     }
 }
 
+/// How long a blocking wait may still take before `deadline` (`None`: no limit), or
+/// `None` when the deadline has passed.
+pub(crate) fn remaining(
+    deadline: Option<std::time::Instant>,
+) -> Option<Option<std::time::Duration>> {
+    match deadline {
+        None => Some(None),
+        Some(d) => d
+            .checked_duration_since(std::time::Instant::now())
+            .map(Some),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -187,12 +187,8 @@ pub fn blocking_wait(
         if !now.is_empty() {
             return Ok(now);
         }
-        let left = match deadline {
-            None => None,
-            Some(d) => match d.checked_duration_since(std::time::Instant::now()) {
-                Some(left) => Some(left),
-                None => return Ok(Vec::new()),
-            },
+        let Some(left) = crate::blocking::remaining(deadline) else {
+            return Ok(Vec::new());
         };
         if sys::sock::poll_readable(&fds, left)?.is_empty() {
             return Ok(Vec::new());

@@ -13,6 +13,7 @@ use tokio::sync::Mutex;
 use super::error::{RecvError, SendError};
 use super::ring::{PipeRing, Sent, WhenFull};
 use super::MAX_MESSAGE;
+use crate::blocking::remaining;
 use crate::error::ProtocolError;
 use crate::pacing::Average;
 use crate::sys;
@@ -100,14 +101,6 @@ fn nudge() -> Vec<u8> {
     wire::begin(&mut frame);
     wire::finish(&mut frame, Kind::Nudge, 0, 0, 0);
     frame
-}
-
-/// How long until `deadline`, or `None` when it has passed.
-pub(super) fn remaining(deadline: Option<Instant>) -> Option<Option<Duration>> {
-    match deadline {
-        None => Some(None),
-        Some(d) => d.checked_duration_since(Instant::now()).map(Some),
-    }
 }
 
 impl End {

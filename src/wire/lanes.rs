@@ -291,6 +291,15 @@ impl Lanes {
         }
     }
 
+    /// The tag of the slot at the head of the incoming lane (after
+    /// [`next`](Self::next) said it is not empty): one word read, nothing checked.
+    pub(crate) fn head_tag(&self) -> u64 {
+        let head = self.rx_word(Word::Head).load(Ordering::Relaxed);
+        let mut word = [0u8; 8];
+        self.region.read(self.slot(self.rx, head) + 8, &mut word);
+        u64::from_le_bytes(word)
+    }
+
     /// Copies out the frame at `head`'s slot (after [`next`](Self::next) said
     /// [`Next::Inline`]) without freeing it. Its header is checked against `limit`
     /// before its body is copied.

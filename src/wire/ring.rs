@@ -136,7 +136,7 @@ impl Ring {
     /// side's clock too. A reader that slept learns from it how soon the frame came,
     /// apart from how late it woke.
     pub(crate) fn head_stamp(&self) -> u64 {
-        self.lanes.next().map_or(0, |(_, stamp)| stamp)
+        self.lanes.head_tag()
     }
 
     /// Publishes a slot saying that the next frame goes on the socket. False when the
