@@ -6,18 +6,28 @@
 //! times better procpool is). Median of `RUNS` runs each.
 //!
 //! - `lock_uncontended`: lock + unlock in one process, ns per pair.
-//! - `lock_contended_2`: two child processes each lock + unlock `N` times on one lock,
-//!   released together by an event; ns per pair.
+//! - `lock_contended_2`: two child processes each lock + unlock `N` times on one lock;
+//!   ns per pair.
 //! - `event_round_trip`: parent sets event A, a child waiting on A clears it and sets
 //!   B, the parent waiting on B clears it; µs per round trip (the parent async).
 //! - `value_increments_2`: two children each do `N` locked increments of one shared
 //!   `Value<i64>`; increments per second.
 //!
+//! The two-process cases are timed inside the children, from a barrier that all
+//! three processes pass once both children are running (so that neither process
+//! start-up nor the wake-up of a late child counts), to the end of the slower
+//! child's loop. Each runs three times: unpinned, with both children pinned to one
+//! CPU (`_one_cpu`: they take turns, and most takes find the lock free), and pinned
+//! to two CPUs (`_two_cpus`: they run at once and the lock's cache line travels
+//! between cores). Unpinned, the figure is whichever of the two the scheduler chose,
+//! or a mix; the pinned rows say what each placement costs. Python's script does
+//! the same.
+//!
 //! `PROCPOOL_BENCH_QUICK=1` for a short smoke run.
 
 use std::time::Instant;
 
-use procpool::{Event, Lock, Process, Value};
+use procpool::{Barrier, Event, Lock, Process, Value};
 
 mod common;
 
@@ -31,11 +41,58 @@ fn n() -> usize {
     }
 }
 
-fn contend((lock, n, start): (Lock, usize, Event)) {
+/// Where the two children of a contended case run: CPUs to pin them to, if any.
+#[derive(Clone, Copy)]
+enum Placement {
+    Unpinned,
+    OneCpu,
+    TwoCpus,
+}
+
+impl Placement {
+    const ALL: [Placement; 3] = [Placement::Unpinned, Placement::OneCpu, Placement::TwoCpus];
+
+    fn suffix(self) -> &'static str {
+        match self {
+            Placement::Unpinned => "",
+            Placement::OneCpu => "_one_cpu",
+            Placement::TwoCpus => "_two_cpus",
+        }
+    }
+
+    /// The CPU of each child, from the CPUs this process may use; `None` when there
+    /// are not two of them for `TwoCpus`.
+    fn cpus(self) -> Option<[Option<usize>; 2]> {
+        let allowed = rustix::thread::sched_getaffinity(None).ok()?;
+        let mut usable = (0..rustix::thread::CpuSet::MAX_CPU).filter(|&c| allowed.is_set(c));
+        let first = usable.next()?;
+        match self {
+            Placement::Unpinned => Some([None, None]),
+            Placement::OneCpu => Some([Some(first), Some(first)]),
+            Placement::TwoCpus => Some([Some(first), Some(usable.next()?)]),
+        }
+    }
+}
+
+/// Pins this process to `cpu`, then waits at `start` with the parent and the other
+/// child, and starts the clock.
+fn line_up(cpu: Option<usize>, start: &Barrier) -> Instant {
+    if let Some(cpu) = cpu {
+        let mut set = rustix::thread::CpuSet::new();
+        set.set(cpu);
+        rustix::thread::sched_setaffinity(None, &set).unwrap();
+    }
     start.blocking_wait().unwrap();
+    Instant::now()
+}
+
+/// A child of `lock_contended`: its loop's time, ns.
+fn contend((lock, n, start, cpu): (Lock, usize, Barrier, Option<usize>)) -> u64 {
+    let t = line_up(cpu, &start);
     for _ in 0..n {
         drop(lock.blocking_lock().unwrap());
     }
+    t.elapsed().as_nanos() as u64
 }
 
 fn bounce((mine, theirs, n): (Event, Event, usize)) {
@@ -46,11 +103,33 @@ fn bounce((mine, theirs, n): (Event, Event, usize)) {
     }
 }
 
-fn increment((v, n, start): (Value<i64>, usize, Event)) {
-    start.blocking_wait().unwrap();
+/// A child of `value_increments`: its loop's time, ns.
+fn increment((v, n, start, cpu): (Value<i64>, usize, Barrier, Option<usize>)) -> u64 {
+    let t = line_up(cpu, &start);
     for _ in 0..n {
         v.update(|x| *x += 1);
     }
+    t.elapsed().as_nanos() as u64
+}
+
+/// Runs `child` in two processes placed at `cpus`, lined up at one barrier with
+/// this one; the slower child's time, s.
+async fn two_children<A, F>(child: F, shared: &A, n: usize, cpus: [Option<usize>; 2]) -> f64
+where
+    A: procpool::Message + Clone,
+    F: procpool::Task<(A, usize, Barrier, Option<usize>), u64> + Copy,
+{
+    let start = Barrier::new(3).unwrap();
+    let ps: Vec<_> = cpus
+        .iter()
+        .map(|&cpu| Process::spawn(child, (shared.clone(), n, start.clone(), cpu)).unwrap())
+        .collect();
+    start.wait().await.unwrap();
+    let mut slowest = 0;
+    for mut p in ps {
+        slowest = slowest.max(p.join().await.unwrap());
+    }
+    slowest as f64 / 1e9
 }
 
 fn lock_uncontended(n: usize) -> f64 {
@@ -62,18 +141,9 @@ fn lock_uncontended(n: usize) -> f64 {
     t0.elapsed().as_secs_f64() / n as f64 * 1e9
 }
 
-async fn lock_contended(n: usize) -> f64 {
+async fn lock_contended(n: usize, cpus: [Option<usize>; 2]) -> f64 {
     let lock = Lock::new().unwrap();
-    let start = Event::new().unwrap();
-    let ps: Vec<_> = (0..2)
-        .map(|_| Process::spawn(contend, (lock.clone(), n, start.clone())).unwrap())
-        .collect();
-    let t0 = Instant::now();
-    start.set();
-    for mut p in ps {
-        p.join().await.unwrap();
-    }
-    t0.elapsed().as_secs_f64() / (2 * n) as f64 * 1e9
+    two_children(contend, &lock, n, cpus).await / (2 * n) as f64 * 1e9
 }
 
 async fn event_round_trip(n: usize) -> f64 {
@@ -91,20 +161,16 @@ async fn event_round_trip(n: usize) -> f64 {
     dt / trips as f64 * 1e6
 }
 
-async fn value_increments(n: usize) -> f64 {
+async fn value_increments(n: usize, cpus: [Option<usize>; 2]) -> f64 {
     let v = Value::new(0i64).unwrap();
-    let start = Event::new().unwrap();
-    let ps: Vec<_> = (0..2)
-        .map(|_| Process::spawn(increment, (v.clone(), n, start.clone())).unwrap())
-        .collect();
-    let t0 = Instant::now();
-    start.set();
-    for mut p in ps {
-        p.join().await.unwrap();
-    }
-    let dt = t0.elapsed().as_secs_f64();
+    let secs = two_children(increment, &v, n, cpus).await;
     assert_eq!(v.load(), 2 * n as i64);
-    (2 * n) as f64 / dt
+    (2 * n) as f64 / secs
+}
+
+/// The name of a two-process row at a placement (the names live as long as the table).
+fn row(name: &str, at: Placement) -> &'static str {
+    format!("{name}{}", at.suffix()).leak()
 }
 
 fn main() {
@@ -112,22 +178,33 @@ fn main() {
     let rt = common::runtime();
     let mut ours: Vec<(&str, f64, &str)> = Vec::new();
     rt.block_on(async {
-        let (mut a, mut b, mut c, mut d) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut uncontended, mut events) = (Vec::new(), Vec::new());
         for _ in 0..RUNS {
             // Blocking code: off the runtime's threads, as a user's would be.
-            a.push(
+            uncontended.push(
                 tokio::task::spawn_blocking(move || lock_uncontended(n))
                     .await
                     .unwrap(),
             );
-            b.push(lock_contended(n).await);
-            c.push(event_round_trip(n).await);
-            d.push(value_increments(n).await);
+            events.push(event_round_trip(n).await);
         }
-        ours.push(("lock_uncontended", common::median(a), "ns"));
-        ours.push(("lock_contended_2", common::median(b), "ns"));
-        ours.push(("event_round_trip", common::median(c), "us"));
-        ours.push(("value_increments_2", common::median(d), "ops/s"));
+        ours.push(("lock_uncontended", common::median(uncontended), "ns"));
+        let mut values = Vec::new();
+        for at in Placement::ALL {
+            let Some(cpus) = at.cpus() else {
+                println!("(one CPU here: no {} rows)", at.suffix());
+                continue;
+            };
+            let (mut locks, mut incs) = (Vec::new(), Vec::new());
+            for _ in 0..RUNS {
+                locks.push(lock_contended(n, cpus).await);
+                incs.push(value_increments(n, cpus).await);
+            }
+            ours.push((row("lock_contended_2", at), common::median(locks), "ns"));
+            values.push((row("value_increments_2", at), common::median(incs), "ops/s"));
+        }
+        ours.push(("event_round_trip", common::median(events), "us"));
+        ours.extend(values);
     });
     let py = common::python("sync.py", &[n.to_string()], RUNS);
     common::print_table(

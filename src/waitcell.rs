@@ -73,6 +73,19 @@ const LOCK_SPINS: u32 = 200;
 /// Longest a blocking waiter sleeps while blocked by a holder that may die.
 pub(crate) const OWNER_POLL: Duration = Duration::from_millis(20);
 
+/// How often a spin looks at what it waits for.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Look {
+    /// After every pause: for a change that only the other side writes (reading
+    /// it often costs the writer little and sees the change soonest).
+    EveryPause,
+    /// Once per round of pauses, the rounds doubling in length: for a word that
+    /// both sides write, such as a lock's (each look takes the line from the
+    /// holder, whose next write then misses; backing off lets a holder that
+    /// releases and takes again keep it).
+    EveryRound,
+}
+
 /// What one attempt found.
 #[derive(Debug)]
 pub(crate) enum Step<R> {
@@ -326,27 +339,43 @@ impl WaitCell {
     }
 
     /// Watches `seq` for a change; `true` if one came before the spin's budget ran out.
+    fn spin_while_unchanged(&self, seen: u32) -> bool {
+        self.spin_until(Look::EveryPause, || self.seq().load(Acquire) != seen)
+    }
+
+    /// Spins until `done` says so; `true` if it did before the spin's budget ran out.
+    /// `done` should read shared memory with plain loads until it has reason to hope.
     ///
     /// The budget adapts as glibc's adaptive mutex does: twice the time recent spins
-    /// took to see a change, at least [`SPIN_MIN`] and at most [`SPIN`], and a spin
-    /// that saw none counts as twice its budget, so waits that spinning cannot catch
-    /// grow it back to the cap only as far as the cap. The spin itself backs off as
+    /// took to succeed, at least [`SPIN_MIN`] and at most [`SPIN`], and a spin that
+    /// failed counts as twice its budget, so waits that spinning cannot catch grow it
+    /// back to the cap only as far as the cap. The spin itself backs off as
     /// parking_lot's does: pause loops of doubling length first, then a yield between
     /// rounds, so that a holder preempted on this very core gets to run and release
     /// (on a 2-core machine the two sides of a contended lock often share one).
-    fn spin_while_unchanged(&self, seen: u32) -> bool {
+    pub(crate) fn spin_until(&self, look: Look, mut done: impl FnMut() -> bool) -> bool {
         let avg = self.spun.load(Relaxed);
         let budget = Duration::from_nanos(avg.saturating_mul(2)).clamp(SPIN_MIN, SPIN);
         let start = Instant::now();
         let mut round = 0u32;
-        let changed = loop {
-            for _ in 0..1u32 << round.min(PAUSE_ROUNDS) {
-                if self.seq().load(Acquire) != seen {
-                    break;
+        let succeeded = loop {
+            let pauses = 1u32 << round.min(PAUSE_ROUNDS);
+            let seen = match look {
+                Look::EveryPause => {
+                    done()
+                        || (0..pauses).any(|_| {
+                            std::hint::spin_loop();
+                            done()
+                        })
                 }
-                std::hint::spin_loop();
-            }
-            if self.seq().load(Acquire) != seen {
+                Look::EveryRound => {
+                    done() || {
+                        (0..pauses).for_each(|_| std::hint::spin_loop());
+                        false
+                    }
+                }
+            };
+            if seen {
                 break true;
             }
             if round >= PAUSE_ROUNDS {
@@ -354,14 +383,18 @@ impl WaitCell {
             }
             round += 1;
             if start.elapsed() >= budget {
-                break false;
+                break done();
             }
         };
-        let took = if changed { start.elapsed() } else { budget * 2 };
+        let took = if succeeded {
+            start.elapsed()
+        } else {
+            budget * 2
+        };
         let took = took.as_nanos().min(u128::from(u32::MAX)) as u64;
         // Racy between threads of this process, and only a hint: relaxed is enough.
         self.spun.store(avg - avg / 8 + took / 8, Relaxed);
-        changed
+        succeeded
     }
 
     /// Wakes waiters after a change (called with the mutex released).

@@ -6,6 +6,7 @@ Prints one JSON object per line: {"name": ..., "value": ..., "unit": ...}.
 """
 import json
 import multiprocessing as mp
+import os
 import sys
 import time
 
@@ -14,11 +15,21 @@ def report(name, value, unit):
     print(json.dumps({"name": name, "value": value, "unit": unit}), flush=True)
 
 
-def contend(lock, n, start):
+def line_up(cpu, start):
+    """Pins this process to `cpu`, waits at `start` with the parent and the other
+    child, and starts the clock."""
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
     start.wait()
+    return time.perf_counter()
+
+
+def contend(lock, n, start, cpu, times):
+    t = line_up(cpu, start)
     for _ in range(n):
         lock.acquire()
         lock.release()
+    times.put(time.perf_counter() - t)
 
 
 def bounce(mine, theirs, n):
@@ -28,11 +39,35 @@ def bounce(mine, theirs, n):
         mine.set()
 
 
-def increment(v, n, start):
-    start.wait()
+def increment(v, n, start, cpu, times):
+    t = line_up(cpu, start)
     for _ in range(n):
         with v.get_lock():
             v.value += 1
+    times.put(time.perf_counter() - t)
+
+
+def two_children(child, shared, n, cpus):
+    """Runs `child` in two processes placed at `cpus`, lined up at one barrier with
+    this one; the slower child's time, s."""
+    start, times = mp.Barrier(3), mp.Queue()
+    ps = [mp.Process(target=child, args=(shared, n, start, cpu, times)) for cpu in cpus]
+    for p in ps:
+        p.start()
+    start.wait()
+    slowest = max(times.get(), times.get())
+    for p in ps:
+        p.join()
+    return slowest
+
+
+def placements():
+    """(row suffix, CPU of each child), as in benches/sync.rs."""
+    usable = sorted(os.sched_getaffinity(0))
+    yield "", [None, None]
+    yield "_one_cpu", [usable[0], usable[0]]
+    if len(usable) >= 2:
+        yield "_two_cpus", usable[:2]
 
 
 def main():
@@ -45,15 +80,9 @@ def main():
         lock.release()
     report("lock_uncontended", (time.perf_counter() - t0) / n * 1e9, "ns")
 
-    start = mp.Event()
-    ps = [mp.Process(target=contend, args=(lock, n, start)) for _ in range(2)]
-    for p in ps:
-        p.start()
-    t0 = time.perf_counter()
-    start.set()
-    for p in ps:
-        p.join()
-    report("lock_contended_2", (time.perf_counter() - t0) / (2 * n) * 1e9, "ns")
+    for suffix, cpus in placements():
+        secs = two_children(contend, mp.Lock(), n, cpus)
+        report("lock_contended_2" + suffix, secs / (2 * n) * 1e9, "ns")
 
     trips = max(n // 50, 100)
     a, b = mp.Event(), mp.Event()
@@ -67,17 +96,11 @@ def main():
     report("event_round_trip", (time.perf_counter() - t0) / trips * 1e6, "us")
     p.join()
 
-    v = mp.Value("q", 0)
-    start = mp.Event()
-    ps = [mp.Process(target=increment, args=(v, n, start)) for _ in range(2)]
-    for p in ps:
-        p.start()
-    t0 = time.perf_counter()
-    start.set()
-    for p in ps:
-        p.join()
-    assert v.value == 2 * n
-    report("value_increments_2", 2 * n / (time.perf_counter() - t0), "ops/s")
+    for suffix, cpus in placements():
+        v = mp.Value("q", 0)
+        secs = two_children(increment, v, n, cpus)
+        assert v.value == 2 * n
+        report("value_increments_2" + suffix, 2 * n / secs, "ops/s")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 //! [`Lock`] and [`RLock`]: a mutex held by a process, or re-entrantly by a thread.
 
-use std::sync::atomic::Ordering::{AcqRel, Acquire, Release};
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 
 use super::*;
 
@@ -13,7 +13,9 @@ const MAGIC_RLOCK: u64 = 0x7073_796e_6352_0001;
 // start time, see `word_of`) with bit 0 set once a waiter may sleep on it. Taking a
 // free lock is one compare-and-swap, releasing it one swap; only a release that finds
 // bit 0 set publishes a change on the page (a `seq` bump and the wake-ups), and every
-// waiter sets the bit again on each attempt that fails, so none sleeps unseen.
+// waiter that may sleep sets the bit again on each attempt that fails, so none sleeps
+// unseen. A blocking taker first spins without setting it (`blocking_take`), so that
+// two processes trading a lock back and forth pay no wake-ups while both run.
 const L_WORD: usize = 0;
 const L_TID: usize = 16;
 const L_DEPTH: usize = 24;
@@ -55,10 +57,25 @@ enum Got {
     OwnerDied,
 }
 
+/// Whether a failed attempt says that it will wait.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Announce {
+    /// Sets the waiters bit, so that the release wakes this waiter: before sleeping.
+    Waiting,
+    /// Leaves the word alone, so that the release stays one swap: for a spin or a
+    /// `try_lock`, which watch the word themselves or do not wait at all.
+    Quiet,
+}
+
 /// Tries to take a lock (or re-enter an RLock when `tid` is given).
 /// `check_holder`: find out whether a holder still lives (reads `/proc`); otherwise a
 /// held lock is simply reported held.
-fn try_take(shared: &Shared, tid: Option<u64>, check_holder: bool) -> io::Result<Step<Got>> {
+fn try_take(
+    shared: &Shared,
+    tid: Option<u64>,
+    check_holder: bool,
+    announce: Announce,
+) -> io::Result<Step<Got>> {
     let page = shared.cell.page();
     let word = lock_word(shared);
     let me = my_word();
@@ -73,7 +90,7 @@ fn try_take(shared: &Shared, tid: Option<u64>, check_holder: bool) -> io::Result
             }
             Some(o) if !check_holder || owner::is_alive(o) => {
                 // Say that someone waits, so that the release wakes it.
-                if cur & WAITERS == 0 {
+                if announce == Announce::Waiting && cur & WAITERS == 0 {
                     if let Err(now) = word.compare_exchange(cur, cur | WAITERS, AcqRel, Acquire) {
                         cur = now;
                         continue;
@@ -95,6 +112,56 @@ fn try_take(shared: &Shared, tid: Option<u64>, check_holder: bool) -> io::Result
             Err(now) => cur = now,
         }
     }
+}
+
+/// Takes a lock for a blocking caller: one quiet attempt; while it is held, a spin
+/// within the page's adaptive budget that reads the word and tries again only when
+/// it looks free, without announcing itself (a holder that releases and takes the
+/// lock again, as a loop of short critical sections does, then pays one swap and one
+/// compare-and-swap, and no wake-up); then the page's sleeping wait, announced.
+/// `Ok(None)` at the deadline.
+fn blocking_take(
+    shared: &Shared,
+    tid: Option<u64>,
+    deadline: Option<Instant>,
+) -> io::Result<Option<Got>> {
+    let quiet = || try_take(shared, tid, false, Announce::Quiet);
+    if let Step::Ready(got) = quiet()? {
+        return Ok(Some(got));
+    }
+    let word = lock_word(shared);
+    let mut spun = None;
+    let out_of_time = deadline.is_some_and(|d| Instant::now() >= d);
+    if !out_of_time {
+        shared.cell.spin_until(Look::EveryRound, || {
+            if holder_of(word.load(Relaxed)).is_some() {
+                return false;
+            }
+            match quiet() {
+                Ok(Step::Ready(got)) => spun = Some(Ok(got)),
+                Ok(_) => return false,
+                Err(e) => spun = Some(Err(e)),
+            }
+            true
+        });
+    }
+    if let Some(got) = spun.transpose()? {
+        return Ok(Some(got));
+    }
+    shared
+        .cell
+        .blocking_wait(deadline, |c| try_take(shared, tid, c, Announce::Waiting))
+}
+
+/// An async caller's attempt, announced each time: between attempts it yields to the
+/// runtime rather than watching the word, so only the release's wake-up would tell it.
+fn async_attempt(shared: &Shared, tid: Option<u64>, check_holder: bool) -> io::Result<Step<Got>> {
+    try_take(shared, tid, check_holder, Announce::Waiting)
+}
+
+/// A `try_lock`: one attempt that never waits, so never announces.
+fn try_once(shared: &Shared, tid: Option<u64>) -> io::Result<Step<Got>> {
+    try_take(shared, tid, true, Announce::Quiet)
 }
 
 /// Frees a lock held by this process: one swap, and the wake-ups if anyone waits.
@@ -365,11 +432,42 @@ mod tests {
         // A failed attempt marks the word, and the release then publishes.
         let g = lock.try_lock().unwrap();
         assert!(matches!(
-            try_take(&lock.shared, None, false).unwrap(),
+            try_take(&lock.shared, None, false, Announce::Waiting).unwrap(),
             Step::HeldBy(_)
         ));
         assert_eq!(lock_word(&lock.shared).load(Acquire), my_word() | WAITERS);
         drop(g);
         assert_eq!(lock.shared.cell.changes(), seq + 1);
+    }
+
+    #[test]
+    fn a_try_lock_that_fails_does_not_announce_itself() {
+        let lock = Lock::new().unwrap();
+        let seq = lock.shared.cell.changes();
+        let g = lock.try_lock().unwrap();
+        // Another thread of this process holds nothing, so this fails as WouldBlock
+        // (the lock is held by a process, not a thread) and leaves the word alone.
+        std::thread::scope(|s| {
+            s.spawn(|| assert!(matches!(lock.try_lock(), Err(LockError::WouldBlock))));
+        });
+        assert_eq!(lock_word(&lock.shared).load(Acquire), my_word());
+        drop(g);
+        // No waiter was announced, so the release published nothing.
+        assert_eq!(lock.shared.cell.changes(), seq);
+    }
+
+    #[test]
+    fn an_expired_deadline_times_out_without_spinning_and_a_free_lock_is_taken() {
+        let lock = Lock::new().unwrap();
+        let g = lock.try_lock().unwrap();
+        let past = Some(Instant::now());
+        assert!(blocking_take(&lock.shared, None, past).unwrap().is_none());
+        drop(g);
+        // Free: even an expired deadline takes it, in the first attempt.
+        assert!(matches!(
+            blocking_take(&lock.shared, None, past).unwrap(),
+            Some(Got::Clean)
+        ));
+        assert!(lock.is_locked());
     }
 }

@@ -6,8 +6,10 @@
 //! plus an eventfd. Blocking waits sleep on a futex; async waits are woken through the
 //! eventfd, which tokio watches. [`Lock`] and [`RLock`] skip the mutex: their state is
 //! one atomic word naming the holder, so an uncontended lock and unlock is one
-//! compare-and-swap and one swap, and only a release that someone waits for touches
-//! the page's change counter and wakes them. Pass a primitive to other processes as a task or
+//! compare-and-swap and one swap, and only a release that someone sleeps for touches
+//! the page's change counter and wakes them. A blocking `lock` that finds the lock
+//! held spins first, adaptively (glibc's adaptive mutex and parking_lot are the
+//! models), reading the word and backing off between looks, before it sleeps. Pass a primitive to other processes as a task or
 //! [`Process`](crate::Process) argument, or inside a message; clone it to share it
 //! between tasks of one process.
 //!
@@ -64,7 +66,7 @@ use serde::Serialize;
 
 use crate::sys;
 use crate::sys::shm::Region;
-use crate::waitcell::{CellGuard, Step, WaitCell, USER};
+use crate::waitcell::{CellGuard, Look, Step, WaitCell, USER};
 use crate::wire::handles::{handle_serde, Handle, RecvFd, SendFd};
 pub(crate) use owner::Owner;
 
@@ -190,7 +192,7 @@ macro_rules! lock_methods {
             let got = self
                 .shared
                 .cell
-                .wait(|c| try_take(&self.shared, tid, c))
+                .wait(|c| async_attempt(&self.shared, tid, c))
                 .await?;
             self.guard(got)
         }
@@ -232,11 +234,7 @@ macro_rules! lock_methods {
         /// which hold the lock for a copy and are fine from async code.
         pub(crate) fn lock_blocking_unchecked(&self) -> Result<$guard<'_>, LockError<$guard<'_>>> {
             let tid = $tid;
-            let got = self
-                .shared
-                .cell
-                .blocking_wait(None, |c| try_take(&self.shared, tid, c))?
-                .expect("no deadline");
+            let got = blocking_take(&self.shared, tid, None)?.expect("no deadline");
             self.guard(got)
         }
 
@@ -255,11 +253,7 @@ macro_rules! lock_methods {
         ) -> Result<$guard<'_>, LockError<$guard<'_>>> {
             crate::blocking::assert_may_block("blocking_lock_timeout", "lock_timeout");
             let tid = $tid;
-            match self
-                .shared
-                .cell
-                .blocking_wait(deadline(timeout), |c| try_take(&self.shared, tid, c))?
-            {
+            match blocking_take(&self.shared, tid, deadline(timeout))? {
                 Some(got) => self.guard(got),
                 None => Err(LockError::Timeout),
             }
@@ -271,7 +265,7 @@ macro_rules! lock_methods {
         /// # Errors
         /// [`LockError::WouldBlock`] if another holds it; else as [`lock`](Self::lock).
         pub fn try_lock(&self) -> Result<$guard<'_>, LockError<$guard<'_>>> {
-            match try_take(&self.shared, $tid, true)? {
+            match try_once(&self.shared, $tid)? {
                 Step::Ready(got) => self.guard(got),
                 _ => Err(LockError::WouldBlock),
             }
