@@ -551,13 +551,38 @@ fn only_one(which: &str, rt: &tokio::runtime::Runtime, s: &Sizes) {
             }));
         }
         "W2" => {
+            // Submit and `spawn_blocking` alternating, run by run, and `map`.
             let pool = common::ready_pool(rt, 2);
-            let ours = median_of(s.runs, || {
-                rt.block_on(windowed(s.submits, |i| {
+            let (mut ours, mut threads, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+            for _ in 0..s.runs {
+                let a = rt.block_on(windowed(s.submits, |i| {
                     pool.try_submit(trivial, i).unwrap()
-                }))
+                }));
+                let b = rt.block_on(windowed(s.submits, |i| {
+                    tokio::task::spawn_blocking(move || trivial(i))
+                }));
+                println!(
+                    "W2 submit {a:.0} tasks/s, spawn_blocking {b:.0} tasks/s: {:.2}x",
+                    a / b
+                );
+                ours.push(a);
+                threads.push(b);
+                ratios.push(a / b);
+            }
+            let map = median_of(s.runs, || {
+                rt.block_on(async {
+                    let t = Instant::now();
+                    let out = pool.map(trivial, 0..s.tasks).await.unwrap();
+                    assert_eq!(out.len() as u64, s.tasks);
+                    s.tasks as f64 / t.elapsed().as_secs_f64()
+                })
             });
-            println!("W2 submit {ours:.0} tasks/s");
+            println!(
+                "W2 submit {:.0} tasks/s, spawn_blocking {:.0} tasks/s, median of per-run ratios {:.2}x; map {map:.0} tasks/s",
+                common::median(ours),
+                common::median(threads),
+                common::median(ratios)
+            );
             rt.block_on(pool.shutdown());
         }
         "W1tail" => {

@@ -359,7 +359,7 @@ impl Builder {
         let (run_tail, run_fds) = match value::into_raw(arg) {
             Ok(bytes) => (bytes, Vec::new()),
             Err(arg) => {
-                let (encoded, fds) = handles::collecting(|| postcard::to_io(&arg, &mut run));
+                let (encoded, fds) = handles::collecting(|| wire::encode_into(&arg, &mut run));
                 encoded.map_err(|e| Error::Encode(CodecError::of::<A>(e)))?;
                 (Vec::new(), fds)
             }

@@ -145,7 +145,7 @@ fn encode<S: Serialize + 'static>(value: &S) -> Result<(Vec<u8>, Vec<OwnedFd>), 
     }
     let mut frame = Vec::with_capacity(64);
     wire::begin(&mut frame);
-    let (r, fds) = handles::collecting(|| postcard::to_io(value, &mut frame));
+    let (r, fds) = handles::collecting(|| wire::encode_into(value, &mut frame));
     r.map_err(|e| SendError::Encode(CodecError::of::<S>(e)))?;
     finish(frame).map(|f| (f, fds))
 }

@@ -38,9 +38,15 @@ use crate::wire::{self, handles, Failure, Payload, HEADER_LEN};
 /// A chunk closes once its encoded items pass this many bytes, whatever the chunk size.
 const CHUNK_BYTES: usize = 1 << 20;
 /// Largest automatic chunk size.
-const MAX_AUTO_CHUNK: usize = 512;
+const MAX_AUTO_CHUNK: usize = 4096;
 /// Automatic chunk size when the iterator does not know its length.
 const UNKNOWN_LEN_CHUNK: usize = 16;
+
+/// One item's result as the stream keeps it until it is yielded: the error boxed,
+/// so that a queue of small values stays small (a `TaskError` is several words; a
+/// chunk of `u64` results moved around as `Result<u64, TaskError>` moved seven
+/// times the bytes).
+type Outcome<R> = Result<R, Box<TaskError>>;
 
 /// One chunk in flight: its task, and what it needs to be turned into one result per
 /// item (or run again in part).
@@ -127,8 +133,8 @@ pub struct MapStream<F, I: Iterator, R> {
     next_seq: u64,
     /// Ordered mode: the next chunk to emit, and finished chunks waiting for it.
     emit_seq: u64,
-    parked: BTreeMap<u64, VecDeque<Result<R, TaskError>>>,
-    ready: VecDeque<Result<R, TaskError>>,
+    parked: BTreeMap<u64, VecDeque<Outcome<R>>>,
+    ready: VecDeque<Outcome<R>>,
     /// An argument was refused (`chunk_size(0)`): the stream yields that error and
     /// ends, with nothing submitted.
     refused: bool,
@@ -213,7 +219,7 @@ where
     }
 
     /// Items per message (Python's `chunksize`). Default: the iterator's length hint
-    /// divided by four chunks per worker, between 1 and 512 (16 when the length is
+    /// divided by four chunks per worker, between 1 and 4,096 (16 when the length is
     /// unknown). A chunk also closes early once its items pass 1 MiB encoded. Larger
     /// chunks cost fewer round trips; smaller ones balance uneven items better.
     ///
@@ -293,7 +299,7 @@ where
         if !self.refused {
             self.refused = true;
             self.ready
-                .push_back(Err(TaskError::InvalidArgument { what }));
+                .push_back(Err(Box::new(TaskError::InvalidArgument { what })));
         }
     }
 
@@ -470,7 +476,7 @@ where
                     let Some(item) = self.items.next() else { break };
                     let before = frame.len();
                     self.taken += 1;
-                    match postcard::to_io(&item, &mut frame) {
+                    match wire::encode_into(&item, &mut frame) {
                         Ok(_) => {
                             count += 1;
                             ends.push(frame.len() - HEADER_LEN);
@@ -548,16 +554,40 @@ where
         true
     }
 
+    /// Queues a chunk's results to be yielded; a chunk that arrives with nothing
+    /// queued becomes the queue (its results are not moved one by one).
+    fn make_ready(&mut self, items: VecDeque<Outcome<R>>) {
+        if self.ready.is_empty() {
+            self.ready = items;
+        } else {
+            self.ready.extend(items);
+        }
+    }
+
+    /// Moves the results queued now into `out`, up to the first error, which it
+    /// returns (what is behind it stays queued). For [`MapFuture`], which would
+    /// otherwise take them one `poll_next` at a time.
+    ///
+    /// [`MapFuture`]: super::map_future::MapFuture
+    pub(super) fn drain_ready(&mut self, out: &mut Vec<R>) -> Option<TaskError> {
+        let oks = self.ready.iter().take_while(|r| r.is_ok()).count();
+        out.extend(self.ready.drain(..oks).flatten());
+        self.yielded += oks as u64;
+        let err = match self.ready.pop_front() {
+            Some(Err(e)) => *e,
+            _ => return None,
+        };
+        self.yielded += 1;
+        Some(err)
+    }
+
     /// Turns a finished chunk into one result per item of the chunk as first sent.
-    fn unpack(
-        meta: ChunkMeta,
-        result: Result<Payload, TaskError>,
-    ) -> VecDeque<Result<R, TaskError>> {
+    fn unpack(meta: ChunkMeta, result: Result<Payload, TaskError>) -> VecDeque<Outcome<R>> {
         let here = Self::unpack_carried(meta.carried(), result);
         if meta.slots.is_empty() && meta.settled.is_empty() {
             return here;
         }
-        let mut all: Vec<Option<Result<R, TaskError>>> = (0..meta.count).map(|_| None).collect();
+        let mut all: Vec<Option<Outcome<R>>> = (0..meta.count).map(|_| None).collect();
         let identity = meta.slots.is_empty();
         for (k, r) in here.into_iter().enumerate() {
             let i = if identity { k } else { meta.slots[k] };
@@ -567,28 +597,25 @@ where
         }
         for (i, e) in meta.settled {
             if let Some(slot) = all.get_mut(i) {
-                *slot = Some(Err(e));
+                *slot = Some(Err(Box::new(e)));
             }
         }
         all.into_iter()
             .map(|r| {
                 r.unwrap_or_else(|| {
-                    Err(TaskError::Decode(CodecError::of::<R>(
+                    Err(Box::new(TaskError::Decode(CodecError::of::<R>(
                         "no result for this item",
-                    )))
+                    ))))
                 })
             })
             .collect()
     }
 
     /// One result per item the chunk's task carried.
-    fn unpack_carried(
-        count: usize,
-        result: Result<Payload, TaskError>,
-    ) -> VecDeque<Result<R, TaskError>> {
+    fn unpack_carried(count: usize, result: Result<Payload, TaskError>) -> VecDeque<Outcome<R>> {
         let mut out = VecDeque::with_capacity(count);
         match result {
-            Err(e) => out.extend(std::iter::repeat_n(e, count).map(Err)),
+            Err(e) => out.extend(std::iter::repeat_n(e, count).map(|e| Err(Box::new(e)))),
             Ok(Payload { body, fds, .. }) => {
                 let mut fds = fds.into_iter().map(Some).collect();
                 let mut rest = body.as_slice();
@@ -598,9 +625,9 @@ where
                         match postcard::take_from_bytes::<Result<R, Failure>>(rest) {
                             Ok((item, tail)) => {
                                 rest = tail;
-                                let item = item.map_err(TaskError::from);
+                                let item = item.map_err(|f| Box::new(TaskError::from(f)));
                                 if let Err(e) = &item {
-                                    last_error = Some(e.clone());
+                                    last_error = Some(TaskError::clone(e));
                                 }
                                 out.push_back(item);
                             }
@@ -621,7 +648,7 @@ where
                     ))
                 });
                 while out.len() < count {
-                    out.push_back(Err(missing.clone()));
+                    out.push_back(Err(Box::new(missing.clone())));
                 }
             }
         }
@@ -643,7 +670,7 @@ where
         loop {
             if let Some(item) = this.ready.pop_front() {
                 this.yielded += 1;
-                return Poll::Ready(Some(item));
+                return Poll::Ready(Some(item.map_err(|e| *e)));
             }
             if this.timed_out {
                 return Poll::Ready(None);
@@ -677,11 +704,11 @@ where
                     if this.ordered {
                         this.parked.insert(seq, items);
                         while let Some(items) = this.parked.remove(&this.emit_seq) {
-                            this.ready.extend(items);
+                            this.make_ready(items);
                             this.emit_seq += 1;
                         }
                     } else {
-                        this.ready.extend(items);
+                        this.make_ready(items);
                     }
                 }
                 // Nothing in flight, but a chunk waits for room: its waker is set.

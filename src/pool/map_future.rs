@@ -193,6 +193,12 @@ where
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
         loop {
+            // Whole chunks at a time while results are queued, then the stream's
+            // own step (which queues the next chunk, or says what it waits for).
+            if let Some(e) = this.stream.drain_ready(&mut this.out) {
+                this.stream.stop();
+                return Poll::Ready(Err(e));
+            }
             match this.stream.poll_next_unpin(cx) {
                 Poll::Ready(Some(Ok(r))) => this.out.push(r),
                 Poll::Ready(Some(Err(e))) => {

@@ -71,7 +71,7 @@ impl ProcessPoolExecutor {
         let mut frame = Vec::with_capacity(HEADER_LEN + 32);
         let mut fds = Vec::new();
         wire::begin(&mut frame);
-        handles::collect_into(&mut fds, || postcard::to_io(&arg, &mut frame))
+        handles::collect_into(&mut fds, || wire::encode_into(&arg, &mut frame))
             .map_err(|e| TaskError::Encode(CodecError::of::<A>(e)))?;
         self.prepare(func, frame, Vec::new(), fds, None, name)
     }

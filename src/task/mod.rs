@@ -192,7 +192,7 @@ pub(crate) fn encode_into<T: Serialize>(
 /// leaves `out` as it was and reports why not.
 fn encode_plain<T: Serialize>(value: &T, out: &mut Vec<u8>, max_frame: u64) -> Result<(), Failure> {
     let start = out.len();
-    if let Err(e) = postcard::to_io(value, &mut *out) {
+    if let Err(e) = wire::encode_into(value, out) {
         out.truncate(start);
         return Err(Failure::Encode(CodecError::of::<T>(e)));
     }
@@ -311,20 +311,23 @@ where
     });
     let f: F = conjure();
     let (report, seq) = (ctx.on_item.clone(), ctx.task_seq);
-    let results: Vec<Result<R, Failure>> = args
+    // Failures boxed: a `Failure` is several words, and a chunk of small results
+    // kept as `Result<R, Failure>` moved that many bytes per item. A box serialises
+    // as what it holds.
+    let results: Vec<Result<R, Box<Failure>>> = args
         .into_iter()
         .enumerate()
         .map(|(i, a)| {
             if let Some(report) = &report {
                 report(seq, i);
             }
-            catch(move || f(a))
+            catch(move || f(a)).map_err(Box::new)
         })
         .collect();
     // Items that returned a value; the parent counts the chunk's others as failed
     // (items cut short by an argument that did not decode among them).
     for item in &results {
-        match item {
+        match item.as_ref().map_err(|f| &**f) {
             Ok(_) => ctx.outcomes.ok += 1,
             Err(Failure::Panicked(_)) => ctx.outcomes.panicked += 1,
             Err(_) => {}

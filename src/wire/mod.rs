@@ -190,12 +190,33 @@ pub(crate) fn over_limit(len: u64, limit: u64) -> String {
     format!("{len} bytes is over the frame size limit of {limit} bytes")
 }
 
+/// Appends `value`, postcard-encoded, to `out`. On an error, what was appended so far
+/// stays (callers truncate back).
+///
+/// Not `postcard::to_io`: its writer takes every byte through `io::Write::write_all`,
+/// a call and a `memcpy` per byte of a varint, which cost a trivial `map` item as much
+/// as running it. This pushes the bytes into the vector directly.
+pub(crate) fn encode_into<T: Serialize + ?Sized>(
+    value: &T,
+    out: &mut Vec<u8>,
+) -> postcard::Result<()> {
+    /// `Extend<u8>` onto a borrowed vector, for `postcard::to_extend`.
+    struct Tail<'a>(&'a mut Vec<u8>);
+    impl Extend<u8> for Tail<'_> {
+        #[inline]
+        fn extend<I: IntoIterator<Item = u8>>(&mut self, bytes: I) {
+            self.0.extend(bytes);
+        }
+    }
+    postcard::to_extend(value, Tail(out)).map(drop)
+}
+
 /// A whole control frame with a postcard body.
 pub(crate) fn control<T: Serialize>(kind: Kind, body: &T) -> Vec<u8> {
     let mut buf = Vec::with_capacity(64);
     begin(&mut buf);
     // Serialising our own plain structs into a Vec cannot fail.
-    postcard::to_io(body, &mut buf).expect("control messages always encode");
+    encode_into(body, &mut buf).expect("control messages always encode");
     finish(&mut buf, kind, 0, 0, 0);
     buf
 }
@@ -367,6 +388,54 @@ pub(crate) struct WorkerLimits {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn encode_into_appends_exactly_what_postcard_encodes() {
+        #[derive(Serialize)]
+        struct Item {
+            n: u64,
+            s: String,
+            v: Vec<i32>,
+            r: Result<u8, Failure>,
+        }
+        let mut out = vec![7u8; 3];
+        let values = [
+            Item {
+                n: u64::MAX,
+                s: "ünïcode".into(),
+                v: vec![-1, 0, 1 << 30],
+                r: Ok(5),
+            },
+            Item {
+                n: 0,
+                s: String::new(),
+                v: vec![],
+                r: Err(Failure::Runtime {
+                    reason: "boom".into(),
+                }),
+            },
+        ];
+        let mut expected = out.clone();
+        for v in &values {
+            encode_into(v, &mut out).unwrap();
+            expected.extend(postcard::to_stdvec(v).unwrap());
+        }
+        assert_eq!(out, expected);
+        // A boxed failure encodes as the failure itself (what `call_batch` relies on).
+        let (mut boxed, plain) = (Vec::new(), Vec::new());
+        encode_into(
+            &Err::<u64, _>(Box::new(Failure::Runtime { reason: "x".into() })),
+            &mut boxed,
+        )
+        .unwrap();
+        let mut plain = plain;
+        encode_into(
+            &Err::<u64, _>(Failure::Runtime { reason: "x".into() }),
+            &mut plain,
+        )
+        .unwrap();
+        assert_eq!(boxed, plain);
+    }
 
     fn frame(kind: u32, len: u64) -> [u8; HEADER_LEN] {
         let mut raw = [0u8; HEADER_LEN];

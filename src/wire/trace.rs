@@ -96,7 +96,7 @@ impl Val {
 /// Appends `record` to a frame body being built.
 pub(crate) fn push(body: &mut Vec<u8>, record: &Record) {
     // Plain data into a Vec: cannot fail; never panic while tracing, though.
-    let _ = postcard::to_io(record, body);
+    let _ = super::encode_into(record, body);
 }
 
 /// The records of a body, in order; an error for a body that does not parse.

@@ -321,7 +321,7 @@ impl Pace {
 }
 
 fn encode_failure(failure: &Failure, out: &mut Vec<u8>) {
-    if postcard::to_io(failure, &mut *out).is_err() {
+    if wire::encode_into(failure, out).is_err() {
         // Only strings inside; cannot fail, but never panic in the worker loop.
         wire::begin(out);
     }
