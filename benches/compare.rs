@@ -129,14 +129,7 @@ fn main() {
 
     eprintln!("W2: {} trivial tasks", s.tasks);
     let pool = common::ready_pool(&rt, 2);
-    let w2_map = median_of(s.runs, || {
-        rt.block_on(async {
-            let t = Instant::now();
-            let out = pool.map(trivial, 0..s.tasks).await.unwrap();
-            assert_eq!(out.len() as u64, s.tasks);
-            s.tasks as f64 / t.elapsed().as_secs_f64()
-        })
-    });
+    let w2_map = median_of(s.runs, || rt.block_on(map_rate(&pool, s.tasks)));
     let w2_submit = median_of(s.runs, || {
         rt.block_on(windowed(s.submits, |i| {
             pool.try_submit(trivial, i).unwrap()
@@ -260,14 +253,7 @@ fn main() {
         .into_iter()
         .map(|w| {
             let pool = common::ready_pool(&rt, w as usize);
-            let rate = median_of(s.runs.min(3), || {
-                rt.block_on(async {
-                    let t = Instant::now();
-                    let out = pool.map(trivial, 0..s.tasks).await.unwrap();
-                    assert_eq!(out.len() as u64, s.tasks);
-                    s.tasks as f64 / t.elapsed().as_secs_f64()
-                })
-            });
+            let rate = median_of(s.runs.min(3), || rt.block_on(map_rate(&pool, s.tasks)));
             rt.block_on(pool.shutdown());
             (w, rate)
         })
@@ -497,6 +483,14 @@ fn main() {
 }
 
 /// Milliseconds from building a pool of 2 to its first result (shutdown not counted).
+/// W2 `map`: `n` trivial items through `pool`; items per second.
+async fn map_rate(pool: &ProcessPoolExecutor, n: u64) -> f64 {
+    let t = Instant::now();
+    let out = pool.map(trivial, 0..n).await.unwrap();
+    assert_eq!(out.len() as u64, n);
+    n as f64 / t.elapsed().as_secs_f64()
+}
+
 async fn start_two_and_run() -> f64 {
     let t = Instant::now();
     let pool = ProcessPoolExecutor::builder().workers(2).build().unwrap();
@@ -569,14 +563,7 @@ fn only_one(which: &str, rt: &tokio::runtime::Runtime, s: &Sizes) {
                 threads.push(b);
                 ratios.push(a / b);
             }
-            let map = median_of(s.runs, || {
-                rt.block_on(async {
-                    let t = Instant::now();
-                    let out = pool.map(trivial, 0..s.tasks).await.unwrap();
-                    assert_eq!(out.len() as u64, s.tasks);
-                    s.tasks as f64 / t.elapsed().as_secs_f64()
-                })
-            });
+            let map = median_of(s.runs, || rt.block_on(map_rate(&pool, s.tasks)));
             println!(
                 "W2 submit {:.0} tasks/s, spawn_blocking {:.0} tasks/s, median of per-run ratios {:.2}x; map {map:.0} tasks/s",
                 common::median(ours),
@@ -614,12 +601,7 @@ fn only_one(which: &str, rt: &tokio::runtime::Runtime, s: &Sizes) {
         "map" => {
             let pool = common::ready_pool(rt, 2);
             for _ in 0..s.runs {
-                let rate = rt.block_on(async {
-                    let t = Instant::now();
-                    let out = pool.map(trivial, 0..s.tasks).await.unwrap();
-                    assert_eq!(out.len() as u64, s.tasks);
-                    s.tasks as f64 / t.elapsed().as_secs_f64()
-                });
+                let rate = rt.block_on(map_rate(&pool, s.tasks));
                 println!("W2 map {rate:.0} tasks/s");
             }
             rt.block_on(pool.shutdown());
