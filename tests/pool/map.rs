@@ -320,6 +320,50 @@ async fn a_failed_map_keeps_the_results_before_the_failing_item() {
     pool.shutdown().await;
 }
 
+fn fail_at_12345(x: u32) -> u64 {
+    assert!(x != 12_345, "12345 is not allowed");
+    u64::from(x) * 3
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_inside_a_large_automatic_chunk_keeps_exactly_the_results_before_it() {
+    let pool = ProcessPoolExecutor::builder().workers(2).build().unwrap();
+    // 40,000 items on 2 workers: automatic chunks of 4,096; the failing item sits in
+    // the fourth, and the map keeps every result before it, in order.
+    let failed = pool
+        .map(fail_at_12345, 0..40_000u32)
+        .keep_partial()
+        .await
+        .unwrap_err();
+    assert_eq!(failed.failed_at, 12_345);
+    assert_eq!(failed.completed.len(), 12_345);
+    assert!(failed
+        .completed
+        .iter()
+        .enumerate()
+        .all(|(i, &v)| v == i as u64 * 3));
+    assert!(
+        matches!(failed.error, TaskError::Panicked(_)),
+        "{}",
+        failed.error
+    );
+    // The same through the stream: every item answered, the one error in place.
+    let mut results = pool.map_ordered_stream(fail_at_12345, 0..40_000u32);
+    let mut seen = 0u32;
+    while let Some(r) = results.next().await {
+        match r {
+            Ok(v) => assert_eq!(v, u64::from(seen) * 3),
+            Err(e) => {
+                assert_eq!(seen, 12_345, "{e}");
+                assert!(matches!(e, TaskError::Panicked(_)), "{e}");
+            }
+        }
+        seen += 1;
+    }
+    assert_eq!(seen, 40_000);
+    pool.shutdown().await;
+}
+
 /// Never returns on its own: waits for an event nobody sets.
 fn wait_for_ever(never: procpool::Event) -> u32 {
     never.blocking_wait().unwrap();
