@@ -221,6 +221,26 @@ impl WaitCell {
     pub(crate) fn blocking_wait<R, E: From<io::Error>>(
         &self,
         deadline: Option<Instant>,
+        attempt: impl FnMut(bool) -> Result<Step<R>, E>,
+    ) -> Result<Option<R>, E> {
+        self.blocking_wait_from(true, deadline, attempt)
+    }
+
+    /// [`blocking_wait`](Self::blocking_wait) for a caller that has just spun on its
+    /// own and found nothing: if its first attempt fails too, it sleeps without
+    /// spinning again (it spins as usual after each wake-up).
+    pub(crate) fn blocking_wait_after_spin<R, E: From<io::Error>>(
+        &self,
+        deadline: Option<Instant>,
+        attempt: impl FnMut(bool) -> Result<Step<R>, E>,
+    ) -> Result<Option<R>, E> {
+        self.blocking_wait_from(false, deadline, attempt)
+    }
+
+    fn blocking_wait_from<R, E: From<io::Error>>(
+        &self,
+        mut spin: bool,
+        deadline: Option<Instant>,
         mut attempt: impl FnMut(bool) -> Result<Step<R>, E>,
     ) -> Result<Option<R>, E> {
         let waiters = self.ctl.u32_at(F_BLOCKING_WAITERS);
@@ -243,7 +263,7 @@ impl WaitCell {
             };
             // Spin before every sleep, not only the first: each pass here follows a
             // change, and a contended lock changes hands within microseconds.
-            if self.spin_while_unchanged(seen) {
+            if std::mem::replace(&mut spin, true) && self.spin_while_unchanged(seen) {
                 continue;
             }
             let timeout = match (left, cap) {

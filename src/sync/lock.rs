@@ -118,8 +118,8 @@ fn try_take(
 /// within the page's adaptive budget that reads the word and tries again only when
 /// it looks free, without announcing itself (a holder that releases and takes the
 /// lock again, as a loop of short critical sections does, then pays one swap and one
-/// compare-and-swap, and no wake-up); then the page's sleeping wait, announced.
-/// `Ok(None)` at the deadline.
+/// compare-and-swap, and no wake-up); then the page's sleeping wait, announced, which
+/// does not spin again before its first sleep. `Ok(None)` at the deadline.
 fn blocking_take(
     shared: &Shared,
     tid: Option<u64>,
@@ -131,8 +131,7 @@ fn blocking_take(
     }
     let word = lock_word(shared);
     let mut spun = None;
-    let out_of_time = deadline.is_some_and(|d| Instant::now() >= d);
-    if !out_of_time {
+    if crate::blocking::remaining(deadline).is_some() {
         shared.cell.spin_until(Look::EveryRound, || {
             if holder_of(word.load(Relaxed)).is_some() {
                 return false;
@@ -148,9 +147,10 @@ fn blocking_take(
     if let Some(got) = spun.transpose()? {
         return Ok(Some(got));
     }
+    // The spin above found the lock held throughout: no second spin before sleeping.
     shared
         .cell
-        .blocking_wait(deadline, |c| try_take(shared, tid, c, Announce::Waiting))
+        .blocking_wait_after_spin(deadline, |c| try_take(shared, tid, c, Announce::Waiting))
 }
 
 /// An async caller's attempt, announced each time: between attempts it yields to the

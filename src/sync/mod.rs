@@ -9,9 +9,9 @@
 //! compare-and-swap and one swap, and only a release that someone sleeps for touches
 //! the page's change counter and wakes them. A blocking `lock` that finds the lock
 //! held spins first, adaptively (glibc's adaptive mutex and parking_lot are the
-//! models), reading the word and backing off between looks, before it sleeps. Pass a primitive to other processes as a task or
-//! [`Process`](crate::Process) argument, or inside a message; clone it to share it
-//! between tasks of one process.
+//! models), reading the word and backing off between looks, before it sleeps. Pass a
+//! primitive to other processes as a task or [`Process`](crate::Process) argument, or
+//! inside a message; clone it to share it between tasks of one process.
 //!
 //! # A holder that dies
 //! A lock is held by a *process* (an `RLock` by a thread of a process). If that process
