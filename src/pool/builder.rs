@@ -401,6 +401,7 @@ impl PoolBuilder {
             pending_cancelled: Default::default(),
             scale,
             runtime: runtime.clone(),
+            spin_hint: Default::default(),
         });
         // The seam: below the job queue, either local drivers (one per worker
         // process) or the remote dispatcher takes the jobs.

@@ -13,6 +13,7 @@ use std::time::Instant;
 use serde::de::DeserializeOwned;
 use tokio::sync::{oneshot, Notify};
 
+use super::await_poll::{AwaitPoll, SpinHint};
 use crate::error::{CodecError, TaskError};
 use crate::pool::stats::Counters;
 use crate::wire::{handles, value, Payload};
@@ -233,7 +234,11 @@ impl Job {
                 shared: shared.clone(),
                 reply,
             },
-            RawTask { rx, shared },
+            RawTask {
+                rx,
+                shared,
+                poll: AwaitPoll::never(),
+            },
         )
     }
 
@@ -280,6 +285,8 @@ impl Job {
 pub(crate) struct RawTask {
     rx: oneshot::Receiver<Result<Payload, TaskError>>,
     shared: Arc<TaskShared>,
+    /// Whether to poll again at once rather than sleep (see [`AwaitPoll`]).
+    poll: AwaitPoll,
 }
 
 impl RawTask {
@@ -290,7 +297,13 @@ impl RawTask {
         RawTask {
             rx,
             shared: TaskShared::new(DONE),
+            poll: AwaitPoll::never(),
         }
+    }
+
+    /// Lets the caller poll for the result before sleeping, as `hint` allows.
+    pub(crate) fn poll_as(&mut self, hint: &SpinHint) {
+        self.poll = AwaitPoll::new(hint);
     }
 
     /// What is left of a `map` chunk whose worker died under it (see [`Salvage`]).
@@ -342,7 +355,12 @@ impl Future for RawTask {
             Poll::Ready(Ok(result)) => Poll::Ready(result),
             // The job was dropped unanswered: the pool went away with it queued.
             Poll::Ready(Err(_)) => Poll::Ready(Err(TaskError::Cancelled)),
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => {
+                if self.poll.again() {
+                    cx.waker().wake_by_ref();
+                }
+                Poll::Pending
+            }
         }
     }
 }

@@ -11,6 +11,7 @@
 //! - [`shutdown`](ProcessPoolExecutor::shutdown) drains;
 //!   [`shutdown_now`](ProcessPoolExecutor::shutdown_now) cancels.
 
+mod await_poll;
 mod builder;
 mod driver;
 mod handle;
@@ -105,6 +106,8 @@ pub(crate) struct Inner {
     scale: scale::Scale,
     /// Where slots started after `build` (an elastic pool's, a resize's) run.
     runtime: tokio::runtime::Handle,
+    /// How long a caller on a thread of its own may poll for its result.
+    spin_hint: await_poll::SpinHint,
 }
 
 impl Inner {

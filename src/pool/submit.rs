@@ -112,7 +112,8 @@ impl ProcessPoolExecutor {
         wire::finish(&mut frame, Kind::Run, flags, id, func);
         // The driver writes jobs as they are (see `driver::Driver::write`).
         wire::set_extent(&mut frame, tail.len(), fds.len());
-        let (mut job, raw) = Job::new(id, frame, tail, fds, chunk);
+        let (mut job, mut raw) = Job::new(id, frame, tail, fds, chunk);
+        raw.poll_as(&self.shared.inner.spin_hint);
         job.span = TaskSpan::new(name);
         Ok(Prepared { job, raw })
     }

@@ -429,3 +429,53 @@ async fn sequential_tasks_go_to_the_worker_used_last() {
 async fn sequential_tasks_go_to_the_worker_used_last_on_two_threads() {
     sequential_tasks_keep_to_one_worker().await;
 }
+
+fn wait_then_answer(ev: procpool::Event) -> u32 {
+    ev.blocking_wait().unwrap();
+    7
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// The test's body runs in `block_on`, a thread of its own: after quick replies, a
+/// caller there polls for its result a while before it sleeps
+/// (`src/pool/await_poll.rs`). A result that comes only after the polling still wakes
+/// it, one that comes during it is taken, and a cancel during it ends the wait.
+async fn a_caller_on_a_thread_of_its_own_polls_then_sleeps_and_misses_nothing() {
+    let pool = ProcessPoolExecutor::builder().workers(1).build().unwrap();
+    for i in 0..500u64 {
+        assert_eq!(pool.run(fib, i % 20).await.unwrap(), fib(i % 20));
+    }
+    // Set from another thread once the task has started: whenever that lands,
+    // before, during or after the caller's polling, the answer arrives.
+    let ev = procpool::Event::new().unwrap();
+    let started = procpool::Event::new().unwrap();
+    let setter = {
+        let (ev, started) = (ev.clone(), started.clone());
+        std::thread::spawn(move || {
+            started.blocking_wait().unwrap();
+            ev.set();
+        })
+    };
+    fn announce_then_wait(evs: (procpool::Event, procpool::Event)) -> u32 {
+        evs.1.set();
+        wait_then_answer(evs.0)
+    }
+    assert_eq!(
+        pool.run(announce_then_wait, (ev.clone(), started))
+            .await
+            .unwrap(),
+        7
+    );
+    setter.join().unwrap();
+    // Quick replies again, then one that never comes unless cancelled.
+    for i in 0..100u64 {
+        assert_eq!(pool.run(fib, i % 10).await.unwrap(), fib(i % 10));
+    }
+    let never = procpool::Event::new().unwrap();
+    let mut handle = pool.submit(wait_then_answer, never).await.unwrap();
+    assert!(futures::poll!(&mut handle).is_pending());
+    handle.cancel();
+    assert!(matches!(handle.await, Err(TaskError::Cancelled)));
+    assert_eq!(pool.run(fib, 10).await.unwrap(), 55);
+    pool.shutdown().await;
+}

@@ -512,6 +512,13 @@ impl Driver {
             };
             self.pace.replied(took);
         }
+        // One task at a time is the pattern that polling serves (see `next_io`).
+        let alone = self.flights.is_empty() && self.inner.jobs.is_empty();
+        self.inner.spin_hint.set(if alone {
+            self.pace.spin()
+        } else {
+            Duration::ZERO
+        });
         self.head_from(now);
         if self.flights.is_empty() {
             self.idle_since = Some(now);
