@@ -205,6 +205,7 @@ fn main() {
     assert_eq!(back, data);
     rt.block_on(pool.shutdown());
     let w4_sock = median_of(s.runs, || raw_bulk_echo(&data, s.echoes));
+    let w4_message = median_of(s.runs, || raw_message_echo(&data, s.echoes));
 
     eprintln!("W5: pool of 2 built, first result back");
     let w5 = median_of(s.runs.max(7), || rt.block_on(start_two_and_run()));
@@ -351,6 +352,13 @@ fn main() {
         "≥ 1.0x",
     );
     rows.rate("", w4_vec, "raw socketpair, processes", Some(w4_sock), "-");
+    rows.rate(
+        "",
+        w4_vec,
+        "  same, one message at a time",
+        Some(w4_message),
+        "-",
+    );
     rows.rate("", w4_vec, "Python PPE bytes echo", py("w4_echo_ppe"), "-");
     rows.rate(
         "W4 SharedMemory (GB/s)",
@@ -618,7 +626,14 @@ fn only_one(which: &str, rt: &tokio::runtime::Runtime, s: &Sizes) {
                     }
                     gbps(2 * PAYLOAD * s.echoes, t.elapsed())
                 });
-                println!("W4 echo {rate:.2} GB/s");
+                let stream = raw_bulk_echo(&data, s.echoes);
+                let message = raw_message_echo(&data, s.echoes);
+                println!(
+                    "W4 echo {rate:.2} GB/s; raw socketpair streaming {stream:.2} GB/s ({:.2}x), \
+                     one message at a time {message:.2} GB/s ({:.2}x)",
+                    rate / stream,
+                    rate / message
+                );
             }
             rt.block_on(pool.shutdown());
         }
@@ -893,6 +908,25 @@ fn raw_bulk_echo(data: &[u8], n: usize) -> f64 {
     rate
 }
 
+/// The floor for an echo one message at a time, as a pool does it: the child reads a
+/// whole message of `data.len()` bytes before it writes it back, and the next message
+/// goes once the echo is read (GB/s both ways).
+fn raw_message_echo(data: &[u8], n: usize) -> f64 {
+    let (mut child, mut sock) = spawn_child("message");
+    sock.write_all(&(data.len() as u64).to_le_bytes()).unwrap();
+    let mut back = vec![0u8; data.len()];
+    let t = Instant::now();
+    for _ in 0..n {
+        sock.write_all(data).unwrap();
+        sock.read_exact(&mut back).unwrap();
+    }
+    let rate = gbps(2 * data.len() * n, t.elapsed());
+    assert_eq!(back, data);
+    drop(sock);
+    child.wait().unwrap();
+    rate
+}
+
 /// Peak RSS of a fresh process before and after `map` over 10M items whose results are
 /// consumed as they come (MiB).
 fn map_peak_rss() -> (f64, f64) {
@@ -931,6 +965,12 @@ fn child(mode: &str) {
                     break;
                 }
             }
+        }
+        "message" => {
+            let mut len = [0u8; 8];
+            sock.read_exact(&mut len).unwrap();
+            let mut buf = vec![0u8; u64::from_le_bytes(len) as usize];
+            while sock.read_exact(&mut buf).is_ok() && sock.write_all(&buf).is_ok() {}
         }
         "map_rss" => {
             let rt = common::runtime();
