@@ -378,6 +378,14 @@ impl Future for RawTask {
 /// Dropping the handle of a running task does *not* stop it: the worker finishes it and
 /// the result is discarded. Use [`cancel`](Self::cancel) to stop a running task.
 ///
+/// # Polling before sleeping
+/// Awaited on a thread that runs no tokio tasks (the thread of a multi-thread
+/// runtime's `block_on`, say), a handle whose pool has lately answered single tasks
+/// within microseconds asks to be polled again at once, yielding the CPU between
+/// looks, for at most 100 µs, before it sleeps: waking that thread would cost more
+/// than the round trip. It stops at once when a yield lets another thread run. On a
+/// runtime's own threads it never does: the driver that answers it runs there.
+///
 /// # Cancel safety
 /// Awaiting is cancel safe: a `select!` that drops the `&mut handle` future loses
 /// nothing, and the handle can be awaited again.
