@@ -886,7 +886,7 @@ fn raw_ping_pong_samples(n: usize, apart: bool) -> Option<Vec<f64>> {
 /// `data` sent to a child process and back `n` times (one copy each way, by the
 /// kernel); GB/s counting both directions.
 fn raw_bulk_echo(data: &[u8], n: usize) -> f64 {
-    let (mut child, sock) = spawn_child("bulk");
+    let (child, sock) = spawn_child("bulk");
     let mut back = vec![0u8; data.len()];
     let t = Instant::now();
     std::thread::scope(|scope| {
@@ -901,6 +901,19 @@ fn raw_bulk_echo(data: &[u8], n: usize) -> f64 {
             r.read_exact(&mut back).unwrap();
         }
     });
+    end_echo(child, sock, &back, data, n, t)
+}
+
+/// The rate of `n` echoes of `data` begun at `t`, once the last came `back` whole;
+/// ends the child.
+fn end_echo(
+    mut child: std::process::Child,
+    sock: UnixStream,
+    back: &[u8],
+    data: &[u8],
+    n: usize,
+    t: Instant,
+) -> f64 {
     let rate = gbps(2 * data.len() * n, t.elapsed());
     assert_eq!(back, data);
     drop(sock);
@@ -912,7 +925,7 @@ fn raw_bulk_echo(data: &[u8], n: usize) -> f64 {
 /// whole message of `data.len()` bytes before it writes it back, and the next message
 /// goes once the echo is read (GB/s both ways).
 fn raw_message_echo(data: &[u8], n: usize) -> f64 {
-    let (mut child, mut sock) = spawn_child("message");
+    let (child, mut sock) = spawn_child("message");
     sock.write_all(&(data.len() as u64).to_le_bytes()).unwrap();
     let mut back = vec![0u8; data.len()];
     let t = Instant::now();
@@ -920,11 +933,7 @@ fn raw_message_echo(data: &[u8], n: usize) -> f64 {
         sock.write_all(data).unwrap();
         sock.read_exact(&mut back).unwrap();
     }
-    let rate = gbps(2 * data.len() * n, t.elapsed());
-    assert_eq!(back, data);
-    drop(sock);
-    child.wait().unwrap();
-    rate
+    end_echo(child, sock, &back, data, n, t)
 }
 
 /// Peak RSS of a fresh process before and after `map` over 10M items whose results are
