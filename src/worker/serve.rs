@@ -239,9 +239,9 @@ fn finish(link_out: &Outgoing) -> std::io::Result<i32> {
 /// [`Pace::SPIN_MAX`]. A worker whose tasks come rarely sleeps at once: an idle pool
 /// burns nothing. And only where the machine has a core to spare for it
 /// (`Hello::spin`), and only while it has its core to itself: a yield that lets
-/// another thread run ends the polling, and none is done for the next
-/// [`Pace::CONTENDED_FRAMES`] frames, since on busy cores a polling worker sits on
-/// the core the parent's threads (or anyone else) need.
+/// another thread run ends the polling, and none is done for a while of frames
+/// ([`Contention`]), since on busy cores a polling worker sits on the core the
+/// parent's threads (or anyone else) need.
 struct Pace {
     /// The time from a reply to the next task's arrival: by the parent's stamp on the
     /// task where there is one, so that a worker that slept does not count its own
@@ -251,23 +251,21 @@ struct Pace {
     replied_at: Option<(Instant, u64)>,
     /// Whether polling is allowed at all (see `Hello::spin`).
     spin: bool,
-    /// Frames still to wait for without polling, after a poll lost its core.
-    contended: u32,
+    /// Frames to wait for without polling, after a poll lost its core.
+    contention: Contention,
 }
 
 impl Pace {
     const SPIN_MAX: Duration = Duration::from_micros(100);
     /// A yield that took longer ran another thread on this core.
     const PREEMPTED: Duration = Duration::from_micros(20);
-    /// How many frames a worker that lost its core waits for without polling.
-    const CONTENDED_FRAMES: u32 = 256;
 
     fn new(spin: bool) -> Pace {
         Pace {
             gap: Average::new(),
             replied_at: None,
             spin,
-            contended: 0,
+            contention: Contention::new(),
         }
     }
 
@@ -281,12 +279,12 @@ impl Pace {
         sock: BorrowedFd<'_>,
     ) -> Result<wire::stream::Frame, ReadError> {
         let spin = self.gap.spin(Self::SPIN_MAX);
-        self.contended = self.contended.saturating_sub(1);
-        if self.spin && self.contended == 0 && !spin.is_zero() {
+        if self.contention.may_poll() && self.spin && !spin.is_zero() {
             let until = Instant::now() + spin;
             loop {
                 if let Some(frame) = link.try_next(sock)? {
                     self.arrived(link.stamp());
+                    self.contention.caught();
                     return Ok(frame);
                 }
                 let now = Instant::now();
@@ -298,7 +296,7 @@ impl Pace {
                     // Another thread wanted this core and ran: the machine has no
                     // core to spare now, and polling would take it from the parent
                     // (or whoever else needs it). Sleep, for a while of frames.
-                    self.contended = Self::CONTENDED_FRAMES;
+                    self.contention.lost();
                     break;
                 }
             }
@@ -317,6 +315,61 @@ impl Pace {
             };
             self.gap.record(gap);
         }
+    }
+}
+
+/// How long a worker that lost its core to another thread while polling waits, in
+/// frames, before it polls again.
+///
+/// A single loss (another process ran for a moment) costs a few frames; losses that
+/// keep coming (the cores are busy) double the wait each time, up to
+/// [`Contention::MOST`] frames; and polls that keep catching frames halve it again.
+/// A fixed wait of the most frames let one hiccup cost hundreds of sleeping round
+/// trips (on the 2-vCPU VM, a current-thread caller's worker slept on about a
+/// quarter of its round trips; with this, on 1–2%).
+#[derive(Debug)]
+struct Contention {
+    /// Frames still to wait for without polling.
+    left: u32,
+    /// What the next loss costs.
+    penalty: u32,
+    /// Frames caught by polling since the last loss.
+    caught: u32,
+}
+
+impl Contention {
+    const LEAST: u32 = 8;
+    const MOST: u32 = 256;
+    /// Frames caught by polling that halve the penalty.
+    const TO_FORGIVE: u32 = 32;
+
+    fn new() -> Contention {
+        Contention {
+            left: 0,
+            penalty: Self::LEAST,
+            caught: 0,
+        }
+    }
+
+    /// Counts one frame about to be waited for; whether polling for it is allowed.
+    fn may_poll(&mut self) -> bool {
+        self.left = self.left.saturating_sub(1);
+        self.left == 0
+    }
+
+    /// A poll caught its frame.
+    fn caught(&mut self) {
+        self.caught += 1;
+        if self.caught.is_multiple_of(Self::TO_FORGIVE) {
+            self.penalty = (self.penalty / 2).max(Self::LEAST);
+        }
+    }
+
+    /// A poll lost the core.
+    fn lost(&mut self) {
+        self.left = self.penalty;
+        self.penalty = (self.penalty * 2).min(Self::MOST);
+        self.caught = 0;
     }
 }
 
@@ -372,5 +425,61 @@ fn keep_errno_on_allocation_failure() {
             std::env::set_var("RUST_LIB_BACKTRACE", style);
         }
         std::env::remove_var("RUST_BACKTRACE");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Contention;
+
+    /// Polls allowed among the next `n` frames.
+    fn polls_in(c: &mut Contention, n: u32) -> u32 {
+        (0..n).filter(|_| c.may_poll()).count() as u32
+    }
+
+    #[test]
+    fn one_loss_costs_a_few_frames_and_losses_in_a_row_cost_more_up_to_the_most() {
+        let mut c = Contention::new();
+        assert!(c.may_poll());
+        c.lost();
+        // The next 7 frames wait; the 8th may poll again.
+        assert_eq!(polls_in(&mut c, Contention::LEAST - 1), 0);
+        assert!(c.may_poll());
+        let mut waits = Vec::new();
+        for _ in 0..8 {
+            c.lost();
+            let mut n = 1;
+            while !c.may_poll() {
+                n += 1;
+            }
+            waits.push(n);
+        }
+        assert_eq!(waits, [16, 32, 64, 128, 256, 256, 256, 256]);
+    }
+
+    #[test]
+    fn frames_caught_by_polling_halve_the_penalty_down_to_the_least() {
+        let mut c = Contention::new();
+        for _ in 0..6 {
+            c.lost();
+        }
+        assert_eq!(c.penalty, Contention::MOST);
+        for _ in 0..Contention::TO_FORGIVE - 1 {
+            c.caught();
+        }
+        assert_eq!(c.penalty, Contention::MOST);
+        c.caught();
+        assert_eq!(c.penalty, Contention::MOST / 2);
+        for _ in 0..100 * Contention::TO_FORGIVE {
+            c.caught();
+        }
+        assert_eq!(c.penalty, Contention::LEAST);
+        // A loss forgets the frames caught before it.
+        for _ in 0..Contention::TO_FORGIVE - 1 {
+            c.caught();
+        }
+        c.lost();
+        c.caught();
+        assert_eq!(c.penalty, 2 * Contention::LEAST);
     }
 }
