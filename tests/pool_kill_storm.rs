@@ -362,3 +362,60 @@ async fn a_million_tasks_with_workers_killed_at_random_all_resolve() {
     pool.shutdown().await;
     assert!(common::live_children().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_of_run_that_read_their_own_replies_all_resolve_under_a_storm() {
+    // Three callers awaiting one task at a time on two workers: most of their tasks
+    // go through a lent ring and are read by the caller, some through the queue, and
+    // a kill can strike either way, at any point of either.
+    const CALLERS: u64 = 3;
+    const EACH: u64 = 10_000;
+    let _storm = STORM.lock().await;
+    let pool = ProcessPoolExecutor::builder().workers(2).build().unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    for c in 0..CALLERS {
+        let (pool, tx) = (pool.clone(), tx.clone());
+        tokio::spawn(async move {
+            for i in 0..EACH {
+                let x = c * EACH + i;
+                let r = pool.run(work, (x, 0)).await;
+                if tx.send((x, r)).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    drop(tx);
+    let mut dice = Dice(0x9e37_79b9_7f4a_7c15);
+    let mut strike_at = dice.roll(100, 700);
+    let (mut results, mut died, mut kills) = (0u64, 0u64, 0u64);
+    while let Some((x, r)) = rx.recv().await {
+        match r {
+            Ok(v) => assert_eq!(v, x),
+            Err(TaskError::WorkerDied { .. }) => died += 1,
+            Err(e) => panic!("task {x}: {e:?}: only its value or WorkerDied may come"),
+        }
+        results += 1;
+        if results == strike_at {
+            kills += common::kill_children();
+            strike_at += dice.roll(100, 700);
+        }
+    }
+    assert_eq!(
+        results,
+        CALLERS * EACH,
+        "every caller's every task resolved"
+    );
+    eprintln!(
+        "{results} tasks ({} read by their callers): {died} failed, {kills} workers killed",
+        pool.stats().direct
+    );
+    assert!(kills > 0);
+    assert!(died <= kills, "{died} failed for {kills} kills");
+    let stats = pool.stats();
+    assert_eq!(stats.cancelled, 0, "{stats:?}");
+    assert_eq!(stats.worker_died, died, "{stats:?}");
+    assert_adds_up(stats);
+    pool.shutdown().await;
+    assert!(common::live_children().is_empty());
+}

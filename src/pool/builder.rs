@@ -44,6 +44,7 @@ pub struct PoolBuilder {
     queue_capacity: usize,
     max_frame: u64,
     pipeline: Option<usize>,
+    caller_poll: Option<Duration>,
     /// The initializer and its encoded argument, or why the argument did not encode
     /// (reported by `build`).
     #[allow(clippy::type_complexity)]
@@ -89,6 +90,7 @@ impl Default for PoolBuilder {
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
             max_frame: DEFAULT_MAX_FRAME,
             pipeline: None,
+            caller_poll: None,
             initializer: None,
             fingerprint: None,
             env: Vec::new(),
@@ -258,6 +260,23 @@ impl PoolBuilder {
         self
     }
 
+    /// How long a caller of [`run`](crate::ProcessPoolExecutor::run) polls a worker's
+    /// shared memory for its reply before it leaves the task to the pool's driver and
+    /// sleeps. `Duration::ZERO` never polls.
+    ///
+    /// A task awaited with `run` goes straight into an idle worker's shared-memory ring,
+    /// and its caller, polling, reads the reply there itself: a trivial task comes back
+    /// in a few microseconds, with no thread woken in the parent. Polling costs the
+    /// caller's CPU while it lasts; a task not answered in time continues as any other
+    /// (its result comes through the driver, its timeout and cancellation hold).
+    ///
+    /// Default: adaptive, twice the worker's recent answer time while that is short,
+    /// at most 100 µs; no polling for a worker whose tasks take longer.
+    pub fn caller_poll(mut self, poll: Duration) -> Self {
+        self.caller_poll = Some(poll);
+        self
+    }
+
     /// Runs `f(arg)` once in every worker, before its first task (Python's
     /// `initializer`/`initargs`), for example to load a model into a global. If it
     /// returns `Err` or panics, the pool starts no more workers:
@@ -378,6 +397,7 @@ impl PoolBuilder {
             queue_capacity: self.queue_capacity,
             max_frame: self.max_frame,
             pipeline: self.pipeline,
+            caller_poll: self.caller_poll,
             initializer,
             initializer_fds,
             fingerprint: self.fingerprint.unwrap_or_else(task::fingerprint),
@@ -402,6 +422,7 @@ impl PoolBuilder {
             scale,
             runtime: runtime.clone(),
             spin_hint: Default::default(),
+            desk: Default::default(),
         });
         // The seam: below the job queue, either local drivers (one per worker
         // process) or the remote dispatcher takes the jobs.

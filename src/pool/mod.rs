@@ -13,6 +13,7 @@
 
 mod await_poll;
 mod builder;
+mod direct;
 mod driver;
 mod handle;
 mod jobs;
@@ -21,6 +22,7 @@ mod map_future;
 mod pace;
 #[cfg(feature = "nats")]
 mod remote;
+mod reply;
 mod runtime_probe;
 mod scale;
 mod span;
@@ -70,6 +72,8 @@ pub(crate) struct Config {
     pub(crate) max_frame: u64,
     /// Fixed pipeline depth; `None` for adaptive.
     pub(crate) pipeline: Option<usize>,
+    /// How long a caller of `run` polls for its reply; `None` for adaptive.
+    pub(crate) caller_poll: Option<Duration>,
     pub(crate) initializer: Option<(TaskRef, Vec<u8>)>,
     /// Descriptors of handles in the initializer's argument; each worker gets its own
     /// duplicates with its `Hello`.
@@ -108,6 +112,8 @@ pub(crate) struct Inner {
     runtime: tokio::runtime::Handle,
     /// How long a caller on a thread of its own may poll for its result.
     spin_hint: await_poll::SpinHint,
+    /// Where an idle driver lends its worker's ring to a caller of `run`.
+    desk: direct::Desk,
 }
 
 impl Inner {
@@ -557,7 +563,7 @@ impl ProcessPoolExecutor {
         R: Message,
     {
         let () = F::CAPTURES_NOTHING;
-        self.submit(f, arg).await?.await
+        self.task(f).run(arg).await
     }
 
     /// Runs `f` over every item and returns the results in input order (Python's
@@ -747,6 +753,7 @@ impl ProcessPoolExecutor {
             cancelled: c.cancelled.load(Ordering::Relaxed),
             worker_restarts: c.restarts.load(Ordering::Relaxed),
             workers_recycled: c.recycled.load(Ordering::Relaxed),
+            direct: c.direct.load(Ordering::Relaxed),
             workers_live: health.live as u64,
             worker_start_failures: health.failures,
             degraded: match (health.failing, &health.last_failure) {

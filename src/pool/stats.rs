@@ -68,6 +68,12 @@ pub struct PoolStats {
     pub worker_restarts: u64,
     /// Workers retired after `max_tasks_per_worker` tasks.
     pub workers_recycled: u64,
+    /// Tasks whose caller wrote them into an idle worker's shared memory and read the
+    /// reply itself, with no hand-off through the pool's driver: tasks of
+    /// [`run`](crate::ProcessPoolExecutor::run) that found a worker idle and were
+    /// answered within microseconds. Also counted in `submitted` and `completed` (or
+    /// `failed`).
+    pub direct: u64,
     /// Workers up right now (handshake done). Less than
     /// [`workers`](crate::ProcessPoolExecutor::workers) while one is being replaced.
     pub workers_live: u64,
@@ -232,6 +238,7 @@ pub(crate) struct Counters {
     pub(crate) cancelled: AtomicU64,
     pub(crate) restarts: AtomicU64,
     pub(crate) recycled: AtomicU64,
+    pub(crate) direct: AtomicU64,
     pub(crate) latency: Latency,
 }
 

@@ -5,6 +5,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::handle::decode;
 use super::span::TaskName;
 use super::submit::{Prepared, Submit};
 use super::{ProcessPoolExecutor, TaskHandle};
@@ -257,7 +258,18 @@ impl<'a, F> TaskBuilder<'a, F> {
         R: Message,
     {
         let () = F::CAPTURES_NOTHING;
-        self.submit(arg).await?.await
+        let name = self.name.clone();
+        let task = self
+            .prepare(task::call::<F, A, R>, arg)
+            .map_err(|e| TaskError::named(e, name.clone()))?;
+        // Awaited at once: it may go straight to an idle worker (`super::direct`).
+        match self.pool.send_direct(task) {
+            Ok(answer) => answer
+                .await
+                .and_then(decode::<R>)
+                .map_err(|e| TaskError::named(e, name)),
+            Err(task) => Submit::new(self.pool, Ok(*task), self.name).await?.await,
+        }
     }
 
     /// Queues the async function, waiting for room; as

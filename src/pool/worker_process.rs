@@ -104,7 +104,8 @@ pub(crate) struct WorkerProcess {
     pidfd: AsyncFd<OwnedFd>,
     sock: AsyncFd<OwnedFd>,
     /// Tasks out and replies in, where they fit a slot ([`crate::wire::ring`]).
-    ring: Ring,
+    /// Shared with a caller while the driver lends it ([`crate::pool::direct`]).
+    ring: Arc<Ring>,
     /// The ring's doorbell for this side, registered with the reactor.
     bell: AsyncFd<OwnedFd>,
     /// Frames that spilled to the socket.
@@ -121,6 +122,8 @@ pub(crate) struct WorkerProcess {
     pub(crate) tasks_done: u64,
     /// It said it is over its memory limit: it retires once its tasks are answered.
     pub(crate) over_memory: bool,
+    /// It was asked to forward its tasks' spans: replies may come with trace frames.
+    pub(crate) traced: bool,
 }
 
 /// What [`WorkerProcess::next_io`] saw.
@@ -156,6 +159,7 @@ impl WorkerProcess {
         .await
         .map_err(StartError::Spawn)?;
         let pid = started.pid;
+        let trace_level = crate::pool::span::listening_level();
         let mut worker = match Self::attach(started, config.max_frame, progress, ring) {
             Ok(w) => w,
             Err((child, e)) => {
@@ -173,7 +177,7 @@ impl WorkerProcess {
             // spinners never outnumber the cores (one worker on two cores spins).
             spin: crate::cpu_count() > config.workers,
             limits: config.limits.for_worker(),
-            trace_level: crate::pool::span::listening_level(),
+            trace_level,
             ..spawn::hello(format!(
                 "PoolWorker-{}",
                 NEXT_WORKER.fetch_add(1, Ordering::Relaxed)
@@ -230,6 +234,7 @@ impl WorkerProcess {
                             found: ready.fingerprint,
                         }));
                     }
+                    worker.traced = trace_level != 0;
                     Ok(worker)
                 }
                 Kind::Refused => {
@@ -298,7 +303,7 @@ impl WorkerProcess {
                 child: Some(child),
                 pidfd,
                 sock,
-                ring,
+                ring: Arc::new(ring),
                 bell,
                 reader: FrameReader::new(limit),
                 writer: FrameWriter::new(),
@@ -308,6 +313,7 @@ impl WorkerProcess {
                 seq: 0,
                 tasks_done: 0,
                 over_memory: false,
+                traced: true,
             }),
             Err(e) => Err((child, e)),
         }
@@ -326,6 +332,24 @@ impl WorkerProcess {
         self.seq += 1;
         self.progress.queue(self.seq);
         self.seq
+    }
+
+    /// The number of the last task sent.
+    pub(crate) fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Takes over the numbering after tasks that were sent by a caller the ring
+    /// was lent to (see [`crate::pool::direct`]), and when that caller saw the last
+    /// reply published.
+    pub(crate) fn lent_out(&mut self, seq: u64, reply_stamp: u64) {
+        self.seq = seq;
+        self.reply_stamp = reply_stamp;
+    }
+
+    /// The frame limit replies are checked against.
+    pub(crate) fn limit(&self) -> u64 {
+        self.limit
     }
 
     /// Takes back the number [`queue_next`](Self::queue_next) gave a task that is
@@ -348,7 +372,7 @@ impl WorkerProcess {
 
     /// The ring that tasks go out on (see [`crate::wire::ring`]): a frame that does
     /// not fit a slot is announced there and then sent with [`send_now`](Self::send_now).
-    pub(crate) fn ring(&self) -> &Ring {
+    pub(crate) fn ring(&self) -> &Arc<Ring> {
         &self.ring
     }
 

@@ -332,14 +332,22 @@ impl Lanes {
         })
     }
 
+    /// Copies out the frame at the head without freeing its slot (after
+    /// [`next`](Self::next) said [`Next::Inline`]).
+    ///
+    /// # Errors
+    /// As [`copy_out`](Self::copy_out).
+    pub(crate) fn peek(&self, limit: u64) -> Result<Frame, ProtocolError> {
+        self.copy_out(self.rx_word(Word::Head).load(Ordering::Relaxed), limit)
+    }
+
     /// Copies out the frame at the head and frees its slot (for a lane with one
     /// reader).
     ///
     /// # Errors
     /// As [`copy_out`](Self::copy_out).
     pub(crate) fn take(&self, limit: u64) -> Result<Frame, ProtocolError> {
-        let head = self.rx_word(Word::Head).load(Ordering::Relaxed);
-        let frame = self.copy_out(head, limit)?;
+        let frame = self.peek(limit)?;
         self.skip();
         Ok(frame)
     }

@@ -178,6 +178,16 @@ impl Ring {
         Ok(frame)
     }
 
+    /// Copies out the frame at the head (after [`next`](Self::next) said
+    /// [`Next::Inline`]) and leaves it there: [`skip`](Self::skip) frees it once the
+    /// reader keeps it. Checked as [`take`](Self::take) checks.
+    ///
+    /// # Errors
+    /// As [`take`](Self::take).
+    pub(crate) fn peek(&self, limit: u64) -> Result<Frame, ProtocolError> {
+        self.lanes.peek(limit)
+    }
+
     /// Frees the head slot: its frame was read (from the slot or the socket).
     pub(crate) fn skip(&self) {
         self.lanes.skip();

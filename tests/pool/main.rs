@@ -5,6 +5,7 @@
 mod common;
 
 mod crash;
+mod direct;
 mod elastic;
 mod lifecycle;
 mod limits;

@@ -36,6 +36,7 @@
 #[cfg(feature = "tracing")]
 mod callsites;
 mod end;
+mod lend;
 #[cfg(feature = "tracing")]
 mod replay;
 mod send;
@@ -50,14 +51,15 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use crate::error::{Error, PanicInfo, ProtocolError, TaskError};
+use crate::error::{ProtocolError, TaskError};
+use crate::pool::direct::Home;
 use crate::pool::handle::Job;
 use crate::pool::jobs::IdleWaiter;
 use crate::pool::pace::Pace;
 use crate::pool::worker_process::{Io, WorkerProcess};
-use crate::pool::Inner;
+use crate::pool::{reply, Inner};
 use crate::wire::stream::Frame;
-use crate::wire::{self, Failure, Payload, ReadError, FLAG_FAILED, FLAG_SKIPPED};
+use crate::wire::{self, Payload, ReadError, FLAG_SKIPPED};
 use crate::worker::progress::Hold;
 
 /// How long a worker's current task may run, with tasks sent behind it and another
@@ -103,6 +105,9 @@ async fn drive(inner: Arc<Inner>) {
         ahead: false,
         give_back_armed: true,
         starting: true,
+        home: Arc::default(),
+        lent: false,
+        offerable: true,
         #[cfg(feature = "tracing")]
         replay: replay::Replay::default(),
     };
@@ -157,6 +162,18 @@ impl Verdict {
     }
 }
 
+/// What ended an idle driver's wait.
+enum Idle {
+    Abort,
+    /// The idle worker's process exited.
+    Exited,
+    Job(Option<Job>),
+    /// The slot was idle for the pool's idle timeout.
+    TimedOut,
+    /// Look again (the pool was resized, the ring came home).
+    Again,
+}
+
 enum Event {
     Abort,
     Cancel,
@@ -198,6 +215,14 @@ struct Driver {
     give_back_armed: bool,
     /// No worker of this slot has been up yet (counted in `Scale::starting`).
     starting: bool,
+    /// Where the worker's ring comes back when it is lent ([`crate::pool::direct`]).
+    home: Arc<Home>,
+    /// The ring is lent: the driver touches neither it nor the worker until it
+    /// takes it back ([`reclaim`](Self::reclaim)).
+    lent: bool,
+    /// Whether to lend the ring when idle: not after it was sent away from the desk
+    /// for another driver's, until this one answers a task again.
+    offerable: bool,
     /// What the worker forwarded of its tasks' spans (feature `tracing`).
     #[cfg(feature = "tracing")]
     replay: replay::Replay,
@@ -218,49 +243,53 @@ impl Driver {
                 }
             }
             if self.flights.is_empty() {
-                let job = match self.next_job_soon().await {
-                    Some(job) => job,
-                    None => {
-                        // Its own reference: the arms below borrow `self` mutably.
-                        let inner = self.inner.clone();
-                        let scale = &inner.scale;
-                        let resized = scale.resized.notified();
-                        tokio::pin!(resized);
-                        resized.as_mut().enable();
-                        // Above a lowered maximum: this idle slot goes.
-                        if scale.try_retire(false) {
-                            return true;
+                // Above a lowered maximum: this idle slot goes.
+                if self.inner.scale.try_retire(false) {
+                    return true;
+                }
+                self.offer();
+                let idle = match self.next_job_soon().await {
+                    Some(job) => Idle::Job(Some(job)),
+                    None => self.wait_idle().await,
+                };
+                // Whatever happened, the ring is the driver's again first; it may
+                // bring a task a caller left to it.
+                self.reclaim().await;
+                // Callers may have used up its tasks, or it said it is over its memory.
+                self.maybe_recycle().await;
+                match idle {
+                    Idle::Abort => return false,
+                    // Recycled just now: the next one starts at the loop's top.
+                    Idle::Exited if self.worker.is_none() => continue,
+                    Idle::Exited if self.flights.is_empty() => {
+                        self.lose_idle_worker().await;
+                        continue;
+                    }
+                    Idle::Exited => {
+                        self.lose(Loss::Died).await;
+                        continue;
+                    }
+                    Idle::Job(Some(job)) => {
+                        if let Some(since) = self.idle_since.take() {
+                            self.pace.idled(since.elapsed());
                         }
-                        let worker = self.worker.as_ref();
-                        tokio::select! {
-                            biased;
-                            _ = self.inner.abort.cancelled() => return false,
-                            // Before taking a job: a worker known dead must not get one.
-                            _ = idle_exit(worker) => {
-                                self.lose_idle_worker().await;
-                                continue;
-                            }
-                            job = self.inner.jobs.next_idle(&self.waiter) => match job {
-                                Some(job) => job,
-                                None => return false, // closed and drained: shutdown
-                            },
-                            _ = &mut resized => continue,
-                            _ = until(scale.idle_timeout.map(|t| Instant::now() + t)) => {
-                                if scale.try_retire(true) {
-                                    return true;
-                                }
-                                continue;
-                            }
+                        self.dispatch(job);
+                        if !self.inner.jobs.is_empty() {
+                            // Others still wait and this slot is busy now.
+                            self.inner.grow();
                         }
                     }
-                };
-                if let Some(since) = self.idle_since.take() {
-                    self.pace.idled(since.elapsed());
-                }
-                self.dispatch(job);
-                if !self.inner.jobs.is_empty() {
-                    // Others still wait and this slot is busy now.
-                    self.inner.grow();
+                    // Closed and drained: shutdown, once a task left by a caller is
+                    // answered.
+                    Idle::Job(None) if self.flights.is_empty() => return false,
+                    Idle::Job(None) => self.queue_ended = true,
+                    Idle::TimedOut if self.flights.is_empty() => {
+                        if self.inner.scale.try_retire(true) {
+                            return true;
+                        }
+                        continue;
+                    }
+                    Idle::TimedOut | Idle::Again => continue,
                 }
             }
             self.fill();
@@ -322,6 +351,31 @@ impl Driver {
                 Event::Job(Some(job)) => self.dispatch(job),
                 Event::Job(None) => self.queue_ended = true,
             }
+        }
+    }
+
+    /// Waits, with nothing in flight, for a job, the worker's exit, the pool's abort or
+    /// resize, the slot's idle timeout, or the lent ring coming home.
+    async fn wait_idle(&mut self) -> Idle {
+        let inner = self.inner.clone();
+        let scale = &inner.scale;
+        let resized = scale.resized.notified();
+        tokio::pin!(resized);
+        resized.as_mut().enable();
+        if scale.slots() > scale.max() {
+            // Resized since the loop looked: it retires the slot.
+            return Idle::Again;
+        }
+        let (worker, home, lent) = (self.worker.as_ref(), &*self.home, self.lent);
+        tokio::select! {
+            biased;
+            _ = inner.abort.cancelled() => Idle::Abort,
+            // Before taking a job: a worker known dead must not get one.
+            _ = idle_exit(worker) => Idle::Exited,
+            _ = home.returned(), if lent => Idle::Again,
+            job = inner.jobs.next_idle(&self.waiter) => Idle::Job(job),
+            _ = &mut resized => Idle::Again,
+            _ = until(scale.idle_timeout.map(|t| Instant::now() + t)) => Idle::TimedOut,
         }
     }
 
@@ -534,19 +588,10 @@ impl Driver {
         } else if job.shared.cancel_requested() {
             // Cancelled while it ran; it finished before the driver acted on it.
             Err(TaskError::Cancelled)
-        } else if header.flags & FLAG_FAILED != 0 {
-            match wire::decode_control::<Failure>(&body) {
-                Ok(failure) => Err(failure.into()),
-                Err(e) => {
-                    broken = Some(e.clone());
-                    Err(TaskError::Protocol(e))
-                }
-            }
         } else {
-            Ok(Payload {
-                body,
-                fds,
-                outcomes: wire::Outcomes::from_u64(header.func),
+            reply::outcome(&header, body, fds).unwrap_or_else(|e| {
+                broken = Some(e.clone());
+                Err(TaskError::Protocol(e))
             })
         };
         if !skipped {
@@ -558,8 +603,10 @@ impl Driver {
         if self.flights.is_empty() {
             // On top of the idle drivers before the caller hears back, so that its
             // next task comes to this worker (see `JobQueue`'s "most recently used
-            // first").
+            // first"), and its ring on the desk for a caller of `run`.
             self.inner.jobs.push_idle(&self.waiter, true);
+            self.inner.desk.displace(&self.inner, &self.home);
+            self.offerable = true;
         }
         self.resolve(job, result);
         broken.map_or(Ok(()), Err)
@@ -707,23 +754,12 @@ async fn idle_exit(worker: Option<&WorkerProcess>) {
     }
 }
 
-impl From<Failure> for TaskError {
-    fn from(f: Failure) -> Self {
-        match f {
-            Failure::Panicked(p) => TaskError::Panicked(p),
-            Failure::Encode(e) => TaskError::Encode(e),
-            Failure::Decode(e) => TaskError::Decode(e),
-            Failure::UnknownFunction { reason } => {
-                TaskError::Protocol(ProtocolError::Unexpected { what: reason })
-            }
-            Failure::Runtime { reason } => TaskError::WorkerRuntime { reason },
-            Failure::InitializerFailed { message } => {
-                TaskError::WorkerStart(Error::Initializer(PanicInfo::new(message, None)))
-            }
-            Failure::LimitRefused { limit, errno } => {
-                TaskError::WorkerStart(Error::LimitRefused { limit, errno })
-            }
-        }
+impl Drop for Driver {
+    fn drop(&mut self) {
+        // However it ends (its runtime may drop it mid-wait): a caller holding its
+        // ring finds nobody home, and the desk holds no ring of a worker that is gone.
+        drop(self.home.close());
+        drop(self.inner.desk.withdraw(&self.home));
     }
 }
 

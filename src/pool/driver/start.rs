@@ -33,6 +33,7 @@ impl Driver {
                         self.replay = Default::default();
                     }
                     self.worker = Some(w);
+                    self.offerable = true;
                     if std::mem::take(&mut self.starting) {
                         self.inner.scale.started();
                     }
