@@ -270,8 +270,9 @@ impl PoolBuilder {
     /// caller's CPU while it lasts; a task not answered in time continues as any other
     /// (its result comes through the driver, its timeout and cancellation hold).
     ///
-    /// Default: adaptive, twice the worker's recent answer time while that is short,
-    /// at most 100 µs; no polling for a worker whose tasks take longer.
+    /// Default: adaptive, four times the worker's recent answer time while that is
+    /// under 50 µs, at most 100 µs; no polling for a worker whose tasks take longer.
+    /// Never past the task's timeout (or soft timeout).
     pub fn caller_poll(mut self, poll: Duration) -> Self {
         self.caller_poll = Some(poll);
         self

@@ -385,6 +385,8 @@ impl Future for RawTask {
 /// looks, for at most 100 µs, before it sleeps: waking that thread would cost more
 /// than the round trip. It stops at once when a yield lets another thread run. On a
 /// runtime's own threads it never does: the driver that answers it runs there.
+/// ([`ProcessPoolExecutor::run`](crate::ProcessPoolExecutor::run) goes further: its
+/// caller reads the reply from the worker's shared memory itself.)
 ///
 /// # Cancel safety
 /// Awaiting is cancel safe: a `select!` that drops the `&mut handle` future loses

@@ -547,8 +547,21 @@ impl ProcessPoolExecutor {
         self.task(f).try_submit_async(arg)
     }
 
-    /// Submits `f(arg)`, waiting for room, and waits for its result:
-    /// `submit(f, arg).await?.await`.
+    /// Submits `f(arg)`, waiting for room, and waits for its result: what
+    /// `submit(f, arg).await?.await` returns, sooner for short tasks.
+    ///
+    /// # The caller reads its own reply
+    /// Since the result is awaited at once, a task whose argument fits a slot of a
+    /// worker's shared-memory ring (about 4 KiB, no file descriptors) goes straight into
+    /// the ring of an idle worker, when one is lent out by its driver, and the caller
+    /// polls the ring for the reply itself, yielding its CPU between looks, for as long
+    /// as the worker's recent answers suggest (at most 100 µs by default; see
+    /// [`PoolBuilder::caller_poll`]). Nothing in the parent is woken: a trivial task
+    /// comes back in a few microseconds. A task not answered by then, or whose reply
+    /// is large or unusual, continues as any other: the driver takes it over, with its
+    /// timeout, and the worker's death fails only it. [`PoolStats::direct`] counts the
+    /// tasks answered this way. Otherwise (no worker idle, a queue in front of it) the
+    /// task is queued as `submit` queues it.
     ///
     /// # Errors
     /// Every [`TaskError`] but [`QueueFull`](TaskError::QueueFull).
