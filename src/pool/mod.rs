@@ -132,9 +132,21 @@ impl Inner {
 
     /// Counts a task's end and resolves it.
     pub(crate) fn resolve(&self, job: Job, result: Result<wire::Payload, TaskError>) {
+        self.resolve_at(job, result, std::time::Instant::now());
+    }
+
+    /// [`resolve`](Self::resolve), the time being `now`.
+    pub(crate) fn resolve_at(
+        &self,
+        job: Job,
+        result: Result<wire::Payload, TaskError>,
+        now: std::time::Instant,
+    ) {
         self.counters.ended(job.items, job.handed_on, &result);
         if !matches!(result, Err(TaskError::Cancelled)) {
-            self.counters.latency.record(job.queued_at.elapsed());
+            self.counters
+                .latency
+                .record(now.saturating_duration_since(job.queued_at));
         }
         job.resolve(result);
     }

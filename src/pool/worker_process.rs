@@ -476,6 +476,19 @@ impl WorkerProcess {
         }
     }
 
+    /// A reply waiting in the ring, taken without waiting; `None` when there is none
+    /// yet, or when the next one spilled to the socket (which [`next_io`](Self::next_io)
+    /// reads).
+    pub(crate) fn try_reply(&mut self) -> Option<Result<Frame, ReadError>> {
+        match self.ring.next() {
+            Ok(Next::Inline) => {}
+            Ok(Next::Empty | Next::Spilled) => return None,
+            Err(e) => return Some(Err(ReadError::Protocol(e))),
+        }
+        self.reply_stamp = self.ring.head_stamp();
+        Some(self.ring.take(self.limit).map_err(ReadError::Protocol))
+    }
+
     /// A reply already received, without waiting (used after the worker died).
     pub(crate) fn buffered_reply(&mut self) -> Option<Frame> {
         let sock = self.sock.get_ref().as_fd();

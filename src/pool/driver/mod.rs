@@ -68,6 +68,10 @@ use crate::worker::progress::Hold;
 /// for.
 pub(crate) const GIVE_BACK_AFTER: Duration = Pace::AHEAD;
 
+/// Replies a driver takes from the ring in a row before it waits once, looking at
+/// cancels, timeouts and the abort.
+const QUICK_MAX: u32 = 16;
+
 /// Starts a slot if the pool has room for one: counts it, then spawns its driver.
 pub(crate) fn spawn_slot(inner: &Arc<Inner>) {
     if inner.scale.add_slot() {
@@ -108,6 +112,7 @@ async fn drive(inner: Arc<Inner>) {
         home: Arc::default(),
         lent: false,
         offerable: true,
+        quick: 0,
         #[cfg(feature = "tracing")]
         replay: replay::Replay::default(),
     };
@@ -223,6 +228,8 @@ struct Driver {
     /// Whether to lend the ring when idle: not after it was sent away from the desk
     /// for another driver's, until this one answers a task again.
     offerable: bool,
+    /// Replies taken in a row without waiting (at most [`QUICK_MAX`]).
+    quick: u32,
     /// What the worker forwarded of its tasks' spans (feature `tracing`).
     #[cfg(feature = "tracing")]
     replay: replay::Replay,
@@ -300,6 +307,18 @@ impl Driver {
                 self.lose(Loss::Died).await;
                 continue;
             }
+            // A reply already in the ring is taken without building the wait below,
+            // whose registrations (abort, cancels, timers, the queue) cost more than
+            // the reply itself on a busy pool. A few at a time: between them the wait
+            // looks at cancels, timeouts and the abort, which it puts first.
+            if self.quick < QUICK_MAX && !self.inner.abort.is_cancelled() {
+                if let Some(reply) = self.worker.as_mut().and_then(WorkerProcess::try_reply) {
+                    self.quick += 1;
+                    self.on_reply_io(reply).await;
+                    continue;
+                }
+            }
+            self.quick = 0;
 
             let writing = self.unsent < self.flights.len();
             let want_job = !writing && !self.queue_ended && self.has_room();
@@ -332,18 +351,8 @@ impl Driver {
             match event {
                 Event::Abort => return false,
                 Event::Cancel => self.on_cancel().await,
-                Event::Io(Io::Reply(Ok(frame))) => {
-                    if let Err(e) = self.on_reply(frame) {
-                        self.lose(Loss::Protocol(e)).await;
-                    } else {
-                        self.maybe_recycle().await;
-                    }
-                }
-                Event::Io(Io::Reply(Err(ReadError::Protocol(e)))) => {
-                    self.lose(Loss::Protocol(e)).await
-                }
-                Event::Io(Io::Reply(Err(ReadError::Eof | ReadError::Io(_))))
-                | Event::Io(Io::Exited) => self.lose(Loss::Died).await,
+                Event::Io(Io::Reply(reply)) => self.on_reply_io(reply).await,
+                Event::Io(Io::Exited) => self.lose(Loss::Died).await,
                 Event::Io(Io::Writable(Ok(()))) => {}
                 Event::Io(Io::Writable(Err(_))) => self.lose(Loss::Died).await,
                 Event::TimedOut => self.on_timeout().await,
@@ -379,6 +388,18 @@ impl Driver {
         }
     }
 
+    /// Acts on a reply read, or on why none could be.
+    async fn on_reply_io(&mut self, reply: Result<Frame, ReadError>) {
+        match reply {
+            Ok(frame) => match self.on_reply(frame) {
+                Err(e) => self.lose(Loss::Protocol(e)).await,
+                Ok(()) => self.maybe_recycle().await,
+            },
+            Err(ReadError::Protocol(e)) => self.lose(Loss::Protocol(e)).await,
+            Err(ReadError::Eof | ReadError::Io(_)) => self.lose(Loss::Died).await,
+        }
+    }
+
     /// Whether the worker may be sent another task now: always if it has none; one
     /// more ahead only while no other driver is idle (it should take that task).
     fn has_room(&self) -> bool {
@@ -404,10 +425,13 @@ impl Driver {
     }
 
     /// A job that arrives within the idle poll (see [`Pace`]); `None` when there is
-    /// no poll to do or nothing came.
+    /// no poll to do or nothing came. A driver whose ring is lent does not poll: its
+    /// worker's next task most likely comes from a caller of `run` through the ring,
+    /// and a third party polling beside that caller and the worker would take a CPU
+    /// from one of them.
     async fn next_job_soon(&mut self) -> Option<Job> {
         let spin = self.pace.idle_spin();
-        if spin.is_zero() || self.worker.is_none() {
+        if spin.is_zero() || self.worker.is_none() || self.lent {
             return None;
         }
         let until = Instant::now() + spin;
@@ -556,10 +580,10 @@ impl Driver {
         self.unsent -= 1;
         self.flights_changed();
         let now = Instant::now();
+        let stamp = self.worker.as_ref().map_or(0, WorkerProcess::reply_stamp);
         if !skipped {
             // By the worker's stamp where there is one: how soon its reply came, not
             // how late this driver woke to it (see `worker::serve::Pace`).
-            let stamp = self.worker.as_ref().map_or(0, WorkerProcess::reply_stamp);
             let took = match stamp.checked_sub(self.head_since_ns) {
                 Some(ns) if self.head_since_ns != 0 => Duration::from_nanos(ns),
                 _ => now - self.head_since,
@@ -608,7 +632,11 @@ impl Driver {
             self.inner.desk.displace(&self.inner, &self.home);
             self.offerable = true;
         }
-        self.resolve(job, result);
+        self.inner
+            .counters
+            .running
+            .fetch_sub(u64::from(job.items), Ordering::Relaxed);
+        self.inner.resolve_at(job, result, now);
         broken.map_or(Ok(()), Err)
     }
 
