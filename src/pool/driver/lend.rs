@@ -84,6 +84,9 @@ impl Driver {
     /// through it, and a task a caller left to the driver (the next flight).
     fn settle(&mut self, port: Port) {
         self.lent = false;
+        if port.done > 0 || port.handed.is_some() {
+            self.callers_lately = true;
+        }
         self.home.settled();
         self.pace = port.pace;
         let Some(w) = self.worker.as_mut() else {

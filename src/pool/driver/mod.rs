@@ -113,6 +113,7 @@ async fn drive(inner: Arc<Inner>) {
         lent: false,
         offerable: true,
         quick: 0,
+        callers_lately: false,
         #[cfg(feature = "tracing")]
         replay: replay::Replay::default(),
     };
@@ -230,6 +231,8 @@ struct Driver {
     offerable: bool,
     /// Replies taken in a row without waiting (at most [`QUICK_MAX`]).
     quick: u32,
+    /// The last task came through the lent ring, not the queue.
+    callers_lately: bool,
     /// What the worker forwarded of its tasks' spans (feature `tracing`).
     #[cfg(feature = "tracing")]
     replay: replay::Replay,
@@ -254,8 +257,10 @@ impl Driver {
                 if self.inner.scale.try_retire(false) {
                     return true;
                 }
+                // Read before the pace goes with the lent ring.
+                let idle_spin = self.pace.idle_spin();
                 self.offer();
-                let idle = match self.next_job_soon().await {
+                let idle = match self.next_job_soon(idle_spin).await {
                     Some(job) => Idle::Job(Some(job)),
                     None => self.wait_idle().await,
                 };
@@ -277,6 +282,7 @@ impl Driver {
                         continue;
                     }
                     Idle::Job(Some(job)) => {
+                        self.callers_lately = false;
                         if let Some(since) = self.idle_since.take() {
                             self.pace.idled(since.elapsed());
                         }
@@ -424,14 +430,15 @@ impl Driver {
                 .is_none_or(|max| w.tasks_done + (n as u64) < max)
     }
 
-    /// A job that arrives within the idle poll (see [`Pace`]); `None` when there is
-    /// no poll to do or nothing came. A driver whose ring is lent does not poll: its
-    /// worker's next task most likely comes from a caller of `run` through the ring,
-    /// and a third party polling beside that caller and the worker would take a CPU
-    /// from one of them.
-    async fn next_job_soon(&mut self) -> Option<Job> {
-        let spin = self.pace.idle_spin();
-        if spin.is_zero() || self.worker.is_none() || self.lent {
+    /// A job that arrives within the idle poll of `spin` (see [`Pace`]); `None` when
+    /// there is no poll to do or nothing came. A driver whose lent ring callers of
+    /// `run` have lately used does not poll: its worker's next task most likely comes
+    /// that way, and a third party polling beside that caller and the worker would
+    /// take a CPU from one of them. One whose tasks came from the queue polls it as
+    /// before, ring lent or not: those callers (`submit`, then the handle) do not use
+    /// the ring.
+    async fn next_job_soon(&mut self, spin: Duration) -> Option<Job> {
+        if spin.is_zero() || self.worker.is_none() || (self.lent && self.callers_lately) {
             return None;
         }
         let until = Instant::now() + spin;
