@@ -274,3 +274,24 @@ async fn callers_of_run_on_many_threads_all_get_their_own_answers() {
     assert_adds_up(&pool);
     pool.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_now_ends_a_caller_polling_for_a_task_that_never_ends() {
+    // The caller would poll for an hour; the abort makes it hand the task to the
+    // driver, which kills the worker and fails the task as cancelled.
+    let pool = pool(FOREVER);
+    let pid = until_direct(&pool).await;
+    let running = procpool::Event::new().unwrap();
+    let caller = {
+        let (pool, running) = (pool.clone(), running.clone());
+        tokio::spawn(async move { pool.run(common::signal_then_spin_forever, running).await })
+    };
+    running.wait().await.unwrap();
+    pool.shutdown_now().await;
+    match caller.await.unwrap() {
+        Err(TaskError::Cancelled) => {}
+        other => panic!("expected Cancelled, got {other:?}"),
+    }
+    assert!(!common::exists(pid), "the worker was killed and reaped");
+    assert_eq!(pool.stats().cancelled, 1);
+}
