@@ -12,7 +12,7 @@ mod common;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use procpool::{Event, PoolStats, ProcessPoolExecutor, RawValue, TaskError};
+use procpool::{Event, ProcessPoolExecutor, RawValue, TaskError};
 
 static STORM: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -50,16 +50,6 @@ fn work(args: (u64, u64)) -> u64 {
         std::hint::spin_loop();
     }
     i
-}
-
-fn assert_adds_up(stats: PoolStats) {
-    assert_eq!(stats.queued, 0, "{stats:?}");
-    assert_eq!(stats.running, 0, "{stats:?}");
-    assert_eq!(
-        stats.submitted,
-        stats.completed + stats.failed + stats.cancelled,
-        "{stats:?}"
-    );
 }
 
 /// The second worker to start stops in its initializer (its handshake) and says so;
@@ -116,7 +106,7 @@ async fn a_replacement_killed_in_its_handshake_then_three_submits_all_run() {
     assert!(stats.worker_start_failures >= 1, "{stats:?}");
     assert_eq!(stats.degraded, None, "{stats:?}");
     assert_eq!(stats.workers_live, 1, "{stats:?}");
-    assert_adds_up(stats);
+    common::assert_adds_up(stats);
     assert_eq!(
         starts.load(),
         3,
@@ -180,7 +170,7 @@ async fn a_burst_of_kills_leaves_a_healthy_pool() {
         stats.failed
     );
     assert_eq!(stats.workers_live, 4, "{stats:?}");
-    assert_adds_up(stats);
+    common::assert_adds_up(stats);
     assert_eq!(common::zombie_children(), Vec::<u32>::new());
     pool.shutdown().await;
     assert!(common::live_children().is_empty());
@@ -221,7 +211,7 @@ async fn a_kill_storm_over_submits_cancels_nothing_and_fails_at_most_one_task_a_
     let stats = pool.stats();
     assert_eq!(stats.cancelled, 0, "{stats:?}");
     assert_eq!(stats.worker_died, failed, "{stats:?}");
-    assert_adds_up(stats);
+    common::assert_adds_up(stats);
     pool.shutdown().await;
 }
 
@@ -301,7 +291,7 @@ async fn a_kill_storm_over_maps_fails_at_most_one_item_a_kill() {
     for i in 0..20u64 {
         assert_eq!(pool.run(work, (i, 0)).await.unwrap(), i);
     }
-    assert_adds_up(pool.stats());
+    common::assert_adds_up(pool.stats());
     pool.shutdown().await;
 }
 
@@ -358,7 +348,7 @@ async fn a_million_tasks_with_workers_killed_at_random_all_resolve() {
     assert_eq!(stats.submitted, N, "{stats:?}");
     assert_eq!(stats.cancelled, 0, "{stats:?}");
     assert_eq!(stats.worker_died, died, "{stats:?}");
-    assert_adds_up(stats);
+    common::assert_adds_up(stats);
     pool.shutdown().await;
     assert!(common::live_children().is_empty());
 }
@@ -415,7 +405,7 @@ async fn callers_of_run_that_read_their_own_replies_all_resolve_under_a_storm() 
     let stats = pool.stats();
     assert_eq!(stats.cancelled, 0, "{stats:?}");
     assert_eq!(stats.worker_died, died, "{stats:?}");
-    assert_adds_up(stats);
+    common::assert_adds_up(stats);
     pool.shutdown().await;
     assert!(common::live_children().is_empty());
 }

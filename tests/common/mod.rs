@@ -261,3 +261,15 @@ pub async fn held_pool(
     running.wait().await.unwrap();
     (pool, blocker)
 }
+
+/// A pool's counts add up: nothing queued or running, and every submitted item ended
+/// once (completed, failed or cancelled).
+pub fn assert_adds_up(stats: procpool::PoolStats) {
+    assert_eq!(stats.queued, 0, "{stats:?}");
+    assert_eq!(stats.running, 0, "{stats:?}");
+    assert_eq!(
+        stats.submitted,
+        stats.completed + stats.failed + stats.cancelled,
+        "{stats:?}"
+    );
+}

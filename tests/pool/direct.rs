@@ -55,17 +55,6 @@ fn sleep_ms(ms: u64) -> u64 {
     ms
 }
 
-fn assert_adds_up(pool: &ProcessPoolExecutor) {
-    let stats = pool.stats();
-    assert_eq!(stats.queued, 0, "{stats:?}");
-    assert_eq!(stats.running, 0, "{stats:?}");
-    assert_eq!(
-        stats.submitted,
-        stats.completed + stats.failed + stats.cancelled,
-        "{stats:?}"
-    );
-}
-
 #[tokio::test(flavor = "current_thread")]
 async fn one_task_at_a_time_is_answered_by_its_caller_from_the_same_worker() {
     let pool = pool(FOREVER);
@@ -76,7 +65,7 @@ async fn one_task_at_a_time_is_answered_by_its_caller_from_the_same_worker() {
     }
     assert_eq!(pool.run(common::whoami, ()).await.unwrap(), pid);
     assert_eq!(pool.stats().direct, before + 201);
-    assert_adds_up(&pool);
+    common::assert_adds_up(pool.stats());
     pool.shutdown().await;
     assert!(
         !common::exists(pid),
@@ -101,7 +90,7 @@ async fn a_panic_read_by_its_caller_fails_only_its_task() {
     assert_eq!(stats.direct, before + 3, "{stats:?}");
     assert_eq!((stats.failed, stats.panicked), (1, 1), "{stats:?}");
     assert_eq!(stats.worker_restarts, 0, "{stats:?}");
-    assert_adds_up(&pool);
+    common::assert_adds_up(pool.stats());
     pool.shutdown().await;
 }
 
@@ -115,7 +104,7 @@ async fn a_reply_too_large_for_a_slot_comes_through_the_driver() {
     assert_eq!(big, vec![7u8; 64 * 1024]);
     assert_eq!(pool.stats().direct, before);
     assert_eq!(pool.run(|x: u32| x + 1, 1).await.unwrap(), 2);
-    assert_adds_up(&pool);
+    common::assert_adds_up(pool.stats());
     pool.shutdown().await;
 }
 
@@ -133,7 +122,7 @@ async fn an_argument_too_large_for_a_slot_is_queued_as_before() {
         .unwrap();
     assert_eq!(n, 100_000);
     assert_eq!(pool.stats().direct, before);
-    assert_adds_up(&pool);
+    common::assert_adds_up(pool.stats());
     pool.shutdown().await;
 }
 
@@ -147,7 +136,7 @@ async fn a_task_slower_than_the_poll_is_left_to_the_driver() {
     let after = pool.stats();
     assert_eq!(after.direct, before.direct);
     assert_eq!(after.completed, before.completed + 1);
-    assert_adds_up(&pool);
+    common::assert_adds_up(pool.stats());
     pool.shutdown().await;
 }
 
@@ -170,7 +159,7 @@ async fn a_worker_that_dies_under_a_polling_caller_fails_only_its_task() {
         (1, 1),
         "{stats:?}"
     );
-    assert_adds_up(&pool);
+    common::assert_adds_up(pool.stats());
     pool.shutdown().await;
 }
 
@@ -194,7 +183,7 @@ async fn a_polled_task_times_out_as_any_other() {
     );
     assert_ne!(pool.run(common::whoami, ()).await.unwrap(), pid);
     assert_eq!(pool.stats().timed_out, 1);
-    assert_adds_up(&pool);
+    common::assert_adds_up(pool.stats());
     pool.shutdown().await;
 }
 
@@ -214,7 +203,7 @@ async fn a_run_dropped_while_its_caller_polls_is_seen_through_by_the_driver() {
     let after = pool.stats();
     assert_eq!(after.completed, before.completed + 2, "{after:?}");
     assert_eq!(after.cancelled, 0, "{after:?}");
-    assert_adds_up(&pool);
+    common::assert_adds_up(pool.stats());
     pool.shutdown().await;
 }
 
@@ -237,7 +226,7 @@ async fn max_tasks_per_worker_counts_the_tasks_callers_read() {
     let stats = pool.stats();
     assert_eq!(stats.workers_recycled, 3, "{stats:?}");
     assert!(stats.direct > 0, "{stats:?}");
-    assert_adds_up(&pool);
+    common::assert_adds_up(pool.stats());
     pool.shutdown().await;
 }
 
@@ -271,7 +260,7 @@ async fn callers_of_run_on_many_threads_all_get_their_own_answers() {
     let stats = pool.stats();
     assert_eq!(stats.submitted, 2500, "{stats:?}");
     assert_eq!(stats.completed, 2500, "{stats:?}");
-    assert_adds_up(&pool);
+    common::assert_adds_up(pool.stats());
     pool.shutdown().await;
 }
 

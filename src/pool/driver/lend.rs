@@ -98,16 +98,8 @@ impl Driver {
         let Some(handed) = port.handed else {
             return;
         };
-        let job = handed.job;
-        self.flights.push_back(Flight {
-            id: job.id,
-            timeout: job.timeout.or(self.inner.config.task_timeout),
-            soft: job.soft_timeout,
-            told: false,
-            job: Some(job),
-            seq: handed.seq,
-            verdict: None,
-        });
+        let flight = Flight::new(handed.job, handed.seq, self.inner.config.task_timeout);
+        self.flights.push_back(flight);
         if handed.written {
             self.unsent += 1;
         }

@@ -151,6 +151,22 @@ struct Flight {
     told: bool,
 }
 
+impl Flight {
+    /// Task `seq` on the worker's progress page, with no verdict yet; `task_timeout`
+    /// is the pool's, for a job without a timeout of its own.
+    fn new(job: Job, seq: u64, task_timeout: Option<Duration>) -> Flight {
+        Flight {
+            id: job.id,
+            timeout: job.timeout.or(task_timeout),
+            soft: job.soft_timeout,
+            told: false,
+            job: Some(job),
+            seq,
+            verdict: None,
+        }
+    }
+}
+
 #[derive(Clone, Copy)]
 enum Verdict {
     Cancelled,
@@ -515,15 +531,8 @@ impl Driver {
         if self.flights.is_empty() {
             self.head_from(Instant::now());
         }
-        self.flights.push_back(Flight {
-            id: job.id,
-            timeout: job.timeout.or(self.inner.config.task_timeout),
-            soft: job.soft_timeout,
-            told: false,
-            job: Some(job),
-            seq,
-            verdict: None,
-        });
+        let flight = Flight::new(job, seq, self.inner.config.task_timeout);
+        self.flights.push_back(flight);
         self.flights_changed();
     }
 
