@@ -69,6 +69,11 @@ impl Desk {
         Ok(())
     }
 
+    /// Offers `port`, the one used last: another driver's that is offered goes home.
+    fn put(&self, port: Box<Port>) -> Option<Box<Port>> {
+        self.lock().replace(port)
+    }
+
     /// The port of `home` if it is on the desk.
     pub(crate) fn withdraw(&self, home: &Arc<Home>) -> Option<Box<Port>> {
         let mut offered = self.lock();
@@ -223,17 +228,26 @@ fn go_home(inner: &Inner, port: Box<Port>, desk: bool) {
         }
         return;
     }
-    // Under the home's lock, so that a driver that wants it finds it in one of the two.
-    let port = match !desk || state.wanted || port.needs_driver() {
-        true => port,
-        false => match inner.desk.offer(port) {
-            Ok(()) => return,
-            Err(port) => port, // another driver's is offered: go home
-        },
-    };
+    let wake = state.wanted || port.needs_driver();
+    if desk && !wake {
+        // Under the home's lock, so that a driver that wants it finds it in one of
+        // the two. On top of another driver's, which has not served since: the next
+        // caller's task goes to the worker used last.
+        let displaced = inner.desk.put(port);
+        drop(state);
+        if let Some(other) = displaced {
+            go_home(inner, other, false);
+        }
+        return;
+    }
     state.port = Some(port);
     drop(state);
-    home.back.notify_one();
+    // A port with nothing to see to waits at home, its driver asleep: it takes it
+    // back when it next needs its worker. Waking it for nothing would have it look at
+    // the queue, and take a job meant for the driver used last.
+    if wake {
+        home.back.notify_one();
+    }
 }
 
 /// The future of a task sent through a port: the caller polls the ring, then, if the
