@@ -99,12 +99,12 @@ impl Desk {
         }
     }
 
-    /// The port offered, if there is one and nobody else is at the desk right now.
+    /// The port offered, if there is one. (Waiting for the lock, never for long:
+    /// nobody holds it across anything but a swap. Giving up on a busy lock would send
+    /// the task through the queue to whichever driver is idle, not to the worker used
+    /// last.)
     fn take(&self) -> Option<Box<Port>> {
-        match self.offered.try_lock() {
-            Ok(mut offered) => offered.take(),
-            Err(_) => None,
-        }
+        self.lock().take()
     }
 }
 
