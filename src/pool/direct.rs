@@ -220,11 +220,7 @@ fn go_home(inner: &Inner, port: Box<Port>, desk: bool) {
     if state.closed {
         drop(state);
         if let Some(handed) = port.handed {
-            inner
-                .counters
-                .running
-                .fetch_sub(u64::from(handed.job.items), Ordering::Relaxed);
-            inner.resolve(handed.job, Err(inner.stopped()));
+            inner.resolve_sent(handed.job, Err(inner.stopped()), Instant::now());
         }
         return;
     }
@@ -327,10 +323,6 @@ impl Direct {
         port.recycle |= flags & FLAG_RECYCLE != 0;
         let inner = &self.inner;
         inner.spin_hint.set(port.pace.spin());
-        inner
-            .counters
-            .running
-            .fetch_sub(u64::from(job.items), Ordering::Relaxed);
         inner.counters.direct.fetch_add(1, Ordering::Relaxed);
         let result = if job.shared.cancel_requested() {
             // Cancelled while it ran; it finished before anyone acted on it.
@@ -338,7 +330,7 @@ impl Direct {
         } else {
             outcome
         };
-        inner.resolve(job, result);
+        inner.resolve_sent(job, result, Instant::now());
     }
 
     /// Whether to look again rather than leave the task to the driver; yields the

@@ -36,6 +36,7 @@
 #[cfg(feature = "tracing")]
 mod callsites;
 mod end;
+mod idle;
 mod lend;
 #[cfg(feature = "tracing")]
 mod replay;
@@ -43,6 +44,7 @@ mod send;
 mod start;
 
 use end::Loss;
+use idle::Idle;
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -182,18 +184,6 @@ impl Verdict {
             Verdict::TimedOut(after) => TaskError::TimedOut { after },
         }
     }
-}
-
-/// What ended an idle driver's wait.
-enum Idle {
-    Abort,
-    /// The idle worker's process exited.
-    Exited,
-    Job(Option<Job>),
-    /// The slot was idle for the pool's idle timeout.
-    TimedOut,
-    /// Look again (the pool was resized, the ring came home).
-    Again,
 }
 
 enum Event {
@@ -385,31 +375,6 @@ impl Driver {
         }
     }
 
-    /// Waits, with nothing in flight, for a job, the worker's exit, the pool's abort or
-    /// resize, the slot's idle timeout, or the lent ring coming home.
-    async fn wait_idle(&mut self) -> Idle {
-        let inner = self.inner.clone();
-        let scale = &inner.scale;
-        let resized = scale.resized.notified();
-        tokio::pin!(resized);
-        resized.as_mut().enable();
-        if scale.slots() > scale.max() {
-            // Resized since the loop looked: it retires the slot.
-            return Idle::Again;
-        }
-        let (worker, home, lent) = (self.worker.as_ref(), &*self.home, self.lent);
-        tokio::select! {
-            biased;
-            _ = inner.abort.cancelled() => Idle::Abort,
-            // Before taking a job: a worker known dead must not get one.
-            _ = idle_exit(worker) => Idle::Exited,
-            _ = home.returned(), if lent => Idle::Again,
-            job = inner.jobs.next_idle(&self.waiter) => Idle::Job(job),
-            _ = &mut resized => Idle::Again,
-            _ = until(scale.idle_timeout.map(|t| Instant::now() + t)) => Idle::TimedOut,
-        }
-    }
-
     /// Acts on a reply read, or on why none could be.
     async fn on_reply_io(&mut self, reply: Result<Frame, ReadError>) {
         match reply {
@@ -444,29 +409,6 @@ impl Driver {
                 .config
                 .max_tasks_per_worker
                 .is_none_or(|max| w.tasks_done + (n as u64) < max)
-    }
-
-    /// A job that arrives within the idle poll of `spin` (see [`Pace`]); `None` when
-    /// there is no poll to do or nothing came. A driver whose lent ring callers of
-    /// `run` have lately used does not poll: its worker's next task most likely comes
-    /// that way, and a third party polling beside that caller and the worker would
-    /// take a CPU from one of them. One whose tasks came from the queue polls it as
-    /// before, ring lent or not: those callers (`submit`, then the handle) do not use
-    /// the ring.
-    async fn next_job_soon(&mut self, spin: Duration) -> Option<Job> {
-        if spin.is_zero() || self.worker.is_none() || (self.lent && self.callers_lately) {
-            return None;
-        }
-        let until = Instant::now() + spin;
-        loop {
-            if let Some(job) = self.inner.jobs.try_next() {
-                return Some(job);
-            }
-            if self.inner.abort.is_cancelled() || Instant::now() >= until {
-                return None;
-            }
-            tokio::task::yield_now().await;
-        }
     }
 
     /// Takes jobs that are already waiting while the worker has room.
@@ -648,21 +590,13 @@ impl Driver {
             self.inner.desk.displace(&self.inner, &self.home);
             self.offerable = true;
         }
-        self.inner
-            .counters
-            .running
-            .fetch_sub(u64::from(job.items), Ordering::Relaxed);
-        self.inner.resolve_at(job, result, now);
+        self.inner.resolve_sent(job, result, now);
         broken.map_or(Ok(()), Err)
     }
 
     /// Counts and resolves a job that was in flight.
     fn resolve(&self, job: Job, result: Result<Payload, TaskError>) {
-        self.inner
-            .counters
-            .running
-            .fetch_sub(u64::from(job.items), Ordering::Relaxed);
-        self.inner.resolve(job, result);
+        self.inner.resolve_sent(job, result, Instant::now());
     }
 
     /// The first flight's time is up. The clock runs from when the worker could
@@ -786,14 +720,6 @@ impl Driver {
 async fn until(deadline: Option<Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at.into()).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Resolves when an idle worker's process exits; never, if there is no worker.
-async fn idle_exit(worker: Option<&WorkerProcess>) {
-    match worker {
-        Some(w) => w.exited().await,
         None => std::future::pending().await,
     }
 }
