@@ -50,9 +50,46 @@ fn exits(code: i32) -> u32 {
     std::process::exit(code)
 }
 
-fn sleep_ms(ms: u64) -> u64 {
-    std::thread::sleep(Duration::from_millis(ms));
-    ms
+/// A task that cannot finish before the test lets it: it connects to the test's
+/// [`Gate`] (an abstract Unix socket, so no descriptor rides in the argument, which
+/// would keep the task off the ring) and waits for one byte.
+fn gated(name: String) -> u64 {
+    use std::io::Read;
+    use std::os::linux::net::SocketAddrExt;
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name).unwrap();
+    let mut sock = std::os::unix::net::UnixStream::connect_addr(&addr).unwrap();
+    let mut byte = [0u8];
+    sock.read_exact(&mut byte).unwrap();
+    u64::from(byte[0])
+}
+
+/// The test's side of [`gated`].
+struct Gate {
+    name: String,
+    listener: std::os::unix::net::UnixListener,
+}
+
+impl Gate {
+    fn new() -> Gate {
+        use std::os::linux::net::SocketAddrExt;
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "procpool-test-gate-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(&name).unwrap();
+        let listener = std::os::unix::net::UnixListener::bind_addr(&addr).unwrap();
+        Gate { name, listener }
+    }
+
+    /// Waits for the task to connect (it is running), then lets it return `value`.
+    fn open(&self, value: u8) {
+        use std::io::Write;
+        let (mut sock, _) = self.listener.accept().unwrap();
+        sock.write_all(&[value]).unwrap();
+    }
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -128,11 +165,27 @@ async fn an_argument_too_large_for_a_slot_is_queued_as_before() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_task_slower_than_the_poll_is_left_to_the_driver() {
-    let pool = pool(Duration::from_millis(1));
+    let budget = Duration::from_millis(1);
+    let pool = pool(budget);
     until_direct(&pool).await;
     let before = pool.stats();
-    // A 200 ms sleep cannot answer within a 1 ms poll.
-    assert_eq!(pool.run(sleep_ms, 200).await.unwrap(), 200);
+    let gate = Gate::new();
+    let run = pool.run(gated, gate.name.clone());
+    futures::pin_mut!(run);
+    // The first poll writes the task and looks once; the budget runs from then. The
+    // task cannot answer before the gate opens, so a poll that begins a budget after
+    // the first one ended finds the budget spent, and hands the task to the driver.
+    assert!(futures::poll!(run.as_mut()).is_pending());
+    let spent = std::time::Instant::now() + budget;
+    loop {
+        let late = std::time::Instant::now() >= spent;
+        assert!(futures::poll!(run.as_mut()).is_pending());
+        if late {
+            break;
+        }
+    }
+    gate.open(200);
+    assert_eq!(run.await.unwrap(), 200);
     let after = pool.stats();
     assert_eq!(after.direct, before.direct);
     assert_eq!(after.completed, before.completed + 1);
@@ -192,12 +245,14 @@ async fn a_run_dropped_while_its_caller_polls_is_seen_through_by_the_driver() {
     let pool = pool(FOREVER);
     let pid = until_direct(&pool).await;
     let before = pool.stats();
+    let gate = Gate::new();
     {
-        let run = pool.run(sleep_ms, 100);
+        let run = pool.run(gated, gate.name.clone());
         futures::pin_mut!(run);
-        // One poll: the task is written into the ring, and its reply is 100 ms away.
+        // One poll: the task is written into the ring, and cannot answer yet.
         assert!(futures::poll!(run.as_mut()).is_pending());
     }
+    gate.open(1);
     // Behind the dropped task, on the same (only) worker.
     assert_eq!(pool.run(common::whoami, ()).await.unwrap(), pid);
     let after = pool.stats();
