@@ -2,6 +2,7 @@
 //! [`crate::pool::direct`]).
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use super::{Driver, Flight};
 use crate::pool::direct::Port;
@@ -31,27 +32,41 @@ impl Driver {
         {
             return;
         }
-        let port = Box::new(Port {
-            home: self.home.clone(),
-            ring: w.ring().clone(),
-            progress: w.progress().clone(),
-            signal: self.signal.clone(),
-            pid: w.pid(),
-            limit: w.limit(),
-            seq: w.seq(),
-            room,
-            pace: std::mem::take(&mut self.pace),
-            stamp: w.reply_stamp(),
-            done: 0,
-            recycle: false,
-            handed: None,
-        });
+        let pace = std::mem::take(&mut self.pace);
+        let port = match self.spare.take() {
+            // The same worker's ring: only what changes while it is home.
+            Some(mut port) if Arc::ptr_eq(&port.ring, w.ring()) => {
+                port.seq = w.seq();
+                port.room = room;
+                port.pace = pace;
+                port.stamp = w.reply_stamp();
+                port.done = 0;
+                port.recycle = false;
+                port.handed = None;
+                port
+            }
+            _ => Box::new(Port {
+                home: self.home.clone(),
+                ring: w.ring().clone(),
+                progress: w.progress().clone(),
+                signal: self.signal.clone(),
+                pid: w.pid(),
+                limit: w.limit(),
+                seq: w.seq(),
+                room,
+                pace,
+                stamp: w.reply_stamp(),
+                done: 0,
+                recycle: false,
+                handed: None,
+            }),
+        };
         match self.inner.desk.offer(port) {
             Ok(()) => self.lent = true,
             Err(port) => {
                 // Another idle driver's is offered: not again until this one has
                 // answered a task (then it takes the desk, see `Desk::displace`).
-                self.settle(*port);
+                self.settle(port);
                 self.offerable = false;
             }
         }
@@ -65,15 +80,15 @@ impl Driver {
     pub(super) async fn reclaim(&mut self) {
         while self.lent {
             if let Some(port) = self.inner.desk.withdraw(&self.home) {
-                self.settle(*port);
+                self.settle(port);
             } else if let Some(port) = self.home.want() {
                 // Home by itself, with nothing to see to: it was sent away from the
                 // desk, or found another there; either way another driver offers.
                 self.offerable = port.handed.is_some() || port.done > 0;
-                self.settle(*port);
+                self.settle(port);
             } else if let Some(port) = self.inner.desk.withdraw(&self.home) {
                 // Came back to the desk before it was wanted.
-                self.settle(*port);
+                self.settle(port);
             } else {
                 self.home.returned().await;
             }
@@ -82,20 +97,23 @@ impl Driver {
 
     /// Takes what the port brings back: the pace, the numbering, the tasks answered
     /// through it, and a task a caller left to the driver (the next flight).
-    fn settle(&mut self, port: Port) {
+    fn settle(&mut self, mut port: Box<Port>) {
         self.lent = false;
         if port.done > 0 || port.handed.is_some() {
             self.callers_lately = true;
         }
         self.home.settled();
-        self.pace = port.pace;
+        self.pace = std::mem::take(&mut port.pace);
+        let (seq, stamp, done, recycle) = (port.seq, port.stamp, port.done, port.recycle);
+        let handed = port.handed.take();
+        self.spare = Some(port);
         let Some(w) = self.worker.as_mut() else {
             return; // not reached: a worker's ring is lent only while it is up
         };
-        w.lent_out(port.seq, port.stamp);
-        w.tasks_done += port.done;
-        w.over_memory |= port.recycle;
-        let Some(handed) = port.handed else {
+        w.lent_out(seq, stamp);
+        w.tasks_done += done;
+        w.over_memory |= recycle;
+        let Some(handed) = handed else {
             return;
         };
         let flight = Flight::new(handed.job, handed.seq, self.inner.config.task_timeout);

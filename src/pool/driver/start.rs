@@ -73,6 +73,8 @@ impl Driver {
     /// Takes the worker out of the slot, for `ready` and `stats`.
     pub(super) fn take_worker(&mut self) -> Option<WorkerProcess> {
         let w = self.worker.take()?;
+        // Its ring goes with it.
+        self.spare = None;
         self.inner.health.send_modify(|h| h.live -= 1);
         Some(w)
     }
