@@ -130,17 +130,10 @@ fn main() {
     eprintln!("W2: {} trivial tasks", s.tasks);
     let pool = common::ready_pool(&rt, 2);
     let w2_map = median_of(s.runs, || rt.block_on(map_rate(&pool, s.tasks)));
-    let w2_submit = median_of(s.runs, || {
-        rt.block_on(windowed(s.submits, |i| {
-            pool.try_submit(trivial, i).unwrap()
-        }))
-    });
+    // `submit` and `spawn_blocking` alternate, run by run, as the W1 rows do, so that a
+    // slow spell of the host falls on both sides of a ratio.
+    let (w2_submit, w2_blocking, w2_ratio) = submit_beside_threads(&rt, &pool, &s);
     rt.block_on(pool.shutdown());
-    let w2_blocking = median_of(s.runs, || {
-        rt.block_on(windowed(s.submits, |i| {
-            tokio::task::spawn_blocking(move || trivial(i))
-        }))
-    });
 
     eprintln!("W3: 64 tasks of ~10 ms on 2 workers");
     let iters = calibrate_10ms();
@@ -336,6 +329,14 @@ fn main() {
         Some(w2_blocking),
         "-",
     );
+    rows.0.push([
+        String::new(),
+        String::new(),
+        "  same, median of per-run ratios".into(),
+        String::new(),
+        format!("{w2_ratio:.2}x"),
+        "≥ 3x".into(),
+    ]);
     rows.rate(
         "W3 speedup vs serial (x)",
         w3,
@@ -499,6 +500,37 @@ async fn map_rate(pool: &ProcessPoolExecutor, n: u64) -> f64 {
     n as f64 / t.elapsed().as_secs_f64()
 }
 
+/// W2 `submit`: `s.runs` runs of `s.submits` trivial tasks through `pool`, each
+/// followed by the same through `spawn_blocking`; the medians of both rates (tasks/s)
+/// and of the per-run ratios.
+fn submit_beside_threads(
+    rt: &tokio::runtime::Runtime,
+    pool: &ProcessPoolExecutor,
+    s: &Sizes,
+) -> (f64, f64, f64) {
+    let (mut ours, mut threads, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..s.runs {
+        let a = rt.block_on(windowed(s.submits, |i| {
+            pool.try_submit(trivial, i).unwrap()
+        }));
+        let b = rt.block_on(windowed(s.submits, |i| {
+            tokio::task::spawn_blocking(move || trivial(i))
+        }));
+        eprintln!(
+            "W2 submit {a:.0} tasks/s, spawn_blocking {b:.0} tasks/s: {:.2}x",
+            a / b
+        );
+        ours.push(a);
+        threads.push(b);
+        ratios.push(a / b);
+    }
+    (
+        common::median(ours),
+        common::median(threads),
+        common::median(ratios),
+    )
+}
+
 async fn start_two_and_run() -> f64 {
     let t = Instant::now();
     let pool = ProcessPoolExecutor::builder().workers(2).build().unwrap();
@@ -553,30 +585,11 @@ fn only_one(which: &str, rt: &tokio::runtime::Runtime, s: &Sizes) {
             }));
         }
         "W2" => {
-            // Submit and `spawn_blocking` alternating, run by run, and `map`.
             let pool = common::ready_pool(rt, 2);
-            let (mut ours, mut threads, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
-            for _ in 0..s.runs {
-                let a = rt.block_on(windowed(s.submits, |i| {
-                    pool.try_submit(trivial, i).unwrap()
-                }));
-                let b = rt.block_on(windowed(s.submits, |i| {
-                    tokio::task::spawn_blocking(move || trivial(i))
-                }));
-                println!(
-                    "W2 submit {a:.0} tasks/s, spawn_blocking {b:.0} tasks/s: {:.2}x",
-                    a / b
-                );
-                ours.push(a);
-                threads.push(b);
-                ratios.push(a / b);
-            }
+            let (ours, threads, ratio) = submit_beside_threads(rt, &pool, s);
             let map = median_of(s.runs, || rt.block_on(map_rate(&pool, s.tasks)));
             println!(
-                "W2 submit {:.0} tasks/s, spawn_blocking {:.0} tasks/s, median of per-run ratios {:.2}x; map {map:.0} tasks/s",
-                common::median(ours),
-                common::median(threads),
-                common::median(ratios)
+                "W2 submit {ours:.0} tasks/s, spawn_blocking {threads:.0} tasks/s, median of per-run ratios {ratio:.2}x; map {map:.0} tasks/s",
             );
             rt.block_on(pool.shutdown());
         }
