@@ -24,9 +24,11 @@ use std::iter::Fuse;
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use futures::stream::{FuturesUnordered, Stream, StreamExt};
 
+use super::chunking::Chunking;
 use super::handle::{RawTask, Salvage};
 use super::span::TaskName;
 use super::submit::{NotQueued, Prepared};
@@ -37,10 +39,6 @@ use crate::wire::{self, handles, Failure, Payload, HEADER_LEN};
 
 /// A chunk closes once its encoded items pass this many bytes, whatever the chunk size.
 const CHUNK_BYTES: usize = 1 << 20;
-/// Largest automatic chunk size.
-const MAX_AUTO_CHUNK: usize = 4096;
-/// Automatic chunk size when the iterator does not know its length.
-const UNKNOWN_LEN_CHUNK: usize = 16;
 
 /// One item's result as the stream keeps it until it is yielded: the error boxed,
 /// so that a queue of small values stays small (a `TaskError` is several words; a
@@ -127,7 +125,8 @@ enum Rerun {
 pub struct MapStream<F, I: Iterator, R> {
     pool: ProcessPoolExecutor,
     items: Fuse<I>,
-    chunk_size: Option<usize>,
+    /// Items per chunk: the caller's, or adapting (made on the first fill).
+    chunking: Option<Chunking>,
     ordered: bool,
     in_flight: FuturesUnordered<Chunk>,
     next_seq: u64,
@@ -200,7 +199,7 @@ where
         MapStream {
             pool,
             items: items.fuse(),
-            chunk_size: None,
+            chunking: None,
             refused: false,
             ordered,
             in_flight: FuturesUnordered::new(),
@@ -218,10 +217,14 @@ where
         }
     }
 
-    /// Items per message (Python's `chunksize`). Default: the iterator's length hint
-    /// divided by four chunks per worker, between 1 and 4,096 (16 when the length is
-    /// unknown). A chunk also closes early once its items pass 1 MiB encoded. Larger
-    /// chunks cost fewer round trips; smaller ones balance uneven items better.
+    /// Items per message (Python's `chunksize`). Larger chunks cost fewer round trips;
+    /// smaller ones balance uneven items better. A chunk also closes early once its
+    /// items pass 1 MiB encoded.
+    ///
+    /// Default: adapting. The first chunks hold the iterator's length hint divided by
+    /// four chunks per worker, at most 4,096 items (16 when the length is unknown);
+    /// the size then doubles while a chunk takes a worker at most about 10 ms, up to
+    /// 65,536 items and never past a quarter of a worker's share of the input.
     ///
     /// A size of zero is refused: the stream then yields one
     /// [`TaskError::InvalidArgument`] and ends, with nothing submitted.
@@ -229,7 +232,7 @@ where
         if n == 0 {
             self.refuse("chunk_size must be at least 1");
         } else {
-            self.chunk_size = Some(n);
+            self.chunking = Some(Chunking::fixed(n));
         }
         self
     }
@@ -337,18 +340,10 @@ where
     }
 
     fn effective_chunk_size(&mut self) -> usize {
-        if let Some(n) = self.chunk_size {
-            return n;
-        }
-        let hint = self.items.size_hint().0;
-        let n = if hint == 0 {
-            UNKNOWN_LEN_CHUNK
-        } else {
-            hint.div_ceil(4 * self.pool.workers())
-                .clamp(1, MAX_AUTO_CHUNK)
-        };
-        self.chunk_size = Some(n);
-        n
+        let (hint, workers) = (self.items.size_hint().0, self.pool.workers());
+        self.chunking
+            .get_or_insert_with(|| Chunking::adaptive(hint, workers))
+            .size()
     }
 
     fn push(&mut self, count: usize, task: RawTask, ends: Vec<usize>) {
@@ -468,7 +463,7 @@ where
             let mut fds = Vec::new();
             wire::begin(&mut frame);
             let mut count = 0;
-            let mut ends = Vec::with_capacity(chunk_size.min(MAX_AUTO_CHUNK));
+            let mut ends = Vec::with_capacity(chunk_size.min(4096));
             let mut failed_item = None;
             // One descriptor collection for the whole chunk (see `task::call_batch`).
             handles::collect_into(&mut fds, || {
@@ -504,6 +499,9 @@ where
                         TaskName::Function(std::any::type_name::<F>()),
                     ),
                 };
+                if let Some(chunking) = &mut self.chunking {
+                    chunking.sent(Instant::now());
+                }
                 match prepared.map(|t| self.pool.try_queue(t)) {
                     Ok(Ok(raw)) => self.push(count, raw, ends),
                     Err(e) | Ok(Err(NotQueued::Refused(e))) => {
@@ -699,6 +697,9 @@ where
                         (result, _) => (meta, result),
                     };
                     let (meta, result) = meta;
+                    if let Some(chunking) = &mut this.chunking {
+                        chunking.answered(meta.count, this.pool.workers(), Instant::now());
+                    }
                     let seq = meta.seq;
                     let items = Self::unpack(meta, result);
                     if this.ordered {
@@ -739,7 +740,7 @@ impl<F, I: Iterator, R> fmt::Debug for MapStream<F, I, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MapStream")
             .field("ordered", &self.ordered)
-            .field("chunk_size", &self.chunk_size)
+            .field("chunk_size", &self.chunking.as_ref().map(Chunking::size))
             .field("chunks_in_flight", &self.in_flight.len())
             .field("waiting_for_room", &self.blocked.is_some())
             .finish()

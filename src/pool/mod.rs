@@ -13,6 +13,7 @@
 
 mod await_poll;
 mod builder;
+mod chunking;
 mod direct;
 mod driver;
 mod handle;

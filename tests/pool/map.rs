@@ -328,8 +328,9 @@ fn fail_at_12345(x: u32) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failure_inside_a_large_automatic_chunk_keeps_exactly_the_results_before_it() {
     let pool = ProcessPoolExecutor::builder().workers(2).build().unwrap();
-    // 40,000 items on 2 workers: automatic chunks of 4,096; the failing item sits in
-    // the fourth, and the map keeps every result before it, in order.
+    // 40,000 items on 2 workers: automatic chunks of 4,096 growing to 5,000; the
+    // failing item sits in a chunk well inside, and the map keeps every result before
+    // it, in order.
     let failed = pool
         .map(fail_at_12345, 0..40_000u32)
         .keep_partial()
