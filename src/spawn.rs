@@ -85,6 +85,7 @@ pub(crate) fn hello(name: String) -> Hello {
         progress: false,
         ring: false,
         spin: false,
+        glance: false,
         limits: crate::wire::WorkerLimits::default(),
         trace_level: 0,
     }

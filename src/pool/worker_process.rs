@@ -176,6 +176,9 @@ impl WorkerProcess {
             // A core each for the workers and one for the parent's driving thread: then
             // spinners never outnumber the cores (one worker on two cores spins).
             spin: crate::cpu_count() > config.workers,
+            // A glance is a few microseconds of one core per worker: never more
+            // glancing workers than cores.
+            glance: crate::cpu_count() >= config.workers,
             limits: config.limits.for_worker(),
             trace_level,
             ..spawn::hello(format!(

@@ -334,6 +334,9 @@ pub(crate) struct Hello {
     /// Whether the worker may poll for its next task before sleeping: only where
     /// there are more cores than the workers and the parent's busiest thread need.
     pub(crate) spin: bool,
+    /// Whether a worker that may not poll still glances at its ring for a few
+    /// microseconds before sleeping: where the workers do not outnumber the cores.
+    pub(crate) glance: bool,
     /// A pool worker's limits.
     pub(crate) limits: WorkerLimits,
     /// The most verbose `tracing` level the parent listens to, 1 (`ERROR`) to 5

@@ -38,6 +38,11 @@ impl Incoming {
         }
     }
 
+    /// Whether frames come through a ring (looking for one costs no system call).
+    pub(super) fn has_ring(&self) -> bool {
+        self.ring.is_some()
+    }
+
     /// When the parent published the frame last returned (`CLOCK_MONOTONIC`, ns), if
     /// it came through the ring; 0 otherwise.
     pub(super) fn stamp(&self) -> u64 {
