@@ -249,8 +249,9 @@ fn finish(link_out: &Outgoing) -> std::io::Result<i32> {
 /// trivial tasks) otherwise sleeps after every few, and each sleep costs its driver a
 /// wake-up (an `eventfd` write, about 5 µs on the 2-vCPU VM of BENCHMARKS.md) on the
 /// path every task takes. (Measured there with a throwaway probe of 5 × 1 M windowed
-/// `submit`s on 2 workers, five alternating rounds: 558–719 k tasks/s, median 603,
-/// with a 3 µs glance; 465–615, median 565, without.)
+/// `submit`s on 2 workers, ten rounds alternating with the build before: medians of
+/// 602–817 k tasks/s, middle 718, with the glance; 510–748, middle 631, without;
+/// ahead in 9 rounds of 10.)
 struct Pace {
     /// The time from a reply to the next task's arrival: by the parent's stamp on the
     /// task where there is one, so that a worker that slept does not count its own
