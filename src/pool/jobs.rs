@@ -350,12 +350,18 @@ impl JobQueue {
             returned.push_front(job);
             n += 1;
         }
-        // Counted before the lock is released: a taker that sees the count finds the
-        // jobs.
+        // Both counts before the lock is released. `returned_len`: a taker that sees
+        // it finds the jobs. `len`: a taker gives a place back (subtracts one) for
+        // each job it takes, so the jobs must be counted in before any can be taken;
+        // counted after, a taker in between took `len` below zero, and a submitter
+        // at that moment saw it wrapped round, a queue "full" at any capacity (seen
+        // as `QueueFull` with 4,096 tasks in flight under a kill storm).
+        if n > 0 {
+            self.len.fetch_add(n, Ordering::SeqCst);
+        }
         self.returned_len.fetch_add(n, Ordering::AcqRel);
         drop(returned);
         if n > 0 {
-            self.len.fetch_add(n, Ordering::AcqRel);
             self.changed.notify_waiters();
         }
     }
