@@ -66,6 +66,10 @@ pub(crate) struct JobQueue {
     /// Woken (one at a time, first come first served) when a place is given back, and
     /// all at once when the queue closes.
     room: Notify,
+    /// Tests: runs inside [`hand_back`](Self::hand_back) as soon as the jobs it puts
+    /// back can be taken.
+    #[cfg(test)]
+    on_hand_back: std::sync::OnceLock<fn(&JobQueue)>,
 }
 
 impl JobQueue {
@@ -84,6 +88,8 @@ impl JobQueue {
             stacked: AtomicUsize::new(0),
             waiting_for_room: AtomicUsize::new(0),
             room: Notify::new(),
+            #[cfg(test)]
+            on_hand_back: std::sync::OnceLock::new(),
         }
     }
 
@@ -361,6 +367,10 @@ impl JobQueue {
         }
         self.returned_len.fetch_add(n, Ordering::AcqRel);
         drop(returned);
+        #[cfg(test)]
+        if let Some(f) = self.on_hand_back.get() {
+            f(self);
+        }
         if n > 0 {
             self.changed.notify_waiters();
         }
@@ -463,5 +473,42 @@ impl<'a> Idle<'a> {
 impl Drop for Idle<'_> {
     fn drop(&mut self) {
         self.0.idle.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    thread_local! {
+        /// What the hook saw: whether it took the job, and whether a place could be
+        /// reserved after.
+        static SEEN: Cell<Option<(bool, bool)>> = const { Cell::new(None) };
+    }
+
+    fn take_and_reserve(q: &JobQueue) {
+        let took = q.try_next().is_some();
+        let reserved = q.reserve(1000);
+        if reserved {
+            q.unreserve();
+        }
+        SEEN.set(Some((took, reserved)));
+    }
+
+    #[test]
+    fn a_job_handed_back_is_counted_before_it_can_be_taken() {
+        // A driver takes the job the moment it can (inside `hand_back`), and a
+        // submitter then reserves a place in a queue of 1,000. Counted in after it
+        // could be taken, the job was counted out first: the length went below zero
+        // for a moment, which reads as full at any capacity.
+        let (_tx, rx) = async_channel::unbounded();
+        let queue = JobQueue::new(rx);
+        assert!(queue.on_hand_back.set(take_and_reserve).is_ok());
+        let job = Job::new(1, Vec::new(), Vec::new(), Vec::new(), None).0;
+        queue.hand_back(std::iter::once(job));
+        assert_eq!(SEEN.get(), Some((true, true)));
+        assert_eq!(queue.len(), 0);
+        assert!(queue.try_next().is_none());
     }
 }
