@@ -167,18 +167,15 @@ impl WorkerProcess {
                 return Err(StartError::Spawn(e));
             }
         };
+        let waiting = Waiting::on(crate::cpu_count(), config.workers);
         let hello = Hello {
             fingerprint: config.fingerprint,
             max_frame: config.max_frame,
             initializer: config.initializer.clone(),
             progress: true,
             ring: true,
-            // A core each for the workers and one for the parent's driving thread: then
-            // spinners never outnumber the cores (one worker on two cores spins).
-            spin: crate::cpu_count() > config.workers,
-            // A glance is a few microseconds of one core per worker: never more
-            // glancing workers than cores.
-            glance: crate::cpu_count() >= config.workers,
+            spin: waiting.poll,
+            glance: waiting.glance,
             limits: config.limits.for_worker(),
             trace_level,
             ..spawn::hello(format!(
@@ -603,5 +600,44 @@ impl Drop for WorkerProcess {
             let _ = child.kill();
             supervisor::reap_later(child);
         }
+    }
+}
+
+/// How a pool's workers may wait for their next task before sleeping, on a machine of
+/// `cores` (see `worker::serve::Pace`).
+#[derive(Debug, PartialEq, Eq)]
+struct Waiting {
+    /// Poll for up to the typical gap between tasks: only with a core each for the
+    /// workers and one more for the parent's driving thread, so that polling workers
+    /// never outnumber the cores (one worker on two cores polls).
+    poll: bool,
+    /// Glance for a few microseconds: one core per worker is enough, and then
+    /// glancing workers never outnumber the cores either.
+    glance: bool,
+}
+
+impl Waiting {
+    fn on(cores: usize, workers: usize) -> Waiting {
+        Waiting {
+            poll: cores > workers,
+            glance: cores >= workers,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Waiting;
+
+    #[test]
+    fn waiting_workers_never_outnumber_the_cores() {
+        let on_two = |workers| {
+            let w = Waiting::on(2, workers);
+            (w.poll, w.glance)
+        };
+        assert_eq!(on_two(1), (true, true));
+        assert_eq!(on_two(2), (false, true));
+        assert_eq!(on_two(3), (false, false));
+        assert_eq!(on_two(8), (false, false));
     }
 }
