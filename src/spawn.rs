@@ -84,6 +84,7 @@ pub(crate) fn hello(name: String) -> Hello {
         authkey: crate::authkey::authkey(),
         progress: false,
         ring: false,
+        bulk: false,
         spin: false,
         glance: false,
         limits: crate::wire::WorkerLimits::default(),

@@ -197,6 +197,10 @@ impl PoolBuilder {
     /// Address space is not memory used: thread stacks and allocator arenas reserve
     /// far more than they touch. For "no more than N bytes in use", prefer
     /// [`max_memory_per_worker`](Self::max_memory_per_worker).
+    ///
+    /// Such a worker's arguments and results larger than a ring slot (about 4 KiB)
+    /// go on its socket rather than through shared memory: the bulk area they would
+    /// take maps 128 MiB, which would count against the limit.
     pub fn address_space_limit(mut self, bytes: u64) -> Self {
         self.limits.address_space = Some(bytes);
         self

@@ -149,7 +149,10 @@ impl WorkerProcess {
         abort: &CancellationToken,
     ) -> Result<WorkerProcess, StartError> {
         let (progress, page) = Progress::create().map_err(StartError::Spawn)?;
-        let (ring, ring_fds) = Ring::create().map_err(StartError::Spawn)?;
+        // The bulk area maps 128 MiB, which would count against a worker's
+        // address-space limit: such a worker's large frames spill to the socket.
+        let bulk = config.limits.address_space.is_none();
+        let (ring, ring_fds) = Ring::create(bulk).map_err(StartError::Spawn)?;
         let started = spawn::start(spawn::ChildSpec {
             daemon: true,
             env: &config.env,
@@ -174,6 +177,7 @@ impl WorkerProcess {
             initializer: config.initializer.clone(),
             progress: true,
             ring: true,
+            bulk,
             spin: waiting.poll,
             glance: waiting.glance,
             limits: config.limits.for_worker(),

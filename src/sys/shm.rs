@@ -130,6 +130,12 @@ pub(crate) fn file_len(fd: BorrowedFd<'_>) -> io::Result<u64> {
     Ok(rustix::fs::fstat(fd)?.st_size as u64)
 }
 
+/// Bytes of 512 a file has allocated (`fstat`'s `st_blocks`): what its pages take.
+#[cfg(test)]
+pub(crate) fn file_blocks(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    Ok(rustix::fs::fstat(fd)?.st_blocks as u64)
+}
+
 /// A shared mapping of a memory file.
 ///
 /// The mapping may be longer than the file (a reservation the file grows into);

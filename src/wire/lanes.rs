@@ -27,6 +27,9 @@ use crate::sys::shm::{self, Region};
 pub(crate) const ENTRY_LEN: usize = 16;
 /// The entry word of a slot whose frame went on the socket.
 const SPILLED: u64 = u64::MAX;
+/// The entry word of a slot whose frame lies in the ring's bulk area
+/// ([`super::bulk`]); the slot holds its offset and length there.
+const BULK: u64 = u64::MAX - 1;
 /// Identifies a lanes file and its layout version; the shape follows it.
 const MAGIC: u64 = 0x7072_6f63_7269_6e02; // "procrin" 2
 const SHAPE_SLOTS: usize = 8;
@@ -86,7 +89,8 @@ pub(crate) enum Word {
 pub(crate) enum Next {
     /// Nothing yet.
     Empty,
-    /// A frame in the slot: [`Lanes::take`] copies it out.
+    /// A frame in shared memory: in the slot ([`Lanes::peek`] copies it out), or in the
+    /// writer's bulk area, where the slot says ([`Lanes::bulk_at_head`]).
     Inline,
     /// The next frame is on the socket: read it, then [`Lanes::skip`].
     Spilled,
@@ -227,6 +231,25 @@ impl Lanes {
         true
     }
 
+    /// Publishes a slot saying that the next frame lies at `offset` in the writer's
+    /// bulk area and is `len` bytes long; the lane index of that slot, or `None` when
+    /// the lane is full.
+    pub(crate) fn try_push_bulk(&self, offset: u64, len: u64, tag: u64) -> Option<u64> {
+        let slot = self.free_slot()?;
+        let index = self.tx_word(Word::Tail).load(Ordering::Relaxed);
+        self.region.write(slot + ENTRY_LEN, &offset.to_le_bytes());
+        self.region.write(slot + ENTRY_LEN + 8, &len.to_le_bytes());
+        self.region.write(slot, &BULK.to_le_bytes());
+        self.region.write(slot + 8, &tag.to_le_bytes());
+        self.advance(self.tx_word(Word::Tail));
+        Some(index)
+    }
+
+    /// Slots of the lane this side writes that the reader has freed so far.
+    pub(crate) fn tx_freed(&self) -> u64 {
+        self.tx_word(Word::Head).load(Ordering::Acquire)
+    }
+
     /// Whether the lane this side writes has no free slot.
     pub(crate) fn is_full(&self) -> bool {
         self.free_slot().is_none()
@@ -253,9 +276,15 @@ impl Lanes {
             + (index % self.shape.slots) as usize * self.shape.slot_len
     }
 
+    /// The entry words of slot `index` of the incoming lane: length and tag.
     fn entry(&self, index: u64) -> (u64, u64) {
-        let mut words = [0u8; ENTRY_LEN];
-        self.region.read(self.slot(self.rx, index), &mut words);
+        self.two_words(self.slot(self.rx, index))
+    }
+
+    /// Two little-endian words at `offset`, copied (the peer may be writing them).
+    fn two_words(&self, offset: usize) -> (u64, u64) {
+        let mut words = [0u8; 16];
+        self.region.read(offset, &mut words);
         let word = |i: usize| {
             let mut w = [0u8; 8];
             w.copy_from_slice(&words[i * 8..i * 8 + 8]);
@@ -284,6 +313,9 @@ impl Lanes {
         }
         match self.entry(head) {
             (SPILLED, tag) => Ok((Next::Spilled, tag)),
+            // In shared memory too: the bulk area's owner copies it out (a lanes file
+            // without one, a pipe's, refuses it in `copy_out`).
+            (BULK, tag) => Ok((Next::Inline, tag)),
             (len, tag) if (HEADER_LEN as u64..=self.shape.frame_max() as u64).contains(&len) => {
                 Ok((Next::Inline, tag))
             }
@@ -332,6 +364,16 @@ impl Lanes {
         })
     }
 
+    /// Where the frame at the head of the incoming lane lies in the peer's bulk area
+    /// (offset and length), if its slot says it lies there.
+    pub(crate) fn bulk_at_head(&self) -> Option<(u64, u64)> {
+        let head = self.rx_word(Word::Head).load(Ordering::Relaxed);
+        if self.entry(head).0 != BULK {
+            return None;
+        }
+        Some(self.two_words(self.slot(self.rx, head) + ENTRY_LEN))
+    }
+
     /// Copies out the frame at the head without freeing its slot (after
     /// [`next`](Self::next) said [`Next::Inline`]).
     ///
@@ -339,17 +381,6 @@ impl Lanes {
     /// As [`copy_out`](Self::copy_out).
     pub(crate) fn peek(&self, limit: u64) -> Result<Frame, ProtocolError> {
         self.copy_out(self.rx_word(Word::Head).load(Ordering::Relaxed), limit)
-    }
-
-    /// Copies out the frame at the head and frees its slot (for a lane with one
-    /// reader).
-    ///
-    /// # Errors
-    /// As [`copy_out`](Self::copy_out).
-    pub(crate) fn take(&self, limit: u64) -> Result<Frame, ProtocolError> {
-        let frame = self.peek(limit)?;
-        self.skip();
-        Ok(frame)
     }
 
     /// Frees the head slot: its frame was read (from the slot or the socket).

@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{CodecError, PanicInfo, ProtocolError};
 
+pub(crate) mod bulk;
 pub(crate) mod handles;
 pub(crate) mod lanes;
 pub(crate) mod ring;
@@ -328,9 +329,11 @@ pub(crate) struct Hello {
     /// A pool worker: the frame's last descriptor is its progress page
     /// (`worker::progress`), to claim each task on before running it.
     pub(crate) progress: bool,
-    /// A pool worker: before the progress page come the three descriptors of its
+    /// A pool worker: before the progress page come the descriptors of its
     /// shared-memory ring ([`ring::WorkerFds`]), through which frames go after `Ready`.
     pub(crate) ring: bool,
+    /// The ring has a bulk area: its file is the ring's fourth descriptor.
+    pub(crate) bulk: bool,
     /// Whether the worker may poll for its next task before sleeping: only where
     /// there are more cores than the workers and the parent's busiest thread need.
     pub(crate) spin: bool,

@@ -7,8 +7,11 @@
 //! copies it out and frees the slot by advancing `head`. Neither side takes a lock or
 //! makes a system call while the other is awake.
 //!
-//! # What the socket still carries
-//! A frame that does not fit a slot, or that carries descriptors (`SCM_RIGHTS`),
+//! # Large frames, and what the socket still carries
+//! A frame that does not fit a slot goes, if it carries no descriptors, into the
+//! writer's half of the ring's *bulk area* ([`super::bulk`], a second memory file),
+//! and its slot says where it lies; the reader copies it out from there. A frame
+//! that carries descriptors (`SCM_RIGHTS`), or finds no room in the bulk area,
 //! *spills*: the writer publishes a slot that says only "spilled", then writes the
 //! frame on the socket as before. The reader, on meeting that slot, reads the next
 //! frame from the socket. So frames keep one order, whichever way each one went. The
@@ -45,6 +48,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{fence, Ordering};
 use std::time::Duration;
 
+use super::bulk::Bulk;
 pub(crate) use super::lanes::Next;
 use super::lanes::{Lanes, Shape, Word};
 use super::stream::Frame;
@@ -67,6 +71,9 @@ pub(crate) const SLOT_FRAME_MAX: usize = SHAPE.frame_max();
 #[derive(Debug)]
 pub(crate) struct Ring {
     lanes: Lanes,
+    /// Where frames too large for a slot go; none for a worker whose address space
+    /// is limited (the area maps 128 MiB), whose large frames all spill.
+    bulk: Option<Bulk>,
     /// Rung by the peer when this side sleeps.
     bell: EventFd,
     /// Rung to wake the peer.
@@ -74,22 +81,32 @@ pub(crate) struct Ring {
 }
 
 /// The descriptors a worker needs to open its end: the memory file, the worker's
-/// doorbell and the parent's, in this order.
-pub(crate) type WorkerFds = [OwnedFd; 3];
+/// doorbell, the parent's and, if the ring has a bulk area, its file, in this order.
+pub(crate) type WorkerFds = Vec<OwnedFd>;
 
 impl Ring {
-    /// The parent's end of a new ring, and the descriptors to send to the worker.
-    pub(crate) fn create() -> io::Result<(Ring, WorkerFds)> {
+    /// The parent's end of a new ring, with a bulk area if `bulk`, and the
+    /// descriptors to send to the worker.
+    pub(crate) fn create(bulk: bool) -> io::Result<(Ring, WorkerFds)> {
         let (lanes, memfd) = Lanes::create("procpool-ring", SHAPE)?;
         let (mine, theirs) = (EventFd::new()?, EventFd::new()?);
-        let fds = [
+        let mut fds = vec![
             memfd,
             crate::sys::sock::dup(theirs.as_fd())?,
             crate::sys::sock::dup(mine.as_fd())?,
         ];
+        let bulk = match bulk {
+            true => {
+                let (bulk, bulk_fd) = Bulk::create()?;
+                fds.push(bulk_fd);
+                Some(bulk)
+            }
+            false => None,
+        };
         Ok((
             Ring {
                 lanes,
+                bulk,
                 bell: mine,
                 peer_bell: theirs,
             },
@@ -97,11 +114,17 @@ impl Ring {
         ))
     }
 
-    /// The worker's end of the ring its parent sent (see [`WorkerFds`]).
-    pub(crate) fn open(fds: WorkerFds) -> io::Result<Ring> {
-        let [memfd, mine, theirs] = fds;
+    /// The worker's end of the ring its parent sent (see [`WorkerFds`]): the memory
+    /// file, the worker's doorbell, the parent's, and the bulk area's file if any.
+    pub(crate) fn open(
+        memfd: OwnedFd,
+        mine: OwnedFd,
+        theirs: OwnedFd,
+        bulk: Option<OwnedFd>,
+    ) -> io::Result<Ring> {
         Ok(Ring {
             lanes: Lanes::open(&memfd, SHAPE, 1)?,
+            bulk: bulk.map(|fd| Bulk::open(fd, 1)).transpose()?,
             bell: EventFd::from_fd(mine),
             peer_bell: EventFd::from_fd(theirs),
         })
@@ -124,11 +147,50 @@ impl Ring {
         if !self.lanes.try_push(parts, crate::sys::proc::monotonic_ns()) {
             return false;
         }
+        self.published();
+        true
+    }
+
+    /// Publishes `parts` (one frame, back to back, too large for a slot) through the
+    /// bulk area, and wakes the reader if it sleeps. False, and nothing published,
+    /// when the bulk area or the lane has no room for it now: spill it instead.
+    pub(crate) fn try_push_bulk(&self, parts: &[&[u8]]) -> bool {
+        let Some(bulk) = &self.bulk else {
+            return false;
+        };
+        if self.lanes.is_full() {
+            return false;
+        }
+        let lanes = &self.lanes;
+        let pushed = bulk.write(parts, lanes.tx_freed(), |offset, len| {
+            lanes.try_push_bulk(offset, len, crate::sys::proc::monotonic_ns())
+        });
+        if pushed {
+            self.published();
+        }
+        pushed
+    }
+
+    /// After publishing a frame: rings the reader's doorbell if it sleeps.
+    fn published(&self) {
         fence(Ordering::SeqCst);
         if self.lower(self.lanes.tx_flag(Word::Sleep)) {
             self.peer_bell.notify();
         }
-        true
+    }
+
+    /// When this side may give back the memory its large frames went through (see
+    /// [`release_bulk`](Self::release_bulk)); `None` if it holds none.
+    pub(crate) fn bulk_release_due(&self) -> Option<std::time::Instant> {
+        self.bulk.as_ref().and_then(Bulk::release_due)
+    }
+
+    /// Gives back the memory this side's large frames went through, if the reader has
+    /// read them all (else looks again a while later). Whether it did.
+    pub(crate) fn release_bulk(&self) -> bool {
+        self.bulk
+            .as_ref()
+            .is_some_and(|bulk| bulk.release(self.lanes.tx_freed()))
     }
 
     /// When the writer published the frame at the head of the incoming lane (after
@@ -173,8 +235,8 @@ impl Ring {
     /// A protocol error for a header that does not parse, a body over `limit`, a
     /// length that disagrees with the slot's, or descriptors announced in a slot.
     pub(crate) fn take(&self, limit: u64) -> Result<Frame, ProtocolError> {
-        let frame = self.lanes.take(limit)?;
-        self.freed();
+        let frame = self.peek(limit)?;
+        self.skip();
         Ok(frame)
     }
 
@@ -185,7 +247,13 @@ impl Ring {
     /// # Errors
     /// As [`take`](Self::take).
     pub(crate) fn peek(&self, limit: u64) -> Result<Frame, ProtocolError> {
-        self.lanes.peek(limit)
+        match (self.lanes.bulk_at_head(), &self.bulk) {
+            (Some((offset, len)), Some(bulk)) => bulk.copy_out(offset, len, limit),
+            (Some(_), None) => Err(ProtocolError::Malformed {
+                reason: "a frame in a bulk area the ring does not have".to_owned(),
+            }),
+            (None, _) => self.lanes.peek(limit),
+        }
     }
 
     /// Frees the head slot: its frame was read (from the slot or the socket).
@@ -261,8 +329,15 @@ mod tests {
     use crate::wire::{self, Kind, HEADER_LEN};
 
     fn pair() -> (Ring, Ring) {
-        let (parent, fds) = Ring::create().unwrap();
-        (parent, Ring::open(fds).unwrap())
+        let (parent, fds) = Ring::create(true).unwrap();
+        (parent, open(fds))
+    }
+
+    fn open(fds: WorkerFds) -> Ring {
+        let mut fds = fds.into_iter();
+        let mut next = || fds.next().unwrap();
+        let (memfd, mine, theirs) = (next(), next(), next());
+        Ring::open(memfd, mine, theirs, fds.next()).unwrap()
     }
 
     fn frame(body_len: usize, id: u64) -> Vec<u8> {
@@ -310,6 +385,43 @@ mod tests {
         assert!(parent.try_push(&[&exact[..100], &exact[100..]]));
         let f = worker.take(u64::MAX).unwrap();
         assert_eq!(f.body, exact[HEADER_LEN..]);
+    }
+
+    #[test]
+    fn large_frames_go_through_the_bulk_area_in_order_with_the_rest() {
+        let (parent, worker) = pair();
+        let big = frame(100_000, 1);
+        assert!(parent.try_push_bulk(&[&big[..7], &big[7..]]));
+        assert!(parent.try_push(&[&frame(3, 2)]));
+        // No room for a whole half while the first large frame is unread: spill it.
+        let whole = vec![0u8; super::super::bulk::HALF_LEN];
+        assert!(!parent.try_push_bulk(&[&whole]));
+        assert!(parent.try_push_spilled());
+        assert_eq!(worker.next().unwrap(), Next::Inline);
+        let f = worker.peek(u64::MAX).unwrap();
+        assert_eq!((f.header.id, &f.body[..]), (1, &big[HEADER_LEN..]));
+        worker.skip();
+        assert_eq!(worker.take(u64::MAX).unwrap().header.id, 2);
+        assert_eq!(worker.next().unwrap(), Next::Spilled);
+        worker.skip();
+        // All read: the half is free again, from its start.
+        assert!(parent.try_push_bulk(&[&frame(5_000, 3)]));
+        assert_eq!(worker.take(u64::MAX).unwrap().header.id, 3);
+        assert!(parent.release_bulk());
+    }
+
+    #[test]
+    fn without_a_bulk_area_large_frames_spill_and_a_bulk_slot_is_refused() {
+        let (parent, fds) = Ring::create(false).unwrap();
+        assert_eq!(fds.len(), 3);
+        let worker = open(fds);
+        assert!(!parent.try_push_bulk(&[&frame(100_000, 1)]));
+        assert!(!parent.release_bulk());
+        // A slot saying "bulk" anyway, as a broken writer might.
+        assert!(parent.try_push(&[&frame(0, 1)]));
+        parent.lanes.forge_entry(0, u64::MAX - 1);
+        assert_eq!(worker.next().unwrap(), Next::Inline);
+        assert!(worker.take(u64::MAX).is_err());
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::sys;
 use crate::wire::ring::{Next, Ring};
@@ -94,9 +94,16 @@ impl Incoming {
             if !ring.sleep_for_frame() {
                 continue;
             }
-            let ready = sys::sock::poll_readable(&[sock, ring.bell().as_fd()], None);
+            // A worker that sent large frames gives their memory back once idle a while.
+            let due = ring.bulk_release_due();
+            let timeout = due.map(|at| at.saturating_duration_since(Instant::now()));
+            let ready = sys::sock::poll_readable(&[sock, ring.bell().as_fd()], timeout);
             ring.woke();
-            if !ready?.contains(&0) {
+            let ready = ready?;
+            if ready.is_empty() && due.is_some() {
+                ring.release_bulk();
+            }
+            if !ready.contains(&0) {
                 continue;
             }
             // The socket has something while the ring announced nothing: its end, or
@@ -134,8 +141,8 @@ impl Outgoing {
     }
 
     /// Sends one frame: `frame` (header from [`wire::finish`]) and its body's rest in
-    /// `tail`, with `fds`; the header's extent is set here. Blocks until it is out, or
-    /// in a ring slot.
+    /// `tail`, with `fds`; the header's extent is set here. Blocks until it is out, in
+    /// a ring slot or in the ring's bulk area.
     ///
     /// # Errors
     /// The socket's error once the parent is gone.
@@ -146,21 +153,19 @@ impl Outgoing {
         if let Some(ring) = &self.ring {
             let inline = Ring::fits(frame.len() + tail.len(), fds.len());
             loop {
-                let pushed = if inline {
-                    ring.try_push(&[frame, tail])
-                } else {
-                    ring.try_push_spilled()
-                };
-                if pushed {
+                if inline {
+                    if ring.try_push(&[frame, tail]) {
+                        return Ok(());
+                    }
+                } else if fds.is_empty() && ring.try_push_bulk(&[frame, tail]) {
+                    return Ok(());
+                } else if ring.try_push_spilled() {
                     break;
                 }
                 if sys::sock::peer_closed(sock)? {
                     return Err(io::ErrorKind::BrokenPipe.into());
                 }
                 ring.wait_for_room(ROOM_RECHECK);
-            }
-            if inline {
-                return Ok(());
             }
         }
         let fds: Vec<BorrowedFd<'_>> = fds.iter().map(AsFd::as_fd).collect();

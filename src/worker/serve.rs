@@ -56,12 +56,19 @@ pub(super) fn serve(socket: OwnedFd) -> std::io::Result<i32> {
         None
     };
     let ring = if hello.ring {
+        let bulk = match hello.bulk {
+            true => match hello_fds.pop() {
+                Some(fd) => Some(fd),
+                None => return Ok(code::PROTOCOL),
+            },
+            false => None,
+        };
         let (Some(theirs), Some(mine), Some(memfd)) =
             (hello_fds.pop(), hello_fds.pop(), hello_fds.pop())
         else {
             return Ok(code::PROTOCOL);
         };
-        match Ring::open([memfd, mine, theirs]) {
+        match Ring::open(memfd, mine, theirs, bulk) {
             Ok(ring) => Some(std::sync::Arc::new(ring)),
             Err(_) => return Ok(code::PROTOCOL),
         }

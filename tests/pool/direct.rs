@@ -132,13 +132,33 @@ async fn a_panic_read_by_its_caller_fails_only_its_task() {
 }
 
 #[tokio::test(flavor = "current_thread")]
-async fn a_reply_too_large_for_a_slot_comes_through_the_driver() {
+async fn a_reply_too_large_for_a_slot_comes_through_the_bulk_area_to_the_caller() {
     let pool = pool(FOREVER);
     until_direct(&pool).await;
     let before = pool.stats().direct;
-    // 64 KiB: over a ring slot, so it spills to the socket, which only the driver reads.
+    // 64 KiB: over a ring slot, so it goes through the ring's bulk area, in shared
+    // memory like a slot, and the caller reads it there.
     let big = pool.run(|n: usize| vec![7u8; n], 64 * 1024).await.unwrap();
     assert_eq!(big, vec![7u8; 64 * 1024]);
+    assert_eq!(pool.stats().direct, before + 1);
+    assert_eq!(pool.run(|x: u32| x + 1, 1).await.unwrap(), 2);
+    common::assert_adds_up(pool.stats());
+    pool.shutdown().await;
+}
+
+/// A reply holding a pipe end, whose descriptors must go on the socket.
+fn a_pipe_end(_: ()) -> procpool::Connection<u32> {
+    procpool::pipe::<u32>().unwrap().0
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_reply_that_spills_to_the_socket_comes_through_the_driver() {
+    let pool = pool(FOREVER);
+    until_direct(&pool).await;
+    let before = pool.stats().direct;
+    // Descriptors go on the socket, which only the driver reads.
+    let end = pool.run(a_pipe_end, ()).await.unwrap();
+    drop(end);
     assert_eq!(pool.stats().direct, before);
     assert_eq!(pool.run(|x: u32| x + 1, 1).await.unwrap(), 2);
     common::assert_adds_up(pool.stats());

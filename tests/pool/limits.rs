@@ -231,6 +231,28 @@ async fn a_task_past_its_address_space_fails_with_the_limit_named() {
     pool.shutdown().await;
 }
 
+/// Whether this worker maps a bulk area beside its ring, and `v` back.
+fn maps_a_bulk_area(v: Vec<u8>) -> (bool, Vec<u8>) {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    (maps.contains("procpool-bulk"), v)
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_worker_with_an_address_space_limit_spills_large_frames_instead() {
+    let big: Vec<u8> = (0..3 << 20).map(|i: u32| (i % 251) as u8).collect();
+    for (limit, mapped) in [(None, true), (Some(1u64 << 30), false)] {
+        let mut builder = ProcessPoolExecutor::builder().workers(1);
+        if let Some(limit) = limit {
+            builder = builder.address_space_limit(limit);
+        }
+        let pool = builder.build().unwrap();
+        let (bulk, back) = pool.run(maps_a_bulk_area, big.clone()).await.unwrap();
+        assert_eq!(bulk, mapped, "limit {limit:?}");
+        assert!(back == big, "limit {limit:?}: the echo differs");
+        pool.shutdown().await;
+    }
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn an_address_space_limit_below_a_fresh_worker_is_refused_by_name() {
     let pool = ProcessPoolExecutor::builder()

@@ -26,6 +26,10 @@ const UP_TAIL: usize = 128 + 8 * 128;
 const UP_SLOTS: usize = CONTROL + SLOTS as usize * SLOT_LEN;
 /// A slot's entry word saying that its frame went on the socket.
 const SPILLED: u64 = u64::MAX;
+/// A slot's entry word saying that its frame lies in the ring's bulk area, and each
+/// side's half of that area (`src/wire/bulk.rs`); the worker writes the second half.
+const BULK: u64 = u64::MAX - 1;
+const BULK_HALF: usize = 64 << 20;
 /// The body of a `Vec<u8>` of this length makes a frame that fills a slot exactly: a
 /// 32-byte header, a 2-byte length and the bytes, 4,080 in all (a slot of 4,096 less
 /// its 16 bytes of entry: length and time).
@@ -76,15 +80,129 @@ async fn spilled_frames_keep_their_place_among_the_ring_s() {
     pool.shutdown().await;
 }
 
-/// The base of this worker's ring mapping, after checking its magic word.
-fn my_ring() -> *mut u8 {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_frames_through_the_bulk_area_and_the_socket_keep_their_order() {
+    // One worker, eight tasks pipelined: a large frame goes through the bulk area while its
+    // half has room, and spills to the socket while the frame before it fills the
+    // half (two of 33 MiB in a half of 64 MiB); slots, bulk and socket in one order.
+    let pool = ProcessPoolExecutor::builder()
+        .workers(1)
+        .pipeline_depth(8)
+        .build()
+        .unwrap();
+    let sizes = [33 << 20, 10, 33 << 20, 5000, 1 << 20, FILLS_A_SLOT + 1, 3];
+    let items: Vec<Vec<u8>> = (0..14).map(|i| bytes(sizes[i % sizes.len()])).collect();
+    let mut handles = Vec::new();
+    for item in &items {
+        handles.push(pool.submit(echo, item.clone()).await.unwrap());
+    }
+    for (handle, item) in handles.into_iter().zip(&items) {
+        assert!(
+            handle.await.unwrap() == *item,
+            "an echo of {} bytes differs",
+            item.len()
+        );
+    }
+    // One larger than a whole half spills both ways.
+    let huge = bytes(BULK_HALF + 1);
+    assert!(pool.run(echo, huge.clone()).await.unwrap() == huge);
+    pool.shutdown().await;
+}
+
+/// Bytes of memory the bulk files this process holds take now: in a pool worker, its
+/// own ring's (in the test binary, every pool's, so the test asks its worker).
+fn bulk_bytes_held() -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            std::fs::read_link(e.path())
+                .is_ok_and(|p| p.to_string_lossy().contains("procpool-bulk"))
+        })
+        .filter_map(|e| std::fs::metadata(e.path()).ok())
+        .map(|m| m.blocks() * 512)
+        .sum()
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_idle_pool_gives_back_the_memory_its_large_frames_went_through() {
+    let pool = ProcessPoolExecutor::builder().workers(1).build().unwrap();
+    let big = bytes(16 << 20);
+    // The task and its result each went through a half: both halves hold their pages
+    // (unless a second passed in between and they were given back; then again).
+    let mut held = 0;
+    for _ in 0..100 {
+        assert!(pool.run(echo, big.clone()).await.unwrap() == big);
+        held = own_bulk_bytes(&pool).await;
+        if held >= 32 << 20 {
+            break;
+        }
+    }
+    assert!(held >= 32 << 20, "{held} bytes held after a 16 MiB echo");
+    // Idle: a second after the last large frame, each side gives its half back.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while own_bulk_bytes(&pool).await > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still held after a minute"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // And large frames go through again.
+    assert!(pool.run(echo, big.clone()).await.unwrap() == big);
+    pool.shutdown().await;
+}
+
+/// Bytes the bulk file of `pool`'s one worker takes: the worker looks at its own
+/// descriptor of the file (the test binary's other pools have theirs).
+async fn own_bulk_bytes(pool: &ProcessPoolExecutor) -> u64 {
+    pool.run(|_: ()| bulk_bytes_held(), ()).await.unwrap()
+}
+
+/// Writes a megabyte of a large reply into the worker's half of the bulk area,
+/// without announcing it, and dies.
+fn die_writing_a_bulk_frame(_: ()) -> u32 {
+    let up = mapping("procpool-bulk").wrapping_add(BULK_HALF);
+    // SAFETY: the worker's half is `BULK_HALF` bytes from `BULK_HALF` on; a megabyte
+    // fits.
+    unsafe { std::ptr::write_bytes(up, 0xab, 1 << 20) };
+    common::signal(std::process::id(), libc::SIGKILL);
+    unreachable!("SIGKILL is not caught")
+}
+
+/// Announces a large reply said to lie past the end of the worker's bulk half, rings
+/// every doorbell, and spins.
+fn lie_about_a_bulk_extent(_: ()) -> u32 {
+    let base = my_ring();
+    let slot = next_slot(base);
+    // SAFETY: the slot is `SLOT_LEN` bytes inside the mapping; 32 bytes fit.
+    unsafe {
+        slot.cast::<u64>().write_unaligned(BULK);
+        slot.add(16)
+            .cast::<u64>()
+            .write_unaligned(BULK_HALF as u64 - 8);
+        slot.add(24).cast::<u64>().write_unaligned(4096);
+    }
+    up_tail(base).fetch_add(1, Ordering::Release);
+    ring_every_eventfd();
+    common::spin_forever(())
+}
+
+/// The start of this process's mapping of the memory file named `name`.
+fn mapping(name: &str) -> *mut u8 {
     let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
     let line = maps
         .lines()
-        .find(|l| l.contains("procpool-ring"))
-        .expect("a pool worker maps its ring");
+        .find(|l| l.contains(name))
+        .unwrap_or_else(|| panic!("a pool worker maps {name}"));
     let start = line.split('-').next().unwrap();
-    let base = usize::from_str_radix(start, 16).unwrap() as *mut u8;
+    usize::from_str_radix(start, 16).unwrap() as *mut u8
+}
+
+/// The base of this worker's ring mapping, after checking its magic word.
+fn my_ring() -> *mut u8 {
+    let base = mapping("procpool-ring");
     // SAFETY: the mapping is at least the control page long, 8-aligned at its start,
     // and stays mapped for the life of the worker.
     let magic = unsafe { (*base.cast::<AtomicU64>()).load(Ordering::Acquire) };
@@ -198,6 +316,25 @@ async fn a_worker_lying_about_its_ring_is_a_protocol_error() {
     only_its_task_fails(lie_about_the_tail, |e| match e {
         TaskError::Protocol(ProtocolError::Malformed { reason }) => {
             assert!(reason.contains("ahead of its reader"), "{reason}")
+        }
+        other => panic!("expected Malformed, got {other:?}"),
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_worker_killed_while_writing_a_bulk_frame_fails_only_its_task() {
+    only_its_task_fails(die_writing_a_bulk_frame, |e| {
+        assert!(matches!(e, TaskError::WorkerDied { .. }), "{e:?}")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_worker_lying_about_a_bulk_extent_is_a_protocol_error() {
+    only_its_task_fails(lie_about_a_bulk_extent, |e| match e {
+        TaskError::Protocol(ProtocolError::Malformed { reason }) => {
+            assert!(reason.contains("bulk frame"), "{reason}")
         }
         other => panic!("expected Malformed, got {other:?}"),
     })

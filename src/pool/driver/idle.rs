@@ -1,6 +1,7 @@
 //! A driver with nothing in flight: polling the queue a while, then waiting for a
 //! job, its worker's exit, the pool's abort or resize, the slot's idle timeout, or its
-//! lent ring coming home.
+//! lent ring coming home; giving back the memory its large tasks went through once
+//! idle a while.
 
 use std::time::{Duration, Instant};
 
@@ -34,6 +35,8 @@ impl Driver {
             return Idle::Again;
         }
         let (worker, home, lent) = (self.worker.as_ref(), &*self.home, self.lent);
+        // Callers write only frames that fit a slot: the bulk area is the driver's.
+        let release_due = worker.and_then(|w| w.ring().bulk_release_due());
         tokio::select! {
             biased;
             _ = inner.abort.cancelled() => Idle::Abort,
@@ -43,6 +46,12 @@ impl Driver {
             job = inner.jobs.next_idle(&self.waiter) => Idle::Job(job),
             _ = &mut resized => Idle::Again,
             _ = until(scale.idle_timeout.map(|t| Instant::now() + t)) => Idle::TimedOut,
+            _ = until(release_due) => {
+                if let Some(w) = worker {
+                    w.ring().release_bulk();
+                }
+                Idle::Again
+            }
         }
     }
 

@@ -1,5 +1,6 @@
 //! Writing a worker's flights, in order: into its ring where a frame fits a slot, else
-//! announced there and sent on its socket, as much at a time as the socket takes.
+//! into the ring's bulk area where it has room and the frame carries no descriptors,
+//! else announced there and sent on its socket, as much at a time as the socket takes.
 
 use std::io;
 use std::os::fd::AsFd;
@@ -10,7 +11,8 @@ use crate::wire::ring::Ring;
 
 impl Driver {
     /// Writes the flights not yet written, in order: into the worker's ring where a
-    /// frame fits a slot, else announced in the ring and sent on the socket (as much
+    /// frame fits a slot, or through its bulk area where that has room and the frame
+    /// carries no descriptors, else announced in the ring and sent on the socket (as much
     /// as it takes now; the rest when it has room again, before any frame behind it).
     /// Jobs keep their buffers and descriptors, so that one sent to a worker that dies
     /// before beginning it can be sent again.
@@ -22,10 +24,13 @@ impl Driver {
             let job = unwritten(&self.flights[self.unsent]);
             let (frame, tail) = (&job.frame[..], &job.tail[..]);
             if !self.spilling {
+                let ring = w.ring();
                 let pushed = if Ring::fits(frame.len() + tail.len(), job.fds.len()) {
-                    w.ring().try_push(&[frame, tail])
+                    ring.try_push(&[frame, tail])
+                } else if job.fds.is_empty() && ring.try_push_bulk(&[frame, tail]) {
+                    true
                 } else {
-                    self.spilling = w.ring().try_push_spilled();
+                    self.spilling = ring.try_push_spilled();
                     self.spilling
                 };
                 if !pushed {
