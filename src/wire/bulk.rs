@@ -4,7 +4,8 @@
 //! the writer's half of a second memory file, and a slot announces where it lies
 //! (its offset and length). The reader copies it out from there and frees the slot
 //! as for any other frame, which is also how the writer learns that the bytes are
-//! free again: a half is a byte ring whose frames are freed in the lane's order.
+//! free again: the frames of a half are freed in the lane's order, and a new one
+//! takes the lowest gap between those still in flight.
 //! When a half has no room for a frame (several large frames in flight, or one
 //! larger than the half), the frame spills to the socket as before; frames keep one
 //! order either way, since every one of them is announced in the lane.
@@ -54,8 +55,6 @@ struct Writer {
     /// Frames announced and not yet known read, oldest first: the lane index of the
     /// slot that announced each, and its extent in the half.
     out: VecDeque<(u64, usize, usize)>,
-    /// Where the next frame goes, if it fits there.
-    next: usize,
     /// Since when this side has held pages of its half, if it does.
     held: Option<Instant>,
 }
@@ -69,30 +68,24 @@ impl Writer {
         }
     }
 
-    /// Where a frame of `len` bytes can go now, if anywhere.
+    /// Where a frame of `len` bytes can go now, if anywhere: the lowest gap between
+    /// the frames in flight that holds it, so that the pages in use stay as few as
+    /// the bytes in flight need (a long `map` does not walk through the whole half).
     fn place(&self, len: usize) -> Option<usize> {
-        if len > HALF_LEN {
-            return None;
+        let mut taken: Vec<(usize, usize)> = self.out.iter().map(|&(_, a, b)| (a, b)).collect();
+        taken.sort_unstable();
+        let mut at = 0;
+        for (start, end) in taken {
+            if start >= at && start - at >= len {
+                return Some(at);
+            }
+            at = at.max(end.next_multiple_of(ALIGN));
         }
-        let (Some(&(_, oldest, _)), Some(&(_, newest, _))) = (self.out.front(), self.out.back())
-        else {
-            return Some(0);
-        };
-        if newest < oldest {
-            // Wrapped: the free bytes lie between the newest frame and the oldest.
-            return (oldest - self.next >= len).then_some(self.next);
-        }
-        if HALF_LEN - self.next >= len {
-            Some(self.next)
-        } else {
-            (oldest >= len).then_some(0)
-        }
+        (at <= HALF_LEN && HALF_LEN - at >= len).then_some(at)
     }
 
     fn record(&mut self, index: u64, at: usize, len: usize) {
-        let end = at + len;
-        self.out.push_back((index, at, end));
-        self.next = end.next_multiple_of(ALIGN).min(HALF_LEN);
+        self.out.push_back((index, at, at + len));
         self.held = Some(Instant::now());
     }
 }
@@ -191,7 +184,6 @@ impl Bulk {
         } else {
             Some(Instant::now())
         };
-        w.next = 0;
         released.is_ok()
     }
 
@@ -260,20 +252,23 @@ mod tests {
     }
 
     #[test]
-    fn frames_go_one_after_another_then_wrap_to_the_start() {
+    fn a_frame_takes_the_lowest_gap_that_holds_it() {
         let third = HALF_LEN / 3;
+        let step = third.next_multiple_of(ALIGN);
         let mut w = writer_with(&[(0, third), (1, third)]);
-        assert_eq!(w.out[1].1, third.next_multiple_of(ALIGN));
+        assert_eq!(w.out[1].1, step);
         // Past the end: waits for the start to be read.
-        assert_eq!(w.place(third + ALIGN * 2), None);
+        assert_eq!(w.place(HALF_LEN - 2 * step + 1), None);
+        assert_eq!(w.place(HALF_LEN - 2 * step), Some(2 * step));
         w.reclaim(1);
-        assert_eq!(w.place(third), Some(0), "wraps once the first is read");
+        assert_eq!(w.place(third), Some(0), "back to the start once it is read");
         w.record(2, 0, third / 2);
-        // Wrapped: only the gap before the oldest frame (index 1) is free.
+        // The gap between the newest frame (at 0) and the oldest (index 1) comes first.
         let gap = (third / 2).next_multiple_of(ALIGN);
         assert_eq!(w.place(ALIGN), Some(gap));
-        assert_eq!(w.place(w.out[0].1 - gap), Some(gap));
-        assert_eq!(w.place(w.out[0].1 - gap + 1), None);
+        assert_eq!(w.place(step - gap), Some(gap));
+        assert_eq!(w.place(step - gap + 1), Some(2 * step), "then the end");
+        assert_eq!(w.place(HALF_LEN - 2 * step + 1), None);
         w.reclaim(3);
         assert!(w.out.is_empty());
         assert_eq!(w.place(HALF_LEN), Some(0));
