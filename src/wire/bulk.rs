@@ -72,16 +72,23 @@ impl Writer {
     /// the frames in flight that holds it, so that the pages in use stay as few as
     /// the bytes in flight need (a long `map` does not walk through the whole half).
     fn place(&self, len: usize) -> Option<usize> {
-        let mut taken: Vec<(usize, usize)> = self.out.iter().map(|&(_, a, b)| (a, b)).collect();
-        taken.sort_unstable();
-        let mut at = 0;
-        for (start, end) in taken {
-            if start >= at && start - at >= len {
-                return Some(at);
-            }
-            at = at.max(end.next_multiple_of(ALIGN));
-        }
-        (at <= HALF_LEN && HALF_LEN - at >= len).then_some(at)
+        // The lowest such gap starts at 0 or where a frame in flight ends.
+        let free = |at: usize| {
+            at <= HALF_LEN
+                && HALF_LEN - at >= len
+                && self
+                    .out
+                    .iter()
+                    .all(|&(_, start, end)| end <= at || at + len <= start)
+        };
+        std::iter::once(0)
+            .chain(
+                self.out
+                    .iter()
+                    .map(|&(_, _, end)| end.next_multiple_of(ALIGN)),
+            )
+            .filter(|&at| free(at))
+            .min()
     }
 
     fn record(&mut self, index: u64, at: usize, len: usize) {
@@ -230,8 +237,7 @@ impl Bulk {
         })
     }
 
-    /// Bytes of this side's half that take memory now (the file's allocated blocks
-    /// in that range are not separately known: the whole file's, for tests).
+    /// Bytes of the whole file (both halves) that take memory now.
     #[cfg(test)]
     pub(crate) fn file_bytes_held(&self) -> u64 {
         shm::file_blocks(self.memfd.as_fd()).unwrap_or(0) * 512

@@ -80,6 +80,17 @@ pub(crate) struct Ring {
     peer_bell: EventFd,
 }
 
+/// How [`Ring::push`] sent a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Pushed {
+    /// Whole, in shared memory: a slot or the bulk area.
+    Shared,
+    /// Announced in a slot: the caller writes the frame on the socket next.
+    Spilled,
+    /// Not at all: the lane has no free slot.
+    Full,
+}
+
 /// The descriptors a worker needs to open its end: the memory file, the worker's
 /// doorbell, the parent's and, if the ring has a bulk area, its file, in this order.
 pub(crate) type WorkerFds = Vec<OwnedFd>;
@@ -151,10 +162,32 @@ impl Ring {
         true
     }
 
+    /// Publishes `parts` (one frame, back to back, carrying `nfds` descriptors) the
+    /// way it can go: in a slot if it fits one, else through the bulk area if it
+    /// carries no descriptors and the area has room, else as a spilled slot, after
+    /// which the caller writes the frame on the socket. [`Pushed::Full`], and nothing
+    /// published, when the lane has no free slot.
+    pub(crate) fn push(&self, parts: &[&[u8]], nfds: usize) -> Pushed {
+        let len = parts.iter().map(|p| p.len()).sum();
+        if Ring::fits(len, nfds) {
+            return match self.try_push(parts) {
+                true => Pushed::Shared,
+                false => Pushed::Full,
+            };
+        }
+        if nfds == 0 && self.try_push_bulk(parts) {
+            Pushed::Shared
+        } else if self.try_push_spilled() {
+            Pushed::Spilled
+        } else {
+            Pushed::Full
+        }
+    }
+
     /// Publishes `parts` (one frame, back to back, too large for a slot) through the
     /// bulk area, and wakes the reader if it sleeps. False, and nothing published,
     /// when the bulk area or the lane has no room for it now: spill it instead.
-    pub(crate) fn try_push_bulk(&self, parts: &[&[u8]]) -> bool {
+    fn try_push_bulk(&self, parts: &[&[u8]]) -> bool {
         let Some(bulk) = &self.bulk else {
             return false;
         };

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::sys;
-use crate::wire::ring::{Next, Ring};
+use crate::wire::ring::{Next, Pushed, Ring};
 use crate::wire::stream::{Frame, FrameReader};
 use crate::wire::{self, ReadError};
 
@@ -151,16 +151,11 @@ impl Outgoing {
         let _whole = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         let sock = self.sock.as_fd();
         if let Some(ring) = &self.ring {
-            let inline = Ring::fits(frame.len() + tail.len(), fds.len());
             loop {
-                if inline {
-                    if ring.try_push(&[frame, tail]) {
-                        return Ok(());
-                    }
-                } else if fds.is_empty() && ring.try_push_bulk(&[frame, tail]) {
-                    return Ok(());
-                } else if ring.try_push_spilled() {
-                    break;
+                match ring.push(&[frame, tail], fds.len()) {
+                    Pushed::Shared => return Ok(()),
+                    Pushed::Spilled => break,
+                    Pushed::Full => {}
                 }
                 if sys::sock::peer_closed(sock)? {
                     return Err(io::ErrorKind::BrokenPipe.into());

@@ -7,7 +7,7 @@ use std::os::fd::AsFd;
 
 use super::{Driver, Flight};
 use crate::pool::handle::Job;
-use crate::wire::ring::Ring;
+use crate::wire::ring::Pushed;
 
 impl Driver {
     /// Writes the flights not yet written, in order: into the worker's ring where a
@@ -24,22 +24,17 @@ impl Driver {
             let job = unwritten(&self.flights[self.unsent]);
             let (frame, tail) = (&job.frame[..], &job.tail[..]);
             if !self.spilling {
-                let ring = w.ring();
-                let pushed = if Ring::fits(frame.len() + tail.len(), job.fds.len()) {
-                    ring.try_push(&[frame, tail])
-                } else if job.fds.is_empty() && ring.try_push_bulk(&[frame, tail]) {
-                    true
-                } else {
-                    self.spilling = ring.try_push_spilled();
-                    self.spilling
-                };
-                if !pushed {
-                    // Not reached: a worker has fewer tasks out than its ring has slots.
-                    return Err(io::Error::other("the worker's ring is full"));
-                }
-                if !self.spilling {
-                    self.sent_one();
-                    continue;
+                match w.ring().push(&[frame, tail], job.fds.len()) {
+                    Pushed::Shared => {
+                        self.sent_one();
+                        continue;
+                    }
+                    Pushed::Spilled => self.spilling = true,
+                    Pushed::Full => {
+                        // Not reached: a worker has fewer tasks out than its ring has
+                        // slots.
+                        return Err(io::Error::other("the worker's ring is full"));
+                    }
                 }
             }
             let fds: Vec<_> = match self.written {
