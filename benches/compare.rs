@@ -25,7 +25,7 @@ mod plots;
 use common::{calibrate_10ms, spin, trivial, windowed};
 
 use futures::StreamExt;
-use procpool::{ProcessPoolExecutor, SharedMemory};
+use procpool::{ProcessPoolExecutor, SharedMemory, StartMethod};
 
 /// Set in a child of this bench to make it a raw echo peer or a memory probe.
 const CHILD: &str = "PROCPOOL_COMPARE_CHILD";
@@ -201,10 +201,16 @@ fn main() {
     let w4_message = median_of(s.runs, || raw_message_echo(&data, s.echoes));
 
     eprintln!("W5: pool of 2 built, first result back");
-    let w5 = median_of(s.runs.max(7), || rt.block_on(start_two_and_run()));
+    let w5 = median_of(s.runs.max(7), || rt.block_on(start_two_and_run(SPAWN)));
     let w5_floor = median_of(s.runs.max(7), raw_start_two_ms);
     let w5_heap = median_of(s.runs.max(7), || {
-        with_big_heap(|| rt.block_on(start_two_and_run()))
+        with_big_heap(|| rt.block_on(start_two_and_run(SPAWN)))
+    });
+    // The first pool with the fork server starts it; the next ones find it running.
+    let w5_fork_first = rt.block_on(start_two_and_run(FORK));
+    let w5_fork = median_of(s.runs.max(7), || rt.block_on(start_two_and_run(FORK)));
+    let w5_fork_heap = median_of(s.runs.max(7), || {
+        with_big_heap(|| rt.block_on(start_two_and_run(FORK)))
     });
 
     eprintln!("Memory");
@@ -402,6 +408,27 @@ fn main() {
         Some(w5 * 1.2),
         "≥ 1.0x",
     );
+    rows.time(
+        "W5, fork server (ms)",
+        w5_fork,
+        "goal: 1.0 ms",
+        Some(1.0),
+        "≥ 1.0x",
+    );
+    rows.time(
+        "",
+        w5_fork,
+        "the process's first, starting the server",
+        Some(w5_fork_first),
+        "-",
+    );
+    rows.time(
+        "W5 fork server, 2 GiB heap",
+        w5_fork_heap,
+        "goal: within 1.2x of W5 fork server",
+        Some(w5_fork * 1.2),
+        "≥ 1.0x",
+    );
     rows.time("", w5, "Python PPE (fork)", py("w5_startup_ppe_fork"), "-");
     rows.time(
         "",
@@ -537,9 +564,16 @@ fn submit_beside_threads(
     )
 }
 
-async fn start_two_and_run() -> f64 {
+const SPAWN: StartMethod = StartMethod::Spawn;
+const FORK: StartMethod = StartMethod::ForkServer;
+
+async fn start_two_and_run(method: StartMethod) -> f64 {
     let t = Instant::now();
-    let pool = ProcessPoolExecutor::builder().workers(2).build().unwrap();
+    let pool = ProcessPoolExecutor::builder()
+        .workers(2)
+        .start_method(method)
+        .build()
+        .unwrap();
     pool.run(trivial, 1).await.unwrap();
     let took = t.elapsed();
     pool.shutdown().await;
@@ -659,10 +693,14 @@ fn only_one(which: &str, rt: &tokio::runtime::Runtime, s: &Sizes) {
         "W5" => {
             // Alternating, so that both see the same machine.
             let (mut pool, mut floor, mut heavy) = (Vec::new(), Vec::new(), Vec::new());
+            let (mut forked, mut forked_heavy) = (Vec::new(), Vec::new());
+            let first = rt.block_on(start_two_and_run(FORK));
             for _ in 0..s.runs.max(7) {
-                pool.push(rt.block_on(start_two_and_run()));
+                pool.push(rt.block_on(start_two_and_run(SPAWN)));
                 floor.push(raw_start_two_ms());
-                heavy.push(with_big_heap(|| rt.block_on(start_two_and_run())));
+                heavy.push(with_big_heap(|| rt.block_on(start_two_and_run(SPAWN))));
+                forked.push(rt.block_on(start_two_and_run(FORK)));
+                forked_heavy.push(with_big_heap(|| rt.block_on(start_two_and_run(FORK))));
             }
             let show = |v: &[f64]| {
                 v.iter()
@@ -681,6 +719,17 @@ fn only_one(which: &str, rt: &tokio::runtime::Runtime, s: &Sizes) {
                 common::median(pool),
                 common::median(floor),
                 common::median(heavy)
+            );
+            println!("W5 with the fork server, first (starts it): {first:.2} ms");
+            println!("W5 with the fork server, ms: {}", show(&forked));
+            println!(
+                "W5 with the fork server, 2 GiB of parent heap, ms: {}",
+                show(&forked_heavy)
+            );
+            println!(
+                "W5 fork server {:.2} ms, with 2 GiB heap {:.2} ms (medians)",
+                common::median(forked),
+                common::median(forked_heavy)
             );
         }
         "idle" => {

@@ -119,8 +119,8 @@ pub use manager::Manager;
 pub use pipe::{duplex, pipe, Connection};
 pub use pool::{
     Affinity, KeepPartial, LatencySummary, Map, MapFuture, MapProgress, MapStream, PartialMap,
-    PoolBuilder, PoolStats, ProcessPoolExecutor, StartFailure, Submit, TaskBuilder, TaskHandle,
-    DEFAULT_MAX_FRAME, DEFAULT_QUEUE_CAPACITY, MAX_PIPELINE,
+    PoolBuilder, PoolStats, ProcessPoolExecutor, StartFailure, StartMethod, Submit, TaskBuilder,
+    TaskHandle, DEFAULT_MAX_FRAME, DEFAULT_QUEUE_CAPACITY, MAX_PIPELINE,
 };
 pub use process::{
     active_children, current_process, parent_process, Builder as ProcessBuilder, ChildOutput,

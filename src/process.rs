@@ -17,7 +17,6 @@ use std::fmt;
 use std::io::{self, Read};
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, OwnedFd};
-use std::process::Child;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -378,16 +377,12 @@ impl Builder {
             own_group: false,
             stdout: self.stdout,
             stderr: self.stderr,
+            fork_server: false,
         })
         .map_err(Error::spawn)?;
-        let stdout = child
-            .stdout
-            .take()
-            .map(|s| ChildOutput(std::fs::File::from(OwnedFd::from(s))));
-        let stderr = child
-            .stderr
-            .take()
-            .map(|s| ChildOutput(std::fs::File::from(OwnedFd::from(s))));
+        let (stdout, stderr) = child.take_output();
+        let stdout = stdout.map(|s| ChildOutput(std::fs::File::from(OwnedFd::from(s))));
+        let stderr = stderr.map(|s| ChildOutput(std::fs::File::from(OwnedFd::from(s))));
         let shared = Arc::new(Shared {
             pid,
             name,
@@ -734,7 +729,12 @@ impl Read for ChildOutput {
 }
 
 /// Reads the reply, then reaps the child and reports both; runs on the supervisor.
-async fn watch(child: Child, socket: OwnedFd, shared: Arc<Shared>, tx: oneshot::Sender<Outcome>) {
+async fn watch(
+    child: supervisor::Child,
+    socket: OwnedFd,
+    shared: Arc<Shared>,
+    tx: oneshot::Sender<Outcome>,
+) {
     let reply = read_reply(socket).await;
     let killed = matches!(reply, Some(Err(ProcessError::Protocol(_))));
     if killed {

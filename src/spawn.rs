@@ -10,10 +10,12 @@
 use std::ffi::OsString;
 use std::io;
 use std::os::fd::OwnedFd;
-use std::process::{Child, Command, Stdio};
+use std::os::unix::ffi::OsStrExt;
+use std::process::{Command, Stdio};
 
-use crate::supervisor;
+use crate::supervisor::{self, Child};
 use crate::sys;
+use crate::wire::fork::ForkRequest;
 use crate::wire::Hello;
 use crate::worker::ENV_WORKER;
 
@@ -33,6 +35,9 @@ pub(crate) struct ChildSpec<'a> {
     pub(crate) stdout: Option<Stdio>,
     /// Where its stderr goes; inherited when `None`.
     pub(crate) stderr: Option<Stdio>,
+    /// Forked by the fork server instead of started by `exec` (pool workers only: a
+    /// daemon, with its stdout and stderr inherited from the server).
+    pub(crate) fork_server: bool,
 }
 
 /// A child that runs, not yet greeted.
@@ -56,9 +61,48 @@ pub(crate) struct Started {
 /// If dropped after the request reached the supervisor, the child may start; the
 /// supervisor then kills and reaps it itself.
 pub(crate) async fn start(spec: ChildSpec<'_>) -> io::Result<Started> {
+    if spec.fork_server {
+        return fork(spec).await;
+    }
     let (cmd, ours) = command(spec)?;
     let child = supervisor::start_child(cmd).await?;
     attach(child, ours)
+}
+
+/// Has the fork server fork the child.
+async fn fork(spec: ChildSpec<'_>) -> io::Result<Started> {
+    debug_assert!(spec.daemon && spec.stdout.is_none() && spec.stderr.is_none());
+    let (ours, theirs) = sys::sock::pair(sys::sock::Kind::Stream)?;
+    let request = ForkRequest {
+        parent: std::process::id(),
+        own_group: spec.own_group,
+        env: spec
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+            .collect(),
+    };
+    let (child, pidfd) = supervisor::fork_child(request, theirs, server_command).await?;
+    Ok(Started {
+        pid: child.id(),
+        child,
+        pidfd,
+        socket: ours,
+    })
+}
+
+/// The command that starts the fork server: this executable again, marked as the
+/// server, in a process group of its own (a terminal's Ctrl-C must not reach it, as
+/// it does not reach the workers), with its request socket as stdin.
+fn server_command() -> io::Result<(Command, OwnedFd)> {
+    use std::os::unix::process::CommandExt;
+
+    let (ours, theirs) = sys::sock::pair(sys::sock::Kind::SeqPacket)?;
+    let mut cmd = Command::new("/proc/self/exe");
+    cmd.env(ENV_WORKER, format!("{}:z", std::process::id()))
+        .stdin(Stdio::from(theirs))
+        .process_group(0);
+    Ok((cmd, ours))
 }
 
 /// Starts a child, blocking the thread for as long as the start takes (about a

@@ -1,20 +1,22 @@
 //! A parent killed with SIGKILL leaves no worker behind.
 //!
-//! The helper parent is a real process: a worker of this test's pool that builds three
+//! The helper parent is a real process: a worker of this test's pool that builds four
 //! pools of its own (one with an idle worker, one with a worker spinning in a task,
 //! one whose worker is fed a stream of short tasks, so that between them it polls its
-//! ring before it sleeps), reports their pids and is then killed with SIGKILL. This test process makes itself
+//! ring before it sleeps, and one whose spinning worker was forked by the helper's
+//! fork server), reports their pids and is then killed with SIGKILL. This test process makes itself
 //! the orphans' subreaper so that it can see how the grandchildren end and reap them.
 //! It is the only test in this binary, because being a subreaper is process-wide.
 
 mod common;
 
-use procpool::{Exit, ProcessPoolExecutor, TaskError};
+use procpool::{Exit, ProcessPoolExecutor, StartMethod, TaskError};
 
 /// Runs in the helper parent: starts one idle and one busy grandchild and leaks both
 /// pools so they outlive the task; a third grandchild is fed tasks one after the other,
-/// for as long as the helper lives, from a thread of its own.
-async fn start_grandchildren(_: ()) -> (u32, u32, u32) {
+/// for as long as the helper lives, from a thread of its own; a fourth, forked by the
+/// helper's fork server, spins in a task. Returns their pids and the server's.
+async fn start_grandchildren(_: ()) -> (u32, u32, u32, u32, u32) {
     let (streaming_tx, streaming_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -44,10 +46,24 @@ async fn start_grandchildren(_: ()) -> (u32, u32, u32) {
         .unwrap();
     let busy_pid = busy.started().await.unwrap();
     running.wait().await.unwrap();
+    let forked_pool = ProcessPoolExecutor::builder()
+        .workers(1)
+        .start_method(StartMethod::ForkServer)
+        .build()
+        .unwrap();
+    let forked_running = procpool::Event::new().unwrap();
+    let forked_busy = forked_pool
+        .try_submit(common::signal_then_spin_forever, forked_running.clone())
+        .unwrap();
+    let forked_busy_pid = forked_busy.started().await.unwrap();
+    forked_running.wait().await.unwrap();
+    let server = common::ppid(forked_busy_pid).unwrap();
     std::mem::forget(busy);
+    std::mem::forget(forked_busy);
     std::mem::forget(idle_pool);
     std::mem::forget(busy_pool);
-    (idle, busy_pid, streaming)
+    std::mem::forget(forked_pool);
+    (idle, busy_pid, streaming, server, forked_busy_pid)
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -56,8 +72,10 @@ async fn workers_of_a_parent_killed_with_sigkill_are_gone() {
 
     let pool = ProcessPoolExecutor::builder().workers(1).build().unwrap();
     let helper = pool.try_submit_async(start_grandchildren, ()).unwrap();
-    let (idle, busy, streaming) = helper.await.unwrap();
+    let (idle, busy, streaming, server, forked_busy) = helper.await.unwrap();
     let helper_pid = pool.run(common::whoami, ()).await.unwrap();
+    assert_eq!(common::ppid(server), Some(helper_pid));
+    assert_eq!(common::state(forked_busy), Some('R'));
     assert_eq!(common::ppid(idle), Some(helper_pid));
     assert_eq!(common::ppid(busy), Some(helper_pid));
     assert_eq!(common::ppid(streaming), Some(helper_pid));
@@ -86,6 +104,19 @@ async fn workers_of_a_parent_killed_with_sigkill_are_gone() {
     // The idle one sees EOF on its control socket and exits by itself.
     common::wait_gone_or_zombie(busy).await;
     common::wait_gone_or_zombie(idle).await;
+    // The helper's fork server ends by its parent-death signal or the end of its
+    // request socket; the worker it forked, spinning, only by its own parent-death
+    // signal, tied to the server.
+    common::wait_gone_or_zombie(server).await;
+    common::wait_gone_or_zombie(forked_busy).await;
+    assert_eq!(common::reap(forked_busy), Exit::Signal(libc::SIGKILL));
+    assert!(
+        matches!(
+            common::reap(server),
+            Exit::Code(0) | Exit::Signal(libc::SIGKILL)
+        ),
+        "the fork server ended"
+    );
     // The streaming one ends either way: by the signal, or by the end of its socket.
     common::wait_gone_or_zombie(streaming).await;
     assert!(

@@ -55,6 +55,39 @@ pub struct PoolBuilder {
     #[cfg(feature = "nats")]
     nats: Option<crate::nats::NatsOptions>,
     limits: Limits,
+    start_method: StartMethod,
+}
+
+/// How a pool starts its worker processes; see [`PoolBuilder::start_method`].
+///
+/// The names are Python's (`multiprocessing.set_start_method`); there is no plain
+/// `fork` of the parent, which is unsafe in a process with threads (every tokio
+/// program).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum StartMethod {
+    /// Start this executable again for each worker (`posix_spawn`, then the worker
+    /// is recognised before `main`). The default: every worker is a fresh process
+    /// with this process's current environment, working directory and stdio, and
+    /// nothing else of it.
+    #[default]
+    Spawn,
+    /// Fork each worker from a *fork server*: one small process, this executable
+    /// started once per process (the first time a pool with this method needs a
+    /// worker) and stopped before it reached `main`. A worker then starts in a tenth
+    /// of the time (no `exec`, no dynamic loading), whatever the size of the parent.
+    ///
+    /// What differs from [`Spawn`](Self::Spawn):
+    /// - a worker inherits the server's environment, working directory, stdout and
+    ///   stderr, which are this process's *when the server started* (plus the
+    ///   pool's [`env`](PoolBuilder::env) variables, set as the worker starts);
+    /// - the worker is the server's child: the server reaps it and reports its exit,
+    ///   so [`WorkerDied`](crate::TaskError::WorkerDied) says what it says with
+    ///   `Spawn`; `getppid()` in a task names the server, while
+    ///   [`parent_process`](crate::parent_process) names this process;
+    /// - if the server dies (killed from outside), its workers die with it; the pool
+    ///   replaces them through a new server, as it replaces any dead worker.
+    ForkServer,
 }
 
 /// Which CPUs the workers may run on; see [`PoolBuilder::affinity`].
@@ -97,6 +130,7 @@ impl Default for PoolBuilder {
             #[cfg(feature = "nats")]
             nats: None,
             limits: Limits::default(),
+            start_method: StartMethod::Spawn,
         }
     }
 }
@@ -308,6 +342,26 @@ impl PoolBuilder {
         self
     }
 
+    /// How workers are started. Default: [`StartMethod::Spawn`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use procpool::{ProcessPoolExecutor, StartMethod};
+    /// let pool = ProcessPoolExecutor::builder()
+    ///     .workers(2)
+    ///     .start_method(StartMethod::ForkServer)
+    ///     .build()?;
+    /// assert_eq!(pool.run(|x: u64| x * 2, 21).await?, 42);
+    /// # pool.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn start_method(mut self, method: StartMethod) -> Self {
+        self.start_method = method;
+        self
+    }
+
     /// Sets an environment variable for every worker process (on top of this process's
     /// environment, which workers inherit).
     pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
@@ -407,6 +461,7 @@ impl PoolBuilder {
             initializer_fds,
             fingerprint: self.fingerprint.unwrap_or_else(task::fingerprint),
             env: self.env,
+            start_method: self.start_method,
             #[cfg(feature = "nats")]
             remote: self.nats.is_some(),
             #[cfg(not(feature = "nats"))]

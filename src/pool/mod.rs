@@ -42,7 +42,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-pub use builder::{Affinity, PoolBuilder};
+pub use builder::{Affinity, PoolBuilder, StartMethod};
 pub use handle::TaskHandle;
 pub use map::{MapProgress, MapStream};
 pub use map_future::{KeepPartial, Map, MapFuture, PartialMap};
@@ -82,6 +82,7 @@ pub(crate) struct Config {
     pub(crate) initializer_fds: Arc<Vec<OwnedFd>>,
     pub(crate) fingerprint: u64,
     pub(crate) env: Vec<(OsString, OsString)>,
+    pub(crate) start_method: builder::StartMethod,
     /// Tasks run on remote hosts (the `nats` feature): they must be registered.
     pub(crate) remote: bool,
     /// What each worker sets on itself before its first task.

@@ -4,7 +4,6 @@
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::process::Child;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,9 +13,9 @@ use tokio::io::Interest;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Exit, PanicInfo, ProtocolError};
-use crate::pool::{Config, StartFailure};
+use crate::pool::{Config, StartFailure, StartMethod};
 use crate::spawn;
-use crate::supervisor;
+use crate::supervisor::{self, Child};
 use crate::sys;
 use crate::wire::ring::{Next, Ring};
 use crate::wire::stream::{Frame, FrameReader, FrameWriter};
@@ -157,6 +156,7 @@ impl WorkerProcess {
             daemon: true,
             env: &config.env,
             own_group: true,
+            fork_server: config.start_method == StartMethod::ForkServer,
             ..Default::default()
         })
         .await
@@ -574,7 +574,7 @@ impl WorkerProcess {
     /// (`process_group(0)` made it the leader of its own). Only while the worker is
     /// not reaped, so that the group's id cannot belong to anyone else.
     fn kill_group(&self) {
-        if self.child.is_some() {
+        if self.child.as_ref().is_some_and(Child::parent_kills_group) {
             // ESRCH: nobody left in the group. Nothing else can fail here.
             let _ = sys::proc::kill_group(self.pid);
         }

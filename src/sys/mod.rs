@@ -6,7 +6,8 @@
 //! wherever one exists; `libc` and `unsafe` remain only where none can: mapping
 //! shared memory and the views of it, the process-shared robust pthread mutex,
 //! receiving into uninitialised memory, walking the program headers, the `SIGPIPE`
-//! disposition, real-time signals and tokio's fd registration. Each of those blocks
+//! disposition, real-time signals, the fork server's `fork` and `close_range`, and
+//! tokio's fd registration. Each of those blocks
 //! carries a `// SAFETY:` comment naming the invariant it relies on. A port to
 //! another OS touches only this module.
 //!
@@ -14,7 +15,8 @@
 //! - [`image`]: where the executable is mapped (`dl_iterate_phdr`), for naming
 //!   functions by offset and for the build fingerprint.
 //! - [`proc`]: pidfds, signals, `PR_SET_PDEATHSIG`, `getppid`, moving the control
-//!   socket off stdin.
+//!   socket off stdin, and what the fork server does (fork a single-threaded
+//!   process, close what a child inherited, reap).
 //! - [`limits`]: this process's CPU-time limit, niceness, CPU affinity and resident
 //!   size, for a pool worker's limits.
 #![allow(unsafe_code)]

@@ -4,7 +4,8 @@
 //! Each function documents the invariant its unsafe block relies on. None of them runs
 //! between `fork` and `exec`: workers are started with `posix_spawn` semantics (std's
 //! `Command` without `pre_exec`), and everything a worker sets up for itself happens
-//! after `exec`, in the worker.
+//! after `exec`, in the worker. The one `fork` without `exec` is the fork server's
+//! ([`fork`]), which refuses to run in a process with more than one thread.
 //!
 //! # References
 //! - <https://man7.org/linux/man-pages/man2/pidfd_open.2.html>
@@ -267,6 +268,79 @@ pub(crate) fn pidfd_peek_exit(pidfd: BorrowedFd<'_>) -> io::Result<Option<crate:
         // Not an exit (stopped or continued): not asked for, not reported.
         (None, None) => None,
     })
+}
+
+/// Forks this process, which must have one thread: `Ok(None)` in the child,
+/// `Ok(Some(pid))` in the parent. For the fork server, whose loop runs before `main`
+/// and starts no thread.
+///
+/// # Errors
+/// `EAGAIN`/`ENOMEM` from the kernel; `EPERM` if this process has more than one thread
+/// (a child of a threaded process may only call async-signal-safe functions, and a
+/// worker calls everything).
+pub(crate) fn fork() -> io::Result<Option<u32>> {
+    if threads()? != 1 {
+        return Err(io::Error::from_raw_os_error(libc::EPERM));
+    }
+    // SAFETY: this process has a single thread (checked above, and no other thread can
+    // appear meanwhile: only this thread could create one), so no lock is held by a
+    // thread that would be missing in the child, and the child may run any code.
+    let pid = unsafe { libc::fork() };
+    match pid {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(None),
+        pid => Ok(Some(pid as u32)),
+    }
+}
+
+/// How many threads this process has: procfs counts them in the link count of
+/// `/proc/self/task` (two plus one per thread).
+fn threads() -> io::Result<u64> {
+    let st = rustix::fs::stat("/proc/self/task")?;
+    Ok((st.st_nlink as u64).saturating_sub(2))
+}
+
+/// Closes every descriptor from `first` up, as a freshly forked worker does with what
+/// it inherited from the fork server beyond its stdio.
+pub(crate) fn close_from(first: u32) -> io::Result<()> {
+    // SAFETY: close_range only closes descriptors; the caller (a process just forked,
+    // single-threaded) owns every descriptor at or above `first` and drops no
+    // `OwnedFd` of them afterwards (it leaves the fork server's loop for good).
+    let rc = unsafe { libc::syscall(libc::SYS_close_range, first, libc::c_uint::MAX, 0) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Puts `fd` on this process's stdin (fd 0), the way a worker expects its control
+/// socket.
+pub(crate) fn set_stdin(fd: BorrowedFd<'_>) -> io::Result<()> {
+    Ok(rustix::stdio::dup2_stdin(fd)?)
+}
+
+/// Makes this process the leader of a process group of its own.
+pub(crate) fn own_process_group() -> io::Result<()> {
+    Ok(rustix::process::setpgid(None, None)?)
+}
+
+/// Sends `SIGKILL` to `pid`, a child of this process that is not reaped yet (so the
+/// pid is still its own).
+pub(crate) fn kill_child(pid: u32) -> io::Result<()> {
+    Ok(rustix::process::kill_process(pid_of(pid)?, Signal::KILL)?)
+}
+
+/// Reaps the child `pid`, which has exited, and returns its raw wait status (what
+/// `std::os::unix::process::ExitStatusExt::from_raw` takes).
+pub(crate) fn reap_child(pid: u32) -> io::Result<i32> {
+    loop {
+        match rustix::process::waitpid(Some(pid_of(pid)?), rustix::process::WaitOptions::empty()) {
+            Ok(Some((_, status))) => return Ok(status.as_raw()),
+            Ok(None) => return Err(io::Error::from_raw_os_error(libc::ECHILD)),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// `CLOCK_MONOTONIC` in nanoseconds: one clock for every process on this machine, so

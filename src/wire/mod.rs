@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{CodecError, PanicInfo, ProtocolError};
 
 pub(crate) mod bulk;
+pub(crate) mod fork;
 pub(crate) mod handles;
 pub(crate) mod lanes;
 pub(crate) mod ring;

@@ -9,6 +9,8 @@
 //! - [`progress`]: the page shared with the parent's driver, on which the worker
 //!   claims each task before running it;
 //! - [`identity`]: who the process is, for `current_process()`;
+//! - [`fork_server`]: the process that forks pool workers instead of starting this
+//!   executable again, for pools built with `StartMethod::ForkServer`;
 //! - `forward` (feature `tracing`): the spans and events its tasks emit, sent to the
 //!   parent.
 //!
@@ -22,6 +24,7 @@
 //! panic hook, and the parent-death signal.
 
 mod ctor;
+mod fork_server;
 #[cfg(feature = "tracing")]
 mod forward;
 pub(crate) mod identity;
@@ -37,8 +40,9 @@ pub(crate) use ctor::keep_linked;
 use crate::sys;
 use crate::task;
 
-/// Environment variable that marks a worker; its value is `<parent pid>:<d|n>`, `d`
-/// for a daemonic child (killed with its parent), `n` for one that may outlive it.
+/// Environment variable that marks a worker; its value is `<parent pid>:<d|n|z>`, `d`
+/// for a daemonic child (killed with its parent), `n` for one that may outlive it, `z`
+/// for the fork server (which is killed with its parent).
 pub(crate) const ENV_WORKER: &str = "__PROCPOOL_WORKER_OF";
 
 /// Exit codes of a worker that stops for a reason of its own (the parent reads the
@@ -71,29 +75,58 @@ pub(crate) fn run_if_worker() {
     std::env::remove_var(ENV_WORKER);
     let parsed = parent.to_str().and_then(|s| {
         let (pid, kind) = s.split_once(':')?;
-        Some((pid.parse::<u32>().ok()?, kind == "d"))
+        Some((pid.parse::<u32>().ok()?, kind))
     });
-    let code = match panic::catch_unwind(AssertUnwindSafe(|| worker_main(parsed))) {
+    let run = || match parsed {
+        Some((parent, "z")) => {
+            sys::proc::ignore_sigpipe();
+            fork_server::serve(parent)
+        }
+        Some((parent, kind)) => worker_main(Some(Origin {
+            parent,
+            daemon: kind == "d",
+            spawner: parent,
+        })),
+        None => worker_main(None),
+    };
+    let code = match panic::catch_unwind(AssertUnwindSafe(run)) {
         Ok(code) => code,
         Err(_) => code::PANICKED,
     };
     std::process::exit(code);
 }
 
-fn worker_main(marker: Option<(u32, bool)>) -> i32 {
+/// Where a worker comes from.
+#[derive(Debug, Clone, Copy)]
+struct Origin {
+    /// The process it works for.
+    parent: u32,
+    /// Killed with its parent.
+    daemon: bool,
+    /// The process that started it: the parent itself, or the parent's fork server.
+    spawner: u32,
+}
+
+fn worker_main(origin: Option<Origin>) -> i32 {
     sys::proc::ignore_sigpipe();
-    let Some((parent, daemon)) = marker else {
+    let Some(Origin {
+        parent,
+        daemon,
+        spawner,
+    }) = origin
+    else {
         return code::SETUP;
     };
     // The parent-death signal is tied to the spawning thread, which procpool keeps
-    // alive for the life of the parent. If the parent already died between spawn and
-    // here, the signal will never come: check the parent is still ours.
+    // alive for the life of the parent (or to the fork server, which dies with the
+    // parent). If the spawner already died before this point, the signal will never
+    // come: check it is still ours.
     if daemon && sys::proc::kill_me_when_parent_dies().is_err() {
         return code::SETUP;
     }
     // A daemon whose parent is already gone must not run: the signal would never come.
     // A non-daemon goes on: its task is already in its socket.
-    if daemon && parent != sys::proc::parent_pid() {
+    if daemon && spawner != sys::proc::parent_pid() {
         return code::ORPHANED;
     }
     identity::set_parent(parent, daemon);

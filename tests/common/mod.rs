@@ -143,7 +143,7 @@ async fn watch(pid: u32, done: impl Fn(tokio::io::Ready) -> bool, what: &str) {
     );
 }
 
-fn pidfd(pid: u32) -> std::io::Result<std::os::fd::OwnedFd> {
+pub fn pidfd(pid: u32) -> std::io::Result<std::os::fd::OwnedFd> {
     let pid = rustix::process::Pid::from_raw(pid as i32).expect("a pid is positive");
     Ok(rustix::process::pidfd_open(
         pid,

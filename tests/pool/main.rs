@@ -7,6 +7,7 @@ mod common;
 mod crash;
 mod direct;
 mod elastic;
+mod fork_server;
 mod lifecycle;
 mod limits;
 mod map;

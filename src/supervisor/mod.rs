@@ -9,15 +9,21 @@
 //! [`Process`](crate::Process), which therefore works whether or not the caller has a
 //! runtime, and keeps reaping after the caller's runtime is dropped.
 
+mod child;
+mod fork_server;
+
 use std::future::Future;
 use std::io;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::sync::OnceLock;
 
 use std::os::fd::OwnedFd;
 
 use tokio::io::unix::AsyncFd;
 use tokio::runtime::Handle;
+
+pub(crate) use child::Child;
+pub(crate) use fork_server::fork_child;
 
 /// The supervisor's runtime handle, starting the thread on first use.
 ///
@@ -94,7 +100,7 @@ fn gone() -> io::Error {
 }
 
 async fn start(mut cmd: Command, reply: tokio::sync::oneshot::Sender<io::Result<Child>>) {
-    let spawned = cmd.spawn();
+    let spawned = cmd.spawn().map(Child::Exec);
     // Close the parent's copies of the child's stdio right away.
     drop(cmd);
     if let Err(Ok(orphan)) = reply.send(spawned) {
@@ -115,12 +121,16 @@ async fn kill_and_reap(mut child: Child) {
     wait(child).await;
 }
 
-/// Waits for `child` to exit, through its pidfd, and reaps it.
+/// Waits for `child` to exit, through its pidfd (or its status socket), and reaps it.
 pub(crate) async fn wait(mut child: Child) -> Option<std::process::ExitStatus> {
-    match crate::sys::proc::pidfd_open(child.id()).and_then(crate::sys::proc::async_readable) {
-        Ok(pidfd) => reap(&mut child, &pidfd).await,
-        // No pidfd (out of fds): wait on a blocking thread instead.
-        Err(_) => tokio::task::spawn_blocking(move || child.wait().ok())
+    let watched = match child.status_fd() {
+        Some(fd) => crate::sys::sock::dup(fd),
+        None => crate::sys::proc::pidfd_open(child.id()),
+    };
+    match watched.and_then(crate::sys::proc::async_readable) {
+        Ok(fd) => poll_status(&mut child, &fd).await,
+        // Out of fds: wait on a blocking thread instead.
+        Err(_) => tokio::task::spawn_blocking(move || child.wait_blocking().ok())
             .await
             .ok()
             .flatten(),
@@ -128,8 +138,10 @@ pub(crate) async fn wait(mut child: Child) -> Option<std::process::ExitStatus> {
 }
 
 /// Waits until `pidfd` (the pidfd of `child`, registered with the current runtime)
-/// says the child exited, then reaps it. `None` if that cannot be done: the reactor is
-/// gone, or the status was taken by someone else.
+/// says the child exited, then reaps it (for a forked worker: waits for the status the
+/// fork server sends once it has reaped it). `None` if that cannot be done: the
+/// reactor is gone, the status was taken by someone else, or the fork server died
+/// before it sent it.
 ///
 /// # Cancel safety
 /// Cancel safe: the child stays unreaped and can be waited for again.
@@ -137,10 +149,23 @@ pub(crate) async fn reap(
     child: &mut Child,
     pidfd: &AsyncFd<OwnedFd>,
 ) -> Option<std::process::ExitStatus> {
+    match child.status_fd() {
+        None => poll_status(child, pidfd).await,
+        Some(fd) => {
+            let status = crate::sys::sock::dup(fd)
+                .and_then(crate::sys::proc::async_readable)
+                .ok()?;
+            poll_status(child, &status).await
+        }
+    }
+}
+
+/// Asks `child` for its status each time `fd` becomes readable.
+async fn poll_status(child: &mut Child, fd: &AsyncFd<OwnedFd>) -> Option<std::process::ExitStatus> {
     loop {
         if let Some(status) = child.try_wait().ok()? {
             return Some(status);
         }
-        pidfd.readable().await.ok()?.clear_ready();
+        fd.readable().await.ok()?.clear_ready();
     }
 }

@@ -1,0 +1,132 @@
+//! The fork server killed from outside: its workers die with it, and every pool that
+//! uses it heals through a new one. The server is shared by the whole process, so the
+//! tests of this file take [`SERVER`] and run one at a time, alone in this binary.
+
+mod common;
+
+use procpool::{Event, ProcessPoolExecutor, StartMethod, TaskError};
+
+static SERVER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn forked_pool(workers: usize) -> ProcessPoolExecutor {
+    ProcessPoolExecutor::builder()
+        .workers(workers)
+        .start_method(StartMethod::ForkServer)
+        .build()
+        .unwrap()
+}
+
+/// (its pid, its parent's pid: the fork server)
+fn pid_and_server(_: ()) -> (u32, u32) {
+    (std::process::id(), std::os::unix::process::parent_id())
+}
+
+/// The processes whose parent is `pid`.
+fn children_of(pid: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&p| common::ppid(p) == Some(pid) && common::state(p) != Some('Z'))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_fork_server_takes_its_workers_and_the_pool_heals() {
+    let _server = SERVER.lock().await;
+    let pool = forked_pool(2);
+    let (worker, server) = pool.run(pid_and_server, ()).await.unwrap();
+    let running = Event::new().unwrap();
+    let held = pool
+        .try_submit(common::signal_then_spin_forever, running.clone())
+        .unwrap();
+    running.wait().await.unwrap();
+
+    common::signal(server, libc::SIGKILL);
+    match held.await {
+        Err(TaskError::WorkerDied { .. }) => {}
+        other => panic!("expected WorkerDied, got {other:?}"),
+    }
+    common::wait_gone_or_zombie(worker).await;
+
+    // New workers come from a new server; the old one is reaped.
+    let results: Vec<u64> = pool.map(|x: u64| x + 1, 0..1000u64).await.unwrap();
+    assert_eq!(results, (1..=1000u64).collect::<Vec<_>>());
+    let (_, new_server) = pool.run(pid_and_server, ()).await.unwrap();
+    assert_ne!(new_server, server);
+    common::wait_gone(server).await;
+    pool.shutdown().await;
+    assert_eq!(children_of(new_server), Vec::<u32>::new(), "no worker left");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_under_a_storm_of_killed_workers_and_servers_all_resolve() {
+    use futures::StreamExt;
+    const N: u64 = 100_000;
+    const WINDOW: usize = 1024;
+    let _server = SERVER.lock().await;
+    let pool = forked_pool(2);
+    let mut dice = 0x2545_f491_4f6c_dd1du64;
+    let mut roll = |lo: u64, hi: u64| {
+        dice ^= dice << 13;
+        dice ^= dice >> 7;
+        dice ^= dice << 17;
+        lo + dice % (hi - lo)
+    };
+    let mut strike_at = roll(2_000, 15_000);
+    let (mut results, mut died, mut strikes, mut submitted) = (0u64, 0u64, 0u64, 0u64);
+    let mut in_flight = futures::stream::FuturesUnordered::new();
+    while results < N {
+        while submitted < N && in_flight.len() < WINDOW {
+            let i = submitted;
+            let handle = pool.try_submit(|x: u64| x, i).unwrap();
+            in_flight.push(async move { (i, handle.await) });
+            submitted += 1;
+        }
+        let Some((i, r)) = in_flight.next().await else {
+            panic!("{results} results for {submitted} tasks, and none left in flight");
+        };
+        match r {
+            Ok(v) => assert_eq!(v, i),
+            Err(TaskError::WorkerDied { .. }) => died += 1,
+            Err(e) => panic!("task {i}: {e:?}: only its value or WorkerDied may come"),
+        }
+        results += 1;
+        if results == strike_at {
+            // Every other strike kills the server (and so its workers), the others
+            // kill the workers only.
+            for server in common::live_children() {
+                if strikes % 2 == 0 {
+                    common::kill_children();
+                } else {
+                    for worker in children_of(server) {
+                        if let Ok(fd) = common::pidfd(worker) {
+                            let _ = rustix::process::pidfd_send_signal(
+                                &fd,
+                                rustix::process::Signal::KILL,
+                            );
+                        }
+                    }
+                }
+            }
+            strikes += 1;
+            strike_at += roll(2_000, 15_000);
+        }
+    }
+    let stats = pool.stats();
+    eprintln!(
+        "{N} tasks: {died} failed, {strikes} strikes, {} workers replaced",
+        stats.worker_restarts
+    );
+    assert!(strikes >= 2);
+    assert!(stats.worker_restarts >= strikes, "{stats:?}");
+    assert_eq!(stats.submitted, N, "{stats:?}");
+    assert_eq!(stats.cancelled, 0, "{stats:?}");
+    assert_eq!(stats.worker_died, died, "{stats:?}");
+    common::assert_adds_up(stats);
+    assert_eq!(pool.run(|x: u64| x + 1, 1).await.unwrap(), 2);
+    pool.shutdown().await;
+    for server in common::live_children() {
+        assert_eq!(children_of(server), Vec::<u32>::new(), "no worker left");
+    }
+}
