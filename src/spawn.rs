@@ -73,15 +73,7 @@ pub(crate) async fn start(spec: ChildSpec<'_>) -> io::Result<Started> {
 async fn fork(spec: ChildSpec<'_>) -> io::Result<Started> {
     debug_assert!(spec.daemon && spec.stdout.is_none() && spec.stderr.is_none());
     let (ours, theirs) = sys::sock::pair(sys::sock::Kind::Stream)?;
-    let request = ForkRequest {
-        parent: std::process::id(),
-        own_group: spec.own_group,
-        env: spec
-            .env
-            .iter()
-            .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
-            .collect(),
-    };
+    let request = fork_request(spec.own_group, spec.env);
     let (child, pidfd) = supervisor::fork_child(request, theirs, server_command).await?;
     Ok(Started {
         pid: child.id(),
@@ -89,6 +81,25 @@ async fn fork(spec: ChildSpec<'_>) -> io::Result<Started> {
         pidfd,
         socket: ours,
     })
+}
+
+fn fork_request(own_group: bool, env: &[(OsString, OsString)]) -> ForkRequest {
+    ForkRequest {
+        parent: std::process::id(),
+        own_group,
+        env: env
+            .iter()
+            .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+            .collect(),
+    }
+}
+
+/// Whether a fork server can start children with these extra variables: its
+/// requests are read into a buffer of [`MAX_REQUEST`](crate::wire::fork::MAX_REQUEST)
+/// bytes, and the environment is the part of a request that grows.
+pub(crate) fn fits_fork_server(env: &[(OsString, OsString)]) -> bool {
+    postcard::to_allocvec(&fork_request(true, env))
+        .is_ok_and(|bytes| bytes.len() <= crate::wire::fork::MAX_REQUEST)
 }
 
 /// The command that starts the fork server: this executable again, marked as the

@@ -390,7 +390,9 @@ impl PoolBuilder {
     /// [`Error::NoRuntime`] outside a runtime, or in one without I/O or timers;
     /// [`Error::Encode`] if the initializer's argument does not serialise;
     /// [`Error::InvalidConfig`] for zero workers, a zero queue capacity, a frame limit
-    /// under 1 KiB or a pipeline depth outside 1..=[`MAX_PIPELINE`];
+    /// under 1 KiB, a pipeline depth outside 1..=[`MAX_PIPELINE`], or
+    /// [`StartMethod::ForkServer`] with [`env`](PoolBuilder::env) variables over 64 KiB
+    /// in all;
     /// [`Error::Spawn`] if the supervisor thread cannot be started.
     pub fn build(self) -> Result<ProcessPoolExecutor, Error> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
@@ -431,6 +433,13 @@ impl PoolBuilder {
         if self.pipeline.is_some_and(|d| d == 0 || d > MAX_PIPELINE) {
             return Err(Error::InvalidConfig {
                 what: "pipeline_depth must be between 1 and MAX_PIPELINE (64)",
+            });
+        }
+        if self.start_method == StartMethod::ForkServer
+            && !crate::spawn::fits_fork_server(&self.env)
+        {
+            return Err(Error::InvalidConfig {
+                what: "the workers' env variables take more than 64 KiB, the most a fork server request carries; use StartMethod::Spawn or pass large data another way",
             });
         }
         if self.max_tasks_per_worker == Some(0) {

@@ -84,6 +84,7 @@ pub(super) fn serve(parent: u32) -> i32 {
                 // The parent closed its end: it is exiting. Our workers follow us
                 // through their parent-death signal.
                 Taken::End => return code::OK,
+                Taken::Broken => return code::FAILED,
             }
         }
     }
@@ -91,9 +92,14 @@ pub(super) fn serve(parent: u32) -> i32 {
 
 enum Taken {
     Request(ForkRequest, OwnedFd, OwnedFd),
+    /// A message was taken but is not a request: it is answered with `EINVAL`.
     Malformed,
+    /// Nothing to take yet.
     Nothing,
+    /// The parent closed its end.
     End,
+    /// The socket failed without a message being taken.
+    Broken,
 }
 
 fn take_request(requests: &OwnedFd, buf: &mut [u8]) -> Taken {
@@ -112,7 +118,12 @@ fn take_request(requests: &OwnedFd, buf: &mut [u8]) -> Taken {
         }
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Taken::Nothing,
         Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Taken::Nothing,
-        Err(_) => Taken::Malformed,
+        // A message came with more descriptors than it may carry: it was taken, so it
+        // gets its answer.
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => Taken::Malformed,
+        // Nothing was taken, so answering would put every later reply one behind its
+        // request. A socket that fails this way will not recover: stop serving.
+        Err(_) => Taken::Broken,
     }
 }
 

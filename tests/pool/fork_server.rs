@@ -113,6 +113,40 @@ async fn the_pools_environment_reaches_forked_workers() {
 }
 
 #[tokio::test(flavor = "current_thread")]
+async fn an_environment_too_large_for_a_fork_request_is_refused_at_build() {
+    // 40 KiB fits; 70 KiB cannot (a request is at most 64 KiB), and must be refused
+    // up front rather than fail every start of every worker.
+    let fits = forked_pool(1)
+        .env("PROCPOOL_BIG", "x".repeat(40 * 1024))
+        .build()
+        .unwrap();
+    let seen = fits.run(env_of, "PROCPOOL_BIG".to_string()).await.unwrap();
+    assert_eq!(seen.map(|v| v.len()), Some(40 * 1024));
+    fits.shutdown().await;
+
+    match forked_pool(1)
+        .env("PROCPOOL_BIG", "x".repeat(70 * 1024))
+        .build()
+    {
+        Err(procpool::Error::InvalidConfig { what }) => assert!(what.contains("64 KiB"), "{what}"),
+        Ok(_) => panic!("a 70 KiB environment was accepted for a fork server"),
+        Err(other) => panic!("expected InvalidConfig, got {other:?}"),
+    }
+    // The same environment is fine for workers started by exec.
+    let spawned = ProcessPoolExecutor::builder()
+        .workers(1)
+        .env("PROCPOOL_BIG", "x".repeat(70 * 1024))
+        .build()
+        .unwrap();
+    let seen = spawned
+        .run(env_of, "PROCPOOL_BIG".to_string())
+        .await
+        .unwrap();
+    assert_eq!(seen.map(|v| v.len()), Some(70 * 1024));
+    spawned.shutdown().await;
+}
+
+#[tokio::test(flavor = "current_thread")]
 async fn after_shutdown_no_forked_worker_is_left_running_or_unreaped() {
     let pool = forked_pool(2).build().unwrap();
     pool.ready().await.unwrap();
