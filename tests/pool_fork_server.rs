@@ -61,42 +61,21 @@ async fn a_killed_fork_server_takes_its_workers_and_the_pool_heals() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tasks_under_a_storm_of_killed_workers_and_servers_all_resolve() {
-    use futures::StreamExt;
     const N: u64 = 100_000;
     const WINDOW: usize = 1024;
     let _server = SERVER.lock().await;
     let pool = forked_pool(2);
-    let mut dice = 0x2545_f491_4f6c_dd1du64;
-    let mut roll = |lo: u64, hi: u64| {
-        dice ^= dice << 13;
-        dice ^= dice >> 7;
-        dice ^= dice << 17;
-        lo + dice % (hi - lo)
-    };
-    let mut strike_at = roll(2_000, 15_000);
-    let (mut results, mut died, mut strikes, mut submitted) = (0u64, 0u64, 0u64, 0u64);
-    let mut in_flight = futures::stream::FuturesUnordered::new();
-    while results < N {
-        while submitted < N && in_flight.len() < WINDOW {
-            let i = submitted;
-            let handle = pool.try_submit(|x: u64| x, i).unwrap();
-            in_flight.push(async move { (i, handle.await) });
-            submitted += 1;
-        }
-        let Some((i, r)) = in_flight.next().await else {
-            panic!("{results} results for {submitted} tasks, and none left in flight");
-        };
-        match r {
-            Ok(v) => assert_eq!(v, i),
-            Err(TaskError::WorkerDied { .. }) => died += 1,
-            Err(e) => panic!("task {i}: {e:?}: only its value or WorkerDied may come"),
-        }
-        results += 1;
-        if results == strike_at {
+    let common::Storm { died, strikes } = common::storm(
+        N,
+        WINDOW,
+        common::Dice(0x2545_f491_4f6c_dd1d),
+        (2_000, 15_000),
+        |i| pool.try_submit(|x: u64| x, i).unwrap(),
+        |strike| {
             // Every other strike kills the server (and so its workers), the others
             // kill the workers only.
             for server in common::live_children() {
-                if strikes % 2 == 0 {
+                if strike % 2 == 0 {
                     common::kill_children();
                 } else {
                     for worker in children_of(server) {
@@ -109,10 +88,9 @@ async fn tasks_under_a_storm_of_killed_workers_and_servers_all_resolve() {
                     }
                 }
             }
-            strikes += 1;
-            strike_at += roll(2_000, 15_000);
-        }
-    }
+        },
+    )
+    .await;
     let stats = pool.stats();
     eprintln!(
         "{N} tasks: {died} failed, {strikes} strikes, {} workers replaced",

@@ -12,6 +12,7 @@ mod common;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::Dice;
 use procpool::{Event, ProcessPoolExecutor, RawValue, TaskError};
 
 static STORM: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -295,52 +296,22 @@ async fn a_kill_storm_over_maps_fails_at_most_one_item_a_kill() {
     pool.shutdown().await;
 }
 
-/// A xorshift generator: the storm strikes at irregular points, the same ones every
-/// run.
-struct Dice(u64);
-
-impl Dice {
-    /// A number in `lo..hi`.
-    fn roll(&mut self, lo: u64, hi: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        lo + self.0 % (hi - lo)
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_million_tasks_with_workers_killed_at_random_all_resolve() {
-    use futures::StreamExt;
     const N: u64 = 1_000_000;
     const WINDOW: usize = 4096;
     let _storm = STORM.lock().await;
     let pool = ProcessPoolExecutor::builder().workers(2).build().unwrap();
-    let mut dice = Dice(0x2545_f491_4f6c_dd1d);
-    let mut strike_at = dice.roll(20_000, 150_000);
-    let (mut results, mut died, mut kills, mut submitted) = (0u64, 0u64, 0u64, 0u64);
-    let mut in_flight = futures::stream::FuturesUnordered::new();
-    while results < N {
-        while submitted < N && in_flight.len() < WINDOW {
-            let i = submitted;
-            let handle = pool.try_submit(work, (i, 0)).unwrap();
-            in_flight.push(async move { (i, handle.await) });
-            submitted += 1;
-        }
-        let Some((i, r)) = in_flight.next().await else {
-            panic!("{results} results for {submitted} tasks, and none left in flight");
-        };
-        match r {
-            Ok(v) => assert_eq!(v, i),
-            Err(TaskError::WorkerDied { .. }) => died += 1,
-            Err(e) => panic!("task {i}: {e:?}: only its value or WorkerDied may come"),
-        }
-        results += 1;
-        if results == strike_at {
-            kills += common::kill_children();
-            strike_at += dice.roll(20_000, 150_000);
-        }
-    }
+    let mut kills = 0;
+    let common::Storm { died, .. } = common::storm(
+        N,
+        WINDOW,
+        Dice(0x2545_f491_4f6c_dd1d),
+        (20_000, 150_000),
+        |i| pool.try_submit(work, (i, 0)).unwrap(),
+        |_| kills += common::kill_children(),
+    )
+    .await;
     eprintln!("{N} tasks: {died} failed, {kills} workers killed");
     assert!(kills > 0);
     assert!(died <= kills, "{died} failed for {kills} kills");

@@ -273,3 +273,69 @@ pub fn assert_adds_up(stats: procpool::PoolStats) {
         "{stats:?}"
     );
 }
+
+/// A xorshift generator: a storm strikes at irregular points, the same ones every run.
+pub struct Dice(pub u64);
+
+impl Dice {
+    /// A number in `lo..hi`.
+    pub fn roll(&mut self, lo: u64, hi: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        lo + self.0 % (hi - lo)
+    }
+}
+
+/// What a [`storm`] saw.
+#[derive(Debug)]
+pub struct Storm {
+    /// Tasks that failed with `WorkerDied`.
+    pub died: u64,
+    /// Times `strike` ran.
+    pub strikes: u64,
+}
+
+/// Submits tasks `0..n` (task `i` must return `i`), at most `window` in flight, and
+/// after every `dice.roll(every.0, every.1)` results calls `strike` with the number
+/// of strikes so far. Every task must resolve, with its value or `WorkerDied`.
+pub async fn storm(
+    n: u64,
+    window: usize,
+    mut dice: Dice,
+    every: (u64, u64),
+    submit: impl Fn(u64) -> procpool::TaskHandle<u64>,
+    mut strike: impl FnMut(u64),
+) -> Storm {
+    use futures::StreamExt;
+    let mut strike_at = dice.roll(every.0, every.1);
+    let (mut results, mut submitted) = (0u64, 0u64);
+    let mut seen = Storm {
+        died: 0,
+        strikes: 0,
+    };
+    let mut in_flight = futures::stream::FuturesUnordered::new();
+    while results < n {
+        while submitted < n && in_flight.len() < window {
+            let i = submitted;
+            let handle = submit(i);
+            in_flight.push(async move { (i, handle.await) });
+            submitted += 1;
+        }
+        let Some((i, r)) = in_flight.next().await else {
+            panic!("{results} results for {submitted} tasks, and none left in flight");
+        };
+        match r {
+            Ok(v) => assert_eq!(v, i),
+            Err(procpool::TaskError::WorkerDied { .. }) => seen.died += 1,
+            Err(e) => panic!("task {i}: {e:?}: only its value or WorkerDied may come"),
+        }
+        results += 1;
+        if results == strike_at {
+            strike(seen.strikes);
+            seen.strikes += 1;
+            strike_at += dice.roll(every.0, every.1);
+        }
+    }
+    seen
+}
