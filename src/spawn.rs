@@ -9,7 +9,7 @@
 
 use std::ffi::OsString;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::process::{Command, Stdio};
 
@@ -52,35 +52,52 @@ pub(crate) struct Started {
     pub(crate) socket: OwnedFd,
 }
 
-/// Starts a child, waiting for the supervisor thread asynchronously.
+/// Starts a child, waiting for the supervisor thread asynchronously, and runs `greet`
+/// on our end of the control socket while the child starts (the request is with the
+/// supervisor thread by then). What `greet` writes
+/// there waits in the socket, and the child reads it as soon as it runs, instead of
+/// a round trip after the start has been reported back. `greet` must not block:
+/// nobody reads yet, so it writes without waiting and leaves any rest for later.
 ///
 /// # Errors
-/// The socketpair, the start or the pidfd failed; nothing is left running.
+/// The socketpair, the start or the pidfd failed; nothing is left running, and
+/// `greet`'s value is dropped.
 ///
 /// # Cancel safety
 /// If dropped after the request reached the supervisor, the child may start; the
 /// supervisor then kills and reaps it itself.
-pub(crate) async fn start(spec: ChildSpec<'_>) -> io::Result<Started> {
-    if spec.fork_server {
-        return fork(spec).await;
-    }
-    let (cmd, ours) = command(spec)?;
-    let child = supervisor::start_child(cmd).await?;
-    attach(child, ours)
-}
-
-/// Has the fork server fork the child.
-async fn fork(spec: ChildSpec<'_>) -> io::Result<Started> {
-    debug_assert!(spec.daemon && spec.stdout.is_none() && spec.stderr.is_none());
+pub(crate) async fn start<T>(
+    spec: ChildSpec<'_>,
+    greet: impl FnOnce(BorrowedFd<'_>) -> T,
+) -> io::Result<(Started, T)> {
     let (ours, theirs) = sys::sock::pair(sys::sock::Kind::Stream)?;
-    let request = fork_request(spec.own_group, spec.env);
-    let (child, pidfd) = supervisor::fork_child(request, theirs, server_command).await?;
-    Ok(Started {
+    let mut starting = std::pin::pin!(launch(spec, theirs));
+    // The first poll hands the request to the supervisor thread.
+    let first = futures::poll!(starting.as_mut());
+    let greeting = greet(ours.as_fd());
+    let (child, pidfd) = match first {
+        std::task::Poll::Ready(started) => started?,
+        std::task::Poll::Pending => starting.await?,
+    };
+    let started = Started {
         pid: child.id(),
         child,
         pidfd,
         socket: ours,
-    })
+    };
+    Ok((started, greeting))
+}
+
+/// Starts the child whose end of the control socket is `theirs`, by `exec` or by the
+/// fork server.
+async fn launch(spec: ChildSpec<'_>, theirs: OwnedFd) -> io::Result<(Child, OwnedFd)> {
+    if spec.fork_server {
+        debug_assert!(spec.daemon && spec.stdout.is_none() && spec.stderr.is_none());
+        let request = fork_request(spec.own_group, spec.env);
+        return supervisor::fork_child(request, theirs, server_command).await;
+    }
+    let child = supervisor::start_child(command(spec, theirs)).await?;
+    pidfd_of(child)
 }
 
 fn fork_request(own_group: bool, env: &[(OsString, OsString)]) -> ForkRequest {
@@ -122,9 +139,15 @@ fn server_command() -> io::Result<(Command, OwnedFd)> {
 /// # Errors
 /// As [`start`].
 pub(crate) fn start_now(spec: ChildSpec<'_>) -> io::Result<Started> {
-    let (cmd, ours) = command(spec)?;
-    let child = supervisor::start_child_now(cmd)?;
-    attach(child, ours)
+    let (ours, theirs) = sys::sock::pair(sys::sock::Kind::Stream)?;
+    let child = supervisor::start_child_now(command(spec, theirs))?;
+    let (child, pidfd) = pidfd_of(child)?;
+    Ok(Started {
+        pid: child.id(),
+        child,
+        pidfd,
+        socket: ours,
+    })
 }
 
 /// The greeting every child is sent first. Callers set what is theirs (limits, the
@@ -148,15 +171,13 @@ pub(crate) fn hello(name: String) -> Hello {
 }
 
 /// The command that starts a child of this process: this executable again, marked,
-/// with its end of a new control socketpair as stdin and `env` on top of ours;
-/// returns it with our end.
+/// with `theirs` (its end of the control socket) as stdin and `env` on top of ours.
 ///
 /// No `pre_exec`: std then starts the child with posix_spawn (vfork semantics), whose
 /// cost does not grow with the parent's memory.
-fn command(spec: ChildSpec<'_>) -> io::Result<(Command, OwnedFd)> {
+fn command(spec: ChildSpec<'_>, theirs: OwnedFd) -> Command {
     use std::os::unix::process::CommandExt;
 
-    let (ours, theirs) = sys::sock::pair(sys::sock::Kind::Stream)?;
     let mut cmd = Command::new("/proc/self/exe");
     let kind = if spec.daemon { 'd' } else { 'n' };
     let marker = format!("{}:{kind}", std::process::id());
@@ -173,20 +194,14 @@ fn command(spec: ChildSpec<'_>) -> io::Result<(Command, OwnedFd)> {
     if let Some(s) = spec.stderr {
         cmd.stderr(s);
     }
-    Ok((cmd, ours))
+    cmd
 }
 
 /// Opens the pidfd of a child just started; if that fails, the supervisor kills and
 /// reaps the child.
-fn attach(child: Child, socket: OwnedFd) -> io::Result<Started> {
-    let pid = child.id();
-    match sys::proc::pidfd_open(pid) {
-        Ok(pidfd) => Ok(Started {
-            child,
-            pid,
-            pidfd,
-            socket,
-        }),
+fn pidfd_of(child: Child) -> io::Result<(Child, OwnedFd)> {
+    match sys::proc::pidfd_open(child.id()) {
+        Ok(pidfd) => Ok((child, pidfd)),
         Err(e) => {
             supervisor::reap_later(child);
             Err(e)

@@ -137,6 +137,61 @@ pub(crate) enum Io {
     Exited,
 }
 
+/// What a worker is sent first, and the shared pages it names.
+struct Greeting {
+    progress: Progress,
+    ring: Ring,
+    /// The `Hello`, as much of it as the socket took already; the rest is flushed
+    /// once the socket is registered.
+    writer: FrameWriter,
+}
+
+/// Makes the progress page and the ring, and writes the `Hello` naming them to `sock`
+/// as far as it goes without waiting (nothing reads it yet).
+fn greet(config: &Config, trace_level: u8, sock: BorrowedFd<'_>) -> io::Result<Greeting> {
+    let (progress, page) = Progress::create()?;
+    // The bulk area maps 128 MiB, which would count against a worker's address-space
+    // limit: such a worker's large frames spill to the socket.
+    let bulk = config.limits.address_space.is_none();
+    let (ring, ring_fds) = Ring::create(bulk)?;
+    let waiting = Waiting::on(crate::cpu_count(), config.workers);
+    let hello = Hello {
+        fingerprint: config.fingerprint,
+        max_frame: config.max_frame,
+        initializer: config.initializer.clone(),
+        progress: true,
+        ring: true,
+        bulk,
+        spin: waiting.poll,
+        glance: waiting.glance,
+        limits: config.limits.for_worker(),
+        trace_level,
+        ..spawn::hello(format!(
+            "PoolWorker-{}",
+            NEXT_WORKER.fetch_add(1, Ordering::Relaxed)
+        ))
+    };
+    // The initializer's descriptors, the ring's, then the progress page (last, see
+    // `Hello`).
+    let fds = config
+        .initializer_fds
+        .iter()
+        .map(|fd| sys::sock::dup(fd.as_fd()))
+        .chain(ring_fds.into_iter().map(Ok))
+        .chain(std::iter::once(Ok(page)))
+        .collect::<io::Result<Vec<_>>>()?;
+    let mut writer = FrameWriter::new();
+    writer.start(wire::control(Kind::Hello, &hello), fds);
+    match writer.flush(sock, true) {
+        Err(e) if e.kind() != io::ErrorKind::WouldBlock => Err(e),
+        _ => Ok(Greeting {
+            progress,
+            ring,
+            writer,
+        }),
+    }
+}
+
 impl WorkerProcess {
     /// Starts a worker and completes the handshake (fingerprint, initializer).
     ///
@@ -147,67 +202,41 @@ impl WorkerProcess {
         config: &Config,
         abort: &CancellationToken,
     ) -> Result<WorkerProcess, StartError> {
-        let (progress, page) = Progress::create().map_err(StartError::Spawn)?;
-        // The bulk area maps 128 MiB, which would count against a worker's
-        // address-space limit: such a worker's large frames spill to the socket.
-        let bulk = config.limits.address_space.is_none();
-        let (ring, ring_fds) = Ring::create(bulk).map_err(StartError::Spawn)?;
-        let started = spawn::start(spawn::ChildSpec {
+        let trace_level = crate::pool::span::listening_level();
+        // The shared pages and the greeting are made while the child starts, and the
+        // greeting waits in its socket: the worker reads it as soon as it runs.
+        let spec = spawn::ChildSpec {
             daemon: true,
             env: &config.env,
             own_group: true,
             fork_server: config.start_method == StartMethod::ForkServer,
             ..Default::default()
-        })
-        .await
-        .map_err(StartError::Spawn)?;
+        };
+        let (started, greeting) = spawn::start(spec, |sock| greet(config, trace_level, sock))
+            .await
+            .map_err(StartError::Spawn)?;
         let pid = started.pid;
-        let trace_level = crate::pool::span::listening_level();
-        let mut worker = match Self::attach(started, config.max_frame, progress, ring) {
+        let Greeting {
+            progress,
+            ring,
+            writer,
+        } = match greeting {
+            Ok(greeting) => greeting,
+            Err(e) => {
+                // It reads the end of its socket and exits.
+                supervisor::reap_later(started.child);
+                return Err(StartError::Spawn(e));
+            }
+        };
+        let mut worker = match Self::attach(started, config.max_frame, progress, ring, writer) {
             Ok(w) => w,
             Err((child, e)) => {
                 supervisor::reap_later(child);
                 return Err(StartError::Spawn(e));
             }
         };
-        let waiting = Waiting::on(crate::cpu_count(), config.workers);
-        let hello = Hello {
-            fingerprint: config.fingerprint,
-            max_frame: config.max_frame,
-            initializer: config.initializer.clone(),
-            progress: true,
-            ring: true,
-            bulk,
-            spin: waiting.poll,
-            glance: waiting.glance,
-            limits: config.limits.for_worker(),
-            trace_level,
-            ..spawn::hello(format!(
-                "PoolWorker-{}",
-                NEXT_WORKER.fetch_add(1, Ordering::Relaxed)
-            ))
-        };
-        // The initializer's descriptors, the ring's, then the progress page (last, see
-        // `Hello`).
-        let fds = match config
-            .initializer_fds
-            .iter()
-            .map(|fd| sys::sock::dup(fd.as_fd()))
-            .chain(ring_fds.into_iter().map(Ok))
-            .chain(std::iter::once(Ok(page)))
-            .collect::<io::Result<Vec<_>>>()
-        {
-            Ok(fds) => fds,
-            Err(e) => {
-                worker.kill().await;
-                return Err(StartError::Spawn(e));
-            }
-        };
-        if worker
-            .send(wire::control(Kind::Hello, &hello), fds)
-            .await
-            .is_err()
-        {
+        // The rest of a greeting larger than what the socket took at first.
+        if worker.writer.flush_async(&worker.sock).await.is_err() {
             let exit = worker.wait().await;
             return Err(StartError::Died(pid, exit));
         }
@@ -288,6 +317,7 @@ impl WorkerProcess {
         limit: u64,
         progress: Progress,
         ring: Ring,
+        writer: FrameWriter,
     ) -> Result<WorkerProcess, (Child, io::Error)> {
         let spawn::Started {
             child,
@@ -310,7 +340,7 @@ impl WorkerProcess {
                 ring: Arc::new(ring),
                 bell,
                 reader: FrameReader::new(limit),
-                writer: FrameWriter::new(),
+                writer,
                 limit,
                 reply_stamp: 0,
                 progress: Arc::new(progress),
@@ -505,11 +535,6 @@ impl WorkerProcess {
             }
             Err(_) => None,
         }
-    }
-
-    async fn send(&mut self, frame: Vec<u8>, fds: Vec<OwnedFd>) -> io::Result<()> {
-        self.writer.start(frame, fds);
-        self.writer.flush_async(&self.sock).await.map(drop)
     }
 
     async fn recv(&mut self) -> Result<Frame, ReadError> {

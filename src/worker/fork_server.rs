@@ -50,6 +50,10 @@ pub(super) fn serve(parent: u32) -> i32 {
         Ok(fd) => fd,
         Err(_) => return code::SETUP,
     };
+    // Every worker checks the parent's fingerprint first thing; computed here once,
+    // it is inherited instead of computed again in each (a read of the executable's
+    // headers and code).
+    let _ = crate::task::fingerprint();
     let mut workers: Vec<Worker> = Vec::new();
     let mut buf = vec![0u8; fork::MAX_REQUEST];
     loop {
