@@ -3,9 +3,11 @@
 //! pool built with [`StartMethod::ForkServer`](crate::StartMethod::ForkServer) starts
 //! a worker, and started again if it has died.
 //!
-//! Every request goes through the supervisor thread, one at a time, so the request
-//! socket needs no lock of its own and the server's parent-death signal is tied to
-//! the thread that lives as long as the process.
+//! Only the start goes through the supervisor thread: the server's parent-death
+//! signal is tied to the thread that started it, which lives as long as the process.
+//! Requests are sent by whichever task wants a worker, and each is answered on the
+//! new worker's own status socket, which that task awaits on its own runtime: no
+//! thread hop, no lock held while waiting, and no order to keep between requests.
 
 use std::collections::VecDeque;
 use std::io;
@@ -14,9 +16,11 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use tokio::io::unix::AsyncFd;
+
 use super::child::{Child, Forked};
 use crate::sys;
-use crate::wire::fork::{ForkReply, ForkRequest};
+use crate::wire::fork::{ForkReply, ForkRequest, MAX_REQUEST, REPLY_LEN};
 
 /// Builds the command that starts the fork server, and returns it with our end of the
 /// server's request socket (the server's end is the command's stdin).
@@ -26,79 +30,61 @@ pub(crate) type ServerCommand = fn() -> io::Result<(Command, OwnedFd)>;
 /// (stopped, say) and replaced. It answers in a fraction of a millisecond.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The running server, if any; used only from the supervisor thread.
+/// The running server, if any. Started only on the supervisor thread; its request
+/// socket is written from any thread, under the lock (a send that does not wait).
 static SERVER: Mutex<Option<Server>> = Mutex::new(None);
 
 #[derive(Debug)]
 struct Server {
     requests: OwnedFd,
     process: std::process::Child,
+    /// Which server this is, so that a request that found one broken replaces that
+    /// one, not the one another request has started since.
+    generation: u64,
 }
 
 /// Has the fork server fork a worker whose control socket is `control`, starting the
 /// server first if there is none (or it has died). Returns the worker and its pidfd.
+///
+/// Must be called in a tokio runtime with I/O and timers (a pool's).
 ///
 /// # Errors
 /// The server could not be started, the kernel refused the fork (the server's
 /// `errno`), the request was too large, or the server failed twice in a row.
 ///
 /// # Cancel safety
-/// If dropped after the request reached the supervisor, the worker may start; the
-/// supervisor then kills it, and the server reaps it.
+/// If dropped after the request was sent, the worker may start; it finds its control
+/// socket closed and exits, and the server reaps it.
 pub(crate) async fn fork_child(
     request: ForkRequest,
     control: OwnedFd,
     server: ServerCommand,
 ) -> io::Result<(Child, OwnedFd)> {
-    let (reply, rx) = tokio::sync::oneshot::channel();
-    super::spawn_task(async move {
-        let forked = fork_now(&request, control.as_fd(), server);
-        drop(control);
-        if let Err(Ok((orphan, _))) = reply.send(forked) {
-            super::reap_later(orphan);
-        }
-    })?;
-    rx.await
-        .map_err(|_| io::Error::other("procpool supervisor thread dropped a fork request"))?
-}
-
-fn fork_now(
-    request: &ForkRequest,
-    control: BorrowedFd<'_>,
-    server: ServerCommand,
-) -> io::Result<(Child, OwnedFd)> {
-    let bytes = postcard::to_allocvec(request).map_err(io::Error::other)?;
-    if bytes.len() > crate::wire::fork::MAX_REQUEST {
+    let bytes = postcard::to_allocvec(&request).map_err(io::Error::other)?;
+    if bytes.len() > MAX_REQUEST {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "the workers' environment is too large for the fork server (64 KiB)",
         ));
     }
-    let mut slot = SERVER.lock().unwrap_or_else(|p| p.into_inner());
     let mut broken = None;
     // A server that died since the last request is noticed here, and replaced once.
     for _ in 0..2 {
-        let srv = match slot.as_mut() {
-            Some(srv) => srv,
-            None => slot.insert(Server::start(server)?),
-        };
-        let (ours, theirs) = sys::sock::pair(sys::sock::Kind::Stream)?;
-        match srv.ask(&bytes, control, theirs.as_fd()) {
-            Ok(ForkAnswer::Forked(pid, pidfd)) => {
-                let ours_pidfd = match sys::sock::dup(pidfd.as_fd()) {
+        let generation = running(server).await?;
+        match ask(generation, &bytes, control.as_fd()).await {
+            Ok(Answer::Forked(pid, pidfd, status)) => {
+                let ours = match sys::sock::dup(pidfd.as_fd()) {
                     Ok(fd) => fd,
                     Err(e) => {
                         let _ = sys::proc::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
                         return Err(e);
                     }
                 };
-                return Ok((Child::Forked(Forked::new(pid, pidfd, ours)), ours_pidfd));
+                return Ok((Child::Forked(Forked::new(pid, pidfd, status)), ours));
             }
-            Ok(ForkAnswer::Refused(e)) => return Err(e),
+            Ok(Answer::Refused(e)) => return Err(e),
             Err(e) => {
-                if let Some(old) = slot.take() {
-                    super::reap_later(Child::Exec(old.process));
-                }
+                retire(generation);
                 broken = Some(e);
             }
         }
@@ -106,60 +92,126 @@ fn fork_now(
     Err(broken.unwrap_or_else(|| io::Error::other("the fork server failed")))
 }
 
-enum ForkAnswer {
-    Forked(u32, OwnedFd),
+enum Answer {
+    /// The worker's pid, its pidfd and our end of its status socket.
+    Forked(u32, OwnedFd, OwnedFd),
     Refused(io::Error),
 }
 
-impl Server {
-    fn start(server: ServerCommand) -> io::Result<Server> {
-        let (mut cmd, requests) = server()?;
-        let process = cmd.spawn()?;
-        // Close our copy of the server's end now.
-        drop(cmd);
-        Ok(Server { requests, process })
-    }
+fn lock() -> std::sync::MutexGuard<'static, Option<Server>> {
+    SERVER.lock().unwrap_or_else(|p| p.into_inner())
+}
 
-    /// One request, one answer. `Err` means the server is broken (gone, silent, or
-    /// talking nonsense) and must be replaced.
-    fn ask(
-        &mut self,
-        request: &[u8],
-        control: BorrowedFd<'_>,
-        status: BorrowedFd<'_>,
-    ) -> io::Result<ForkAnswer> {
-        let sock = self.requests.as_fd();
-        sys::sock::send(sock, request, &[control, status], false)?;
-        if !sys::sock::poll(sock, sys::sock::Wait::Readable, Some(ANSWER_TIMEOUT))? {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "the fork server did not answer",
-            ));
-        }
-        let mut buf = [0u8; 64];
-        let mut fds = VecDeque::new();
-        let n = sys::sock::recv(sock, &mut buf, &mut fds, true)?;
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the fork server is gone",
-            ));
-        }
-        match postcard::from_bytes::<ForkReply>(&buf[..n]) {
-            Ok(ForkReply::Forked { pid }) => match fds.pop_front() {
-                Some(pidfd) if fds.is_empty() => Ok(ForkAnswer::Forked(pid, pidfd)),
-                _ => Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "the fork server sent a worker without its pidfd",
-                )),
-            },
-            Ok(ForkReply::Failed { errno }) => {
-                Ok(ForkAnswer::Refused(io::Error::from_raw_os_error(errno)))
-            }
-            Err(_) => Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "the fork server's answer did not parse",
-            )),
+/// The generation of the running server, starting one (on the supervisor thread) if
+/// there is none.
+async fn running(server: ServerCommand) -> io::Result<u64> {
+    if let Some(srv) = lock().as_ref() {
+        return Ok(srv.generation);
+    }
+    let (reply, rx) = tokio::sync::oneshot::channel();
+    super::spawn_task(async move {
+        let _ = reply.send(start_once(server));
+    })?;
+    rx.await
+        .map_err(|_| io::Error::other("procpool supervisor thread dropped a fork request"))?
+}
+
+/// On the supervisor thread: starts the server unless another request already has.
+fn start_once(server: ServerCommand) -> io::Result<u64> {
+    static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut slot = lock();
+    if let Some(srv) = slot.as_ref() {
+        return Ok(srv.generation);
+    }
+    let (mut cmd, requests) = server()?;
+    let process = cmd.spawn()?;
+    // Close our copy of the server's end now.
+    drop(cmd);
+    let generation = GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    *slot = Some(Server {
+        requests,
+        process,
+        generation,
+    });
+    Ok(generation)
+}
+
+/// Kills and reaps the server of `generation` if it is still the running one.
+fn retire(generation: u64) {
+    let mut slot = lock();
+    if slot
+        .as_ref()
+        .is_some_and(|srv| srv.generation == generation)
+    {
+        if let Some(old) = slot.take() {
+            super::reap_later(Child::Exec(old.process));
         }
     }
+}
+
+/// One request, one answer on the new status socket. `Err` means the server is broken
+/// (gone, silent, or talking nonsense) and must be replaced.
+async fn ask(generation: u64, request: &[u8], control: BorrowedFd<'_>) -> io::Result<Answer> {
+    let (ours, theirs) = sys::sock::pair(sys::sock::Kind::Stream)?;
+    {
+        let slot = lock();
+        let Some(srv) = slot.as_ref().filter(|srv| srv.generation == generation) else {
+            return Err(io::Error::other("the fork server was replaced"));
+        };
+        // A packet arrives whole or not at all. A full socket means a server that has
+        // stopped reading: broken.
+        sys::sock::send(
+            srv.requests.as_fd(),
+            request,
+            &[control, theirs.as_fd()],
+            true,
+        )?;
+    }
+    // The server has its own copy now; ours would hide its death from the read below.
+    drop(theirs);
+    let status = sys::proc::async_readable(ours)?;
+    let (reply, mut fds) = tokio::time::timeout(ANSWER_TIMEOUT, read_reply(&status))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "the fork server did not answer"))??;
+    let status = status.into_inner();
+    match ForkReply::from_bytes(reply) {
+        Some(ForkReply::Forked { pid }) => match fds.pop_front() {
+            Some(pidfd) if fds.is_empty() => Ok(Answer::Forked(pid, pidfd, status)),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the fork server sent a worker without its pidfd",
+            )),
+        },
+        Some(ForkReply::Failed { errno }) => {
+            Ok(Answer::Refused(io::Error::from_raw_os_error(errno)))
+        }
+        None => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "the fork server's answer did not parse",
+        )),
+    }
+}
+
+/// Reads the [`REPLY_LEN`] bytes of a reply, and the descriptors beside them, and not
+/// a byte more (the exit status follows on the same socket).
+async fn read_reply(status: &AsyncFd<OwnedFd>) -> io::Result<([u8; REPLY_LEN], VecDeque<OwnedFd>)> {
+    let mut reply = [0u8; REPLY_LEN];
+    let mut fds = VecDeque::new();
+    let mut have = 0;
+    while have < REPLY_LEN {
+        let mut guard = status.readable().await?;
+        match sys::sock::recv(status.get_ref().as_fd(), &mut reply[have..], &mut fds, true) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the fork server is gone",
+                ))
+            }
+            Ok(n) => have += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => guard.clear_ready(),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((reply, fds))
 }

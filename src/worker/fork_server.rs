@@ -8,8 +8,8 @@
 //! server is single-threaded, so its children may run anything.
 //!
 //! The server loops on `poll` over its request socket (its stdin) and the pidfds of
-//! the workers it started. A request ([`crate::wire::fork`]) is answered with the new
-//! worker's pid and pidfd; a worker that exits is reaped here (it is our child, not
+//! the workers it started. A request ([`crate::wire::fork`]) is answered on the
+//! worker's status socket with the new worker's pid and pidfd; a worker that exits is reaped here (it is our child, not
 //! the parent's), the rest of its process group killed first if it had its own, and
 //! its raw wait status written to its status socket for the parent.
 //!
@@ -72,19 +72,21 @@ pub(super) fn serve(parent: u32) -> i32 {
         }
         if ready.first() == Some(&0) {
             match take_request(&requests, &mut buf) {
-                Taken::Request(request, control, status) => {
-                    if let Some(worker) = start(&requests, parent, request, control, status) {
+                Taken::Request(Ok(request), control, status) => {
+                    if let Some(worker) = start(parent, request, control, status) {
                         workers.push(worker);
                     }
                 }
-                Taken::Malformed => answer(
-                    &requests,
+                Taken::Request(Err(()), _, status) => answer(
+                    status.as_fd(),
                     ForkReply::Failed {
                         errno: libc::EINVAL,
                     },
                     None,
                 ),
-                Taken::Nothing => {}
+                // Without its status socket there is nowhere to answer; the parent
+                // never sends such a request.
+                Taken::Malformed | Taken::Nothing => {}
                 // The parent closed its end: it is exiting. Our workers follow us
                 // through their parent-death signal.
                 Taken::End => return code::OK,
@@ -95,14 +97,16 @@ pub(super) fn serve(parent: u32) -> i32 {
 }
 
 enum Taken {
-    Request(ForkRequest, OwnedFd, OwnedFd),
-    /// A message was taken but is not a request: it is answered with `EINVAL`.
+    /// A request with its two descriptors; `Err` if the bytes are not a request (it
+    /// is answered with `EINVAL`).
+    Request(Result<ForkRequest, ()>, OwnedFd, OwnedFd),
+    /// A message without its two descriptors.
     Malformed,
     /// Nothing to take yet.
     Nothing,
     /// The parent closed its end.
     End,
-    /// The socket failed without a message being taken.
+    /// The socket failed.
     Broken,
 }
 
@@ -110,35 +114,23 @@ fn take_request(requests: &OwnedFd, buf: &mut [u8]) -> Taken {
     let mut fds = VecDeque::new();
     match sys::sock::recv(requests.as_fd(), buf, &mut fds, true) {
         Ok(0) => Taken::End,
-        Ok(n) => {
-            let request = postcard::from_bytes::<ForkRequest>(&buf[..n]);
-            match (request, fds.len() == fork::REQUEST_FDS) {
-                (Ok(request), true) => match (fds.pop_front(), fds.pop_front()) {
-                    (Some(control), Some(status)) => Taken::Request(request, control, status),
-                    _ => Taken::Malformed,
-                },
-                _ => Taken::Malformed,
+        Ok(n) => match (fds.pop_front(), fds.pop_front(), fds.is_empty()) {
+            (Some(control), Some(status), true) => {
+                let request = postcard::from_bytes::<ForkRequest>(&buf[..n]).map_err(drop);
+                Taken::Request(request, control, status)
             }
-        }
+            _ => Taken::Malformed,
+        },
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Taken::Nothing,
         Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Taken::Nothing,
-        // A message came with more descriptors than it may carry: it was taken, so it
-        // gets its answer.
+        // More descriptors came than one message may carry (the kernel closed them).
         Err(e) if e.kind() == std::io::ErrorKind::InvalidData => Taken::Malformed,
-        // Nothing was taken, so answering would put every later reply one behind its
-        // request. A socket that fails this way will not recover: stop serving.
         Err(_) => Taken::Broken,
     }
 }
 
 /// Forks one worker and answers the request. In the child this never returns.
-fn start(
-    requests: &OwnedFd,
-    parent: u32,
-    request: ForkRequest,
-    control: OwnedFd,
-    status: OwnedFd,
-) -> Option<Worker> {
+fn start(parent: u32, request: ForkRequest, control: OwnedFd, status: OwnedFd) -> Option<Worker> {
     let own_group = request.own_group;
     match sys::proc::fork() {
         Ok(None) => std::process::exit(become_worker(parent, request, control, status)),
@@ -146,7 +138,8 @@ fn start(
             drop(control);
             match sys::proc::pidfd_open(pid) {
                 Ok(pidfd) => {
-                    answer(requests, ForkReply::Forked { pid }, Some(pidfd.as_fd()));
+                    let reply = ForkReply::Forked { pid };
+                    answer(status.as_fd(), reply, Some(pidfd.as_fd()));
                     Some(Worker {
                         pid,
                         pidfd,
@@ -159,13 +152,13 @@ fn start(
                     let _ = sys::proc::kill_group(pid);
                     let _ = sys::proc::kill_child(pid);
                     let _ = sys::proc::reap_child(pid);
-                    answer(requests, failed(&e), None);
+                    answer(status.as_fd(), failed(&e), None);
                     None
                 }
             }
         }
         Err(e) => {
-            answer(requests, failed(&e), None);
+            answer(status.as_fd(), failed(&e), None);
             None
         }
     }
@@ -177,13 +170,11 @@ fn failed(e: &std::io::Error) -> ForkReply {
     }
 }
 
-fn answer(requests: &OwnedFd, reply: ForkReply, pidfd: Option<BorrowedFd<'_>>) {
-    let Ok(bytes) = postcard::to_allocvec(&reply) else {
-        return;
-    };
+/// Answers a request on its status socket, which is new and empty: the reply fits.
+fn answer(status: BorrowedFd<'_>, reply: ForkReply, pidfd: Option<BorrowedFd<'_>>) {
     let fds: Vec<BorrowedFd<'_>> = pidfd.into_iter().collect();
-    // The parent waits for this answer; if it is gone, so are we shortly.
-    let _ = sys::sock::send(requests.as_fd(), &bytes, &fds, false);
+    // If the parent is gone, so are we shortly.
+    let _ = sys::sock::send(status, &reply.to_bytes(), &fds, true);
 }
 
 /// A worker exited: kill what it left in its group, reap it, tell the parent.
