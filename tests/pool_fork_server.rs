@@ -21,21 +21,14 @@ fn pid_and_server(_: ()) -> (u32, u32) {
     (std::process::id(), std::os::unix::process::parent_id())
 }
 
-/// The processes whose parent is `pid`.
-fn children_of(pid: u32) -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&p| common::ppid(p) == Some(pid) && common::state(p) != Some('Z'))
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_fork_server_takes_its_workers_and_the_pool_heals() {
     let _server = SERVER.lock().await;
     let pool = forked_pool(2);
     let (worker, server) = pool.run(pid_and_server, ()).await.unwrap();
+    // A spare waits for the next request, and dies with its server too.
+    let spare = common::spare_of(server);
+    assert_ne!(spare, worker);
     let running = Event::new().unwrap();
     let held = pool
         .try_submit(common::signal_then_spin_forever, running.clone())
@@ -48,6 +41,7 @@ async fn a_killed_fork_server_takes_its_workers_and_the_pool_heals() {
         other => panic!("expected WorkerDied, got {other:?}"),
     }
     common::wait_gone_or_zombie(worker).await;
+    common::wait_gone_or_zombie(spare).await;
 
     // New workers come from a new server; the old one is reaped.
     let results: Vec<u64> = pool.map(|x: u64| x + 1, 0..1000u64).await.unwrap();
@@ -56,7 +50,11 @@ async fn a_killed_fork_server_takes_its_workers_and_the_pool_heals() {
     assert_ne!(new_server, server);
     common::wait_gone(server).await;
     pool.shutdown().await;
-    assert_eq!(children_of(new_server), Vec::<u32>::new(), "no worker left");
+    assert_eq!(
+        common::workers_of(new_server),
+        Vec::<u32>::new(),
+        "no worker left"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -73,12 +71,12 @@ async fn tasks_under_a_storm_of_killed_workers_and_servers_all_resolve() {
         |i| pool.try_submit(|x: u64| x, i).unwrap(),
         |strike| {
             // Every other strike kills the server (and so its workers), the others
-            // kill the workers only.
+            // kill its children: the workers and the spare.
             for server in common::live_children() {
                 if strike % 2 == 0 {
                     common::kill_children();
                 } else {
-                    for worker in children_of(server) {
+                    for worker in common::children_of(server) {
                         if let Ok(fd) = common::pidfd(worker) {
                             let _ = rustix::process::pidfd_send_signal(
                                 &fd,
@@ -105,6 +103,42 @@ async fn tasks_under_a_storm_of_killed_workers_and_servers_all_resolve() {
     assert_eq!(pool.run(|x: u64| x + 1, 1).await.unwrap(), 2);
     pool.shutdown().await;
     for server in common::live_children() {
-        assert_eq!(children_of(server), Vec::<u32>::new(), "no worker left");
+        assert_eq!(
+            common::workers_of(server),
+            Vec::<u32>::new(),
+            "no worker left"
+        );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_spares_are_reaped_and_replaced_and_pools_still_start() {
+    let _server = SERVER.lock().await;
+    let pool = forked_pool(1);
+    let (_, server) = pool.run(pid_and_server, ()).await.unwrap();
+    pool.shutdown().await;
+    // Kill both spares the server holds (it forks them together, once requests
+    // pause, and forks none after a spare dies until the next request).
+    let mut killed = Vec::new();
+    for _ in 0..2 {
+        let spare = common::spare_of(server);
+        common::signal(spare, libc::SIGKILL);
+        common::wait_gone_or_zombie(spare).await;
+        killed.push(spare);
+    }
+    // Workers are forked without them, and the server is the same one.
+    let pool = forked_pool(2);
+    let squares: Vec<u64> = pool.map(|x: u64| x * x, 0..1000u64).await.unwrap();
+    assert_eq!(squares, (0..1000u64).map(|x| x * x).collect::<Vec<_>>());
+    let (worker, again) = pool.run(pid_and_server, ()).await.unwrap();
+    assert_eq!(again, server);
+    assert!(!killed.contains(&worker));
+    // The killed spares were reaped by the server, not left as zombies.
+    for &spare in &killed {
+        common::wait_gone(spare).await;
+    }
+    // And after the pause that follows those requests, there are spares again.
+    let spare = common::spare_of(server);
+    assert!(!killed.contains(&spare));
+    pool.shutdown().await;
 }

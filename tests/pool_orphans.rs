@@ -4,7 +4,7 @@
 //! pools of its own (one with an idle worker, one with a worker spinning in a task,
 //! one whose worker is fed a stream of short tasks, so that between them it polls its
 //! ring before it sleeps, and one whose spinning worker was forked by the helper's
-//! fork server), reports their pids and is then killed with SIGKILL. This test process makes itself
+//! fork server, which also holds a spare), reports their pids and is then killed with SIGKILL. This test process makes itself
 //! the orphans' subreaper so that it can see how the grandchildren end and reap them.
 //! It is the only test in this binary, because being a subreaper is process-wide.
 
@@ -76,6 +76,8 @@ async fn workers_of_a_parent_killed_with_sigkill_are_gone() {
     let helper_pid = pool.run(common::whoami, ()).await.unwrap();
     assert_eq!(common::ppid(server), Some(helper_pid));
     assert_eq!(common::state(forked_busy), Some('R'));
+    // The server's spare, forked ahead of its next request.
+    let spare = common::spare_of(server);
     assert_eq!(common::ppid(idle), Some(helper_pid));
     assert_eq!(common::ppid(busy), Some(helper_pid));
     assert_eq!(common::ppid(streaming), Some(helper_pid));
@@ -110,6 +112,15 @@ async fn workers_of_a_parent_killed_with_sigkill_are_gone() {
     common::wait_gone_or_zombie(server).await;
     common::wait_gone_or_zombie(forked_busy).await;
     assert_eq!(common::reap(forked_busy), Exit::Signal(libc::SIGKILL));
+    // The spare by its parent-death signal, or the end of its socket to the server.
+    common::wait_gone_or_zombie(spare).await;
+    assert!(
+        matches!(
+            common::reap(spare),
+            Exit::Code(0) | Exit::Signal(libc::SIGKILL)
+        ),
+        "the spare ended"
+    );
     assert!(
         matches!(
             common::reap(server),

@@ -319,6 +319,22 @@ pub(crate) fn set_stdin(fd: BorrowedFd<'_>) -> io::Result<()> {
     Ok(rustix::stdio::dup2_stdin(fd)?)
 }
 
+/// This process's stdin, borrowed (a forked spare reads its request there).
+pub(crate) fn stdin() -> BorrowedFd<'static> {
+    rustix::stdio::stdin()
+}
+
+/// The name of this thread (of the process, in a single-threaded one), as `ps` shows
+/// it: at most 15 bytes.
+pub(crate) fn name() -> io::Result<std::ffi::CString> {
+    Ok(rustix::thread::name()?)
+}
+
+/// Renames this thread (the process, in a single-threaded one); cut to 15 bytes.
+pub(crate) fn set_name(name: &std::ffi::CStr) -> io::Result<()> {
+    Ok(rustix::thread::set_name(name)?)
+}
+
 /// Makes this process the leader of a process group of its own.
 pub(crate) fn own_process_group() -> io::Result<()> {
     Ok(rustix::process::setpgid(None, None)?)

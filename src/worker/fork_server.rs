@@ -7,11 +7,18 @@
 //! it does not grow with the parent's heap or depend on what its threads hold. The
 //! server is single-threaded, so its children may run anything.
 //!
-//! The server loops on `poll` over its request socket (its stdin) and the pidfds of
-//! the workers it started. A request ([`crate::wire::fork`]) is answered on the
-//! worker's status socket with the new worker's pid and pidfd; a worker that exits is reaped here (it is our child, not
-//! the parent's), the rest of its process group killed first if it had its own, and
-//! its raw wait status written to its status socket for the parent.
+//! The server loops on `poll` over its request socket (its stdin), the pidfds of the
+//! workers it started and those of its spares. A request ([`crate::wire::fork`]) is
+//! answered on the worker's status socket with the new worker's pid and pidfd. A
+//! worker that exits is reaped here (it is our child, not the parent's), the rest of
+//! its process group killed first if it had its own, and its raw wait status written
+//! to its status socket for the parent.
+//!
+//! **Spares.** Once requests pause, the server forks [`SPARES`] children ahead of
+//! time, which wait (named `procpool-spare`, holding nothing of the server's) for
+//! one request each. A request that finds a spare is answered with it at once and
+//! then handed to it, so the start of a small pool has no fork on its path; one
+//! that finds none is forked for. Spares die with the server.
 //!
 //! A forked worker then goes where an exec'd one goes: [`super::worker_main`], with
 //! its control socket on stdin and every other inherited descriptor closed. Its
@@ -35,6 +42,28 @@ struct Worker {
     own_group: bool,
 }
 
+/// A child forked ahead of the next request, waiting to become its worker: at the
+/// request the server only hands it the request and its control socket, so no fork
+/// is on the path of a worker's start (a fork of even this small process takes 50 to
+/// 200 µs on a 2-vCPU VM, where the start of a pool keeps both CPUs busy).
+struct Spare {
+    pid: u32,
+    pidfd: OwnedFd,
+    /// The server's end of the spare's socket (`SOCK_SEQPACKET`; the spare's stdin).
+    channel: OwnedFd,
+}
+
+/// How many spares the server keeps: a pool of two (on a 2-CPU machine, the default)
+/// then starts without a fork in the way.
+const SPARES: usize = 2;
+
+/// How long requests must pause before the server forks new spares.
+const REFILL_AFTER: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// What `ps` shows for a spare (its `comm`), until it becomes a worker and takes the
+/// server's name back.
+const SPARE_NAME: &std::ffi::CStr = c"procpool-spare";
+
 /// Serves fork requests until the parent closes the request socket; returns the exit
 /// code.
 pub(super) fn serve(parent: u32) -> i32 {
@@ -56,26 +85,55 @@ pub(super) fn serve(parent: u32) -> i32 {
     let _ = crate::task::fingerprint();
     let mut workers: Vec<Worker> = Vec::new();
     let mut buf = vec![0u8; fork::MAX_REQUEST];
+    let mut spares: Vec<Spare> = Vec::with_capacity(SPARES);
+    // Whether to fork spares at the next pause: after a request, not after a spare
+    // died (one killed from outside must not make the server fork in a loop).
+    let mut refill = true;
     loop {
+        // Spares are forked once requests have paused for `REFILL_AFTER`: a pool asks
+        // for all its workers at once, and the forks for those beyond the spares are
+        // not held up by forks for the next pool.
+        let timeout = (refill && spares.len() < SPARES).then_some(REFILL_AFTER);
+        // The request socket, the workers, then the spares.
         let ready = {
             let fds: Vec<BorrowedFd<'_>> = std::iter::once(requests.as_fd())
                 .chain(workers.iter().map(|w| w.pidfd.as_fd()))
+                .chain(spares.iter().map(|s| s.pidfd.as_fd()))
                 .collect();
-            match sys::sock::poll_readable(&fds, None) {
+            match sys::sock::poll_readable(&fds, timeout) {
                 Ok(ready) => ready,
                 Err(_) => return code::FAILED,
             }
         };
-        // Workers first, from the back, so that the indices stay right.
-        for &i in ready.iter().rev().filter(|&&i| i > 0) {
+        if ready.is_empty() {
+            while spares.len() < SPARES {
+                match fork_spare(parent) {
+                    Some(spare) => spares.push(spare),
+                    None => break,
+                }
+            }
+            refill = false;
+            continue;
+        }
+        // From the back, so that the indices stay right: spares that died (killed
+        // from outside) are reaped, then workers that exited are reported.
+        let live = workers.len();
+        for &i in ready.iter().rev().filter(|&&i| i > live) {
+            let dead = spares.swap_remove(i - live - 1);
+            let _ = sys::proc::reap_child(dead.pid);
+        }
+        for &i in ready.iter().rev().filter(|&&i| i > 0 && i <= live) {
             report(workers.swap_remove(i - 1));
         }
         if ready.first() == Some(&0) {
             match take_request(&requests, &mut buf) {
                 Taken::Request(Ok(request), control, status) => {
-                    if let Some(worker) = start(parent, request, control, status) {
-                        workers.push(worker);
-                    }
+                    let started = match spares.pop() {
+                        Some(s) => hand_over(s, request, control, status),
+                        None => start(parent, request, control, status),
+                    };
+                    workers.extend(started);
+                    refill = true;
                 }
                 Taken::Request(Err(()), _, status) => answer(
                     status.as_fd(),
@@ -87,8 +145,8 @@ pub(super) fn serve(parent: u32) -> i32 {
                 // Without its status socket there is nowhere to answer; the parent
                 // never sends such a request.
                 Taken::Malformed | Taken::Nothing => {}
-                // The parent closed its end: it is exiting. Our workers follow us
-                // through their parent-death signal.
+                // The parent closed its end: it is exiting. Our workers and spares
+                // follow us through their parent-death signal.
                 Taken::End => return code::OK,
                 Taken::Broken => return code::FAILED,
             }
@@ -133,7 +191,11 @@ fn take_request(requests: &OwnedFd, buf: &mut [u8]) -> Taken {
 fn start(parent: u32, request: ForkRequest, control: OwnedFd, status: OwnedFd) -> Option<Worker> {
     let own_group = request.own_group;
     match sys::proc::fork() {
-        Ok(None) => std::process::exit(become_worker(parent, request, control, status)),
+        Ok(None) => {
+            // Closed with the rest of what the server held (see `become_worker`).
+            std::mem::forget(status);
+            std::process::exit(become_worker(parent, request, control))
+        }
         Ok(Some(pid)) => {
             drop(control);
             match sys::proc::pidfd_open(pid) {
@@ -162,6 +224,122 @@ fn start(parent: u32, request: ForkRequest, control: OwnedFd, status: OwnedFd) -
             None
         }
     }
+}
+
+/// Answers a request with the spare's pid and pidfd, and gives it the request. A
+/// spare that cannot take it (it died) is then a worker that died at once.
+fn hand_over(
+    spare: Spare,
+    request: ForkRequest,
+    control: OwnedFd,
+    status: OwnedFd,
+) -> Option<Worker> {
+    // The answer first: once the spare has its request it may take this CPU, and the
+    // parent would wait for the answer until the spare sleeps.
+    answer(
+        status.as_fd(),
+        ForkReply::Forked { pid: spare.pid },
+        Some(spare.pidfd.as_fd()),
+    );
+    let handed = postcard::to_allocvec(&request)
+        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))
+        .and_then(|bytes| {
+            // Its socket is new and empty: the one packet fits.
+            sys::sock::send(spare.channel.as_fd(), &bytes, &[control.as_fd()], true)
+        });
+    if handed.is_err() {
+        // It died as a spare, or is killed now: either way the parent learns it as
+        // the death of this worker, from the status reported below.
+        let _ = sys::proc::kill_child(spare.pid);
+    }
+    Some(Worker {
+        pid: spare.pid,
+        pidfd: spare.pidfd,
+        status,
+        own_group: request.own_group,
+    })
+}
+
+/// Forks the next spare; `None` if the kernel refused (the next request then forks).
+fn fork_spare(parent: u32) -> Option<Spare> {
+    let server = std::process::id();
+    let (channel, theirs) = sys::sock::pair(sys::sock::Kind::SeqPacket).ok()?;
+    // Named before the fork, so that the spare is born with its name (a look at the
+    // server's children never takes a spare for a worker).
+    let name = sys::proc::name().ok();
+    let _ = sys::proc::set_name(SPARE_NAME);
+    let forked = sys::proc::fork();
+    if let (Ok(Some(_)) | Err(_), Some(name)) = (&forked, &name) {
+        let _ = sys::proc::set_name(name);
+    }
+    match forked {
+        Ok(None) => std::process::exit(spare_main(parent, server, theirs, name)),
+        Ok(Some(pid)) => {
+            drop(theirs);
+            match sys::proc::pidfd_open(pid) {
+                Ok(pidfd) => Some(Spare {
+                    pid,
+                    pidfd,
+                    channel,
+                }),
+                Err(_) => {
+                    // Unreaped, so the pid is still this child's.
+                    let _ = sys::proc::kill_child(pid);
+                    let _ = sys::proc::reap_child(pid);
+                    None
+                }
+            }
+        }
+        Err(_) => None,
+    }
+}
+
+/// A spare's life: wait, holding nothing of the server's, for one request; then
+/// become its worker. Returns an exit code if that never happens.
+fn spare_main(parent: u32, server: u32, channel: OwnedFd, name: Option<std::ffi::CString>) -> i32 {
+    // Killed with the server; and if the server is already gone, that signal will
+    // never come.
+    if sys::proc::kill_me_when_parent_dies().is_err() {
+        return code::SETUP;
+    }
+    if sys::proc::parent_pid() != server {
+        return code::ORPHANED;
+    }
+    // The channel becomes stdin, replacing the server's request socket: a spare that
+    // held that socket would keep a dead server's requests (and their status
+    // sockets) queued, and the parent would wait for answers that never come. All
+    // else the server held (workers' pidfds and status sockets) is closed too.
+    if sys::proc::set_stdin(channel.as_fd()).is_err() {
+        return code::SETUP;
+    }
+    // Closed by number just below; never dropped (this function ends the process).
+    std::mem::forget(channel);
+    if sys::proc::close_from(3).is_err() {
+        return code::SETUP;
+    }
+    let mut buf = vec![0u8; fork::MAX_REQUEST];
+    let mut fds = VecDeque::new();
+    let n = loop {
+        match sys::sock::recv(sys::proc::stdin(), &mut buf, &mut fds, false) {
+            Ok(n) => break n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return code::SETUP,
+        }
+    };
+    // The server closed the channel without a request: it is exiting.
+    if n == 0 {
+        return code::OK;
+    }
+    let (Some(control), true) = (fds.pop_front(), fds.is_empty()) else {
+        return code::PROTOCOL;
+    };
+    let Ok(request) = postcard::from_bytes::<ForkRequest>(&buf[..n]) else {
+        return code::PROTOCOL;
+    };
+    if let Some(name) = name {
+        let _ = sys::proc::set_name(&name);
+    }
+    become_worker(parent, request, control)
 }
 
 fn failed(e: &std::io::Error) -> ForkReply {
@@ -194,17 +372,16 @@ fn report(worker: Worker) {
 }
 
 /// The child's side of a fork: from the server's state to a worker's.
-fn become_worker(parent: u32, request: ForkRequest, control: OwnedFd, status: OwnedFd) -> i32 {
+fn become_worker(parent: u32, request: ForkRequest, control: OwnedFd) -> i32 {
     let server = sys::proc::parent_pid();
     if sys::proc::set_stdin(control.as_fd()).is_err() {
         return code::SETUP;
     }
     // Everything inherited beyond stdio is the server's: its request socket, other
-    // workers' pidfds and status sockets. None of those values is dropped after this
-    // (this function ends the process), so closing the numbers cannot close a
-    // descriptor opened later.
+    // workers' pidfds and status sockets, the spare's. None of those values is
+    // dropped after this (this function ends the process), so closing the numbers
+    // cannot close a descriptor opened later.
     std::mem::forget(control);
-    std::mem::forget(status);
     if sys::proc::close_from(3).is_err() {
         return code::SETUP;
     }

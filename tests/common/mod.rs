@@ -339,3 +339,41 @@ pub async fn storm(
     }
     seen
 }
+
+/// The live processes whose parent is `pid`.
+pub fn children_of(pid: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&p| ppid(p) == Some(pid) && state(p) != Some('Z'))
+        .collect()
+}
+
+/// Whether `pid` is a fork server's spare: forked ahead of the next request, not yet
+/// a worker (it says so in its name).
+pub fn is_spare(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "procpool-spare")
+}
+
+/// The server's spare. The server forks it right after it answers a request, so it
+/// may be a moment late: looked for until it is there (or the server is gone).
+pub fn spare_of(server: u32) -> u32 {
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Some(&spare) = children_of(server).iter().find(|&&p| is_spare(p)) {
+            return spare;
+        }
+        assert!(exists(server), "the server {server} is gone");
+        assert!(std::time::Instant::now() < give_up, "no spare after 30 s");
+        std::thread::yield_now();
+    }
+}
+
+/// The server's children that are workers.
+pub fn workers_of(server: u32) -> Vec<u32> {
+    children_of(server)
+        .into_iter()
+        .filter(|&p| !is_spare(p))
+        .collect()
+}
