@@ -217,8 +217,10 @@ fn main() {
     let idle = rt.block_on(async {
         let pool = common::ready_pool_on(2).await;
         pool.map(trivial, 0..2).await.unwrap();
+        // The workers only: the fork server that the W5 rows started is a child too.
         let kib: u64 = children_of_self()
             .iter()
+            .filter(|&&p| !is_fork_server(p))
             .map(|&p| rss_kib(p, "VmRSS"))
             .sum();
         pool.shutdown().await;
@@ -1110,6 +1112,14 @@ fn cpu_ns(pid: u32) -> u64 {
         .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
         .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
         .sum()
+}
+
+/// Whether `pid` is a procpool fork server (its marker variable ends in `:z`).
+fn is_fork_server(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
+        env.split(|&b| b == 0)
+            .any(|var| var.starts_with(b"__PROCPOOL_WORKER_OF=") && var.ends_with(b":z"))
+    })
 }
 
 fn children_of_self() -> Vec<u32> {
