@@ -203,14 +203,14 @@ fn main() {
     eprintln!("W5: pool of 2 built, first result back");
     let w5 = median_of(s.runs.max(7), || rt.block_on(start_two_and_run(SPAWN)));
     let w5_floor = median_of(s.runs.max(7), raw_start_two_ms);
-    let w5_heap = median_of(s.runs.max(7), || {
-        with_big_heap(|| rt.block_on(start_two_and_run(SPAWN)))
-    });
     // The first pool with the fork server starts it; the next ones find it running.
     let w5_fork_first = rt.block_on(start_two_and_run(FORK));
     let w5_fork = median_of(s.runs.max(7), || rt.block_on(start_two_and_run(FORK)));
-    let w5_fork_heap = median_of(s.runs.max(7), || {
-        with_big_heap(|| rt.block_on(start_two_and_run(FORK)))
+    let (w5_heap, w5_fork_heap) = with_big_heap(|| {
+        (
+            heavy_w5(&rt, SPAWN, s.runs.max(7)),
+            heavy_w5(&rt, FORK, s.runs.max(7)),
+        )
     });
 
     eprintln!("Memory");
@@ -693,17 +693,24 @@ fn only_one(which: &str, rt: &tokio::runtime::Runtime, s: &Sizes) {
             rt.block_on(pool.shutdown());
         }
         "W5" => {
-            // Alternating, so that both see the same machine.
-            let (mut pool, mut floor, mut heavy) = (Vec::new(), Vec::new(), Vec::new());
-            let (mut forked, mut forked_heavy) = (Vec::new(), Vec::new());
+            // Alternating, so that both see the same machine; then the same with the
+            // heap (allocated once, each method warmed up once: see `heavy_w5`).
+            let (mut pool, mut floor, mut forked) = (Vec::new(), Vec::new(), Vec::new());
             let first = rt.block_on(start_two_and_run(FORK));
             for _ in 0..s.runs.max(7) {
                 pool.push(rt.block_on(start_two_and_run(SPAWN)));
                 floor.push(raw_start_two_ms());
-                heavy.push(with_big_heap(|| rt.block_on(start_two_and_run(SPAWN))));
                 forked.push(rt.block_on(start_two_and_run(FORK)));
-                forked_heavy.push(with_big_heap(|| rt.block_on(start_two_and_run(FORK))));
             }
+            let (mut heavy, mut forked_heavy) = (Vec::new(), Vec::new());
+            with_big_heap(|| {
+                rt.block_on(start_two_and_run(SPAWN));
+                rt.block_on(start_two_and_run(FORK));
+                for _ in 0..s.runs.max(7) {
+                    heavy.push(rt.block_on(start_two_and_run(SPAWN)));
+                    forked_heavy.push(rt.block_on(start_two_and_run(FORK)));
+                }
+            });
             let show = |v: &[f64]| {
                 v.iter()
                     .map(|x| format!("{x:.2}"))
@@ -872,9 +879,19 @@ fn spawn_child_on(mode: &str, cpu: Option<usize>) -> (std::process::Child, UnixS
     (child, ours)
 }
 
+/// W5 with the heap of [`with_big_heap`] in place: one start to warm up, as the
+/// series without the heap has had (writing 2 GiB evicts every cache of the machine,
+/// and a start right after it measured 0.76-1.09 ms where the warm ones took
+/// 0.41-0.46), then the median of `runs`.
+fn heavy_w5(rt: &tokio::runtime::Runtime, method: StartMethod, runs: usize) -> f64 {
+    rt.block_on(start_two_and_run(method));
+    median_of(runs, || rt.block_on(start_two_and_run(method)))
+}
+
 /// Runs `f` with 2 GiB of touched heap in this process (the case where a `fork`
-/// would copy page tables for all of it; procpool's `posix_spawn` should not care).
-fn with_big_heap(f: impl FnOnce() -> f64) -> f64 {
+/// would copy page tables for all of it; procpool's `posix_spawn` and its fork
+/// server should not care).
+fn with_big_heap<T>(f: impl FnOnce() -> T) -> T {
     let heap = vec![1u8; 2 << 30];
     let out = f();
     std::hint::black_box(&heap);
