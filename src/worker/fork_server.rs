@@ -198,7 +198,7 @@ fn start(parent: u32, request: ForkRequest, control: OwnedFd, status: OwnedFd) -
         }
         Ok(Some(pid)) => {
             drop(control);
-            match sys::proc::pidfd_open(pid) {
+            match pidfd_or_discard(pid) {
                 Ok(pidfd) => {
                     let reply = ForkReply::Forked { pid };
                     answer(status.as_fd(), reply, Some(pidfd.as_fd()));
@@ -210,10 +210,6 @@ fn start(parent: u32, request: ForkRequest, control: OwnedFd, status: OwnedFd) -
                     })
                 }
                 Err(e) => {
-                    // Unreaped, so the pid is still this child's.
-                    let _ = sys::proc::kill_group(pid);
-                    let _ = sys::proc::kill_child(pid);
-                    let _ = sys::proc::reap_child(pid);
                     answer(status.as_fd(), failed(&e), None);
                     None
                 }
@@ -276,19 +272,12 @@ fn fork_spare(parent: u32) -> Option<Spare> {
         Ok(None) => std::process::exit(spare_main(parent, server, theirs, name)),
         Ok(Some(pid)) => {
             drop(theirs);
-            match sys::proc::pidfd_open(pid) {
-                Ok(pidfd) => Some(Spare {
-                    pid,
-                    pidfd,
-                    channel,
-                }),
-                Err(_) => {
-                    // Unreaped, so the pid is still this child's.
-                    let _ = sys::proc::kill_child(pid);
-                    let _ = sys::proc::reap_child(pid);
-                    None
-                }
-            }
+            let pidfd = pidfd_or_discard(pid).ok()?;
+            Some(Spare {
+                pid,
+                pidfd,
+                channel,
+            })
         }
         Err(_) => None,
     }
@@ -340,6 +329,17 @@ fn spare_main(parent: u32, server: u32, channel: OwnedFd, name: Option<std::ffi:
         let _ = sys::proc::set_name(&name);
     }
     become_worker(parent, request, control)
+}
+
+/// The pidfd of `pid`, a child just forked; if it cannot be opened, the child (and
+/// the process group it may have made) is killed and reaped.
+fn pidfd_or_discard(pid: u32) -> std::io::Result<OwnedFd> {
+    sys::proc::pidfd_open(pid).inspect_err(|_| {
+        // Unreaped, so the pid, and a group of that id, are still this child's.
+        let _ = sys::proc::kill_group(pid);
+        let _ = sys::proc::kill_child(pid);
+        let _ = sys::proc::reap_child(pid);
+    })
 }
 
 fn failed(e: &std::io::Error) -> ForkReply {
