@@ -169,7 +169,13 @@ async fn ask(generation: u64, request: &[u8], control: BorrowedFd<'_>) -> io::Re
     }
     // The server has its own copy now; ours would hide its death from the read below.
     drop(theirs);
-    let status = sys::proc::async_readable(ours)?;
+    answer(ours).await
+}
+
+/// The server's answer on `status`, our end of the new worker's status socket, which
+/// comes back with a [`Answer::Forked`] (its exit status follows there later).
+async fn answer(status: OwnedFd) -> io::Result<Answer> {
+    let status = sys::proc::async_readable(status)?;
     let (reply, mut fds) = tokio::time::timeout(ANSWER_TIMEOUT, read_reply(&status))
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "the fork server did not answer"))??;
@@ -214,4 +220,105 @@ async fn read_reply(status: &AsyncFd<OwnedFd>) -> io::Result<([u8; REPLY_LEN], V
         }
     }
     Ok((reply, fds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::fork::STATUS_LEN;
+
+    /// The server's end of a status socket, and the answer read from ours.
+    async fn answered(server: impl FnOnce(BorrowedFd<'_>)) -> io::Result<Answer> {
+        let (ours, theirs) = sys::sock::pair(sys::sock::Kind::Stream).unwrap();
+        server(theirs.as_fd());
+        drop(theirs);
+        answer(ours).await
+    }
+
+    fn send(sock: BorrowedFd<'_>, bytes: &[u8], fds: &[BorrowedFd<'_>]) {
+        assert_eq!(
+            sys::sock::send(sock, bytes, fds, true).unwrap(),
+            bytes.len()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_forked_answer_keeps_the_status_that_follows_it() {
+        let (stand_in, _keep) = sys::sock::pair(sys::sock::Kind::Stream).unwrap();
+        let got = answered(|srv| {
+            send(
+                srv,
+                &ForkReply::Forked { pid: 4242 }.to_bytes(),
+                &[stand_in.as_fd()],
+            );
+            send(srv, &crate::wire::fork::status_message(7 << 8), &[]);
+        })
+        .await;
+        let Ok(Answer::Forked(pid, _pidfd, status)) = got else {
+            panic!("expected a worker");
+        };
+        assert_eq!(pid, 4242);
+        // The reply was read to its last byte and no further.
+        let mut rest = [0u8; STATUS_LEN + 1];
+        let n = sys::sock::recv(status.as_fd(), &mut rest, &mut VecDeque::new(), true).unwrap();
+        assert_eq!(&rest[..n], &crate::wire::fork::status_message(7 << 8));
+    }
+
+    #[tokio::test]
+    async fn a_reply_in_pieces_is_read_whole() {
+        let (stand_in, _keep) = sys::sock::pair(sys::sock::Kind::Stream).unwrap();
+        let bytes = ForkReply::Forked { pid: 9 }.to_bytes();
+        let got = answered(|srv| {
+            send(srv, &bytes[..3], &[stand_in.as_fd()]);
+            send(srv, &bytes[3..], &[]);
+        })
+        .await;
+        assert!(matches!(got, Ok(Answer::Forked(9, _, _))));
+    }
+
+    #[tokio::test]
+    async fn a_refusal_carries_the_kernels_errno() {
+        let got = answered(|srv| {
+            send(
+                srv,
+                &ForkReply::Failed {
+                    errno: libc::EAGAIN,
+                }
+                .to_bytes(),
+                &[],
+            );
+        })
+        .await;
+        match got {
+            Ok(Answer::Refused(e)) => assert_eq!(e.raw_os_error(), Some(libc::EAGAIN)),
+            _ => panic!("expected a refusal"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_broken_server_is_an_error_never_a_worker() {
+        // Garbage, a worker without its pidfd, and an answer cut off by the server's
+        // death: each says the server must be replaced.
+        let garbage = answered(|srv| send(srv, &[0xff; REPLY_LEN], &[])).await;
+        assert_eq!(
+            garbage.err().map(|e| e.kind()),
+            Some(io::ErrorKind::InvalidData)
+        );
+        let no_pidfd =
+            answered(|srv| send(srv, &ForkReply::Forked { pid: 1 }.to_bytes(), &[])).await;
+        assert_eq!(
+            no_pidfd.err().map(|e| e.kind()),
+            Some(io::ErrorKind::InvalidData)
+        );
+        let cut = answered(|srv| send(srv, &[1, 0, 0], &[])).await;
+        assert_eq!(
+            cut.err().map(|e| e.kind()),
+            Some(io::ErrorKind::UnexpectedEof)
+        );
+        let silent_death = answered(|_| {}).await;
+        assert_eq!(
+            silent_death.err().map(|e| e.kind()),
+            Some(io::ErrorKind::UnexpectedEof)
+        );
+    }
 }

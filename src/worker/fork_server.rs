@@ -398,3 +398,78 @@ fn become_worker(parent: u32, request: ForkRequest, control: OwnedFd) -> i32 {
         spawner: server,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(kind: sys::sock::Kind) -> (OwnedFd, OwnedFd) {
+        sys::sock::pair(kind).unwrap()
+    }
+
+    #[test]
+    fn what_the_server_takes_from_its_request_socket() {
+        let (parent, server) = pair(sys::sock::Kind::SeqPacket);
+        let mut buf = vec![0u8; fork::MAX_REQUEST];
+        assert!(matches!(take_request(&server, &mut buf), Taken::Nothing));
+
+        // A request with its two descriptors.
+        let request = ForkRequest {
+            parent: 1,
+            own_group: true,
+            env: vec![(b"K".to_vec(), b"V".to_vec())],
+        };
+        let bytes = postcard::to_allocvec(&request).unwrap();
+        let (control, _) = pair(sys::sock::Kind::Stream);
+        let (status, status_ours) = pair(sys::sock::Kind::Stream);
+        sys::sock::send(
+            parent.as_fd(),
+            &bytes,
+            &[control.as_fd(), status.as_fd()],
+            true,
+        )
+        .unwrap();
+        match take_request(&server, &mut buf) {
+            Taken::Request(Ok(got), _, _) => assert_eq!(got, request),
+            _ => panic!("expected the request"),
+        }
+
+        // Bytes that are not a request, with both descriptors: answered with EINVAL
+        // on the status socket that came with them.
+        sys::sock::send(
+            parent.as_fd(),
+            &[0xff; 9],
+            &[control.as_fd(), status.as_fd()],
+            true,
+        )
+        .unwrap();
+        let Taken::Request(Err(()), _, their_status) = take_request(&server, &mut buf) else {
+            panic!("expected a malformed request");
+        };
+        answer(
+            their_status.as_fd(),
+            ForkReply::Failed {
+                errno: libc::EINVAL,
+            },
+            None,
+        );
+        let mut reply = [0u8; fork::REPLY_LEN];
+        let n =
+            sys::sock::recv(status_ours.as_fd(), &mut reply, &mut VecDeque::new(), true).unwrap();
+        assert_eq!(n, fork::REPLY_LEN);
+        assert_eq!(
+            ForkReply::from_bytes(reply),
+            Some(ForkReply::Failed {
+                errno: libc::EINVAL
+            })
+        );
+
+        // One descriptor short: nothing to answer on, so it is dropped.
+        sys::sock::send(parent.as_fd(), &bytes, &[control.as_fd()], true).unwrap();
+        assert!(matches!(take_request(&server, &mut buf), Taken::Malformed));
+
+        // The parent closed its end.
+        drop(parent);
+        assert!(matches!(take_request(&server, &mut buf), Taken::End));
+    }
+}
