@@ -15,7 +15,8 @@
 //! What the task emits in the worker is re-emitted inside it (see the driver's
 //! `replay`). Worker events have target `procpool::worker` and a `worker.pid` field:
 //! `started` (`INFO`), `exited` (`DEBUG`), `crashed` (`WARN`, with how it ended) and
-//! `recycled` (`INFO`, with why).
+//! `recycled` (`INFO`, with why). When an idle pool gives back the memory of a
+//! worker's large frames, an event with target `procpool::bulk` (`DEBUG`) says so.
 //!
 //! [`TaskBuilder::name`]: crate::TaskBuilder::name
 
@@ -134,6 +135,14 @@ pub(crate) fn worker_exited(pid: u32) {
 pub(crate) fn worker_crashed(pid: u32, how: &dyn std::fmt::Display) {
     #[cfg(feature = "tracing")]
     tracing::event!(target: "procpool::worker", tracing::Level::WARN, worker.pid = pid, how = %how, "worker crashed");
+}
+
+/// An idle pool gave back the memory its large frames to and from worker `pid` went
+/// through (target `procpool::bulk`).
+#[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
+pub(crate) fn bulk_given_back(pid: u32) {
+    #[cfg(feature = "tracing")]
+    tracing::event!(target: "procpool::bulk", tracing::Level::DEBUG, worker.pid = pid, "bulk area given back");
 }
 
 /// A worker is being replaced for a reason other than a crash.

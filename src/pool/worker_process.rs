@@ -137,6 +137,14 @@ pub(crate) enum Io {
     Exited,
 }
 
+/// A frame of `kind` with an empty body, for the parent's requests to an idle worker.
+fn control_frame(kind: Kind) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(wire::HEADER_LEN);
+    wire::begin(&mut frame);
+    wire::finish(&mut frame, kind, 0, 0, 0);
+    frame
+}
+
 /// What a worker is sent first, and the shared pages it names.
 struct Greeting {
     progress: Progress,
@@ -605,18 +613,28 @@ impl WorkerProcess {
         }
     }
 
+    /// Gives back the pages of the bulk area once it has been idle a while: this
+    /// side's half here, and the worker's by telling it to (if it wrote any since the
+    /// last time). Called by an idle driver when [`Ring::bulk_release_due`] passes.
+    pub(crate) fn release_bulk(&self) {
+        let ours = self.ring.release_bulk();
+        let theirs = self.ring.take_bulk_read();
+        // The worker is idle: its ring has room. It gives its half back before it
+        // reads the next task, which comes behind this in the lane.
+        if theirs {
+            let _ = self.ring.try_push(&[&control_frame(Kind::Release)]);
+        }
+        if ours || theirs {
+            crate::pool::span::bulk_given_back(self.pid);
+        }
+    }
+
     /// Asks the worker to finish, then reaps it. Used for recycling and graceful
     /// shutdown: the worker is idle, so it exits at once.
     pub(crate) async fn retire(mut self) -> Exit {
-        let frame = {
-            let mut buf = Vec::with_capacity(wire::HEADER_LEN);
-            wire::begin(&mut buf);
-            wire::finish(&mut buf, Kind::Shutdown, 0, 0, 0);
-            buf
-        };
         // The worker is idle: its ring has room (if the worker is gone, nobody reads
         // it, and the end of the socket below tells it anyway).
-        let _ = self.ring.try_push(&[&frame]);
+        let _ = self.ring.try_push(&[&control_frame(Kind::Shutdown)]);
         let _ = sys::sock::shutdown_write(self.sock.get_ref().as_fd());
         self.wait().await
     }

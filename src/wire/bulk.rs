@@ -11,8 +11,10 @@
 //! order either way, since every one of them is announced in the lane.
 //!
 //! The pages a half has been written through stay in memory, so that the next large
-//! frame finds them mapped; a side gives its own half's pages back once it has sent
-//! no large frame for [`KEEP`] and the reader has read the last one.
+//! frame finds them mapped. The parent decides when they go: once no large frame has
+//! gone either way for [`KEEP`], it gives its own half's pages back and tells the
+//! worker (`Kind::Release`) to give back its half's, which each side does only when
+//! the other has read every frame in it.
 //!
 //! The reader checks what a slot says as it checks a slot's own frame: the extent
 //! against the half, the header against the frame limit before anything is
@@ -47,6 +49,9 @@ pub(crate) struct Bulk {
     tx: usize,
     rx: usize,
     writer: Mutex<Writer>,
+    /// When this side last copied a frame out of the peer's half, until
+    /// [`take_read`](Self::take_read).
+    read: Mutex<Option<Instant>>,
 }
 
 /// Where the frames in flight lie in this side's half.
@@ -128,6 +133,7 @@ impl Bulk {
             tx,
             rx: HALF_LEN - tx,
             writer: Mutex::new(Writer::default()),
+            read: Mutex::new(None),
         })
     }
 
@@ -165,10 +171,22 @@ impl Bulk {
         true
     }
 
-    /// When this side may give its half's pages back: [`KEEP`] after its last large
-    /// frame; `None` if it holds none.
+    /// When the bulk area has been idle for [`KEEP`]: after this side's last large
+    /// frame and the last it read from the peer's half; `None` if neither happened
+    /// since the last release.
     pub(crate) fn release_due(&self) -> Option<Instant> {
-        self.writer().held.map(|since| since + KEEP)
+        let held = self.writer().held;
+        held.max(*self.last_read()).map(|since| since + KEEP)
+    }
+
+    fn last_read(&self) -> MutexGuard<'_, Option<Instant>> {
+        self.read.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether this side has read a frame from the peer's half since it last asked:
+    /// the peer then holds pages that it may give back.
+    pub(crate) fn take_read(&self) -> bool {
+        self.last_read().take().is_some()
     }
 
     /// Gives the pages of this side's half back to the system if the reader has read
@@ -230,6 +248,7 @@ impl Bulk {
         let mut body = Vec::new();
         self.region
             .read_into(at + HEADER_LEN, len - HEADER_LEN, &mut body);
+        *self.last_read() = Some(Instant::now());
         Ok(Frame {
             header,
             body,

@@ -60,6 +60,9 @@ pub(crate) enum Kind {
     Run = 2,
     /// Parent → worker: finish and exit 0.
     Shutdown = 3,
+    /// Parent → worker: the pool has been idle a while; give back the pages of your
+    /// half of the bulk area (`wire::bulk`), unless a frame there is still unread.
+    Release = 4,
     /// Worker → parent, answer to `Hello`: [`Ready`].
     Ready = 10,
     /// Worker → parent, answer to `Hello`: the worker's fingerprint (u64), then it exits.
@@ -85,6 +88,7 @@ impl Kind {
             1 => Kind::Hello,
             2 => Kind::Run,
             3 => Kind::Shutdown,
+            4 => Kind::Release,
             10 => Kind::Ready,
             11 => Kind::Refused,
             12 => Kind::InitFailed,

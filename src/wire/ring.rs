@@ -218,6 +218,12 @@ impl Ring {
         self.bulk.as_ref().and_then(Bulk::release_due)
     }
 
+    /// Whether this side has read a large frame from the peer since it last asked (see
+    /// [`Bulk::take_read`]).
+    pub(crate) fn take_bulk_read(&self) -> bool {
+        self.bulk.as_ref().is_some_and(Bulk::take_read)
+    }
+
     /// Gives back the memory this side's large frames went through, if the reader has
     /// read them all (else looks again a while later). Whether it did.
     pub(crate) fn release_bulk(&self) -> bool {

@@ -6,7 +6,7 @@
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::sys;
 use crate::wire::ring::{Next, Pushed, Ring};
@@ -94,15 +94,11 @@ impl Incoming {
             if !ring.sleep_for_frame() {
                 continue;
             }
-            // A worker that sent large frames gives their memory back once idle a while.
-            let due = ring.bulk_release_due();
-            let timeout = due.map(|at| at.saturating_duration_since(Instant::now()));
-            let ready = sys::sock::poll_readable(&[sock, ring.bell().as_fd()], timeout);
+            // The pages of large frames are given back when the parent says so
+            // (`Kind::Release`), not on a timer of the worker's.
+            let ready = sys::sock::poll_readable(&[sock, ring.bell().as_fd()], None);
             ring.woke();
             let ready = ready?;
-            if ready.is_empty() && due.is_some() {
-                ring.release_bulk();
-            }
             if !ready.contains(&0) {
                 continue;
             }

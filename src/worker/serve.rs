@@ -128,6 +128,7 @@ pub(super) fn serve(socket: OwnedFd) -> std::io::Result<i32> {
     // in the order it writes them (see `worker::progress`).
     let mut seq = 0u64;
     let mut pace = Pace::new(hello.spin, hello.glance);
+    let bulk_ring = ring.clone();
     let mut link_in = Incoming::new(reader, ring, hello.max_frame);
     loop {
         let mut frame = match pace.next_frame(&mut link_in, sock) {
@@ -223,6 +224,11 @@ pub(super) fn serve(socket: OwnedFd) -> std::io::Result<i32> {
                 }
             }
             Kind::Shutdown => return finish(&link_out),
+            Kind::Release => {
+                if let Some(ring) = &bulk_ring {
+                    ring.release_bulk();
+                }
+            }
             _ => return Ok(code::PROTOCOL),
         }
     }

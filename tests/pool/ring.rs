@@ -125,30 +125,73 @@ fn bulk_bytes_held() -> u64 {
         .sum()
 }
 
+/// Counts the events that say an idle pool gave back its bulk area
+/// (`target: "procpool::bulk"`), and wakes whoever waits for the next one.
+#[cfg(feature = "tracing")]
+#[derive(Clone, Default)]
+struct GivenBack {
+    count: std::sync::Arc<AtomicU64>,
+    changed: std::sync::Arc<tokio::sync::Notify>,
+}
+
+#[cfg(feature = "tracing")]
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for GivenBack {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        if event.metadata().target() == "procpool::bulk" {
+            self.count.fetch_add(1, Ordering::SeqCst);
+            self.changed.notify_waiters();
+        }
+    }
+}
+
+#[cfg(feature = "tracing")]
+impl GivenBack {
+    /// Waits until more than `seen` events have come. The minute is a guard against a
+    /// hang when the release is broken, not a timing.
+    async fn after(&self, seen: u64) {
+        let wait = async {
+            loop {
+                let changed = self.changed.notified();
+                tokio::pin!(changed);
+                changed.as_mut().enable();
+                if self.count.load(Ordering::SeqCst) > seen {
+                    return;
+                }
+                changed.await;
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(60), wait)
+            .await
+            .expect("the bulk area was never given back");
+    }
+}
+
+#[cfg(feature = "tracing")]
 #[tokio::test(flavor = "current_thread")]
 async fn an_idle_pool_gives_back_the_memory_its_large_frames_went_through() {
+    use tracing_subscriber::layer::SubscriberExt;
+    // On this thread only: the pool's drivers run here (a current-thread runtime).
+    let given_back = GivenBack::default();
+    let _guard =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(given_back.clone()));
     let pool = ProcessPoolExecutor::builder().workers(1).build().unwrap();
     let big = bytes(16 << 20);
     // The task and its result each went through a half: both halves hold their pages
     // (unless a second passed in between and they were given back; then again).
-    let mut held = 0;
+    let (mut held, mut seen) = (0, 0);
     for _ in 0..100 {
         assert!(pool.run(echo, big.clone()).await.unwrap() == big);
+        seen = given_back.count.load(Ordering::SeqCst);
         held = own_bulk_bytes(&pool).await;
         if held >= 32 << 20 {
             break;
         }
     }
     assert!(held >= 32 << 20, "{held} bytes held after a 16 MiB echo");
-    // Idle: a second after the last large frame, each side gives its half back.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while own_bulk_bytes(&pool).await > 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "still held after a minute"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    // Idle: a second after the last large frame, the parent gives its half back and
+    // tells the worker, which gives its own back before it takes the next task.
+    given_back.after(seen).await;
+    assert_eq!(own_bulk_bytes(&pool).await, 0);
     // And large frames go through again.
     assert!(pool.run(echo, big.clone()).await.unwrap() == big);
     pool.shutdown().await;

@@ -48,7 +48,7 @@ impl Driver {
             _ = until(scale.idle_timeout.map(|t| Instant::now() + t)) => Idle::TimedOut,
             _ = until(release_due) => {
                 if let Some(w) = worker {
-                    w.ring().release_bulk();
+                    w.release_bulk();
                 }
                 Idle::Again
             }
