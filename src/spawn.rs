@@ -52,20 +52,21 @@ pub(crate) struct Started {
     pub(crate) socket: OwnedFd,
 }
 
-/// Starts a child, waiting for the supervisor thread asynchronously, and runs `greet`
-/// on our end of the control socket while the child starts (the request is with the
-/// supervisor thread by then). What `greet` writes
-/// there waits in the socket, and the child reads it as soon as it runs, instead of
-/// a round trip after the start has been reported back. `greet` must not block:
-/// nobody reads yet, so it writes without waiting and leaves any rest for later.
+/// Starts a child, waiting for the supervisor thread (or the fork server)
+/// asynchronously, and runs `greet` on our end of the control socket while the child
+/// starts (the request is on its way by then). What `greet` writes there waits in the
+/// socket, and the child reads it as soon as it runs, instead of a round trip after
+/// the start has been reported back. `greet` must not block: nobody reads yet, so it
+/// writes without waiting and leaves any rest for later.
 ///
 /// # Errors
 /// The socketpair, the start or the pidfd failed; nothing is left running, and
 /// `greet`'s value is dropped.
 ///
 /// # Cancel safety
-/// If dropped after the request reached the supervisor, the child may start; the
-/// supervisor then kills and reaps it itself.
+/// If dropped after the request went out, the child may start: one started by `exec`
+/// is killed and reaped by the supervisor; a forked one finds its control socket
+/// closed and exits, and the fork server reaps it.
 pub(crate) async fn start<T>(
     spec: ChildSpec<'_>,
     greet: impl FnOnce(BorrowedFd<'_>) -> T,

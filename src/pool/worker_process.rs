@@ -231,7 +231,7 @@ impl WorkerProcess {
         } = match greeting {
             Ok(greeting) => greeting,
             Err(e) => {
-                // It reads the end of its socket and exits.
+                // It never got its greeting: killed and reaped.
                 supervisor::reap_later(started.child);
                 return Err(StartError::Spawn(e));
             }

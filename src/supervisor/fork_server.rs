@@ -138,14 +138,8 @@ fn start_once(server: ServerCommand) -> io::Result<u64> {
 
 /// Kills and reaps the server of `generation` if it is still the running one.
 fn retire(generation: u64) {
-    let mut slot = lock();
-    if slot
-        .as_ref()
-        .is_some_and(|srv| srv.generation == generation)
-    {
-        if let Some(old) = slot.take() {
-            super::reap_later(Child::Exec(old.process));
-        }
+    if let Some(old) = lock().take_if(|srv| srv.generation == generation) {
+        super::reap_later(Child::Exec(old.process));
     }
 }
 
