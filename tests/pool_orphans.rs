@@ -66,6 +66,18 @@ async fn start_grandchildren(_: ()) -> (u32, u32, u32, u32, u32) {
     (idle, busy_pid, streaming, server, forked_busy_pid)
 }
 
+/// Reaps `pid`, which ended either by its parent-death signal (SIGKILL) or, having
+/// seen the end of its socket first, by exiting 0.
+fn assert_ended_by_signal_or_eof(pid: u32, what: &str) {
+    assert!(
+        matches!(
+            common::reap(pid),
+            Exit::Code(0) | Exit::Signal(libc::SIGKILL)
+        ),
+        "{what}"
+    );
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn workers_of_a_parent_killed_with_sigkill_are_gone() {
     common::become_subreaper();
@@ -114,29 +126,11 @@ async fn workers_of_a_parent_killed_with_sigkill_are_gone() {
     assert_eq!(common::reap(forked_busy), Exit::Signal(libc::SIGKILL));
     // The spare by its parent-death signal, or the end of its socket to the server.
     common::wait_gone_or_zombie(spare).await;
-    assert!(
-        matches!(
-            common::reap(spare),
-            Exit::Code(0) | Exit::Signal(libc::SIGKILL)
-        ),
-        "the spare ended"
-    );
-    assert!(
-        matches!(
-            common::reap(server),
-            Exit::Code(0) | Exit::Signal(libc::SIGKILL)
-        ),
-        "the fork server ended"
-    );
+    assert_ended_by_signal_or_eof(spare, "the spare ended");
+    assert_ended_by_signal_or_eof(server, "the fork server ended");
     // The streaming one ends either way: by the signal, or by the end of its socket.
     common::wait_gone_or_zombie(streaming).await;
-    assert!(
-        matches!(
-            common::reap(streaming),
-            Exit::Code(0) | Exit::Signal(libc::SIGKILL)
-        ),
-        "the streaming grandchild ended"
-    );
+    assert_ended_by_signal_or_eof(streaming, "the streaming grandchild ended");
     assert_eq!(common::reap(busy), Exit::Signal(libc::SIGKILL));
     assert!(
         matches!(
