@@ -291,8 +291,11 @@ impl Direct {
             return Look::Driver;
         };
         let stamp = ring.head_stamp();
-        let Ok(frame) = ring.peek(self.port.limit) else {
-            return Look::Driver;
+        let frame = match ring.peek(self.port.limit) {
+            Ok(Some(frame)) => frame,
+            // A large reply that its worker is still copying in.
+            Ok(None) => return Look::Nothing,
+            Err(_) => return Look::Driver,
         };
         let header = frame.header;
         if header.kind != Kind::Done || header.id != id || header.flags & FLAG_SKIPPED != 0 {

@@ -89,7 +89,12 @@ fn next_reply(
     }
     match next {
         Ok(Next::Empty) => None,
-        Ok(Next::Inline) => Some(ring.take(limit).map(Some).map_err(ReadError::Protocol)),
+        Ok(Next::Inline) => match ring.take(limit) {
+            Ok(Some(frame)) => Some(Ok(Some(frame))),
+            // A large reply the worker is still copying in, and slowly.
+            Ok(None) => None,
+            Err(e) => Some(Err(ReadError::Protocol(e))),
+        },
         Ok(Next::Spilled) => Some(Ok(None)),
         Err(e) => Some(Err(ReadError::Protocol(e))),
     }
@@ -471,8 +476,9 @@ impl WorkerProcess {
                 if !ring.sleep_for_frame() {
                     continue;
                 }
-                // The worker writes on the socket only what it announced in the ring;
-                // anything else there is its end, or a lie to be reported.
+                // The worker writes on the socket only what it announced in the ring,
+                // and nothing while a large frame of its is unfinished; anything else
+                // there is its end, or a lie to be reported.
                 tokio::select! {
                     guard = bell.readable() => {
                         ring.woke();
@@ -481,7 +487,7 @@ impl WorkerProcess {
                     guard = sock.readable() => {
                         ring.woke();
                         let mut guard = guard.map_err(ReadError::Io)?;
-                        if ring.next().is_ok_and(|n| n == Next::Empty) {
+                        if ring.next().is_ok_and(|n| n == Next::Empty) || ring.head_is_partial() {
                             match reader.read(sock.get_ref().as_fd(), true) {
                                 Err(ReadError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
                                     guard.clear_ready();
@@ -528,7 +534,10 @@ impl WorkerProcess {
             Err(e) => return Some(Err(ReadError::Protocol(e))),
         }
         self.reply_stamp = self.ring.head_stamp();
-        Some(self.ring.take(self.limit).map_err(ReadError::Protocol))
+        self.ring
+            .take(self.limit)
+            .map_err(ReadError::Protocol)
+            .transpose()
     }
 
     /// A reply already received, without waiting (used after the worker died).

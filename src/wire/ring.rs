@@ -36,7 +36,9 @@
 //!
 //! # A peer that dies or lies
 //! A worker killed while it writes a slot has not published it: the parent never sees
-//! the half-written frame, and learns of the death from the worker's pidfd. Its ring
+//! the half-written frame, and learns of the death from the worker's pidfd. A large
+//! frame is published before it is written ([`super::bulk`] streams it), but it is
+//! never taken until it is whole: its reader sleeps as for an empty lane. Its ring
 //! dies with it; the next worker gets a new one. What the parent reads from the ring
 //! is checked as it would be from the socket: the slot's length against the slot, the
 //! header against the frame limit (before anything is allocated), and the lane's
@@ -48,7 +50,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{fence, Ordering};
 use std::time::Duration;
 
-use super::bulk::Bulk;
+use super::bulk::{Bulk, Extent};
 pub(crate) use super::lanes::Next;
 use super::lanes::{Lanes, Shape, Word};
 use super::stream::Frame;
@@ -185,26 +187,45 @@ impl Ring {
     }
 
     /// Publishes `parts` (one frame, back to back, too large for a slot) through the
-    /// bulk area, and wakes the reader if it sleeps. False, and nothing published,
-    /// when the bulk area or the lane has no room for it now: spill it instead.
+    /// bulk area, the reader copying it out while this side copies it in. False, and
+    /// nothing published, when the bulk area or the lane has no room for it now:
+    /// spill it instead.
     fn try_push_bulk(&self, parts: &[&[u8]]) -> bool {
-        let Some(bulk) = &self.bulk else {
+        let len = parts.iter().map(|p| p.len()).sum();
+        let Some((bulk, extent)) = self.announce_bulk(len) else {
             return false;
         };
-        if self.lanes.is_full() {
-            return false;
-        }
-        let lanes = &self.lanes;
-        let pushed = bulk.write(parts, lanes.tx_freed(), |offset, len| {
-            lanes.try_push_bulk(offset, len, crate::sys::proc::monotonic_ns())
-        });
-        if pushed {
-            self.published();
-        }
-        pushed
+        bulk.fill(extent, parts);
+        self.published();
+        true
     }
 
-    /// After publishing a frame: rings the reader's doorbell if it sleeps.
+    /// Announces a frame of `len` bytes in the bulk area and wakes the reader if it
+    /// sleeps, so that it starts copying out; the frame is still to be copied in.
+    /// `None`, and nothing published, when the bulk area or the lane has no room.
+    fn announce_bulk(&self, len: usize) -> Option<(&Bulk, Extent)> {
+        let bulk = self.bulk.as_ref()?;
+        if self.lanes.is_full() {
+            return None;
+        }
+        let lanes = &self.lanes;
+        let extent = bulk.reserve(len, lanes.tx_freed(), |offset, len| {
+            lanes.try_push_bulk(offset, len, crate::sys::proc::monotonic_ns())
+        })?;
+        self.published();
+        Some((bulk, extent))
+    }
+
+    /// Announces `frame` in the bulk area and copies in only its first `written`
+    /// bytes, as a writer that dies in the middle of it leaves it.
+    #[cfg(test)]
+    pub(crate) fn push_unfinished(&self, frame: &[u8], written: usize) {
+        let (bulk, extent) = self.announce_bulk(frame.len()).expect("room");
+        bulk.fill(extent, &[&frame[..written]]);
+    }
+
+    /// After publishing a frame, or the end of a large one: rings the reader's
+    /// doorbell if it sleeps.
     fn published(&self) {
         fence(Ordering::SeqCst);
         if self.lower(self.lanes.tx_flag(Word::Sleep)) {
@@ -268,30 +289,46 @@ impl Ring {
 
     /// Copies out the frame at the head (after [`next`](Self::next) said
     /// [`Next::Inline`]) and frees its slot. Its header is checked against `limit`
-    /// before its body is copied.
+    /// before its body is copied. `None` for a large frame whose writer has not
+    /// finished it and made no progress for a while ([`STALL`](super::bulk::STALL)):
+    /// wait as for an empty lane ([`sleep_for_frame`](Self::sleep_for_frame) says to
+    /// sleep; the writer rings once the frame is whole).
     ///
     /// # Errors
     /// A protocol error for a header that does not parse, a body over `limit`, a
     /// length that disagrees with the slot's, or descriptors announced in a slot.
-    pub(crate) fn take(&self, limit: u64) -> Result<Frame, ProtocolError> {
+    pub(crate) fn take(&self, limit: u64) -> Result<Option<Frame>, ProtocolError> {
         let frame = self.peek(limit)?;
-        self.skip();
+        if frame.is_some() {
+            self.skip();
+        }
         Ok(frame)
     }
 
     /// Copies out the frame at the head (after [`next`](Self::next) said
     /// [`Next::Inline`]) and leaves it there: [`skip`](Self::skip) frees it once the
-    /// reader keeps it. Checked as [`take`](Self::take) checks.
+    /// reader keeps it. Checked, and `None`, as for [`take`](Self::take).
     ///
     /// # Errors
     /// As [`take`](Self::take).
-    pub(crate) fn peek(&self, limit: u64) -> Result<Frame, ProtocolError> {
+    pub(crate) fn peek(&self, limit: u64) -> Result<Option<Frame>, ProtocolError> {
         match (self.lanes.bulk_at_head(), &self.bulk) {
             (Some((offset, len)), Some(bulk)) => bulk.copy_out(offset, len, limit),
             (Some(_), None) => Err(ProtocolError::Malformed {
                 reason: "a frame in a bulk area the ring does not have".to_owned(),
             }),
-            (None, _) => self.lanes.peek(limit),
+            (None, _) => self.lanes.peek(limit).map(Some),
+        }
+    }
+
+    /// Whether the head of the incoming lane (after [`next`](Self::next) said
+    /// [`Next::Inline`]) is a large frame that its writer has not yet copied in
+    /// whole. Its writer sends nothing on the socket until it has; so if the socket
+    /// has something meanwhile, the writer is gone (or lies).
+    pub(crate) fn head_is_partial(&self) -> bool {
+        match (self.lanes.bulk_at_head(), &self.bulk) {
+            (Some((offset, len)), Some(bulk)) => !bulk.is_whole(offset, len),
+            _ => false,
         }
     }
 
@@ -327,14 +364,17 @@ impl Ring {
     }
 
     /// Before sleeping for a frame: raises this side's `asleep` flag and says whether
-    /// the lane is still empty. If not, the flag is lowered again and the caller reads
-    /// instead of sleeping. After a sleep, call [`woke`](Self::woke).
+    /// the lane is still empty, or its head a large frame still being written
+    /// ([`head_is_partial`](Self::head_is_partial)). If not, the flag is lowered
+    /// again and the caller reads instead of sleeping. After a sleep, call
+    /// [`woke`](Self::woke).
     pub(crate) fn sleep_for_frame(&self) -> bool {
         let asleep = self.lanes.rx_flag(Word::Sleep);
         asleep.store(1, Ordering::Relaxed);
         fence(Ordering::SeqCst);
         let empty = self.lanes.rx_word(Word::Tail).load(Ordering::Acquire)
-            == self.lanes.rx_word(Word::Head).load(Ordering::Relaxed);
+            == self.lanes.rx_word(Word::Head).load(Ordering::Relaxed)
+            || self.head_is_partial();
         if !empty {
             asleep.store(0, Ordering::Relaxed);
         }
@@ -362,21 +402,35 @@ impl Ring {
     }
 }
 
+/// Rings for tests elsewhere in the crate.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::{Ring, WorkerFds};
+
+    /// A parent's ring, with a bulk area, and its worker's view of it.
+    pub(crate) fn pair() -> (Ring, Ring) {
+        let (parent, fds) = Ring::create(true).unwrap();
+        (parent, open(fds))
+    }
+
+    /// The worker's view of a ring from the descriptors the parent sends.
+    pub(crate) fn open(fds: WorkerFds) -> Ring {
+        let mut fds = fds.into_iter();
+        let mut next = || fds.next().unwrap();
+        let (memfd, mine, theirs) = (next(), next(), next());
+        Ring::open(memfd, mine, theirs, fds.next()).unwrap()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::wire::{self, Kind, HEADER_LEN};
 
-    fn pair() -> (Ring, Ring) {
-        let (parent, fds) = Ring::create(true).unwrap();
-        (parent, open(fds))
-    }
+    use super::testing::open;
 
-    fn open(fds: WorkerFds) -> Ring {
-        let mut fds = fds.into_iter();
-        let mut next = || fds.next().unwrap();
-        let (memfd, mine, theirs) = (next(), next(), next());
-        Ring::open(memfd, mine, theirs, fds.next()).unwrap()
+    fn pair() -> (Ring, Ring) {
+        super::testing::pair()
     }
 
     fn frame(body_len: usize, id: u64) -> Vec<u8> {
@@ -393,7 +447,7 @@ mod tests {
         for round in 0..3 * SLOTS as u64 {
             assert!(parent.try_push(&[&frame(5, round)]));
             assert_eq!(worker.next().unwrap(), Next::Inline);
-            let f = worker.take(u64::MAX).unwrap();
+            let f = worker.take(u64::MAX).unwrap().unwrap();
             assert_eq!((f.header.id, f.body), (round, vec![0, 1, 2, 3, 4]));
             assert_eq!(worker.next().unwrap(), Next::Empty);
         }
@@ -422,7 +476,7 @@ mod tests {
         assert!(!Ring::fits(10, 1), "descriptors always spill");
         // Split in two parts, as a frame and its tail are.
         assert!(parent.try_push(&[&exact[..100], &exact[100..]]));
-        let f = worker.take(u64::MAX).unwrap();
+        let f = worker.take(u64::MAX).unwrap().unwrap();
         assert_eq!(f.body, exact[HEADER_LEN..]);
     }
 
@@ -437,16 +491,45 @@ mod tests {
         assert!(!parent.try_push_bulk(&[&whole]));
         assert!(parent.try_push_spilled());
         assert_eq!(worker.next().unwrap(), Next::Inline);
-        let f = worker.peek(u64::MAX).unwrap();
+        let f = worker.peek(u64::MAX).unwrap().unwrap();
         assert_eq!((f.header.id, &f.body[..]), (1, &big[HEADER_LEN..]));
         worker.skip();
-        assert_eq!(worker.take(u64::MAX).unwrap().header.id, 2);
+        assert_eq!(worker.take(u64::MAX).unwrap().unwrap().header.id, 2);
         assert_eq!(worker.next().unwrap(), Next::Spilled);
         worker.skip();
         // All read: the half is free again, from its start.
         assert!(parent.try_push_bulk(&[&frame(5_000, 3)]));
-        assert_eq!(worker.take(u64::MAX).unwrap().header.id, 3);
+        assert_eq!(worker.take(u64::MAX).unwrap().unwrap().header.id, 3);
         assert!(parent.release_bulk());
+    }
+
+    #[test]
+    fn a_reader_asleep_on_an_unfinished_large_frame_is_rung_when_it_is_whole() {
+        let (parent, worker) = pair();
+        let big = frame(3 * super::super::bulk::CHUNK, 1);
+        let rung = |r: &Ring| {
+            crate::sys::sock::poll(
+                r.bell().as_fd(),
+                crate::sys::sock::Wait::Readable,
+                Some(std::time::Duration::ZERO),
+            )
+            .unwrap()
+        };
+        let (bulk, extent) = parent.announce_bulk(big.len()).expect("room");
+        assert_eq!(worker.next().unwrap(), Next::Inline);
+        assert!(worker.head_is_partial());
+        // Nothing copied in yet: the reader gives up after a while and sleeps.
+        assert!(worker.take(u64::MAX).unwrap().is_none());
+        assert!(worker.sleep_for_frame(), "an unfinished frame is slept on");
+        bulk.fill(extent, &[&big]);
+        assert!(!rung(&worker), "not rung before the frame is whole");
+        parent.published();
+        assert!(rung(&worker));
+        worker.woke();
+        assert!(!worker.head_is_partial());
+        assert!(!worker.sleep_for_frame(), "a whole frame is not slept on");
+        let f = worker.take(u64::MAX).unwrap().unwrap();
+        assert_eq!(f.body, big[HEADER_LEN..]);
     }
 
     #[test]
@@ -471,10 +554,10 @@ mod tests {
         }
         assert!(!parent.try_push(&[&frame(0, 99)]));
         assert!(!parent.try_push_spilled());
-        worker.take(u64::MAX).unwrap();
+        worker.take(u64::MAX).unwrap().unwrap();
         assert!(parent.try_push_spilled());
         for i in 1..SLOTS as u64 {
-            assert_eq!(worker.take(u64::MAX).unwrap().header.id, i);
+            assert_eq!(worker.take(u64::MAX).unwrap().unwrap().header.id, i);
         }
         assert_eq!(worker.next().unwrap(), Next::Spilled);
         worker.skip();
@@ -522,7 +605,7 @@ mod tests {
         assert!(!rung(&worker));
         // Something waiting: the worker must not sleep.
         assert!(!worker.sleep_for_frame());
-        worker.take(u64::MAX).unwrap();
+        worker.take(u64::MAX).unwrap().unwrap();
         assert!(worker.sleep_for_frame());
         assert!(parent.try_push(&[&frame(0, 2)]));
         assert!(rung(&worker));
@@ -543,12 +626,12 @@ mod tests {
             }
             worker
         });
-        assert_eq!(parent.take(u64::MAX).unwrap().header.id, 0);
+        assert_eq!(parent.take(u64::MAX).unwrap().unwrap().header.id, 0);
         let _worker = writer.join().unwrap();
         for i in 1..SLOTS as u64 {
-            assert_eq!(parent.take(u64::MAX).unwrap().header.id, i);
+            assert_eq!(parent.take(u64::MAX).unwrap().unwrap().header.id, i);
         }
-        assert_eq!(parent.take(u64::MAX).unwrap().header.id, 1000);
+        assert_eq!(parent.take(u64::MAX).unwrap().unwrap().header.id, 1000);
     }
 
     #[test]
@@ -560,7 +643,7 @@ mod tests {
             while next < N {
                 match worker.next().unwrap() {
                     Next::Inline => {
-                        assert_eq!(worker.take(u64::MAX).unwrap().header.id, next);
+                        assert_eq!(worker.take(u64::MAX).unwrap().unwrap().header.id, next);
                         next += 1;
                     }
                     Next::Spilled => unreachable!(),

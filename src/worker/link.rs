@@ -66,7 +66,7 @@ impl Incoming {
         }
         match next {
             Next::Empty => Ok(None),
-            Next::Inline => ring.take(self.limit).map(Some).map_err(ReadError::Protocol),
+            Next::Inline => ring.take(self.limit).map_err(ReadError::Protocol),
             Next::Spilled => {
                 // Announced: the parent is writing it on the socket now.
                 let frame = self.reader.read(sock, false)?;
@@ -103,8 +103,11 @@ impl Incoming {
                 continue;
             }
             // The socket has something while the ring announced nothing: its end, or
-            // the start of a spilled frame whose slot comes next.
-            if ring.next().map_err(ReadError::Protocol)? != Next::Empty {
+            // the start of a spilled frame whose slot comes next. Or while a large
+            // frame is still being written: then only its end (the parent sends
+            // nothing on the socket before that frame is whole).
+            let next = ring.next().map_err(ReadError::Protocol)?;
+            if next != Next::Empty && !ring.head_is_partial() {
                 continue;
             }
             match self.reader.read(sock, true) {
@@ -184,5 +187,63 @@ impl Outgoing {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::ring::testing;
+    use crate::wire::{Kind, HEADER_LEN};
+
+    fn frame(body_len: usize, id: u64) -> Vec<u8> {
+        let mut f = Vec::new();
+        wire::begin(&mut f);
+        f.extend((0..body_len).map(|i| (i % 253) as u8));
+        wire::finish(&mut f, Kind::Run, 0, id, 0);
+        f
+    }
+
+    #[test]
+    fn a_parent_gone_in_the_middle_of_a_large_frame_is_the_end_not_a_frame() {
+        let (parent, worker) = testing::pair();
+        let (ours, theirs) = sys::sock::pair(sys::sock::Kind::Stream).unwrap();
+        let big = frame(1 << 20, 1);
+        parent.push_unfinished(&big, big.len() / 2);
+        drop(theirs);
+        let mut incoming =
+            Incoming::new(FrameReader::new(u64::MAX), Some(Arc::new(worker)), 1 << 30);
+        assert!(matches!(incoming.next(ours.as_fd()), Err(ReadError::Eof)));
+    }
+
+    #[test]
+    fn a_frame_on_the_socket_while_a_large_one_is_unfinished_is_a_protocol_error() {
+        let (parent, worker) = testing::pair();
+        let (ours, theirs) = sys::sock::pair(sys::sock::Kind::Stream).unwrap();
+        let big = frame(1 << 20, 1);
+        parent.push_unfinished(&big, HEADER_LEN);
+        let small = frame(8, 2);
+        sys::sock::send_vectored(theirs.as_fd(), &[&small], &[], false).unwrap();
+        let mut incoming =
+            Incoming::new(FrameReader::new(u64::MAX), Some(Arc::new(worker)), 1 << 30);
+        assert!(matches!(
+            incoming.next(ours.as_fd()),
+            Err(ReadError::Protocol(_))
+        ));
+    }
+
+    #[test]
+    fn a_large_frame_is_taken_once_whole() {
+        let (parent, worker) = testing::pair();
+        let (ours, _theirs) = sys::sock::pair(sys::sock::Kind::Stream).unwrap();
+        let big = frame(3 << 20, 7);
+        let mut incoming =
+            Incoming::new(FrameReader::new(u64::MAX), Some(Arc::new(worker)), 1 << 30);
+        let got = std::thread::scope(|s| {
+            let reader = s.spawn(|| incoming.next(ours.as_fd()).unwrap());
+            assert_eq!(parent.push(&[&big], 0), Pushed::Shared);
+            reader.join().unwrap()
+        });
+        assert_eq!((got.header.id, &got.body[..]), (7, &big[HEADER_LEN..]));
     }
 }

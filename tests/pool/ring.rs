@@ -203,15 +203,51 @@ async fn own_bulk_bytes(pool: &ProcessPoolExecutor) -> u64 {
     pool.run(|_: ()| bulk_bytes_held(), ()).await.unwrap()
 }
 
-/// Writes a megabyte of a large reply into the worker's half of the bulk area,
-/// without announcing it, and dies.
-fn die_writing_a_bulk_frame(_: ()) -> u32 {
+/// The progress word's room in front of each frame in a bulk half.
+const BULK_LEAD: usize = 64;
+
+/// A frame's header (`src/wire/mod.rs`): body length, then kind (`Done` is 13).
+const HEADER_LEN: usize = 32;
+const DONE: u16 = 13;
+
+/// Announces a large reply of 4 MiB at the start of the worker's bulk half, as the
+/// worker does before copying it in, copies in a megabyte of it (a true header, then
+/// filler), and stops there: with `die`, by SIGKILL; else it spins, alive, for ever.
+fn unfinished_bulk_reply(die: bool) -> u32 {
     let up = mapping("procpool-bulk").wrapping_add(BULK_HALF);
-    // SAFETY: the worker's half is `BULK_HALF` bytes from `BULK_HALF` on; a megabyte
-    // fits.
-    unsafe { std::ptr::write_bytes(up, 0xab, 1 << 20) };
-    common::signal(std::process::id(), libc::SIGKILL);
-    unreachable!("SIGKILL is not caught")
+    let (len, written) = (4u64 << 20, 1usize << 20);
+    let base = my_ring();
+    let slot = next_slot(base);
+    // SAFETY: the worker's half is `BULK_HALF` bytes from `BULK_HALF` on, and the
+    // progress word and a megabyte fit at its start (8-aligned); the slot is
+    // `SLOT_LEN` bytes inside the ring's mapping and 32 bytes fit.
+    unsafe {
+        let progress = &*up.cast::<AtomicU64>();
+        progress.store(0, Ordering::Relaxed);
+        slot.cast::<u64>().write_unaligned(BULK);
+        slot.add(16).cast::<u64>().write_unaligned(0);
+        slot.add(24).cast::<u64>().write_unaligned(len);
+        up_tail(base).fetch_add(1, Ordering::Release);
+        let frame = up.add(BULK_LEAD);
+        std::ptr::write_bytes(frame, 0xab, written);
+        std::ptr::write_bytes(frame, 0, HEADER_LEN);
+        frame.cast::<u64>().write_unaligned(len - HEADER_LEN as u64);
+        frame.add(8).cast::<u16>().write_unaligned(DONE);
+        progress.store(written as u64, Ordering::Release);
+    }
+    ring_every_eventfd();
+    if die {
+        common::signal(std::process::id(), libc::SIGKILL);
+    }
+    common::spin_forever(())
+}
+
+fn die_writing_a_bulk_frame(_: ()) -> u32 {
+    unfinished_bulk_reply(true)
+}
+
+fn stall_writing_a_bulk_frame(_: ()) -> u32 {
+    unfinished_bulk_reply(false)
 }
 
 /// Announces a large reply said to lie past the end of the worker's bulk half, rings
@@ -382,4 +418,34 @@ async fn a_worker_lying_about_a_bulk_extent_is_a_protocol_error() {
         other => panic!("expected Malformed, got {other:?}"),
     })
     .await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_worker_stalled_in_the_middle_of_a_bulk_frame_is_timed_out_not_waited_on() {
+    // The parent must not wait in the half-written frame: the task times out on the
+    // same single thread, and the tasks behind it run on a replacement.
+    let pool = ProcessPoolExecutor::builder()
+        .workers(1)
+        .pipeline_depth(4)
+        .build()
+        .unwrap();
+    let first = pool.run(common::whoami, ()).await.unwrap();
+    let stalled = pool
+        .task(stall_writing_a_bulk_frame)
+        .timeout(std::time::Duration::from_millis(200))
+        .try_submit(())
+        .unwrap();
+    let behind: Vec<_> = (0..3)
+        .map(|_| pool.try_submit(common::whoami, ()).unwrap())
+        .collect();
+    let e = stalled.await.expect_err("the stalled worker's task fails");
+    assert!(matches!(e, TaskError::TimedOut { .. }), "{e:?}");
+    for handle in behind {
+        assert_ne!(handle.await.unwrap(), first, "ran on the replacement");
+    }
+    assert!(
+        !common::exists(first),
+        "the stalled worker was killed and reaped"
+    );
+    pool.shutdown().await;
 }
