@@ -170,9 +170,20 @@ impl Ring {
     /// which the caller writes the frame on the socket. [`Pushed::Full`], and nothing
     /// published, when the lane has no free slot.
     pub(crate) fn push(&self, parts: &[&[u8]], nfds: usize) -> Pushed {
+        let pushed = self.push_unrung(parts, nfds);
+        if pushed == Pushed::Shared {
+            self.published();
+        }
+        pushed
+    }
+
+    /// As [`push`](Self::push), but a frame published in a slot does not ring the
+    /// reader: the caller publishes more and then calls
+    /// [`ring_if_asleep`](Self::ring_if_asleep) once for all of them.
+    pub(crate) fn push_unrung(&self, parts: &[&[u8]], nfds: usize) -> Pushed {
         let len = parts.iter().map(|p| p.len()).sum();
         if Ring::fits(len, nfds) {
-            return match self.try_push(parts) {
+            return match self.lanes.try_push(parts, crate::sys::proc::monotonic_ns()) {
                 true => Pushed::Shared,
                 false => Pushed::Full,
             };
@@ -222,6 +233,12 @@ impl Ring {
     pub(crate) fn push_unfinished(&self, frame: &[u8], written: usize) {
         let (bulk, extent) = self.announce_bulk(frame.len()).expect("room");
         bulk.fill(extent, &[&frame[..written]]);
+    }
+
+    /// After frames published with [`push_unrung`](Self::push_unrung): rings the
+    /// reader's doorbell if it sleeps.
+    pub(crate) fn ring_if_asleep(&self) {
+        self.published();
     }
 
     /// After publishing a frame, or the end of a large one: rings the reader's
@@ -610,6 +627,33 @@ mod tests {
         assert!(parent.try_push(&[&frame(0, 2)]));
         assert!(rung(&worker));
         worker.woke();
+        assert!(!rung(&worker));
+    }
+
+    #[test]
+    fn frames_pushed_unrung_ring_a_sleeper_once_when_asked() {
+        let (parent, worker) = pair();
+        let rung = |r: &Ring| {
+            crate::sys::sock::poll(
+                r.bell().as_fd(),
+                crate::sys::sock::Wait::Readable,
+                Some(std::time::Duration::ZERO),
+            )
+            .unwrap()
+        };
+        assert!(worker.sleep_for_frame());
+        for id in 0..3 {
+            assert_eq!(parent.push_unrung(&[&frame(0, id)], 0), Pushed::Shared);
+        }
+        assert!(!rung(&worker), "not yet");
+        parent.ring_if_asleep();
+        assert!(rung(&worker));
+        worker.woke();
+        for id in 0..3 {
+            assert_eq!(worker.take(u64::MAX).unwrap().unwrap().header.id, id);
+        }
+        // Nobody asleep: asking rings nothing.
+        parent.ring_if_asleep();
         assert!(!rung(&worker));
     }
 

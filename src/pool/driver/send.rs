@@ -17,6 +17,19 @@ impl Driver {
     /// Jobs keep their buffers and descriptors, so that one sent to a worker that dies
     /// before beginning it can be sent again.
     pub(super) fn write(&mut self) -> io::Result<()> {
+        let before = self.unsent;
+        let written = self.write_unrung();
+        // One look at the worker's doorbell for all the frames put in the ring: the
+        // fence that look needs costs as much as the rest of a small frame's push.
+        if self.unsent > before {
+            if let Some(w) = self.worker.as_ref() {
+                w.ring().ring_if_asleep();
+            }
+        }
+        written
+    }
+
+    fn write_unrung(&mut self) -> io::Result<()> {
         while self.unsent < self.flights.len() {
             let Some(w) = self.worker.as_ref() else {
                 return Ok(());
@@ -24,7 +37,7 @@ impl Driver {
             let job = unwritten(&self.flights[self.unsent]);
             let (frame, tail) = (&job.frame[..], &job.tail[..]);
             if !self.spilling {
-                match w.ring().push(&[frame, tail], job.fds.len()) {
+                match w.ring().push_unrung(&[frame, tail], job.fds.len()) {
                     Pushed::Shared => {
                         self.sent_one();
                         continue;
