@@ -450,6 +450,16 @@ mod tests {
         super::testing::pair()
     }
 
+    /// Whether `r`'s doorbell has been rung (and not emptied since).
+    fn rung(r: &Ring) -> bool {
+        crate::sys::sock::poll(
+            r.bell().as_fd(),
+            crate::sys::sock::Wait::Readable,
+            Some(std::time::Duration::ZERO),
+        )
+        .unwrap()
+    }
+
     fn frame(body_len: usize, id: u64) -> Vec<u8> {
         let mut f = Vec::new();
         wire::begin(&mut f);
@@ -524,14 +534,6 @@ mod tests {
     fn a_reader_asleep_on_an_unfinished_large_frame_is_rung_when_it_is_whole() {
         let (parent, worker) = pair();
         let big = frame(3 * super::super::bulk::CHUNK, 1);
-        let rung = |r: &Ring| {
-            crate::sys::sock::poll(
-                r.bell().as_fd(),
-                crate::sys::sock::Wait::Readable,
-                Some(std::time::Duration::ZERO),
-            )
-            .unwrap()
-        };
         let (bulk, extent) = parent.announce_bulk(big.len()).expect("room");
         assert_eq!(worker.next().unwrap(), Next::Inline);
         assert!(worker.head_is_partial());
@@ -609,14 +611,6 @@ mod tests {
     #[test]
     fn a_sleeper_is_rung_exactly_when_it_raised_its_flag() {
         let (parent, worker) = pair();
-        let rung = |r: &Ring| {
-            crate::sys::sock::poll(
-                r.bell().as_fd(),
-                crate::sys::sock::Wait::Readable,
-                Some(std::time::Duration::ZERO),
-            )
-            .unwrap()
-        };
         // Nobody asleep: publishing rings nothing.
         assert!(parent.try_push(&[&frame(0, 1)]));
         assert!(!rung(&worker));
@@ -633,14 +627,6 @@ mod tests {
     #[test]
     fn frames_pushed_unrung_ring_a_sleeper_once_when_asked() {
         let (parent, worker) = pair();
-        let rung = |r: &Ring| {
-            crate::sys::sock::poll(
-                r.bell().as_fd(),
-                crate::sys::sock::Wait::Readable,
-                Some(std::time::Duration::ZERO),
-            )
-            .unwrap()
-        };
         assert!(worker.sleep_for_frame());
         for id in 0..3 {
             assert_eq!(parent.push_unrung(&[&frame(0, id)], 0), Pushed::Shared);

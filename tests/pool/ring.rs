@@ -355,13 +355,26 @@ fn ring_every_eventfd() {
 /// Runs `f` with three tasks pipelined behind it on one worker: `f`'s task fails as
 /// `check` says, the three run (on another worker), and the pool goes on.
 async fn only_its_task_fails<F: procpool::Task<(), u32>>(f: F, check: impl Fn(TaskError)) {
+    only_its_task_fails_within(f, None, check).await;
+}
+
+/// As [`only_its_task_fails`], `f`'s task given `timeout` if any.
+async fn only_its_task_fails_within<F: procpool::Task<(), u32>>(
+    f: F,
+    timeout: Option<std::time::Duration>,
+    check: impl Fn(TaskError),
+) {
     let pool = ProcessPoolExecutor::builder()
         .workers(1)
         .pipeline_depth(4)
         .build()
         .unwrap();
     let first = pool.run(common::whoami, ()).await.unwrap();
-    let broken = pool.try_submit(f, ()).unwrap();
+    let broken = match timeout {
+        Some(t) => pool.task(f).timeout(t).try_submit(()),
+        None => pool.try_submit(f, ()),
+    }
+    .unwrap();
     let behind: Vec<_> = (0..3)
         .map(|_| pool.try_submit(common::whoami, ()).unwrap())
         .collect();
@@ -424,28 +437,9 @@ async fn a_worker_lying_about_a_bulk_extent_is_a_protocol_error() {
 async fn a_worker_stalled_in_the_middle_of_a_bulk_frame_is_timed_out_not_waited_on() {
     // The parent must not wait in the half-written frame: the task times out on the
     // same single thread, and the tasks behind it run on a replacement.
-    let pool = ProcessPoolExecutor::builder()
-        .workers(1)
-        .pipeline_depth(4)
-        .build()
-        .unwrap();
-    let first = pool.run(common::whoami, ()).await.unwrap();
-    let stalled = pool
-        .task(stall_writing_a_bulk_frame)
-        .timeout(std::time::Duration::from_millis(200))
-        .try_submit(())
-        .unwrap();
-    let behind: Vec<_> = (0..3)
-        .map(|_| pool.try_submit(common::whoami, ()).unwrap())
-        .collect();
-    let e = stalled.await.expect_err("the stalled worker's task fails");
-    assert!(matches!(e, TaskError::TimedOut { .. }), "{e:?}");
-    for handle in behind {
-        assert_ne!(handle.await.unwrap(), first, "ran on the replacement");
-    }
-    assert!(
-        !common::exists(first),
-        "the stalled worker was killed and reaped"
-    );
-    pool.shutdown().await;
+    let timeout = std::time::Duration::from_millis(200);
+    only_its_task_fails_within(stall_writing_a_bulk_frame, Some(timeout), |e| {
+        assert!(matches!(e, TaskError::TimedOut { .. }), "{e:?}")
+    })
+    .await;
 }
