@@ -127,7 +127,7 @@ pub(super) fn serve(parent: u32) -> i32 {
         }
         if ready.first() == Some(&0) {
             match take_request(&requests, &mut buf) {
-                Taken::Request(Ok(request), control, status) => {
+                Taken::Request(request, control, status) => {
                     let started = match spares.pop() {
                         Some(s) => hand_over(s, request, control, status),
                         None => start(parent, request, control, status),
@@ -135,7 +135,7 @@ pub(super) fn serve(parent: u32) -> i32 {
                     workers.extend(started);
                     refill = true;
                 }
-                Taken::Request(Err(()), _, status) => answer(
+                Taken::Garbled(status) => answer(
                     status.as_fd(),
                     ForkReply::Failed {
                         errno: libc::EINVAL,
@@ -155,9 +155,10 @@ pub(super) fn serve(parent: u32) -> i32 {
 }
 
 enum Taken {
-    /// A request with its two descriptors; `Err` if the bytes are not a request (it
-    /// is answered with `EINVAL`).
-    Request(Result<ForkRequest, ()>, OwnedFd, OwnedFd),
+    /// A request with its two descriptors: the worker's control and status sockets.
+    Request(ForkRequest, OwnedFd, OwnedFd),
+    /// Bytes that are not a request, with the status socket to answer `EINVAL` on.
+    Garbled(OwnedFd),
     /// A message without its two descriptors.
     Malformed,
     /// Nothing to take yet.
@@ -174,8 +175,10 @@ fn take_request(requests: &OwnedFd, buf: &mut [u8]) -> Taken {
         Ok(0) => Taken::End,
         Ok(n) => match (fds.pop_front(), fds.pop_front(), fds.is_empty()) {
             (Some(control), Some(status), true) => {
-                let request = postcard::from_bytes::<ForkRequest>(&buf[..n]).map_err(drop);
-                Taken::Request(request, control, status)
+                match postcard::from_bytes::<ForkRequest>(&buf[..n]) {
+                    Ok(request) => Taken::Request(request, control, status),
+                    Err(_) => Taken::Garbled(status),
+                }
             }
             _ => Taken::Malformed,
         },
@@ -430,7 +433,7 @@ mod tests {
         )
         .unwrap();
         match take_request(&server, &mut buf) {
-            Taken::Request(Ok(got), _, _) => assert_eq!(got, request),
+            Taken::Request(got, _, _) => assert_eq!(got, request),
             _ => panic!("expected the request"),
         }
 
@@ -443,7 +446,7 @@ mod tests {
             true,
         )
         .unwrap();
-        let Taken::Request(Err(()), _, their_status) = take_request(&server, &mut buf) else {
+        let Taken::Garbled(their_status) = take_request(&server, &mut buf) else {
             panic!("expected a malformed request");
         };
         answer(
