@@ -324,6 +324,48 @@ async fn a_million_tasks_with_workers_killed_at_random_all_resolve() {
     assert!(common::live_children().is_empty());
 }
 
+/// Task `i`'s argument: a megabyte and some (a large frame, through the
+/// bulk area), a word depending on `i` over and over.
+fn large(i: u64) -> Vec<u8> {
+    let words = (128 << 10) + (i % 7) as usize * 512;
+    (i.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+        .to_le_bytes()
+        .repeat(words)
+}
+
+fn echo_large(v: Vec<u8>) -> Vec<u8> {
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_frames_both_ways_under_a_storm_come_back_whole_or_fail_with_their_worker() {
+    // Killed workers die in the middle of copying a task out of the bulk area or a
+    // reply into it (the storm strikes while others run): no reply is ever taken
+    // half-written, and every task resolves.
+    const N: u64 = 2000;
+    let _storm = STORM.lock().await;
+    let pool = ProcessPoolExecutor::builder().workers(2).build().unwrap();
+    let mut kills = 0;
+    let common::Storm { died, .. } = common::storm_checking(
+        N,
+        8,
+        Dice(0x9e37_79b9_7f4a_7c15),
+        (5, 40),
+        |i| pool.try_submit(echo_large, large(i)).unwrap(),
+        |i, v: Vec<u8>| assert!(v == large(i), "task {i}'s echo differs"),
+        |_| kills += common::kill_children(),
+    )
+    .await;
+    eprintln!("{N} large echoes: {died} failed, {kills} workers killed");
+    assert!(kills > 0);
+    assert!(died <= kills, "{died} failed for {kills} kills");
+    let stats = pool.stats();
+    assert_eq!(stats.worker_died, died, "{stats:?}");
+    common::assert_adds_up(stats);
+    pool.shutdown().await;
+    assert!(common::live_children().is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callers_of_run_that_read_their_own_replies_all_resolve_under_a_storm() {
     // Three callers awaiting one task at a time on two workers: most of their tasks

@@ -302,9 +302,24 @@ pub struct Storm {
 pub async fn storm(
     n: u64,
     window: usize,
-    mut dice: Dice,
+    dice: Dice,
     every: (u64, u64),
     submit: impl Fn(u64) -> procpool::TaskHandle<u64>,
+    strike: impl FnMut(u64),
+) -> Storm {
+    let check = |i: u64, v: u64| assert_eq!(v, i);
+    storm_checking(n, window, dice, every, submit, check, strike).await
+}
+
+/// As [`storm`], for tasks of any result: `check(i, value)` asserts that task `i`'s
+/// value is right.
+pub async fn storm_checking<R: serde::de::DeserializeOwned + 'static>(
+    n: u64,
+    window: usize,
+    mut dice: Dice,
+    every: (u64, u64),
+    submit: impl Fn(u64) -> procpool::TaskHandle<R>,
+    check: impl Fn(u64, R),
     mut strike: impl FnMut(u64),
 ) -> Storm {
     use futures::StreamExt;
@@ -326,7 +341,7 @@ pub async fn storm(
             panic!("{results} results for {submitted} tasks, and none left in flight");
         };
         match r {
-            Ok(v) => assert_eq!(v, i),
+            Ok(v) => check(i, v),
             Err(procpool::TaskError::WorkerDied { .. }) => seen.died += 1,
             Err(e) => panic!("task {i}: {e:?}: only its value or WorkerDied may come"),
         }
