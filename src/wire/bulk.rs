@@ -63,6 +63,11 @@ pub(crate) const CHUNK: usize = 256 << 10;
 /// sleeps (the writer rings once the frame is whole). A few chunks' time; a writer
 /// that the scheduler took off its CPU costs the reader one wasted partial copy.
 pub(crate) const STALL: Duration = Duration::from_micros(500);
+/// The slowest rate a reader keeps copying at, as time per byte: a writer slower
+/// than 1 GB/s (one the scheduler keeps taking off its CPU, or one that dribbles on
+/// purpose) is left to finish alone, and the reader then copies its frame in one go.
+/// So no writer holds its reader's thread much longer than the copy itself takes.
+const SLOWEST: Duration = Duration::from_nanos(1);
 /// How long a side keeps its half's pages after its last large frame.
 pub(crate) const KEEP: Duration = Duration::from_secs(1);
 
@@ -304,7 +309,8 @@ impl Bulk {
             });
         };
         let len = len as usize;
-        let Some(mut ready) = wait_for(progress, HEADER_LEN, len) else {
+        let until = Instant::now() + STALL + SLOWEST.saturating_mul(len as u32);
+        let Some(mut ready) = wait_for(progress, HEADER_LEN, len, until) else {
             return Ok(None);
         };
         let mut raw = [0u8; HEADER_LEN];
@@ -322,7 +328,7 @@ impl Bulk {
         let mut copied = HEADER_LEN;
         while copied < len {
             if ready == copied {
-                let Some(more) = wait_for(progress, copied + 1, len) else {
+                let Some(more) = wait_for(progress, copied + 1, len, until) else {
                     return Ok(None);
                 };
                 ready = more;
@@ -347,8 +353,9 @@ impl Bulk {
 }
 
 /// How far the writer has got (at most `len`) once it has `need` bytes in, waiting
-/// while it makes progress; `None` after [`STALL`] without any.
-fn wait_for(progress: &AtomicU64, need: usize, len: usize) -> Option<usize> {
+/// while it makes progress; `None` after [`STALL`] without any, or once `until` has
+/// passed.
+fn wait_for(progress: &AtomicU64, need: usize, len: usize, until: Instant) -> Option<usize> {
     let mut since = None;
     let mut spins = 0u32;
     loop {
@@ -356,6 +363,9 @@ fn wait_for(progress: &AtomicU64, need: usize, len: usize) -> Option<usize> {
         let ready = progress.load(Ordering::Acquire).min(len as u64) as usize;
         if ready >= need {
             return Some(ready);
+        }
+        if spins == 0 && Instant::now() >= until {
+            return None;
         }
         // The writer is copying on another CPU: a chunk takes some tens of
         // microseconds. Spin a little, then yield, in case it shares this CPU.
@@ -524,6 +534,37 @@ mod tests {
         });
         assert_eq!((read.header.id, &read.body[..]), (3, &frame[HEADER_LEN..]));
         assert!(worker.is_whole(0, len));
+    }
+
+    #[test]
+    fn a_writer_that_dribbles_does_not_hold_its_reader() {
+        use std::sync::atomic::AtomicBool;
+        let (parent, fd) = Bulk::create().unwrap();
+        let worker = Bulk::open(fd, 1).unwrap();
+        let frame = frame(3 * CHUNK, 5);
+        let extent = parent
+            .reserve(frame.len(), 0, |_, _| Some(0))
+            .expect("room");
+        parent
+            .region
+            .write(parent.tx + extent.at + LEAD, &frame[..HEADER_LEN]);
+        let progress = parent.region.u64_at(parent.tx + extent.at);
+        progress.store(HEADER_LEN as u64, Ordering::Release);
+        let done = AtomicBool::new(false);
+        let got = std::thread::scope(|s| {
+            // A byte every 50 µs: progress always comes within STALL, and the frame
+            // would be whole in about 40 s.
+            s.spawn(|| {
+                while !done.load(Ordering::Acquire) {
+                    progress.fetch_add(1, Ordering::Release);
+                    std::thread::sleep(Duration::from_micros(50));
+                }
+            });
+            let got = worker.copy_out(0, frame.len() as u64, u64::MAX);
+            done.store(true, Ordering::Release);
+            got
+        });
+        assert!(got.unwrap().is_none(), "the reader gave up and left it");
     }
 
     #[test]
