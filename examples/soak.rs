@@ -6,7 +6,9 @@
 //! ```
 //!
 //! The work: short tasks submitted one by one, `map_unordered` rounds, tasks that
-//! panic, tasks that run past the pool's timeout, and tasks cancelled on purpose.
+//! panic, tasks that run past the pool's timeout, tasks cancelled on purpose, and
+//! echoes of 256 KiB to 4 MiB (through the workers' bulk areas), checked byte for
+//! byte.
 //! Every result is checked against what that task may legitimately end with; anything
 //! else (a wrong value, a `Cancelled` nobody asked for, an error of the wrong kind) is
 //! a *spurious* result. Meanwhile a killer sends `SIGKILL` to a random worker. At the
@@ -57,6 +59,18 @@ fn work((x, us): (u64, u64)) -> u64 {
     x + 1
 }
 
+fn echo(v: Vec<u8>) -> Vec<u8> {
+    v
+}
+
+/// Echo `i`'s bytes: 256 KiB to 4 MiB, a word depending on `i` over and over.
+fn large(i: u64) -> Vec<u8> {
+    let words = (32usize << 10) << (i % 5);
+    (i.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+        .to_le_bytes()
+        .repeat(words)
+}
+
 fn panics(x: u64) -> u64 {
     panic!("soak panic {x}")
 }
@@ -73,6 +87,8 @@ struct Tally {
     panicked: AtomicU64,
     timed_out: AtomicU64,
     cancelled_on_purpose: AtomicU64,
+    /// Large echoes that came back whole (also counted in `ok`).
+    echoed: AtomicU64,
     spurious: AtomicU64,
     kills: AtomicU64,
 }
@@ -299,6 +315,32 @@ async fn main() {
         })
     };
 
+    let echoes = {
+        let (pool, tally, stop) = (pool.clone(), tally.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                let sent = large(i);
+                match pool.run(echo, sent.clone()).await {
+                    Ok(back) if back == sent => {
+                        tally.ok.fetch_add(1, Ordering::Relaxed);
+                        tally.echoed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(TaskError::WorkerDied { .. }) => {
+                        tally.died.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(back) => tally.spurious(format!(
+                        "echo {i} of {} bytes came back as {} different ones",
+                        sent.len(),
+                        back.len()
+                    )),
+                    Err(e) => tally.spurious(format!("echo {i} gave {e:?}")),
+                }
+            }
+        })
+    };
+
     let started = Instant::now();
     let mut first: Option<Sample> = None;
     let (mut fds, mut threads, mut rss) = ((usize::MAX, 0), (usize::MAX, 0), (u64::MAX, 0));
@@ -348,7 +390,7 @@ async fn main() {
     }
     stop.store(true, Ordering::Relaxed);
     let _ = killer.join();
-    for t in [submitter, mapper, odd_ones] {
+    for t in [submitter, mapper, odd_ones, echoes] {
         let _ = t.await;
     }
     pool.shutdown().await;
@@ -356,9 +398,10 @@ async fn main() {
     let spurious = tally.spurious.load(Ordering::Relaxed);
     let st = pool.stats();
     println!(
-        "\nresults: {} ok, {} worker died, {} panicked, {} timed out, {} cancelled on \
-         purpose, {} spurious; {} kills, {} worker restarts",
+        "\nresults: {} ok ({} of them large echoes), {} worker died, {} panicked, {} timed \
+         out, {} cancelled on purpose, {} spurious; {} kills, {} worker restarts",
         tally.ok.load(Ordering::Relaxed),
+        tally.echoed.load(Ordering::Relaxed),
         tally.died.load(Ordering::Relaxed),
         tally.panicked.load(Ordering::Relaxed),
         tally.timed_out.load(Ordering::Relaxed),
