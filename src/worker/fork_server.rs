@@ -127,9 +127,9 @@ pub(super) fn serve(parent: u32) -> i32 {
         }
         if ready.first() == Some(&0) {
             match take_request(&requests, &mut buf) {
-                Taken::Request(request, control, status) => {
+                Taken::Request(request, len, control, status) => {
                     let started = match spares.pop() {
-                        Some(s) => hand_over(s, request, control, status),
+                        Some(s) => hand_over(s, &buf[..len], request.own_group, control, status),
                         None => start(parent, request, control, status),
                     };
                     workers.extend(started);
@@ -155,8 +155,9 @@ pub(super) fn serve(parent: u32) -> i32 {
 }
 
 enum Taken {
-    /// A request with its two descriptors: the worker's control and status sockets.
-    Request(ForkRequest, OwnedFd, OwnedFd),
+    /// A request, its length in the buffer it was read into, and its two
+    /// descriptors: the worker's control and status sockets.
+    Request(ForkRequest, usize, OwnedFd, OwnedFd),
     /// Bytes that are not a request, with the status socket to answer `EINVAL` on.
     Garbled(OwnedFd),
     /// A message without its two descriptors.
@@ -176,7 +177,7 @@ fn take_request(requests: &OwnedFd, buf: &mut [u8]) -> Taken {
         Ok(n) => match (fds.pop_front(), fds.pop_front(), fds.is_empty()) {
             (Some(control), Some(status), true) => {
                 match postcard::from_bytes::<ForkRequest>(&buf[..n]) {
-                    Ok(request) => Taken::Request(request, control, status),
+                    Ok(request) => Taken::Request(request, n, control, status),
                     Err(_) => Taken::Garbled(status),
                 }
             }
@@ -225,11 +226,13 @@ fn start(parent: u32, request: ForkRequest, control: OwnedFd, status: OwnedFd) -
     }
 }
 
-/// Answers a request with the spare's pid and pidfd, and gives it the request. A
-/// spare that cannot take it (it died) is then a worker that died at once.
+/// Answers a request with the spare's pid and pidfd, and passes it the request as it
+/// came (`raw`, which it decodes itself). A spare that cannot take it (it died) is
+/// then a worker that died at once.
 fn hand_over(
     spare: Spare,
-    request: ForkRequest,
+    raw: &[u8],
+    own_group: bool,
     control: OwnedFd,
     status: OwnedFd,
 ) -> Option<Worker> {
@@ -240,12 +243,8 @@ fn hand_over(
         ForkReply::Forked { pid: spare.pid },
         Some(spare.pidfd.as_fd()),
     );
-    let handed = postcard::to_allocvec(&request)
-        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))
-        .and_then(|bytes| {
-            // Its socket is new and empty: the one packet fits.
-            sys::sock::send(spare.channel.as_fd(), &bytes, &[control.as_fd()], true)
-        });
+    // Its socket is new and empty: the one packet fits.
+    let handed = sys::sock::send(spare.channel.as_fd(), raw, &[control.as_fd()], true);
     if handed.is_err() {
         // It died as a spare, or is killed now: either way the parent learns it as
         // the death of this worker, from the status reported below.
@@ -255,7 +254,7 @@ fn hand_over(
         pid: spare.pid,
         pidfd: spare.pidfd,
         status,
-        own_group: request.own_group,
+        own_group,
     })
 }
 
@@ -433,7 +432,7 @@ mod tests {
         )
         .unwrap();
         match take_request(&server, &mut buf) {
-            Taken::Request(got, _, _) => assert_eq!(got, request),
+            Taken::Request(got, _, _, _) => assert_eq!(got, request),
             _ => panic!("expected the request"),
         }
 
