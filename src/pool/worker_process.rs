@@ -528,16 +528,11 @@ impl WorkerProcess {
     /// yet, or when the next one spilled to the socket (which [`next_io`](Self::next_io)
     /// reads).
     pub(crate) fn try_reply(&mut self) -> Option<Result<Frame, ReadError>> {
-        match self.ring.next() {
-            Ok(Next::Inline) => {}
-            Ok(Next::Empty | Next::Spilled) => return None,
-            Err(e) => return Some(Err(ReadError::Protocol(e))),
+        match next_reply(&self.ring, self.limit, &mut self.reply_stamp)? {
+            Ok(Some(frame)) => Some(Ok(frame)),
+            Ok(None) => None,
+            Err(e) => Some(Err(e)),
         }
-        self.reply_stamp = self.ring.head_stamp();
-        self.ring
-            .take(self.limit)
-            .map_err(ReadError::Protocol)
-            .transpose()
     }
 
     /// A reply already received, without waiting (used after the worker died).
