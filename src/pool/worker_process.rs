@@ -487,7 +487,7 @@ impl WorkerProcess {
                     guard = sock.readable() => {
                         ring.woke();
                         let mut guard = guard.map_err(ReadError::Io)?;
-                        if ring.next().is_ok_and(|n| n == Next::Empty) || ring.head_is_partial() {
+                        if ring.socket_is_next() {
                             match reader.read(sock.get_ref().as_fd(), true) {
                                 Err(ReadError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
                                     guard.clear_ready();

@@ -160,7 +160,7 @@ impl Ring {
         if !self.lanes.try_push(parts, crate::sys::proc::monotonic_ns()) {
             return false;
         }
-        self.published();
+        self.ring_if_asleep();
         true
     }
 
@@ -172,7 +172,7 @@ impl Ring {
     pub(crate) fn push(&self, parts: &[&[u8]], nfds: usize) -> Pushed {
         let pushed = self.push_unrung(parts, nfds);
         if pushed == Pushed::Shared {
-            self.published();
+            self.ring_if_asleep();
         }
         pushed
     }
@@ -207,7 +207,7 @@ impl Ring {
             return false;
         };
         bulk.fill(extent, parts);
-        self.published();
+        self.ring_if_asleep();
         true
     }
 
@@ -223,7 +223,7 @@ impl Ring {
         let extent = bulk.reserve(len, lanes.tx_freed(), |offset, len| {
             lanes.try_push_bulk(offset, len, crate::sys::proc::monotonic_ns())
         })?;
-        self.published();
+        self.ring_if_asleep();
         Some((bulk, extent))
     }
 
@@ -235,15 +235,9 @@ impl Ring {
         bulk.fill(extent, &[&frame[..written]]);
     }
 
-    /// After frames published with [`push_unrung`](Self::push_unrung): rings the
-    /// reader's doorbell if it sleeps.
+    /// After publishing a frame, the end of a large one, or frames published with
+    /// [`push_unrung`](Self::push_unrung): rings the reader's doorbell if it sleeps.
     pub(crate) fn ring_if_asleep(&self) {
-        self.published();
-    }
-
-    /// After publishing a frame, or the end of a large one: rings the reader's
-    /// doorbell if it sleeps.
-    fn published(&self) {
         fence(Ordering::SeqCst);
         if self.lower(self.lanes.tx_flag(Word::Sleep)) {
             self.peer_bell.notify();
@@ -378,6 +372,17 @@ impl Ring {
         }
         self.skip();
         Ok(frame)
+    }
+
+    /// Whether something readable on the socket lies outside the order the lane
+    /// announced, so that the reader should read it now rather than wait for the
+    /// lane: the lane is empty (it is the start of a spilled frame whose slot comes
+    /// next, or the socket's end), or its head is a large frame still being written
+    /// (then only the end, or a lie: the writer sends nothing on the socket before
+    /// that frame is whole). False for a lane that makes no sense, which
+    /// [`next`](Self::next) reports.
+    pub(crate) fn socket_is_next(&self) -> bool {
+        self.next().is_ok_and(|n| n == Next::Empty) || self.head_is_partial()
     }
 
     /// Before sleeping for a frame: raises this side's `asleep` flag and says whether
@@ -542,7 +547,7 @@ mod tests {
         assert!(worker.sleep_for_frame(), "an unfinished frame is slept on");
         bulk.fill(extent, &[&big]);
         assert!(!rung(&worker), "not rung before the frame is whole");
-        parent.published();
+        parent.ring_if_asleep();
         assert!(rung(&worker));
         worker.woke();
         assert!(!worker.head_is_partial());

@@ -102,12 +102,9 @@ impl Incoming {
             if !ready.contains(&0) {
                 continue;
             }
-            // The socket has something while the ring announced nothing: its end, or
-            // the start of a spilled frame whose slot comes next. Or while a large
-            // frame is still being written: then only its end (the parent sends
-            // nothing on the socket before that frame is whole).
-            let next = ring.next().map_err(ReadError::Protocol)?;
-            if next != Next::Empty && !ring.head_is_partial() {
+            // Else the ring has the next frame (or a broken lane, which `try_next`
+            // reports).
+            if !ring.socket_is_next() {
                 continue;
             }
             match self.reader.read(sock, true) {
