@@ -403,6 +403,17 @@ mod tests {
         }
     }
 
+    /// Announces `frame` at the start of `parent`'s half and copies in only its
+    /// first `written` bytes; its progress word, for the test to move.
+    fn unfinished<'a>(parent: &'a Bulk, frame: &[u8], written: usize) -> &'a AtomicU64 {
+        let extent = parent
+            .reserve(frame.len(), 0, |_, _| Some(0))
+            .expect("room");
+        let at = parent.tx + extent.at;
+        parent.fill(extent, &[&frame[..written]]);
+        parent.region.u64_at(at)
+    }
+
     fn frame(body_len: usize, id: u64) -> Vec<u8> {
         let mut frame = Vec::new();
         super::super::begin(&mut frame);
@@ -542,14 +553,7 @@ mod tests {
         let (parent, fd) = Bulk::create().unwrap();
         let worker = Bulk::open(fd, 1).unwrap();
         let frame = frame(3 * CHUNK, 5);
-        let extent = parent
-            .reserve(frame.len(), 0, |_, _| Some(0))
-            .expect("room");
-        parent
-            .region
-            .write(parent.tx + extent.at + LEAD, &frame[..HEADER_LEN]);
-        let progress = parent.region.u64_at(parent.tx + extent.at);
-        progress.store(HEADER_LEN as u64, Ordering::Release);
+        let progress = unfinished(&parent, &frame, HEADER_LEN);
         let done = AtomicBool::new(false);
         let got = std::thread::scope(|s| {
             // A byte every 50 µs: progress always comes within STALL, and the frame
@@ -572,16 +576,9 @@ mod tests {
         let (parent, fd) = Bulk::create().unwrap();
         let worker = Bulk::open(fd, 1).unwrap();
         let frame = frame(3 * CHUNK, 4);
-        let extent = parent
-            .reserve(frame.len(), 0, |_, _| Some(0))
-            .expect("room");
         // The writer got two chunks in, then died (or stopped).
+        let progress = unfinished(&parent, &frame, 2 * CHUNK);
         let len = frame.len() as u64;
-        parent
-            .region
-            .write(parent.tx + extent.at + LEAD, &frame[..2 * CHUNK]);
-        let progress = parent.region.u64_at(parent.tx + extent.at);
-        progress.store(2 * CHUNK as u64, Ordering::Release);
         assert!(!worker.is_whole(0, len));
         assert!(worker.copy_out(0, len, u64::MAX).unwrap().is_none());
         // A word past the end is believed only up to the end.
