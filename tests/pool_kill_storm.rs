@@ -13,7 +13,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::Dice;
-use procpool::{Event, ProcessPoolExecutor, RawValue, TaskError};
+use procpool::{Event, PoolStats, ProcessPoolExecutor, RawValue, TaskError};
 
 static STORM: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -313,15 +313,23 @@ async fn a_million_tasks_with_workers_killed_at_random_all_resolve() {
     )
     .await;
     eprintln!("{N} tasks: {died} failed, {kills} workers killed");
+    let stats = holds_after_a_storm(pool, died, kills).await;
+    assert_eq!(stats.submitted, N, "{stats:?}");
+    assert_eq!(stats.cancelled, 0, "{stats:?}");
+}
+
+/// After a storm of `kills` that failed `died` tasks: at least one kill, at most one
+/// failure a kill, the pool's counts agree with that, and the pool shuts down leaving
+/// no child. Its statistics from before the shutdown, for more checks.
+async fn holds_after_a_storm(pool: ProcessPoolExecutor, died: u64, kills: u64) -> PoolStats {
     assert!(kills > 0);
     assert!(died <= kills, "{died} failed for {kills} kills");
     let stats = pool.stats();
-    assert_eq!(stats.submitted, N, "{stats:?}");
-    assert_eq!(stats.cancelled, 0, "{stats:?}");
     assert_eq!(stats.worker_died, died, "{stats:?}");
     common::assert_adds_up(stats);
     pool.shutdown().await;
     assert!(common::live_children().is_empty());
+    stats
 }
 
 /// Task `i`'s argument: a megabyte and some (a large frame, through the
@@ -357,13 +365,7 @@ async fn large_frames_both_ways_under_a_storm_come_back_whole_or_fail_with_their
     )
     .await;
     eprintln!("{N} large echoes: {died} failed, {kills} workers killed");
-    assert!(kills > 0);
-    assert!(died <= kills, "{died} failed for {kills} kills");
-    let stats = pool.stats();
-    assert_eq!(stats.worker_died, died, "{stats:?}");
-    common::assert_adds_up(stats);
-    pool.shutdown().await;
-    assert!(common::live_children().is_empty());
+    holds_after_a_storm(pool, died, kills).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
